@@ -1,0 +1,7 @@
+// Package manifests tests the installation manifests under deploy/ and the
+// Dockerfile: it renders every kustomize overlay in memory, as
+// `kubectl apply -k` would, and checks the properties users depend on.
+//
+// It is a module of its own so that kustomize and its dependencies never enter
+// the server's module graph. Run it with `go test ./...` from this directory.
+package manifests

@@ -1,0 +1,142 @@
+package webhook
+
+import (
+	"fmt"
+	"sort"
+
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/dittofs/dittofs-webhook/policies"
+)
+
+// statefulSetGK names the kind in denial statuses (`StatefulSet.apps "x" is invalid`).
+var statefulSetGK = schema.GroupKind{Group: "apps", Kind: "StatefulSet"}
+
+// Admitter applies the policies to decoded requests. The HTTP handlers and the
+// eval command both use it, so they cannot disagree.
+type Admitter struct {
+	Policy policies.Options
+}
+
+// Mutate answers the mutating webhook (SPEC §2).
+func (a *Admitter) Mutate(req *Request) Response {
+	preq, resp, done := screen(req)
+	if done {
+		return resp
+	}
+	m := policies.Mutate(preq, a.Policy)
+	if len(m.Errs) > 0 {
+		return Invalid(statefulSetGK, objectName(req), m.Errs).WithWarnings(m.Warnings...)
+	}
+	resp = Patched(m.Patch).WithWarnings(m.Warnings...).WithAudit(m.Audit)
+	resp.mutations = m.Applied
+	return resp
+}
+
+// Validate answers the validating webhook (SPEC §3).
+func (a *Admitter) Validate(req *Request) Response {
+	preq, resp, done := screen(req)
+	if done {
+		return resp
+	}
+	v := policies.Validate(preq)
+	var audit map[string]string
+	if len(v.Existing) > 0 {
+		audit = map[string]string{"existing-violations": joinRules(v.Existing)}
+	}
+	if !v.Allowed() {
+		resp = Invalid(statefulSetGK, objectName(req), v.Errs).WithWarnings(v.Warnings...).WithAudit(audit)
+		resp.violations = rules(v.Errs)
+		return resp.WithAudit(map[string]string{"violations": joinRules(v.Errs)})
+	}
+	return Allowed().WithWarnings(v.Warnings...).WithAudit(audit)
+}
+
+// screen answers what needs no policy: other operations and subresources are
+// allowed before anything else is looked at (SPEC §2 "Always"); another kind,
+// or an object that is not a StatefulSet, is a misconfiguration refused loudly
+// (code 400); an unmanaged StatefulSet is allowed untouched.
+func screen(req *Request) (policies.Request, Response, bool) {
+	op := policies.Operation(req.Operation)
+	if (op != policies.Create && op != policies.Update) || req.SubResource != "" {
+		return policies.Request{}, Allowed(), true
+	}
+	if req.Kind.Group != "apps" || req.Kind.Version != "v1" || req.Kind.Kind != "StatefulSet" {
+		resp := Errored(400, fmt.Sprintf("dittofs-webhook handles apps/v1 StatefulSet, got a request for %s (resource %s): check the webhook configuration's rules",
+			gvkString(req.Kind.Group, req.Kind.Version, req.Kind.Kind), gvkString(req.Resource.Group, req.Resource.Version, req.Resource.Resource)))
+		resp.badReason = "wrong_kind"
+		return policies.Request{}, resp, true
+	}
+	switch {
+	case req.ObjectErr != nil:
+		return badObject(fmt.Sprintf("the %s object does not decode as an apps/v1 StatefulSet: %s", req.Operation, oneLine(req.ObjectErr.Error())))
+	case req.Object == nil:
+		return badObject(fmt.Sprintf("the %s request has no object", req.Operation))
+	case op == policies.Update && req.OldObject == nil:
+		return badObject("the UPDATE request has no oldObject")
+	}
+	if k := req.Object; (k.APIVersion != "" && k.APIVersion != "apps/v1") || (k.Kind != "" && k.Kind != "StatefulSet") {
+		return badObject(fmt.Sprintf("the object is %s %s, not an apps/v1 StatefulSet", k.APIVersion, k.Kind))
+	}
+	if !policies.IsManaged(req.Object) {
+		return policies.Request{}, Allowed(), true
+	}
+	return policies.Request{
+		Operation:        op,
+		Object:           req.Object,
+		OldObject:        req.OldObject,
+		OldCacheTemplate: req.OldCacheTemplate,
+	}, Response{}, false
+}
+
+func badObject(msg string) (policies.Request, Response, bool) {
+	resp := Errored(400, msg)
+	resp.badReason = "bad_object"
+	return policies.Request{}, resp, true
+}
+
+func gvkString(group, version, kind string) string {
+	if group == "" {
+		return version + " " + kind
+	}
+	return group + "/" + version + " " + kind
+}
+
+func objectName(req *Request) string {
+	if req.Object != nil {
+		if req.Object.Name != "" {
+			return req.Object.Name
+		}
+		if req.Object.GenerateName != "" {
+			return req.Object.GenerateName
+		}
+	}
+	return req.Name
+}
+
+func rules(errs field.ErrorList) []string {
+	out := make([]string, 0, len(errs))
+	for _, e := range errs {
+		if r := policies.RuleOf(e); r != "" {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func joinRules(errs field.ErrorList) string {
+	rs := rules(errs)
+	sort.Strings(rs)
+	s := ""
+	for i, r := range rs {
+		if i > 0 && rs[i-1] == r {
+			continue
+		}
+		if s != "" {
+			s += ","
+		}
+		s += r
+	}
+	return s
+}

@@ -1,0 +1,219 @@
+package webhook
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/dittofs/dittofs-webhook/policies"
+)
+
+// Request is an admission request as the policies need it: the StatefulSets
+// are decoded once, together with the review, into typed objects that hold the
+// fields the policies read (see statefulSetJSON).
+type Request struct {
+	UID         types.UID
+	Kind        metav1.GroupVersionKind
+	Resource    metav1.GroupVersionResource
+	SubResource string
+	Name        string
+	Namespace   string
+	Operation   string
+	DryRun      bool
+
+	Object    *appsv1.StatefulSet
+	OldObject *appsv1.StatefulSet
+	// OldCacheTemplate is the old object's cache volumeClaimTemplate as sent.
+	OldCacheTemplate json.RawMessage
+	// ObjectErr is set when object or oldObject is not a StatefulSet.
+	ObjectErr error
+}
+
+// reviewJSON is the part of an admission.k8s.io/v1 AdmissionReview the server
+// reads; everything else (userInfo, options, ...) is skipped by the decoder.
+type reviewJSON struct {
+	APIVersion string       `json:"apiVersion"`
+	Kind       string       `json:"kind"`
+	Request    *requestJSON `json:"request"`
+}
+
+type requestJSON struct {
+	UID         types.UID                   `json:"uid"`
+	Kind        metav1.GroupVersionKind     `json:"kind"`
+	Resource    metav1.GroupVersionResource `json:"resource"`
+	SubResource string                      `json:"subResource"`
+	Name        string                      `json:"name"`
+	Namespace   string                      `json:"namespace"`
+	Operation   string                      `json:"operation"`
+	DryRun      *bool                       `json:"dryRun"`
+	Object      *statefulSetJSON            `json:"object"`
+	OldObject   *statefulSetJSON            `json:"oldObject"`
+}
+
+// statefulSetJSON is the projection of an apps/v1 StatefulSet onto the fields
+// the policies read. Decoding the whole typed object — every container's env,
+// probes and resource quantities, managedFields timestamps — costs several
+// times more than the policies and the rest of the request together; the
+// decoder skips what is not declared here. A test runs the policies on both
+// this projection and the full typed object of every fixture and requires the
+// same outcome, so a policy that starts reading another field fails loudly.
+type statefulSetJSON struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Metadata   struct {
+		Name         string            `json:"name"`
+		GenerateName string            `json:"generateName"`
+		Namespace    string            `json:"namespace"`
+		Labels       map[string]string `json:"labels"`
+		Annotations  map[string]string `json:"annotations"`
+	} `json:"metadata"`
+	Spec struct {
+		Template struct {
+			Spec struct {
+				Volumes    []corev1.Volume `json:"volumes"`
+				Containers []struct {
+					Name         string               `json:"name"`
+					VolumeMounts []corev1.VolumeMount `json:"volumeMounts"`
+				} `json:"containers"`
+			} `json:"spec"`
+		} `json:"template"`
+		VolumeClaimTemplates                 []claimTemplateJSON                                     `json:"volumeClaimTemplates"`
+		PersistentVolumeClaimRetentionPolicy *appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy `json:"persistentVolumeClaimRetentionPolicy"`
+	} `json:"spec"`
+}
+
+// claimTemplateJSON keeps a volumeClaimTemplate's bytes next to its typed
+// value: a carried-over template must be sent back verbatim.
+type claimTemplateJSON struct {
+	raw json.RawMessage
+	pvc corev1.PersistentVolumeClaim
+	err error
+}
+
+// UnmarshalJSON keeps a reference to data, which lives as long as the request
+// body the review was decoded from. A decoding error is kept rather than
+// returned: returned, it would abort the whole review and lose its uid.
+func (c *claimTemplateJSON) UnmarshalJSON(data []byte) error {
+	c.raw = data
+	c.err = json.Unmarshal(data, &c.pvc)
+	return nil
+}
+
+// err returns the first volumeClaimTemplate that did not decode.
+func (s *statefulSetJSON) err(field string) error {
+	for i := range s.Spec.VolumeClaimTemplates {
+		if err := s.Spec.VolumeClaimTemplates[i].err; err != nil {
+			return fmt.Errorf("%s.spec.volumeClaimTemplates[%d]: %w", field, i, err)
+		}
+	}
+	return nil
+}
+
+func (s *statefulSetJSON) typed() *appsv1.StatefulSet {
+	sts := &appsv1.StatefulSet{}
+	sts.APIVersion, sts.Kind = s.APIVersion, s.Kind
+	m := &s.Metadata
+	sts.Name, sts.GenerateName, sts.Namespace, sts.Labels, sts.Annotations = m.Name, m.GenerateName, m.Namespace, m.Labels, m.Annotations
+	sts.Spec.PersistentVolumeClaimRetentionPolicy = s.Spec.PersistentVolumeClaimRetentionPolicy
+	pod := &s.Spec.Template.Spec
+	sts.Spec.Template.Spec.Volumes = pod.Volumes
+	if pod.Containers != nil {
+		cs := make([]corev1.Container, len(pod.Containers))
+		for i := range pod.Containers {
+			cs[i].Name, cs[i].VolumeMounts = pod.Containers[i].Name, pod.Containers[i].VolumeMounts
+		}
+		sts.Spec.Template.Spec.Containers = cs
+	}
+	if s.Spec.VolumeClaimTemplates != nil {
+		vcts := make([]corev1.PersistentVolumeClaim, len(s.Spec.VolumeClaimTemplates))
+		for i := range s.Spec.VolumeClaimTemplates {
+			vcts[i] = s.Spec.VolumeClaimTemplates[i].pvc
+		}
+		sts.Spec.VolumeClaimTemplates = vcts
+	}
+	return sts
+}
+
+// cacheTemplate returns the raw cache volumeClaimTemplate, or nil.
+func (s *statefulSetJSON) cacheTemplate() json.RawMessage {
+	for i := range s.Spec.VolumeClaimTemplates {
+		if s.Spec.VolumeClaimTemplates[i].pvc.Name == policies.CacheVolume {
+			return s.Spec.VolumeClaimTemplates[i].raw
+		}
+	}
+	return nil
+}
+
+// errNotReview is returned for a body that is not an AdmissionReview.
+var errNotReview = errors.New("not an admission.k8s.io/v1 AdmissionReview")
+
+// decodeReview decodes an admission.k8s.io/v1 AdmissionReview. A body that is
+// not one with a request is an error (HTTP 400). An object that is not a
+// StatefulSet is not: the request is decoded all the same, so the answer can
+// carry its uid, and Request.ObjectErr says what was wrong.
+func decodeReview(body []byte) (*Request, error) {
+	var rv reviewJSON
+	err := json.Unmarshal(body, &rv)
+	var objErr error
+	if err != nil {
+		// encoding/json decodes the rest of the document after a type error and
+		// reports the first one with its path: one inside the object is the
+		// object's fault, not the review's.
+		var te *json.UnmarshalTypeError
+		if !errors.As(err, &te) || !(strings.HasPrefix(te.Field, "request.object") || strings.HasPrefix(te.Field, "request.oldObject")) {
+			return nil, fmt.Errorf("%w: %s", errNotReview, oneLine(err.Error()))
+		}
+		objErr = err
+	}
+	if rv.APIVersion != "admission.k8s.io/v1" || rv.Kind != "AdmissionReview" {
+		return nil, fmt.Errorf("%w: got apiVersion %q, kind %q", errNotReview, rv.APIVersion, rv.Kind)
+	}
+	r := rv.Request
+	if r == nil {
+		return nil, fmt.Errorf("%w: no request", errNotReview)
+	}
+	req := &Request{
+		UID: r.UID, Kind: r.Kind, Resource: r.Resource, SubResource: r.SubResource,
+		Name: r.Name, Namespace: r.Namespace, Operation: r.Operation,
+		DryRun: r.DryRun != nil && *r.DryRun, ObjectErr: objErr,
+	}
+	if r.Object != nil {
+		req.Object = r.Object.typed()
+		if req.ObjectErr == nil {
+			req.ObjectErr = r.Object.err("object")
+		}
+	}
+	if r.OldObject != nil {
+		req.OldObject = r.OldObject.typed()
+		req.OldCacheTemplate = r.OldObject.cacheTemplate()
+		if req.ObjectErr == nil {
+			req.ObjectErr = r.OldObject.err("oldObject")
+		}
+	}
+	return req, nil
+}
+
+// DecodeStatefulSet decodes one StatefulSet document the way the server does.
+func DecodeStatefulSet(data []byte) (*appsv1.StatefulSet, json.RawMessage, error) {
+	var s statefulSetJSON
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, nil, err
+	}
+	if err := s.err("object"); err != nil {
+		return nil, nil, err
+	}
+	return s.typed(), s.cacheTemplate(), nil
+}
+
+func oneLine(s string) string {
+	if i := strings.IndexAny(s, "\r\n"); i >= 0 {
+		return s[:i]
+	}
+	return s
+}

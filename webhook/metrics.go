@@ -1,0 +1,151 @@
+package webhook
+
+import (
+	"runtime"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/dittofs/dittofs-webhook/policies"
+)
+
+// Reasons of dittofs_webhook_bad_requests_total.
+const (
+	reasonMethod      = "method_not_allowed"
+	reasonContentType = "unsupported_media_type"
+	reasonTooLarge    = "body_too_large"
+	reasonNotReview   = "not_admission_review"
+	reasonReadError   = "read_error"
+)
+
+// Metrics are the server's Prometheus metrics (SPEC §5). They are registered
+// on the Registerer passed to NewMetrics, never on a global one, so tests and
+// embedders get their own.
+type Metrics struct {
+	requests    *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	violations  *prometheus.CounterVec
+	mutations   *prometheus.CounterVec
+	badRequests *prometheus.CounterVec
+	panics      prometheus.Counter
+	certExpiry  prometheus.Gauge
+	certReloads *prometheus.CounterVec
+}
+
+// NewMetrics creates the metrics and registers them, with the Go and process
+// collectors and build info, on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dittofs_webhook_admission_requests_total",
+			Help: "Admission requests answered, by webhook, operation and verdict.",
+		}, []string{"webhook", "operation", "allowed"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "dittofs_webhook_admission_duration_seconds",
+			Help: "Time to answer an admission request, from the first byte read to the last written.",
+			// A request takes tens of microseconds: most buckets sit below 1 ms.
+			Buckets: []float64{.00005, .0001, .00025, .0005, .00075, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"webhook"}),
+		violations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dittofs_webhook_violations_total",
+			Help: "Validation rule violations that denied a request, by rule ID.",
+		}, []string{"rule"}),
+		mutations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dittofs_webhook_mutations_total",
+			Help: "Mutations returned in patches, by mutation ID.",
+		}, []string{"mutation"}),
+		badRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dittofs_webhook_bad_requests_total",
+			Help: "Requests refused as malformed or misdirected, by reason.",
+		}, []string{"reason"}),
+		panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dittofs_webhook_panics_total",
+			Help: "Panics recovered while handling a request.",
+		}),
+		certExpiry: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dittofs_webhook_tls_certificate_expiry_timestamp_seconds",
+			Help: "NotAfter of the serving certificate, as a Unix timestamp.",
+		}),
+		certReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dittofs_webhook_tls_certificate_reloads_total",
+			Help: "Serving certificate reloads, by result (success or failure; a failure keeps the old pair).",
+		}, []string{"result"}),
+	}
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "dittofs_webhook_build_info",
+		Help: "Build information; the value is always 1.",
+	}, []string{"version", "goversion"})
+	buildInfo.WithLabelValues(Version, runtime.Version()).Set(1)
+
+	reg.MustRegister(m.requests, m.duration, m.violations, m.mutations, m.badRequests,
+		m.panics, m.certExpiry, m.certReloads, buildInfo,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	// Start every known series at zero so rate() and alerts see the first event.
+	for _, r := range []string{policies.RuleMetadataStorage, policies.RuleContentStorage, policies.RuleCacheStorage, policies.RuleRetentionPolicy, policies.RuleStorageSize} {
+		m.violations.WithLabelValues(r)
+	}
+	for _, mu := range []string{policies.MutationCacheTemplate, policies.MutationCacheCarryOver, policies.MutationRetentionPolicy, policies.MutationEmptyDirRemoved, policies.MutationCacheVolumeMount} {
+		m.mutations.WithLabelValues(mu)
+	}
+	for _, r := range []string{reasonMethod, reasonContentType, reasonTooLarge, reasonNotReview, reasonReadError, "wrong_kind", "bad_object"} {
+		m.badRequests.WithLabelValues(r)
+	}
+	m.certReloads.WithLabelValues("success")
+	m.certReloads.WithLabelValues("failure")
+	return m
+}
+
+// observe records one answered admission request.
+func (m *Metrics) observe(webhook, operation string, resp *Response, took time.Duration) {
+	if m == nil {
+		return
+	}
+	allowed := "false"
+	if resp.Allowed {
+		allowed = "true"
+	}
+	m.requests.WithLabelValues(webhook, operation, allowed).Inc()
+	m.duration.WithLabelValues(webhook).Observe(took.Seconds())
+	for _, r := range resp.violations {
+		m.violations.WithLabelValues(r).Inc()
+	}
+	for _, mu := range resp.mutations {
+		m.mutations.WithLabelValues(mu).Inc()
+	}
+	if resp.badReason != "" {
+		m.badRequests.WithLabelValues(resp.badReason).Inc()
+	}
+}
+
+func (m *Metrics) badRequest(reason string) {
+	if m != nil {
+		m.badRequests.WithLabelValues(reason).Inc()
+	}
+}
+
+func (m *Metrics) panicked() {
+	if m != nil {
+		m.panics.Inc()
+	}
+}
+
+// certLoaded records a certificate reload (or the first load, ok only) and
+// the expiry of the pair now served.
+func (m *Metrics) certLoaded(ok bool, notAfter time.Time, counted bool) {
+	if m == nil {
+		return
+	}
+	if ok {
+		m.certExpiry.Set(float64(notAfter.Unix()))
+	}
+	if !counted {
+		return
+	}
+	result := "failure"
+	if ok {
+		result = "success"
+	}
+	m.certReloads.WithLabelValues(result).Inc()
+}

@@ -1,0 +1,132 @@
+package webhook
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"gomodules.xyz/jsonpatch/v2"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+)
+
+// Response is the answer to one admission request, before it is encoded.
+type Response struct {
+	Allowed bool
+	// Result explains a denial (code, reason, causes); nil when allowed.
+	Result *metav1.Status
+	// Patch is the JSON patch of an allowed mutation; empty means no patch
+	// and no patchType.
+	Patch            []jsonpatch.Operation
+	Warnings         []string
+	AuditAnnotations map[string]string
+
+	// For metrics: what the policies did, and why a request was refused.
+	mutations  []string
+	violations []string
+	badReason  string
+}
+
+// Allowed lets the request through unchanged.
+func Allowed() Response { return Response{Allowed: true} }
+
+// Patched lets the request through with the given JSON patch.
+func Patched(ops []jsonpatch.Operation) Response {
+	return Response{Allowed: true, Patch: ops}
+}
+
+// Denied refuses the request with the given status.
+func Denied(status *metav1.Status) Response {
+	return Response{Allowed: false, Result: status}
+}
+
+// Invalid refuses an object with a 422 Invalid status carrying one cause per
+// field error, exactly as the apiserver's own validation does, so kubectl
+// prints each cause.
+func Invalid(gk schema.GroupKind, name string, errs field.ErrorList) Response {
+	st := apierrors.NewInvalid(gk, name, errs).Status()
+	return Denied(&st)
+}
+
+// Errored refuses a request the webhook cannot judge (for example a request
+// for a kind it does not handle) with the given HTTP-style code.
+func Errored(code int32, msg string) Response {
+	return Denied(&metav1.Status{
+		Status:  metav1.StatusFailure,
+		Code:    code,
+		Reason:  reasonForCode(code),
+		Message: msg,
+	})
+}
+
+func reasonForCode(code int32) metav1.StatusReason {
+	switch code {
+	case http.StatusBadRequest:
+		return metav1.StatusReasonBadRequest
+	case http.StatusUnprocessableEntity:
+		return metav1.StatusReasonInvalid
+	}
+	return metav1.StatusReasonUnknown
+}
+
+// WithWarnings returns r with warnings appended.
+func (r Response) WithWarnings(warnings ...string) Response {
+	r.Warnings = append(r.Warnings, warnings...)
+	return r
+}
+
+// WithAudit returns r with audit annotations added.
+func (r Response) WithAudit(annotations map[string]string) Response {
+	if len(annotations) == 0 {
+		return r
+	}
+	if r.AuditAnnotations == nil {
+		r.AuditAnnotations = make(map[string]string, len(annotations))
+	}
+	for k, v := range annotations {
+		r.AuditAnnotations[k] = v
+	}
+	return r
+}
+
+// reviewOut is the encoded admission.k8s.io/v1 AdmissionReview response.
+type reviewOut struct {
+	APIVersion string      `json:"apiVersion"`
+	Kind       string      `json:"kind"`
+	Response   responseOut `json:"response"`
+}
+
+type responseOut struct {
+	UID              types.UID         `json:"uid"`
+	Allowed          bool              `json:"allowed"`
+	Status           *metav1.Status    `json:"status,omitempty"`
+	Patch            []byte            `json:"patch,omitempty"`
+	PatchType        string            `json:"patchType,omitempty"`
+	AuditAnnotations map[string]string `json:"auditAnnotations,omitempty"`
+	Warnings         []string          `json:"warnings,omitempty"`
+}
+
+// encode writes the AdmissionReview carrying r for the request uid.
+func (r *Response) encode(uid types.UID) ([]byte, error) {
+	out := reviewOut{
+		APIVersion: "admission.k8s.io/v1",
+		Kind:       "AdmissionReview",
+		Response: responseOut{
+			UID:              uid,
+			Allowed:          r.Allowed,
+			Status:           r.Result,
+			AuditAnnotations: r.AuditAnnotations,
+			Warnings:         r.Warnings,
+		},
+	}
+	if len(r.Patch) > 0 {
+		patch, err := json.Marshal(r.Patch)
+		if err != nil {
+			return nil, err
+		}
+		out.Response.Patch, out.Response.PatchType = patch, "JSONPatch"
+	}
+	return json.Marshal(&out)
+}
