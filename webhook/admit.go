@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 
+	"gomodules.xyz/jsonpatch/v2"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
@@ -29,7 +30,13 @@ func (a *Admitter) Mutate(req *Request) Response {
 	if len(m.Errs) > 0 {
 		return Invalid(statefulSetGK, objectName(req), m.Errs).WithWarnings(m.Warnings...)
 	}
-	resp = Patched(m.Patch).WithWarnings(m.Warnings...).WithAudit(m.Audit)
+	patch := m.Patch
+	if len(patch) > 0 && !req.objectHasSpec {
+		// Every path of the patch is under /spec: an object sent without one
+		// (never by the apiserver, which defaults it) needs it created first.
+		patch = append([]jsonpatch.Operation{jsonpatch.NewOperation("add", "/spec", map[string]any{})}, patch...)
+	}
+	resp = Patched(patch).WithWarnings(m.Warnings...).WithAudit(m.Audit)
 	resp.mutations = m.Applied
 	return resp
 }

@@ -33,6 +33,8 @@ type Request struct {
 	OldCacheTemplate json.RawMessage
 	// ObjectErr is set when object or oldObject is not a StatefulSet.
 	ObjectErr error
+	// objectHasSpec tells whether Object had a spec member at all.
+	objectHasSpec bool
 }
 
 // reviewJSON is the part of an admission.k8s.io/v1 AdmissionReview the server
@@ -73,7 +75,9 @@ type statefulSetJSON struct {
 		Labels       map[string]string `json:"labels"`
 		Annotations  map[string]string `json:"annotations"`
 	} `json:"metadata"`
-	Spec struct {
+	// Spec is a pointer to tell an object without a spec: a patch must create
+	// /spec before adding under it.
+	Spec *struct {
 		Template struct {
 			Spec struct {
 				Volumes    []corev1.Volume `json:"volumes"`
@@ -107,6 +111,9 @@ func (c *claimTemplateJSON) UnmarshalJSON(data []byte) error {
 
 // err returns the first volumeClaimTemplate that did not decode.
 func (s *statefulSetJSON) err(field string) error {
+	if s.Spec == nil {
+		return nil
+	}
 	for i := range s.Spec.VolumeClaimTemplates {
 		if err := s.Spec.VolumeClaimTemplates[i].err; err != nil {
 			return fmt.Errorf("%s.spec.volumeClaimTemplates[%d]: %w", field, i, err)
@@ -120,6 +127,9 @@ func (s *statefulSetJSON) typed() *appsv1.StatefulSet {
 	sts.APIVersion, sts.Kind = s.APIVersion, s.Kind
 	m := &s.Metadata
 	sts.Name, sts.GenerateName, sts.Namespace, sts.Labels, sts.Annotations = m.Name, m.GenerateName, m.Namespace, m.Labels, m.Annotations
+	if s.Spec == nil {
+		return sts
+	}
 	sts.Spec.PersistentVolumeClaimRetentionPolicy = s.Spec.PersistentVolumeClaimRetentionPolicy
 	pod := &s.Spec.Template.Spec
 	sts.Spec.Template.Spec.Volumes = pod.Volumes
@@ -142,6 +152,9 @@ func (s *statefulSetJSON) typed() *appsv1.StatefulSet {
 
 // cacheTemplate returns the raw cache volumeClaimTemplate, or nil.
 func (s *statefulSetJSON) cacheTemplate() json.RawMessage {
+	if s.Spec == nil {
+		return nil
+	}
 	for i := range s.Spec.VolumeClaimTemplates {
 		if s.Spec.VolumeClaimTemplates[i].pvc.Name == policies.CacheVolume {
 			return s.Spec.VolumeClaimTemplates[i].raw
@@ -185,6 +198,7 @@ func decodeReview(body []byte) (*Request, error) {
 	}
 	if r.Object != nil {
 		req.Object = r.Object.typed()
+		req.objectHasSpec = r.Object.Spec != nil
 		if req.ObjectErr == nil {
 			req.ObjectErr = r.Object.err("object")
 		}
@@ -199,16 +213,35 @@ func decodeReview(body []byte) (*Request, error) {
 	return req, nil
 }
 
-// DecodeStatefulSet decodes one StatefulSet document the way the server does.
-func DecodeStatefulSet(data []byte) (*appsv1.StatefulSet, json.RawMessage, error) {
+// NewRequest builds the request the apiserver would send for writing object
+// (JSON) with operation "CREATE" or "UPDATE" (oldObject then holds the stored
+// object), decoding both exactly as the server does. eval uses it.
+func NewRequest(operation string, object, oldObject []byte) (*Request, error) {
+	req := &Request{
+		Operation: operation,
+		Kind:      metav1.GroupVersionKind{Group: "apps", Version: "v1", Kind: "StatefulSet"},
+		Resource:  metav1.GroupVersionResource{Group: "apps", Version: "v1", Resource: "statefulsets"},
+	}
 	var s statefulSetJSON
-	if err := json.Unmarshal(data, &s); err != nil {
-		return nil, nil, err
+	if err := json.Unmarshal(object, &s); err != nil {
+		return nil, err
 	}
 	if err := s.err("object"); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return s.typed(), s.cacheTemplate(), nil
+	req.Object, req.objectHasSpec = s.typed(), s.Spec != nil
+	req.Name, req.Namespace = req.Object.Name, req.Object.Namespace
+	if oldObject != nil {
+		var o statefulSetJSON
+		if err := json.Unmarshal(oldObject, &o); err != nil {
+			return nil, fmt.Errorf("oldObject: %w", err)
+		}
+		if err := o.err("oldObject"); err != nil {
+			return nil, err
+		}
+		req.OldObject, req.OldCacheTemplate = o.typed(), o.cacheTemplate()
+	}
+	return req, nil
 }
 
 func oneLine(s string) string {

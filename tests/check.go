@@ -1,0 +1,558 @@
+package tests
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"gomodules.xyz/jsonpatch/v2"
+	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/dittofs/dittofs-webhook/policies"
+	"github.com/dittofs/dittofs-webhook/webhook"
+)
+
+// Answer is the server's answer to one fixture, decoded.
+type Answer struct {
+	HTTPStatus int
+	Body       []byte
+	// Review is the AdmissionReview of a 200 answer.
+	Review *admissionv1.AdmissionReview
+	// Patch is response.patch decoded.
+	Patch []jsonpatch.Operation
+	// Object is request.object with the patch applied (unchanged without
+	// a patch; nil when the request has no object).
+	Object []byte
+}
+
+// Response is the admission response of the answer, or nil.
+func (a *Answer) Response() *admissionv1.AdmissionResponse {
+	if a.Review == nil {
+		return nil
+	}
+	return a.Review.Response
+}
+
+// ParseAnswer decodes an HTTP answer to req and applies its patch to
+// req.Object with webhook.ApplyPatch. Errors are problems of the answer.
+func ParseAnswer(req *ReviewRequest, status int, body []byte) (*Answer, error) {
+	a := &Answer{HTTPStatus: status, Body: body}
+	if status != 200 {
+		return a, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	var rv admissionv1.AdmissionReview
+	if err := dec.Decode(&rv); err != nil {
+		return a, fmt.Errorf("the answer is not an AdmissionReview: %w", err)
+	}
+	a.Review = &rv
+	if rv.Response == nil {
+		return a, fmt.Errorf("the answer has no response")
+	}
+	if len(rv.Response.Patch) > 0 {
+		if err := json.Unmarshal(rv.Response.Patch, &a.Patch); err != nil {
+			return a, fmt.Errorf("response.patch is not a JSON patch: %w", err)
+		}
+	}
+	if req != nil && len(req.Object) > 0 && !isNull(req.Object) {
+		obj, err := webhook.ApplyPatch(req.Object, a.Patch)
+		if err != nil {
+			return a, fmt.Errorf("applying the patch: %w", err)
+		}
+		a.Object = obj
+	}
+	return a, nil
+}
+
+func isNull(b json.RawMessage) bool { return string(bytes.TrimSpace(b)) == "null" }
+
+// Check returns every way the answer a to req falls short of e (metrics
+// aside: they need the server's registry). It also checks what holds for
+// every answer: the AdmissionReview's apiVersion, kind and uid; no patch on
+// a denial or from the validating webhook; a patch only of the paths SPEC §2
+// names that keeps every other field.
+func (e *Expect) Check(webhookName string, req *ReviewRequest, a *Answer) []string {
+	var p problems
+	if a.HTTPStatus != e.Status() {
+		p.add("HTTP status %d, want %d (body %q)", a.HTTPStatus, e.Status(), clip(a.Body))
+		return p
+	}
+	if e.Status() != 200 {
+		body := string(a.Body)
+		if strings.Count(strings.TrimRight(body, "\n"), "\n") > 0 {
+			p.add("the reason is not one line: %q", body)
+		}
+		for _, s := range e.Body {
+			if !strings.Contains(body, s) {
+				p.add("body %q does not contain %q", body, s)
+			}
+		}
+		return p
+	}
+	rv := a.Review
+	if rv == nil || rv.Response == nil {
+		p.add("no AdmissionReview response in %q", clip(a.Body))
+		return p
+	}
+	if rv.APIVersion != "admission.k8s.io/v1" || rv.Kind != "AdmissionReview" {
+		p.add("answer is %s %s, want admission.k8s.io/v1 AdmissionReview", rv.APIVersion, rv.Kind)
+	}
+	r := rv.Response
+	if req != nil && string(r.UID) != req.UID {
+		p.add("response.uid %q, want the request's %q", r.UID, req.UID)
+	}
+	if e.Allowed != nil && r.Allowed != *e.Allowed {
+		p.add("allowed %v, want %v (status %s)", r.Allowed, *e.Allowed, statusString(r.Result))
+	}
+	p = append(p, checkStatus(e, r.Result)...)
+	p = append(p, CheckWarnings(e, r.Warnings)...)
+
+	hasPatch := len(r.Patch) > 0
+	if hasPatch != (r.PatchType != nil) {
+		p.add("patch and patchType must come together: patch %q, patchType %v", r.Patch, r.PatchType)
+	}
+	if r.PatchType != nil && *r.PatchType != admissionv1.PatchTypeJSONPatch {
+		p.add("patchType %q, want JSONPatch", *r.PatchType)
+	}
+	if hasPatch && !r.Allowed {
+		p.add("a denial carries a patch")
+	}
+	if hasPatch && webhookName == WebhookValidate {
+		p.add("the validating webhook patched: %s", r.Patch)
+	}
+	switch e.Patch {
+	case "none":
+		if hasPatch {
+			p.add("want no patch, got %s", r.Patch)
+		}
+	case "some":
+		if !hasPatch {
+			p.add("want a patch, got none")
+		}
+	}
+	if hasPatch && req != nil {
+		p = append(p, CheckPatchScope(req.Object, a.Object, a.Patch)...)
+	}
+	if e.Object != nil {
+		var old []byte
+		if req != nil {
+			old = req.OldObject
+		}
+		p = append(p, CheckObject(e.Object, a.Object, old)...)
+	}
+	for k, v := range e.Audit {
+		got, ok := r.AuditAnnotations[k]
+		switch {
+		case !ok:
+			p.add("no audit annotation %q (have %v)", k, r.AuditAnnotations)
+		case got != v:
+			p.add("audit annotation %q = %q, want %q", k, got, v)
+		}
+	}
+	return p
+}
+
+func checkStatus(e *Expect, st *metav1.Status) []string {
+	var p problems
+	if e.Code == 0 && e.Reason == "" && len(e.Message) == 0 && e.Causes == nil {
+		return nil
+	}
+	if st == nil {
+		p.add("no response.status, want code %d %s", e.Code, e.Reason)
+		return p
+	}
+	if e.Code != 0 && st.Code != e.Code {
+		p.add("status.code %d, want %d (%s)", st.Code, e.Code, st.Message)
+	}
+	if e.Reason != "" && string(st.Reason) != e.Reason {
+		p.add("status.reason %q, want %q", st.Reason, e.Reason)
+	}
+	for _, s := range e.Message {
+		if !strings.Contains(st.Message, s) {
+			p.add("status.message %q does not contain %q", st.Message, s)
+		}
+	}
+	if e.Causes != nil {
+		var causes []metav1.StatusCause
+		if st.Details != nil {
+			causes = st.Details.Causes
+		}
+		p = append(p, CheckCauses(e.Causes, causes)...)
+	}
+	return p
+}
+
+// CheckCauses requires exactly the wanted causes, in any order. A cause's
+// rule is read from its message, which must start (after the field error's
+// type and value) with the rule ID, so that it stands alone in kubectl.
+func CheckCauses(want []Cause, got []metav1.StatusCause) []string {
+	var p problems
+	used := make([]bool, len(got))
+	for _, w := range want {
+		found := false
+		for i, g := range got {
+			if used[i] || g.Field != w.Field || (w.Rule != "" && CauseRule(g) != w.Rule) || (w.Type != "" && string(g.Type) != w.Type) {
+				continue
+			}
+			used[i], found = true, true
+			break
+		}
+		if !found {
+			p.add("no cause %+v", w)
+		}
+	}
+	for i, g := range got {
+		if !used[i] {
+			p.add("unexpected cause field=%s rule=%s type=%s: %s", g.Field, CauseRule(g), g.Type, g.Message)
+		}
+	}
+	return p
+}
+
+var ruleIDs = []string{policies.RuleMetadataStorage, policies.RuleContentStorage, policies.RuleCacheStorage, policies.RuleRetentionPolicy, policies.RuleStorageSize}
+
+// causeBody matches a field error's body: its type, optionally a value, then
+// the detail ("Required value: DETAIL", `Invalid value: "0": DETAIL`).
+var causeBody = regexp.MustCompile(`^(Required value|Invalid value: (?:"(?:[^"\\]|\\.)*"|[^:]*)): (.*)$`)
+
+// CauseRule returns the rule ID a cause's detail starts with, or "".
+func CauseRule(c metav1.StatusCause) string {
+	m := causeBody.FindStringSubmatch(c.Message)
+	if m == nil {
+		return ""
+	}
+	for _, r := range ruleIDs {
+		if strings.HasPrefix(m[2], r+": ") {
+			return r
+		}
+	}
+	return ""
+}
+
+// CheckWarnings checks the warnings against e's warnings, noWarnings and
+// warningCount.
+func CheckWarnings(e *Expect, warnings []string) []string {
+	var p problems
+	if e.NoWarnings && len(warnings) > 0 {
+		p.add("want no warning, got %q", warnings)
+	}
+	if e.WarningCount != nil && len(warnings) != *e.WarningCount {
+		p.add("%d warnings, want %d: %q", len(warnings), *e.WarningCount, warnings)
+	}
+	for _, s := range e.Warnings {
+		found := false
+		for _, w := range warnings {
+			if strings.Contains(w, s) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			p.add("no warning contains %q (warnings %q)", s, warnings)
+		}
+	}
+	return p
+}
+
+// CheckObject checks the object after the patch against oe; old is the
+// request's oldObject (for equalsOldObject).
+func CheckObject(oe *ObjectExpect, obj, old []byte) []string {
+	var p problems
+	if obj == nil {
+		p.add("no object to check")
+		return p
+	}
+	doc, err := decodeJSON(obj)
+	if err != nil {
+		p.add("object: %v", err)
+		return p
+	}
+	want := []byte(oe.Equals)
+	if oe.EqualsOldObject {
+		if len(old) == 0 {
+			p.add("equalsOldObject: the request has no oldObject")
+		}
+		want = old
+	}
+	if len(want) > 0 {
+		w, err := decodeJSON(want)
+		if err != nil {
+			p.add("expected object: %v", err)
+		} else if d := Diff(w, doc); len(d) > 0 {
+			p.add("object differs from the expected one:\n  %s", strings.Join(d, "\n  "))
+		}
+	}
+	for _, h := range oe.Has {
+		v, ok := Lookup(doc, h.Path)
+		if !ok {
+			p.add("object has no %s", h.Path)
+			continue
+		}
+		if len(h.Value) > 0 {
+			w, err := decodeJSON(h.Value)
+			if err != nil {
+				p.add("value of %s: %v", h.Path, err)
+			} else if !reflect.DeepEqual(w, v) {
+				p.add("%s = %s, want %s", h.Path, mustJSON(v), mustJSON(w))
+			}
+		}
+		if h.Length != nil {
+			n := -1
+			switch t := v.(type) {
+			case []any:
+				n = len(t)
+			case map[string]any:
+				n = len(t)
+			}
+			if n != *h.Length {
+				p.add("%s has length %d, want %d: %s", h.Path, n, *h.Length, mustJSON(v))
+			}
+		}
+	}
+	for _, a := range oe.Absent {
+		if v, ok := Lookup(doc, a); ok {
+			p.add("object has %s = %s, want it absent", a, mustJSON(v))
+		}
+	}
+	return p
+}
+
+// allowedPatchPaths are the only paths the mutating webhook may touch (SPEC §2).
+var allowedPatchPaths = regexp.MustCompile(`^/spec/(volumeClaimTemplates(/(\d+|-))?|persistentVolumeClaimRetentionPolicy(/whenDeleted|/whenScaled)?|template/spec/volumes/\d+|template/spec/containers/\d+/volumeMounts(/-)?)$`)
+
+// CheckPatchScope checks that a patch uses add, remove and replace only, on
+// the paths SPEC §2 names, and that everything else of the object — fields
+// this build does not know included — comes through unchanged: the rest of
+// the object is equal, every volumeClaimTemplate is kept in order, only
+// volumes named cache are removed, and volumeMounts are only appended to.
+func CheckPatchScope(before, after []byte, ops []jsonpatch.Operation) []string {
+	var p problems
+	for _, op := range ops {
+		switch op.Operation {
+		case "add", "remove", "replace":
+		default:
+			p.add("patch operation %q at %s", op.Operation, op.Path)
+		}
+		if !allowedPatchPaths.MatchString(op.Path) {
+			p.add("patch touches %s, which SPEC §2 does not name", op.Path)
+		}
+	}
+	b, err1 := decodeJSON(before)
+	a, err2 := decodeJSON(after)
+	if err1 != nil || err2 != nil {
+		p.add("objects do not decode: %v %v", err1, err2)
+		return p
+	}
+	// volumeClaimTemplates: the old ones, in order, with others between.
+	bv, _ := Lookup(b, "/spec/volumeClaimTemplates")
+	av, _ := Lookup(a, "/spec/volumeClaimTemplates")
+	if !isSubsequence(asList(bv), asList(av)) {
+		p.add("volumeClaimTemplates were changed, not only added to:\n  before %s\n  after  %s", mustJSON(bv), mustJSON(av))
+	}
+	// volumes: only those named cache removed.
+	bvol, _ := Lookup(b, "/spec/template/spec/volumes")
+	avol, _ := Lookup(a, "/spec/template/spec/volumes")
+	var kept []any
+	for _, v := range asList(bvol) {
+		if m, ok := v.(map[string]any); ok && m["name"] == policies.CacheVolume {
+			continue
+		}
+		kept = append(kept, v)
+	}
+	if d := Diff(kept, asList(avol)); len(d) > 0 {
+		p.add("volumes other than cache were changed: %s", strings.Join(d, "; "))
+	}
+	// volumeMounts: appended to only.
+	bc, _ := Lookup(b, "/spec/template/spec/containers")
+	ac, _ := Lookup(a, "/spec/template/spec/containers")
+	bcs, acs := asList(bc), asList(ac)
+	if len(bcs) != len(acs) {
+		p.add("containers: %d before, %d after", len(bcs), len(acs))
+	} else {
+		for i := range bcs {
+			bm, _ := Lookup(bcs[i], "/volumeMounts")
+			am, _ := Lookup(acs[i], "/volumeMounts")
+			bl, al := asList(bm), asList(am)
+			if len(al) < len(bl) || Diff(bl, al[:len(bl)]) != nil {
+				p.add("container %d: volumeMounts were changed, not only appended to", i)
+			}
+		}
+	}
+	// Everything else: equal.
+	for _, doc := range []any{b, a} {
+		deletePath(doc, "/spec/volumeClaimTemplates")
+		deletePath(doc, "/spec/persistentVolumeClaimRetentionPolicy")
+		deletePath(doc, "/spec/template/spec/volumes")
+		if cs, ok := Lookup(doc, "/spec/template/spec/containers"); ok {
+			for _, c := range asList(cs) {
+				deletePath(c, "/volumeMounts")
+			}
+		}
+	}
+	if d := Diff(b, a); len(d) > 0 {
+		p.add("the patch changed fields outside its paths:\n  %s", strings.Join(d, "\n  "))
+	}
+	return p
+}
+
+func asList(v any) []any {
+	l, _ := v.([]any)
+	return l
+}
+
+func isSubsequence(sub, seq []any) bool {
+	i := 0
+	for _, v := range seq {
+		if i < len(sub) && reflect.DeepEqual(sub[i], v) {
+			i++
+		}
+	}
+	return i == len(sub)
+}
+
+func deletePath(doc any, ptr string) {
+	i := strings.LastIndexByte(ptr, '/')
+	parent, ok := Lookup(doc, ptr[:i])
+	if !ok {
+		return
+	}
+	if m, ok := parent.(map[string]any); ok {
+		delete(m, unescape(ptr[i+1:]))
+	}
+}
+
+// Lookup returns the value at an RFC 6901 JSON pointer in a decoded document.
+func Lookup(doc any, ptr string) (any, bool) {
+	if ptr == "" {
+		return doc, true
+	}
+	if !strings.HasPrefix(ptr, "/") {
+		return nil, false
+	}
+	cur := doc
+	for _, seg := range strings.Split(ptr[1:], "/") {
+		seg = unescape(seg)
+		switch c := cur.(type) {
+		case map[string]any:
+			v, ok := c[seg]
+			if !ok {
+				return nil, false
+			}
+			cur = v
+		case []any:
+			i, err := strconv.Atoi(seg)
+			if err != nil || i < 0 || i >= len(c) {
+				return nil, false
+			}
+			cur = c[i]
+		default:
+			return nil, false
+		}
+	}
+	return cur, true
+}
+
+func unescape(seg string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(seg, "~1", "/"), "~0", "~")
+}
+
+// Diff lists the differences between two decoded JSON documents by pointer
+// (at most 20).
+func Diff(want, got any) []string {
+	var out []string
+	diff(want, got, "", &out)
+	return out
+}
+
+func diff(want, got any, path string, out *[]string) {
+	if len(*out) >= 20 {
+		return
+	}
+	switch w := want.(type) {
+	case map[string]any:
+		g, ok := got.(map[string]any)
+		if !ok {
+			break
+		}
+		keys := map[string]bool{}
+		for k := range w {
+			keys[k] = true
+		}
+		for k := range g {
+			keys[k] = true
+		}
+		sorted := make([]string, 0, len(keys))
+		for k := range keys {
+			sorted = append(sorted, k)
+		}
+		sort.Strings(sorted)
+		for _, k := range sorted {
+			p := path + "/" + strings.ReplaceAll(strings.ReplaceAll(k, "~", "~0"), "/", "~1")
+			wv, wok := w[k]
+			gv, gok := g[k]
+			switch {
+			case !gok:
+				*out = append(*out, fmt.Sprintf("%s: missing, want %s", p, mustJSON(wv)))
+			case !wok:
+				*out = append(*out, fmt.Sprintf("%s: unexpected %s", p, mustJSON(gv)))
+			default:
+				diff(wv, gv, p, out)
+			}
+		}
+		return
+	case []any:
+		g, ok := got.([]any)
+		if !ok || len(g) != len(w) {
+			break
+		}
+		for i := range w {
+			diff(w[i], g[i], fmt.Sprintf("%s/%d", path, i), out)
+		}
+		return
+	}
+	if !reflect.DeepEqual(want, got) {
+		if path == "" {
+			path = "/"
+		}
+		*out = append(*out, fmt.Sprintf("%s: got %s, want %s", path, mustJSON(got), mustJSON(want)))
+	}
+}
+
+func decodeJSON(b []byte) (any, error) {
+	var v any
+	err := json.Unmarshal(b, &v)
+	return v, err
+}
+
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return string(b)
+}
+
+func statusString(st *metav1.Status) string {
+	if st == nil {
+		return "none"
+	}
+	return fmt.Sprintf("%d %s: %s", st.Code, st.Reason, st.Message)
+}
+
+func clip(b []byte) string {
+	if len(b) > 300 {
+		return string(b[:300]) + "..."
+	}
+	return string(b)
+}
+
+type problems []string
+
+func (p *problems) add(format string, args ...any) { *p = append(*p, fmt.Sprintf(format, args...)) }

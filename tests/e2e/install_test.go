@@ -1,0 +1,155 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Where the CRDs the install needs come from: the projects' own Go modules,
+// the one registry reachable here. cert-manager's deploy/crds holds the CRDs
+// as plain YAML (the same specs as its Helm chart's templated crd-*.yaml,
+// without the chart's labels); prometheus-operator's example/
+// prometheus-operator-crd holds its CRDs as plain YAML too. v0.85.0 is the
+// newest prometheus-operator root-module version the Go module proxy serves.
+const (
+	certManagerModule   = "github.com/cert-manager/cert-manager@v1.21.2"
+	certManagerCRDDir   = "deploy/crds"
+	promOperatorModule  = "github.com/prometheus-operator/prometheus-operator@v0.85.0"
+	promOperatorCRDDir  = "example/prometheus-operator-crd"
+	installNamespace    = "dittofs-webhook"
+	serverDryRunSuffix  = "(server dry run)"
+	crdEstablishTimeout = "60s"
+)
+
+// 9. `kubectl apply --server-side --dry-run=server -k` of deploy/default and
+// deploy/monitoring: every object is accepted by the real schemas — the
+// built-in ones of kube-apiserver v1.37 and the CRDs of cert-manager v1.21
+// and the Prometheus Operator.
+func TestInstallManifests(t *testing.T) {
+	cm, err := goModDir(t, certManagerModule)
+	if err != nil {
+		t.Fatalf("cert-manager's CRDs: %v", err)
+	}
+	installCRDs(t, filepath.Join(cm, certManagerCRDDir))
+
+	// A server dry run does not create the Namespace, so the namespaced
+	// objects of the same apply would fail with "namespace not found": the
+	// namespace is really created first, as it is on a second install.
+	mustKubectl(t, "", "create", "namespace", installNamespace)
+	// The shipped webhook configurations have the names of the ones the
+	// harness installed with another clientConfig: a dry-run apply over
+	// those would merge the two clientConfigs. Take them away meanwhile.
+	withoutWebhooks(t)
+
+	t.Run("deploy/default", func(t *testing.T) {
+		serverDryRun(t, "default")
+	})
+	t.Run("deploy/monitoring", func(t *testing.T) {
+		po, err := goModDir(t, promOperatorModule)
+		if err != nil {
+			t.Skipf("the Prometheus Operator's CRDs (ServiceMonitor, PrometheusRule) are not obtainable here: %v", err)
+		}
+		installCRDs(t, filepath.Join(po, promOperatorCRDDir), "servicemonitors", "prometheusrules")
+		serverDryRun(t, "monitoring")
+	})
+}
+
+// serverDryRun applies deploy/OVERLAY server-side in dry-run mode and checks
+// that every rendered object was accepted, without warnings.
+func serverDryRun(t *testing.T, overlay string) {
+	t.Helper()
+	dir := filepath.Join(env.repoRoot, "deploy", overlay)
+	rendered := mustKubectl(t, "", "kustomize", dir)
+	docs, err := decodeDocs(rendered.stdout)
+	if err != nil {
+		t.Fatalf("decoding kubectl kustomize deploy/%s: %v", overlay, err)
+	}
+	r := mustKubectl(t, "", "apply", "--server-side", "--dry-run=server", "-k", dir)
+	requireNoWarning(t, r)
+	var lines []string
+	for _, l := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	for _, doc := range docs {
+		kind, _ := doc["kind"].(string)
+		meta, _ := doc["metadata"].(map[string]any)
+		name, _ := meta["name"].(string)
+		found := false
+		for _, l := range lines {
+			if strings.HasPrefix(l, strings.ToLower(kind)) && strings.Contains(l, "/"+name+" ") && strings.HasSuffix(l, serverDryRunSuffix) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			t.Errorf("%s %s of deploy/%s was not reported accepted:\n%s", kind, name, overlay, r)
+		}
+	}
+	if len(lines) != len(docs) {
+		t.Errorf("deploy/%s renders %d objects, kubectl reported %d:\n%s", overlay, len(docs), len(lines), r)
+	}
+	t.Logf("deploy/%s: %d objects accepted", overlay, len(docs))
+}
+
+// installCRDs applies the CRDs in dir (all, or those whose file name contains
+// one of only) and waits until they are established.
+func installCRDs(t *testing.T, dir string, only ...string) {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatalf("reading the CRDs: %v", err)
+	}
+	var args []string
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() || !strings.HasSuffix(name, ".yaml") || !matchesAny(name, only) {
+			continue
+		}
+		args = append(args, "-f", filepath.Join(dir, name))
+	}
+	if len(args) == 0 {
+		t.Fatalf("no CRD file in %s matches %q", dir, only)
+	}
+	// Server-side: some CRDs are too large for the last-applied annotation
+	// of a client-side apply.
+	mustKubectl(t, "", append([]string{"apply", "--server-side"}, args...)...)
+	mustKubectl(t, "", append([]string{"wait", "--for=condition=Established", "--timeout=" + crdEstablishTimeout}, args...)...)
+}
+
+func matchesAny(name string, parts []string) bool {
+	if len(parts) == 0 {
+		return true
+	}
+	for _, p := range parts {
+		if p != "" && strings.Contains(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// goModDir downloads a module through the Go module proxy (or finds it in the
+// module cache) and returns its directory.
+func goModDir(t *testing.T, module string) (string, error) {
+	t.Helper()
+	cmd := exec.Command("go", "mod", "download", "-json", module)
+	cmd.Dir = t.TempDir() // outside any module: nothing to resolve against
+	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod")
+	out, runErr := cmd.Output()
+	var info struct{ Dir, Error string }
+	if err := json.Unmarshal(out, &info); err != nil {
+		return "", fmt.Errorf("go mod download -json %s: %v (%v)", module, runErr, err)
+	}
+	if info.Error != "" || info.Dir == "" {
+		return "", fmt.Errorf("go mod download %s: %s", module, info.Error)
+	}
+	t.Logf("%s is in %s", module, info.Dir)
+	return info.Dir, nil
+}

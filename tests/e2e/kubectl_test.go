@@ -1,0 +1,358 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
+)
+
+// kubectlTimeout bounds one kubectl command; nothing here should take more
+// than a few seconds.
+const kubectlTimeout = 2 * time.Minute
+
+// result is what one kubectl command did.
+type result struct {
+	args   []string
+	stdin  string
+	stdout string
+	stderr string
+	code   int   // exit status; -1 when kubectl did not run to the end
+	err    error // kubectl could not be run or was killed (timeout)
+}
+
+func (r result) ok() bool { return r.err == nil && r.code == 0 }
+
+func (r result) command() string { return "kubectl " + strings.Join(r.args, " ") }
+
+// String is the whole story of a command, for failure messages.
+func (r result) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "$ %s", r.command())
+	if r.stdin != "" {
+		fmt.Fprintf(&b, " <<EOF\n%sEOF", ensureNewline(r.stdin))
+	}
+	fmt.Fprintf(&b, "\nexit status: %d", r.code)
+	if r.err != nil {
+		fmt.Fprintf(&b, " (%v)", r.err)
+	}
+	fmt.Fprintf(&b, "\nstdout:\n%s", indent(r.stdout))
+	fmt.Fprintf(&b, "stderr:\n%s", indent(r.stderr))
+	return b.String()
+}
+
+// brief is the log line of a command: what was run, how it ended, what it
+// printed on stderr and, when short, on stdout.
+func (r result) brief() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "$ %s  → exit %d", r.command(), r.code)
+	if r.err != nil {
+		fmt.Fprintf(&b, " (%v)", r.err)
+	}
+	b.WriteString("\n")
+	if s := strings.TrimSpace(r.stdout); s != "" {
+		if len(s) <= 400 {
+			b.WriteString(indent(r.stdout))
+		} else {
+			fmt.Fprintf(&b, "  | (%d bytes on stdout)\n", len(r.stdout))
+		}
+	}
+	if strings.TrimSpace(r.stderr) != "" {
+		b.WriteString(indent(r.stderr))
+	}
+	return strings.TrimRight(b.String(), "\n")
+}
+
+// warnings are the lines kubectl printed for the apiserver's warning headers
+// (admission webhooks' warnings among them): "Warning: ..." on stderr.
+func (r result) warnings() []string {
+	var w []string
+	for _, l := range strings.Split(r.stderr, "\n") {
+		if strings.HasPrefix(l, "Warning: ") {
+			w = append(w, strings.TrimPrefix(l, "Warning: "))
+		}
+	}
+	return w
+}
+
+func indent(s string) string {
+	if strings.TrimSpace(s) == "" {
+		return "  | (nothing)\n"
+	}
+	var b strings.Builder
+	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		b.WriteString("  | " + l + "\n")
+	}
+	return b.String()
+}
+
+func ensureNewline(s string) string {
+	if strings.HasSuffix(s, "\n") {
+		return s
+	}
+	return s + "\n"
+}
+
+// runKubectl runs the built kubectl as the e2e admin user.
+func runKubectl(stdin string, args ...string) result {
+	r := result{args: args, stdin: stdin, code: -1}
+	ctx, cancel := context.WithTimeout(context.Background(), kubectlTimeout)
+	defer cancel()
+	full := append([]string{"--kubeconfig", env.kubeconfig, "--cache-dir", env.cacheDir}, args...)
+	cmd := exec.CommandContext(ctx, env.kubectlBin, full...)
+	// Nothing from the caller's environment (KUBECONFIG, ~/.kube, KUBECTL_*)
+	// may change what kubectl does here.
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + filepath.Join(env.artifacts, "home"), "LANG=C"}
+	cmd.Dir = env.repoRoot
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	r.stdout, r.stderr = stdout.String(), stderr.String()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		r.code = 0
+	case ctx.Err() != nil:
+		r.err = fmt.Errorf("killed after %s", kubectlTimeout)
+	case errors.As(err, &exit):
+		r.code = exit.ExitCode()
+	default:
+		r.err = err
+	}
+	return r
+}
+
+// kubectl runs kubectl for a test and logs what it printed. A kubectl that
+// cannot run at all fails the test; its exit status is the caller's to judge.
+func kubectl(t testing.TB, stdin string, args ...string) result {
+	t.Helper()
+	r := runKubectl(stdin, args...)
+	t.Log(r.brief())
+	if r.err != nil {
+		t.Fatalf("kubectl did not run to the end:\n%s", r)
+	}
+	return r
+}
+
+// mustKubectl is kubectl for a command that must succeed.
+func mustKubectl(t testing.TB, stdin string, args ...string) result {
+	t.Helper()
+	r := kubectl(t, stdin, args...)
+	if !r.ok() {
+		t.Fatalf("kubectl failed:\n%s", r)
+	}
+	return r
+}
+
+var nonName = regexp.MustCompile(`[^a-z0-9]+`)
+
+// newNamespace creates a namespace of its own for the test. It is not deleted
+// afterwards: no namespace controller runs here to finish a deletion, and
+// the whole etcd goes away at the end.
+func newNamespace(t testing.TB) string {
+	t.Helper()
+	slug := strings.Trim(nonName.ReplaceAllString(strings.ToLower(t.Name()), "-"), "-")
+	if len(slug) > 48 {
+		slug = strings.TrimRight(slug[:48], "-")
+	}
+	suffix := make([]byte, 3)
+	_, _ = rand.Read(suffix)
+	ns := "e2e-" + slug + "-" + hex.EncodeToString(suffix)
+	mustKubectl(t, "", "create", "namespace", ns)
+	return ns
+}
+
+// getSTS returns the stored StatefulSet, or nil when there is none.
+func getSTS(t testing.TB, ns, name string) *appsv1.StatefulSet {
+	t.Helper()
+	r := mustKubectl(t, "", "get", "statefulset", name, "-n", ns, "-o", "json", "--ignore-not-found")
+	if strings.TrimSpace(r.stdout) == "" {
+		return nil
+	}
+	var sts appsv1.StatefulSet
+	if err := json.Unmarshal([]byte(r.stdout), &sts); err != nil {
+		t.Fatalf("decoding the stored StatefulSet: %v\n%s", err, r.stdout)
+	}
+	return &sts
+}
+
+// mustGetSTS is getSTS for a StatefulSet that must exist.
+func mustGetSTS(t testing.TB, ns, name string) *appsv1.StatefulSet {
+	t.Helper()
+	sts := getSTS(t, ns, name)
+	if sts == nil {
+		t.Fatalf("statefulset %s/%s is not stored", ns, name)
+	}
+	return sts
+}
+
+// getRaw returns an object as stored, as generic JSON, to compare whole
+// fields (including any the typed API does not know).
+func getRaw(t testing.TB, kind, ns, name string) map[string]any {
+	t.Helper()
+	r := mustKubectl(t, "", "get", kind, name, "-n", ns, "-o", "json")
+	var obj map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &obj); err != nil {
+		t.Fatalf("decoding %s %s/%s: %v", kind, ns, name, err)
+	}
+	return obj
+}
+
+// decodeDocs splits YAML or JSON with any number of documents into objects.
+func decodeDocs(data string) ([]map[string]any, error) {
+	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(data), 4096)
+	var docs []map[string]any
+	for {
+		var doc map[string]any
+		if err := dec.Decode(&doc); err != nil {
+			if errors.Is(err, io.EOF) {
+				return docs, nil
+			}
+			return nil, err
+		}
+		if doc != nil {
+			docs = append(docs, doc)
+		}
+	}
+}
+
+// installWebhooks renders deploy/default with kubectl kustomize, keeps its
+// two webhook configurations, points each webhook's clientConfig at the
+// server on loopback (same path, the dev CA as caBundle) and creates them.
+// Everything else (names, rules, selectors, policies) is as shipped.
+func (h *harness) installWebhooks() error {
+	r := runKubectl("", "kustomize", filepath.Join(h.repoRoot, "deploy", "default"))
+	if !r.ok() {
+		return fmt.Errorf("rendering deploy/default:\n%s", r)
+	}
+	docs, err := decodeDocs(r.stdout)
+	if err != nil {
+		return fmt.Errorf("decoding the output of kubectl kustomize deploy/default: %w", err)
+	}
+	var items []any
+	kinds := map[string]int{}
+	for _, doc := range docs {
+		kind, _ := doc["kind"].(string)
+		if kind != "MutatingWebhookConfiguration" && kind != "ValidatingWebhookConfiguration" {
+			continue
+		}
+		kinds[kind]++
+		webhooks, _ := doc["webhooks"].([]any)
+		if len(webhooks) == 0 {
+			return fmt.Errorf("deploy/default: %s has no webhooks", kind)
+		}
+		for _, w := range webhooks {
+			wh, _ := w.(map[string]any)
+			cc, _ := wh["clientConfig"].(map[string]any)
+			svc, _ := cc["service"].(map[string]any)
+			path, _ := svc["path"].(string)
+			if path == "" {
+				return fmt.Errorf("deploy/default: webhook %v has no clientConfig.service.path", wh["name"])
+			}
+			wh["clientConfig"] = map[string]any{
+				"url":      "https://" + h.server.listen + path,
+				"caBundle": base64.StdEncoding.EncodeToString(h.caPEM),
+			}
+		}
+		items = append(items, doc)
+	}
+	if kinds["MutatingWebhookConfiguration"] != 1 || kinds["ValidatingWebhookConfiguration"] != 1 {
+		return fmt.Errorf("deploy/default should render one Mutating and one ValidatingWebhookConfiguration, got %v", kinds)
+	}
+	h.webhooks, err = json.Marshal(map[string]any{"apiVersion": "v1", "kind": "List", "items": items})
+	if err != nil {
+		return err
+	}
+	if r := runKubectl(string(h.webhooks), "create", "-f", "-"); !r.ok() {
+		return fmt.Errorf("creating the webhook configurations:\n%s", r)
+	}
+	if r := runKubectl("", "create", "namespace", probeNamespace); !r.ok() {
+		return fmt.Errorf("creating the probe namespace:\n%s", r)
+	}
+	return h.waitWebhooks(true, time.Minute)
+}
+
+// waitWebhooks waits until the apiserver calls both webhooks (effective) or
+// neither: webhook configurations take effect asynchronously. It asks with
+// server-side dry-run creates in the probe namespace, which store nothing:
+// a labelled StatefulSet without cache must come back with one (mutating),
+// and one without metadata storage must be denied (validating).
+func (h *harness) waitWebhooks(effective bool, timeout time.Duration) error {
+	mutateProbe := stsManifest{name: "probe", managed: true, vcts: userVCTs()}.yaml()
+	validateProbe := stsManifest{name: "probe-invalid", managed: true, vcts: []vctSpec{{name: "content", size: "1Gi"}}}.yaml()
+	deadline := time.Now().Add(timeout)
+	for {
+		m := runKubectl(mutateProbe, "create", "--dry-run=server", "-o", "json", "-n", probeNamespace, "-f", "-")
+		v := runKubectl(validateProbe, "create", "--dry-run=server", "-o", "json", "-n", probeNamespace, "-f", "-")
+		mutated := false
+		if m.ok() {
+			var sts appsv1.StatefulSet
+			mutated = json.Unmarshal([]byte(m.stdout), &sts) == nil && vct(&sts, "cache") != nil
+		}
+		denied := !v.ok() && strings.Contains(v.stderr, "metadata-storage")
+		if effective && mutated && denied {
+			return nil
+		}
+		if !effective && m.ok() && !mutated && v.ok() {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("webhooks not %s after %s; last probes:\n%s\n%s",
+				map[bool]string{true: "effective", false: "gone"}[effective], timeout, m, v)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// withoutWebhooks deletes the two webhook configurations, waits until the
+// apiserver no longer calls them, and returns a function that restores them
+// and waits until they are effective again. The restore also runs at the end
+// of the test if the test did not call it, so a failure leaves the webhooks
+// in place for the next test.
+func withoutWebhooks(t *testing.T) (restore func()) {
+	t.Helper()
+	mustKubectl(t, string(env.webhooks), "delete", "-f", "-")
+	var once sync.Once
+	restore = func() {
+		once.Do(func() {
+			mustKubectl(t, string(env.webhooks), "create", "-f", "-")
+			if err := env.waitWebhooks(true, time.Minute); err != nil {
+				t.Fatalf("restoring the webhooks: %v", err)
+			}
+		})
+	}
+	t.Cleanup(restore)
+	if err := env.waitWebhooks(false, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	return restore
+}
+
+// toYAML is for failure messages.
+func toYAML(v any) string {
+	out, err := yaml.Marshal(v)
+	if err != nil {
+		return fmt.Sprintf("%#v", v)
+	}
+	return string(out)
+}

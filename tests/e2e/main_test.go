@@ -1,0 +1,294 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/funcr"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+)
+
+// env is the running environment every test uses. TestMain fills it before any
+// test runs and tears it down after the last; tests only read it.
+var env harness
+
+type harness struct {
+	repoRoot  string // the dittofs-webhook repository
+	artifacts string // logs, binaries, certificates; kept when something failed
+
+	assets     string // KUBEBUILDER_ASSETS: etcd, kube-apiserver, kubectl
+	kubectlBin string
+	kubeconfig string // an admin user (system:masters), for kubectl
+	cacheDir   string // kubectl's discovery cache
+	restConfig *rest.Config
+	testEnv    *envtest.Environment
+
+	devCertsBin string
+	tlsDir      string // the server's certificate, laid out like a mounted Secret
+	caPEM       []byte // the development CA: the caBundle of the webhooks
+
+	server *server
+
+	// webhooks is what the harness installed: the Mutating and Validating
+	// WebhookConfigurations of deploy/default with only clientConfig
+	// replaced, as a v1 List (JSON) for `kubectl create -f -`.
+	webhooks []byte
+}
+
+const (
+	probeNamespace = "e2e-probe"
+	// serverStopTimeout bounds the server's graceful shutdown (its
+	// --shutdown-timeout is 25 s by default, but nothing is in flight then).
+	serverStopTimeout = 30 * time.Second
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		fmt.Println("e2e: skipped in -short mode (needs etcd, kube-apiserver and a few minutes)")
+		os.Exit(0)
+	}
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	start := time.Now()
+	var failed bool
+	teardown := sync.OnceFunc(func() {
+		if err := env.stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: teardown: %v\n", err)
+			failed = true
+		}
+		if failed && env.artifacts != "" {
+			fmt.Fprintf(os.Stderr, "e2e: logs and certificates kept in %s\n", env.artifacts)
+		} else if env.artifacts != "" && os.Getenv("E2E_KEEP_ARTIFACTS") == "" {
+			_ = os.RemoveAll(env.artifacts)
+		}
+	})
+
+	// Ctrl-C, a SIGTERM, or `go test -timeout` running out would otherwise
+	// leave etcd, kube-apiserver and the server running: envtest starts them
+	// in their own process groups. Stop them first, then exit.
+	watchCtx, stopWatching := context.WithCancel(context.Background())
+	defer stopWatching()
+	go watchdog(watchCtx, start, func() { failed = true; teardown() })
+
+	if err := env.setUp(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: setting up: %v\n", err)
+		failed = true
+		teardown()
+		return 1
+	}
+	fmt.Printf("e2e: environment ready in %s (kube-apiserver %s, server on %s)\n",
+		time.Since(start).Round(time.Millisecond), env.restConfig.Host, env.server.listen)
+
+	code := m.Run()
+	if code != 0 {
+		failed = true
+		env.server.printLogTail(os.Stderr, 60)
+	}
+	stopWatching()
+	teardown()
+	if failed && code == 0 {
+		code = 1
+	}
+	fmt.Printf("e2e: total %s\n", time.Since(start).Round(time.Millisecond))
+	return code
+}
+
+// watchdog tears everything down and exits on SIGINT/SIGTERM, or shortly
+// before the test binary's -timeout would kill it with a panic (which would
+// skip TestMain's cleanup), after dumping the goroutines so a hang is still
+// diagnosable.
+func watchdog(ctx context.Context, start time.Time, teardown func()) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	var deadline <-chan time.Time
+	if f := flag.Lookup("test.timeout"); f != nil {
+		if d, ok := f.Value.(flag.Getter).Get().(time.Duration); ok && d > 0 {
+			margin := min(d/10, time.Minute)
+			t := time.NewTimer(time.Until(start.Add(d - margin)))
+			defer t.Stop()
+			deadline = t.C
+		}
+	}
+	select {
+	case <-ctx.Done():
+		return
+	case s := <-sigs:
+		fmt.Fprintf(os.Stderr, "\ne2e: %v: stopping the server and the control plane\n", s)
+	case <-deadline:
+		fmt.Fprintf(os.Stderr, "\ne2e: the test binary's -timeout is about to run out; goroutines:\n")
+		_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 2)
+		fmt.Fprintf(os.Stderr, "e2e: stopping the server and the control plane\n")
+	}
+	teardown()
+	os.Exit(1)
+}
+
+func (h *harness) setUp() error {
+	ctrllog.SetLogger(funcr.New(func(prefix, args string) {
+		fmt.Fprintln(os.Stderr, "envtest:", prefix, args)
+	}, funcr.Options{}))
+
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(root, "cmd", "dittofs-webhook")); err != nil {
+		return fmt.Errorf("the repository root should be two levels up from tests/e2e: %w", err)
+	}
+	h.repoRoot = root
+	if dir := os.Getenv("E2E_ARTIFACTS"); dir != "" {
+		h.artifacts = dir
+		err = os.MkdirAll(dir, 0o755)
+	} else {
+		h.artifacts, err = os.MkdirTemp("", "dittofs-webhook-e2e-")
+	}
+	if err != nil {
+		return err
+	}
+
+	if err := h.buildControlPlane(); err != nil {
+		return err
+	}
+	// The server compiles while etcd and kube-apiserver start.
+	built := make(chan error, 1)
+	go func() { built <- h.buildServer() }()
+	startErr := h.startControlPlane()
+	if err := <-built; err != nil {
+		return err
+	}
+	if startErr != nil {
+		return startErr
+	}
+	if err := h.makeCertificates(); err != nil {
+		return err
+	}
+	if h.server, err = startServer(h.artifacts, filepath.Join(h.artifacts, "bin", "dittofs-webhook"), h.tlsDir); err != nil {
+		return err
+	}
+	if err := h.installWebhooks(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// buildControlPlane runs tests/tools/build.sh, which builds etcd,
+// kube-apiserver and kubectl from their Go modules once and prints the folder.
+func (h *harness) buildControlPlane() error {
+	t0 := time.Now()
+	cmd := exec.Command("bash", filepath.Join(h.repoRoot, "tests", "tools", "build.sh"))
+	cmd.Stderr = os.Stderr // a cold build takes minutes: show its progress
+	out, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("tests/tools/build.sh: %w", err)
+	}
+	h.assets = strings.TrimSpace(string(out))
+	if i := strings.LastIndexByte(h.assets, '\n'); i >= 0 {
+		h.assets = h.assets[i+1:]
+	}
+	h.kubectlBin = filepath.Join(h.assets, "kubectl")
+	for _, b := range []string{"etcd", "kube-apiserver", "kubectl"} {
+		if _, err := os.Stat(filepath.Join(h.assets, b)); err != nil {
+			return fmt.Errorf("tests/tools/build.sh printed %q, which has no %s: %w", h.assets, b, err)
+		}
+	}
+	fmt.Printf("e2e: control-plane binaries in %s (%s)\n", h.assets, time.Since(t0).Round(time.Millisecond))
+	return nil
+}
+
+// buildServer builds the real dittofs-webhook and dev-certs binaries from the
+// repository, as a user would.
+func (h *harness) buildServer() error {
+	t0 := time.Now()
+	bin := filepath.Join(h.artifacts, "bin")
+	cmd := exec.Command("go", "build", "-o", bin+string(filepath.Separator), "./cmd/dittofs-webhook", "./certs/dev-certs")
+	cmd.Dir = h.repoRoot
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("go build ./cmd/dittofs-webhook ./certs/dev-certs: %w\n%s", err, out)
+	}
+	h.devCertsBin = filepath.Join(bin, "dev-certs")
+	fmt.Printf("e2e: built dittofs-webhook and dev-certs (%s)\n", time.Since(t0).Round(time.Millisecond))
+	return nil
+}
+
+func (h *harness) startControlPlane() error {
+	t0 := time.Now()
+	apiLog, err := os.Create(filepath.Join(h.artifacts, "kube-apiserver.log"))
+	if err != nil {
+		return err
+	}
+	etcdLog, err := os.Create(filepath.Join(h.artifacts, "etcd.log"))
+	if err != nil {
+		return err
+	}
+	useExisting := false
+	h.testEnv = &envtest.Environment{
+		BinaryAssetsDirectory:    h.assets,
+		UseExistingCluster:       &useExisting,
+		ControlPlaneStartTimeout: 2 * time.Minute,
+		ControlPlaneStopTimeout:  30 * time.Second,
+	}
+	api := &envtest.APIServer{Out: apiLog, Err: apiLog}
+	// No kube-controller-manager runs here, so nothing would ever remove the
+	// "orphan" finalizer that `kubectl delete --cascade=orphan` asks for and
+	// the StatefulSet would stay Terminating. Without garbage collection the
+	// apiserver deletes it at once, which is what a user of a real cluster
+	// sees (its garbage collector orphans a StatefulSet's pods in moments).
+	api.Configure().Set("enable-garbage-collector", "false")
+	h.testEnv.ControlPlane.APIServer = api
+	h.testEnv.ControlPlane.Etcd = &envtest.Etcd{Out: etcdLog, Err: etcdLog}
+
+	if h.restConfig, err = h.testEnv.Start(); err != nil {
+		return fmt.Errorf("starting etcd and kube-apiserver (logs in %s): %w", h.artifacts, err)
+	}
+	user, err := h.testEnv.AddUser(envtest.User{Name: "e2e", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return fmt.Errorf("adding the e2e user: %w", err)
+	}
+	kubeconfig, err := user.KubeConfig()
+	if err != nil {
+		return err
+	}
+	h.kubeconfig = filepath.Join(h.artifacts, "kubeconfig")
+	if err := os.WriteFile(h.kubeconfig, kubeconfig, 0o600); err != nil {
+		return err
+	}
+	h.cacheDir = filepath.Join(h.artifacts, "kube-cache")
+	fmt.Printf("e2e: etcd and kube-apiserver started (%s)\n", time.Since(t0).Round(time.Millisecond))
+	return nil
+}
+
+// stop stops the server (checking that SIGTERM makes it exit 0) and the
+// control plane. Safe on a partly set-up harness.
+func (h *harness) stop() error {
+	var errs []error
+	if h.server != nil {
+		if err := h.server.stop(serverStopTimeout); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if h.testEnv != nil {
+		if err := h.testEnv.Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("stopping etcd and kube-apiserver: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,333 @@
+package e2e
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	appsv1 "k8s.io/api/apps/v1"
+)
+
+// 1. A labelled StatefulSet without cache gets the persistent cache, the
+// Retain/Retain retention and the mount; its emptyDir "cache" is removed with
+// a warning (SPEC §2 M1-M4).
+func TestCreateInjectsPersistentCache(t *testing.T) {
+	ns := newNamespace(t)
+	m := dittofs("fs")
+	m.emptyDirCache = true
+	r := mustKubectl(t, m.yaml(), "apply", "-n", ns, "-f", "-")
+	requireWarning(t, r, "emptyDir")
+
+	sts := mustGetSTS(t, ns, "fs")
+	requireVCTs(t, sts, "metadata", "content", "cache")
+	// 5Gi by default, in the metadata claim's storage class.
+	requireCache(t, sts, defaultCacheSize, "fast")
+	requireRetention(t, sts, "Retain/Retain")
+	requireCacheMounted(t, sts, "dittofs", defaultCacheMount)
+	if v := volume(sts, "cache"); v != nil {
+		t.Errorf("the emptyDir volume cache is still in the pod template; stored:\n%s", storage(sts))
+	}
+	// The user's claims are as written.
+	if c := vct(sts, "metadata"); c == nil || strPtr(c.Spec.StorageClassName) != "fast" {
+		t.Errorf("the metadata claim changed; stored:\n%s", storage(sts))
+	}
+}
+
+// The shipped sample (deploy/samples) is admitted and comes out as its
+// comments say: persistent cache in the cluster default class, Retain/Retain,
+// its emptyDir gone and its own cache mount kept.
+func TestShippedSample(t *testing.T) {
+	ns := newNamespace(t)
+	r := mustKubectl(t, "", "apply", "-n", ns, "-k", filepath.Join(env.repoRoot, "deploy", "samples"))
+	requireWarning(t, r, "emptyDir")
+	sts := mustGetSTS(t, ns, "dittofs-sample")
+	requireVCTs(t, sts, "metadata", "content", "cache")
+	requireCache(t, sts, "5Gi", "")
+	requireRetention(t, sts, "Retain/Retain")
+	requireCacheMounted(t, sts, "dittofs", defaultCacheMount)
+	if v := volume(sts, "cache"); v != nil {
+		t.Errorf("the emptyDir volume cache is still in the pod template; stored:\n%s", storage(sts))
+	}
+}
+
+// 2. The cache annotations are honoured; a size that is not a quantity is
+// refused, naming the annotation and the value, and nothing is stored.
+func TestCacheAnnotations(t *testing.T) {
+	ns := newNamespace(t)
+	t.Run("size and storage class honoured", func(t *testing.T) {
+		m := dittofs("annotated")
+		m.annotations = map[string]string{annCacheSize: "20Gi", annCacheClass: "slow"}
+		mustKubectl(t, m.yaml(), "apply", "-n", ns, "-f", "-")
+		sts := mustGetSTS(t, ns, "annotated")
+		requireCache(t, sts, "20Gi", "slow")
+		requireCacheMounted(t, sts, "dittofs", defaultCacheMount)
+	})
+	t.Run("size that is not a quantity refused", func(t *testing.T) {
+		m := dittofs("lots")
+		m.annotations = map[string]string{annCacheSize: "lots"}
+		r := kubectl(t, m.yaml(), "apply", "-n", ns, "-f", "-")
+		requireDenied(t, r, annCacheSize, "lots")
+		requireNotStored(t, ns, "lots")
+	})
+}
+
+// 3. Without metadata and content storage the StatefulSet is refused with
+// both rule IDs at once, and nothing is stored (SPEC §3).
+func TestMissingStorageDenied(t *testing.T) {
+	ns := newNamespace(t)
+	m := stsManifest{name: "nostorage", managed: true, server: "nostorage"}
+	r := kubectl(t, m.yaml(), "apply", "-n", ns, "-f", "-")
+	requireDenied(t, r, "metadata-storage", "content-storage", "spec.volumeClaimTemplates")
+	requireNotStored(t, ns, "nostorage")
+
+	// One missing: only that one is named.
+	m = stsManifest{name: "nocontent", managed: true, vcts: userVCTs()[:1]}
+	r = kubectl(t, m.yaml(), "apply", "-n", ns, "-f", "-")
+	requireDenied(t, r, "content-storage")
+	if containsAll(r.stderr, "metadata-storage") {
+		t.Errorf("metadata-storage reported although the metadata claim is there:\n%s", r)
+	}
+	requireNotStored(t, ns, "nocontent")
+}
+
+// 4. Re-applying the unchanged manifest — client-side apply, server-side
+// apply, a GitOps-style PUT (kubectl replace) — succeeds silently and changes
+// nothing; a real change (new image) is a normal update that keeps the cache
+// (SPEC §2 U1, U2).
+func TestReapplyUnchangedManifest(t *testing.T) {
+	ns := newNamespace(t)
+	m := dittofs("fs")
+	// The manifest keeps the emptyDir the webhook removed: re-applying it must
+	// not bring it back, nor warn again.
+	m.emptyDirCache = true
+	manifest := m.yaml()
+	mustKubectl(t, manifest, "apply", "-n", ns, "-f", "-")
+	before := mustGetSTS(t, ns, "fs")
+	requireCache(t, before, defaultCacheSize, "fast")
+	beforeSpec := getRaw(t, "statefulset", ns, "fs")["spec"]
+
+	unchanged := func(t *testing.T, r result) {
+		t.Helper()
+		if !r.ok() {
+			t.Fatalf("re-applying the unchanged manifest failed:\n%s", r)
+		}
+		requireNoWarning(t, r)
+		after := mustGetSTS(t, ns, "fs")
+		if after.Generation != before.Generation {
+			t.Errorf("metadata.generation %d → %d: the re-apply changed the spec (a rollout would start); stored:\n%s",
+				before.Generation, after.Generation, storage(after))
+		}
+		if diff := cmp.Diff(beforeSpec, getRaw(t, "statefulset", ns, "fs")["spec"]); diff != "" {
+			t.Errorf("the stored spec changed (-before +after):\n%s", diff)
+		}
+	}
+	t.Run("kubectl apply", func(t *testing.T) {
+		unchanged(t, kubectl(t, manifest, "apply", "-n", ns, "-f", "-"))
+	})
+	t.Run("kubectl apply --server-side", func(t *testing.T) {
+		// The default field manager ("kubectl"), no --force-conflicts: kubectl
+		// migrates the client-side apply's field ownership to it, as a user
+		// switching to server-side apply gets.
+		unchanged(t, kubectl(t, manifest, "apply", "--server-side", "-n", ns, "-f", "-"))
+	})
+	t.Run("kubectl replace", func(t *testing.T) {
+		unchanged(t, kubectl(t, manifest, "replace", "-n", ns, "-f", "-"))
+	})
+	t.Run("new image", func(t *testing.T) {
+		m.image = newImage
+		// After the replace the object has no last-applied annotation any
+		// more, so kubectl itself may warn that it patches it back in.
+		r := mustKubectl(t, m.yaml(), "apply", "-n", ns, "-f", "-")
+		for _, w := range r.warnings() {
+			if !containsAll(w, "last-applied-configuration") {
+				t.Errorf("unexpected warning %q:\n%s", w, r)
+			}
+		}
+		after := mustGetSTS(t, ns, "fs")
+		if after.Generation != before.Generation+1 {
+			t.Errorf("metadata.generation %d → %d, want +1", before.Generation, after.Generation)
+		}
+		if c := container(after, "dittofs"); c == nil || c.Image != newImage {
+			t.Errorf("image not updated; stored:\n%s", toYAML(after.Spec.Template.Spec.Containers))
+		}
+		afterSpec := getRaw(t, "statefulset", ns, "fs")["spec"].(map[string]any)
+		if diff := cmp.Diff(beforeSpec.(map[string]any)["volumeClaimTemplates"], afterSpec["volumeClaimTemplates"]); diff != "" {
+			t.Errorf("volumeClaimTemplates changed (-before +after):\n%s", diff)
+		}
+		requireCacheMounted(t, after, "dittofs", defaultCacheMount)
+		requireRetention(t, after, "Retain/Retain")
+	})
+}
+
+// 4b. The same with server-side apply from the start, as GitOps tools do:
+// no --force-conflicts is ever needed.
+func TestServerSideApplyLifecycle(t *testing.T) {
+	ns := newNamespace(t)
+	m := dittofs("fs")
+	mustKubectl(t, m.yaml(), "apply", "--server-side", "-n", ns, "-f", "-")
+	before := mustGetSTS(t, ns, "fs")
+	requireCache(t, before, defaultCacheSize, "fast")
+	beforeSpec := getRaw(t, "statefulset", ns, "fs")["spec"]
+
+	r := mustKubectl(t, m.yaml(), "apply", "--server-side", "-n", ns, "-f", "-")
+	requireNoWarning(t, r)
+	if after := mustGetSTS(t, ns, "fs"); after.Generation != before.Generation {
+		t.Errorf("metadata.generation %d → %d on an unchanged re-apply", before.Generation, after.Generation)
+	}
+	if diff := cmp.Diff(beforeSpec, getRaw(t, "statefulset", ns, "fs")["spec"]); diff != "" {
+		t.Errorf("the stored spec changed (-before +after):\n%s", diff)
+	}
+
+	m.image = newImage
+	r = mustKubectl(t, m.yaml(), "apply", "--server-side", "-n", ns, "-f", "-")
+	requireNoWarning(t, r)
+	after := mustGetSTS(t, ns, "fs")
+	if after.Generation != before.Generation+1 {
+		t.Errorf("metadata.generation %d → %d, want +1", before.Generation, after.Generation)
+	}
+	if c := container(after, "dittofs"); c == nil || c.Image != newImage {
+		t.Errorf("image not updated; stored:\n%s", toYAML(after.Spec.Template.Spec.Containers))
+	}
+	requireVCTs(t, after, "metadata", "content", "cache")
+	requireCacheMounted(t, after, "dittofs", defaultCacheMount)
+}
+
+// 5. whenDeleted: Delete is overridden to Retain, with a warning naming the
+// field, on create and on a patch (SPEC §2 M2).
+func TestRetentionDeleteOverridden(t *testing.T) {
+	ns := newNamespace(t)
+	t.Run("patch", func(t *testing.T) {
+		mustKubectl(t, dittofs("patched").yaml(), "apply", "-n", ns, "-f", "-")
+		r := mustKubectl(t, "", "patch", "statefulset", "patched", "-n", ns, "--type=merge",
+			"-p", `{"spec":{"persistentVolumeClaimRetentionPolicy":{"whenDeleted":"Delete"}}}`)
+		requireWarning(t, r, "persistentVolumeClaimRetentionPolicy.whenDeleted")
+		requireRetention(t, mustGetSTS(t, ns, "patched"), "Retain/Retain")
+	})
+	t.Run("create", func(t *testing.T) {
+		m := dittofs("created")
+		m.retention = "Delete/Delete"
+		r := mustKubectl(t, m.yaml(), "apply", "-n", ns, "-f", "-")
+		requireWarning(t, r, "whenDeleted")
+		requireWarning(t, r, "whenScaled")
+		requireRetention(t, mustGetSTS(t, ns, "created"), "Retain/Retain")
+	})
+}
+
+// 6. Labelling an existing StatefulSet without cache is denied with the
+// advice to recreate it; recreating as advised works (SPEC §2 U3, §3).
+func TestLabellingExistingStatefulSet(t *testing.T) {
+	ns := newNamespace(t)
+	m := dittofs("fs")
+	m.managed = false
+	r := mustKubectl(t, m.yaml(), "apply", "-n", ns, "-f", "-")
+	requireNoWarning(t, r)
+	requireVCTs(t, mustGetSTS(t, ns, "fs"), "metadata", "content")
+
+	r = kubectl(t, "", "label", "statefulset", "fs", "-n", ns, labelServer+"=x")
+	requireDenied(t, r, "cache-storage", "--cascade=orphan")
+	if sts := mustGetSTS(t, ns, "fs"); sts.Labels[labelServer] != "" {
+		t.Errorf("the label was stored although the update was denied:\n%s", storage(sts))
+	}
+
+	// As advised: delete the StatefulSet but not its pods, apply it again.
+	mustKubectl(t, "", "delete", "statefulset", "fs", "-n", ns, "--cascade=orphan")
+	requireNotStored(t, ns, "fs")
+	m.managed, m.server = true, "x"
+	mustKubectl(t, m.yaml(), "apply", "-n", ns, "-f", "-")
+	sts := mustGetSTS(t, ns, "fs")
+	requireCache(t, sts, defaultCacheSize, "fast")
+	requireCacheMounted(t, sts, "dittofs", defaultCacheMount)
+	requireRetention(t, sts, "Retain/Retain")
+}
+
+// 6b. A managed StatefulSet created before the webhooks were installed (so
+// without cache) can still be scaled and updated; each update through the
+// webhooks warns how to get the cache (SPEC §2 U3, §3 existing violations).
+func TestStatefulSetOlderThanTheWebhooks(t *testing.T) {
+	ns := newNamespace(t)
+	restore := withoutWebhooks(t)
+	m := dittofs("old")
+	mustKubectl(t, m.yaml(), "apply", "-n", ns, "-f", "-")
+	restore()
+	before := mustGetSTS(t, ns, "old")
+	requireVCTs(t, before, "metadata", "content")
+
+	// kubectl scale writes the scale subresource, which the webhooks'
+	// rules (resources: statefulsets) do not send to the server, and which
+	// SPEC §2 allows without a check anyway: it must simply work.
+	mustKubectl(t, "", "scale", "statefulset", "old", "-n", ns, "--replicas=2")
+	if sts := mustGetSTS(t, ns, "old"); sts.Spec.Replicas == nil || *sts.Spec.Replicas != 2 {
+		t.Errorf("replicas not scaled to 2: %v", sts.Spec.Replicas)
+	}
+
+	// Scaling by patching the StatefulSet itself goes through the webhooks.
+	r := mustKubectl(t, "", "patch", "statefulset", "old", "-n", ns, "--type=merge", "-p", `{"spec":{"replicas":3}}`)
+	requireWarning(t, r, "--cascade=orphan")
+	if sts := mustGetSTS(t, ns, "old"); sts.Spec.Replicas == nil || *sts.Spec.Replicas != 3 {
+		t.Errorf("replicas not patched to 3: %v", sts.Spec.Replicas)
+	}
+
+	m.image, m.replicas = newImage, 3
+	r = mustKubectl(t, m.yaml(), "apply", "-n", ns, "-f", "-")
+	requireWarning(t, r, "--cascade=orphan")
+	requireWarning(t, r, "cache-storage")
+	after := mustGetSTS(t, ns, "old")
+	if c := container(after, "dittofs"); c == nil || c.Image != newImage {
+		t.Errorf("image not updated; stored:\n%s", toYAML(after.Spec.Template.Spec.Containers))
+	}
+	// Nothing is injected in place: the claims cannot change on update.
+	requireVCTs(t, after, "metadata", "content")
+	if mountOf(container(after, "dittofs"), "cache") != nil {
+		t.Errorf("a cache mount was added without a cache claim; stored:\n%s", storage(after))
+	}
+}
+
+// 7. An unlabelled StatefulSet is stored exactly as sent, on create and on
+// update (SPEC §1).
+func TestUnmanagedStoredAsSent(t *testing.T) {
+	ns := newNamespace(t)
+	m := dittofs("plain")
+	m.managed = false
+	m.emptyDirCache = true
+	m.retention = "Delete/Delete"
+	for _, image := range []string{defaultImage, newImage} {
+		m.image = image
+		r := mustKubectl(t, m.yaml(), "apply", "-n", ns, "-f", "-")
+		requireNoWarning(t, r)
+		sts := mustGetSTS(t, ns, "plain")
+		requireVCTs(t, sts, "metadata", "content")
+		requireRetention(t, sts, "Delete/Delete")
+		if v := volume(sts, "cache"); v == nil || v.EmptyDir == nil {
+			t.Errorf("the emptyDir volume cache is gone; stored:\n%s", storage(sts))
+		}
+		c := container(sts, "dittofs")
+		if mountOf(c, "cache") != nil || len(c.VolumeMounts) != 2 {
+			t.Errorf("the container's mounts changed; stored:\n%s", storage(sts))
+		}
+		if c.Image != image {
+			t.Errorf("image %q, want %q", c.Image, image)
+		}
+	}
+}
+
+// 7b. A server-side dry run answers the mutated object and stores nothing.
+func TestServerDryRun(t *testing.T) {
+	ns := newNamespace(t)
+	m := dittofs("dry")
+	m.emptyDirCache = true
+	r := mustKubectl(t, m.yaml(), "apply", "--dry-run=server", "-o", "json", "-n", ns, "-f", "-")
+	requireWarning(t, r, "emptyDir")
+	var sts appsv1.StatefulSet
+	if err := json.Unmarshal([]byte(r.stdout), &sts); err != nil {
+		t.Fatalf("kubectl's output is not a StatefulSet: %v\n%s", err, r)
+	}
+	requireVCTs(t, &sts, "metadata", "content", "cache")
+	requireCache(t, &sts, defaultCacheSize, "fast")
+	requireRetention(t, &sts, "Retain/Retain")
+	requireCacheMounted(t, &sts, "dittofs", defaultCacheMount)
+	if volume(&sts, "cache") != nil {
+		t.Errorf("the dry-run answer still has the emptyDir:\n%s", storage(&sts))
+	}
+	requireNotStored(t, ns, "dry")
+}

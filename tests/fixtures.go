@@ -1,0 +1,433 @@
+// Package tests holds the admission-review fixture suite: one YAML file per
+// case in tests/fixtures, each a request the kube-apiserver could send (or a
+// malformed one it never would) with what the server must answer. README.md
+// beside this file documents the format.
+//
+// fixtures_test.go runs every fixture against the real server over TLS. The
+// loader and the checks are exported so that other tests reuse the same
+// cases: the eval command's tests, and fuzz targets that take the fixtures'
+// objects as seeds.
+package tests
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	yaml "go.yaml.in/yaml/v2"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/dittofs/dittofs-webhook/policies"
+)
+
+// The two webhooks a fixture can be sent to.
+const (
+	WebhookMutate   = "mutate"
+	WebhookValidate = "validate"
+)
+
+// Fixture is one case of the suite, as read from its YAML file.
+type Fixture struct {
+	// Name is the file name without its extension; Path the file itself.
+	Name string `json:"-"`
+	Path string `json:"-"`
+
+	// Description says what the case proves, naming the SPEC rule.
+	Description string `json:"description"`
+	// Webhook is "mutate" or "validate": the path the request is sent to.
+	Webhook string `json:"webhook"`
+	// Options are the server's policy settings for this case; nil means the
+	// documented defaults (--default-cache-size 5Gi, --cache-mount-path
+	// /data/cache).
+	Options *ServerOptions `json:"options,omitempty"`
+	// Review is the AdmissionReview sent as the request body, as JSON.
+	Review json.RawMessage `json:"review,omitempty"`
+	// Raw overrides the HTTP request for protocol cases (method, content
+	// type, body).
+	Raw *Raw `json:"raw,omitempty"`
+	// Expect is what the server must answer.
+	Expect Expect `json:"expect"`
+}
+
+// ServerOptions are the policy flags of `serve` a fixture runs with.
+type ServerOptions struct {
+	DefaultCacheSize string `json:"defaultCacheSize,omitempty"`
+	CacheMountPath   string `json:"cacheMountPath,omitempty"`
+}
+
+// Raw is an HTTP request that is not (only) an AdmissionReview.
+type Raw struct {
+	// Method defaults to POST.
+	Method string `json:"method,omitempty"`
+	// ContentType defaults to application/json.
+	ContentType string `json:"contentType,omitempty"`
+	// Body replaces the review as the body when set.
+	Body *string `json:"body,omitempty"`
+	// BodySize pads the body (the review or Body) with spaces to this many
+	// bytes, so a fixture can send an oversized request without holding it.
+	BodySize int `json:"bodySize,omitempty"`
+	// Chunked sends the body without a Content-Length.
+	Chunked bool `json:"chunked,omitempty"`
+}
+
+// Expect is what the server must answer. Unset fields are not checked.
+type Expect struct {
+	// HTTPStatus defaults to 200.
+	HTTPStatus int `json:"httpStatus,omitempty"`
+	// Body lists substrings of the body of a non-200 answer.
+	Body []string `json:"body,omitempty"`
+
+	// Allowed is response.allowed (required when the status is 200).
+	Allowed *bool `json:"allowed,omitempty"`
+	// Code and Reason are response.status.code and .reason.
+	Code   int32  `json:"code,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	// Message lists substrings of response.status.message.
+	Message []string `json:"message,omitempty"`
+	// Causes are response.status.details.causes, exactly (in any order):
+	// each by field path, rule ID (read from the cause's message) and,
+	// optionally, cause type. An empty list means no cause.
+	Causes []Cause `json:"causes,omitempty"`
+
+	// Warnings lists substrings, each of which must appear in some warning.
+	Warnings []string `json:"warnings,omitempty"`
+	// NoWarnings requires no warning at all.
+	NoWarnings bool `json:"noWarnings,omitempty"`
+	// WarningCount, when set, is the exact number of warnings.
+	WarningCount *int `json:"warningCount,omitempty"`
+
+	// Patch is "none" (no patch and no patchType) or "some".
+	Patch string `json:"patch,omitempty"`
+	// Object holds facts about request.object after applying the patch (or
+	// unchanged, with no patch).
+	Object *ObjectExpect `json:"object,omitempty"`
+
+	// Audit are audit annotations that must be present with these values.
+	Audit map[string]string `json:"audit,omitempty"`
+	// Metrics maps a series selector, `name` or `name{label="value",...}`
+	// (a subset of the labels, summed over the matching series), to how much
+	// it must increase during the case.
+	Metrics map[string]float64 `json:"metrics,omitempty"`
+
+	// ThenValidate sends the object the mutating webhook produced (request
+	// object with the patch applied) to the validating webhook, as the
+	// apiserver does, and checks that answer. Only for mutate fixtures.
+	ThenValidate *Expect `json:"thenValidate,omitempty"`
+}
+
+// Cause is an expected status cause.
+type Cause struct {
+	Field string `json:"field"`
+	Rule  string `json:"rule,omitempty"`
+	// Type is the cause type, e.g. FieldValueRequired or FieldValueInvalid.
+	Type string `json:"type,omitempty"`
+}
+
+// ObjectExpect are facts about the object after the patch.
+type ObjectExpect struct {
+	// Equals is the whole expected object (semantic JSON equality).
+	Equals json.RawMessage `json:"equals,omitempty"`
+	// EqualsOldObject requires the result to equal request.oldObject: a
+	// re-applied manifest changes nothing.
+	EqualsOldObject bool `json:"equalsOldObject,omitempty"`
+	// Has are JSON pointers that must exist, with a value or array length
+	// when given.
+	Has []PathValue `json:"has,omitempty"`
+	// Absent are JSON pointers that must not exist.
+	Absent []string `json:"absent,omitempty"`
+}
+
+// PathValue is a JSON pointer (RFC 6901) into the object and what it must hold.
+type PathValue struct {
+	Path string `json:"path"`
+	// Value, when present, must equal the value at Path (JSON equality).
+	Value json.RawMessage `json:"value,omitempty"`
+	// Length, when set, is the length of the array (or object) at Path.
+	Length *int `json:"length,omitempty"`
+}
+
+// ReviewRequest is the part of a fixture's AdmissionReview request other tests
+// need; the objects stay raw JSON, unknown fields included.
+type ReviewRequest struct {
+	UID  string `json:"uid"`
+	Kind struct {
+		Group   string `json:"group"`
+		Version string `json:"version"`
+		Kind    string `json:"kind"`
+	} `json:"kind"`
+	SubResource string          `json:"subResource"`
+	Name        string          `json:"name"`
+	Namespace   string          `json:"namespace"`
+	Operation   string          `json:"operation"`
+	DryRun      *bool           `json:"dryRun"`
+	Object      json.RawMessage `json:"object"`
+	OldObject   json.RawMessage `json:"oldObject"`
+}
+
+// LoadFixtures reads every *.yaml fixture of dir, sorted by name. A file that
+// does not parse, has an unknown key or an impossible expectation is an error.
+func LoadFixtures(dir string) ([]Fixture, error) {
+	paths, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	if len(paths) == 0 {
+		return nil, fmt.Errorf("no *.yaml fixtures in %s", dir)
+	}
+	sort.Strings(paths)
+	out := make([]Fixture, 0, len(paths))
+	var errs []error
+	for _, p := range paths {
+		f, err := LoadFixture(p)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, f)
+	}
+	return out, errors.Join(errs...)
+}
+
+// LoadFixture reads one fixture file.
+func LoadFixture(path string) (Fixture, error) {
+	var f Fixture
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return f, err
+	}
+	js, err := YAMLToJSON(data)
+	if err != nil {
+		return f, fmt.Errorf("%s: %w", path, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil {
+		return f, fmt.Errorf("%s: %w", path, err)
+	}
+	f.Path = path
+	f.Name = strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
+	if err := f.check(); err != nil {
+		return f, fmt.Errorf("%s: %w", path, err)
+	}
+	return f, nil
+}
+
+func (f *Fixture) check() error {
+	if strings.TrimSpace(f.Description) == "" {
+		return errors.New("no description")
+	}
+	if f.Webhook != WebhookMutate && f.Webhook != WebhookValidate {
+		return fmt.Errorf("webhook must be %q or %q, got %q", WebhookMutate, WebhookValidate, f.Webhook)
+	}
+	if len(f.Review) == 0 && (f.Raw == nil || f.Raw.Body == nil) {
+		return errors.New("neither review nor raw.body")
+	}
+	if f.Expect.Status() == 200 {
+		req, err := f.Request()
+		switch {
+		case err != nil:
+			return fmt.Errorf("review: %w", err)
+		case req == nil:
+			return errors.New("an HTTP 200 answer needs a review with a request")
+		}
+	}
+	if _, err := f.PolicyOptions(); err != nil {
+		return err
+	}
+	return f.Expect.check(f.Webhook, false)
+}
+
+func (e *Expect) check(webhook string, nested bool) error {
+	switch e.Patch {
+	case "", "none", "some":
+	default:
+		return fmt.Errorf("expect.patch must be none or some, got %q", e.Patch)
+	}
+	if e.Status() == 200 && e.Allowed == nil {
+		return errors.New("expect.allowed is required for an HTTP 200 answer")
+	}
+	if e.Status() != 200 && (e.Allowed != nil || e.Patch != "" || e.Object != nil || len(e.Causes) > 0 || len(e.Warnings) > 0) {
+		return errors.New("a non-200 answer has no AdmissionReview: expect only httpStatus, body and metrics")
+	}
+	if e.Object != nil && len(e.Object.Equals) > 0 && e.Object.EqualsOldObject {
+		return errors.New("expect.object: equals and equalsOldObject are exclusive")
+	}
+	if e.NoWarnings && (len(e.Warnings) > 0 || (e.WarningCount != nil && *e.WarningCount > 0)) {
+		return errors.New("expect.noWarnings contradicts expect.warnings")
+	}
+	for _, c := range e.Causes {
+		if c.Field == "" {
+			return errors.New("expect.causes: every cause needs a field")
+		}
+	}
+	for sel := range e.Metrics {
+		if _, _, err := parseSelector(sel); err != nil {
+			return fmt.Errorf("expect.metrics: %w", err)
+		}
+	}
+	if e.ThenValidate != nil {
+		if webhook != WebhookMutate || nested {
+			return errors.New("expect.thenValidate is only for mutate fixtures")
+		}
+		if e.Allowed == nil || !*e.Allowed {
+			return errors.New("expect.thenValidate needs an allowed mutation")
+		}
+		if len(e.ThenValidate.Metrics) > 0 || e.ThenValidate.HTTPStatus != 0 {
+			return errors.New("expect.thenValidate checks the answer only")
+		}
+		if e.ThenValidate.Patch == "some" {
+			return errors.New("the validating webhook never patches")
+		}
+		return e.ThenValidate.check(WebhookValidate, true)
+	}
+	return nil
+}
+
+// Status is the expected HTTP status (200 unless set).
+func (e *Expect) Status() int {
+	if e.HTTPStatus == 0 {
+		return 200
+	}
+	return e.HTTPStatus
+}
+
+// Request decodes the fixture's review request: nil without a review or
+// without a request. A protocol fixture's review may be deliberately wrong,
+// and then not decode.
+func (f *Fixture) Request() (*ReviewRequest, error) {
+	if len(f.Review) == 0 {
+		return nil, nil
+	}
+	var rv struct {
+		Request *ReviewRequest `json:"request"`
+	}
+	if err := json.Unmarshal(f.Review, &rv); err != nil {
+		return nil, err
+	}
+	return rv.Request, nil
+}
+
+// Body is the HTTP body the fixture sends.
+func (f *Fixture) Body() []byte {
+	var b []byte
+	switch {
+	case f.Raw != nil && f.Raw.Body != nil:
+		b = []byte(*f.Raw.Body)
+	default:
+		b = append([]byte(nil), f.Review...)
+	}
+	if f.Raw != nil && f.Raw.BodySize > len(b) {
+		b = append(b, bytes.Repeat([]byte{' '}, f.Raw.BodySize-len(b))...)
+	}
+	return b
+}
+
+// Method is the HTTP method the fixture uses.
+func (f *Fixture) Method() string {
+	if f.Raw != nil && f.Raw.Method != "" {
+		return f.Raw.Method
+	}
+	return "POST"
+}
+
+// ContentType is the Content-Type the fixture sends.
+func (f *Fixture) ContentType() string {
+	if f.Raw != nil && f.Raw.ContentType != "" {
+		return f.Raw.ContentType
+	}
+	return "application/json"
+}
+
+// PolicyOptions are the policy options the fixture runs with.
+func (f *Fixture) PolicyOptions() (policies.Options, error) {
+	o := policies.DefaultOptions()
+	if f.Options == nil {
+		return o, nil
+	}
+	if s := f.Options.DefaultCacheSize; s != "" {
+		q, err := resource.ParseQuantity(s)
+		if err != nil {
+			return o, fmt.Errorf("options.defaultCacheSize: %w", err)
+		}
+		o.DefaultCacheSize = q
+	}
+	if p := f.Options.CacheMountPath; p != "" {
+		o.CacheMountPath = p
+	}
+	return o, o.Validate()
+}
+
+// WithObject returns the fixture's review with request.object replaced by obj
+// (and request.uid by uid when not empty): what the apiserver sends when it
+// reinvokes the webhook on the patched object.
+func (f *Fixture) WithObject(obj []byte, uid string) ([]byte, error) {
+	var rv map[string]json.RawMessage
+	if err := json.Unmarshal(f.Review, &rv); err != nil {
+		return nil, err
+	}
+	var req map[string]json.RawMessage
+	if err := json.Unmarshal(rv["request"], &req); err != nil {
+		return nil, err
+	}
+	req["object"] = obj
+	if uid != "" {
+		u, _ := json.Marshal(uid)
+		req["uid"] = u
+	}
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	rv["request"] = b
+	return json.Marshal(rv)
+}
+
+// YAMLToJSON converts one YAML document to JSON. YAML 1.1 rules apply (as in
+// sigs.k8s.io/yaml): quote strings such as y, n, on, off, yes, no and 012.
+func YAMLToJSON(data []byte) ([]byte, error) {
+	var v any
+	if err := yaml.Unmarshal(data, &v); err != nil {
+		return nil, err
+	}
+	v, err := jsonValue(v, "")
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(v)
+}
+
+func jsonValue(v any, path string) (any, error) {
+	switch t := v.(type) {
+	case map[any]any:
+		m := make(map[string]any, len(t))
+		for k, e := range t {
+			ks, ok := k.(string)
+			if !ok {
+				return nil, fmt.Errorf("%s: non-string key %v (%T): quote it", path, k, k)
+			}
+			c, err := jsonValue(e, path+"/"+ks)
+			if err != nil {
+				return nil, err
+			}
+			m[ks] = c
+		}
+		return m, nil
+	case []any:
+		s := make([]any, len(t))
+		for i, e := range t {
+			c, err := jsonValue(e, fmt.Sprintf("%s/%d", path, i))
+			if err != nil {
+				return nil, err
+			}
+			s[i] = c
+		}
+		return s, nil
+	default:
+		return v, nil
+	}
+}
