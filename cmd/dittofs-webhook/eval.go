@@ -7,8 +7,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -231,7 +233,11 @@ func (e *evaluator) load(files, old []string) error {
 		return errInput
 	}
 	if len(e.docs) == 0 {
-		e.fail("no Kubernetes objects in the input %s: nothing to evaluate", strings.Join(files, ", "))
+		names := make([]string, len(files))
+		for i, f := range files {
+			names[i] = displayName(f)
+		}
+		e.fail("no Kubernetes object in %s: nothing to evaluate", strings.Join(names, ", "))
 		return errInput
 	}
 	e.sts = flatten(e.docs, nil)
@@ -276,7 +282,7 @@ func flatten(docs []*document, other func(*document)) []*document {
 func (e *evaluator) nameOf(d *document, flagName string) {
 	req, err := webhook.NewRequest("CREATE", d.json, nil)
 	if err != nil {
-		e.fail("%s%s: the StatefulSet does not decode: %s", flagName, d.where, firstLine(err.Error()))
+		e.fail("%s%s: statefulset %s does not decode: %s", flagName, d.where, looseName(d.json), decodeError(err))
 		return
 	}
 	sts := req.Object
@@ -467,11 +473,11 @@ func (e *evaluator) readArg(name string) []*document {
 			e.fail("reading stdin: %v", err)
 			return nil
 		}
-		return e.parse("<stdin>", data)
+		return e.parse(displayName(name), data)
 	}
 	fi, err := os.Stat(name)
 	if err != nil {
-		e.fail("%v", err)
+		e.fail("%s", pathError(err))
 		return nil
 	}
 	if !fi.IsDir() {
@@ -479,7 +485,7 @@ func (e *evaluator) readArg(name string) []*document {
 	}
 	entries, err := os.ReadDir(name)
 	if err != nil {
-		e.fail("%v", err)
+		e.fail("%s", pathError(err))
 		return nil
 	}
 	var docs []*document
@@ -506,7 +512,7 @@ func (e *evaluator) readArg(name string) []*document {
 func (e *evaluator) readFile(name string) []*document {
 	data, err := os.ReadFile(name)
 	if err != nil {
-		e.fail("%v", err)
+		e.fail("%s", pathError(err))
 		return nil
 	}
 	return e.parse(name, data)
@@ -684,6 +690,80 @@ func kindString(d *document) string {
 		return d.kind
 	}
 	return d.apiVersion + " " + d.kind
+}
+
+// displayName names an input in messages.
+func displayName(name string) string {
+	if name == "-" {
+		return "<stdin>"
+	}
+	return name
+}
+
+// pathError says which file could not be read and why, without the name of
+// the system call.
+func pathError(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Path + ": " + pe.Err.Error()
+	}
+	return err.Error()
+}
+
+// looseName names a StatefulSet that may not decode: namespace/name if its
+// metadata reads, else "(unnamed)".
+func looseName(data []byte) string {
+	var m struct {
+		Metadata struct {
+			Name, Namespace string
+		}
+	}
+	_ = json.Unmarshal(data, &m)
+	switch {
+	case m.Metadata.Name == "":
+		return "(unnamed)"
+	case m.Metadata.Namespace == "":
+		return m.Metadata.Name
+	}
+	return m.Metadata.Namespace + "/" + m.Metadata.Name
+}
+
+// decodeError says in terms of the manifest, not of Go types, why a
+// StatefulSet does not decode.
+func decodeError(err error) string {
+	var te *json.UnmarshalTypeError
+	if !errors.As(err, &te) {
+		return strings.TrimPrefix(firstLine(err.Error()), "object.")
+	}
+	// A volumeClaimTemplate's error comes as "object.spec.volumeClaimTemplates[0]: json: ...".
+	field := te.Field
+	if msg := err.Error(); strings.HasPrefix(msg, "object.") {
+		if i := strings.Index(msg, ": json: "); i >= 0 {
+			field = strings.TrimPrefix(msg[:i], "object.")
+			if te.Field != "" {
+				field += "." + te.Field
+			}
+		}
+	}
+	want := "another type"
+	switch te.Type.Kind() {
+	case reflect.Slice, reflect.Array:
+		want = "an array"
+	case reflect.Struct, reflect.Map:
+		want = "an object"
+	case reflect.String:
+		want = "a string"
+	case reflect.Bool:
+		want = "a boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64, reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		want = "an integer"
+	case reflect.Float32, reflect.Float64:
+		want = "a number"
+	}
+	if field == "" {
+		return fmt.Sprintf("%s where %s is expected", te.Value, want)
+	}
+	return fmt.Sprintf("%s: %s where %s is expected", field, te.Value, want)
 }
 
 func firstLine(s string) string {
