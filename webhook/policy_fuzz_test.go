@@ -1,0 +1,230 @@
+package webhook
+
+import (
+	"encoding/json"
+	"fmt"
+	"testing"
+
+	"github.com/dittofs/dittofs-webhook/policies"
+)
+
+// genStatefulSet builds a StatefulSet from fuzz bytes: each byte picks one
+// feature (labels, annotations, templates, volumes, containers, mounts,
+// retention) from small sets that hit every branch of the policies.
+type gen struct {
+	b []byte
+	i int
+}
+
+func (g *gen) pick(n int) int {
+	if g.i >= len(g.b) {
+		return 0
+	}
+	v := int(g.b[g.i]) % n
+	g.i++
+	return v
+}
+
+func (g *gen) statefulSet() map[string]any {
+	names := []string{"metadata", "content", "cache", "data", "cache"}
+	sizes := []any{"1Gi", "0", "-1Gi", "5G", nil}
+	classes := []any{"fast", "", nil}
+	meta := map[string]any{"name": "fs", "namespace": "ns"}
+	if g.pick(4) != 0 {
+		meta["labels"] = map[string]any{"dittofs.com/server": []string{"", "fs"}[g.pick(2)]}
+	}
+	ann := map[string]any{}
+	switch g.pick(6) {
+	case 1:
+		ann["dittofs.com/cache-size"] = []string{"20Gi", "0", "lots", "", "1.5Ti"}[g.pick(5)]
+	case 2:
+		ann["dittofs.com/cache-storage-class"] = []string{"slow", ""}[g.pick(2)]
+	case 3:
+		ann["dittofs.com/container"] = []string{"dittofs", "sidecar", "missing"}[g.pick(3)]
+	}
+	if len(ann) > 0 {
+		meta["annotations"] = ann
+	}
+	spec := map[string]any{"serviceName": "fs", "x-unknown-spec-field": map[string]any{"kept": true}}
+	if n := g.pick(5); n > 0 || g.pick(2) == 0 {
+		var vcts []any
+		for j := 0; j < n; j++ {
+			req := map[string]any{}
+			if s := sizes[g.pick(len(sizes))]; s != nil {
+				req["storage"] = s
+			}
+			vs := map[string]any{"accessModes": []any{"ReadWriteOnce"}, "resources": map[string]any{"requests": req}, "x-unknown-vct-field": 1}
+			if c := classes[g.pick(len(classes))]; c != nil {
+				vs["storageClassName"] = c
+			}
+			vcts = append(vcts, map[string]any{"metadata": map[string]any{"name": names[g.pick(len(names))]}, "spec": vs})
+		}
+		spec["volumeClaimTemplates"] = vcts
+	}
+	switch g.pick(5) {
+	case 1:
+		spec["persistentVolumeClaimRetentionPolicy"] = map[string]any{"whenDeleted": "Delete", "whenScaled": "Delete"}
+	case 2:
+		spec["persistentVolumeClaimRetentionPolicy"] = map[string]any{"whenScaled": "Retain"}
+	case 3:
+		spec["persistentVolumeClaimRetentionPolicy"] = map[string]any{"whenDeleted": "Retain", "whenScaled": "Retain"}
+	case 4:
+		spec["persistentVolumeClaimRetentionPolicy"] = map[string]any{"whenDeleted": "Bogus"}
+	}
+	pod := map[string]any{"x-unknown-pod-field": "kept"}
+	var vols []any
+	for j := g.pick(4); j > 0; j-- {
+		v := map[string]any{"name": []string{"cache", "config", "metadata"}[g.pick(3)]}
+		if g.pick(3) == 0 {
+			v["configMap"] = map[string]any{"name": "cm"}
+		} else {
+			v["emptyDir"] = map[string]any{}
+		}
+		vols = append(vols, v)
+	}
+	if vols != nil {
+		pod["volumes"] = vols
+	}
+	var cs []any
+	for j := g.pick(4); j > 0; j-- {
+		c := map[string]any{"name": []string{"dittofs", "sidecar", "other"}[g.pick(3)], "image": "img"}
+		if m := g.pick(4); m > 0 {
+			var mounts []any
+			for ; m > 0; m-- {
+				mounts = append(mounts, map[string]any{"name": []string{"cache", "metadata", "other"}[g.pick(3)], "mountPath": []string{"/data/cache", "/data/cache/", "/x"}[g.pick(3)]})
+			}
+			c["volumeMounts"] = mounts
+		}
+		cs = append(cs, c)
+	}
+	if cs != nil || g.pick(2) == 0 {
+		pod["containers"] = cs
+	}
+	spec["template"] = map[string]any{"spec": pod}
+	obj := map[string]any{"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": meta}
+	if g.pick(8) != 0 {
+		obj["spec"] = spec
+	}
+	return obj
+}
+
+// FuzzPolicies runs the mutating and validating policies, through the same
+// decoding as the server, on generated StatefulSets, as CREATE and as UPDATE
+// against a generated stored object. Properties: no panic; the patch applies;
+// the mutation is idempotent; unknown fields survive; and on CREATE, a set
+// the mutator allowed that has metadata and content storage of positive size
+// is accepted by the validator.
+func FuzzPolicies(f *testing.F) {
+	f.Add([]byte{1, 2, 0, 1, 2, 0, 1, 1, 3, 2, 1, 1, 1, 0, 0})
+	f.Add([]byte{3, 1, 3, 0, 0, 0, 1, 0, 1, 0, 0, 2, 1, 0, 2, 0, 1, 2, 1, 2, 2})
+	f.Add([]byte("\x01\x00\x03\x02\x00\x00\x00\x01\x00\x00\x00\x02\x02\x00\x00\x00\x03\x01\x00\x00\x01\x00\x02\x01\x00"))
+	a := &Admitter{Policy: policies.DefaultOptions()}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		g := &gen{b: data}
+		obj := g.statefulSet()
+		old := g.statefulSet()
+		objJSON, _ := json.Marshal(obj)
+		oldJSON, _ := json.Marshal(old)
+		for _, op := range []string{"CREATE", "UPDATE"} {
+			var oldArg []byte
+			if op == "UPDATE" {
+				oldArg = oldJSON
+			}
+			req, err := NewRequest(op, objJSON, oldArg)
+			if err != nil {
+				t.Fatalf("generated object does not decode: %v\n%s", err, objJSON)
+			}
+			resp := a.Mutate(req)
+			if !resp.Allowed {
+				if resp.Result == nil || resp.Result.Code != 422 {
+					t.Fatalf("%s denied without a 422: %+v", op, resp.Result)
+				}
+				continue
+			}
+			patched, err := ApplyPatch(objJSON, resp.Patch)
+			if err != nil {
+				p, _ := json.Marshal(resp.Patch)
+				t.Fatalf("%s patch does not apply: %v\nobject %s\npatch %s", op, err, objJSON, p)
+			}
+			again, err := NewRequest(op, patched, oldArg)
+			if err != nil {
+				t.Fatalf("patched object does not decode: %v", err)
+			}
+			if r2 := a.Mutate(again); len(r2.Patch) > 0 {
+				p1, _ := json.Marshal(resp.Patch)
+				p2, _ := json.Marshal(r2.Patch)
+				t.Fatalf("%s not idempotent:\nobject %s\nfirst %s\nsecond %s", op, objJSON, p1, p2)
+			}
+			checkUnknownFieldsKept(t, objJSON, patched)
+			if op == "CREATE" && policies.IsManaged(req.Object) && hasSizedStorage(req.Object.Spec.VolumeClaimTemplates) {
+				if v := a.Validate(again); !v.Allowed {
+					t.Fatalf("validator denies the mutator's output: %s\nobject %s", v.Result.Message, patched)
+				}
+			}
+		}
+	})
+}
+
+// hasSizedStorage: metadata and content templates, and any cache template
+// the user wrote, all with a positive size.
+func hasSizedStorage(vcts []corev1PVC) bool {
+	count := map[string]int{}
+	for _, v := range vcts {
+		count[v.Name]++
+		if v.Name == "metadata" || v.Name == "content" || v.Name == "cache" { // a cache the user wrote is never changed
+			q, ok := v.Spec.Resources.Requests["storage"]
+			if !ok || q.Sign() <= 0 {
+				return false
+			}
+		}
+	}
+	return count["metadata"] >= 1 && count["content"] >= 1
+}
+
+func checkUnknownFieldsKept(t *testing.T, before, after []byte) {
+	t.Helper()
+	var b, a map[string]any
+	_ = json.Unmarshal(before, &b)
+	_ = json.Unmarshal(after, &a)
+	bs, ok := b["spec"].(map[string]any)
+	if !ok {
+		return
+	}
+	as := a["spec"].(map[string]any)
+	if fmt.Sprint(bs["x-unknown-spec-field"]) != fmt.Sprint(as["x-unknown-spec-field"]) {
+		t.Fatalf("unknown spec field lost: %s", after)
+	}
+	bp := bs["template"].(map[string]any)["spec"].(map[string]any)
+	ap := as["template"].(map[string]any)["spec"].(map[string]any)
+	if bp["x-unknown-pod-field"] != ap["x-unknown-pod-field"] {
+		t.Fatalf("unknown pod field lost: %s", after)
+	}
+	if vcts, ok := as["volumeClaimTemplates"].([]any); ok {
+		for _, v := range vcts {
+			vs := v.(map[string]any)["spec"].(map[string]any)
+			name := v.(map[string]any)["metadata"].(map[string]any)["name"]
+			if _, ok := vs["x-unknown-vct-field"]; !ok && !injected(before, name) {
+				t.Fatalf("unknown VCT field lost in %v: %s", name, after)
+			}
+		}
+	}
+}
+
+// injected reports whether the template named name was absent before (so the
+// mutator added or carried it over, without the test's unknown field).
+func injected(before []byte, name any) bool {
+	var b struct {
+		Spec struct {
+			VCTs []struct {
+				Metadata struct{ Name string } `json:"metadata"`
+			} `json:"volumeClaimTemplates"`
+		} `json:"spec"`
+	}
+	_ = json.Unmarshal(before, &b)
+	for _, v := range b.Spec.VCTs {
+		if v.Metadata.Name == name {
+			return false
+		}
+	}
+	return true
+}
