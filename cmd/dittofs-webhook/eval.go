@@ -26,13 +26,17 @@ import (
 const evalUsage = `Usage: dittofs-webhook eval [-f FILE|DIR|-]... [--old FILE]... [-o yaml|json|patch] [flags]
 
 Runs the mutating and then the validating webhook on manifests, offline, with
-the server's own code: prints the documents as the apiserver would store them,
-the warnings and violations of each DittoFS StatefulSet on stderr, and exits 0
-when all are allowed, 1 when any is denied, 2 on unreadable input.
+the server's own code, as the apiserver calls them: prints the documents as the
+webhooks leave them, each DittoFS StatefulSet's warnings and violations on
+stderr, and exits 0 when all are allowed, 1 when any is denied, 2 on
+unreadable input.
 
 Input is YAML (multi-document, ---) or JSON; a List is evaluated item by item.
-Documents other than StatefulSets labelled ` + policies.LabelServer + ` pass
-through unchanged.
+Documents other than StatefulSets labelled ` + policies.LabelServer + `
+pass through unchanged.
+
+  kubectl kustomize overlays/prod | dittofs-webhook eval -f - >/dev/null
+  dittofs-webhook eval -f sts.yaml --old <(kubectl get statefulset fs -o yaml)
 
 Flags:
 `
@@ -61,7 +65,7 @@ func newEvalFlags(stderr io.Writer) (*flag.FlagSet, *evalFlags) {
 		fs.PrintDefaults()
 	}
 	fs.Var(&f.files, "f", "manifest `FILE`, DIR (its *.yaml, *.yml and *.json files in lexical order) or - for stdin; repeatable (default -)")
-	fs.Var(&f.old, "old", "the stored objects (`FILE`): each input StatefulSet of the same namespace and name is evaluated as an UPDATE against it; repeatable")
+	fs.Var(&f.old, "old", "`FILE` of stored objects (as kubectl get -o yaml prints them): an input StatefulSet of the same namespace and name is evaluated as an UPDATE of it; repeatable")
 	fs.StringVar(&f.output, "o", "yaml", "output: yaml (the documents after mutation), json (one JSON document per input document) or patch (each StatefulSet's JSON patch)")
 	fs.StringVar(&f.defaultCacheSize, "default-cache-size", "5Gi", "as serve's flag: size of an injected cache volumeClaimTemplate without the "+policies.AnnotationCacheSize+" annotation")
 	fs.StringVar(&f.cacheMountPath, "cache-mount-path", "/data/cache", "as serve's flag: where the DittoFS container mounts the cache")
@@ -579,8 +583,9 @@ func lineAt(data []byte, off int64) int {
 var yamlLineErr = regexp.MustCompile(`^(?:error converting YAML to JSON: )?yaml: line (\d+): (.*)$`)
 
 // parseYAML reads a YAML stream: documents separated by lines that start with
-// --- followed by nothing or a comment, as kubectl splits them. Empty
-// documents are skipped.
+// --- followed by nothing or a comment, as kubectl splits them (or ..., the
+// end of a document, which kubectl's splitter does not know but which would
+// otherwise hide what follows). Empty documents are skipped.
 func parseYAML(name string, data []byte) ([]*document, error) {
 	var docs []*document
 	add := func(chunk []byte, line int) error {
@@ -612,7 +617,7 @@ func parseYAML(name string, data []byte) ([]*document, error) {
 		}
 		line++
 		l := data[off:next]
-		if bytes.HasPrefix(l, []byte("---")) {
+		if bytes.HasPrefix(l, []byte("---")) || bytes.HasPrefix(l, []byte("...")) {
 			rest := strings.TrimSpace(string(l[3:]))
 			if rest == "" || rest[0] == '#' {
 				if err := add(data[start:off], startLine); err != nil {

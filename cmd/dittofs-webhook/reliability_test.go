@@ -251,6 +251,12 @@ func startLoad(s *server, clients int, limit int64, interval time.Duration) *loa
 	for i := 0; i < clients; i++ {
 		c := s.client(i%2 == 0)
 		l.wg.Go(func() {
+			var tick <-chan time.Time
+			if interval > 0 { // a fixed rate: one request per tick
+				t := time.NewTicker(interval)
+				defer t.Stop()
+				tick = t.C
+			}
 			for n := 0; ; n++ {
 				select {
 				case <-l.stop:
@@ -270,8 +276,12 @@ func startLoad(s *server, clients int, limit int64, interval time.Duration) *loa
 				} else {
 					l.ok.Add(1)
 				}
-				if interval > 0 {
-					time.Sleep(interval)
+				if tick != nil {
+					select {
+					case <-tick:
+					case <-l.stop:
+						return
+					}
 				}
 			}
 		})
