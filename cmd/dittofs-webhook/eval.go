@@ -91,15 +91,15 @@ func (f *evalFlags) policy() (policies.Options, error) {
 var errInput = errors.New("unreadable input")
 
 func eval(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs, f := newEvalFlags(stderr)
-	if err := fs.Parse(args); err != nil {
+	flags, f := newEvalFlags(stderr)
+	if err := flags.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "eval: unexpected arguments %q: name the manifests with -f\n", fs.Args())
+	if flags.NArg() > 0 {
+		fmt.Fprintf(stderr, "eval: unexpected arguments %q: name the manifests with -f\n", flags.Args())
 		return 2
 	}
 	if f.output != "yaml" && f.output != "json" && f.output != "patch" {

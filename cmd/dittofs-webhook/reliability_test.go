@@ -63,6 +63,7 @@ type server struct {
 	ca                 *certs.CA
 	dir                string
 	logs               *bytes.Buffer
+	logw               *syncWriter
 	exited             chan error
 }
 
@@ -94,7 +95,9 @@ func startBinary(t *testing.T, extra ...string) *server {
 		"--tls-cert-file", filepath.Join(s.dir, "tls.crt"), "--tls-key-file", filepath.Join(s.dir, "tls.key"),
 		"--log-level", "warn"}, extra...)
 	s.cmd = exec.Command(binary(t), args...)
-	s.cmd.Stdout, s.cmd.Stderr = s.logs, &syncWriter{w: s.logs}
+	sw := &syncWriter{w: s.logs}
+	s.cmd.Stdout, s.cmd.Stderr = sw, sw
+	s.logw = sw
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -103,17 +106,23 @@ func startBinary(t *testing.T, extra ...string) *server {
 		_ = s.cmd.Process.Kill()
 		<-s.exited
 		if t.Failed() {
-			t.Logf("server logs:\n%s", s.logs)
+			t.Logf("server logs:\n%s", s.logText())
 		}
 	})
 	deadline := time.Now().Add(10 * time.Second)
 	for readyz(s.metrics) != 200 {
 		if time.Now().After(deadline) {
-			t.Fatalf("server not ready; logs:\n%s", s.logs)
+			t.Fatalf("server not ready; logs:\n%s", s.logText())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	return s
+}
+
+func (s *server) logText() string {
+	s.logw.mu.Lock()
+	defer s.logw.mu.Unlock()
+	return s.logs.String()
 }
 
 type syncWriter struct {
