@@ -164,16 +164,30 @@ func (w *CertWatcher) install(certPEM, keyPEM []byte, cert *tls.Certificate, rel
 		"serial", cert.Leaf.SerialNumber.Text(16), "not_after", cert.Leaf.NotAfter, "reload", reload)
 }
 
+// readPair reads the certificate and the key. The two reads are not atomic:
+// a rotation between them (the Secret volume's ..data swap) would pair the old
+// certificate with the new key and look like a bad pair. So the certificate is
+// read again after the key, and the pair is only returned when the
+// certificate did not change meanwhile.
 func readPair(certFile, keyFile string) ([]byte, []byte, error) {
-	certPEM, err := os.ReadFile(certFile)
-	if err != nil {
-		return nil, nil, fmt.Errorf("reading certificate: %w", err)
+	for attempt := 0; ; attempt++ {
+		certPEM, err := os.ReadFile(certFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("reading certificate: %w", err)
+		}
+		keyPEM, err := os.ReadFile(keyFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("reading key: %w", err)
+		}
+		again, err := os.ReadFile(certFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("reading certificate: %w", err)
+		}
+		if bytes.Equal(certPEM, again) || attempt == 4 {
+			return certPEM, keyPEM, nil
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	keyPEM, err := os.ReadFile(keyFile)
-	if err != nil {
-		return nil, nil, fmt.Errorf("reading key: %w", err)
-	}
-	return certPEM, keyPEM, nil
 }
 
 func parsePair(certPEM, keyPEM []byte) (*tls.Certificate, error) {

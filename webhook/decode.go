@@ -171,8 +171,12 @@ var errNotReview = errors.New("not an admission.k8s.io/v1 AdmissionReview")
 // StatefulSet is not: the request is decoded all the same, so the answer can
 // carry its uid, and Request.ObjectErr says what was wrong.
 func decodeReview(body []byte) (*Request, error) {
+	pruned, err := prune(body, reviewShape, make([]byte, 0, 2048))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s", errNotReview, err)
+	}
 	var rv reviewJSON
-	err := json.Unmarshal(body, &rv)
+	err = json.Unmarshal(pruned, &rv)
 	var objErr error
 	if err != nil {
 		// encoding/json decodes the rest of the document after a type error and
@@ -223,7 +227,7 @@ func NewRequest(operation string, object, oldObject []byte) (*Request, error) {
 		Resource:  metav1.GroupVersionResource{Group: "apps", Version: "v1", Resource: "statefulsets"},
 	}
 	var s statefulSetJSON
-	if err := json.Unmarshal(object, &s); err != nil {
+	if err := decodeStatefulSet(object, &s); err != nil {
 		return nil, err
 	}
 	if err := s.err("object"); err != nil {
@@ -233,7 +237,7 @@ func NewRequest(operation string, object, oldObject []byte) (*Request, error) {
 	req.Name, req.Namespace = req.Object.Name, req.Object.Namespace
 	if oldObject != nil {
 		var o statefulSetJSON
-		if err := json.Unmarshal(oldObject, &o); err != nil {
+		if err := decodeStatefulSet(oldObject, &o); err != nil {
 			return nil, fmt.Errorf("oldObject: %w", err)
 		}
 		if err := o.err("oldObject"); err != nil {
@@ -242,6 +246,16 @@ func NewRequest(operation string, object, oldObject []byte) (*Request, error) {
 		req.OldObject, req.OldCacheTemplate = o.typed(), o.cacheTemplate()
 	}
 	return req, nil
+}
+
+// decodeStatefulSet decodes one StatefulSet document as decodeReview decodes
+// the review's objects: pruned to what the policies read, then decoded.
+func decodeStatefulSet(data []byte, s *statefulSetJSON) error {
+	pruned, err := prune(data, statefulSetShape, nil)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(pruned, s)
 }
 
 func oneLine(s string) string {

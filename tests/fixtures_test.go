@@ -1,0 +1,345 @@
+package tests
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dittofs/dittofs-webhook/certs"
+	"github.com/dittofs/dittofs-webhook/policies"
+	"github.com/dittofs/dittofs-webhook/webhook"
+)
+
+// fixtureDir holds the suite; see README.md.
+const fixtureDir = "fixtures"
+
+// TestFixtures sends every fixture to the real server (webhook.Run over TLS
+// with a development CA) and checks every expectation. A mutate fixture that
+// returns a patch is then sent again with the patched object, which must come
+// back without a patch (idempotence, reinvocationPolicy: IfNeeded).
+func TestFixtures(t *testing.T) {
+	fixtures, err := LoadFixtures(fixtureDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	servers := newServerPool(t)
+	for _, f := range fixtures {
+		t.Run(f.Name, func(t *testing.T) {
+			opts, err := f.PolicyOptions()
+			if err != nil {
+				t.Fatal(err)
+			}
+			runFixture(t, servers.get(t, opts), f)
+		})
+	}
+	t.Run("coverage", func(t *testing.T) { servers.checkCoverage(t) })
+}
+
+func runFixture(t *testing.T, s *testServer, f Fixture) {
+	req, _ := f.Request()
+	before := s.scrape(t)
+	status, body := s.send(t, f.Webhook, f.Method(), f.ContentType(), f.Body(), f.Raw != nil && f.Raw.Chunked)
+	a, err := ParseAnswer(req, status, body)
+	if err != nil {
+		t.Fatalf("%s: %v\nanswer: %s", f.Path, err, clip(body))
+	}
+	for _, p := range f.Expect.Check(f.Webhook, req, a) {
+		t.Errorf("%s: %s", f.Path, p)
+	}
+	after := s.scrape(t)
+	for sel, want := range f.Expect.Metrics {
+		b, _ := SumMetric(before, sel)
+		n, _ := SumMetric(after, sel)
+		if n-b != want {
+			t.Errorf("%s: metric %s increased by %v, want %v", f.Path, sel, n-b, want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("answer: %s", clip(body))
+		if len(a.Patch) > 0 {
+			p, _ := json.Marshal(a.Patch)
+			t.Logf("patch: %s", p)
+		}
+		return
+	}
+	resp := a.Response()
+	if resp == nil || !resp.Allowed {
+		return
+	}
+
+	if f.Webhook == WebhookMutate && len(a.Patch) > 0 {
+		// Idempotence: the mutator run on its own output returns no patch.
+		again := *req
+		again.UID = req.UID + "-again"
+		again.Object = a.Object
+		b, err := f.WithObject(a.Object, again.UID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		status, body := s.send(t, WebhookMutate, "POST", "application/json", b, false)
+		a2, err := ParseAnswer(&again, status, body)
+		if err != nil {
+			t.Fatalf("idempotence: %v", err)
+		}
+		if r := a2.Response(); status != 200 || r == nil || !r.Allowed || len(r.Patch) > 0 {
+			t.Errorf("%s: idempotence: the mutated object, sent again, must be allowed without a patch; got HTTP %d %s", f.Path, status, clip(body))
+		}
+	}
+
+	if tv := f.Expect.ThenValidate; tv != nil {
+		next := *req
+		next.UID = req.UID + "-validate"
+		next.Object = a.Object
+		b, err := f.WithObject(a.Object, next.UID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		status, body := s.send(t, WebhookValidate, "POST", "application/json", b, false)
+		a3, err := ParseAnswer(&next, status, body)
+		if err != nil {
+			t.Fatalf("thenValidate: %v", err)
+		}
+		for _, p := range tv.Check(WebhookValidate, &next, a3) {
+			t.Errorf("%s: thenValidate: %s", f.Path, p)
+		}
+		if t.Failed() {
+			t.Logf("validating answer: %s", clip(body))
+		}
+	}
+}
+
+// testServer is one webhook.Run serving on loopback ports.
+type testServer struct {
+	base, metrics string
+	client        *http.Client
+}
+
+// serverPool starts one server per set of policy options, on first use, and
+// stops them all when the test ends.
+type serverPool struct {
+	t       *testing.T
+	dir     string
+	servers map[string]*testServer
+}
+
+func newServerPool(t *testing.T) *serverPool {
+	dir := t.TempDir()
+	if err := certs.Write(certs.Options{Dir: dir, Hosts: []string{"127.0.0.1", "localhost"}}); err != nil {
+		t.Fatal(err)
+	}
+	return &serverPool{t: t, dir: dir, servers: map[string]*testServer{}}
+}
+
+func (p *serverPool) get(t *testing.T, opts policies.Options) *testServer {
+	key := opts.DefaultCacheSize.String() + " " + opts.CacheMountPath
+	if s, ok := p.servers[key]; ok {
+		return s
+	}
+	s := startServer(p.t, p.dir, opts)
+	p.servers[key] = s
+	return s
+}
+
+// checkCoverage requires that the suite made every rule, mutation and
+// protocol refusal happen at least once.
+func (p *serverPool) checkCoverage(t *testing.T) {
+	var all []Sample
+	for _, s := range p.servers {
+		all = append(all, s.scrape(t)...)
+	}
+	var want []string
+	for _, r := range ruleIDs {
+		want = append(want, fmt.Sprintf("dittofs_webhook_violations_total{rule=%q}", r))
+	}
+	for _, m := range []string{policies.MutationCacheTemplate, policies.MutationCacheCarryOver, policies.MutationRetentionPolicy, policies.MutationEmptyDirRemoved, policies.MutationCacheVolumeMount} {
+		want = append(want, fmt.Sprintf("dittofs_webhook_mutations_total{mutation=%q}", m))
+	}
+	for _, r := range []string{"method_not_allowed", "unsupported_media_type", "body_too_large", "not_admission_review", "wrong_kind", "bad_object"} {
+		want = append(want, fmt.Sprintf("dittofs_webhook_bad_requests_total{reason=%q}", r))
+	}
+	for _, op := range []string{"CREATE", "UPDATE", "DELETE"} {
+		for _, wh := range []string{WebhookMutate, WebhookValidate} {
+			want = append(want, fmt.Sprintf("dittofs_webhook_admission_requests_total{webhook=%q,operation=%q}", wh, op))
+		}
+	}
+	for _, sel := range want {
+		if n, _ := SumMetric(all, sel); n == 0 {
+			t.Errorf("no fixture made %s happen", sel)
+		}
+	}
+}
+
+func startServer(t *testing.T, dir string, opts policies.Options) *testServer {
+	ctx, cancel := context.WithCancel(context.Background())
+	type addrs struct{ admission, metrics net.Addr }
+	ready := make(chan addrs, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- webhook.Run(ctx, webhook.Options{
+			Listen:          "127.0.0.1:0",
+			MetricsListen:   "127.0.0.1:0",
+			CertFile:        filepath.Join(dir, certs.CertFile),
+			KeyFile:         filepath.Join(dir, certs.KeyFile),
+			TLSMinVersion:   tls.VersionTLS12,
+			Policy:          opts,
+			ShutdownTimeout: 5 * time.Second,
+			Ready:           func(a, m net.Addr) { ready <- addrs{a, m} },
+		})
+	}()
+	var a addrs
+	select {
+	case a = <-ready:
+	case err := <-done:
+		cancel()
+		t.Fatalf("webhook.Run: %v", err)
+	case <-time.After(30 * time.Second):
+		cancel()
+		t.Fatal("the server did not start")
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("webhook.Run returned %v after shutdown", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("the server did not shut down")
+		}
+	})
+	ca, err := certs.LoadCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12}}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &testServer{
+		base:    "https://" + a.admission.String(),
+		metrics: "http://" + a.metrics.String(),
+		client:  &http.Client{Transport: tr, Timeout: 60 * time.Second},
+	}
+}
+
+// send posts body to a webhook and returns the HTTP status and body.
+func (s *testServer) send(t *testing.T, wh, method, contentType string, body []byte, chunked bool) (int, []byte) {
+	t.Helper()
+	path := webhook.MutatePath
+	if wh == WebhookValidate {
+		path = webhook.ValidatePath
+	}
+	var r io.Reader = bytes.NewReader(body)
+	if chunked {
+		r = io.MultiReader(r) // hides the length
+	}
+	req, err := http.NewRequest(method, s.base+path, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if chunked {
+		req.ContentLength = -1
+	}
+	req.Header.Set("Content-Type", contentType)
+	resp, err := s.client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("reading the answer: %v", err)
+	}
+	return resp.StatusCode, out
+}
+
+func (s *testServer) scrape(t *testing.T) []Sample {
+	t.Helper()
+	resp, err := s.client.Get(s.metrics + "/metrics")
+	if err != nil {
+		t.Fatalf("scraping metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	samples, err := ParseMetrics(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return samples
+}
+
+// TestLoadFixtures checks the loader: every file is a fixture, and a bad one
+// is an error naming it.
+func TestLoadFixtures(t *testing.T) {
+	fixtures, err := LoadFixtures(fixtureDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(fixtureDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != len(fixtures) {
+		t.Errorf("%d files in %s but %d fixtures: every file must be a *.yaml fixture", len(entries), fixtureDir, len(fixtures))
+	}
+	seen := map[string]string{}
+	for _, f := range fixtures {
+		req, err := f.Request()
+		if err != nil || req == nil {
+			continue
+		}
+		if prev, ok := seen[req.UID]; ok && req.UID != "" {
+			t.Errorf("%s and %s share the request uid %s", prev, f.Name, req.UID)
+		}
+		seen[req.UID] = f.Name
+	}
+
+	dir := t.TempDir()
+	for name, content := range map[string]string{
+		"unknown-key.yaml":    "description: x\nwebhook: mutate\nreview: {apiVersion: admission.k8s.io/v1, kind: AdmissionReview, request: {uid: a}}\nexpect: {allowed: true, alowed: true}\n",
+		"bad-webhook.yaml":    "description: x\nwebhook: mutating\nreview: {request: {uid: a}}\nexpect: {allowed: true}\n",
+		"no-allowed.yaml":     "description: x\nwebhook: mutate\nreview: {request: {uid: a}}\nexpect: {patch: some}\n",
+		"bad-patch.yaml":      "description: x\nwebhook: mutate\nreview: {request: {uid: a}}\nexpect: {allowed: true, patch: maybe}\n",
+		"no-description.yaml": "webhook: mutate\nreview: {request: {uid: a}}\nexpect: {allowed: true}\n",
+		"bad-metric.yaml":     "description: x\nwebhook: mutate\nreview: {request: {uid: a}}\nexpect: {allowed: true, metrics: {'x{a=b}': 1}}\n",
+		"validate-then.yaml":  "description: x\nwebhook: validate\nreview: {request: {uid: a}}\nexpect: {allowed: true, thenValidate: {allowed: true}}\n",
+		"int-key.yaml":        "description: x\nwebhook: mutate\nreview: {request: {uid: a, 1: b}}\nexpect: {allowed: true}\n",
+	} {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := LoadFixture(p); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("LoadFixture(%s) = %v, want an error naming the file", name, err)
+		}
+	}
+}
+
+func TestParseMetrics(t *testing.T) {
+	text := []byte(`# HELP x_total help
+# TYPE x_total counter
+x_total{a="1",b="q\"uote"} 3
+x_total{a="2",b="z"} 4
+y 1.5e+00
+`)
+	s, err := ParseMetrics(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for sel, want := range map[string]float64{`x_total`: 7, `x_total{a="1"}`: 3, `x_total{b="q\"uote"}`: 3, `x_total{a="2",b="z"}`: 4, `y`: 1.5, `x_total{a="3"}`: 0} {
+		if got, err := SumMetric(s, sel); err != nil || got != want {
+			t.Errorf("SumMetric(%s) = %v, %v, want %v", sel, got, err, want)
+		}
+	}
+}

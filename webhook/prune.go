@@ -1,0 +1,370 @@
+package webhook
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"unicode/utf8"
+)
+
+// A pruneNode says which members of a JSON object to keep: a member whose
+// name is a key is kept, pruned by the child node; a nil child keeps the
+// member's value whole, byte for byte. On an array the node applies to each
+// element. Names match exactly, as the apiserver's case-sensitive decoder
+// matches them (encoding/json alone would also accept "Spec" for "spec").
+type pruneNode map[string]pruneNode
+
+// reviewShape is what the server reads of an AdmissionReview; it mirrors
+// reviewJSON and statefulSetJSON, and a test keeps them in step.
+var reviewShape = pruneNode{
+	"apiVersion": nil,
+	"kind":       nil,
+	"request": {
+		"uid": nil, "kind": nil, "resource": nil, "subResource": nil, "name": nil, "namespace": nil,
+		"operation": nil, "dryRun": nil, "object": statefulSetShape, "oldObject": statefulSetShape,
+	},
+}
+
+// statefulSetShape is what the server reads of a StatefulSet (statefulSetJSON).
+var statefulSetShape = pruneNode{
+	"apiVersion": nil,
+	"kind":       nil,
+	"metadata":   {"name": nil, "generateName": nil, "namespace": nil, "labels": nil, "annotations": nil},
+	"spec": {
+		"volumeClaimTemplates":                 nil,
+		"persistentVolumeClaimRetentionPolicy": nil,
+		"template": {"spec": {
+			"volumes":    nil,
+			"containers": {"name": nil, "volumeMounts": nil},
+		}},
+	},
+}
+
+// maxDepth bounds nesting as encoding/json does.
+const maxDepth = 10000
+
+// prune validates the JSON document in and appends to out a copy holding only
+// the members shape names. Decoding the small copy with encoding/json is
+// several times cheaper than decoding the whole document: a StatefulSet's
+// containers (env, probes, resources) and managedFields are most of its bytes
+// and none of the policies' business. Skipped values are still validated, so
+// malformed JSON is refused exactly as before.
+func prune(in []byte, shape pruneNode, out []byte) ([]byte, error) {
+	p := pruner{in: in, out: out}
+	p.ws()
+	if err := p.value(shape, 0); err != nil {
+		return nil, err
+	}
+	p.ws()
+	if p.i != len(p.in) {
+		return nil, p.errorf("invalid character %q after top-level value", p.in[p.i])
+	}
+	return p.out, nil
+}
+
+type pruner struct {
+	in  []byte
+	i   int
+	out []byte
+}
+
+func (p *pruner) errorf(format string, args ...any) error {
+	return fmt.Errorf("invalid JSON at offset %d: %s", p.i, fmt.Sprintf(format, args...))
+}
+
+func (p *pruner) ws() {
+	for p.i < len(p.in) {
+		switch p.in[p.i] {
+		case ' ', '\t', '\n', '\r':
+			p.i++
+		default:
+			return
+		}
+	}
+}
+
+// value copies (pruned by n) or, with keep false, only validates one value.
+func (p *pruner) value(n pruneNode, depth int) error {
+	if p.i >= len(p.in) {
+		return p.errorf("unexpected end of input")
+	}
+	if n == nil {
+		start := p.i
+		if err := p.skip(depth); err != nil {
+			return err
+		}
+		p.out = append(p.out, p.in[start:p.i]...)
+		return nil
+	}
+	switch p.in[p.i] {
+	case '{':
+		return p.object(n, depth+1)
+	case '[':
+		return p.array(n, depth+1)
+	}
+	return p.value(nil, depth) // a scalar where an object is expected: kept, for the decoder to report
+}
+
+func (p *pruner) object(n pruneNode, depth int) error {
+	if depth > maxDepth {
+		return p.errorf("exceeded max depth")
+	}
+	p.i++ // {
+	p.out = append(p.out, '{')
+	first := true
+	p.ws()
+	if p.i < len(p.in) && p.in[p.i] == '}' {
+		p.i++
+		p.out = append(p.out, '}')
+		return nil
+	}
+	for {
+		p.ws()
+		if p.i >= len(p.in) || p.in[p.i] != '"' {
+			return p.errorf("looking for beginning of object key string")
+		}
+		keyStart := p.i
+		escaped, err := p.str()
+		if err != nil {
+			return err
+		}
+		rawKey := p.in[keyStart:p.i]
+		var child pruneNode
+		var keep bool
+		if !escaped {
+			child, keep = n[string(rawKey[1:len(rawKey)-1])] // no allocation: the compiler's map-lookup form
+		} else {
+			var key string
+			if err := json.Unmarshal(rawKey, &key); err != nil {
+				return p.errorf("bad object key: %v", err)
+			}
+			child, keep = n[key]
+		}
+		p.ws()
+		if p.i >= len(p.in) || p.in[p.i] != ':' {
+			return p.errorf("after object key")
+		}
+		p.i++
+		p.ws()
+		if keep {
+			if !first {
+				p.out = append(p.out, ',')
+			}
+			first = false
+			p.out = append(p.out, rawKey...)
+			p.out = append(p.out, ':')
+			if err := p.value(child, depth); err != nil {
+				return err
+			}
+		} else if err := p.skip(depth); err != nil {
+			return err
+		}
+		p.ws()
+		if p.i >= len(p.in) {
+			return p.errorf("unexpected end of input")
+		}
+		switch p.in[p.i] {
+		case ',':
+			p.i++
+		case '}':
+			p.i++
+			p.out = append(p.out, '}')
+			return nil
+		default:
+			return p.errorf("invalid character %q after object key:value pair", p.in[p.i])
+		}
+	}
+}
+
+func (p *pruner) array(n pruneNode, depth int) error {
+	if depth > maxDepth {
+		return p.errorf("exceeded max depth")
+	}
+	p.i++ // [
+	p.out = append(p.out, '[')
+	p.ws()
+	if p.i < len(p.in) && p.in[p.i] == ']' {
+		p.i++
+		p.out = append(p.out, ']')
+		return nil
+	}
+	for first := true; ; first = false {
+		if !first {
+			p.out = append(p.out, ',')
+		}
+		p.ws()
+		if err := p.value(n, depth); err != nil {
+			return err
+		}
+		p.ws()
+		if p.i >= len(p.in) {
+			return p.errorf("unexpected end of input")
+		}
+		switch p.in[p.i] {
+		case ',':
+			p.i++
+		case ']':
+			p.i++
+			p.out = append(p.out, ']')
+			return nil
+		default:
+			return p.errorf("invalid character %q after array element", p.in[p.i])
+		}
+	}
+}
+
+// skip validates one value without copying it.
+func (p *pruner) skip(depth int) error {
+	if p.i >= len(p.in) {
+		return p.errorf("unexpected end of input")
+	}
+	switch c := p.in[p.i]; {
+	case c == '"':
+		_, err := p.str()
+		return err
+	case c == '{' || c == '[':
+		if depth+1 > maxDepth {
+			return p.errorf("exceeded max depth")
+		}
+		close := byte('}')
+		if c == '[' {
+			close = ']'
+		}
+		p.i++
+		p.ws()
+		if p.i < len(p.in) && p.in[p.i] == close {
+			p.i++
+			return nil
+		}
+		for {
+			p.ws()
+			if c == '{' {
+				if p.i >= len(p.in) || p.in[p.i] != '"' {
+					return p.errorf("looking for beginning of object key string")
+				}
+				if _, err := p.str(); err != nil {
+					return err
+				}
+				p.ws()
+				if p.i >= len(p.in) || p.in[p.i] != ':' {
+					return p.errorf("after object key")
+				}
+				p.i++
+				p.ws()
+			}
+			if err := p.skip(depth + 1); err != nil {
+				return err
+			}
+			p.ws()
+			if p.i >= len(p.in) {
+				return p.errorf("unexpected end of input")
+			}
+			switch p.in[p.i] {
+			case ',':
+				p.i++
+			case close:
+				p.i++
+				return nil
+			default:
+				return p.errorf("invalid character %q in %s", p.in[p.i], map[byte]string{'}': "object", ']': "array"}[close])
+			}
+		}
+	case c == '-' || (c >= '0' && c <= '9'):
+		return p.number()
+	case c == 't':
+		return p.literal("true")
+	case c == 'f':
+		return p.literal("false")
+	case c == 'n':
+		return p.literal("null")
+	default:
+		return p.errorf("invalid character %q looking for beginning of value", c)
+	}
+}
+
+func (p *pruner) literal(lit string) error {
+	if len(p.in)-p.i < len(lit) || string(p.in[p.i:p.i+len(lit)]) != lit {
+		return p.errorf("invalid literal")
+	}
+	p.i += len(lit)
+	return nil
+}
+
+// str skips a string starting at the opening quote; it reports whether the
+// string holds escapes.
+func (p *pruner) str() (bool, error) {
+	p.i++ // "
+	escaped := false
+	for p.i < len(p.in) {
+		c := p.in[p.i]
+		switch {
+		case c == '"':
+			p.i++
+			return escaped, nil
+		case c == '\\':
+			escaped = true
+			p.i++
+			if p.i >= len(p.in) {
+				return false, p.errorf("unexpected end of input in string")
+			}
+			switch p.in[p.i] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				p.i++
+			case 'u':
+				if len(p.in)-p.i < 5 {
+					return false, p.errorf("bad \\u escape")
+				}
+				if _, err := strconv.ParseUint(string(p.in[p.i+1:p.i+5]), 16, 16); err != nil {
+					return false, p.errorf("bad \\u escape")
+				}
+				p.i += 5
+			default:
+				return false, p.errorf("invalid escape %q in string", p.in[p.i])
+			}
+		case c < 0x20:
+			return false, p.errorf("invalid control character in string")
+		case c < utf8.RuneSelf:
+			p.i++
+		default:
+			p.i++ // invalid UTF-8 is accepted and replaced by the decoder, as encoding/json does
+		}
+	}
+	return false, p.errorf("unexpected end of input in string")
+}
+
+func (p *pruner) number() error {
+	start := p.i
+	if p.in[p.i] == '-' {
+		p.i++
+	}
+	digits := func() int {
+		n := 0
+		for p.i < len(p.in) && p.in[p.i] >= '0' && p.in[p.i] <= '9' {
+			p.i++
+			n++
+		}
+		return n
+	}
+	switch {
+	case p.i < len(p.in) && p.in[p.i] == '0':
+		p.i++
+	case digits() == 0:
+		return p.errorf("invalid number %q", p.in[start:p.i])
+	}
+	if p.i < len(p.in) && p.in[p.i] == '.' {
+		p.i++
+		if digits() == 0 {
+			return p.errorf("invalid number")
+		}
+	}
+	if p.i < len(p.in) && (p.in[p.i] == 'e' || p.in[p.i] == 'E') {
+		p.i++
+		if p.i < len(p.in) && (p.in[p.i] == '+' || p.in[p.i] == '-') {
+			p.i++
+		}
+		if digits() == 0 {
+			return p.errorf("invalid number")
+		}
+	}
+	return nil
+}
