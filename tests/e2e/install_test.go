@@ -40,7 +40,7 @@ func TestInstallManifests(t *testing.T) {
 	// A server dry run does not create the Namespace, so the namespaced
 	// objects of the same apply would fail with "namespace not found": the
 	// namespace is really created first, as it is on a second install.
-	mustKubectl(t, "", "create", "namespace", installNamespace)
+	mustKubectl(t, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: "+installNamespace+"\n", "apply", "-f", "-")
 	// The shipped webhook configurations have the names of the ones the
 	// harness installed with another clientConfig: a dry-run apply over
 	// those would merge the two clientConfigs. Take them away meanwhile.

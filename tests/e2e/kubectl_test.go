@@ -112,6 +112,7 @@ func ensureNewline(s string) string {
 
 // runKubectl runs the built kubectl as the e2e admin user.
 func runKubectl(stdin string, args ...string) result {
+	haltIfStopping()
 	r := result{args: args, stdin: stdin, code: -1}
 	ctx, cancel := context.WithTimeout(context.Background(), kubectlTimeout)
 	defer cancel()
@@ -127,6 +128,7 @@ func runKubectl(stdin string, args ...string) result {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
+	haltIfStopping()
 	r.stdout, r.stderr = stdout.String(), stderr.String()
 	var exit *exec.ExitError
 	switch {

@@ -12,6 +12,7 @@ import (
 	"runtime/pprof"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -49,6 +50,19 @@ type harness struct {
 	webhooks []byte
 }
 
+// stopping is set when the watchdog is tearing everything down on a signal
+// or a timeout: from then on nothing talks to the dying apiserver (see
+// haltIfStopping), so no test reports the teardown as its own failure.
+var stopping atomic.Bool
+
+// haltIfStopping blocks the calling goroutine for good once the watchdog is
+// tearing down: the process is about to exit.
+func haltIfStopping() {
+	if stopping.Load() {
+		select {}
+	}
+}
+
 const (
 	probeNamespace = "e2e-probe"
 	// serverStopTimeout bounds the server's graceful shutdown (its
@@ -67,13 +81,13 @@ func TestMain(m *testing.M) {
 
 func run(m *testing.M) int {
 	start := time.Now()
-	var failed bool
+	var failed atomic.Bool
 	teardown := sync.OnceFunc(func() {
 		if err := env.stop(); err != nil {
 			fmt.Fprintf(os.Stderr, "e2e: teardown: %v\n", err)
-			failed = true
+			failed.Store(true)
 		}
-		if failed && env.artifacts != "" {
+		if failed.Load() && env.artifacts != "" {
 			fmt.Fprintf(os.Stderr, "e2e: logs and certificates kept in %s\n", env.artifacts)
 		} else if env.artifacts != "" && os.Getenv("E2E_KEEP_ARTIFACTS") == "" {
 			_ = os.RemoveAll(env.artifacts)
@@ -85,11 +99,11 @@ func run(m *testing.M) int {
 	// in their own process groups. Stop them first, then exit.
 	watchCtx, stopWatching := context.WithCancel(context.Background())
 	defer stopWatching()
-	go watchdog(watchCtx, start, func() { failed = true; teardown() })
+	go watchdog(watchCtx, start, func() { failed.Store(true); teardown() })
 
 	if err := env.setUp(); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: setting up: %v\n", err)
-		failed = true
+		failed.Store(true)
 		teardown()
 		return 1
 	}
@@ -98,12 +112,12 @@ func run(m *testing.M) int {
 
 	code := m.Run()
 	if code != 0 {
-		failed = true
+		failed.Store(true)
 		env.server.printLogTail(os.Stderr, 60)
 	}
 	stopWatching()
 	teardown()
-	if failed && code == 0 {
+	if failed.Load() && code == 0 {
 		code = 1
 	}
 	fmt.Printf("e2e: total %s\n", time.Since(start).Round(time.Millisecond))
@@ -137,6 +151,7 @@ func watchdog(ctx context.Context, start time.Time, teardown func()) {
 		_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 2)
 		fmt.Fprintf(os.Stderr, "e2e: stopping the server and the control plane\n")
 	}
+	stopping.Store(true)
 	teardown()
 	os.Exit(1)
 }

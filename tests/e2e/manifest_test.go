@@ -234,9 +234,9 @@ func storage(sts *appsv1.StatefulSet) string {
 			"labels": sts.Labels, "annotations": withoutLastApplied(sts.Annotations),
 			"generation": sts.Generation,
 		},
-		"spec.volumeClaimTemplates":                  claims,
-		"spec.persistentVolumeClaimRetentionPolicy":  sts.Spec.PersistentVolumeClaimRetentionPolicy,
-		"spec.template.spec.volumes":                 sts.Spec.Template.Spec.Volumes,
+		"spec.volumeClaimTemplates":                    claims,
+		"spec.persistentVolumeClaimRetentionPolicy":    sts.Spec.PersistentVolumeClaimRetentionPolicy,
+		"spec.template.spec.volumes":                   sts.Spec.Template.Spec.Volumes,
 		"spec.template.spec.containers[].volumeMounts": containerMounts(sts),
 	})
 }

@@ -168,6 +168,7 @@ func (s *server) servedCertificate(caPEM []byte) (*x509.Certificate, error) {
 	}
 	d := &net.Dialer{Timeout: 2 * time.Second}
 	conn, err := tls.DialWithDialer(d, "tcp", s.listen, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	haltIfStopping()
 	if err != nil {
 		return nil, err
 	}

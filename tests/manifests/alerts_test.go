@@ -81,6 +81,9 @@ dittofs_webhook_tls_certificate_expiry_timestamp_seconds{` + ns + `, pod="b"} ` 
 	{"DittoFSWebhookCertificateExpiringSoon", "8 days left", `
 dittofs_webhook_tls_certificate_expiry_timestamp_seconds{` + ns + `, pod="a"} ` + strconv.Itoa(8*day) + `x10`, 5 * time.Minute, false},
 
+	{"DittoFSWebhookCertificateExpiringSoon", "no certificate loaded yet", `
+dittofs_webhook_tls_certificate_expiry_timestamp_seconds{` + ns + `, pod="a"} 0x10`, 5 * time.Minute, false},
+
 	{"DittoFSWebhookCertificateReloadFailing", "a reload failed", `
 dittofs_webhook_tls_certificate_reloads_total{` + ns + `, pod="a", result="success"} 1x10
 dittofs_webhook_tls_certificate_reloads_total{` + ns + `, pod="a", result="failure"} 0 0 0 1 1 1 1 1`, 6 * time.Minute, true},

@@ -206,9 +206,13 @@ var installChecks = []installCheck{
 	{"webhook configurations", checkWebhooks},
 	{"mutating and validating webhooks select the same requests", func(t *testing.T, in *install) {
 		w := in.webhooks()
-		expect(t, "validating rules (mutating's are the reference)", w[1].rules, w[0].rules)
-		expect(t, "validating objectSelector", w[1].objectSelector, w[0].objectSelector)
-		expect(t, "validating namespaceSelector", w[1].namespaceSelector, w[0].namespaceSelector)
+		if !reflect.DeepEqual(w[1].rules, w[0].rules) {
+			t.Errorf("validating rules %s differ from mutating rules %s", describeRules(w[1].rules), describeRules(w[0].rules))
+		}
+		expect(t, "validating objectSelector (mutating's is the reference)",
+			metav1.FormatLabelSelector(w[1].objectSelector), metav1.FormatLabelSelector(w[0].objectSelector))
+		expect(t, "validating namespaceSelector (mutating's is the reference)",
+			metav1.FormatLabelSelector(w[1].namespaceSelector), metav1.FormatLabelSelector(w[0].namespaceSelector))
 		expect(t, "validating matchPolicy", show(w[1].matchPolicy), show(w[0].matchPolicy))
 	}},
 	{"serving certificate", checkServingCertificate},
@@ -328,7 +332,9 @@ func checkWebhooks(t *testing.T, in *install) {
 			wantSelector := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
 				{Key: serverLabel, Operator: metav1.LabelSelectorOpExists},
 			}}
-			expect(t, "objectSelector", w.objectSelector, wantSelector)
+			if !reflect.DeepEqual(w.objectSelector, wantSelector) {
+				t.Errorf("objectSelector = %s, want %s", metav1.FormatLabelSelector(w.objectSelector), metav1.FormatLabelSelector(wantSelector))
+			}
 			for _, l := range []map[string]string{{serverLabel: ""}, {serverLabel: "nfs-1", "app": "dittofs"}} {
 				if !selects(t, w.objectSelector, l) {
 					t.Errorf("objectSelector does not select a StatefulSet labelled %v", l)
@@ -514,7 +520,7 @@ func checkAvailability(t *testing.T, in *install) {
 		t.Errorf("PodDisruptionBudget is in %s, the Deployment in %s", in.pdb.Namespace, in.dep.Namespace)
 	}
 	if mu := in.pdb.Spec.MinAvailable; mu == nil || mu.String() != "1" {
-		t.Errorf("PodDisruptionBudget minAvailable = %v, want 1", show(mu))
+		t.Errorf("PodDisruptionBudget minAvailable = %v, want 1", mu)
 	} else if int32(mu.IntValue()) >= replicas {
 		t.Errorf("PodDisruptionBudget minAvailable %d leaves no replica evictable out of %d: node drains would hang", mu.IntValue(), replicas)
 	}

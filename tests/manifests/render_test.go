@@ -1,8 +1,7 @@
 package manifests
 
 import (
-	"bytes"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -17,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 )
@@ -128,10 +128,14 @@ func decode[T any](t *testing.T, o object) *T {
 	return v
 }
 
+// It uses the kube-apiserver's own JSON decoder, which (unlike
+// encoding/json) matches field names case-sensitively.
 func decodeStrict(raw []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	return dec.Decode(v)
+	strictErrs, err := kjson.UnmarshalStrict(raw, v)
+	if err != nil {
+		return err
+	}
+	return errors.Join(strictErrs...)
 }
 
 // knownKinds maps every kind the manifests may contain to its apiVersion and
