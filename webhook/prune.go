@@ -52,7 +52,7 @@ const maxDepth = 10000
 func prune(in []byte, shape pruneNode, out []byte) ([]byte, error) {
 	p := pruner{in: in, out: out}
 	p.ws()
-	if err := p.value(shape, 0); err != nil {
+	if err := p.value(shape, true, 0); err != nil {
 		return nil, err
 	}
 	p.ws()
@@ -83,41 +83,58 @@ func (p *pruner) ws() {
 	}
 }
 
-// value copies (pruned by n) or, with keep false, only validates one value.
-func (p *pruner) value(n pruneNode, depth int) error {
+// value reads one value. With emit, it appends the value to the output,
+// pruned by n (n nil: byte for byte); without, it only validates it.
+func (p *pruner) value(n pruneNode, emit bool, depth int) error {
 	if p.i >= len(p.in) {
 		return p.errorf("unexpected end of input")
 	}
-	if n == nil {
+	if emit && n == nil {
 		start := p.i
-		if err := p.skip(depth); err != nil {
+		if err := p.value(nil, false, depth); err != nil {
 			return err
 		}
 		p.out = append(p.out, p.in[start:p.i]...)
 		return nil
 	}
-	switch p.in[p.i] {
-	case '{':
-		return p.object(n, depth+1)
-	case '[':
-		return p.array(n, depth+1)
+	switch c := p.in[p.i]; {
+	case c == '{':
+		return p.object(n, emit, depth+1)
+	case c == '[':
+		return p.array(n, emit, depth+1)
+	case emit:
+		// A scalar where the shape expects an object: kept, for the decoder
+		// to report with its path.
+		return p.value(nil, true, depth)
+	case c == '"':
+		_, err := p.str()
+		return err
+	case c == '-' || (c >= '0' && c <= '9'):
+		return p.number()
+	case c == 't':
+		return p.literal("true")
+	case c == 'f':
+		return p.literal("false")
+	case c == 'n':
+		return p.literal("null")
+	default:
+		return p.errorf("invalid character %q looking for beginning of value", c)
 	}
-	return p.value(nil, depth) // a scalar where an object is expected: kept, for the decoder to report
 }
 
-func (p *pruner) object(n pruneNode, depth int) error {
+func (p *pruner) object(n pruneNode, emit bool, depth int) error {
 	if depth > maxDepth {
 		return p.errorf("exceeded max depth")
 	}
 	p.i++ // {
-	p.out = append(p.out, '{')
-	first := true
+	p.emit(emit, '{')
 	p.ws()
 	if p.i < len(p.in) && p.in[p.i] == '}' {
 		p.i++
-		p.out = append(p.out, '}')
+		p.emit(emit, '}')
 		return nil
 	}
+	first := true
 	for {
 		p.ws()
 		if p.i >= len(p.in) || p.in[p.i] != '"' {
@@ -130,10 +147,12 @@ func (p *pruner) object(n pruneNode, depth int) error {
 		}
 		rawKey := p.in[keyStart:p.i]
 		var child pruneNode
-		var keep bool
-		if !escaped {
+		keep := false
+		switch {
+		case !emit:
+		case !escaped:
 			child, keep = n[string(rawKey[1:len(rawKey)-1])] // no allocation: the compiler's map-lookup form
-		} else {
+		default:
 			var key string
 			if err := json.Unmarshal(rawKey, &key); err != nil {
 				return p.errorf("bad object key: %v", err)
@@ -153,10 +172,8 @@ func (p *pruner) object(n pruneNode, depth int) error {
 			first = false
 			p.out = append(p.out, rawKey...)
 			p.out = append(p.out, ':')
-			if err := p.value(child, depth); err != nil {
-				return err
-			}
-		} else if err := p.skip(depth); err != nil {
+		}
+		if err := p.value(child, keep, depth); err != nil {
 			return err
 		}
 		p.ws()
@@ -168,7 +185,7 @@ func (p *pruner) object(n pruneNode, depth int) error {
 			p.i++
 		case '}':
 			p.i++
-			p.out = append(p.out, '}')
+			p.emit(emit, '}')
 			return nil
 		default:
 			return p.errorf("invalid character %q after object key:value pair", p.in[p.i])
@@ -176,24 +193,24 @@ func (p *pruner) object(n pruneNode, depth int) error {
 	}
 }
 
-func (p *pruner) array(n pruneNode, depth int) error {
+func (p *pruner) array(n pruneNode, emit bool, depth int) error {
 	if depth > maxDepth {
 		return p.errorf("exceeded max depth")
 	}
 	p.i++ // [
-	p.out = append(p.out, '[')
+	p.emit(emit, '[')
 	p.ws()
 	if p.i < len(p.in) && p.in[p.i] == ']' {
 		p.i++
-		p.out = append(p.out, ']')
+		p.emit(emit, ']')
 		return nil
 	}
 	for first := true; ; first = false {
 		if !first {
-			p.out = append(p.out, ',')
+			p.emit(emit, ',')
 		}
 		p.ws()
-		if err := p.value(n, depth); err != nil {
+		if err := p.value(n, emit, depth); err != nil {
 			return err
 		}
 		p.ws()
@@ -205,7 +222,7 @@ func (p *pruner) array(n pruneNode, depth int) error {
 			p.i++
 		case ']':
 			p.i++
-			p.out = append(p.out, ']')
+			p.emit(emit, ']')
 			return nil
 		default:
 			return p.errorf("invalid character %q after array element", p.in[p.i])
@@ -213,72 +230,9 @@ func (p *pruner) array(n pruneNode, depth int) error {
 	}
 }
 
-// skip validates one value without copying it.
-func (p *pruner) skip(depth int) error {
-	if p.i >= len(p.in) {
-		return p.errorf("unexpected end of input")
-	}
-	switch c := p.in[p.i]; {
-	case c == '"':
-		_, err := p.str()
-		return err
-	case c == '{' || c == '[':
-		if depth+1 > maxDepth {
-			return p.errorf("exceeded max depth")
-		}
-		close := byte('}')
-		if c == '[' {
-			close = ']'
-		}
-		p.i++
-		p.ws()
-		if p.i < len(p.in) && p.in[p.i] == close {
-			p.i++
-			return nil
-		}
-		for {
-			p.ws()
-			if c == '{' {
-				if p.i >= len(p.in) || p.in[p.i] != '"' {
-					return p.errorf("looking for beginning of object key string")
-				}
-				if _, err := p.str(); err != nil {
-					return err
-				}
-				p.ws()
-				if p.i >= len(p.in) || p.in[p.i] != ':' {
-					return p.errorf("after object key")
-				}
-				p.i++
-				p.ws()
-			}
-			if err := p.skip(depth + 1); err != nil {
-				return err
-			}
-			p.ws()
-			if p.i >= len(p.in) {
-				return p.errorf("unexpected end of input")
-			}
-			switch p.in[p.i] {
-			case ',':
-				p.i++
-			case close:
-				p.i++
-				return nil
-			default:
-				return p.errorf("invalid character %q in %s", p.in[p.i], map[byte]string{'}': "object", ']': "array"}[close])
-			}
-		}
-	case c == '-' || (c >= '0' && c <= '9'):
-		return p.number()
-	case c == 't':
-		return p.literal("true")
-	case c == 'f':
-		return p.literal("false")
-	case c == 'n':
-		return p.literal("null")
-	default:
-		return p.errorf("invalid character %q looking for beginning of value", c)
+func (p *pruner) emit(emit bool, c byte) {
+	if emit {
+		p.out = append(p.out, c)
 	}
 }
 

@@ -102,26 +102,10 @@ func Run(ctx context.Context, o Options) error {
 	defer metricsLn.Close()
 
 	var shuttingDown atomic.Bool
-	admission := &http.Server{
-		Handler:           NewRouter(&Admitter{Policy: o.Policy}, metrics, o.Log),
-		TLSConfig:         &tls.Config{MinVersion: o.TLSMinVersion, GetCertificate: certs.GetCertificate},
-		Protocols:         protocols(o.EnableHTTP2),
-		ReadHeaderTimeout: readHeaderTimeout,
-		ReadTimeout:       readTimeout,
-		WriteTimeout:      writeTimeout,
-		IdleTimeout:       idleTimeout,
-		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(o.Log.Handler(), slog.LevelWarn),
-	}
-	health := &http.Server{
-		Handler:           healthRouter(o.Registry, func() bool { return certs.Healthy() && !shuttingDown.Load() }),
-		ReadHeaderTimeout: readHeaderTimeout,
-		ReadTimeout:       readTimeout,
-		WriteTimeout:      writeTimeout,
-		IdleTimeout:       idleTimeout,
-		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(o.Log.Handler(), slog.LevelWarn),
-	}
+	admission := newHTTPServer(NewRouter(&Admitter{Policy: o.Policy}, metrics, o.Log), o.Log)
+	admission.TLSConfig = &tls.Config{MinVersion: o.TLSMinVersion, GetCertificate: certs.GetCertificate}
+	admission.Protocols = protocols(o.EnableHTTP2)
+	health := newHTTPServer(healthRouter(o.Registry, func() bool { return certs.Healthy() && !shuttingDown.Load() }), o.Log)
 
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -156,6 +140,19 @@ func Run(ctx context.Context, o Options) error {
 	stopWatch()
 	wg.Wait()
 	return runErr
+}
+
+// newHTTPServer bounds what a slow or hostile client can hold.
+func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 }
 
 func serveErr(name string, err error) error {
