@@ -272,6 +272,7 @@ func TestStatefulSetOlderThanTheWebhooks(t *testing.T) {
 	// Scaling by patching the StatefulSet itself goes through the webhooks.
 	r := mustKubectl(t, "", "patch", "statefulset", "old", "-n", ns, "--type=merge", "-p", `{"spec":{"replicas":3}}`)
 	requireWarning(t, r, "--cascade=orphan")
+	requireWarning(t, r, "cache-storage")
 	if sts := mustGetSTS(t, ns, "old"); sts.Spec.Replicas == nil || *sts.Spec.Replicas != 3 {
 		t.Errorf("replicas not patched to 3: %v", sts.Spec.Replicas)
 	}
