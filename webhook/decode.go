@@ -8,6 +8,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -38,7 +39,9 @@ type Request struct {
 }
 
 // reviewJSON is the part of an admission.k8s.io/v1 AdmissionReview the server
-// reads; everything else (userInfo, options, ...) is skipped by the decoder.
+// reads; everything else (userInfo, options, ...) is skipped. decodeFast fills
+// these types; their json tags define the meaning decodeFast must have, and a
+// fuzz test holds it to encoding/json decoding them.
 type reviewJSON struct {
 	APIVersion string       `json:"apiVersion"`
 	Kind       string       `json:"kind"`
@@ -60,53 +63,79 @@ type requestJSON struct {
 
 // statefulSetJSON is the projection of an apps/v1 StatefulSet onto the fields
 // the policies read. Decoding the whole typed object — every container's env,
-// probes and resource quantities, managedFields timestamps — costs several
-// times more than the policies and the rest of the request together; the
-// decoder skips what is not declared here. A test runs the policies on both
-// this projection and the full typed object of every fixture and requires the
-// same outcome, so a policy that starts reading another field fails loudly.
+// probes and resource quantities, managedFields timestamps — costs many times
+// more than the policies and the rest of the request together; what is not
+// declared here is only validated. A test runs the policies on both this
+// projection and the full typed object of every fixture and requires the same
+// outcome, so a policy that starts reading another field fails loudly.
 type statefulSetJSON struct {
-	APIVersion string `json:"apiVersion"`
-	Kind       string `json:"kind"`
-	Metadata   struct {
-		Name         string            `json:"name"`
-		GenerateName string            `json:"generateName"`
-		Namespace    string            `json:"namespace"`
-		Labels       map[string]string `json:"labels"`
-		Annotations  map[string]string `json:"annotations"`
-	} `json:"metadata"`
+	APIVersion string       `json:"apiVersion"`
+	Kind       string       `json:"kind"`
+	Metadata   metadataJSON `json:"metadata"`
 	// Spec is a pointer to tell an object without a spec: a patch must create
 	// /spec before adding under it.
-	Spec *struct {
-		Template struct {
-			Spec struct {
-				Volumes    []corev1.Volume `json:"volumes"`
-				Containers []struct {
-					Name         string               `json:"name"`
-					VolumeMounts []corev1.VolumeMount `json:"volumeMounts"`
-				} `json:"containers"`
-			} `json:"spec"`
-		} `json:"template"`
-		VolumeClaimTemplates                 []claimTemplateJSON                                     `json:"volumeClaimTemplates"`
-		PersistentVolumeClaimRetentionPolicy *appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy `json:"persistentVolumeClaimRetentionPolicy"`
-	} `json:"spec"`
+	Spec *specJSON `json:"spec"`
 }
 
-// claimTemplateJSON keeps a volumeClaimTemplate's bytes next to its typed
-// value: a carried-over template must be sent back verbatim.
+type metadataJSON struct {
+	Name         string            `json:"name"`
+	GenerateName string            `json:"generateName"`
+	Namespace    string            `json:"namespace"`
+	Labels       map[string]string `json:"labels"`
+	Annotations  map[string]string `json:"annotations"`
+}
+
+type specJSON struct {
+	Template                             templateJSON        `json:"template"`
+	VolumeClaimTemplates                 []claimTemplateJSON `json:"volumeClaimTemplates"`
+	PersistentVolumeClaimRetentionPolicy *retentionJSON      `json:"persistentVolumeClaimRetentionPolicy"`
+}
+
+type templateJSON struct {
+	Spec podSpecJSON `json:"spec"`
+}
+
+type podSpecJSON struct {
+	Volumes    []volumeJSON    `json:"volumes"`
+	Containers []containerJSON `json:"containers"`
+}
+
+// volumeJSON: the policies ask of a pod volume its name and whether it is an
+// emptyDir.
+type volumeJSON struct {
+	Name     string    `json:"name"`
+	EmptyDir *struct{} `json:"emptyDir"`
+}
+
+type containerJSON struct {
+	Name         string            `json:"name"`
+	VolumeMounts []volumeMountJSON `json:"volumeMounts"`
+}
+
+type volumeMountJSON struct {
+	Name      string `json:"name"`
+	MountPath string `json:"mountPath"`
+}
+
+type retentionJSON struct {
+	WhenDeleted string `json:"whenDeleted"`
+	WhenScaled  string `json:"whenScaled"`
+}
+
+// claimTemplateJSON keeps a volumeClaimTemplate's bytes next to what the
+// policies read of it: a carried-over template must be sent back verbatim.
 type claimTemplateJSON struct {
-	raw json.RawMessage
-	pvc corev1.PersistentVolumeClaim
+	raw      json.RawMessage
+	Metadata struct {
+		Name string `json:"name"`
+	} `json:"metadata"`
+	Spec struct {
+		StorageClassName *string `json:"storageClassName"`
+		Resources        struct {
+			Requests map[corev1.ResourceName]resource.Quantity `json:"requests"`
+		} `json:"resources"`
+	} `json:"spec"`
 	err error
-}
-
-// UnmarshalJSON keeps a reference to data, which lives as long as the request
-// body the review was decoded from. A decoding error is kept rather than
-// returned: returned, it would abort the whole review and lose its uid.
-func (c *claimTemplateJSON) UnmarshalJSON(data []byte) error {
-	c.raw = data
-	c.err = json.Unmarshal(data, &c.pvc)
-	return nil
 }
 
 // err returns the first volumeClaimTemplate that did not decode.
@@ -130,20 +159,45 @@ func (s *statefulSetJSON) typed() *appsv1.StatefulSet {
 	if s.Spec == nil {
 		return sts
 	}
-	sts.Spec.PersistentVolumeClaimRetentionPolicy = s.Spec.PersistentVolumeClaimRetentionPolicy
+	if rp := s.Spec.PersistentVolumeClaimRetentionPolicy; rp != nil {
+		sts.Spec.PersistentVolumeClaimRetentionPolicy = &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
+			WhenDeleted: appsv1.PersistentVolumeClaimRetentionPolicyType(rp.WhenDeleted),
+			WhenScaled:  appsv1.PersistentVolumeClaimRetentionPolicyType(rp.WhenScaled),
+		}
+	}
 	pod := &s.Spec.Template.Spec
-	sts.Spec.Template.Spec.Volumes = pod.Volumes
+	if pod.Volumes != nil {
+		vols := make([]corev1.Volume, len(pod.Volumes))
+		for i, v := range pod.Volumes {
+			vols[i].Name = v.Name
+			if v.EmptyDir != nil {
+				vols[i].EmptyDir = &corev1.EmptyDirVolumeSource{}
+			}
+		}
+		sts.Spec.Template.Spec.Volumes = vols
+	}
 	if pod.Containers != nil {
 		cs := make([]corev1.Container, len(pod.Containers))
-		for i := range pod.Containers {
-			cs[i].Name, cs[i].VolumeMounts = pod.Containers[i].Name, pod.Containers[i].VolumeMounts
+		for i, c := range pod.Containers {
+			cs[i].Name = c.Name
+			if c.VolumeMounts != nil {
+				cs[i].VolumeMounts = make([]corev1.VolumeMount, len(c.VolumeMounts))
+				for j, m := range c.VolumeMounts {
+					cs[i].VolumeMounts[j] = corev1.VolumeMount{Name: m.Name, MountPath: m.MountPath}
+				}
+			}
 		}
 		sts.Spec.Template.Spec.Containers = cs
 	}
 	if s.Spec.VolumeClaimTemplates != nil {
 		vcts := make([]corev1.PersistentVolumeClaim, len(s.Spec.VolumeClaimTemplates))
 		for i := range s.Spec.VolumeClaimTemplates {
-			vcts[i] = s.Spec.VolumeClaimTemplates[i].pvc
+			c := &s.Spec.VolumeClaimTemplates[i]
+			vcts[i].Name = c.Metadata.Name
+			vcts[i].Spec.StorageClassName = c.Spec.StorageClassName
+			if c.Spec.Resources.Requests != nil {
+				vcts[i].Spec.Resources.Requests = corev1.ResourceList(c.Spec.Resources.Requests)
+			}
 		}
 		sts.Spec.VolumeClaimTemplates = vcts
 	}
@@ -156,7 +210,7 @@ func (s *statefulSetJSON) cacheTemplate() json.RawMessage {
 		return nil
 	}
 	for i := range s.Spec.VolumeClaimTemplates {
-		if s.Spec.VolumeClaimTemplates[i].pvc.Name == policies.CacheVolume {
+		if s.Spec.VolumeClaimTemplates[i].Metadata.Name == policies.CacheVolume {
 			return s.Spec.VolumeClaimTemplates[i].raw
 		}
 	}
@@ -171,19 +225,17 @@ var errNotReview = errors.New("not an admission.k8s.io/v1 AdmissionReview")
 // StatefulSet is not: the request is decoded all the same, so the answer can
 // carry its uid, and Request.ObjectErr says what was wrong.
 func decodeReview(body []byte) (*Request, error) {
-	pruned, err := prune(body, reviewShape, make([]byte, 0, 2048))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s", errNotReview, err)
-	}
-	var rv reviewJSON
-	err = json.Unmarshal(pruned, &rv)
+	rv, err := decodeFast(body)
+	return requestFromReview(rv, err)
+}
+
+// requestFromReview builds the Request from a decoded review and the decoding
+// error: a value of the wrong type inside the object is the object's fault
+// (answered with the uid), any other error the review's.
+func requestFromReview(rv *reviewJSON, err error) (*Request, error) {
 	var objErr error
 	if err != nil {
-		// encoding/json decodes the rest of the document after a type error and
-		// reports the first one with its path: one inside the object is the
-		// object's fault, not the review's.
-		var te *json.UnmarshalTypeError
-		if !errors.As(err, &te) || !(strings.HasPrefix(te.Field, "request.object") || strings.HasPrefix(te.Field, "request.oldObject")) {
+		if !isObjectError(err) {
 			return nil, fmt.Errorf("%w: %s", errNotReview, oneLine(err.Error()))
 		}
 		objErr = err
@@ -248,14 +300,32 @@ func NewRequest(operation string, object, oldObject []byte) (*Request, error) {
 	return req, nil
 }
 
+// isObjectError reports whether a decoding error is a type error inside the
+// request's object or oldObject (decodeFast's, or encoding/json's in tests).
+func isObjectError(err error) bool {
+	var field string
+	var te *typeError
+	var ute *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &te):
+		field = te.Field
+	case errors.As(err, &ute):
+		field = ute.Field
+	default:
+		return false
+	}
+	return strings.HasPrefix(field, "request.object") || strings.HasPrefix(field, "request.oldObject")
+}
+
 // decodeStatefulSet decodes one StatefulSet document as decodeReview decodes
-// the review's objects: pruned to what the policies read, then decoded.
+// the review's objects.
 func decodeStatefulSet(data []byte, s *statefulSetJSON) error {
-	pruned, err := prune(data, statefulSetShape, nil)
+	got, err := decodeStatefulSetFast(data)
 	if err != nil {
 		return err
 	}
-	return json.Unmarshal(pruned, s)
+	*s = *got
+	return nil
 }
 
 func oneLine(s string) string {

@@ -14,6 +14,11 @@ import (
 // matches them (encoding/json alone would also accept "Spec" for "spec").
 type pruneNode map[string]pruneNode
 
+// prune is the tests' reference for decodeFast: it keeps the members the
+// server reads, matched exactly, so that encoding/json decoding the result
+// into reviewJSON means what decodeFast must mean (FuzzDecodeFast), and is
+// itself checked against encoding/json's generic decoding (FuzzPrune).
+//
 // reviewShape is what the server reads of an AdmissionReview; it mirrors
 // reviewJSON and statefulSetJSON, and a test keeps them in step.
 var reviewShape = pruneNode{
@@ -39,9 +44,6 @@ var statefulSetShape = pruneNode{
 		}},
 	},
 }
-
-// maxDepth bounds nesting as encoding/json does.
-const maxDepth = 10000
 
 // prune validates the JSON document in and appends to out a copy holding only
 // the members shape names. Decoding the small copy with encoding/json is
@@ -320,5 +322,27 @@ func (p *pruner) number() error {
 			return p.errorf("invalid number")
 		}
 	}
+	return nil
+}
+
+// claimTemplateShape is what decodeFast reads of a volumeClaimTemplate.
+var claimTemplateShape = pruneNode{
+	"metadata": {"name": nil},
+	"spec":     {"storageClassName": nil, "resources": {"requests": nil}},
+}
+
+// UnmarshalJSON is encoding/json's way to decodeFast's result for one
+// template (the tests' reference): exact names, the bytes kept, and an error
+// kept in the template rather than aborting the review.
+func (c *claimTemplateJSON) UnmarshalJSON(data []byte) error {
+	type plain claimTemplateJSON // without this method
+	var p plain
+	pruned, err := prune(data, claimTemplateShape, nil)
+	if err == nil {
+		err = json.Unmarshal(pruned, &p)
+	}
+	p.err = err
+	p.raw = data
+	*c = claimTemplateJSON(p)
 	return nil
 }
