@@ -628,9 +628,13 @@ func TestMutateCarryOverVerbatim(t *testing.T) {
 		t.Errorf("the re-applied object is not the stored one:\ngot  %s\nwant %s", out, oldDoc)
 	}
 
-	// Without the raw bytes (a caller that has only the typed object) the
-	// typed template is used: known fields only.
-	req.OldCacheTemplate = nil
+	// Without the raw bytes (a caller that has only the typed object, fully
+	// decoded) the typed template is used: known fields only.
+	var fullOld appsv1.StatefulSet
+	if err := json.Unmarshal(oldDoc, &fullOld); err != nil {
+		t.Fatal(err)
+	}
+	req.OldObject, req.OldCacheTemplate = &fullOld, nil
 	m = policies.Mutate(req, policies.DefaultOptions())
 	out, err = webhook.ApplyPatch(newDoc, m.Patch)
 	if err != nil {
