@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
@@ -38,7 +39,7 @@ func decodeFast(body []byte) (*reviewJSON, error) {
 			case d.null():
 				rv.Request = nil
 			case d.i < len(d.in) && d.in[d.i] != '{':
-				d.mismatch("request", "object")
+				d.mismatch("request", "an object")
 			default:
 				if rv.Request == nil {
 					rv.Request = &requestJSON{}
@@ -61,15 +62,21 @@ func decodeStatefulSetFast(data []byte) (*statefulSetJSON, error) {
 	return s, d.finish()
 }
 
-// typeError is a JSON value of the wrong type for the member at Field.
+// typeError is a JSON value of the wrong type for the member at Field, said
+// in terms of the manifest: "spec.volumeClaimTemplates: object where an array
+// is expected".
 type typeError struct {
 	Field string
 	Value string // the JSON type found
-	Want  string
+	Want  string // what was expected, with its article
 }
 
 func (e *typeError) Error() string {
-	return fmt.Sprintf("cannot decode JSON %s at %s into %s", e.Value, e.Field, e.Want)
+	field := strings.TrimPrefix(e.Field, ".")
+	if field == "" {
+		return fmt.Sprintf("%s where %s is expected", e.Value, e.Want)
+	}
+	return fmt.Sprintf("%s: %s where %s is expected", field, e.Value, e.Want)
 }
 
 type decoder struct {
@@ -162,7 +169,7 @@ func (d *decoder) object(path string, member func(key []byte)) {
 			d.fail(d.errorf("unexpected end of input"))
 			return
 		}
-		d.mismatch(path, "object")
+		d.mismatch(path, "an object")
 		return
 	}
 	d.i++
@@ -240,7 +247,7 @@ func (d *decoder) array(path string, elem func()) int {
 		if d.i >= len(d.in) {
 			d.fail(d.errorf("unexpected end of input"))
 		} else {
-			d.mismatch(path, "array")
+			d.mismatch(path, "an array")
 		}
 		return foundOther
 	}
@@ -302,7 +309,7 @@ func (d *decoder) string(path string, dst *string) {
 		return
 	}
 	if d.i >= len(d.in) || d.in[d.i] != '"' {
-		d.mismatch(path, "string")
+		d.mismatch(path, "a string")
 		return
 	}
 	start := d.i
@@ -407,7 +414,7 @@ func (d *decoder) request(path string, r *requestJSON) {
 				}
 				r.DryRun = &b
 			default:
-				d.mismatch("request.dryRun", "bool")
+				d.mismatch("request.dryRun", "a boolean")
 			}
 		case "object":
 			r.Object = d.statefulSetPtr("request.object", r.Object)
@@ -424,7 +431,7 @@ func (d *decoder) statefulSetPtr(path string, s *statefulSetJSON) *statefulSetJS
 		return nil
 	}
 	if d.i < len(d.in) && d.in[d.i] != '{' {
-		d.mismatch(path, "object")
+		d.mismatch(path, "an object")
 		return s
 	}
 	if s == nil {
@@ -465,7 +472,7 @@ func (d *decoder) statefulSet(path string, s *statefulSetJSON) {
 				return
 			}
 			if d.i < len(d.in) && d.in[d.i] != '{' {
-				d.mismatch(path+".spec", "object")
+				d.mismatch(path+".spec", "an object")
 				return
 			}
 			if s.Spec == nil {
@@ -498,7 +505,7 @@ func (d *decoder) spec(path string, sp *specJSON) {
 				return
 			}
 			if d.i < len(d.in) && d.in[d.i] != '{' {
-				d.mismatch(p, "object")
+				d.mismatch(p, "an object")
 				return
 			}
 			if sp.PersistentVolumeClaimRetentionPolicy == nil {
@@ -549,7 +556,7 @@ func (d *decoder) volume(path string, v *volumeJSON) {
 				}
 				d.skip() // its members are not the policies' business
 			default:
-				d.mismatch(path+".emptyDir", "object")
+				d.mismatch(path+".emptyDir", "an object")
 			}
 		default:
 			d.skip()
@@ -625,7 +632,7 @@ func (d *decoder) claimTemplateBody(c *claimTemplateJSON) {
 						c.Spec.StorageClassName = &s
 						return
 					}
-					d.mismatch("spec.storageClassName", "string")
+					d.mismatch("spec.storageClassName", "a string")
 				case "resources":
 					d.object("spec.resources", func(k []byte) {
 						if string(k) != "requests" {
@@ -648,7 +655,7 @@ func (d *decoder) claimTemplateBody(c *claimTemplateJSON) {
 							var q resource.Quantity
 							if err := q.UnmarshalJSON(d.in[start:d.i]); err != nil {
 								if d.typeErr == nil {
-									d.typeErr = &typeError{Field: "spec.resources.requests." + string(name), Value: "quantity", Want: err.Error()}
+									d.typeErr = &typeError{Field: "spec.resources.requests." + string(name), Value: strconv.Quote(string(d.in[start:d.i])), Want: "a quantity such as 5Gi"}
 								}
 								return
 							}

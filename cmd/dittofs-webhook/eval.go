@@ -10,7 +10,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -733,42 +732,10 @@ func looseName(data []byte) string {
 	return m.Metadata.Namespace + "/" + m.Metadata.Name
 }
 
-// decodeError says in terms of the manifest, not of Go types, why a
-// StatefulSet does not decode.
+// decodeError says why a StatefulSet does not decode, in terms of the
+// manifest (webhook's decoder names the field and the JSON types).
 func decodeError(err error) string {
-	var te *json.UnmarshalTypeError
-	if !errors.As(err, &te) {
-		return strings.TrimPrefix(firstLine(err.Error()), "object.")
-	}
-	// A volumeClaimTemplate's error comes as "object.spec.volumeClaimTemplates[0]: json: ...".
-	field := te.Field
-	if msg := err.Error(); strings.HasPrefix(msg, "object.") {
-		if i := strings.Index(msg, ": json: "); i >= 0 {
-			field = strings.TrimPrefix(msg[:i], "object.")
-			if te.Field != "" {
-				field += "." + te.Field
-			}
-		}
-	}
-	want := "another type"
-	switch te.Type.Kind() {
-	case reflect.Slice, reflect.Array:
-		want = "an array"
-	case reflect.Struct, reflect.Map:
-		want = "an object"
-	case reflect.String:
-		want = "a string"
-	case reflect.Bool:
-		want = "a boolean"
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64, reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		want = "an integer"
-	case reflect.Float32, reflect.Float64:
-		want = "a number"
-	}
-	if field == "" {
-		return fmt.Sprintf("%s where %s is expected", te.Value, want)
-	}
-	return fmt.Sprintf("%s: %s where %s is expected", field, te.Value, want)
+	return strings.TrimPrefix(firstLine(err.Error()), "object.")
 }
 
 func firstLine(s string) string {
