@@ -28,13 +28,13 @@ import (
 // field.ErrorList with apierrors.NewInvalid.
 
 const (
-	labelServer            = "dittofs.com/server"
-	annotationCacheSize    = "dittofs.com/cache-size"
-	annotationCacheClass   = "dittofs.com/cache-storage-class"
-	annotationContainer    = "dittofs.com/container"
-	volumeMetadata         = "metadata"
-	volumeContent          = "content"
-	volumeCache            = "cache"
+	labelServer             = "dittofs.com/server"
+	annotationCacheSize     = "dittofs.com/cache-size"
+	annotationCacheClass    = "dittofs.com/cache-storage-class"
+	annotationContainer     = "dittofs.com/container"
+	volumeMetadata          = "metadata"
+	volumeContent           = "content"
+	volumeCache             = "cache"
 	defaultDittoFSContainer = "dittofs"
 )
 
