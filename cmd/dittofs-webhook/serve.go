@@ -103,8 +103,11 @@ func serve(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "serve: unexpected arguments %q\n", fs.Args())
 		return 2
 	}
-	o, err := f.options(stderr)
+	logs := newLogWriter(stderr)
+	defer logs.Close()
+	o, err := f.options(logs)
 	if err != nil {
+		logs.Close()
 		fmt.Fprintf(stderr, "serve: %v\n", err)
 		return 2
 	}
