@@ -12,7 +12,7 @@ FUZZTIME    ?= 20s
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 IMAGE       ?= dittofs-webhook:$(VERSION)
 
-.PHONY: all build run certs test unit race fixtures manifests e2e fuzz fuzz-smoke bench soak lint vet docker-build kube-bins clean
+.PHONY: all build run certs test unit race fixtures manifests e2e fuzz fuzz-smoke bench bench-e2e soak lint vet docker-build kube-bins clean
 
 all: build
 
@@ -56,8 +56,12 @@ fuzz: ## every fuzz target for FUZZTIME each (FUZZTIME=10m make fuzz for a long 
 		done; \
 	done
 
-bench: ## benchmarks: Go micro-benchmarks and the side-by-side load comparison
+bench: ## Go micro-benchmarks, then dittofs-webhook vs controller-runtime vs a floor under load (~7 min; docs/performance.md)
 	go test -run '^$$' -bench . -benchmem ./...
+	cd tests/bench && go test -count=1 ./... && go run ./cmd/loadbench
+
+bench-e2e: kube-bins ## latency the webhooks add to a StatefulSet create through a real kube-apiserver (~1.5 min)
+	cd tests/bench && go run ./cmd/e2ebench
 
 SOAK ?= 60s
 soak: ## a SOAK-long run at a fixed rate: 0 errors, RSS and goroutines flat (figures in docs/reliability.md)
