@@ -128,7 +128,7 @@ func TestIssue(t *testing.T) {
 			{"ECDSA P-256", cert.PublicKeyAlgorithm == x509.ECDSA && cert.PublicKey.(*ecdsa.PublicKey).Curve == elliptic.P256()},
 			{"serial is positive and at most 128 bits", cert.SerialNumber.Sign() > 0 && cert.SerialNumber.BitLen() <= 128},
 			{"NotBefore is in the past", cert.NotBefore.Before(time.Now().Add(-time.Minute))},
-			{"valid for about a year", cert.NotAfter.Sub(time.Now()) > DefaultValidity-time.Minute && cert.NotAfter.Sub(time.Now()) <= DefaultValidity},
+			{"valid for about a year", time.Until(cert.NotAfter) > DefaultValidity-time.Minute && time.Until(cert.NotAfter) <= DefaultValidity},
 			{"not beyond the CA", !cert.NotAfter.After(ca.Cert.NotAfter)},
 		}
 		for _, c := range checks {
@@ -546,7 +546,7 @@ func TestWriteShortValidity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := ca.Cert.NotAfter.Sub(time.Now()); got < 11*time.Hour || got > 12*time.Hour {
+	if got := time.Until(ca.Cert.NotAfter); got < 11*time.Hour || got > 12*time.Hour {
 		t.Errorf("CA valid for %v more, want twice the serving validity", got)
 	}
 }

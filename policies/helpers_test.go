@@ -178,19 +178,6 @@ func appendMount(i int, name, path string) tweak {
 	}
 }
 
-func withoutMount(i int, name string) tweak {
-	return func(s *appsv1.StatefulSet) {
-		c := &s.Spec.Template.Spec.Containers[i]
-		var ms []corev1.VolumeMount
-		for _, m := range c.VolumeMounts {
-			if m.Name != name {
-				ms = append(ms, m)
-			}
-		}
-		c.VolumeMounts = ms
-	}
-}
-
 func emptyDir(name string) corev1.Volume {
 	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}
 }
