@@ -2,9 +2,6 @@ package webhook
 
 import (
 	"encoding/json"
-	"fmt"
-	"strconv"
-	"unicode/utf8"
 )
 
 // A pruneNode says which members of a JSON object to keep: a member whose
@@ -52,7 +49,7 @@ var statefulSetShape = pruneNode{
 // and none of the policies' business. Skipped values are still validated, so
 // malformed JSON is refused exactly as before.
 func prune(in []byte, shape pruneNode, out []byte) ([]byte, error) {
-	p := pruner{in: in, out: out}
+	p := pruner{scanner: scanner{in: in}, out: out}
 	p.ws()
 	if err := p.value(shape, true, 0); err != nil {
 		return nil, err
@@ -64,29 +61,13 @@ func prune(in []byte, shape pruneNode, out []byte) ([]byte, error) {
 	return p.out, nil
 }
 
+// pruner walks with the server's own scanner (validation and skipping), so
+// only the pruning is the reference's.
 type pruner struct {
-	in  []byte
-	i   int
+	scanner
 	out []byte
 }
 
-func (p *pruner) errorf(format string, args ...any) error {
-	return fmt.Errorf("invalid JSON at offset %d: %s", p.i, fmt.Sprintf(format, args...))
-}
-
-func (p *pruner) ws() {
-	for p.i < len(p.in) {
-		switch p.in[p.i] {
-		case ' ', '\t', '\n', '\r':
-			p.i++
-		default:
-			return
-		}
-	}
-}
-
-// value reads one value. With emit, it appends the value to the output,
-// pruned by n (n nil: byte for byte); without, it only validates it.
 func (p *pruner) value(n pruneNode, emit bool, depth int) error {
 	if p.i >= len(p.in) {
 		return p.errorf("unexpected end of input")
@@ -108,19 +89,8 @@ func (p *pruner) value(n pruneNode, emit bool, depth int) error {
 		// A scalar where the shape expects an object: kept, for the decoder
 		// to report with its path.
 		return p.value(nil, true, depth)
-	case c == '"':
-		_, err := p.str()
-		return err
-	case c == '-' || (c >= '0' && c <= '9'):
-		return p.number()
-	case c == 't':
-		return p.literal("true")
-	case c == 'f':
-		return p.literal("false")
-	case c == 'n':
-		return p.literal("null")
 	default:
-		return p.errorf("invalid character %q looking for beginning of value", c)
+		return p.skipValue(depth)
 	}
 }
 
@@ -236,93 +206,6 @@ func (p *pruner) emit(emit bool, c byte) {
 	if emit {
 		p.out = append(p.out, c)
 	}
-}
-
-func (p *pruner) literal(lit string) error {
-	if len(p.in)-p.i < len(lit) || string(p.in[p.i:p.i+len(lit)]) != lit {
-		return p.errorf("invalid literal")
-	}
-	p.i += len(lit)
-	return nil
-}
-
-// str skips a string starting at the opening quote; it reports whether the
-// string holds escapes.
-func (p *pruner) str() (bool, error) {
-	p.i++ // "
-	escaped := false
-	for p.i < len(p.in) {
-		c := p.in[p.i]
-		switch {
-		case c == '"':
-			p.i++
-			return escaped, nil
-		case c == '\\':
-			escaped = true
-			p.i++
-			if p.i >= len(p.in) {
-				return false, p.errorf("unexpected end of input in string")
-			}
-			switch p.in[p.i] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				p.i++
-			case 'u':
-				if len(p.in)-p.i < 5 {
-					return false, p.errorf("bad \\u escape")
-				}
-				if _, err := strconv.ParseUint(string(p.in[p.i+1:p.i+5]), 16, 16); err != nil {
-					return false, p.errorf("bad \\u escape")
-				}
-				p.i += 5
-			default:
-				return false, p.errorf("invalid escape %q in string", p.in[p.i])
-			}
-		case c < 0x20:
-			return false, p.errorf("invalid control character in string")
-		case c < utf8.RuneSelf:
-			p.i++
-		default:
-			p.i++ // invalid UTF-8 is accepted and replaced by the decoder, as encoding/json does
-		}
-	}
-	return false, p.errorf("unexpected end of input in string")
-}
-
-func (p *pruner) number() error {
-	start := p.i
-	if p.in[p.i] == '-' {
-		p.i++
-	}
-	digits := func() int {
-		n := 0
-		for p.i < len(p.in) && p.in[p.i] >= '0' && p.in[p.i] <= '9' {
-			p.i++
-			n++
-		}
-		return n
-	}
-	switch {
-	case p.i < len(p.in) && p.in[p.i] == '0':
-		p.i++
-	case digits() == 0:
-		return p.errorf("invalid number %q", p.in[start:p.i])
-	}
-	if p.i < len(p.in) && p.in[p.i] == '.' {
-		p.i++
-		if digits() == 0 {
-			return p.errorf("invalid number")
-		}
-	}
-	if p.i < len(p.in) && (p.in[p.i] == 'e' || p.in[p.i] == 'E') {
-		p.i++
-		if p.i < len(p.in) && (p.in[p.i] == '+' || p.in[p.i] == '-') {
-			p.i++
-		}
-		if digits() == 0 {
-			return p.errorf("invalid number")
-		}
-	}
-	return nil
 }
 
 // claimTemplateShape is what decodeFast reads of a volumeClaimTemplate.
