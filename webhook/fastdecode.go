@@ -31,9 +31,9 @@ func decodeFast(body []byte) (*reviewJSON, error) {
 	d.object("", func(key []byte) {
 		switch string(key) {
 		case "apiVersion":
-			d.string("apiVersion", &rv.APIVersion)
+			d.string("", "apiVersion", &rv.APIVersion)
 		case "kind":
-			d.string("kind", &rv.Kind)
+			d.string("", "kind", &rv.Kind)
 		case "request":
 			switch {
 			case d.null():
@@ -172,57 +172,30 @@ func (d *decoder) object(path string, member func(key []byte)) {
 		d.mismatch(path, "an object")
 		return
 	}
-	d.i++
-	d.ws()
-	if d.i < len(d.in) && d.in[d.i] == '}' {
-		d.i++
+	if d.open('}') {
 		return
 	}
-	for !d.failed() {
-		d.ws()
-		if d.i >= len(d.in) || d.in[d.i] != '"' {
-			d.fail(d.errorf("looking for beginning of object key string"))
-			return
-		}
-		start := d.i
-		escaped, err := d.str()
+	for {
+		raw, escaped, err := d.key()
 		if err != nil {
 			d.fail(err)
 			return
 		}
-		key := d.in[start+1 : d.i-1]
+		key := raw[1 : len(raw)-1]
 		if escaped || !isASCII(key) { // escapes, or invalid UTF-8 to replace: encoding/json's rules
 			var k string
-			if err := json.Unmarshal(d.in[start:d.i], &k); err != nil {
+			if err := json.Unmarshal(raw, &k); err != nil {
 				d.fail(d.errorf("bad object key: %v", err))
 				return
 			}
 			key = []byte(k)
 		}
-		d.ws()
-		if d.i >= len(d.in) || d.in[d.i] != ':' {
-			d.fail(d.errorf("after object key"))
-			return
-		}
-		d.i++
-		d.ws()
 		member(key)
 		if d.failed() {
 			return
 		}
-		d.ws()
-		if d.i >= len(d.in) {
-			d.fail(d.errorf("unexpected end of input"))
-			return
-		}
-		switch d.in[d.i] {
-		case ',':
-			d.i++
-		case '}':
-			d.i++
-			return
-		default:
-			d.fail(d.errorf("invalid character %q after object key:value pair", d.in[d.i]))
+		if done, err := d.next('}'); done || err != nil {
+			d.fail(err)
 			return
 		}
 	}
@@ -251,33 +224,18 @@ func (d *decoder) array(path string, elem func()) int {
 		}
 		return foundOther
 	}
-	d.i++
-	d.ws()
-	if d.i < len(d.in) && d.in[d.i] == ']' {
-		d.i++
+	if d.open(']') {
 		return foundArray
 	}
 	for !d.failed() {
-		d.ws()
 		elem()
 		if d.failed() {
 			break
 		}
-		d.ws()
-		if d.i >= len(d.in) {
-			d.fail(d.errorf("unexpected end of input"))
+		if done, err := d.next(']'); done || err != nil {
+			d.fail(err)
 			break
 		}
-		if d.in[d.i] == ',' {
-			d.i++
-			continue
-		}
-		if d.in[d.i] != ']' {
-			d.fail(d.errorf("invalid character %q after array element", d.in[d.i]))
-			break
-		}
-		d.i++
-		break
 	}
 	return foundArray
 }
@@ -303,13 +261,15 @@ func slice[T any](d *decoder, path string, old []T, elem func(d *decoder, path s
 	return old
 }
 
-// string decodes a JSON string into *dst; null leaves it unchanged.
-func (d *decoder) string(path string, dst *string) {
+// string decodes the member name of the object at parent, a JSON string,
+// into *dst; null leaves it unchanged. The path is only spelt out for an
+// error, so the common case allocates nothing for it.
+func (d *decoder) string(parent, name string, dst *string) {
 	if d.failed() || d.null() {
 		return
 	}
 	if d.i >= len(d.in) || d.in[d.i] != '"' {
-		d.mismatch(path, "a string")
+		d.mismatch(join(parent, name), "a string")
 		return
 	}
 	start := d.i
@@ -327,6 +287,32 @@ func (d *decoder) string(path string, dst *string) {
 	if err := json.Unmarshal(raw, dst); err != nil {
 		d.fail(err)
 	}
+}
+
+func join(parent, name string) string {
+	if parent == "" {
+		return name
+	}
+	return parent + "." + name
+}
+
+// member names a string member and where it goes.
+type member struct {
+	name string
+	dst  *string
+}
+
+// stringFields decodes an object of which only string members are read.
+func (d *decoder) stringFields(path string, members ...member) {
+	d.object(path, func(k []byte) {
+		for _, f := range members {
+			if string(k) == f.name {
+				d.string(path, f.name, f.dst)
+				return
+			}
+		}
+		d.skip()
+	})
 }
 
 func isASCII(b []byte) bool {
@@ -352,9 +338,9 @@ func (d *decoder) stringMap(path string, dst *map[string]string) {
 		*dst = map[string]string{}
 	}
 	d.object(path, func(key []byte) {
-		var v string
-		d.string(path, &v)
-		(*dst)[string(key)] = v
+		k, v := string(key), ""
+		d.string(path, k, &v)
+		(*dst)[k] = v
 	})
 }
 
@@ -363,42 +349,20 @@ func (d *decoder) request(path string, r *requestJSON) {
 		switch string(key) {
 		case "uid":
 			uid := string(r.UID)
-			d.string("request.uid", &uid)
+			d.string("request", "uid", &uid)
 			r.UID = types.UID(uid)
 		case "kind":
-			d.object("request.kind", func(k []byte) {
-				switch string(k) {
-				case "group":
-					d.string("request.kind.group", &r.Kind.Group)
-				case "version":
-					d.string("request.kind.version", &r.Kind.Version)
-				case "kind":
-					d.string("request.kind.kind", &r.Kind.Kind)
-				default:
-					d.skip()
-				}
-			})
+			d.stringFields("request.kind", member{"group", &r.Kind.Group}, member{"version", &r.Kind.Version}, member{"kind", &r.Kind.Kind})
 		case "resource":
-			d.object("request.resource", func(k []byte) {
-				switch string(k) {
-				case "group":
-					d.string("request.resource.group", &r.Resource.Group)
-				case "version":
-					d.string("request.resource.version", &r.Resource.Version)
-				case "resource":
-					d.string("request.resource.resource", &r.Resource.Resource)
-				default:
-					d.skip()
-				}
-			})
+			d.stringFields("request.resource", member{"group", &r.Resource.Group}, member{"version", &r.Resource.Version}, member{"resource", &r.Resource.Resource})
 		case "subResource":
-			d.string("request.subResource", &r.SubResource)
+			d.string("request", "subResource", &r.SubResource)
 		case "name":
-			d.string("request.name", &r.Name)
+			d.string("request", "name", &r.Name)
 		case "namespace":
-			d.string("request.namespace", &r.Namespace)
+			d.string("request", "namespace", &r.Namespace)
 		case "operation":
-			d.string("request.operation", &r.Operation)
+			d.string("request", "operation", &r.Operation)
 		case "dryRun":
 			switch {
 			case d.null():
@@ -445,23 +409,24 @@ func (d *decoder) statefulSet(path string, s *statefulSetJSON) {
 	d.object(path, func(key []byte) {
 		switch string(key) {
 		case "apiVersion":
-			d.string(path+".apiVersion", &s.APIVersion)
+			d.string(path, "apiVersion", &s.APIVersion)
 		case "kind":
-			d.string(path+".kind", &s.Kind)
+			d.string(path, "kind", &s.Kind)
 		case "metadata":
-			d.object(path+".metadata", func(k []byte) {
+			mp := path + ".metadata"
+			d.object(mp, func(k []byte) {
 				m := &s.Metadata
 				switch string(k) {
 				case "name":
-					d.string(path+".metadata.name", &m.Name)
+					d.string(mp, "name", &m.Name)
 				case "generateName":
-					d.string(path+".metadata.generateName", &m.GenerateName)
+					d.string(mp, "generateName", &m.GenerateName)
 				case "namespace":
-					d.string(path+".metadata.namespace", &m.Namespace)
+					d.string(mp, "namespace", &m.Namespace)
 				case "labels":
-					d.stringMap(path+".metadata.labels", &m.Labels)
+					d.stringMap(mp+".labels", &m.Labels)
 				case "annotations":
-					d.stringMap(path+".metadata.annotations", &m.Annotations)
+					d.stringMap(mp+".annotations", &m.Annotations)
 				default:
 					d.skip()
 				}
@@ -512,16 +477,7 @@ func (d *decoder) spec(path string, sp *specJSON) {
 				sp.PersistentVolumeClaimRetentionPolicy = &retentionJSON{}
 			}
 			rp := sp.PersistentVolumeClaimRetentionPolicy
-			d.object(p, func(k []byte) {
-				switch string(k) {
-				case "whenDeleted":
-					d.string(p+".whenDeleted", &rp.WhenDeleted)
-				case "whenScaled":
-					d.string(p+".whenScaled", &rp.WhenScaled)
-				default:
-					d.skip()
-				}
-			})
+			d.stringFields(p, member{"whenDeleted", &rp.WhenDeleted}, member{"whenScaled", &rp.WhenScaled})
 		default:
 			d.skip()
 		}
@@ -545,7 +501,7 @@ func (d *decoder) volume(path string, v *volumeJSON) {
 	d.object(path, func(k []byte) {
 		switch string(k) {
 		case "name":
-			d.string(path+".name", &v.Name)
+			d.string(path, "name", &v.Name)
 		case "emptyDir":
 			switch {
 			case d.null():
@@ -568,7 +524,7 @@ func (d *decoder) container(path string, c *containerJSON) {
 	d.object(path, func(k []byte) {
 		switch string(k) {
 		case "name":
-			d.string(path+".name", &c.Name)
+			d.string(path, "name", &c.Name)
 		case "volumeMounts":
 			c.VolumeMounts = slice(d, path+".volumeMounts", c.VolumeMounts, (*decoder).volumeMount)
 		default:
@@ -578,16 +534,7 @@ func (d *decoder) container(path string, c *containerJSON) {
 }
 
 func (d *decoder) volumeMount(path string, m *volumeMountJSON) {
-	d.object(path, func(k []byte) {
-		switch string(k) {
-		case "name":
-			d.string(path+".name", &m.Name)
-		case "mountPath":
-			d.string(path+".mountPath", &m.MountPath)
-		default:
-			d.skip()
-		}
-	})
+	d.stringFields(path, member{"name", &m.Name}, member{"mountPath", &m.MountPath})
 }
 
 // claimTemplate decodes one volumeClaimTemplate, keeping its bytes. Errors
@@ -611,13 +558,7 @@ func (d *decoder) claimTemplateBody(c *claimTemplateJSON) {
 	d.object("volumeClaimTemplate", func(key []byte) {
 		switch string(key) {
 		case "metadata":
-			d.object("metadata", func(k []byte) {
-				if string(k) == "name" {
-					d.string("metadata.name", &c.Metadata.Name)
-					return
-				}
-				d.skip()
-			})
+			d.stringFields("metadata", member{"name", &c.Metadata.Name})
 		case "spec":
 			d.object("spec", func(k []byte) {
 				switch string(k) {
@@ -628,7 +569,7 @@ func (d *decoder) claimTemplateBody(c *claimTemplateJSON) {
 					}
 					var s string
 					if d.i < len(d.in) && d.in[d.i] == '"' {
-						d.string("spec.storageClassName", &s)
+						d.string("spec", "storageClassName", &s)
 						c.Spec.StorageClassName = &s
 						return
 					}
@@ -696,6 +637,58 @@ func (p *scanner) ws() {
 	}
 }
 
+// open steps over the opening bracket at p.i and the white space after it;
+// at once the closing bracket end it steps over that too and reports empty.
+func (p *scanner) open(end byte) (empty bool) {
+	p.i++
+	p.ws()
+	if p.i < len(p.in) && p.in[p.i] == end {
+		p.i++
+		return true
+	}
+	return false
+}
+
+// key reads an object member's name and the colon after it, leaving p.i at
+// the value. raw keeps the quotes; escaped says the name needs unescaping.
+func (p *scanner) key() (raw []byte, escaped bool, err error) {
+	p.ws()
+	if p.i >= len(p.in) || p.in[p.i] != '"' {
+		return nil, false, p.errorf("looking for beginning of object key string")
+	}
+	start := p.i
+	if escaped, err = p.str(); err != nil {
+		return nil, false, err
+	}
+	raw = p.in[start:p.i]
+	p.ws()
+	if p.i >= len(p.in) || p.in[p.i] != ':' {
+		return nil, false, p.errorf("after object key")
+	}
+	p.i++
+	p.ws()
+	return raw, escaped, nil
+}
+
+// next steps over what follows a member or element: a comma (more to come)
+// or the closing bracket end (done).
+func (p *scanner) next(end byte) (done bool, err error) {
+	p.ws()
+	if p.i >= len(p.in) {
+		return false, p.errorf("unexpected end of input")
+	}
+	switch p.in[p.i] {
+	case ',':
+		p.i++
+		p.ws()
+		return false, nil
+	case end:
+		p.i++
+		return true, nil
+	}
+	return false, p.errorf("invalid character %q after a member or element", p.in[p.i])
+}
+
 // skipValue validates and steps over one value.
 func (p *scanner) skipValue(depth int) error {
 	if p.i >= len(p.in) {
@@ -713,43 +706,20 @@ func (p *scanner) skipValue(depth int) error {
 		if c == '[' {
 			end = ']'
 		}
-		p.i++
-		p.ws()
-		if p.i < len(p.in) && p.in[p.i] == end {
-			p.i++
+		if p.open(end) {
 			return nil
 		}
 		for {
-			p.ws()
 			if c == '{' {
-				if p.i >= len(p.in) || p.in[p.i] != '"' {
-					return p.errorf("looking for beginning of object key string")
-				}
-				if _, err := p.str(); err != nil {
+				if _, _, err := p.key(); err != nil {
 					return err
 				}
-				p.ws()
-				if p.i >= len(p.in) || p.in[p.i] != ':' {
-					return p.errorf("after object key")
-				}
-				p.i++
-				p.ws()
 			}
 			if err := p.skipValue(depth + 1); err != nil {
 				return err
 			}
-			p.ws()
-			if p.i >= len(p.in) {
-				return p.errorf("unexpected end of input")
-			}
-			switch p.in[p.i] {
-			case ',':
-				p.i++
-			case end:
-				p.i++
-				return nil
-			default:
-				return p.errorf("invalid character %q after a member or element", p.in[p.i])
+			if done, err := p.next(end); done || err != nil {
+				return err
 			}
 		}
 	case c == '-' || (c >= '0' && c <= '9'):

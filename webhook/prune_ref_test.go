@@ -80,63 +80,44 @@ func (p *pruner) value(n pruneNode, emit bool, depth int) error {
 		p.out = append(p.out, p.in[start:p.i]...)
 		return nil
 	}
-	switch c := p.in[p.i]; {
-	case c == '{':
-		return p.object(n, emit, depth+1)
-	case c == '[':
-		return p.array(n, emit, depth+1)
-	case emit:
+	switch {
+	case !emit:
+		return p.skipValue(depth)
+	case p.in[p.i] == '{':
+		return p.object(n, depth+1)
+	case p.in[p.i] == '[':
+		return p.array(n, depth+1)
+	default:
 		// A scalar where the shape expects an object: kept, for the decoder
 		// to report with its path.
 		return p.value(nil, true, depth)
-	default:
-		return p.skipValue(depth)
 	}
 }
 
-func (p *pruner) object(n pruneNode, emit bool, depth int) error {
+// object and array copy a container pruned by n (value skips, without
+// copying, what is not emitted).
+func (p *pruner) object(n pruneNode, depth int) error {
 	if depth > maxDepth {
 		return p.errorf("exceeded max depth")
 	}
-	p.i++ // {
-	p.emit(emit, '{')
-	p.ws()
-	if p.i < len(p.in) && p.in[p.i] == '}' {
-		p.i++
-		p.emit(emit, '}')
+	p.out = append(p.out, '{')
+	if p.open('}') {
+		p.out = append(p.out, '}')
 		return nil
 	}
 	first := true
 	for {
-		p.ws()
-		if p.i >= len(p.in) || p.in[p.i] != '"' {
-			return p.errorf("looking for beginning of object key string")
-		}
-		keyStart := p.i
-		escaped, err := p.str()
+		rawKey, escaped, err := p.key()
 		if err != nil {
 			return err
 		}
-		rawKey := p.in[keyStart:p.i]
-		var child pruneNode
-		keep := false
-		switch {
-		case !emit:
-		case !escaped:
-			child, keep = n[string(rawKey[1:len(rawKey)-1])] // no allocation: the compiler's map-lookup form
-		default:
-			var key string
+		key := string(rawKey[1 : len(rawKey)-1])
+		if escaped {
 			if err := json.Unmarshal(rawKey, &key); err != nil {
 				return p.errorf("bad object key: %v", err)
 			}
-			child, keep = n[key]
 		}
-		p.ws()
-		if p.i >= len(p.in) || p.in[p.i] != ':' {
-			return p.errorf("after object key")
-		}
-		p.i++
-		p.ws()
+		child, keep := n[key]
 		if keep {
 			if !first {
 				p.out = append(p.out, ',')
@@ -148,63 +129,32 @@ func (p *pruner) object(n pruneNode, emit bool, depth int) error {
 		if err := p.value(child, keep, depth); err != nil {
 			return err
 		}
-		p.ws()
-		if p.i >= len(p.in) {
-			return p.errorf("unexpected end of input")
-		}
-		switch p.in[p.i] {
-		case ',':
-			p.i++
-		case '}':
-			p.i++
-			p.emit(emit, '}')
-			return nil
-		default:
-			return p.errorf("invalid character %q after object key:value pair", p.in[p.i])
+		if done, err := p.next('}'); done || err != nil {
+			p.out = append(p.out, '}')
+			return err
 		}
 	}
 }
 
-func (p *pruner) array(n pruneNode, emit bool, depth int) error {
+func (p *pruner) array(n pruneNode, depth int) error {
 	if depth > maxDepth {
 		return p.errorf("exceeded max depth")
 	}
-	p.i++ // [
-	p.emit(emit, '[')
-	p.ws()
-	if p.i < len(p.in) && p.in[p.i] == ']' {
-		p.i++
-		p.emit(emit, ']')
+	p.out = append(p.out, '[')
+	if p.open(']') {
+		p.out = append(p.out, ']')
 		return nil
 	}
-	for first := true; ; first = false {
-		if !first {
-			p.emit(emit, ',')
-		}
-		p.ws()
-		if err := p.value(n, emit, depth); err != nil {
+	for {
+		if err := p.value(n, true, depth); err != nil {
 			return err
 		}
-		p.ws()
-		if p.i >= len(p.in) {
-			return p.errorf("unexpected end of input")
+		done, err := p.next(']')
+		if done || err != nil {
+			p.out = append(p.out, ']')
+			return err
 		}
-		switch p.in[p.i] {
-		case ',':
-			p.i++
-		case ']':
-			p.i++
-			p.emit(emit, ']')
-			return nil
-		default:
-			return p.errorf("invalid character %q after array element", p.in[p.i])
-		}
-	}
-}
-
-func (p *pruner) emit(emit bool, c byte) {
-	if emit {
-		p.out = append(p.out, c)
+		p.out = append(p.out, ',')
 	}
 }
 

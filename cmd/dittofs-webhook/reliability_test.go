@@ -119,11 +119,7 @@ func startBinary(t *testing.T, extra ...string) *server {
 	return s
 }
 
-func (s *server) logText() string {
-	s.logw.mu.Lock()
-	defer s.logw.mu.Unlock()
-	return s.logs.String()
-}
+func (s *server) logText() string { return s.logw.read() }
 
 type syncWriter struct {
 	mu sync.Mutex
