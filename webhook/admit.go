@@ -2,7 +2,8 @@ package webhook
 
 import (
 	"fmt"
-	"sort"
+	"slices"
+	"strings"
 
 	"gomodules.xyz/jsonpatch/v2"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -48,16 +49,18 @@ func (a *Admitter) Validate(req *Request) Response {
 		return resp
 	}
 	v := policies.Validate(preq)
-	var audit map[string]string
+	audit := map[string]string{}
 	if len(v.Existing) > 0 {
-		audit = map[string]string{"existing-violations": joinRules(v.Existing)}
+		audit["existing-violations"] = joinRules(v.Existing)
 	}
-	if !v.Allowed() {
-		resp = Invalid(statefulSetGK, objectName(req), v.Errs).WithWarnings(v.Warnings...).WithAudit(audit)
+	if v.Allowed() {
+		resp = Allowed()
+	} else {
+		resp = Invalid(statefulSetGK, objectName(req), v.Errs)
 		resp.violations = rules(v.Errs)
-		return resp.WithAudit(map[string]string{"violations": joinRules(v.Errs)})
+		audit["violations"] = joinRules(v.Errs)
 	}
-	return Allowed().WithWarnings(v.Warnings...).WithAudit(audit)
+	return resp.WithWarnings(v.Warnings...).WithAudit(audit)
 }
 
 // screen answers what needs no policy: other operations and subresources are
@@ -134,16 +137,6 @@ func rules(errs field.ErrorList) []string {
 
 func joinRules(errs field.ErrorList) string {
 	rs := rules(errs)
-	sort.Strings(rs)
-	s := ""
-	for i, r := range rs {
-		if i > 0 && rs[i-1] == r {
-			continue
-		}
-		if s != "" {
-			s += ","
-		}
-		s += r
-	}
-	return s
+	slices.Sort(rs)
+	return strings.Join(slices.Compact(rs), ",")
 }
