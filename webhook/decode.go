@@ -278,8 +278,8 @@ func NewRequest(operation string, object, oldObject []byte) (*Request, error) {
 		Kind:      metav1.GroupVersionKind{Group: "apps", Version: "v1", Kind: "StatefulSet"},
 		Resource:  metav1.GroupVersionResource{Group: "apps", Version: "v1", Resource: "statefulsets"},
 	}
-	var s statefulSetJSON
-	if err := decodeStatefulSet(object, &s); err != nil {
+	s, err := decodeStatefulSetFast(object)
+	if err != nil {
 		return nil, err
 	}
 	if err := s.err("object"); err != nil {
@@ -288,8 +288,8 @@ func NewRequest(operation string, object, oldObject []byte) (*Request, error) {
 	req.Object, req.objectHasSpec = s.typed(), s.Spec != nil
 	req.Name, req.Namespace = req.Object.Name, req.Object.Namespace
 	if oldObject != nil {
-		var o statefulSetJSON
-		if err := decodeStatefulSet(oldObject, &o); err != nil {
+		o, err := decodeStatefulSetFast(oldObject)
+		if err != nil {
 			return nil, fmt.Errorf("oldObject: %w", err)
 		}
 		if err := o.err("oldObject"); err != nil {
@@ -315,17 +315,6 @@ func isObjectError(err error) bool {
 		return false
 	}
 	return strings.HasPrefix(field, "request.object") || strings.HasPrefix(field, "request.oldObject")
-}
-
-// decodeStatefulSet decodes one StatefulSet document as decodeReview decodes
-// the review's objects.
-func decodeStatefulSet(data []byte, s *statefulSetJSON) error {
-	got, err := decodeStatefulSetFast(data)
-	if err != nil {
-		return err
-	}
-	*s = *got
-	return nil
 }
 
 func oneLine(s string) string {
