@@ -1,8 +1,10 @@
 package webhook
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math/bits"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -176,13 +178,13 @@ func (d *decoder) object(path string, member func(key []byte)) {
 		return
 	}
 	for {
-		raw, escaped, err := d.key()
+		raw, special, err := d.key()
 		if err != nil {
 			d.fail(err)
 			return
 		}
 		key := raw[1 : len(raw)-1]
-		if escaped || !isASCII(key) { // escapes, or invalid UTF-8 to replace: encoding/json's rules
+		if special { // escapes, or invalid UTF-8 to replace: encoding/json's rules
 			var k string
 			if err := json.Unmarshal(raw, &k); err != nil {
 				d.fail(d.errorf("bad object key: %v", err))
@@ -273,13 +275,13 @@ func (d *decoder) string(parent, name string, dst *string) {
 		return
 	}
 	start := d.i
-	escaped, err := d.str()
+	special, err := d.str()
 	if err != nil {
 		d.fail(err)
 		return
 	}
 	raw := d.in[start:d.i]
-	if !escaped && isASCII(raw) {
+	if !special {
 		*dst = string(raw[1 : len(raw)-1])
 		return
 	}
@@ -313,15 +315,6 @@ func (d *decoder) stringFields(path string, members ...member) {
 		}
 		d.skip()
 	})
-}
-
-func isASCII(b []byte) bool {
-	for _, c := range b {
-		if c >= utf8.RuneSelf {
-			return false
-		}
-	}
-	return true
 }
 
 // stringMap decodes an object of strings; null sets it to nil; an existing
@@ -650,14 +643,15 @@ func (p *scanner) open(end byte) (empty bool) {
 }
 
 // key reads an object member's name and the colon after it, leaving p.i at
-// the value. raw keeps the quotes; escaped says the name needs unescaping.
-func (p *scanner) key() (raw []byte, escaped bool, err error) {
+// the value. raw keeps the quotes; special says the name must be decoded (see
+// str).
+func (p *scanner) key() (raw []byte, special bool, err error) {
 	p.ws()
 	if p.i >= len(p.in) || p.in[p.i] != '"' {
 		return nil, false, p.errorf("looking for beginning of object key string")
 	}
 	start := p.i
-	if escaped, err = p.str(); err != nil {
+	if special, err = p.str(); err != nil {
 		return nil, false, err
 	}
 	raw = p.in[start:p.i]
@@ -667,7 +661,7 @@ func (p *scanner) key() (raw []byte, escaped bool, err error) {
 	}
 	p.i++
 	p.ws()
-	return raw, escaped, nil
+	return raw, special, nil
 }
 
 // next steps over what follows a member or element: a comma (more to come)
@@ -743,19 +737,38 @@ func (p *scanner) literal(lit string) error {
 	return nil
 }
 
-// str steps over a string starting at its opening quote and reports whether
-// it holds escapes.
-func (p *scanner) str() (bool, error) {
+// str steps over a string starting at its opening quote. special reports
+// escapes or bytes outside ASCII: such a string must be decoded by
+// encoding/json's rules (unescaping, invalid UTF-8 replaced by U+FFFD); any
+// other is its bytes between the quotes.
+//
+// Strings are most of a StatefulSet's bytes, so str looks at 8 bytes at a time
+// while none of them can end the string or make it special (SWAR: a byte
+// equal to c is a zero byte of v^(c×lsb); (x-lsb)&^x sets the high bit of a
+// zero byte, v-0x20×lsb that of a byte below 0x20, and v that of a byte
+// above 0x7f). A hit may be a false positive only above a true one, where the
+// lowest hit is exact.
+func (p *scanner) str() (special bool, err error) {
+	const lsb, msb = 0x0101010101010101, 0x8080808080808080
 	p.i++ // "
-	escaped := false
 	for p.i < len(p.in) {
+		if p.i+8 <= len(p.in) {
+			v := binary.LittleEndian.Uint64(p.in[p.i:])
+			q, b := v^(lsb*'"'), v^(lsb*'\\')
+			m := ((q-lsb)&^q | (b-lsb)&^b | (v - lsb*0x20) | v) & msb
+			if m == 0 {
+				p.i += 8
+				continue
+			}
+			p.i += bits.TrailingZeros64(m) >> 3 // the first hit is a true one
+		}
 		c := p.in[p.i]
 		switch {
 		case c == '"':
 			p.i++
-			return escaped, nil
+			return special, nil
 		case c == '\\':
-			escaped = true
+			special = true
 			p.i++
 			if p.i >= len(p.in) {
 				return false, p.errorf("unexpected end of input in string")
@@ -776,8 +789,11 @@ func (p *scanner) str() (bool, error) {
 			}
 		case c < 0x20:
 			return false, p.errorf("invalid control character in string")
+		case c >= utf8.RuneSelf:
+			special = true // invalid UTF-8 is accepted and replaced by the decoder, as encoding/json does
+			p.i++
 		default:
-			p.i++ // invalid UTF-8 is accepted and replaced by the decoder, as encoding/json does
+			p.i++
 		}
 	}
 	return false, p.errorf("unexpected end of input in string")

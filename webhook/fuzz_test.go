@@ -74,6 +74,9 @@ func FuzzHandler(f *testing.F) {
 			if rr.Response.UID != string(req.UID) {
 				t.Fatalf("uid %q, want %q", rr.Response.UID, req.UID)
 			}
+			if resp := h.Admit(req); !bytes.Equal(w.Body.Bytes(), referenceReview(t, &resp, req.UID)) {
+				t.Fatalf("response differs from encoding/json's:\n got %s\nwant %s", w.Body, referenceReview(t, &resp, req.UID))
+			}
 			if len(rr.Response.Patch) == 0 {
 				continue
 			}

@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"time"
 
@@ -33,7 +34,15 @@ type Handler struct {
 	Log     *slog.Logger
 }
 
-var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+var (
+	bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+	outPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+)
+
+// jsonContentType is shared by every response: assigning it to the header map
+// directly saves Header.Set's canonicalisation and a slice per response
+// (net/http only reads it).
+var jsonContentType = []string{"application/json"}
 
 // poolMax keeps buffers grown by a rare large body out of the pool.
 const poolMax = 256 << 10
@@ -86,12 +95,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	uid = req.UID
 
 	resp := h.Admit(req)
-	out, err := resp.encode(req.UID)
+	outp := outPool.Get().(*[]byte)
+	out, err := resp.appendReview((*outp)[:0], req.UID)
 	if err != nil {
 		panic(fmt.Sprintf("encoding the response: %v", err)) // our own types: a bug
 	}
-	w.Header().Set("Content-Type", "application/json")
+	hdr := w.Header()
+	hdr["Content-Type"] = jsonContentType
+	// An explicit length keeps a response over net/http's 2 KB buffer from
+	// being sent chunked.
+	hdr["Content-Length"] = []string{strconv.Itoa(len(out))}
 	_, _ = w.Write(out)
+	if cap(out) <= poolMax {
+		*outp = out
+		outPool.Put(outp)
+	}
 
 	took := time.Since(start)
 	h.Metrics.observe(h.Webhook, req.Operation, &resp, took)

@@ -135,6 +135,7 @@ func FuzzPolicies(f *testing.F) {
 				t.Fatalf("generated object does not decode: %v\n%s", err, objJSON)
 			}
 			resp := a.Mutate(req)
+			checkEncoding(t, &resp, "uid")
 			if !resp.Allowed {
 				if resp.Result == nil || resp.Result.Code != 422 {
 					t.Fatalf("%s denied without a 422: %+v", op, resp.Result)
@@ -157,7 +158,9 @@ func FuzzPolicies(f *testing.F) {
 			}
 			checkUnknownFieldsKept(t, objJSON, patched)
 			if op == "CREATE" && policies.IsManaged(req.Object) && hasSizedStorage(req.Object.Spec.VolumeClaimTemplates) {
-				if v := a.Validate(again); !v.Allowed {
+				v := a.Validate(again)
+				checkEncoding(t, &v, "uid")
+				if !v.Allowed {
 					t.Fatalf("validator denies the mutator's output: %s\nobject %s", v.Result.Message, patched)
 				}
 			}

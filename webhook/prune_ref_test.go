@@ -22,7 +22,11 @@ var reviewShape = pruneNode{
 	"apiVersion": nil,
 	"kind":       nil,
 	"request": {
-		"uid": nil, "kind": nil, "resource": nil, "subResource": nil, "name": nil, "namespace": nil,
+		"uid": nil, "subResource": nil, "name": nil, "namespace": nil,
+		// Objects of strings are pruned to their members too: encoding/json
+		// would match "Version" to version, decodeFast does not.
+		"kind":      {"group": nil, "version": nil, "kind": nil},
+		"resource":  {"group": nil, "version": nil, "resource": nil},
 		"operation": nil, "dryRun": nil, "object": statefulSetShape, "oldObject": statefulSetShape,
 	},
 }
@@ -34,10 +38,10 @@ var statefulSetShape = pruneNode{
 	"metadata":   {"name": nil, "generateName": nil, "namespace": nil, "labels": nil, "annotations": nil},
 	"spec": {
 		"volumeClaimTemplates":                 nil,
-		"persistentVolumeClaimRetentionPolicy": nil,
+		"persistentVolumeClaimRetentionPolicy": {"whenDeleted": nil, "whenScaled": nil},
 		"template": {"spec": {
-			"volumes":    nil,
-			"containers": {"name": nil, "volumeMounts": nil},
+			"volumes":    {"name": nil, "emptyDir": nil},
+			"containers": {"name": nil, "volumeMounts": {"name": nil, "mountPath": nil}},
 		}},
 	},
 }
@@ -107,12 +111,12 @@ func (p *pruner) object(n pruneNode, depth int) error {
 	}
 	first := true
 	for {
-		rawKey, escaped, err := p.key()
+		rawKey, special, err := p.key()
 		if err != nil {
 			return err
 		}
 		key := string(rawKey[1 : len(rawKey)-1])
-		if escaped {
+		if special {
 			if err := json.Unmarshal(rawKey, &key); err != nil {
 				return p.errorf("bad object key: %v", err)
 			}

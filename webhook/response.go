@@ -1,14 +1,12 @@
 package webhook
 
 import (
-	"encoding/json"
 	"net/http"
 
 	"gomodules.xyz/jsonpatch/v2"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
@@ -89,44 +87,4 @@ func (r Response) WithAudit(annotations map[string]string) Response {
 		r.AuditAnnotations[k] = v
 	}
 	return r
-}
-
-// reviewOut is the encoded admission.k8s.io/v1 AdmissionReview response.
-type reviewOut struct {
-	APIVersion string      `json:"apiVersion"`
-	Kind       string      `json:"kind"`
-	Response   responseOut `json:"response"`
-}
-
-type responseOut struct {
-	UID              types.UID         `json:"uid"`
-	Allowed          bool              `json:"allowed"`
-	Status           *metav1.Status    `json:"status,omitempty"`
-	Patch            []byte            `json:"patch,omitempty"`
-	PatchType        string            `json:"patchType,omitempty"`
-	AuditAnnotations map[string]string `json:"auditAnnotations,omitempty"`
-	Warnings         []string          `json:"warnings,omitempty"`
-}
-
-// encode writes the AdmissionReview carrying r for the request uid.
-func (r *Response) encode(uid types.UID) ([]byte, error) {
-	out := reviewOut{
-		APIVersion: "admission.k8s.io/v1",
-		Kind:       "AdmissionReview",
-		Response: responseOut{
-			UID:              uid,
-			Allowed:          r.Allowed,
-			Status:           r.Result,
-			AuditAnnotations: r.AuditAnnotations,
-			Warnings:         r.Warnings,
-		},
-	}
-	if len(r.Patch) > 0 {
-		patch, err := json.Marshal(r.Patch)
-		if err != nil {
-			return nil, err
-		}
-		out.Response.Patch, out.Response.PatchType = patch, "JSONPatch"
-	}
-	return json.Marshal(&out)
 }
