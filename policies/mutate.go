@@ -144,11 +144,13 @@ func (m *Mutation) carryOverCache(req Request, specPath *field.Path) bool {
 // orphanDeleteCommand is the advice for a StatefulSet that cannot get a cache
 // in place: deleting it with --cascade=orphan keeps its pods and PVCs.
 func orphanDeleteCommand(sts *appsv1.StatefulSet) string {
-	cmd := "kubectl delete statefulset " + sts.Name
+	// The SPEC's own words first, then the namespace, so the advice reads as
+	// `kubectl delete statefulset NAME --cascade=orphan` does.
+	cmd := "kubectl delete statefulset " + sts.Name + " --cascade=orphan"
 	if sts.Namespace != "" {
 		cmd += " -n " + sts.Namespace
 	}
-	return cmd + " --cascade=orphan"
+	return cmd
 }
 
 // retainClaims is M2: both retention fields end up Retain. Adding a missing

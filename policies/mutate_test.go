@@ -466,7 +466,7 @@ func TestMutateUpdate(t *testing.T) {
 			op:       policies.Update,
 			obj:      sts(withVolumes(emptyDir("cache"))),
 			old:      sts(withVolumes(emptyDir("cache"))),
-			warnings: [][]string{{"spec.volumeClaimTemplates", "kubectl delete statefulset dittofs-a -n storage --cascade=orphan"}},
+			warnings: [][]string{{"spec.volumeClaimTemplates", "kubectl delete statefulset dittofs-a --cascade=orphan -n storage"}},
 		},
 		{
 			name:     "U3 M2 still applies",

@@ -258,7 +258,7 @@ func TestValidateCacheAdvice(t *testing.T) {
 		t.Errorf("CREATE: %v", create)
 	}
 	update := policies.ValidateStatefulSetUpdate(sts(), nil)
-	if len(update) != 1 || !strings.Contains(update[0].Detail, "kubectl delete statefulset dittofs-a -n storage --cascade=orphan") {
+	if len(update) != 1 || !strings.Contains(update[0].Detail, "kubectl delete statefulset dittofs-a --cascade=orphan -n storage") {
 		t.Errorf("UPDATE: %v", update)
 	}
 	// Each missing template says what to add.

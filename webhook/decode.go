@@ -256,14 +256,14 @@ func requestFromReview(rv *reviewJSON, err error) (*Request, error) {
 		req.Object = r.Object.typed()
 		req.objectHasSpec = r.Object.Spec != nil
 		if req.ObjectErr == nil {
-			req.ObjectErr = r.Object.err("object")
+			req.ObjectErr = r.Object.err("request.object")
 		}
 	}
 	if r.OldObject != nil {
 		req.OldObject = r.OldObject.typed()
 		req.OldCacheTemplate = r.OldObject.cacheTemplate()
 		if req.ObjectErr == nil {
-			req.ObjectErr = r.OldObject.err("oldObject")
+			req.ObjectErr = r.OldObject.err("request.oldObject")
 		}
 	}
 	return req, nil

@@ -291,6 +291,16 @@ func (d *decoder) string(parent, name string, dst *string) {
 	}
 }
 
+// clip shortens a value quoted in an error: a hostile body could make it
+// megabytes long.
+func clip(s string) string {
+	const max = 64
+	if len(s) <= max {
+		return s
+	}
+	return s[:max-3] + "..."
+}
+
 func join(parent, name string) string {
 	if parent == "" {
 		return name
@@ -589,7 +599,7 @@ func (d *decoder) claimTemplateBody(c *claimTemplateJSON) {
 							var q resource.Quantity
 							if err := q.UnmarshalJSON(d.in[start:d.i]); err != nil {
 								if d.typeErr == nil {
-									d.typeErr = &typeError{Field: "spec.resources.requests." + string(name), Value: strconv.Quote(string(d.in[start:d.i])), Want: "a quantity such as 5Gi"}
+									d.typeErr = &typeError{Field: "spec.resources.requests." + string(name), Value: clip(string(d.in[start:d.i])), Want: "a quantity such as 5Gi"}
 								}
 								return
 							}

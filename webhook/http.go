@@ -130,7 +130,11 @@ func (h *Handler) logDecision(ctx context.Context, req *Request, resp *Response,
 	}
 	attrs := []slog.Attr{
 		slog.String("uid", string(req.UID)),
+		// namespace/name as one value to grep for, and each on its own to
+		// filter on.
 		slog.String("object", req.Namespace+"/"+objectName(req)),
+		slog.String("namespace", req.Namespace),
+		slog.String("name", objectName(req)),
 		slog.String("operation", req.Operation),
 		slog.String("webhook", h.Webhook),
 		slog.Bool("allowed", resp.Allowed),

@@ -32,7 +32,19 @@ func ApplyPatch(doc []byte, ops []jsonpatch.Operation) ([]byte, error) {
 			return nil, fmt.Errorf("%s %s: %w", op.Operation, op.Path, err)
 		}
 	}
-	return json.Marshal(root)
+	return MarshalJSON(root)
+}
+
+// MarshalJSON is json.Marshal without HTML escaping: a manifest printed
+// back to its user keeps "<", ">" and "&" as written, as kubectl prints them.
+func MarshalJSON(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 func applyOp(root any, op jsonpatch.Operation) (any, error) {

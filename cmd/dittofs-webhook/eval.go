@@ -191,12 +191,12 @@ func (d *document) result() ([]byte, error) {
 		}
 		items[i] = b
 	}
-	b, err := json.Marshal(items)
+	b, err := webhook.MarshalJSON(items)
 	if err != nil {
 		return nil, err
 	}
 	list["items"] = b
-	return json.Marshal(list)
+	return webhook.MarshalJSON(list)
 }
 
 type evaluator struct {
