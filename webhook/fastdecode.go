@@ -314,8 +314,9 @@ type member struct {
 	dst  *string
 }
 
-// stringFields decodes an object of which only string members are read.
-func (d *decoder) stringFields(path string, members ...member) {
+// stringFields decodes an object of which only string members are read;
+// the others are checked against sh, the object's shape (nil: not checked).
+func (d *decoder) stringFields(path string, sh *shape, members ...member) {
 	d.object(path, func(k []byte) {
 		for _, f := range members {
 			if string(k) == f.name {
@@ -323,7 +324,7 @@ func (d *decoder) stringFields(path string, members ...member) {
 				return
 			}
 		}
-		d.skip()
+		d.skipAs(sh.field(k), path, k)
 	})
 }
 
@@ -355,9 +356,9 @@ func (d *decoder) request(path string, r *requestJSON) {
 			d.string("request", "uid", &uid)
 			r.UID = types.UID(uid)
 		case "kind":
-			d.stringFields("request.kind", member{"group", &r.Kind.Group}, member{"version", &r.Kind.Version}, member{"kind", &r.Kind.Kind})
+			d.stringFields("request.kind", nil, member{"group", &r.Kind.Group}, member{"version", &r.Kind.Version}, member{"kind", &r.Kind.Kind})
 		case "resource":
-			d.stringFields("request.resource", member{"group", &r.Resource.Group}, member{"version", &r.Resource.Version}, member{"resource", &r.Resource.Resource})
+			d.stringFields("request.resource", nil, member{"group", &r.Resource.Group}, member{"version", &r.Resource.Version}, member{"resource", &r.Resource.Resource})
 		case "subResource":
 			d.string("request", "subResource", &r.SubResource)
 		case "name":
@@ -431,7 +432,7 @@ func (d *decoder) statefulSet(path string, s *statefulSetJSON) {
 				case "annotations":
 					d.stringMap(mp+".annotations", &m.Annotations)
 				default:
-					d.skip()
+					d.skipAs(shapes().meta.field(k), mp, k)
 				}
 			})
 		case "spec":
@@ -448,7 +449,7 @@ func (d *decoder) statefulSet(path string, s *statefulSetJSON) {
 			}
 			d.spec(path+".spec", s.Spec)
 		default:
-			d.skip()
+			d.skipAs(shapes().sts.field(key), path, key)
 		}
 	})
 }
@@ -459,7 +460,7 @@ func (d *decoder) spec(path string, sp *specJSON) {
 		case "template":
 			d.object(path+".template", func(k []byte) {
 				if string(k) != "spec" {
-					d.skip()
+					d.skipAs(shapes().template.field(k), path+".template", k)
 					return
 				}
 				d.podSpec(path+".template.spec", &sp.Template.Spec)
@@ -480,9 +481,9 @@ func (d *decoder) spec(path string, sp *specJSON) {
 				sp.PersistentVolumeClaimRetentionPolicy = &retentionJSON{}
 			}
 			rp := sp.PersistentVolumeClaimRetentionPolicy
-			d.stringFields(p, member{"whenDeleted", &rp.WhenDeleted}, member{"whenScaled", &rp.WhenScaled})
+			d.stringFields(p, shapes().retention, member{"whenDeleted", &rp.WhenDeleted}, member{"whenScaled", &rp.WhenScaled})
 		default:
-			d.skip()
+			d.skipAs(shapes().spec.field(key), path, key)
 		}
 	})
 }
@@ -495,7 +496,7 @@ func (d *decoder) podSpec(path string, ps *podSpecJSON) {
 		case "containers":
 			ps.Containers = slice(d, path+".containers", ps.Containers, (*decoder).container)
 		default:
-			d.skip()
+			d.skipAs(shapes().pod.field(key), path, key)
 		}
 	})
 }
@@ -513,12 +514,12 @@ func (d *decoder) volume(path string, v *volumeJSON) {
 				if v.EmptyDir == nil {
 					v.EmptyDir = &struct{}{}
 				}
-				d.skip() // its members are not the policies' business
+				d.skipAs(shapes().volume.field(k), path, k) // its members are not the policies' business
 			default:
 				d.mismatch(path+".emptyDir", "an object")
 			}
 		default:
-			d.skip()
+			d.skipAs(shapes().volume.field(k), path, k)
 		}
 	})
 }
@@ -531,13 +532,13 @@ func (d *decoder) container(path string, c *containerJSON) {
 		case "volumeMounts":
 			c.VolumeMounts = slice(d, path+".volumeMounts", c.VolumeMounts, (*decoder).volumeMount)
 		default:
-			d.skip()
+			d.skipAs(shapes().container.field(k), path, k)
 		}
 	})
 }
 
 func (d *decoder) volumeMount(path string, m *volumeMountJSON) {
-	d.stringFields(path, member{"name", &m.Name}, member{"mountPath", &m.MountPath})
+	d.stringFields(path, shapes().mount, member{"name", &m.Name}, member{"mountPath", &m.MountPath})
 }
 
 // claimTemplate decodes one volumeClaimTemplate, keeping its bytes. Errors
@@ -561,7 +562,7 @@ func (d *decoder) claimTemplateBody(c *claimTemplateJSON) {
 	d.object("volumeClaimTemplate", func(key []byte) {
 		switch string(key) {
 		case "metadata":
-			d.stringFields("metadata", member{"name", &c.Metadata.Name})
+			d.stringFields("metadata", shapes().claim.field(key), member{"name", &c.Metadata.Name})
 		case "spec":
 			d.object("spec", func(k []byte) {
 				switch string(k) {
@@ -580,7 +581,7 @@ func (d *decoder) claimTemplateBody(c *claimTemplateJSON) {
 				case "resources":
 					d.object("spec.resources", func(k []byte) {
 						if string(k) != "requests" {
-							d.skip()
+							d.skipAs(shapes().claimResources.field(k), "spec.resources", k)
 							return
 						}
 						if d.null() {
@@ -607,11 +608,11 @@ func (d *decoder) claimTemplateBody(c *claimTemplateJSON) {
 						})
 					})
 				default:
-					d.skip()
+					d.skipAs(shapes().claimSpec.field(k), "spec", k)
 				}
 			})
 		default:
-			d.skip()
+			d.skipAs(shapes().claim.field(key), "", key)
 		}
 	})
 }

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
 )
 
 // referenceDecode is what decodeFast must mean: encoding/json decoding the
@@ -20,7 +22,36 @@ func referenceDecode(body []byte) (*Request, error) {
 	}
 	var rv reviewJSON
 	err = json.Unmarshal(pruned, &rv)
-	return requestFromReview(&rv, err)
+	req, rerr := requestFromReview(&rv, err)
+	if rerr == nil && req.ObjectErr == nil {
+		req.ObjectErr = typedDecodeError(body)
+	}
+	return req, rerr
+}
+
+// typedDecodeError is what the apiserver's decoder (case-sensitive
+// encoding/json) says of the request's object and oldObject decoded whole
+// into apps/v1 StatefulSets: a value of the wrong type in a field the
+// policies never read still makes the object one that does not decode.
+func typedDecodeError(body []byte) error {
+	var rv struct {
+		Request struct {
+			Object    json.RawMessage `json:"object"`
+			OldObject json.RawMessage `json:"oldObject"`
+		} `json:"request"`
+	}
+	if utiljson.Unmarshal(body, &rv) != nil {
+		return nil // judged by the pruned decoding
+	}
+	for _, raw := range []json.RawMessage{rv.Request.Object, rv.Request.OldObject} {
+		if len(raw) == 0 {
+			continue
+		}
+		if err := utiljson.Unmarshal(raw, &appsv1.StatefulSet{}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // hasDuplicateKeys reports whether some object of a valid document repeats a
@@ -68,6 +99,18 @@ func FuzzDecodeFast(f *testing.F) {
 	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"apps","version":"v1","kind":"StatefulSet"},"operation":"UPDATE","object":{"metadata":{"labels":{"dittofs.com/server":null,"\u00e9":"x"}},"spec":{"volumeClaimTemplates":[null,5,{"metadata":{"name":"cache"},"spec":{"storageClassName":null,"resources":{"requests":{"storage":"5Gi","cpu":1}}}}],"template":{"spec":{"volumes":[{"name":"cache","emptyDir":null},{"name":"x","emptyDir":{"medium":"Memory"}}],"containers":[{"name":"c","volumeMounts":null}]}}}},"oldObject":{"spec":{"volumeClaimTemplates":[{"metadata":{"name":"cache"},"spec":{"resources":{"requests":{"storage":"x"}}}}]}}}}`))
 	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","object":{"spec":{"template":{"spec":{"volumes":"x"}}}},"dryRun":true}}`))
 	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"object":{"metadata":{"labels":5}},"uid":7}}`))
+	for _, obj := range []string{
+		`{"spec":{"replicas":"three"}}`, `{"spec":{"replicas":1.5}}`, `{"spec":{"replicas":3000000000}}`, `{"spec":{"replicas":1e400}}`,
+		`{"spec":{"serviceName":7,"minReadySeconds":null}}`, `{"metadata":{"creationTimestamp":"yesterday","generation":-1}}`,
+		`{"spec":{"template":{"spec":{"containers":[{"name":"c","image":5,"ports":[{"containerPort":"80"}]}]}}}}`,
+		`{"spec":{"template":{"spec":{"containers":[{"name":"c","resources":{"limits":{"cpu":"lots"}}}]}}}}`,
+		`{"spec":{"template":{"metadata":{"labels":[]},"spec":{"volumes":[{"name":"v","emptyDir":{"sizeLimit":"x"}}]}}}}`,
+		`{"spec":{"updateStrategy":{"rollingUpdate":{"maxUnavailable":true}},"volumeClaimTemplates":[{"metadata":{"name":"cache"},"spec":{"accessModes":"ReadWriteOnce"}}]}}`,
+		`{"spec":{"template":{"spec":{"containers":[{"name":"c","volumeMounts":[{"name":"m","mountPath":"/m","readOnly":"yes"}]}]}}},"status":{"replicas":1}}`,
+		`{"metadata":{"managedFields":[{"fieldsV1":{"f:spec":{}},"time":"2026-01-01T00:00:00Z"}]},"spec":{"replicas":3,"persistentVolumeClaimRetentionPolicy":{"whenDeleted":"Retain","x":1}}}`,
+	} {
+		f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"apps","version":"v1","kind":"StatefulSet"},"operation":"CREATE","object":` + obj + `}}`))
+	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		got, gerr := decodeReview(body)
 		want, werr := referenceDecode(body)

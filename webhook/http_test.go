@@ -96,6 +96,12 @@ func TestHostileInput(t *testing.T) {
 		{name: "object null", body: review(stsRequest("CREATE", nil)), wantStatus: 200, wantCode: 400, wantReason: "bad_object"},
 		{name: "object a string", body: review(stsRequest("CREATE", "sts")), wantStatus: 200, wantCode: 400, wantReason: "bad_object"},
 		{name: "object with a bad volumeClaimTemplate", body: review(stsRequest("CREATE", map[string]any{"spec": map[string]any{"volumeClaimTemplates": []any{map[string]any{"spec": "x"}}}})), wantStatus: 200, wantCode: 400, wantReason: "bad_object"},
+		{name: "replicas a string (a field the policies never read)", body: review(stsRequest("CREATE", labelled(map[string]any{"spec": map[string]any{"replicas": "three"}}))), wantStatus: 200, wantCode: 400, wantReason: "bad_object"},
+		{name: "replicas not an integer", body: review(stsRequest("CREATE", labelled(map[string]any{"spec": map[string]any{"replicas": 1.5}}))), wantStatus: 200, wantCode: 400, wantReason: "bad_object"},
+		{name: "container image a number", body: review(stsRequest("CREATE", labelled(map[string]any{"spec": map[string]any{"template": map[string]any{"spec": map[string]any{"containers": []any{map[string]any{"name": "dittofs", "image": 5}}}}}}))), wantStatus: 200, wantCode: 400, wantReason: "bad_object"},
+		{name: "bad quantity in a container's limits", body: review(stsRequest("CREATE", labelled(map[string]any{"spec": map[string]any{"template": map[string]any{"spec": map[string]any{"containers": []any{map[string]any{"name": "dittofs", "resources": map[string]any{"limits": map[string]any{"memory": "lots"}}}}}}}}))), wantStatus: 200, wantCode: 400, wantReason: "bad_object"},
+		{name: "bad timestamp in metadata", body: review(stsRequest("CREATE", labelled(map[string]any{"metadata": map[string]any{"creationTimestamp": "yesterday"}}))), wantStatus: 200, wantCode: 400, wantReason: "bad_object"},
+		{name: "unknown fields are not errors", body: review(stsRequest("CREATE", labelled(map[string]any{"spec": map[string]any{"fromTheFuture": map[string]any{"x": 1}, "template": map[string]any{"spec": map[string]any{"containers": []any{map[string]any{"name": "dittofs", "newField": true}}}}}}))), wantStatus: 200, wantAllowed: true},
 		{name: "wrong kind", body: review(map[string]any{"uid": "u", "operation": "CREATE", "kind": map[string]any{"group": "apps", "version": "v1", "kind": "Deployment"}, "object": map[string]any{}}), wantStatus: 200, wantCode: 400, wantReason: "wrong_kind"},
 		{name: "DELETE with no object", body: review(map[string]any{"uid": "u", "operation": "DELETE", "kind": map[string]any{"group": "apps", "version": "v1", "kind": "StatefulSet"}}), wantStatus: 200, wantAllowed: true},
 		{name: "subresource of another kind", body: review(map[string]any{"uid": "u", "operation": "UPDATE", "subResource": "scale", "kind": map[string]any{"group": "autoscaling", "version": "v1", "kind": "Scale"}}), wantStatus: 200, wantAllowed: true},
@@ -208,4 +214,16 @@ func TestResponseEchoesUIDAndOmitsEmptyPatch(t *testing.T) {
 			t.Errorf("response has %q: %s", k, raw)
 		}
 	}
+}
+
+// labelled adds the dittofs.com/server label to an object's metadata, so the
+// object is one the policies would look at if it decoded.
+func labelled(obj map[string]any) map[string]any {
+	md, _ := obj["metadata"].(map[string]any)
+	if md == nil {
+		md = map[string]any{}
+		obj["metadata"] = md
+	}
+	md["labels"] = map[string]any{"dittofs.com/server": "fs"}
+	return obj
 }

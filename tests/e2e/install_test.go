@@ -22,6 +22,7 @@ const (
 	promOperatorModule  = "github.com/prometheus-operator/prometheus-operator@v0.85.0"
 	promOperatorCRDDir  = "example/prometheus-operator-crd"
 	installNamespace    = "dittofs-webhook"
+	sampleNamespace     = "dittofs-sample" // of the sample deploy/default installs
 	serverDryRunSuffix  = "(server dry run)"
 	crdEstablishTimeout = "60s"
 )
@@ -37,14 +38,16 @@ func TestInstallManifests(t *testing.T) {
 	}
 	installCRDs(t, filepath.Join(cm, certManagerCRDDir))
 
-	// A server dry run does not create the Namespace, so the namespaced
+	// A server dry run does not create the Namespaces, so the namespaced
 	// objects of the same apply would fail with "namespace not found": the
-	// namespace is really created first, as it is on a second install.
-	// (Created plainly, not with a client-side apply, whose last-applied
-	// annotation would make kubectl warn that it cannot migrate it to
-	// server-side apply in a dry run.)
-	if r := mustKubectl(t, "", "get", "namespace", installNamespace, "--ignore-not-found", "-o", "name"); r.stdout == "" {
-		mustKubectl(t, "", "create", "namespace", installNamespace)
+	// namespaces (the webhook's and its sample's) are really created first,
+	// as they are on a second install. (Created plainly, not with a
+	// client-side apply, whose last-applied annotation would make kubectl
+	// warn that it cannot migrate it to server-side apply in a dry run.)
+	for _, ns := range []string{installNamespace, sampleNamespace} {
+		if r := mustKubectl(t, "", "get", "namespace", ns, "--ignore-not-found", "-o", "name"); r.stdout == "" {
+			mustKubectl(t, "", "create", "namespace", ns)
+		}
 	}
 	// The shipped webhook configurations have the names of the ones the
 	// harness installed with another clientConfig: a dry-run apply over

@@ -23,7 +23,9 @@ var installOverlays = []string{"deploy/default", "deploy/monitoring"}
 
 // install is an overlay's rendering, decoded into typed objects.
 type install struct {
-	r         *rendering
+	all       *rendering // everything the overlay renders
+	r         *rendering // the webhook's objects: all but the sample's namespace
+	sample    *rendering // the sample's namespace and what is in it
 	ns        *corev1.Namespace
 	sa        *corev1.ServiceAccount
 	dep       *appsv1.Deployment
@@ -37,18 +39,21 @@ type install struct {
 	argErrs   []string          // problems with its args
 }
 
-func loadInstall(t *testing.T, r *rendering) *install {
+func loadInstall(t *testing.T, all *rendering) *install {
 	t.Helper()
+	sample, r := all.split(sampleNamespace)
 	in := &install{
-		r:   r,
-		ns:  decode[corev1.Namespace](t, r.only(t, "Namespace")),
-		sa:  decode[corev1.ServiceAccount](t, r.only(t, "ServiceAccount")),
-		dep: decode[appsv1.Deployment](t, r.only(t, "Deployment")),
-		svc: decode[corev1.Service](t, r.only(t, "Service")),
-		pdb: decode[policyv1.PodDisruptionBudget](t, r.only(t, "PodDisruptionBudget")),
-		np:  decode[networkingv1.NetworkPolicy](t, r.only(t, "NetworkPolicy")),
-		mwc: decode[admissionregistrationv1.MutatingWebhookConfiguration](t, r.only(t, "MutatingWebhookConfiguration")),
-		vwc: decode[admissionregistrationv1.ValidatingWebhookConfiguration](t, r.only(t, "ValidatingWebhookConfiguration")),
+		all:    all,
+		r:      r,
+		sample: sample,
+		ns:     decode[corev1.Namespace](t, r.only(t, "Namespace")),
+		sa:     decode[corev1.ServiceAccount](t, r.only(t, "ServiceAccount")),
+		dep:    decode[appsv1.Deployment](t, r.only(t, "Deployment")),
+		svc:    decode[corev1.Service](t, r.only(t, "Service")),
+		pdb:    decode[policyv1.PodDisruptionBudget](t, r.only(t, "PodDisruptionBudget")),
+		np:     decode[networkingv1.NetworkPolicy](t, r.only(t, "NetworkPolicy")),
+		mwc:    decode[admissionregistrationv1.MutatingWebhookConfiguration](t, r.only(t, "MutatingWebhookConfiguration")),
+		vwc:    decode[admissionregistrationv1.ValidatingWebhookConfiguration](t, r.only(t, "ValidatingWebhookConfiguration")),
 	}
 	if n := len(in.dep.Spec.Template.Spec.Containers); n != 1 {
 		t.Fatalf("%s: the Deployment's pod has %d containers, want the webhook server's alone", r.dir, n)
@@ -174,10 +179,10 @@ type installCheck struct {
 
 var installChecks = []installCheck{
 	{"every object is of a known kind and decodes strictly", func(t *testing.T, in *install) {
-		checkKnownAndStrict(t, in.r)
+		checkKnownAndStrict(t, in.all)
 	}},
 	{"no RBAC object at all", func(t *testing.T, in *install) {
-		for _, o := range in.r.objs {
+		for _, o := range in.all.objs {
 			if strings.HasPrefix(o.APIVersion, "rbac.authorization.k8s.io/") ||
 				slices.Contains([]string{"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}, o.Kind) {
 				t.Errorf("%s: the server talks to no Kubernetes API and must be granted nothing", o)
@@ -240,6 +245,7 @@ var installChecks = []installCheck{
 	{"graceful shutdown", checkShutdown},
 	{"service", checkService},
 	{"network policy", checkNetworkPolicy},
+	{"the installed sample", checkInstalledSample},
 }
 
 func TestInstall(t *testing.T) {

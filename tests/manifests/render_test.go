@@ -28,6 +28,7 @@ const repoRoot = "../.."
 // The contract (SPEC §1, §2, §3, §5, §6) the manifests must honour.
 const (
 	installNamespace = "dittofs-webhook"
+	sampleNamespace  = "dittofs-sample" // of the sample deploy/default installs
 	namePrefix       = "dittofs-webhook"
 	serverLabel      = "dittofs.com/server"
 	tlsMountPath     = "/etc/dittofs-webhook/tls"
@@ -104,6 +105,21 @@ func (r *rendering) only(t *testing.T, kind string) object {
 		t.Fatalf("%s renders %d %s objects, want exactly 1: %v", r.dir, len(objs), kind, objs)
 	}
 	return objs[0]
+}
+
+// split parts r into the objects of namespace ns (the Namespace itself and
+// everything in it) and the rest.
+func (r *rendering) split(ns string) (of, rest *rendering) {
+	of = &rendering{dir: r.dir + " (namespace " + ns + ")"}
+	rest = &rendering{dir: r.dir + " (without namespace " + ns + ")"}
+	for _, o := range r.objs {
+		if (o.Kind == "Namespace" && o.Name == ns) || (!clusterScoped[o.Kind] && o.Namespace == ns) {
+			of.objs = append(of.objs, o)
+		} else {
+			rest.objs = append(rest.objs, o)
+		}
+	}
+	return of, rest
 }
 
 // find returns the object of kind in namespace with name.

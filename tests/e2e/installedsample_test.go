@@ -1,0 +1,138 @@
+package e2e
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// 10. The sample StatefulSet that deploy/default installs (namespace
+// dittofs-sample, scaled to 0) is complete as written, so the order of
+// creation does not matter (SPEC §6): `kubectl apply -k` creates StatefulSets
+// before webhook configurations, so on a first install it is created before
+// the webhooks exist and only a later re-apply goes through them. Created
+// without the webhooks, re-applied through them, and created through them, it
+// is stored the same each time, with no warning and no new generation.
+//
+// Only the sample's objects of the rendered install are applied (its
+// Namespace, Service and StatefulSet): the rest needs cert-manager and the
+// in-cluster Service, and the harness's webhook configurations stand in for
+// the shipped ones. They are applied server-side, so that TestInstallManifests'
+// server-side dry run over them (with -count=2) has no client-side
+// last-applied annotation to migrate.
+func TestInstalledSample(t *testing.T) {
+	list, sts := installedSample(t)
+	name := sts.Name
+	// Left by an earlier run (-count=2): start without it.
+	mustKubectl(t, "", "delete", "statefulset", name, "-n", sampleNamespace, "--ignore-not-found")
+	apply := func() {
+		t.Helper()
+		requireNoWarning(t, mustKubectl(t, list, "apply", "--server-side", "-f", "-"))
+	}
+	spec := func() any {
+		t.Helper()
+		return getRaw(t, "statefulset", sampleNamespace, name)["spec"]
+	}
+
+	// A first install: the StatefulSet before the webhooks. What the
+	// apiserver stores without them is the reference.
+	restore := withoutWebhooks(t)
+	apply()
+	ref := mustGetSTS(t, sampleNamespace, name)
+	refSpec := spec()
+	restore()
+
+	// The next apply goes through the webhooks (an UPDATE): nothing changes.
+	apply()
+	if got := mustGetSTS(t, sampleNamespace, name); got.Generation != ref.Generation {
+		t.Errorf("metadata.generation %d → %d: re-applying the sample through the webhooks changed it; stored:\n%s",
+			ref.Generation, got.Generation, storage(got))
+	}
+	if diff := cmp.Diff(refSpec, spec()); diff != "" {
+		t.Errorf("re-applied through the webhooks, the stored spec changed (-without +with the webhooks):\n%s", diff)
+	}
+
+	// Created with the webhooks there (a CREATE): stored as without them.
+	mustKubectl(t, "", "delete", "statefulset", name, "-n", sampleNamespace)
+	requireNotStored(t, sampleNamespace, name)
+	apply()
+	if diff := cmp.Diff(refSpec, spec()); diff != "" {
+		t.Errorf("created through the webhooks, the stored spec differs (-without +with the webhooks):\n%s", diff)
+	}
+	got := mustGetSTS(t, sampleNamespace, name)
+	requireVCTs(t, got, "metadata", "content", "cache")
+	requireCache(t, got, defaultCacheSize, "")
+	requireRetention(t, got, "Retain/Retain")
+	requireCacheMounted(t, got, "dittofs", defaultCacheMount)
+	if got.Spec.Replicas == nil || *got.Spec.Replicas != 0 {
+		t.Errorf("replicas %v, want 0: installing the webhook must start no pod", got.Spec.Replicas)
+	}
+
+	// All of that would hold as well if the webhooks left the namespace
+	// out: show that they act there. The same StatefulSet without its cache
+	// claim (under another name) comes back with one.
+	probe := sts.DeepCopy()
+	probe.Name = name + "-probe"
+	probe.Spec.VolumeClaimTemplates = slices.DeleteFunc(probe.Spec.VolumeClaimTemplates,
+		func(c corev1.PersistentVolumeClaim) bool { return c.Name == "cache" })
+	raw, err := json.Marshal(probe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := mustKubectl(t, string(raw), "create", "--dry-run=server", "-o", "json", "-n", sampleNamespace, "-f", "-")
+	var mutated appsv1.StatefulSet
+	if err := json.Unmarshal([]byte(r.stdout), &mutated); err != nil {
+		t.Fatalf("kubectl's output is not a StatefulSet: %v\n%s", err, r)
+	}
+	requireVCTs(t, &mutated, "metadata", "content", "cache")
+}
+
+// installedSample renders deploy/default with kubectl kustomize and returns
+// the objects of the sample's namespace (the Namespace, and the Service and
+// StatefulSet in it) as a List for kubectl, and the StatefulSet.
+func installedSample(t *testing.T) (string, *appsv1.StatefulSet) {
+	t.Helper()
+	r := mustKubectl(t, "", "kustomize", filepath.Join(env.repoRoot, "deploy", "default"))
+	docs, err := decodeDocs(r.stdout)
+	if err != nil {
+		t.Fatalf("decoding kubectl kustomize deploy/default: %v", err)
+	}
+	var items []any
+	var kinds []string
+	var sts *appsv1.StatefulSet
+	for _, doc := range docs {
+		kind, _ := doc["kind"].(string)
+		meta, _ := doc["metadata"].(map[string]any)
+		name, _ := meta["name"].(string)
+		ns, _ := meta["namespace"].(string)
+		if !(kind == "Namespace" && name == sampleNamespace) && ns != sampleNamespace {
+			continue
+		}
+		items = append(items, doc)
+		kinds = append(kinds, kind)
+		if kind == "StatefulSet" {
+			raw, err := json.Marshal(doc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sts = new(appsv1.StatefulSet)
+			if err := json.Unmarshal(raw, sts); err != nil {
+				t.Fatalf("the sample StatefulSet: %v", err)
+			}
+		}
+	}
+	slices.Sort(kinds)
+	if !slices.Equal(kinds, []string{"Namespace", "Service", "StatefulSet"}) {
+		t.Fatalf("deploy/default should render a Namespace %s with a Service and a StatefulSet in it, got %v", sampleNamespace, kinds)
+	}
+	list, err := json.Marshal(map[string]any{"apiVersion": "v1", "kind": "List", "items": items})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(list), sts
+}
