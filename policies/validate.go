@@ -120,13 +120,17 @@ func ValidateVolumeClaimTemplates(vcts []corev1.PersistentVolumeClaim, fldPath *
 }
 
 func validateStorageSize(vct *corev1.PersistentVolumeClaim, fldPath *field.Path) field.ErrorList {
-	p := fldPath.Child("spec").Child("resources").Child("requests").Key(string(corev1.ResourceStorage))
+	// The path is spelt out only for a violation: every request checks three
+	// templates, and almost none violates.
+	p := func() *field.Path {
+		return fldPath.Child("spec").Child("resources").Child("requests").Key(string(corev1.ResourceStorage))
+	}
 	q, ok := vct.Spec.Resources.Requests[corev1.ResourceStorage]
 	if !ok {
-		return field.ErrorList{field.Required(p, violation(RuleStorageSize, fmt.Sprintf("the %q volumeClaimTemplate must request a storage size, e.g. 10Gi", vct.Name)))}
+		return field.ErrorList{field.Required(p(), violation(RuleStorageSize, fmt.Sprintf("the %q volumeClaimTemplate must request a storage size, e.g. 10Gi", vct.Name)))}
 	}
 	if q.Sign() <= 0 {
-		return field.ErrorList{field.Invalid(p, q.String(), violation(RuleStorageSize, fmt.Sprintf("the %q volumeClaimTemplate must request a positive storage size, e.g. 10Gi", vct.Name)))}
+		return field.ErrorList{field.Invalid(p(), q.String(), violation(RuleStorageSize, fmt.Sprintf("the %q volumeClaimTemplate must request a positive storage size, e.g. 10Gi", vct.Name)))}
 	}
 	return nil
 }
@@ -160,10 +164,13 @@ func ValidateRetentionPolicy(rp *appsv1.StatefulSetPersistentVolumeClaimRetentio
 // name instead, so the volume is dead weight or a mistake — but not a denial.
 func ShadowedVolumeWarnings(sts *appsv1.StatefulSet, fldPath *field.Path) []string {
 	var warnings []string
-	p := fldPath.Child("spec").Child("template").Child("spec").Child("volumes")
+	var p *field.Path // spelt out for the first warning
 	for i, vol := range sts.Spec.Template.Spec.Volumes {
 		if vol.Name != MetadataVolume && vol.Name != ContentVolume {
 			continue
+		}
+		if p == nil {
+			p = fldPath.Child("spec").Child("template").Child("spec").Child("volumes")
 		}
 		msg := fmt.Sprintf("volume %q is shadowed by the volumeClaimTemplate of that name: pods mount the claim, not this volume; remove it", vol.Name)
 		if claimTemplateIndex(sts, vol.Name) < 0 {

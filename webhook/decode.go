@@ -151,8 +151,9 @@ func (s *statefulSetJSON) err(field string) error {
 	return nil
 }
 
-func (s *statefulSetJSON) typed() *appsv1.StatefulSet {
-	sts := &appsv1.StatefulSet{}
+// typed builds the StatefulSet the policies read, in a (nil: allocated).
+func (s *statefulSetJSON) typed(a *arena) *appsv1.StatefulSet {
+	sts := a.statefulSet()
 	sts.APIVersion, sts.Kind = s.APIVersion, s.Kind
 	m := &s.Metadata
 	sts.Name, sts.GenerateName, sts.Namespace, sts.Labels, sts.Annotations = m.Name, m.GenerateName, m.Namespace, m.Labels, m.Annotations
@@ -167,7 +168,7 @@ func (s *statefulSetJSON) typed() *appsv1.StatefulSet {
 	}
 	pod := &s.Spec.Template.Spec
 	if pod.Volumes != nil {
-		vols := make([]corev1.Volume, len(pod.Volumes))
+		vols := a.volumeSlice(len(pod.Volumes))
 		for i, v := range pod.Volumes {
 			vols[i].Name = v.Name
 			if v.EmptyDir != nil {
@@ -177,11 +178,11 @@ func (s *statefulSetJSON) typed() *appsv1.StatefulSet {
 		sts.Spec.Template.Spec.Volumes = vols
 	}
 	if pod.Containers != nil {
-		cs := make([]corev1.Container, len(pod.Containers))
+		cs := a.containerSlice(len(pod.Containers))
 		for i, c := range pod.Containers {
 			cs[i].Name = c.Name
 			if c.VolumeMounts != nil {
-				cs[i].VolumeMounts = make([]corev1.VolumeMount, len(c.VolumeMounts))
+				cs[i].VolumeMounts = a.mountSlice(len(c.VolumeMounts))
 				for j, m := range c.VolumeMounts {
 					cs[i].VolumeMounts[j] = corev1.VolumeMount{Name: m.Name, MountPath: m.MountPath}
 				}
@@ -190,7 +191,7 @@ func (s *statefulSetJSON) typed() *appsv1.StatefulSet {
 		sts.Spec.Template.Spec.Containers = cs
 	}
 	if s.Spec.VolumeClaimTemplates != nil {
-		vcts := make([]corev1.PersistentVolumeClaim, len(s.Spec.VolumeClaimTemplates))
+		vcts := a.claimSlice(len(s.Spec.VolumeClaimTemplates))
 		for i := range s.Spec.VolumeClaimTemplates {
 			c := &s.Spec.VolumeClaimTemplates[i]
 			vcts[i].Name = c.Metadata.Name
@@ -225,14 +226,20 @@ var errNotReview = errors.New("not an admission.k8s.io/v1 AdmissionReview")
 // StatefulSet is not: the request is decoded all the same, so the answer can
 // carry its uid, and Request.ObjectErr says what was wrong.
 func decodeReview(body []byte) (*Request, error) {
+	return decodeReviewIn(body, nil)
+}
+
+// decodeReviewIn is decodeReview with the typed objects built in a (nil:
+// allocated); they live until a is released.
+func decodeReviewIn(body []byte, a *arena) (*Request, error) {
 	rv, err := decodeFast(body)
-	return requestFromReview(rv, err)
+	return requestFromReview(rv, err, a)
 }
 
 // requestFromReview builds the Request from a decoded review and the decoding
 // error: a value of the wrong type inside the object is the object's fault
 // (answered with the uid), any other error the review's.
-func requestFromReview(rv *reviewJSON, err error) (*Request, error) {
+func requestFromReview(rv *reviewJSON, err error, a *arena) (*Request, error) {
 	var objErr error
 	if err != nil {
 		if !isObjectError(err) {
@@ -253,14 +260,14 @@ func requestFromReview(rv *reviewJSON, err error) (*Request, error) {
 		DryRun: r.DryRun != nil && *r.DryRun, ObjectErr: objErr,
 	}
 	if r.Object != nil {
-		req.Object = r.Object.typed()
+		req.Object = r.Object.typed(a)
 		req.objectHasSpec = r.Object.Spec != nil
 		if req.ObjectErr == nil {
 			req.ObjectErr = r.Object.err("request.object")
 		}
 	}
 	if r.OldObject != nil {
-		req.OldObject = r.OldObject.typed()
+		req.OldObject = r.OldObject.typed(a)
 		req.OldCacheTemplate = r.OldObject.cacheTemplate()
 		if req.ObjectErr == nil {
 			req.ObjectErr = r.OldObject.err("request.oldObject")
@@ -285,7 +292,7 @@ func NewRequest(operation string, object, oldObject []byte) (*Request, error) {
 	if err := s.err("object"); err != nil {
 		return nil, err
 	}
-	req.Object, req.objectHasSpec = s.typed(), s.Spec != nil
+	req.Object, req.objectHasSpec = s.typed(nil), s.Spec != nil
 	req.Name, req.Namespace = req.Object.Name, req.Object.Namespace
 	if oldObject != nil {
 		o, err := decodeStatefulSetFast(oldObject)
@@ -295,7 +302,7 @@ func NewRequest(operation string, object, oldObject []byte) (*Request, error) {
 		if err := o.err("oldObject"); err != nil {
 			return nil, err
 		}
-		req.OldObject, req.OldCacheTemplate = o.typed(), o.cacheTemplate()
+		req.OldObject, req.OldCacheTemplate = o.typed(nil), o.cacheTemplate()
 	}
 	return req, nil
 }

@@ -282,13 +282,38 @@ func (d *decoder) string(parent, name string, dst *string) {
 	}
 	raw := d.in[start:d.i]
 	if !special {
-		*dst = string(raw[1 : len(raw)-1])
+		*dst = intern(raw[1 : len(raw)-1])
 		return
 	}
 	// Escapes or non-ASCII (invalid UTF-8 becomes U+FFFD): encoding/json's rules.
 	if err := json.Unmarshal(raw, dst); err != nil {
 		d.fail(err)
 	}
+}
+
+// intern returns b as a string, without allocating for the values every
+// request repeats (its kind, resource and operation; the object's apiVersion
+// and kind).
+func intern(b []byte) string {
+	switch string(b) { // compiled to comparisons: no conversion is allocated
+	case "apps":
+		return "apps"
+	case "v1":
+		return "v1"
+	case "StatefulSet":
+		return "StatefulSet"
+	case "statefulsets":
+		return "statefulsets"
+	case "apps/v1":
+		return "apps/v1"
+	case "CREATE":
+		return "CREATE"
+	case "UPDATE":
+		return "UPDATE"
+	case "":
+		return ""
+	}
+	return string(b)
 }
 
 // clip shortens a value quoted in an error: a hostile body could make it

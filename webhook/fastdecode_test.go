@@ -22,7 +22,7 @@ func referenceDecode(body []byte) (*Request, error) {
 	}
 	var rv reviewJSON
 	err = json.Unmarshal(pruned, &rv)
-	req, rerr := requestFromReview(&rv, err)
+	req, rerr := requestFromReview(&rv, err, nil)
 	if rerr == nil && req.ObjectErr == nil {
 		req.ObjectErr = typedDecodeError(body)
 	}

@@ -87,7 +87,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, http.StatusRequestEntityTooLarge, reasonTooLarge, fmt.Sprintf("body is over the %d-byte limit", MaxBodyBytes))
 		return
 	}
-	req, err := decodeReview(buf.Bytes())
+	a := arenaPool.Get().(*arena)
+	defer a.release() // after the response, metrics and log line: nothing keeps the objects
+	req, err := decodeReviewIn(buf.Bytes(), a)
 	if err != nil {
 		h.refuse(w, http.StatusBadRequest, reasonNotReview, err.Error())
 		return
