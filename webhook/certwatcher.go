@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,29 +26,38 @@ const DefaultCertPollInterval = 5 * time.Second
 
 // CertWatcher serves a TLS key pair from files and reloads it when they change,
 // in the manner of controller-runtime's certwatcher and cert-manager's
-// file_source: the pair is loaded at start (fail fast), served through
-// GetCertificate, watched with fsnotify and polled, compared by bytes, and a
-// bad new pair keeps the old one serving.
+// file_source: the pair is loaded at start, served through GetCertificate,
+// watched with fsnotify and polled, compared by bytes, and a bad new pair keeps
+// the old one serving. When no pair can be loaded at start the watcher serves
+// none (GetCertificate fails, Healthy is false) until the first good pair
+// appears.
 type CertWatcher struct {
 	certFile, keyFile string
 	poll              time.Duration
 	log               *slog.Logger
 	metrics           *Metrics
+	// readFile reads a file (os.ReadFile; a test interleaves changes with it).
+	readFile func(string) ([]byte, error)
 
 	current atomic.Pointer[tls.Certificate]
+	// waitReason says why no certificate is loaded yet (nil once one is).
+	waitReason atomic.Pointer[string]
 
 	mu              sync.Mutex // serialises reloads
 	certPEM, keyPEM []byte     // the bytes of the pair being served
 	badCert, badKey []byte     // the last pair that failed, so it is counted once
+	haveBad         bool       // badCert and badKey are set (they may be empty)
+	readErr         string     // the last read error reported, so it is reported once
 }
 
-// NewCertWatcher loads the pair from certFile and keyFile; an error means the
-// server must not start.
+// errNoCertificate fails TLS handshakes until a pair is loaded.
+var errNoCertificate = errors.New("no serving certificate loaded yet")
+
+// NewCertWatcher loads the pair from certFile and keyFile; an error means no
+// pair could be loaded, for callers that must not start without one (Run
+// starts anyway and waits for the files, see newCertWatcher).
 func NewCertWatcher(certFile, keyFile string, log *slog.Logger, metrics *Metrics) (*CertWatcher, error) {
-	w := &CertWatcher{certFile: certFile, keyFile: keyFile, poll: DefaultCertPollInterval, log: log, metrics: metrics}
-	if w.log == nil {
-		w.log = slog.New(slog.DiscardHandler)
-	}
+	w := newCertWatcher(certFile, keyFile, log, metrics)
 	certPEM, keyPEM, cert, err := w.read()
 	if err != nil {
 		return nil, err
@@ -55,13 +66,51 @@ func NewCertWatcher(certFile, keyFile string, log *slog.Logger, metrics *Metrics
 	return w, nil
 }
 
-// GetCertificate is the tls.Config hook that serves the current pair.
+// newCertWatcher returns a watcher that serves no certificate yet; loadAtStart
+// or Reload loads one.
+func newCertWatcher(certFile, keyFile string, log *slog.Logger, metrics *Metrics) *CertWatcher {
+	w := &CertWatcher{certFile: certFile, keyFile: keyFile, poll: DefaultCertPollInterval, log: log, metrics: metrics,
+		readFile: os.ReadFile}
+	if w.log == nil {
+		w.log = slog.New(slog.DiscardHandler)
+	}
+	reason := errNoCertificate.Error()
+	w.waitReason.Store(&reason)
+	return w
+}
+
+// loadAtStart tries the pair once, at start. On success it is served (not
+// counted as a reload); on failure the error is logged and counted, and the
+// watcher keeps waiting: Start installs the first good pair that appears.
+func (w *CertWatcher) loadAtStart() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.reloadLocked(false)
+}
+
+// GetCertificate is the tls.Config hook that serves the current pair. Until
+// one is loaded it fails, and so does the handshake.
 func (w *CertWatcher) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	return w.current.Load(), nil
+	if c := w.current.Load(); c != nil {
+		return c, nil
+	}
+	return nil, errNoCertificate
 }
 
 // Healthy reports whether a certificate is loaded (for /readyz).
 func (w *CertWatcher) Healthy() bool { return w.current.Load() != nil }
+
+// NotReady returns nil once a certificate is loaded, and before that an error
+// saying why none is (for the body of /readyz).
+func (w *CertWatcher) NotReady() error {
+	if w.Healthy() {
+		return nil
+	}
+	if r := w.waitReason.Load(); r != nil {
+		return errors.New(*r)
+	}
+	return errNoCertificate
+}
 
 // Leaf returns the certificate being served.
 func (w *CertWatcher) Leaf() *x509.Certificate {
@@ -74,18 +123,21 @@ func (w *CertWatcher) Leaf() *x509.Certificate {
 // Start watches and polls the files until ctx is done. It returns when the
 // watcher has stopped.
 func (w *CertWatcher) Start(ctx context.Context) {
+	var fw *fsnotify.Watcher
 	var events <-chan fsnotify.Event
 	var errs <-chan error
-	if fw, err := fsnotify.NewWatcher(); err != nil {
+	dirs := uniqueDirs(w.certFile, w.keyFile)
+	if f, err := fsnotify.NewWatcher(); err != nil {
 		w.log.Warn("certificate watch unavailable, polling only", "error", err)
 	} else {
+		fw = f
 		defer fw.Close()
 		// Watch the directories, not the files: a Secret volume swaps a symlink
 		// (..data) in the directory, and an editor or cert-manager may replace
 		// the file itself, which would drop a watch on the old inode.
-		for _, dir := range uniqueDirs(w.certFile, w.keyFile) {
+		for _, dir := range dirs {
 			if err := fw.Add(dir); err != nil {
-				w.log.Warn("cannot watch certificate directory, polling only", "dir", dir, "error", err)
+				w.log.Warn("cannot watch certificate directory, polling it until it can be", "dir", dir, "error", err)
 			}
 		}
 		events, errs = fw.Events, fw.Errors
@@ -109,42 +161,84 @@ func (w *CertWatcher) Start(ctx context.Context) {
 			}
 			w.log.Warn("certificate watch error", "error", err)
 		case <-tick.C:
+			if fw != nil {
+				w.rewatch(fw, dirs)
+			}
 			w.Reload()
+		}
+	}
+}
+
+// rewatch adds the watch of a directory that could not be watched before
+// (it did not exist yet) or whose watch was dropped (it was removed and
+// created again). The poll covers the files meanwhile.
+func (w *CertWatcher) rewatch(fw *fsnotify.Watcher, dirs []string) {
+	watched := fw.WatchList()
+	for _, dir := range dirs {
+		if slices.Contains(watched, dir) {
+			continue
+		}
+		if err := fw.Add(dir); err == nil {
+			w.log.Info("watching certificate directory", "dir", dir)
 		}
 	}
 }
 
 // Reload re-reads the files and serves the new pair if it differs from the
 // current one and is valid. A bad pair is logged and counted once, and the old
-// pair keeps serving.
+// pair (if any) keeps serving; so is an unreadable pair, once per distinct
+// error, so missing files are not reported at every poll.
 func (w *CertWatcher) Reload() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	certPEM, keyPEM, err := readPair(w.certFile, w.keyFile)
-	if err == nil && bytes.Equal(certPEM, w.certPEM) && bytes.Equal(keyPEM, w.keyPEM) {
-		return
-	}
-	if err == nil && bytes.Equal(certPEM, w.badCert) && bytes.Equal(keyPEM, w.badKey) {
-		return
-	}
-	var cert *tls.Certificate
-	if err == nil {
-		cert, err = parsePair(certPEM, keyPEM)
-	}
+	w.reloadLocked(true)
+}
+
+// reloadLocked is Reload with w.mu held; counted says whether a success is
+// counted as a reload (every load but the one at start).
+func (w *CertWatcher) reloadLocked(counted bool) {
+	certPEM, keyPEM, err := readPair(w.readFile, w.certFile, w.keyFile)
 	if err != nil {
-		if certPEM != nil || keyPEM != nil {
-			w.badCert, w.badKey = certPEM, keyPEM
+		// readPair gives the same error for the same files, however a read
+		// raced with the change that led to them, so this is once per state.
+		if msg := err.Error(); msg != w.readErr {
+			w.readErr = msg
+			w.failed(err)
 		}
+		return
+	}
+	w.readErr = ""
+	if w.current.Load() != nil && bytes.Equal(certPEM, w.certPEM) && bytes.Equal(keyPEM, w.keyPEM) {
+		return
+	}
+	if w.haveBad && bytes.Equal(certPEM, w.badCert) && bytes.Equal(keyPEM, w.badKey) {
+		return
+	}
+	cert, err := parsePair(certPEM, keyPEM)
+	if err != nil {
+		w.badCert, w.badKey, w.haveBad = certPEM, keyPEM, true
+		w.failed(err)
+		return
+	}
+	w.install(certPEM, keyPEM, cert, counted)
+}
+
+// failed logs and counts a pair that could not be loaded.
+func (w *CertWatcher) failed(err error) {
+	w.metrics.certLoaded(false, time.Time{}, true)
+	if w.current.Load() != nil {
 		w.log.Error("certificate reload failed, still serving the previous certificate",
 			"cert_file", w.certFile, "key_file", w.keyFile, "error", err)
-		w.metrics.certLoaded(false, time.Time{}, true)
 		return
 	}
-	w.install(certPEM, keyPEM, cert, true)
+	reason := errNoCertificate.Error() + ": " + strings.ReplaceAll(err.Error(), "\n", " ")
+	w.waitReason.Store(&reason)
+	w.log.Error("no serving certificate loaded, waiting for valid certificate files (not ready until then)",
+		"cert_file", w.certFile, "key_file", w.keyFile, "error", err)
 }
 
 func (w *CertWatcher) read() ([]byte, []byte, *tls.Certificate, error) {
-	certPEM, keyPEM, err := readPair(w.certFile, w.keyFile)
+	certPEM, keyPEM, err := readPair(w.readFile, w.certFile, w.keyFile)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -157,33 +251,42 @@ func (w *CertWatcher) read() ([]byte, []byte, *tls.Certificate, error) {
 
 func (w *CertWatcher) install(certPEM, keyPEM []byte, cert *tls.Certificate, reload bool) {
 	w.certPEM, w.keyPEM = certPEM, keyPEM
-	w.badCert, w.badKey = nil, nil
+	w.badCert, w.badKey, w.haveBad = nil, nil, false
 	w.current.Store(cert)
+	w.waitReason.Store(nil)
 	w.metrics.certLoaded(true, cert.Leaf.NotAfter, reload)
 	w.log.Info("serving certificate loaded", "subject", cert.Leaf.Subject.String(),
 		"serial", cert.Leaf.SerialNumber.Text(16), "not_after", cert.Leaf.NotAfter, "reload", reload)
 }
 
-// readPair reads the certificate and the key. The two reads are not atomic:
-// a rotation between them (the Secret volume's ..data swap) would pair the old
-// certificate with the new key and look like a bad pair. So the certificate is
-// read again after the key, and the pair is only returned when the
-// certificate did not change meanwhile.
-func readPair(certFile, keyFile string) ([]byte, []byte, error) {
+// readPair reads the certificate and the key with read. The reads are not
+// atomic, and a change between them (the Secret volume's ..data swap, or its
+// removal) would give a result that matches neither the files before nor the
+// files after: the old certificate with the new key, which looks like a bad
+// pair, or the certificate read and then the key missing, an error worded
+// otherwise than the one every later read gives ("reading key" rather than
+// "reading certificate"), so reported a second time for the same removal. So
+// the certificate is read again after the key, whether the key could be read
+// or not, and the result (the pair or the key's error) is only returned when
+// the certificate did not change meanwhile: the result then depends on the
+// files, not on when the read raced with a change.
+func readPair(read func(string) ([]byte, error), certFile, keyFile string) ([]byte, []byte, error) {
 	for attempt := 0; ; attempt++ {
-		certPEM, err := os.ReadFile(certFile)
+		certPEM, err := read(certFile)
 		if err != nil {
 			return nil, nil, fmt.Errorf("reading certificate: %w", err)
 		}
-		keyPEM, err := os.ReadFile(keyFile)
+		keyPEM, keyErr := read(keyFile)
+		again, err := read(certFile)
 		if err != nil {
-			return nil, nil, fmt.Errorf("reading key: %w", err)
-		}
-		again, err := os.ReadFile(certFile)
-		if err != nil {
-			return nil, nil, fmt.Errorf("reading certificate: %w", err)
-		}
-		if bytes.Equal(certPEM, again) || attempt == 4 {
+			// Gone meanwhile: the next attempt reports it as every later read will.
+			if attempt == 4 {
+				return nil, nil, fmt.Errorf("reading certificate: %w", err)
+			}
+		} else if bytes.Equal(certPEM, again) || attempt == 4 {
+			if keyErr != nil {
+				return nil, nil, fmt.Errorf("reading key: %w", keyErr)
+			}
 			return certPEM, keyPEM, nil
 		}
 		time.Sleep(10 * time.Millisecond)

@@ -70,7 +70,9 @@ const (
 
 // Run serves both webhooks and the metrics endpoint until ctx is cancelled,
 // then shuts down gracefully: /readyz fails first, in-flight requests finish
-// (bounded by ShutdownTimeout), and Run returns nil.
+// (bounded by ShutdownTimeout), and Run returns nil. A certificate that cannot
+// be loaded at start does not stop it: it serves not ready (TLS handshakes
+// fail, /readyz 503 says why) until the files hold a good pair.
 func Run(ctx context.Context, o Options) error {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -82,13 +84,14 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	metrics := NewMetrics(o.Registry)
-	certs, err := NewCertWatcher(o.CertFile, o.KeyFile, o.Log, metrics)
-	if err != nil {
-		return fmt.Errorf("loading the serving certificate: %w", err)
-	}
+	// Without a loadable pair the server starts anyway, not ready, and the
+	// watcher installs the first good pair that appears (SPEC §5: /readyz
+	// fails until a certificate is loaded).
+	certs := newCertWatcher(o.CertFile, o.KeyFile, o.Log, metrics)
 	if o.CertPollInterval > 0 {
 		certs.poll = o.CertPollInterval
 	}
+	certs.loadAtStart() // a failure is logged and counted, and the watcher waits
 
 	admissionLn, err := net.Listen("tcp", o.Listen)
 	if err != nil {
@@ -105,7 +108,12 @@ func Run(ctx context.Context, o Options) error {
 	admission := newHTTPServer(NewRouter(&Admitter{Policy: o.Policy}, metrics, o.Log), o.Log)
 	admission.TLSConfig = &tls.Config{MinVersion: o.TLSMinVersion, GetCertificate: certs.GetCertificate}
 	admission.Protocols = protocols(o.EnableHTTP2)
-	health := newHTTPServer(healthRouter(o.Registry, func() bool { return certs.Healthy() && !shuttingDown.Load() }), o.Log)
+	health := newHTTPServer(healthRouter(o.Registry, func() error {
+		if shuttingDown.Load() {
+			return errShuttingDown
+		}
+		return certs.NotReady()
+	}), o.Log)
 
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -180,17 +188,21 @@ func NewRouter(a *Admitter, metrics *Metrics, log *slog.Logger) http.Handler {
 	return r
 }
 
+// errShuttingDown is the /readyz answer once shutdown has begun.
+var errShuttingDown = errors.New("shutting down")
+
 // healthRouter serves /metrics, /healthz (the process answers) and /readyz (a
-// certificate is loaded and the server is not shutting down).
-func healthRouter(reg *prometheus.Registry, ready func() bool) http.Handler {
+// certificate is loaded and the server is not shutting down). notReady
+// returns nil when ready, else why not: the 503 body, one line.
+func healthRouter(reg *prometheus.Registry, notReady func() error) http.Handler {
 	r := mux.NewRouter()
 	r.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	r.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	r.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
+		if err := notReady(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ok\n"))

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -47,6 +48,14 @@ func startServer(t *testing.T, mutate func(*Options)) *testServer {
 			t.Fatal(err)
 		}
 	}
+	ts.run(t, mutate)
+	return ts
+}
+
+// run starts Run with the certificate files in ts.dir, whatever state they
+// are in.
+func (ts *testServer) run(t *testing.T, mutate func(*Options)) {
+	t.Helper()
 	ready := make(chan struct{})
 	o := Options{
 		Listen: "127.0.0.1:0", MetricsListen: "127.0.0.1:0",
@@ -67,7 +76,6 @@ func startServer(t *testing.T, mutate func(*Options)) *testServer {
 		t.Fatalf("server exited: %v", err)
 	}
 	t.Cleanup(func() { ts.stop(t) })
-	return ts
 }
 
 func (ts *testServer) stop(t *testing.T) {
@@ -205,14 +213,113 @@ func TestServerTLSMinVersion(t *testing.T) {
 	}
 }
 
-func TestServerFailsFastWithoutCertificate(t *testing.T) {
-	err := Run(context.Background(), Options{
-		Listen: "127.0.0.1:0", MetricsListen: "127.0.0.1:0", CertFile: "/nonexistent/tls.crt", KeyFile: "/nonexistent/tls.key",
-		Policy: policies.DefaultOptions(), Log: discardLog,
-	})
-	if err == nil || !strings.Contains(err.Error(), "certificate") {
-		t.Fatalf("Run = %v, want a certificate error", err)
+// TestServerWaitsForCertificate: without a loadable pair at start the server
+// starts anyway, alive but not ready: /healthz 200, /readyz 503 with a
+// one-line reason, TLS handshakes on the admission port fail, the failure is
+// logged and counted once. When a good pair appears it is served within 10 s
+// (a short poll here), /readyz turns 200 and admission works; Run stops
+// cleanly with no watcher left running.
+func TestServerWaitsForCertificate(t *testing.T) {
+	cases := []struct {
+		name  string
+		start func(t *testing.T, dir string, ca *certs.CA) // nil: no directory at start
+	}{
+		{"files written later", func(t *testing.T, dir string, _ *certs.CA) { must(t, os.Mkdir(dir, 0o755)) }},
+		{"directory created later", nil},
+		{"bad pair, then a good one", func(t *testing.T, dir string, _ *certs.CA) { writeSecretVolume(t, dir, garbagePair) }},
+		{"mismatched pair, then a good one", func(t *testing.T, dir string, ca *certs.CA) { writeSecretVolume(t, dir, mismatchedPair(t, ca)) }},
 	}
+	const expiry, reloads = "dittofs_webhook_tls_certificate_expiry_timestamp_seconds", "dittofs_webhook_tls_certificate_reloads_total"
+	const poll = 50 * time.Millisecond
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ca, err := certs.NewCA(0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ts := &testServer{ca: ca, dir: filepath.Join(t.TempDir(), "tls"), reg: prometheus.NewRegistry(), done: make(chan error, 1)}
+			if tc.start != nil {
+				tc.start(t, ts.dir, ca)
+			}
+			logs := &logCounter{}
+			ts.run(t, func(o *Options) { o.CertPollInterval = poll; o.Log = slog.New(logs) })
+
+			time.Sleep(10 * poll) // several polls see the same failure
+			if got := getStatus(t, "http://"+ts.metrics+"/healthz"); got != 200 {
+				t.Errorf("/healthz = %d while waiting for a certificate, want 200", got)
+			}
+			code, body := getBody(t, "http://"+ts.metrics+"/readyz")
+			if reason := strings.TrimSuffix(body, "\n"); code != 503 || reason == "" || strings.Contains(reason, "\n") {
+				t.Errorf("/readyz = %d %q while waiting for a certificate, want 503 with a one-line reason", code, body)
+			}
+			if conn, err := tls.Dial("tcp", ts.admission, &tls.Config{InsecureSkipVerify: true}); err == nil { //nolint:gosec // any certificate would do
+				conn.Close()
+				t.Error("TLS handshake succeeded without a certificate")
+			}
+			if got := ts.metricValue(t, reloads, "result", "failure"); got != 1 {
+				t.Errorf("reloads{failure} = %v while waiting, want 1 (once, not per poll)", got)
+			}
+			if got := logs.errors.Load(); got != 1 {
+				t.Errorf("%d errors logged while waiting, want 1 (once, not per poll)", got)
+			}
+			if got := ts.metricValue(t, expiry); got != 0 {
+				t.Errorf("expiry gauge %v without a certificate, want 0", got)
+			}
+
+			writeSecretVolume(t, ts.dir, issuePair(t, ca))
+			waitFor(t, 10*time.Second, func() (int, bool) { s := getStatus(t, "http://"+ts.metrics+"/readyz"); return s, s == 200 })
+			resp := ts.post(t, ts.client(), MutatePath, review(stsRequest("CREATE", map[string]any{})))
+			if resp.StatusCode != 200 {
+				t.Errorf("admission status %d once the certificate is loaded", resp.StatusCode)
+			}
+			if got := ts.metricValue(t, reloads, "result", "success"); got != 1 {
+				t.Errorf("reloads{success} = %v after the first load, want 1", got)
+			}
+			if got := ts.metricValue(t, reloads, "result", "failure"); got != 1 {
+				t.Errorf("reloads{failure} = %v after the first load, want still 1", got)
+			}
+			if got := ts.metricValue(t, expiry); got <= float64(time.Now().Unix()) {
+				t.Errorf("expiry gauge %v after the first load, want the certificate's NotAfter", got)
+			}
+
+			ts.cancel()
+			select {
+			case err := <-ts.done:
+				if err != nil {
+					t.Fatalf("Run = %v", err)
+				}
+				ts.done <- nil // for the cleanup
+			case <-time.After(15 * time.Second):
+				t.Fatal("server did not stop")
+			}
+			noWatcherGoroutines(t)
+		})
+	}
+}
+
+// TestServerFailsFastOnBadOptions: an invalid option is still an error at
+// start, certificate or not.
+func TestServerFailsFastOnBadOptions(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second) // were it to start
+	defer cancel()
+	err := Run(ctx, Options{
+		Listen: "127.0.0.1:0", MetricsListen: "127.0.0.1:0", CertFile: "/nonexistent/tls.crt", KeyFile: "/nonexistent/tls.key",
+		Policy: policies.Options{}, Log: discardLog,
+	})
+	if err == nil {
+		t.Fatal("Run started with invalid policy options")
+	}
+}
+
+func getBody(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 // TestCertificateRotation swaps the Secret-volume symlink and expects the new
