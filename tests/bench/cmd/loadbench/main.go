@@ -53,8 +53,11 @@ type config struct {
 	warmup      time.Duration
 	workers     int
 	rates       map[string]int
+	busy        float64
+	busyRates   map[string]int
 	logLevel    string
 	logCompare  bool
+	only        string
 	serverCPU   string
 	nice        int
 	genCPU      string
@@ -94,12 +97,16 @@ func main() {
 	flag.DurationVar(&c.maxDuration, "max-duration", 15*time.Minute, "give up after this long")
 	flag.DurationVar(&c.quietWait, "quiet-wait", 30*time.Second, "before each measurement, wait up to this long for other work on the machine to leave both cores mostly idle (2 min in all per run)")
 	flag.Float64Var(&c.disturbed, "disturbed", 0.25, "redo a run (once) when other work took more than this share of the server's or the generator's core, and leave such runs out of the medians")
+	flag.Float64Var(&c.busy, "busy", 0.75, "also measure latency at this fraction of the slowest server's closed-loop rate (0: skip)")
+	only := flag.String("bodies", "", "measure only these bodies, comma-separated (e.g. validate-6K), for experiments; default all")
 	dittoEnv := flag.String("ditto-env", "", "extra environment of dittofs-webhook, comma-separated (e.g. GOGC=400), for experiments")
 	flag.Parse()
 	if *dittoEnv != "" {
 		c.dittoEnv = strings.Split(*dittoEnv, ",")
 	}
+	c.only = *only
 	c.rates = map[string]int{}
+	c.busyRates = map[string]int{}
 	if rates != "" {
 		for kv := range strings.SplitSeq(rates, ",") {
 			k, v, ok := strings.Cut(kv, "=")
@@ -213,6 +220,16 @@ type sample struct {
 	VegetaP99     time.Duration `json:"vegeta_p99_ns"`
 	MaxSendLag    time.Duration `json:"max_send_lag_ns"`
 	PeakRSSKB     int64         `json:"peak_rss_kb"`
+
+	// The busy open loop: the same, at a rate nearer the slowest server's
+	// capacity (-busy), where a server's own service time shows.
+	BusyRate      int           `json:"busy_rate"`
+	BusyErrors    int           `json:"busy_errors"`
+	BusyCPUPerReq time.Duration `json:"busy_cpu_per_req_ns"`
+	BusyP50       time.Duration `json:"busy_p50_ns"`
+	BusyP99       time.Duration `json:"busy_p99_ns"`
+	BusyMax       time.Duration `json:"busy_max_ns"`
+	ForeignBusy   float64       `json:"foreign_cpu_fraction_busy"`
 	FirstError    string        `json:"first_error,omitempty"`
 }
 
@@ -261,6 +278,18 @@ func run(ctx context.Context, c config) error {
 		{"mutate-6K", webhook.MutatePath, bodies.Create},
 		{"validate-6K", webhook.ValidatePath, bodies.Validate},
 		{"mutate-100K", webhook.MutatePath, bodies.Large},
+	}
+	if c.only != "" {
+		var keep []scenario
+		for _, sc := range scenarios {
+			if slices.Contains(strings.Split(c.only, ","), sc.name) {
+				keep = append(keep, sc)
+			}
+		}
+		if len(keep) == 0 {
+			return fmt.Errorf("-bodies %q names none of the bodies", c.only)
+		}
+		scenarios = keep
 	}
 	servers := []serverDef{
 		{label: "dittofs-webhook", kind: benchkit.Ditto, logLevel: c.logLevel},
@@ -443,6 +472,43 @@ func measure(ctx context.Context, c config, spec func(serverDef) benchkit.Server
 		logf("round %d %-11s %-34s open %d/s: p50 %s p99 %s max %s (vegeta's own p50 %s p99 %s, max send lag %s), %6.1f µs CPU/req, peak RSS %.1f MiB, other work %3.0f%%, %d errors",
 			round, sc.name, l.srv.Label, rate, ms(l.s.P50), ms(l.s.P99), ms(l.s.Max), ms(l.s.VegetaP50), ms(l.s.VegetaP99), ms(l.s.MaxSendLag),
 			us(l.s.OpenCPUPerReq), float64(hwm)/1024, 100*l.s.ForeignOpen, l.s.OpenErrors)
+	}
+	if c.busy > 0 {
+		busy := c.busyRates[sc.name]
+		if busy == 0 {
+			slowest := math.Inf(1)
+			for _, l := range lives {
+				slowest = min(slowest, l.s.ClosedRPS)
+			}
+			busy = niceRate(slowest * c.busy)
+			c.busyRates[sc.name] = busy
+		}
+		for _, l := range lives {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			// Measured into a scratch sample: the open-loop fields of l.s stay.
+			var b sample
+			for try := 0; ; try++ {
+				benchkit.WaitQuiet(ctx, c.quietWait, logf)
+				b = sample{}
+				if err := run(l.client, l.srv, busy, c.openDur, &b); err != nil {
+					return nil, fmt.Errorf("%s busy open loop: %w", l.srv.Label, err)
+				}
+				if b.Foreign <= c.disturbed || try == 1 || redoBudget <= 0 {
+					break
+				}
+				redoBudget -= c.openDur
+				logf("round %d %-11s %-34s busy open loop disturbed (other work %.0f%% of a core): again", round, sc.name, l.srv.Label, 100*b.Foreign)
+			}
+			l.s.BusyRate, l.s.BusyErrors, l.s.BusyCPUPerReq = busy, b.OpenErrors, b.OpenCPUPerReq
+			l.s.BusyP50, l.s.BusyP99, l.s.BusyMax, l.s.ForeignBusy = b.P50, b.P99, b.Max, b.Foreign
+			if l.s.FirstError == "" {
+				l.s.FirstError = b.FirstError
+			}
+			logf("round %d %-11s %-34s busy %d/s: p50 %s p99 %s max %s, %6.1f µs CPU/req, other work %3.0f%%, %d errors",
+				round, sc.name, l.srv.Label, busy, ms(b.P50), ms(b.P99), ms(b.Max), us(b.OpenCPUPerReq), 100*b.Foreign, b.OpenErrors)
+		}
 	}
 	out := make([]sample, len(lives))
 	for i, l := range lives {
