@@ -56,7 +56,7 @@ fuzz: ## every fuzz target for FUZZTIME each (FUZZTIME=10m make fuzz for a long 
 		done; \
 	done
 
-bench: ## Go micro-benchmarks, then dittofs-webhook vs controller-runtime vs a floor under load (~7 min; docs/performance.md)
+bench: ## Go micro-benchmarks, then dittofs-webhook vs controller-runtime vs a floor under load (~9 min; docs/performance.md)
 	go test -run '^$$' -bench . -benchmem ./...
 	cd tests/bench && go test -count=1 ./... && go run ./cmd/loadbench
 
