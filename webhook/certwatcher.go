@@ -53,19 +53,6 @@ type CertWatcher struct {
 // errNoCertificate fails TLS handshakes until a pair is loaded.
 var errNoCertificate = errors.New("no serving certificate loaded yet")
 
-// NewCertWatcher loads the pair from certFile and keyFile; an error means no
-// pair could be loaded, for callers that must not start without one (Run
-// starts anyway and waits for the files, see newCertWatcher).
-func NewCertWatcher(certFile, keyFile string, log *slog.Logger, metrics *Metrics) (*CertWatcher, error) {
-	w := newCertWatcher(certFile, keyFile, log, metrics)
-	certPEM, keyPEM, cert, err := w.read()
-	if err != nil {
-		return nil, err
-	}
-	w.install(certPEM, keyPEM, cert, false)
-	return w, nil
-}
-
 // newCertWatcher returns a watcher that serves no certificate yet; loadAtStart
 // or Reload loads one.
 func newCertWatcher(certFile, keyFile string, log *slog.Logger, metrics *Metrics) *CertWatcher {
@@ -235,18 +222,6 @@ func (w *CertWatcher) failed(err error) {
 	w.waitReason.Store(&reason)
 	w.log.Error("no serving certificate loaded, waiting for valid certificate files (not ready until then)",
 		"cert_file", w.certFile, "key_file", w.keyFile, "error", err)
-}
-
-func (w *CertWatcher) read() ([]byte, []byte, *tls.Certificate, error) {
-	certPEM, keyPEM, err := readPair(w.readFile, w.certFile, w.keyFile)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	cert, err := parsePair(certPEM, keyPEM)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	return certPEM, keyPEM, cert, nil
 }
 
 func (w *CertWatcher) install(certPEM, keyPEM []byte, cert *tls.Certificate, reload bool) {

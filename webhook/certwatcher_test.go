@@ -52,10 +52,7 @@ func TestReloadDuringRotationNeverFails(t *testing.T) {
 		must(t, os.Symlink(filepath.Join("..data", f), filepath.Join(dir, f)))
 	}
 	m := NewMetrics(prometheus.NewRegistry())
-	w, err := NewCertWatcher(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), discardLog, m)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := loadedCertWatcher(t, filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), m)
 	var wg sync.WaitGroup
 	done := make(chan struct{})
 	wg.Go(func() {
@@ -380,4 +377,16 @@ func TestCertWatcherWatchesDirectoryCreatedLater(t *testing.T) {
 	// 2 s away, fsnotify takes milliseconds.
 	writeSecretVolume(t, dir, issuePair(t, ca))
 	waitFor(t, poll/2, func() (string, bool) { s := w.Leaf().SerialNumber.String(); return s, s != first })
+}
+
+// loadedCertWatcher returns a watcher that loaded the pair at start, as Run's
+// does, and fails the test if it could not.
+func loadedCertWatcher(t *testing.T, certFile, keyFile string, m *Metrics) *CertWatcher {
+	t.Helper()
+	w := newCertWatcher(certFile, keyFile, discardLog, m)
+	w.loadAtStart()
+	if err := w.NotReady(); err != nil {
+		t.Fatal(err)
+	}
+	return w
 }

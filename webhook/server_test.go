@@ -381,10 +381,7 @@ func TestCertificateRotationByPolling(t *testing.T) {
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 	_ = os.WriteFile(certFile, crt, 0o600)
 	_ = os.WriteFile(keyFile, key, 0o600)
-	w, err := NewCertWatcher(certFile, keyFile, discardLog, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := loadedCertWatcher(t, certFile, keyFile, nil)
 	w.poll = 50 * time.Millisecond
 	first := w.Leaf().SerialNumber.String()
 	crt2, key2, _ := ca.Issue([]string{"127.0.0.1"}, time.Hour)
