@@ -5,20 +5,16 @@ package main
 // binary; and flag values that stay fatal at start whatever the certificate.
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/dittofs/dittofs-webhook/certs"
 )
 
 // TestServeWaitsForCertificate: started with an empty Secret-volume
@@ -27,30 +23,7 @@ import (
 // served within 10 s (default poll), /readyz turns 200, admission works, and
 // SIGTERM still exits 0.
 func TestServeWaitsForCertificate(t *testing.T) {
-	ca, err := certs.NewCA(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &server{ca: ca, dir: t.TempDir(), exited: make(chan error, 1)}
-	// The user-visible links exist, dangling until ..data does.
-	for _, f := range []string{"tls.crt", "tls.key"} {
-		must(t, os.Symlink(filepath.Join("..data", f), filepath.Join(s.dir, f)))
-	}
-	s.admission, s.metrics = freePort(t), freePort(t)
-	s.logs = &bytes.Buffer{}
-	s.logw = &syncWriter{w: s.logs}
-	s.cmd = exec.Command(binary(t), "serve", "--listen", s.admission, "--metrics-listen", s.metrics,
-		"--tls-cert-file", filepath.Join(s.dir, "tls.crt"), "--tls-key-file", filepath.Join(s.dir, "tls.key"))
-	s.cmd.Stdout, s.cmd.Stderr = s.logw, s.logw
-	must(t, s.cmd.Start())
-	go func() { s.exited <- s.cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = s.cmd.Process.Kill()
-		<-s.exited
-		if t.Failed() {
-			t.Logf("server logs:\n%s", s.logText())
-		}
-	})
+	s := launch(t, false)
 
 	deadline := time.Now().Add(10 * time.Second)
 	for status(s.metrics, "/healthz") != 200 {

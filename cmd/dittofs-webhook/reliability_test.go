@@ -77,27 +77,30 @@ func freePort(t *testing.T) string {
 	return l.Addr().String()
 }
 
-func startBinary(t *testing.T, extra ...string) *server {
+// launch starts the binary on a Secret-style certificate directory — with a
+// first pair in it when withPair — and kills it when the test ends.
+func launch(t *testing.T, withPair bool, args ...string) *server {
 	t.Helper()
 	ca, err := certs.NewCA(0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := &server{ca: ca, dir: t.TempDir(), logs: &bytes.Buffer{}, exited: make(chan error, 1)}
-	s.rotate(t, nil)
+	if withPair {
+		s.rotate(t, nil)
+	}
+	// The links the Secret volume shows, dangling until ..data exists.
 	for _, f := range []string{"tls.crt", "tls.key"} {
 		if err := os.Symlink(filepath.Join("..data", f), filepath.Join(s.dir, f)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	s.admission, s.metrics = freePort(t), freePort(t)
-	args := append([]string{"serve", "--listen", s.admission, "--metrics-listen", s.metrics,
-		"--tls-cert-file", filepath.Join(s.dir, "tls.crt"), "--tls-key-file", filepath.Join(s.dir, "tls.key"),
-		"--log-level", "warn"}, extra...)
+	args = append([]string{"serve", "--listen", s.admission, "--metrics-listen", s.metrics,
+		"--tls-cert-file", filepath.Join(s.dir, "tls.crt"), "--tls-key-file", filepath.Join(s.dir, "tls.key")}, args...)
 	s.cmd = exec.Command(binary(t), args...)
-	sw := &syncWriter{w: s.logs}
-	s.cmd.Stdout, s.cmd.Stderr = sw, sw
-	s.logw = sw
+	s.logw = &syncWriter{w: s.logs}
+	s.cmd.Stdout, s.cmd.Stderr = s.logw, s.logw
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -109,6 +112,13 @@ func startBinary(t *testing.T, extra ...string) *server {
 			t.Logf("server logs:\n%s", s.logText())
 		}
 	})
+	return s
+}
+
+// startBinary launches the binary with a certificate and waits until it is ready.
+func startBinary(t *testing.T, extra ...string) *server {
+	t.Helper()
+	s := launch(t, true, append([]string{"--log-level", "warn"}, extra...)...)
 	deadline := time.Now().Add(10 * time.Second)
 	for readyz(s.metrics) != 200 {
 		if time.Now().After(deadline) {

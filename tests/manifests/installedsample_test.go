@@ -132,14 +132,7 @@ func checkInstalledSample(t *testing.T, in *install) {
 	})
 
 	t.Run("headless Service and selector", func(t *testing.T) {
-		if svc, ok := in.sample.find("Service", sts.Namespace, sts.Spec.ServiceName); !ok {
-			t.Errorf("serviceName %q names no Service of the sample", sts.Spec.ServiceName)
-		} else if s := decode[corev1.Service](t, svc); s.Spec.ClusterIP != corev1.ClusterIPNone {
-			t.Errorf("Service %s is not headless", s.Name)
-		}
-		if !selects(t, sts.Spec.Selector, sts.Spec.Template.Labels) {
-			t.Errorf("selector %v does not select the pod template labels %v", sts.Spec.Selector, sts.Spec.Template.Labels)
-		}
+		checkServiceAndSelector(t, in.sample, sts)
 	})
 
 	// The server's own code (`dittofs-webhook eval`, the mutating then the

@@ -65,14 +65,7 @@ func TestSamples(t *testing.T) {
 		if !slices.ContainsFunc(sts.Spec.Template.Spec.Containers, func(c corev1.Container) bool { return c.Name == "dittofs" }) {
 			t.Errorf("no container named dittofs, the one the webhook mounts the cache into")
 		}
-		if svc, ok := r.find("Service", sts.Namespace, sts.Spec.ServiceName); !ok {
-			t.Errorf("serviceName %q names no Service of the sample", sts.Spec.ServiceName)
-		} else if s := decode[corev1.Service](t, svc); s.Spec.ClusterIP != corev1.ClusterIPNone {
-			t.Errorf("Service %s is not headless", s.Name)
-		}
-		if !selects(t, sts.Spec.Selector, sts.Spec.Template.Labels) {
-			t.Errorf("selector %v does not select the pod template labels %v", sts.Spec.Selector, sts.Spec.Template.Labels)
-		}
+		checkServiceAndSelector(t, r, sts)
 	})
 
 	// The server's own offline evaluation (`dittofs-webhook eval`) of the
@@ -109,4 +102,18 @@ func TestSamples(t *testing.T) {
 			t.Errorf("eval printed no warning about the removed emptyDir; stderr:\n%s", stderr.String())
 		}
 	})
+}
+
+// checkServiceAndSelector: a sample StatefulSet's serviceName names a headless
+// Service of the same rendering, and its selector selects its pods.
+func checkServiceAndSelector(t *testing.T, r *rendering, sts *appsv1.StatefulSet) {
+	t.Helper()
+	if svc, ok := r.find("Service", sts.Namespace, sts.Spec.ServiceName); !ok {
+		t.Errorf("serviceName %q names no Service of the sample", sts.Spec.ServiceName)
+	} else if s := decode[corev1.Service](t, svc); s.Spec.ClusterIP != corev1.ClusterIPNone {
+		t.Errorf("Service %s is not headless", s.Name)
+	}
+	if !selects(t, sts.Spec.Selector, sts.Spec.Template.Labels) {
+		t.Errorf("selector %v does not select the pod template labels %v", sts.Spec.Selector, sts.Spec.Template.Labels)
+	}
 }

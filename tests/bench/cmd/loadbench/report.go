@@ -116,6 +116,16 @@ func report(c config, bodies *benchkit.Bodies, scenarios []scenario, servers []s
 	p("\n| body | server | max req/s (closed) | CPU µs/req (closed) | CPU µs/req (open) | open rate | p50 | p99 | max | peak RSS MiB |\n")
 	p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	genBound, anyDisturbed := false, false
+	// cellOf formats the median of a figure, marked when every round of it
+	// was disturbed.
+	cellOf := func(server, scenario string, m metric, format func(float64) string) string {
+		v, disturbed, _ := medianD(samples, server, scenario, m)
+		if disturbed {
+			anyDisturbed = true
+			return format(v) + "‡"
+		}
+		return format(v)
+	}
 	for _, sc := range scenarios {
 		for _, d := range servers {
 			if d.only != "" && d.only != sc.name {
@@ -125,14 +135,7 @@ func report(c config, bodies *benchkit.Bodies, scenarios []scenario, servers []s
 			if !ok {
 				continue
 			}
-			cell := func(m metric, format func(float64) string) string {
-				v, disturbed, _ := medianD(samples, d.label, sc.name, m)
-				if disturbed {
-					anyDisturbed = true
-					return format(v) + "‡"
-				}
-				return format(v)
-			}
+			cell := func(m metric, format func(float64) string) string { return cellOf(d.label, sc.name, m, format) }
 			usf := func(v float64) string { return fmt.Sprintf("%.1f", v/1e3) }
 			mib := func(v float64) string { return fmt.Sprintf("%.1f", v/1024) }
 			gen, _ := median(samples, d.label, sc.name, fGenCPU)
@@ -156,14 +159,7 @@ func report(c config, bodies *benchkit.Bodies, scenarios []scenario, servers []s
 				if _, ok := median(samples, d.label, sc.name, fBusyP50); !ok {
 					continue
 				}
-				cell := func(m metric, format func(float64) string) string {
-					v, disturbed, _ := medianD(samples, d.label, sc.name, m)
-					if disturbed {
-						anyDisturbed = true
-						return format(v) + "‡"
-					}
-					return format(v)
-				}
+				cell := func(m metric, format func(float64) string) string { return cellOf(d.label, sc.name, m, format) }
 				p("| %s | %s | %d/s | %s | %s | %s | %s |\n", sc.name, d.label, c.busyRates[sc.name], cell(fBusyP50, msf), cell(fBusyP99, msf), cell(fBusyMax, msf),
 					cell(fBusyCPU, func(v float64) string { return fmt.Sprintf("%.1f", v/1e3) }))
 			}
