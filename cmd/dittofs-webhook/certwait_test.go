@@ -14,7 +14,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
 )
 
 // TestServeWaitsForCertificate: started with an empty Secret-volume
