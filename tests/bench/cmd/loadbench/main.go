@@ -413,6 +413,31 @@ func measure(ctx context.Context, c config, spec func(serverDef) benchkit.Server
 			}
 		}
 	}
+	// runQuiet waits for a quiet machine, then runs; a run that other work
+	// disturbed is redone once (within the redo budget).
+	runQuiet := func(l live, rate int, dur time.Duration, s *sample, what string) error {
+		for try := 0; ; try++ {
+			benchkit.WaitQuiet(ctx, c.quietWait, logf)
+			s.Foreign = 0
+			if err := run(l.client, l.srv, rate, dur, s); err != nil {
+				return fmt.Errorf("%s %s: %w", l.srv.Label, what, err)
+			}
+			if s.Foreign <= c.disturbed || try == 1 || redoBudget <= 0 {
+				return nil
+			}
+			redoBudget -= dur
+			logf("round %d %-11s %-34s %s disturbed (other work %.0f%% of a core): again", round, sc.name, l.srv.Label, what, 100*s.Foreign)
+		}
+	}
+	// slowestShare is a round rate at share of the slowest server's
+	// closed-loop rate.
+	slowestShare := func(share float64) int {
+		slowest := math.Inf(1)
+		for _, l := range lives {
+			slowest = min(slowest, l.s.ClosedRPS)
+		}
+		return niceRate(slowest * share)
+	}
 	for _, l := range lives {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -420,17 +445,8 @@ func measure(ctx context.Context, c config, spec func(serverDef) benchkit.Server
 		if _, err := attack(l.client, l.srv, sc, 0, c.workers, c.warmup, nil); err != nil {
 			return nil, fmt.Errorf("%s warm-up: %w", l.srv.Label, err)
 		}
-		for try := 0; ; try++ {
-			benchkit.WaitQuiet(ctx, c.quietWait, logf)
-			l.s.Foreign = 0
-			if err := run(l.client, l.srv, 0, c.closedDur, l.s); err != nil {
-				return nil, fmt.Errorf("%s closed loop: %w", l.srv.Label, err)
-			}
-			if l.s.Foreign <= c.disturbed || try == 1 || redoBudget <= 0 {
-				break
-			}
-			redoBudget -= c.closedDur
-			logf("round %d %-11s %-34s closed loop disturbed (other work %.0f%% of a core): again", round, sc.name, l.srv.Label, 100*l.s.Foreign)
+		if err := runQuiet(l, 0, c.closedDur, l.s, "closed loop"); err != nil {
+			return nil, err
 		}
 		closedForeign := l.s.Foreign
 		logf("round %d %-11s %-34s closed: %7.0f req/s, %6.1f µs CPU/req, server CPU %3.0f%%, generator CPU %3.0f%%, other work %3.0f%%, %d errors",
@@ -439,28 +455,15 @@ func measure(ctx context.Context, c config, spec func(serverDef) benchkit.Server
 	}
 	rate := c.rates[sc.name]
 	if rate == 0 {
-		slowest := math.Inf(1)
-		for _, l := range lives {
-			slowest = min(slowest, l.s.ClosedRPS)
-		}
-		rate = niceRate(slowest / 2)
+		rate = slowestShare(0.5)
 		c.rates[sc.name] = rate
 	}
 	for _, l := range lives {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		for try := 0; ; try++ {
-			benchkit.WaitQuiet(ctx, c.quietWait, logf)
-			l.s.Foreign = 0
-			if err := run(l.client, l.srv, rate, c.openDur, l.s); err != nil {
-				return nil, fmt.Errorf("%s open loop: %w", l.srv.Label, err)
-			}
-			if l.s.Foreign <= c.disturbed || try == 1 || redoBudget <= 0 {
-				break
-			}
-			redoBudget -= c.openDur
-			logf("round %d %-11s %-34s open loop disturbed (other work %.0f%% of a core): again", round, sc.name, l.srv.Label, 100*l.s.Foreign)
+		if err := runQuiet(l, rate, c.openDur, l.s, "open loop"); err != nil {
+			return nil, err
 		}
 		l.s.ForeignOpen = l.s.Foreign
 		l.s.Foreign = max(l.s.ForeignOpen, l.s.ForeignClosed)
@@ -476,11 +479,7 @@ func measure(ctx context.Context, c config, spec func(serverDef) benchkit.Server
 	if c.busy > 0 {
 		busy := c.busyRates[sc.name]
 		if busy == 0 {
-			slowest := math.Inf(1)
-			for _, l := range lives {
-				slowest = min(slowest, l.s.ClosedRPS)
-			}
-			busy = niceRate(slowest * c.busy)
+			busy = slowestShare(c.busy)
 			c.busyRates[sc.name] = busy
 		}
 		for _, l := range lives {
@@ -489,17 +488,8 @@ func measure(ctx context.Context, c config, spec func(serverDef) benchkit.Server
 			}
 			// Measured into a scratch sample: the open-loop fields of l.s stay.
 			var b sample
-			for try := 0; ; try++ {
-				benchkit.WaitQuiet(ctx, c.quietWait, logf)
-				b = sample{}
-				if err := run(l.client, l.srv, busy, c.openDur, &b); err != nil {
-					return nil, fmt.Errorf("%s busy open loop: %w", l.srv.Label, err)
-				}
-				if b.Foreign <= c.disturbed || try == 1 || redoBudget <= 0 {
-					break
-				}
-				redoBudget -= c.openDur
-				logf("round %d %-11s %-34s busy open loop disturbed (other work %.0f%% of a core): again", round, sc.name, l.srv.Label, 100*b.Foreign)
+			if err := runQuiet(l, busy, c.openDur, &b, "busy open loop"); err != nil {
+				return nil, err
 			}
 			l.s.BusyRate, l.s.BusyErrors, l.s.BusyCPUPerReq = busy, b.OpenErrors, b.OpenCPUPerReq
 			l.s.BusyP50, l.s.BusyP99, l.s.BusyMax, l.s.ForeignBusy = b.P50, b.P99, b.Max, b.Foreign
