@@ -305,6 +305,10 @@ func (d *decoder) check(sh *shape, depth int) *typeError {
 	return nil
 }
 
+// checkMembers checks an object's members against sh (a struct's fields or a
+// map's values), returning the first mismatch below it. It steps through the
+// object itself rather than through d.object's callback: every skipped member
+// of every request comes here, and the closure cost validate ~15%.
 func (d *decoder) checkMembers(sh *shape, depth int) *typeError {
 	if depth+1 > maxDepth {
 		d.fail(d.errorf("exceeded max depth"))
@@ -347,6 +351,7 @@ func (d *decoder) checkMembers(sh *shape, depth int) *typeError {
 	}
 }
 
+// checkElements checks an array's elements against elem (see checkMembers).
 func (d *decoder) checkElements(elem *shape, depth int) *typeError {
 	if depth+1 > maxDepth {
 		d.fail(d.errorf("exceeded max depth"))
