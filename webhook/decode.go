@@ -221,16 +221,11 @@ func (s *statefulSetJSON) cacheTemplate() json.RawMessage {
 // errNotReview is returned for a body that is not an AdmissionReview.
 var errNotReview = errors.New("not an admission.k8s.io/v1 AdmissionReview")
 
-// decodeReview decodes an admission.k8s.io/v1 AdmissionReview. A body that is
-// not one with a request is an error (HTTP 400). An object that is not a
-// StatefulSet is not: the request is decoded all the same, so the answer can
-// carry its uid, and Request.ObjectErr says what was wrong.
-func decodeReview(body []byte) (*Request, error) {
-	return decodeReviewIn(body, nil)
-}
-
-// decodeReviewIn is decodeReview with the typed objects built in a (nil:
-// allocated); they live until a is released.
+// decodeReviewIn decodes an admission.k8s.io/v1 AdmissionReview, building
+// its typed objects in a (nil: allocated; they live until a is released). A
+// body that is not one with a request is an error (HTTP 400). An object that
+// is not a StatefulSet is not: the request is decoded all the same, so the
+// answer can carry its uid, and Request.ObjectErr says what was wrong.
 func decodeReviewIn(body []byte, a *arena) (*Request, error) {
 	rv, err := decodeFast(body)
 	return requestFromReview(rv, err, a)

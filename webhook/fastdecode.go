@@ -310,8 +310,6 @@ func intern(b []byte) string {
 		return "CREATE"
 	case "UPDATE":
 		return "UPDATE"
-	case "":
-		return ""
 	}
 	return string(b)
 }
