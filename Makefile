@@ -11,6 +11,10 @@ METRICS     ?= 127.0.0.1:8080
 FUZZTIME    ?= 20s
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 IMAGE       ?= dittofs-webhook:$(VERSION)
+# The Kubernetes release of the e2e control plane: the newest by default (CI);
+# an older one needs its tools module, tests/tools/kube-1.MINOR.
+KUBE_VERSION ?= v1.37.2
+export KUBE_VERSION
 
 .PHONY: all build run certs test unit race fixtures manifests e2e fuzz fuzz-smoke bench bench-e2e soak lint vet docker-build kube-bins clean
 
@@ -43,7 +47,7 @@ manifests: ## the deploy/ kustomize tree rendered and checked
 e2e: kube-bins build ## end-to-end on a real kube-apiserver, driven with kubectl
 	cd tests/e2e && go test -count=1 -timeout 30m -v ./...
 
-kube-bins: ## kube-apiserver, kubectl and etcd built from Go modules (cached by version)
+kube-bins: ## kube-apiserver, kube-controller-manager, kubectl (KUBE_VERSION) and etcd built from Go modules (cached by version)
 	tests/tools/build.sh >/dev/null
 
 fuzz-smoke: ## each fuzz target briefly (CI); `make fuzz` runs them long

@@ -31,12 +31,14 @@ type harness struct {
 	repoRoot  string // the dittofs-webhook repository
 	artifacts string // logs, binaries, certificates; kept when something failed
 
-	assets     string // KUBEBUILDER_ASSETS: etcd, kube-apiserver, kubectl
+	assets     string // KUBEBUILDER_ASSETS: etcd, kube-apiserver, kube-controller-manager, kubectl
 	kubectlBin string
 	kubeconfig string // an admin user (system:masters), for kubectl
 	cacheDir   string // kubectl's discovery cache
 	restConfig *rest.Config
 	testEnv    *envtest.Environment
+
+	controllerManager *controllerManager
 
 	devCertsBin string
 	tlsDir      string // the server's certificate, laid out like a mounted Secret
@@ -192,6 +194,9 @@ func (h *harness) setUp() error {
 	if startErr != nil {
 		return startErr
 	}
+	if err := h.startControllerManager(); err != nil {
+		return err
+	}
 	if err := h.makeCertificates(); err != nil {
 		return err
 	}
@@ -205,7 +210,8 @@ func (h *harness) setUp() error {
 }
 
 // buildControlPlane runs tests/tools/build.sh, which builds etcd,
-// kube-apiserver and kubectl from their Go modules once and prints the folder.
+// kube-apiserver, kube-controller-manager and kubectl (of $KUBE_VERSION, the
+// newest by default) from their Go modules once and prints the folder.
 func (h *harness) buildControlPlane() error {
 	t0 := time.Now()
 	cmd := exec.Command("bash", filepath.Join(h.repoRoot, "tests", "tools", "build.sh"))
@@ -219,7 +225,7 @@ func (h *harness) buildControlPlane() error {
 		h.assets = h.assets[i+1:]
 	}
 	h.kubectlBin = filepath.Join(h.assets, "kubectl")
-	for _, b := range []string{"etcd", "kube-apiserver", "kubectl"} {
+	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kubectl"} {
 		if _, err := os.Stat(filepath.Join(h.assets, b)); err != nil {
 			return fmt.Errorf("tests/tools/build.sh printed %q, which has no %s: %w", h.assets, b, err)
 		}
@@ -261,14 +267,10 @@ func (h *harness) startControlPlane() error {
 		ControlPlaneStartTimeout: 2 * time.Minute,
 		ControlPlaneStopTimeout:  30 * time.Second,
 	}
-	api := &envtest.APIServer{Out: apiLog, Err: apiLog}
-	// No kube-controller-manager runs here, so nothing would ever remove the
-	// "orphan" finalizer that `kubectl delete --cascade=orphan` asks for and
-	// the StatefulSet would stay Terminating. Without garbage collection the
-	// apiserver deletes it at once, which is what a user of a real cluster
-	// sees (its garbage collector orphans a StatefulSet's pods in moments).
-	api.Configure().Set("enable-garbage-collector", "false")
-	h.testEnv.ControlPlane.APIServer = api
+	// Garbage collection stays on (the default): kube-controller-manager's
+	// garbage collector runs, and removes the "orphan" finalizer of
+	// `kubectl delete --cascade=orphan` as on a real cluster.
+	h.testEnv.ControlPlane.APIServer = &envtest.APIServer{Out: apiLog, Err: apiLog}
 	h.testEnv.ControlPlane.Etcd = &envtest.Etcd{Out: etcdLog, Err: etcdLog}
 
 	if h.restConfig, err = h.testEnv.Start(); err != nil {
@@ -295,6 +297,8 @@ func (h *harness) startControlPlane() error {
 // control plane. Safe on a partly set-up harness.
 func (h *harness) stop() error {
 	var errs []error
+	// The controllers go first: they would only log the apiserver's going.
+	h.controllerManager.stop()
 	if h.server != nil {
 		if err := h.server.stop(serverStopTimeout); err != nil {
 			errs = append(errs, err)

@@ -1,0 +1,297 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+)
+
+// Helpers of the scenarios that run the controllers: they read pods and PVCs
+// with client-go (quietly, in polling loops); everything a user does goes
+// through kubectl.
+
+// controllerTimeout bounds how long a scenario waits for the controllers to
+// act (they take well under a second on an idle machine).
+const controllerTimeout = 90 * time.Second
+
+func clientset(t testing.TB) kubernetes.Interface {
+	t.Helper()
+	cs, err := kubernetes.NewForConfig(env.restConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+// eventually polls cond until it reports done, failing the test with the last
+// state it described after timeout, or at once if kube-controller-manager
+// has died.
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() (done bool, state string)) {
+	t.Helper()
+	t0 := time.Now()
+	for {
+		haltIfStopping()
+		done, state := cond()
+		if done {
+			t.Logf("%s: after %s", what, time.Since(t0).Round(time.Millisecond))
+			return
+		}
+		if err := env.controllerManager.exited(); err != nil {
+			t.Fatalf("waiting until %s: %v; last state:\n%s", what, err, state)
+		}
+		if time.Since(t0) > timeout {
+			t.Fatalf("%s: not after %s; last state:\n%s", what, timeout, state)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// standInKubelet does, for every pod of the namespace, the one thing of a
+// kubelet the StatefulSet controller and `kubectl wait --for=condition=Ready`
+// need: no kubelet runs here (no node, no container runtime), so as soon as
+// a pod exists it is marked Running and Ready through the status
+// subresource, as a kubelet reports a started pod whose probes pass. Pods
+// then start one after the other as with podManagementPolicy OrderedReady on
+// a real node. It stops when the test ends.
+func standInKubelet(t testing.TB, ns string) {
+	t.Helper()
+	pods := clientset(t).CoreV1().Pods(ns)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			list, err := pods.List(ctx, metav1.ListOptions{})
+			if err == nil {
+				for i := range list.Items {
+					p := &list.Items[i]
+					if p.DeletionTimestamp != nil || podReady(p) {
+						continue
+					}
+					now := metav1.Now()
+					p.Status.Phase = corev1.PodRunning
+					p.Status.StartTime = &now
+					p.Status.Conditions = []corev1.PodCondition{
+						{Type: corev1.PodInitialized, Status: corev1.ConditionTrue, LastTransitionTime: now},
+						{Type: corev1.ContainersReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
+						{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
+					}
+					// A conflict (the controller changed the pod) is retried
+					// on the next round, as a kubelet would.
+					if _, err := pods.UpdateStatus(ctx, p, metav1.UpdateOptions{}); err == nil {
+						t.Logf("stand-in kubelet: pod %s (uid %s) marked Running and Ready", p.Name, p.UID)
+					}
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	})
+}
+
+func podReady(p *corev1.Pod) bool {
+	if p.Status.Phase != corev1.PodRunning {
+		return false
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// claimNames are the PVCs the StatefulSet controller makes for a set's
+// ordinals: TEMPLATE-SET-ORDINAL, e.g. cache-fs-0.
+func claimNames(set string, templates []string, ordinals ...int) []string {
+	var names []string
+	for _, i := range ordinals {
+		for _, tpl := range templates {
+			names = append(names, fmt.Sprintf("%s-%s-%d", tpl, set, i))
+		}
+	}
+	return names
+}
+
+// claims returns the namespace's PVCs by name.
+func claims(t testing.TB, ns string) map[string]*corev1.PersistentVolumeClaim {
+	t.Helper()
+	list, err := clientset(t).CoreV1().PersistentVolumeClaims(ns).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatalf("listing the PVCs of %s: %v", ns, err)
+	}
+	out := map[string]*corev1.PersistentVolumeClaim{}
+	for i := range list.Items {
+		out[list.Items[i].Name] = &list.Items[i]
+	}
+	return out
+}
+
+// claimUIDs waits until every named PVC exists and returns their uids.
+func claimUIDs(t testing.TB, ns string, names []string) map[string]types.UID {
+	t.Helper()
+	uids := map[string]types.UID{}
+	eventually(t, controllerTimeout, fmt.Sprintf("PVCs %v exist", names), func() (bool, string) {
+		have := claims(t, ns)
+		for _, n := range names {
+			c, ok := have[n]
+			if !ok {
+				return false, "PVCs: " + strings.Join(sortedKeys(have), ", ")
+			}
+			uids[n] = c.UID
+		}
+		return true, ""
+	})
+	return uids
+}
+
+// requireClaimsKept checks that each PVC is still the same object (same uid)
+// and is not being deleted. A PVC that was deleted at any moment since uids
+// was taken fails this: it is either still Terminating (the
+// kubernetes.io/pvc-protection finalizer holds it while a pod uses it) or
+// gone, or made anew by the StatefulSet controller with another uid.
+func requireClaimsKept(t testing.TB, ns string, uids map[string]types.UID) {
+	t.Helper()
+	have := claims(t, ns)
+	for _, name := range sortedKeys(uids) {
+		c, ok := have[name]
+		switch {
+		case !ok:
+			t.Errorf("PVC %s was deleted", name)
+		case c.UID != uids[name]:
+			t.Errorf("PVC %s was deleted and made again (uid %s, was %s)", name, c.UID, uids[name])
+		case c.DeletionTimestamp != nil:
+			t.Errorf("PVC %s is being deleted (deletionTimestamp %s)", name, c.DeletionTimestamp)
+		}
+		if ok {
+			for _, o := range c.OwnerReferences {
+				// The StatefulSet controller makes the set (whenDeleted:
+				// Delete) or the pod (whenScaled: Delete) the PVC's owner,
+				// so that the garbage collector deletes it with them.
+				t.Errorf("PVC %s has the owner %s %s: the garbage collector would delete it with that owner", name, o.Kind, o.Name)
+			}
+		}
+	}
+}
+
+// requireCacheClaim checks a PVC the StatefulSet controller made from the
+// cache template: size, class (empty: unset), ReadWriteOnce.
+func requireCacheClaim(t testing.TB, c *corev1.PersistentVolumeClaim, size, class string) {
+	t.Helper()
+	if q, ok := c.Spec.Resources.Requests[corev1.ResourceStorage]; !ok || q.Cmp(resource.MustParse(size)) != 0 {
+		t.Errorf("PVC %s requests storage %v, want %s", c.Name, c.Spec.Resources.Requests, size)
+	}
+	switch got := c.Spec.StorageClassName; {
+	case class == "" && got != nil:
+		t.Errorf("PVC %s has storageClassName %q, want unset (the cluster default)", c.Name, *got)
+	case class != "" && (got == nil || *got != class):
+		t.Errorf("PVC %s has storageClassName %s, want %q", c.Name, strPtr(got), class)
+	}
+	if !slices.Equal(c.Spec.AccessModes, []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}) {
+		t.Errorf("PVC %s has accessModes %v, want [ReadWriteOnce]", c.Name, c.Spec.AccessModes)
+	}
+}
+
+// readyPod waits until the pod exists, is not the one with uid notUID (pass
+// "" for any), and is Ready, and returns it.
+func readyPod(t testing.TB, ns, name string, notUID types.UID) *corev1.Pod {
+	t.Helper()
+	pods := clientset(t).CoreV1().Pods(ns)
+	var pod *corev1.Pod
+	eventually(t, controllerTimeout, fmt.Sprintf("pod %s is Ready", name), func() (bool, string) {
+		p, err := pods.Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		if p.UID == notUID || p.DeletionTimestamp != nil || !podReady(p) {
+			return false, fmt.Sprintf("uid %s, phase %s, deleting %v", p.UID, p.Status.Phase, p.DeletionTimestamp != nil)
+		}
+		pod = p
+		return true, ""
+	})
+	return pod
+}
+
+// podGone waits until the pod no longer exists.
+func podGone(t testing.TB, ns, name string) {
+	t.Helper()
+	pods := clientset(t).CoreV1().Pods(ns)
+	eventually(t, controllerTimeout, fmt.Sprintf("pod %s is gone", name), func() (bool, string) {
+		p, err := pods.Get(context.Background(), name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return true, ""
+		}
+		if err != nil {
+			return false, err.Error()
+		}
+		return false, fmt.Sprintf("uid %s, phase %s, owners %v", p.UID, p.Status.Phase, p.OwnerReferences)
+	})
+}
+
+// requirePodMountsCache checks that the pod's volume "cache" is the PVC claim
+// and that the container mounts it at path, once.
+func requirePodMountsCache(t testing.TB, p *corev1.Pod, containerName, claim, path string) {
+	t.Helper()
+	var vol *corev1.Volume
+	for i := range p.Spec.Volumes {
+		if p.Spec.Volumes[i].Name == "cache" {
+			vol = &p.Spec.Volumes[i]
+		}
+	}
+	switch {
+	case vol == nil:
+		t.Errorf("pod %s has no volume cache; volumes:\n%s", p.Name, toYAML(p.Spec.Volumes))
+	case vol.PersistentVolumeClaim == nil || vol.PersistentVolumeClaim.ClaimName != claim:
+		t.Errorf("pod %s's volume cache is not the claim %s:\n%s", p.Name, claim, toYAML(vol))
+	}
+	var c *corev1.Container
+	for i := range p.Spec.Containers {
+		if p.Spec.Containers[i].Name == containerName {
+			c = &p.Spec.Containers[i]
+		}
+	}
+	if c == nil {
+		t.Fatalf("pod %s has no container %s", p.Name, containerName)
+	}
+	var at []string
+	for _, m := range c.VolumeMounts {
+		if m.Name == "cache" {
+			at = append(at, m.MountPath)
+		}
+	}
+	if !slices.Equal(at, []string{path}) {
+		t.Errorf("pod %s: container %s mounts cache at %v, want once at %s", p.Name, containerName, at, path)
+	}
+}
+
+// requireOwnedBy checks that the pod's controller is the StatefulSet with
+// that uid.
+func requireOwnedBy(t testing.TB, p *corev1.Pod, set string, uid types.UID) {
+	t.Helper()
+	ref := metav1.GetControllerOf(p)
+	if ref == nil || ref.Kind != "StatefulSet" || ref.Name != set || ref.UID != uid {
+		t.Errorf("pod %s is controlled by %v, want StatefulSet %s uid %s", p.Name, ref, set, uid)
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
