@@ -130,6 +130,11 @@ func startLoad(t *testing.T, cs kubernetes.Interface, ns string) *load {
 	if err := yaml.Unmarshal([]byte(dittofs("load").yaml()), &template); err != nil {
 		t.Fatal(err)
 	}
+	// No pods: the load is about admission. With replicas the StatefulSet
+	// controller would make a pod and three PVCs (kept: Retain) for each of
+	// the thousands of StatefulSets, and the later tests would share the
+	// control plane with that backlog.
+	template.Spec.Replicas = new(int32)
 	ctx, cancel := context.WithTimeout(context.Background(), loadFor)
 	l := &load{cancel: cancel, done: make(chan struct{}), started: time.Now()}
 	var wg sync.WaitGroup
