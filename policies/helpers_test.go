@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/dittofs/dittofs-webhook/policies"
+	"github.com/dittofs/dittofs-webhook/webhook/admission"
 )
 
 // tweak changes a StatefulSet; test cases describe their objects as tweaks of
@@ -249,4 +250,17 @@ func indentJSON(b []byte) string {
 	}
 	out, _ := json.MarshalIndent(v, "", "  ")
 	return string(out)
+}
+
+// view is what the policies read of s, decoded as the server decodes it.
+func view(t *testing.T, s *appsv1.StatefulSet) *policies.StatefulSet {
+	t.Helper()
+	if s == nil {
+		return nil
+	}
+	v, err := admission.DecodeStatefulSet(mustJSON(t, s), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }

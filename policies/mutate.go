@@ -1,13 +1,12 @@
 package policies
 
 import (
+	"encoding/json"
 	"fmt"
 	"path"
 	"strings"
 
 	"gomodules.xyz/jsonpatch/v2"
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 )
@@ -24,7 +23,8 @@ type Mutation struct {
 	Applied []string
 	// Audit holds audit annotations (the apiserver prefixes the webhook name).
 	Audit map[string]string
-	// Errs is non-empty when the object must be denied (422 Invalid).
+	// Errs is non-empty when the object must be denied (422 Invalid). Under
+	// the warn action they are warnings instead, and Errs stays empty.
 	Errs field.ErrorList
 }
 
@@ -41,24 +41,44 @@ func Mutate(req Request, opts Options) Mutation {
 		return m
 	}
 	specPath := field.NewPath("spec")
-	hasCache := hasCacheTemplate(sts)
+	podSpec := specPath.Child("template", "spec")
+	hasCache := HasCacheTemplate(sts)
+	var size resource.Quantity
+	if !hasCache && req.Operation == Create {
+		size = m.cacheSize(sts, opts)
+	}
+	if hasCache || req.Operation == Create || HasCacheTemplate(req.OldObject) {
+		// M3 applies: the result has a cache template.
+		m.reservedCacheVolumes(sts, podSpec)
+	}
+	denied := len(m.Errs) > 0
+	if denied && opts.warnOnly() {
+		// Warn-only: what would be denied is said, and no cache is injected
+		// where it would have been denied.
+		for _, e := range m.Errs {
+			m.Warnings = append(m.Warnings, e.Error()+" (allowed: --validation-action is warn; denied under deny, and no cache was injected)")
+		}
+		m.Errs = nil
+	}
 	if !hasCache {
-		if req.Operation == Update {
+		switch {
+		case req.Operation == Update:
 			hasCache = m.carryOverCache(req, specPath)
-		} else {
-			m.injectCache(sts, opts, specPath)
+		case !denied:
+			m.injectCache(sts, size, specPath)
 			hasCache = true
+		default:
+			// Denied: the other rules still run, for their warnings.
+			hasCache = !opts.warnOnly()
 		}
 	}
 	m.retainClaims(sts, specPath)
 	if hasCache {
-		podSpec := specPath.Child("template").Child("spec")
 		m.removeEmptyDirCache(req, podSpec)
 		m.mountCache(req, opts, podSpec)
 	}
 	if len(m.Errs) > 0 {
-		m.Patch, m.Applied, m.Audit = nil, nil, nil
-		return m
+		return Mutation{Errs: m.Errs, Warnings: m.Warnings}
 	}
 	if len(m.Applied) > 0 {
 		m.audit("mutations", strings.Join(m.Applied, ","))
@@ -66,34 +86,48 @@ func Mutate(req Request, opts Options) Mutation {
 	return m
 }
 
-// injectCache is M1: append a cache volumeClaimTemplate sized by the
-// cache-size annotation or the default, of the class of the cache-storage-class
-// annotation, else of the metadata template.
-func (m *Mutation) injectCache(sts *appsv1.StatefulSet, opts Options, specPath *field.Path) {
-	size := opts.DefaultCacheSize
-	if v, ok := sts.Annotations[AnnotationCacheSize]; ok {
-		q, err := resource.ParseQuantity(v)
-		if err != nil || q.Sign() <= 0 {
-			m.Errs = append(m.Errs, field.Invalid(
-				field.NewPath("metadata").Child("annotations").Key(AnnotationCacheSize), v,
-				fmt.Sprintf("annotation %s must be a positive quantity such as 5Gi (the size of the cache volumeClaimTemplate)", AnnotationCacheSize)))
-			return
+// cacheSize is the size M1 gives the cache: the cache-size annotation, which
+// must be a positive quantity, else the default.
+func (m *Mutation) cacheSize(sts *StatefulSet, opts Options) resource.Quantity {
+	v, ok := sts.Metadata.Annotations[AnnotationCacheSize]
+	if !ok {
+		return opts.DefaultCacheSize
+	}
+	q, err := resource.ParseQuantity(v)
+	if err != nil || q.Sign() <= 0 {
+		m.Errs = append(m.Errs, field.Invalid(
+			field.NewPath("metadata", "annotations").Key(AnnotationCacheSize), v,
+			fmt.Sprintf("annotation %s must be a positive quantity such as 5Gi (the size of the cache volumeClaimTemplate)", AnnotationCacheSize)))
+	}
+	return q
+}
+
+// reservedCacheVolumes is M3's denial: a pod volume named cache that is not
+// an emptyDir; the name is reserved for the persistent cache.
+func (m *Mutation) reservedCacheVolumes(sts *StatefulSet, podSpec *field.Path) {
+	for i, v := range sts.Spec.Template.Spec.Volumes {
+		if v.Name == CacheVolume && v.EmptyDir == nil {
+			m.Errs = append(m.Errs, field.Invalid(podSpec.Child("volumes").Index(i).Child("name"), CacheVolume,
+				fmt.Sprintf("the volume name %q is reserved for the persistent DittoFS cache volumeClaimTemplate: rename this volume", CacheVolume)))
 		}
-		size = q
 	}
+}
+
+// injectCache is M1: append a cache volumeClaimTemplate of the given size, of
+// the class of the cache-storage-class annotation, else of the metadata
+// template.
+func (m *Mutation) injectCache(sts *StatefulSet, size resource.Quantity, specPath *field.Path) {
 	var class *string
-	if v, ok := sts.Annotations[AnnotationCacheStorageClass]; ok {
+	if v, ok := sts.Metadata.Annotations[AnnotationCacheStorageClass]; ok {
 		class = &v
-	} else if i := claimTemplateIndex(sts, MetadataVolume); i >= 0 && sts.Spec.VolumeClaimTemplates[i].Spec.StorageClassName != nil {
-		c := *sts.Spec.VolumeClaimTemplates[i].Spec.StorageClassName
-		class = &c
+	} else if i := claimTemplateIndex(sts, MetadataVolume); i >= 0 {
+		class = sts.Spec.VolumeClaimTemplates[i].Spec.StorageClassName
 	}
-	tmpl := cacheClaimTemplate{Spec: corev1.PersistentVolumeClaimSpec{
-		AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
-		Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: size}},
+	tmpl := cacheClaimTemplate{Metadata: claimMeta{Name: CacheVolume}, Spec: claimSpec{
+		AccessModes:      []string{"ReadWriteOnce"},
+		Resources:        claimResources{Requests: map[string]resource.Quantity{"storage": size}},
 		StorageClassName: class,
 	}}
-	tmpl.Metadata.Name = CacheVolume
 	m.appendTo(specPath.Child("volumeClaimTemplates"), sts.Spec.VolumeClaimTemplates == nil, tmpl)
 	m.Applied = append(m.Applied, MutationCacheTemplate)
 	m.audit("cache-size", size.String())
@@ -102,13 +136,25 @@ func (m *Mutation) injectCache(sts *appsv1.StatefulSet, opts Options, specPath *
 	}
 }
 
-// cacheClaimTemplate is the injected volumeClaimTemplate as JSON: a typed
-// PersistentVolumeClaim would also write an empty status.
+// cacheClaimTemplate is the injected volumeClaimTemplate as JSON, with only the
+// fields M1 sets (a typed PersistentVolumeClaim would also write an empty status).
 type cacheClaimTemplate struct {
-	Metadata struct {
-		Name string `json:"name"`
-	} `json:"metadata"`
-	Spec corev1.PersistentVolumeClaimSpec `json:"spec"`
+	Metadata claimMeta `json:"metadata"`
+	Spec     claimSpec `json:"spec"`
+}
+
+type claimMeta struct {
+	Name string `json:"name"`
+}
+
+type claimSpec struct {
+	AccessModes      []string       `json:"accessModes"`
+	Resources        claimResources `json:"resources"`
+	StorageClassName *string        `json:"storageClassName,omitempty"`
+}
+
+type claimResources struct {
+	Requests map[string]resource.Quantity `json:"requests"`
 }
 
 // carryOverCache is U1/U3: a cache template is never invented on UPDATE, but the
@@ -119,13 +165,13 @@ func (m *Mutation) carryOverCache(req Request, specPath *field.Path) bool {
 	oi := claimTemplateIndex(old, CacheVolume)
 	if oi < 0 {
 		m.warn(specPath.Child("volumeClaimTemplates"), fmt.Sprintf(
-			"no %q volumeClaimTemplate, and Kubernetes cannot add one to an existing StatefulSet, so DittoFS has no persistent cache; to get it, recreate the StatefulSet: %s, then apply it again",
-			CacheVolume, orphanDeleteCommand(req.Object)))
+			"no %q volumeClaimTemplate, and Kubernetes cannot add one to an existing StatefulSet, so DittoFS has no persistent cache; %s",
+			CacheVolume, RecreateAdvice(req.Object)))
 		return false
 	}
-	var value any = old.Spec.VolumeClaimTemplates[oi]
-	if len(req.OldCacheTemplate) > 0 {
-		value = req.OldCacheTemplate
+	var value any = json.RawMessage(old.Spec.VolumeClaimTemplates[oi].Raw)
+	if len(old.Spec.VolumeClaimTemplates[oi].Raw) == 0 {
+		value = old.Spec.VolumeClaimTemplates[oi] // a view built by hand: its fields only
 	}
 	vcts := req.Object.Spec.VolumeClaimTemplates
 	p := specPath.Child("volumeClaimTemplates")
@@ -141,45 +187,42 @@ func (m *Mutation) carryOverCache(req Request, specPath *field.Path) bool {
 	return true
 }
 
-// orphanDeleteCommand is the advice for a StatefulSet that cannot get a cache
-// in place: deleting it with --cascade=orphan keeps its pods and PVCs.
-func orphanDeleteCommand(sts *appsv1.StatefulSet) string {
-	// The SPEC's own words first, then the namespace, so the advice reads as
-	// `kubectl delete statefulset NAME --cascade=orphan` does.
-	cmd := "kubectl delete statefulset " + sts.Name + " --cascade=orphan"
-	if sts.Namespace != "" {
-		cmd += " -n " + sts.Namespace
+// RecreateAdvice says how a StatefulSet without a cache template gets one:
+// Kubernetes cannot add a volumeClaimTemplate in place, and the StatefulSet
+// controller cannot add a volume to a running pod, so the StatefulSet is
+// recreated (its pods and PVCs kept) and its pods restarted one by one.
+func RecreateAdvice(sts *StatefulSet) string {
+	ns := ""
+	if sts.Metadata.Namespace != "" {
+		ns = " -n " + sts.Metadata.Namespace
 	}
-	return cmd
+	// The SPEC's own words first, so the advice reads as the command does.
+	return fmt.Sprintf("to get it, recreate the StatefulSet: kubectl delete statefulset %s --cascade=orphan%s (pods and PVCs are kept), apply it again, "+
+		"then restart its pods one by one, lowest ordinal first (kubectl delete pod %s-0%s, wait until it is Ready, then the next); "+
+		"`dittofs-webhook eval --recreate` prints every step", sts.Metadata.Name, ns, sts.Metadata.Name, ns)
 }
 
 // retainClaims is M2: both retention fields end up Retain. Adding a missing
 // field is silent; overriding an explicit value warns every time.
-func (m *Mutation) retainClaims(sts *appsv1.StatefulSet, specPath *field.Path) {
+func (m *Mutation) retainClaims(sts *StatefulSet, specPath *field.Path) {
 	p := specPath.Child("persistentVolumeClaimRetentionPolicy")
-	rp := sts.Spec.PersistentVolumeClaimRetentionPolicy
+	rp := sts.Spec.RetentionPolicy
 	if rp == nil {
-		m.add(p, appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
-			WhenDeleted: appsv1.RetainPersistentVolumeClaimRetentionPolicyType,
-			WhenScaled:  appsv1.RetainPersistentVolumeClaimRetentionPolicyType,
-		})
+		m.add(p, RetentionPolicy{WhenDeleted: Retain, WhenScaled: Retain})
 		m.Applied = append(m.Applied, MutationRetentionPolicy)
 		return
 	}
 	changed := false
-	for _, f := range []struct {
-		name  string
-		value appsv1.PersistentVolumeClaimRetentionPolicyType
-	}{{"whenDeleted", rp.WhenDeleted}, {"whenScaled", rp.WhenScaled}} {
+	for _, f := range []struct{ name, value string }{{"whenDeleted", rp.WhenDeleted}, {"whenScaled", rp.WhenScaled}} {
 		fp := p.Child(f.name)
 		switch f.value {
-		case appsv1.RetainPersistentVolumeClaimRetentionPolicyType:
+		case Retain:
 			continue
 		case "":
-			m.add(fp, appsv1.RetainPersistentVolumeClaimRetentionPolicyType)
+			m.add(fp, Retain)
 		default:
-			m.Patch = append(m.Patch, jsonpatch.NewOperation("replace", pointer(fp), appsv1.RetainPersistentVolumeClaimRetentionPolicyType))
-			m.warn(fp, fmt.Sprintf("%q replaced by %q: DittoFS volumes hold the file system's data, so their PVCs are always retained", f.value, appsv1.RetainPersistentVolumeClaimRetentionPolicyType))
+			m.Patch = append(m.Patch, jsonpatch.NewOperation("replace", pointer(fp), Retain))
+			m.warn(fp, fmt.Sprintf("%q replaced by %q: DittoFS volumes hold the file system's data, so their PVCs are always retained", f.value, Retain))
 		}
 		changed = true
 	}
@@ -189,19 +232,13 @@ func (m *Mutation) retainClaims(sts *appsv1.StatefulSet, specPath *field.Path) {
 }
 
 // removeEmptyDirCache is M3: a pod-template emptyDir named cache would lose the
-// write-ahead log on restart; the persistent template replaces it. Any other
-// kind of volume of that name is denied: the name is reserved.
+// write-ahead log on restart; the persistent template replaces it.
 func (m *Mutation) removeEmptyDirCache(req Request, podSpec *field.Path) {
 	vols := req.Object.Spec.Template.Spec.Volumes
 	p := podSpec.Child("volumes")
 	removed := false
 	for i := len(vols) - 1; i >= 0; i-- { // backwards, so earlier indexes stay valid
-		if vols[i].Name != CacheVolume {
-			continue
-		}
-		if vols[i].EmptyDir == nil {
-			m.Errs = append(m.Errs, field.Invalid(p.Index(i).Child("name"), CacheVolume,
-				fmt.Sprintf("the volume name %q is reserved for the persistent DittoFS cache volumeClaimTemplate: rename this volume", CacheVolume)))
+		if vols[i].Name != CacheVolume || vols[i].EmptyDir == nil {
 			continue
 		}
 		m.Patch = append(m.Patch, jsonpatch.NewOperation("remove", pointer(p.Index(i)), nil))
@@ -217,18 +254,6 @@ func (m *Mutation) removeEmptyDirCache(req Request, podSpec *field.Path) {
 	}
 }
 
-func hasEmptyDirCache(sts *appsv1.StatefulSet) bool {
-	if sts == nil {
-		return false
-	}
-	for _, v := range sts.Spec.Template.Spec.Volumes {
-		if v.Name == CacheVolume && v.EmptyDir != nil {
-			return true
-		}
-	}
-	return false
-}
-
 // mountCache is M4: the DittoFS container mounts the cache at the configured
 // path, unless it mounts cache already; when that cannot be done, a warning
 // says why and nothing is added.
@@ -240,25 +265,27 @@ func (m *Mutation) mountCache(req Request, opts Options, podSpec *field.Path) {
 		return
 	}
 	c := &sts.Spec.Template.Spec.Containers[ci]
-	if mountsVolume(c, CacheVolume) != nil {
-		return
+	want := path.Clean(opts.CacheMountPath)
+	for _, vm := range c.VolumeMounts {
+		if vm.Name == CacheVolume {
+			return
+		}
 	}
 	cp := podSpec.Child("containers").Index(ci)
-	want := path.Clean(opts.CacheMountPath)
 	for _, vm := range c.VolumeMounts {
 		if path.Clean(vm.MountPath) == want {
 			m.warn(cp.Child("volumeMounts"), fmt.Sprintf("no cache volumeMount added to container %q: volume %q is already mounted at %s", c.Name, vm.Name, vm.MountPath))
 			return
 		}
 	}
-	m.appendTo(cp.Child("volumeMounts"), c.VolumeMounts == nil, corev1.VolumeMount{Name: CacheVolume, MountPath: opts.CacheMountPath})
+	m.appendTo(cp.Child("volumeMounts"), c.VolumeMounts == nil, VolumeMount{Name: CacheVolume, MountPath: opts.CacheMountPath})
 	m.Applied = append(m.Applied, MutationCacheVolumeMount)
 }
 
 // dittofsContainer picks the container that runs DittoFS: the one the
 // annotation names (no fallback when it names none), else the one named
 // dittofs, else the only one. It returns -1 and the reason when none fits.
-func dittofsContainer(sts *appsv1.StatefulSet) (int, string) {
+func dittofsContainer(sts *StatefulSet) (int, string) {
 	cs := sts.Spec.Template.Spec.Containers
 	find := func(name string) int {
 		for i := range cs {
@@ -268,7 +295,7 @@ func dittofsContainer(sts *appsv1.StatefulSet) (int, string) {
 		}
 		return -1
 	}
-	if name, ok := sts.Annotations[AnnotationContainer]; ok {
+	if name, ok := sts.Metadata.Annotations[AnnotationContainer]; ok {
 		if i := find(name); i >= 0 {
 			return i, ""
 		}

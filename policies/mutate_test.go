@@ -14,7 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/dittofs/dittofs-webhook/policies"
-	"github.com/dittofs/dittofs-webhook/webhook"
+	"github.com/dittofs/dittofs-webhook/webhook/admission"
 )
 
 // mutateCase is one mutation: the request, and what the object must look like
@@ -506,7 +506,7 @@ func TestMutateOtherOperations(t *testing.T) {
 	// An object that would get every mutation on CREATE.
 	obj := sts(withoutRetention, withVolumes(emptyDir("cache")))
 	for _, op := range []policies.Operation{"DELETE", "CONNECT", "", "create", "update"} {
-		m := policies.Mutate(policies.Request{Operation: op, Object: obj, OldObject: obj}, policies.DefaultOptions())
+		m := policies.Mutate(policies.Request{Operation: op, Object: view(t, obj), OldObject: view(t, obj)}, policies.DefaultOptions())
 		if m.Changed() || len(m.Warnings) > 0 || len(m.Errs) > 0 || len(m.Applied) > 0 || m.Audit != nil {
 			t.Errorf("operation %q: %+v", op, m)
 		}
@@ -519,11 +519,11 @@ var allowedPatchPath = regexp.MustCompile(`^/spec/(volumeClaimTemplates(/(\d+|-)
 // server decodes an AdmissionReview, into the policies' request.
 func serverRequest(t *testing.T, op policies.Operation, object, oldObject []byte) policies.Request {
 	t.Helper()
-	r, err := webhook.NewRequest(string(op), object, oldObject)
+	r, err := admission.NewRequest(string(op), object, oldObject)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return policies.Request{Operation: op, Object: r.Object, OldObject: r.OldObject, OldCacheTemplate: r.OldCacheTemplate}
+	return policies.Request{Operation: op, Object: r.Object, OldObject: r.OldObject}
 }
 
 func runMutateCase(t *testing.T, tc mutateCase) {
@@ -568,7 +568,7 @@ func runMutateCase(t *testing.T, tc mutateCase) {
 			t.Errorf("patch %s %s: not an operation SPEC §2 allows", o.Operation, o.Path)
 		}
 	}
-	out, err := webhook.ApplyPatch(doc, m.Patch)
+	out, err := admission.ApplyPatch(doc, m.Patch)
 	if err != nil {
 		t.Fatalf("applying %s: %v", mustJSON(t, m.Patch), err)
 	}
@@ -613,7 +613,7 @@ func TestMutateCarryOverVerbatim(t *testing.T) {
 	if len(m.Warnings) > 0 || len(m.Errs) > 0 {
 		t.Fatalf("warnings %q, errors %v", m.Warnings, m.Errs)
 	}
-	out, err := webhook.ApplyPatch(newDoc, m.Patch)
+	out, err := admission.ApplyPatch(newDoc, m.Patch)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -628,20 +628,18 @@ func TestMutateCarryOverVerbatim(t *testing.T) {
 		t.Errorf("the re-applied object is not the stored one:\ngot  %s\nwant %s", out, oldDoc)
 	}
 
-	// Without the raw bytes (a caller that has only the typed object, fully
-	// decoded) the typed template is used: known fields only.
-	var fullOld appsv1.StatefulSet
-	if err := json.Unmarshal(oldDoc, &fullOld); err != nil {
-		t.Fatal(err)
+	// Without the raw bytes (a view built by hand, not decoded) the view's
+	// own fields are used.
+	for i := range req.OldObject.Spec.VolumeClaimTemplates {
+		req.OldObject.Spec.VolumeClaimTemplates[i].Raw = nil
 	}
-	req.OldObject, req.OldCacheTemplate = &fullOld, nil
 	m = policies.Mutate(req, policies.DefaultOptions())
-	out, err = webhook.ApplyPatch(newDoc, m.Patch)
+	out, err = admission.ApplyPatch(newDoc, m.Patch)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(out), `"volumeMode":"Filesystem"`) || strings.Contains(string(out), "futureClaimField") {
-		t.Errorf("typed carry-over: %s", out)
+	if !strings.Contains(string(out), `"storage":"5Gi"`) || strings.Contains(string(out), "futureClaimField") {
+		t.Errorf("carry-over of a hand-built view: %s", out)
 	}
 }
 
@@ -653,7 +651,7 @@ func TestMutateEmptyArrays(t *testing.T) {
 	if len(m.Warnings) > 0 || len(m.Errs) > 0 {
 		t.Fatalf("warnings %q, errors %v", m.Warnings, m.Errs)
 	}
-	out, err := webhook.ApplyPatch(doc, m.Patch)
+	out, err := admission.ApplyPatch(doc, m.Patch)
 	if err != nil {
 		t.Fatalf("%v (patch %s)", err, mustJSON(t, m.Patch))
 	}
@@ -672,7 +670,7 @@ func TestMutateEmptyArrays(t *testing.T) {
 // names the annotation and the value, as kubectl prints it.
 func TestMutateDenialNamesAnnotationAndValue(t *testing.T) {
 	for _, v := range []string{"lots", "0", "-1Gi", "5 Gi"} {
-		m := policies.Mutate(policies.Request{Operation: policies.Create, Object: sts(withAnnotation(policies.AnnotationCacheSize, v))}, policies.DefaultOptions())
+		m := policies.Mutate(policies.Request{Operation: policies.Create, Object: view(t, sts(withAnnotation(policies.AnnotationCacheSize, v)))}, policies.DefaultOptions())
 		if len(m.Errs) != 1 {
 			t.Fatalf("%q: errors %v", v, m.Errs)
 		}
@@ -686,8 +684,8 @@ func TestMutateDenialNamesAnnotationAndValue(t *testing.T) {
 func TestMutateNilAndUnmanaged(t *testing.T) {
 	for name, req := range map[string]policies.Request{
 		"nil object":       {Operation: policies.Create},
-		"no labels":        {Operation: policies.Create, Object: sts(func(s *appsv1.StatefulSet) { s.Labels = nil })},
-		"label on the pod": {Operation: policies.Create, Object: sts(withoutLabel(policies.LabelServer), func(s *appsv1.StatefulSet) { s.Spec.Template.Labels[policies.LabelServer] = "x" })},
+		"no labels":        {Operation: policies.Create, Object: view(t, sts(func(s *appsv1.StatefulSet) { s.Labels = nil }))},
+		"label on the pod": {Operation: policies.Create, Object: view(t, sts(withoutLabel(policies.LabelServer), func(s *appsv1.StatefulSet) { s.Spec.Template.Labels[policies.LabelServer] = "x" }))},
 	} {
 		m := policies.Mutate(req, policies.DefaultOptions())
 		if m.Changed() || len(m.Warnings) > 0 || len(m.Errs) > 0 || m.Audit != nil {
@@ -720,10 +718,10 @@ func TestIsManaged(t *testing.T) {
 	if policies.IsManaged(nil) {
 		t.Error("nil is managed")
 	}
-	if !policies.IsManaged(sts(withLabel(policies.LabelServer, ""))) {
+	if !policies.IsManaged(view(t, sts(withLabel(policies.LabelServer, "")))) {
 		t.Error("an empty value is not managed")
 	}
-	if policies.IsManaged(sts(withoutLabel(policies.LabelServer))) {
+	if policies.IsManaged(view(t, sts(withoutLabel(policies.LabelServer)))) {
 		t.Error("no label is managed")
 	}
 }

@@ -1,10 +1,5 @@
 package policies
 
-import (
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
-)
-
 // Labels and annotations users put on a DittoFS StatefulSet.
 const (
 	// LabelServer marks a StatefulSet as a DittoFS server, whatever its value.
@@ -25,8 +20,12 @@ const (
 	DefaultContainer = "dittofs"
 )
 
-// Rule IDs of the validating webhook (SPEC §3). Each field error the validator
-// returns starts its detail with one of them; RuleOf reads it back.
+// Retain is the only PVC retention policy DittoFS storage may have.
+const Retain = "Retain"
+
+// Rule IDs of the validating webhook (SPEC §3). Each violation carries its
+// rule ID as the field.Error's Origin (RuleOf), and its detail starts with it
+// for kubectl users, who see only the causes of a 422.
 const (
 	RuleMetadataStorage = "metadata-storage"
 	RuleContentStorage  = "content-storage"
@@ -34,6 +33,9 @@ const (
 	RuleRetentionPolicy = "retention-policy"
 	RuleStorageSize     = "storage-size"
 )
+
+// Rules lists every rule ID, in the order violations are reported.
+var Rules = []string{RuleMetadataStorage, RuleContentStorage, RuleCacheStorage, RuleRetentionPolicy, RuleStorageSize}
 
 // Mutation IDs, reported in metrics and audit annotations.
 const (
@@ -44,40 +46,47 @@ const (
 	MutationCacheVolumeMount = "cache-mount"
 )
 
+// Mutations lists every mutation ID.
+var Mutations = []string{MutationCacheTemplate, MutationCacheCarryOver, MutationRetentionPolicy, MutationEmptyDirRemoved, MutationCacheVolumeMount}
+
 // IsManaged reports whether sts carries the DittoFS server label. The value is
 // not looked at: it usually names the server and may be empty.
-func IsManaged(sts *appsv1.StatefulSet) bool {
+func IsManaged(sts *StatefulSet) bool {
 	if sts == nil {
 		return false
 	}
-	_, ok := sts.Labels[LabelServer]
+	_, ok := sts.Metadata.Labels[LabelServer]
 	return ok
 }
 
 // claimTemplateIndex returns the index of the volumeClaimTemplate named name, or -1.
-func claimTemplateIndex(sts *appsv1.StatefulSet, name string) int {
+func claimTemplateIndex(sts *StatefulSet, name string) int {
 	if sts == nil {
 		return -1
 	}
 	for i := range sts.Spec.VolumeClaimTemplates {
-		if sts.Spec.VolumeClaimTemplates[i].Name == name {
+		if sts.Spec.VolumeClaimTemplates[i].Name() == name {
 			return i
 		}
 	}
 	return -1
 }
 
-// hasCacheTemplate reports whether sts has a volumeClaimTemplate named cache.
-func hasCacheTemplate(sts *appsv1.StatefulSet) bool {
+// HasCacheTemplate reports whether sts has a volumeClaimTemplate named cache:
+// without one, DittoFS has no persistent cache.
+func HasCacheTemplate(sts *StatefulSet) bool {
 	return claimTemplateIndex(sts, CacheVolume) >= 0
 }
 
-// mountsVolume returns the first mount of the volume named name, or nil.
-func mountsVolume(c *corev1.Container, name string) *corev1.VolumeMount {
-	for i := range c.VolumeMounts {
-		if c.VolumeMounts[i].Name == name {
-			return &c.VolumeMounts[i]
+// hasEmptyDirCache reports whether sts has a pod volume named cache that is an emptyDir.
+func hasEmptyDirCache(sts *StatefulSet) bool {
+	if sts == nil {
+		return false
+	}
+	for _, v := range sts.Spec.Template.Spec.Volumes {
+		if v.Name == CacheVolume && v.EmptyDir != nil {
+			return true
 		}
 	}
-	return nil
+	return false
 }

@@ -227,8 +227,8 @@ func TestValidate(t *testing.T) {
 			if op == "" {
 				op = policies.Create
 			}
-			req := policies.Request{Operation: op, Object: tc.obj, OldObject: tc.old}
-			v := policies.Validate(req)
+			req := policies.Request{Operation: op, Object: view(t, tc.obj), OldObject: view(t, tc.old)}
+			v := policies.Validate(req, policies.DefaultOptions())
 			checkErrs(t, "Errs", v.Errs, tc.errs)
 			checkErrs(t, "Existing", v.Existing, tc.existing)
 			checkWarnings(t, v.Warnings, tc.warnings)
@@ -253,16 +253,16 @@ func TestValidate(t *testing.T) {
 // TestValidateCacheAdvice: a missing cache template on CREATE means the
 // mutating webhook did not run; on UPDATE the StatefulSet must be recreated.
 func TestValidateCacheAdvice(t *testing.T) {
-	create := policies.ValidateStatefulSet(sts(), nil)
+	create := policies.ValidateStatefulSet(view(t, sts()), nil)
 	if len(create) != 1 || !strings.Contains(create[0].Detail, "mutating webhook") || strings.Contains(create[0].Detail, "--cascade=orphan") {
 		t.Errorf("CREATE: %v", create)
 	}
-	update := policies.ValidateStatefulSetUpdate(sts(), nil)
+	update := policies.ValidateStatefulSetUpdate(view(t, sts()), nil)
 	if len(update) != 1 || !strings.Contains(update[0].Detail, "kubectl delete statefulset dittofs-a --cascade=orphan -n storage") {
 		t.Errorf("UPDATE: %v", update)
 	}
 	// Each missing template says what to add.
-	for _, e := range policies.ValidateStatefulSet(sts(withVCTs()), nil) {
+	for _, e := range policies.ValidateStatefulSet(view(t, sts(withVCTs())), nil) {
 		name := map[string]string{policies.RuleMetadataStorage: "metadata", policies.RuleContentStorage: "content", policies.RuleCacheStorage: "cache"}[policies.RuleOf(e)]
 		if name == "" || !strings.Contains(e.Detail, `"`+name+`"`) {
 			t.Errorf("%v does not name its template", e)
@@ -273,35 +273,37 @@ func TestValidateCacheAdvice(t *testing.T) {
 // TestValidateFieldPathPrefix: the exported validators take a parent path, in
 // the manner of Kubernetes' Validate* functions.
 func TestValidateFieldPathPrefix(t *testing.T) {
-	errs := policies.ValidateStatefulSet(stored(withVCTSize(0, "0"), withRetention(del, retain)), field.NewPath("items").Index(3))
+	errs := policies.ValidateStatefulSet(view(t, stored(withVCTSize(0, "0"), withRetention(del, retain))), field.NewPath("items").Index(3))
 	want := []wantErr{
 		{invalid, "items[3]." + sizePath(0), policies.RuleStorageSize},
 		{invalid, "items[3]." + deleted, policies.RuleRetentionPolicy},
 	}
 	checkErrs(t, "errs", errs, want)
-	warnings := policies.ShadowedVolumeWarnings(stored(withVolumes(emptyDir("metadata"))), field.NewPath("items").Index(3))
+	warnings := policies.ShadowedVolumeWarnings(view(t, stored(withVolumes(emptyDir("metadata")))), field.NewPath("items").Index(3))
 	if len(warnings) != 1 || !strings.HasPrefix(warnings[0], "items[3].spec.template.spec.volumes[0]: ") {
 		t.Errorf("warnings %q", warnings)
 	}
 }
 
+// TestRuleOf: the rule ID travels in the error's Origin, never in its text.
 func TestRuleOf(t *testing.T) {
 	for _, tc := range []struct {
 		err  *field.Error
 		want string
 	}{
-		{field.Required(field.NewPath("x"), "metadata-storage: add it"), policies.RuleMetadataStorage},
-		{field.Invalid(field.NewPath("x"), "0", "storage-size: positive"), policies.RuleStorageSize},
-		{field.Required(field.NewPath("x"), "retention-policy: x"), policies.RuleRetentionPolicy},
-		{field.Required(field.NewPath("x"), "content-storage: x"), policies.RuleContentStorage},
-		{field.Required(field.NewPath("x"), "cache-storage: x"), policies.RuleCacheStorage},
-		{field.Required(field.NewPath("x"), "cache-storage"), ""},
-		{field.Required(field.NewPath("x"), "other-rule: x"), ""},
+		{field.Required(field.NewPath("x"), "add it").WithOrigin(policies.RuleMetadataStorage), policies.RuleMetadataStorage},
+		{field.Invalid(field.NewPath("x"), "0", "positive").WithOrigin(policies.RuleStorageSize), policies.RuleStorageSize},
+		{field.Required(field.NewPath("x"), "retention-policy: x"), ""},
+		{field.Required(field.NewPath("x"), "x").WithOrigin("maxItems"), ""},
 		{field.Required(field.NewPath("x"), ""), ""},
-		{field.Invalid(field.NewPath("metadata", "annotations").Key(policies.AnnotationCacheSize), "x", "annotation must be a quantity"), ""},
 	} {
 		if got := policies.RuleOf(tc.err); got != tc.want {
 			t.Errorf("RuleOf(%v) = %q, want %q", tc.err, got, tc.want)
+		}
+	}
+	for _, e := range policies.ValidateStatefulSet(view(t, sts(withVCTs(), withoutRetention)), nil) {
+		if policies.RuleOf(e) == "" || !strings.HasPrefix(e.Detail, policies.RuleOf(e)+": ") {
+			t.Errorf("%v: rule %q", e, policies.RuleOf(e))
 		}
 	}
 }

@@ -15,7 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/dittofs/dittofs-webhook/policies"
-	"github.com/dittofs/dittofs-webhook/webhook"
+	"github.com/dittofs/dittofs-webhook/webhook/admission"
 )
 
 // Answer is the server's answer to one fixture, decoded.
@@ -40,7 +40,7 @@ func (a *Answer) Response() *admissionv1.AdmissionResponse {
 }
 
 // ParseAnswer decodes an HTTP answer to req and applies its patch to
-// req.Object with webhook.ApplyPatch. Errors are problems of the answer.
+// req.Object with admission.ApplyPatch. Errors are problems of the answer.
 func ParseAnswer(req *ReviewRequest, status int, body []byte) (*Answer, error) {
 	a := &Answer{HTTPStatus: status, Body: body}
 	if status != 200 {
@@ -62,7 +62,7 @@ func ParseAnswer(req *ReviewRequest, status int, body []byte) (*Answer, error) {
 		}
 	}
 	if req != nil && len(req.Object) > 0 && !isNull(req.Object) {
-		obj, err := webhook.ApplyPatch(req.Object, a.Patch)
+		obj, err := admission.ApplyPatch(req.Object, a.Patch)
 		if err != nil {
 			return a, fmt.Errorf("applying the patch: %w", err)
 		}
@@ -216,7 +216,7 @@ func CheckCauses(want []Cause, got []metav1.StatusCause) []string {
 	return p
 }
 
-var ruleIDs = []string{policies.RuleMetadataStorage, policies.RuleContentStorage, policies.RuleCacheStorage, policies.RuleRetentionPolicy, policies.RuleStorageSize}
+var ruleIDs = policies.Rules
 
 // causeBody matches a field error's body: its type, optionally a value, then
 // the detail ("Required value: DETAIL", `Invalid value: "0": DETAIL`).

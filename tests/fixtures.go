@@ -58,6 +58,8 @@ type Fixture struct {
 type ServerOptions struct {
 	DefaultCacheSize string `json:"defaultCacheSize,omitempty"`
 	CacheMountPath   string `json:"cacheMountPath,omitempty"`
+	// ValidationAction is --validation-action: deny (the default) or warn.
+	ValidationAction string `json:"validationAction,omitempty"`
 }
 
 // Raw is an HTTP request that is not (only) an AdmissionReview.
@@ -358,6 +360,9 @@ func (f *Fixture) PolicyOptions() (policies.Options, error) {
 	}
 	if p := f.Options.CacheMountPath; p != "" {
 		o.CacheMountPath = p
+	}
+	if a := f.Options.ValidationAction; a != "" {
+		o.Action = policies.Action(a)
 	}
 	return o, o.Validate()
 }

@@ -141,7 +141,7 @@ func newServerPool(t *testing.T) *serverPool {
 }
 
 func (p *serverPool) get(t *testing.T, opts policies.Options) *testServer {
-	key := opts.DefaultCacheSize.String() + " " + opts.CacheMountPath
+	key := opts.DefaultCacheSize.String() + " " + opts.CacheMountPath + " " + string(opts.Action)
 	if s, ok := p.servers[key]; ok {
 		return s
 	}
@@ -159,9 +159,11 @@ func (p *serverPool) checkCoverage(t *testing.T) {
 	}
 	var want []string
 	for _, r := range ruleIDs {
-		want = append(want, fmt.Sprintf("dittofs_webhook_violations_total{rule=%q}", r))
+		for _, a := range []policies.Action{policies.Deny, policies.Warn} {
+			want = append(want, fmt.Sprintf("dittofs_webhook_violations_total{rule=%q,action=%q}", r, a))
+		}
 	}
-	for _, m := range []string{policies.MutationCacheTemplate, policies.MutationCacheCarryOver, policies.MutationRetentionPolicy, policies.MutationEmptyDirRemoved, policies.MutationCacheVolumeMount} {
+	for _, m := range policies.Mutations {
 		want = append(want, fmt.Sprintf("dittofs_webhook_mutations_total{mutation=%q}", m))
 	}
 	for _, r := range []string{"method_not_allowed", "unsupported_media_type", "body_too_large", "not_admission_review", "wrong_kind", "bad_object"} {

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/dittofs/dittofs-webhook/policies"
+
+	"github.com/dittofs/dittofs-webhook/webhook/admission"
 )
 
 // benchReviews returns the benchmark bodies: a ~6 KB labelled StatefulSet that
@@ -27,12 +29,12 @@ func benchReviews(tb testing.TB) (create, validate, large []byte) {
 	}
 	req := rv["request"].(map[string]any)
 	obj, _ := json.Marshal(req["object"])
-	a := &Admitter{Policy: policies.DefaultOptions()}
-	r, err := decodeReview(create)
+	a := &admission.Admitter{Policy: policies.DefaultOptions()}
+	r, err := admission.DecodeReview(create)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	mutated, err := ApplyPatch(obj, a.Mutate(r).Patch)
+	mutated, err := admission.ApplyPatch(obj, a.Mutate(r).Patch)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -74,19 +76,19 @@ func benchHandler(b *testing.B, h http.Handler, body []byte) {
 
 func BenchmarkMutate(b *testing.B) {
 	create, _, _ := benchReviews(b)
-	a := &Admitter{Policy: policies.DefaultOptions()}
+	a := &admission.Admitter{Policy: policies.DefaultOptions()}
 	benchHandler(b, &Handler{Webhook: "mutate", Admit: a.Mutate, Metrics: NewMetrics(prometheusRegistry()), Log: discardLog}, create)
 }
 
 func BenchmarkValidate(b *testing.B) {
 	_, validate, _ := benchReviews(b)
-	a := &Admitter{Policy: policies.DefaultOptions()}
+	a := &admission.Admitter{Policy: policies.DefaultOptions()}
 	benchHandler(b, &Handler{Webhook: "validate", Admit: a.Validate, Metrics: NewMetrics(prometheusRegistry()), Log: discardLog}, validate)
 }
 
 func BenchmarkMutateLarge(b *testing.B) {
 	_, _, large := benchReviews(b)
-	a := &Admitter{Policy: policies.DefaultOptions()}
+	a := &admission.Admitter{Policy: policies.DefaultOptions()}
 	benchHandler(b, &Handler{Webhook: "mutate", Admit: a.Mutate, Metrics: NewMetrics(prometheusRegistry()), Log: discardLog}, large)
 }
 
@@ -95,7 +97,7 @@ func BenchmarkDecodeReview(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(create)))
 	for b.Loop() {
-		if _, err := decodeReview(create); err != nil {
+		if _, err := admission.DecodeReview(create); err != nil {
 			b.Fatal(err)
 		}
 	}

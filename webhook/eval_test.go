@@ -14,6 +14,8 @@ import (
 	"gomodules.xyz/jsonpatch/v2"
 
 	"github.com/dittofs/dittofs-webhook/policies"
+
+	"github.com/dittofs/dittofs-webhook/webhook/admission"
 )
 
 // evalCases are StatefulSets for Evaluate, with the stored object on UPDATE.
@@ -130,7 +132,7 @@ func canonical(t *testing.T, doc []byte) any {
 // the apiserver sends the object to the mutating webhook, applies its patch,
 // and sends the result to the validating webhook.
 func TestEvaluateAgreesWithServer(t *testing.T) {
-	a := &Admitter{Policy: policies.DefaultOptions()}
+	a := &admission.Admitter{Policy: policies.DefaultOptions()}
 	h := NewRouter(a, NewMetrics(prometheus.NewRegistry()), slog.New(slog.DiscardHandler))
 	for _, tc := range evalCases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -173,7 +175,7 @@ func TestEvaluateAgreesWithServer(t *testing.T) {
 				}
 				return
 			}
-			patched, err := ApplyPatch(object, serverPatch)
+			patched, err := admission.ApplyPatch(object, serverPatch)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -204,7 +206,7 @@ func nilIfEmpty(s []string) []string {
 // The carried-over cache template is the stored one, byte for byte, fields
 // this build does not know included.
 func TestEvaluateCarriesOverVerbatim(t *testing.T) {
-	a := &Admitter{Policy: policies.DefaultOptions()}
+	a := &admission.Admitter{Policy: policies.DefaultOptions()}
 	for _, tc := range evalCases {
 		if tc.name != "update, carry-over" {
 			continue
@@ -234,7 +236,7 @@ func TestEvaluateCarriesOverVerbatim(t *testing.T) {
 }
 
 func TestEvaluateErrors(t *testing.T) {
-	a := &Admitter{Policy: policies.DefaultOptions()}
+	a := &admission.Admitter{Policy: policies.DefaultOptions()}
 	sts := `{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"fs","labels":{"dittofs.com/server":""}}}`
 	for _, tc := range []struct {
 		name, op, object, old, want string

@@ -32,6 +32,3 @@ func toOps(ops []jsonpatchOp) []jsonpatch.Operation {
 }
 
 type corev1PVC = corev1.PersistentVolumeClaim
-
-// decodeReview decodes a review as the handler does, with objects of its own.
-func decodeReview(body []byte) (*Request, error) { return decodeReviewIn(body, nil) }

@@ -10,10 +10,13 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/dittofs/dittofs-webhook/webhook/admission"
 )
 
 // MaxBodyBytes bounds an AdmissionReview body. The apiserver caps an object at
@@ -29,20 +32,14 @@ type Handler struct {
 	// Webhook names the webhook in metrics and logs ("mutate" or "validate").
 	Webhook string
 	// Admit answers a decoded request.
-	Admit   func(*Request) Response
+	Admit   func(*admission.Request) admission.Response
 	Metrics *Metrics
 	Log     *slog.Logger
 }
 
-var (
-	bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-	outPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
-)
-
-// jsonContentType is shared by every response: assigning it to the header map
-// directly saves Header.Set's canonicalisation and a slice per response
-// (net/http only reads it).
-var jsonContentType = []string{"application/json"}
+// bufPool holds request bodies: a body is read whole (bounded) before it is
+// decoded.
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // poolMax keeps buffers grown by a rare large body out of the pool.
 const poolMax = 256 << 10
@@ -80,16 +77,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	if _, err := buf.ReadFrom(io.LimitReader(r.Body, MaxBodyBytes+1)); err != nil {
-		h.refuse(w, http.StatusBadRequest, reasonReadError, "reading body: "+oneLine(err.Error()))
+		h.refuse(w, http.StatusBadRequest, reasonReadError, "reading body: "+err.Error())
 		return
 	}
 	if buf.Len() > MaxBodyBytes {
 		h.refuse(w, http.StatusRequestEntityTooLarge, reasonTooLarge, fmt.Sprintf("body is over the %d-byte limit", MaxBodyBytes))
 		return
 	}
-	a := arenaPool.Get().(*arena)
-	defer a.release() // after the response, metrics and log line: nothing keeps the objects
-	req, err := decodeReviewIn(buf.Bytes(), a)
+	req, err := admission.DecodeReview(buf.Bytes())
 	if err != nil {
 		h.refuse(w, http.StatusBadRequest, reasonNotReview, err.Error())
 		return
@@ -97,21 +92,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	uid = req.UID
 
 	resp := h.Admit(req)
-	outp := outPool.Get().(*[]byte)
-	out, err := resp.appendReview((*outp)[:0], req.UID)
+	out, err := resp.Review(req.UID)
 	if err != nil {
 		panic(fmt.Sprintf("encoding the response: %v", err)) // our own types: a bug
 	}
 	hdr := w.Header()
-	hdr["Content-Type"] = jsonContentType
+	hdr.Set("Content-Type", "application/json")
 	// An explicit length keeps a response over net/http's 2 KB buffer from
 	// being sent chunked.
-	hdr["Content-Length"] = []string{strconv.Itoa(len(out))}
+	hdr.Set("Content-Length", strconv.Itoa(len(out)))
 	_, _ = w.Write(out)
-	if cap(out) <= poolMax {
-		*outp = out
-		outPool.Put(outp)
-	}
 
 	took := time.Since(start)
 	h.Metrics.observe(h.Webhook, req.Operation, &resp, took)
@@ -123,10 +113,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) refuse(w http.ResponseWriter, code int, reason, msg string) {
 	h.Metrics.badRequest(reason)
 	h.Log.Warn("bad admission request", "webhook", h.Webhook, "status", code, "reason", reason, "error", msg)
-	http.Error(w, oneLine(msg), code)
+	if i := strings.IndexAny(msg, "\r\n"); i >= 0 {
+		msg = msg[:i]
+	}
+	http.Error(w, msg, code)
 }
 
-func (h *Handler) logDecision(ctx context.Context, req *Request, resp *Response, took time.Duration) {
+func (h *Handler) logDecision(ctx context.Context, req *admission.Request, resp *admission.Response, took time.Duration) {
 	if !h.Log.Enabled(ctx, slog.LevelInfo) {
 		return
 	}
@@ -134,16 +127,16 @@ func (h *Handler) logDecision(ctx context.Context, req *Request, resp *Response,
 		slog.String("uid", string(req.UID)),
 		// namespace/name as one value to grep for, and each on its own to
 		// filter on.
-		slog.String("object", req.Namespace+"/"+objectName(req)),
+		slog.String("object", req.Namespace+"/"+req.ObjectName()),
 		slog.String("namespace", req.Namespace),
-		slog.String("name", objectName(req)),
+		slog.String("name", req.ObjectName()),
 		slog.String("operation", req.Operation),
 		slog.String("webhook", h.Webhook),
 		slog.Bool("allowed", resp.Allowed),
 		slog.Int("patch_operations", len(resp.Patch)),
 		slog.Duration("duration", took),
 	}
-	if req.DryRun {
+	if req.DryRun != nil && *req.DryRun {
 		attrs = append(attrs, slog.Bool("dry_run", true))
 	}
 	if resp.Result != nil {

@@ -13,12 +13,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/dittofs/dittofs-webhook/policies"
+
+	"github.com/dittofs/dittofs-webhook/webhook/admission"
 )
 
-func newTestHandler(admit func(*Request) Response) (*Handler, *Metrics) {
+func newTestHandler(admit func(*admission.Request) admission.Response) (*Handler, *Metrics) {
 	m := NewMetrics(prometheus.NewRegistry())
 	if admit == nil {
-		admit = (&Admitter{Policy: policies.DefaultOptions()}).Mutate
+		admit = (&admission.Admitter{Policy: policies.DefaultOptions()}).Mutate
 	}
 	return &Handler{Webhook: "mutate", Admit: admit, Metrics: m, Log: discardLog}, m
 }
@@ -92,15 +94,19 @@ func TestHostileInput(t *testing.T) {
 		{name: "no request", body: []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}`), wantStatus: 400, wantReason: reasonNotReview},
 		{name: "uid not a string", body: []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":5}}`), wantStatus: 400, wantReason: reasonNotReview},
 		{name: "invalid UTF-8", body: review(stsRequest("CREATE", map[string]any{"metadata": map[string]any{"name": "fs\xff\xfe", "labels": map[string]any{"dittofs.com/server": "\xc3"}}})), wantStatus: 200, wantAllowed: true},
-		{name: "duplicate keys", body: []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","kind":"AdmissionReview","request":{"uid":"u","uid":"v","kind":{"group":"apps","version":"v1","kind":"StatefulSet"},"operation":"CREATE","object":{"metadata":{"name":"x"}}}}`), wantStatus: 200, wantAllowed: true},
+		{name: "duplicate keys", body: []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","kind":"AdmissionReview","request":{"uid":"u","uid":"v","kind":{"group":"apps","version":"v1","kind":"StatefulSet"},"operation":"CREATE","object":{"metadata":{"name":"x"}}}}`), wantStatus: 400, wantReason: reasonNotReview},
+		{name: "duplicate member deep in the object", body: []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"apps","version":"v1","kind":"StatefulSet"},"operation":"CREATE","object":{"metadata":{"name":"x"},"spec":{"template":{"spec":{"containers":[{"env":[{"name":"A","name":"B"}]}]}}}}}}`), wantStatus: 400, wantReason: reasonNotReview},
+		{name: "invalid UTF-8 in a string", body: []byte("{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{\"uid\":\"u\",\"kind\":{\"group\":\"apps\",\"version\":\"v1\",\"kind\":\"StatefulSet\"},\"operation\":\"CREATE\",\"object\":{\"metadata\":{\"name\":\"fs\xff\"}}}}"), wantStatus: 400, wantReason: reasonNotReview},
 		{name: "object null", body: review(stsRequest("CREATE", nil)), wantStatus: 200, wantCode: 400, wantReason: "bad_object"},
 		{name: "object a string", body: review(stsRequest("CREATE", "sts")), wantStatus: 200, wantCode: 400, wantReason: "bad_object"},
 		{name: "object with a bad volumeClaimTemplate", body: review(stsRequest("CREATE", map[string]any{"spec": map[string]any{"volumeClaimTemplates": []any{map[string]any{"spec": "x"}}}})), wantStatus: 200, wantCode: 400, wantReason: "bad_object"},
-		{name: "replicas a string (a field the policies never read)", body: review(stsRequest("CREATE", labelled(map[string]any{"spec": map[string]any{"replicas": "three"}}))), wantStatus: 200, wantCode: 400, wantReason: "bad_object"},
-		{name: "replicas not an integer", body: review(stsRequest("CREATE", labelled(map[string]any{"spec": map[string]any{"replicas": 1.5}}))), wantStatus: 200, wantCode: 400, wantReason: "bad_object"},
-		{name: "container image a number", body: review(stsRequest("CREATE", labelled(map[string]any{"spec": map[string]any{"template": map[string]any{"spec": map[string]any{"containers": []any{map[string]any{"name": "dittofs", "image": 5}}}}}}))), wantStatus: 200, wantCode: 400, wantReason: "bad_object"},
-		{name: "bad quantity in a container's limits", body: review(stsRequest("CREATE", labelled(map[string]any{"spec": map[string]any{"template": map[string]any{"spec": map[string]any{"containers": []any{map[string]any{"name": "dittofs", "resources": map[string]any{"limits": map[string]any{"memory": "lots"}}}}}}}}))), wantStatus: 200, wantCode: 400, wantReason: "bad_object"},
-		{name: "bad timestamp in metadata", body: review(stsRequest("CREATE", labelled(map[string]any{"metadata": map[string]any{"creationTimestamp": "yesterday"}}))), wantStatus: 200, wantCode: 400, wantReason: "bad_object"},
+		// The apiserver decodes and schema-checks every object before admission:
+		// fields the policies do not read are not checked again (SPEC §4).
+		{name: "replicas a string (a field the policies never read)", body: review(stsRequest("CREATE", labelled(map[string]any{"spec": map[string]any{"replicas": "three"}}))), wantStatus: 200, wantAllowed: true},
+		{name: "replicas not an integer", body: review(stsRequest("CREATE", labelled(map[string]any{"spec": map[string]any{"replicas": 1.5}}))), wantStatus: 200, wantAllowed: true},
+		{name: "container image a number", body: review(stsRequest("CREATE", labelled(map[string]any{"spec": map[string]any{"template": map[string]any{"spec": map[string]any{"containers": []any{map[string]any{"name": "dittofs", "image": 5}}}}}}))), wantStatus: 200, wantAllowed: true},
+		{name: "bad quantity in a container's limits", body: review(stsRequest("CREATE", labelled(map[string]any{"spec": map[string]any{"template": map[string]any{"spec": map[string]any{"containers": []any{map[string]any{"name": "dittofs", "resources": map[string]any{"limits": map[string]any{"memory": "lots"}}}}}}}}))), wantStatus: 200, wantAllowed: true},
+		{name: "bad timestamp in metadata", body: review(stsRequest("CREATE", labelled(map[string]any{"metadata": map[string]any{"creationTimestamp": "yesterday"}}))), wantStatus: 200, wantAllowed: true},
 		{name: "unknown fields are not errors", body: review(stsRequest("CREATE", labelled(map[string]any{"spec": map[string]any{"fromTheFuture": map[string]any{"x": 1}, "template": map[string]any{"spec": map[string]any{"containers": []any{map[string]any{"name": "dittofs", "newField": true}}}}}}))), wantStatus: 200, wantAllowed: true},
 		{name: "wrong kind", body: review(map[string]any{"uid": "u", "operation": "CREATE", "kind": map[string]any{"group": "apps", "version": "v1", "kind": "Deployment"}, "object": map[string]any{}}), wantStatus: 200, wantCode: 400, wantReason: "wrong_kind"},
 		{name: "DELETE with no object", body: review(map[string]any{"uid": "u", "operation": "DELETE", "kind": map[string]any{"group": "apps", "version": "v1", "kind": "StatefulSet"}}), wantStatus: 200, wantAllowed: true},
@@ -173,7 +179,7 @@ func padTo(body []byte, n int) []byte {
 }
 
 func TestPanicIsRecovered(t *testing.T) {
-	h, m := newTestHandler(func(*Request) Response { panic("boom") })
+	h, m := newTestHandler(func(*admission.Request) admission.Response { panic("boom") })
 	body := review(stsRequest("CREATE", map[string]any{}))
 	for i := 1; i <= 2; i++ {
 		r := httptest.NewRequest(http.MethodPost, MutatePath, bytes.NewReader(body))

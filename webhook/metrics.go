@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/dittofs/dittofs-webhook/policies"
+	"github.com/dittofs/dittofs-webhook/webhook/admission"
 )
 
 // Reasons of dittofs_webhook_bad_requests_total.
@@ -76,8 +77,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"webhook"}),
 		violations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dittofs_webhook_violations_total",
-			Help: "Validation rule violations that denied a request, by rule ID.",
-		}, []string{"rule"}),
+			Help: "Validation rule violations, by rule ID and action: deny (the request was denied) or warn (allowed with a warning under --validation-action warn).",
+		}, []string{"rule", "action"}),
 		mutations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dittofs_webhook_mutations_total",
 			Help: "Mutations returned in patches, by mutation ID.",
@@ -110,10 +111,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	// Start every known series at zero so rate() and alerts see the first event.
-	for _, r := range []string{policies.RuleMetadataStorage, policies.RuleContentStorage, policies.RuleCacheStorage, policies.RuleRetentionPolicy, policies.RuleStorageSize} {
-		m.violations.WithLabelValues(r)
+	for _, r := range policies.Rules {
+		m.violations.WithLabelValues(r, string(policies.Deny))
+		m.violations.WithLabelValues(r, string(policies.Warn))
 	}
-	for _, mu := range []string{policies.MutationCacheTemplate, policies.MutationCacheCarryOver, policies.MutationRetentionPolicy, policies.MutationEmptyDirRemoved, policies.MutationCacheVolumeMount} {
+	for _, mu := range policies.Mutations {
 		m.mutations.WithLabelValues(mu)
 	}
 	for _, r := range []string{reasonMethod, reasonContentType, reasonTooLarge, reasonNotReview, reasonReadError, "wrong_kind", "bad_object"} {
@@ -156,21 +158,21 @@ func (m *Metrics) series(webhook, operation string, allowed bool) (prometheus.Co
 }
 
 // observe records one answered admission request.
-func (m *Metrics) observe(webhook, operation string, resp *Response, took time.Duration) {
+func (m *Metrics) observe(webhook, operation string, resp *admission.Response, took time.Duration) {
 	if m == nil {
 		return
 	}
 	requests, duration := m.series(webhook, operation, resp.Allowed)
 	requests.Inc()
 	duration.Observe(took.Seconds())
-	for _, r := range resp.violations {
-		m.violations.WithLabelValues(r).Inc()
+	for _, v := range resp.Violations {
+		m.violations.WithLabelValues(v.Rule, v.Action).Inc()
 	}
-	for _, mu := range resp.mutations {
+	for _, mu := range resp.Mutations {
 		m.mutations.WithLabelValues(mu).Inc()
 	}
-	if resp.badReason != "" {
-		m.badRequests.WithLabelValues(resp.badReason).Inc()
+	if resp.BadReason != "" {
+		m.badRequests.WithLabelValues(resp.BadReason).Inc()
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/dittofs/dittofs-webhook/policies"
+	"github.com/dittofs/dittofs-webhook/webhook/admission"
 )
 
 // Routes of the two webhooks, as the webhook configurations name them.
@@ -41,7 +42,8 @@ type Options struct {
 	// MetricsListen is the plain-HTTP address of /metrics, /healthz and
 	// /readyz (--metrics-listen, ":8080").
 	MetricsListen string
-	// Policy holds --default-cache-size and --cache-mount-path.
+	// Policy holds --default-cache-size, --cache-mount-path and
+	// --validation-action.
 	Policy policies.Options
 	// ShutdownTimeout bounds the wait for in-flight requests on SIGTERM
 	// (--shutdown-timeout, 25s).
@@ -105,7 +107,7 @@ func Run(ctx context.Context, o Options) error {
 	defer metricsLn.Close()
 
 	var shuttingDown atomic.Bool
-	admission := newHTTPServer(NewRouter(&Admitter{Policy: o.Policy}, metrics, o.Log), o.Log)
+	admission := newHTTPServer(NewRouter(&admission.Admitter{Policy: o.Policy}, metrics, o.Log), o.Log)
 	admission.TLSConfig = &tls.Config{MinVersion: o.TLSMinVersion, GetCertificate: certs.GetCertificate}
 	admission.Protocols = protocols(o.EnableHTTP2)
 	health := newHTTPServer(healthRouter(o.Registry, func() error {
@@ -181,7 +183,7 @@ func protocols(http2 bool) *http.Protocols {
 
 // NewRouter routes the two webhooks (POST only; any other method is answered
 // 405 by the handler itself, so it is counted).
-func NewRouter(a *Admitter, metrics *Metrics, log *slog.Logger) http.Handler {
+func NewRouter(a *admission.Admitter, metrics *Metrics, log *slog.Logger) http.Handler {
 	r := mux.NewRouter()
 	r.Handle(MutatePath, &Handler{Webhook: "mutate", Admit: a.Mutate, Metrics: metrics, Log: log})
 	r.Handle(ValidatePath, &Handler{Webhook: "validate", Admit: a.Validate, Metrics: metrics, Log: log})

@@ -12,8 +12,6 @@ import (
 	"strings"
 	"syscall"
 
-	"k8s.io/apimachinery/pkg/api/resource"
-
 	"github.com/dittofs/dittofs-webhook/policies"
 	"github.com/dittofs/dittofs-webhook/webhook"
 )
@@ -21,8 +19,9 @@ import (
 // serveFlags are the flags of `serve` with their documented defaults (SPEC §5).
 type serveFlags struct {
 	opts             webhook.Options
+	policy           *policyFlags
 	tlsMinVersion    string
-	defaultCacheSize string
+	validationAction string
 	logFormat        string
 	logLevel         string
 }
@@ -37,8 +36,8 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&f.tlsMinVersion, "tls-min-version", "1.2", "minimum TLS version: 1.2 or 1.3")
 	fs.BoolVar(&f.opts.EnableHTTP2, "enable-http2", false, "serve HTTP/2 too (off: the HTTP/2 rapid-reset CVEs)")
 	fs.StringVar(&f.opts.MetricsListen, "metrics-listen", ":8080", "plain-HTTP address of /metrics, /healthz and /readyz")
-	fs.StringVar(&f.defaultCacheSize, "default-cache-size", "5Gi", "size of an injected cache volumeClaimTemplate without the "+policies.AnnotationCacheSize+" annotation")
-	fs.StringVar(&f.opts.Policy.CacheMountPath, "cache-mount-path", "/data/cache", "where the DittoFS container mounts the cache")
+	f.policy = addPolicyFlags(fs)
+	fs.StringVar(&f.validationAction, "validation-action", string(policies.Deny), "what a violation gets: deny, or warn (allowed with a warning, for a report-only rollout)")
 	fs.DurationVar(&f.opts.ShutdownTimeout, "shutdown-timeout", 25e9, "how long in-flight requests may take to finish on SIGTERM")
 	fs.StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -57,13 +56,15 @@ func (f *serveFlags) options(stderr io.Writer) (webhook.Options, error) {
 	default:
 		return o, fmt.Errorf("--tls-min-version must be 1.2 or 1.3, got %q", f.tlsMinVersion)
 	}
-	q, err := resource.ParseQuantity(f.defaultCacheSize)
-	if err != nil || q.Sign() <= 0 {
-		return o, fmt.Errorf("--default-cache-size must be a positive quantity such as 5Gi, got %q", f.defaultCacheSize)
+	var err error
+	if o.Policy, err = f.policy.options(); err != nil {
+		return o, err
 	}
-	o.Policy.DefaultCacheSize = q
-	if err := o.Policy.Validate(); err != nil {
-		return o, fmt.Errorf("--cache-mount-path: %w", err)
+	switch a := policies.Action(f.validationAction); a {
+	case policies.Deny, policies.Warn:
+		o.Policy.Action = a
+	default:
+		return o, fmt.Errorf("--validation-action must be deny or warn, got %q", f.validationAction)
 	}
 	if o.ShutdownTimeout < 0 {
 		return o, fmt.Errorf("--shutdown-timeout must not be negative, got %s", o.ShutdownTimeout)

@@ -1,10 +1,12 @@
-package webhook
+package admission
 
 import (
 	"fmt"
 	"slices"
 	"strings"
 
+	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"gomodules.xyz/jsonpatch/v2"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -29,16 +31,16 @@ func (a *Admitter) Mutate(req *Request) Response {
 	}
 	m := policies.Mutate(preq, a.Policy)
 	if len(m.Errs) > 0 {
-		return Invalid(statefulSetGK, objectName(req), m.Errs).WithWarnings(m.Warnings...)
+		return Invalid(statefulSetGK, req.ObjectName(), m.Errs).WithWarnings(m.Warnings...)
 	}
 	patch := m.Patch
-	if len(patch) > 0 && !req.objectHasSpec {
+	if len(patch) > 0 && !hasSpec(req) {
 		// Every path of the patch is under /spec: an object sent without one
 		// (never by the apiserver, which defaults it) needs it created first.
 		patch = append([]jsonpatch.Operation{jsonpatch.NewOperation("add", "/spec", map[string]any{})}, patch...)
 	}
 	resp = Patched(patch).WithWarnings(m.Warnings...).WithAudit(m.Audit)
-	resp.mutations = m.Applied
+	resp.Mutations = m.Applied
 	return resp
 }
 
@@ -48,17 +50,24 @@ func (a *Admitter) Validate(req *Request) Response {
 	if done {
 		return resp
 	}
-	v := policies.Validate(preq)
+	v := policies.Validate(preq, a.Policy)
 	audit := map[string]string{}
 	if len(v.Existing) > 0 {
 		audit["existing-violations"] = joinRules(v.Existing)
 	}
-	if v.Allowed() {
-		resp = Allowed()
-	} else {
-		resp = Invalid(statefulSetGK, objectName(req), v.Errs)
-		resp.violations = rules(v.Errs)
+	resp = Allowed()
+	if !v.Allowed() {
+		resp = Invalid(statefulSetGK, req.ObjectName(), v.Errs)
 		audit["violations"] = joinRules(v.Errs)
+	}
+	if len(v.Warned) > 0 {
+		audit["warned-violations"] = joinRules(v.Warned)
+	}
+	for _, e := range v.Errs {
+		resp.Violations = append(resp.Violations, Violation{Rule: e.Origin, Action: string(policies.Deny)})
+	}
+	for _, e := range v.Warned {
+		resp.Violations = append(resp.Violations, Violation{Rule: e.Origin, Action: string(policies.Warn)})
 	}
 	return resp.WithWarnings(v.Warnings...).WithAudit(audit)
 }
@@ -75,12 +84,12 @@ func screen(req *Request) (policies.Request, Response, bool) {
 	if req.Kind.Group != "apps" || req.Kind.Version != "v1" || req.Kind.Kind != "StatefulSet" {
 		resp := Errored(400, fmt.Sprintf("dittofs-webhook handles apps/v1 StatefulSet, got a request for %s (resource %s): check the webhook configuration's rules",
 			gvkString(req.Kind.Group, req.Kind.Version, req.Kind.Kind), gvkString(req.Resource.Group, req.Resource.Version, req.Resource.Resource)))
-		resp.badReason = "wrong_kind"
+		resp.BadReason = "wrong_kind"
 		return policies.Request{}, resp, true
 	}
 	switch {
 	case req.ObjectErr != nil:
-		return badObject(fmt.Sprintf("the %s object does not decode as an apps/v1 StatefulSet: %s", req.Operation, oneLine(req.ObjectErr.Error())))
+		return badObject(fmt.Sprintf("the %s object does not decode as an apps/v1 StatefulSet: %s", req.Operation, req.ObjectErr))
 	case req.Object == nil:
 		return badObject(fmt.Sprintf("the %s request has no object", req.Operation))
 	case op == policies.Update && req.OldObject == nil:
@@ -92,18 +101,26 @@ func screen(req *Request) (policies.Request, Response, bool) {
 	if !policies.IsManaged(req.Object) {
 		return policies.Request{}, Allowed(), true
 	}
-	return policies.Request{
-		Operation:        op,
-		Object:           req.Object,
-		OldObject:        req.OldObject,
-		OldCacheTemplate: req.OldCacheTemplate,
-	}, Response{}, false
+	return policies.Request{Operation: op, Object: req.Object, OldObject: req.OldObject}, Response{}, false
 }
 
 func badObject(msg string) (policies.Request, Response, bool) {
 	resp := Errored(400, msg)
-	resp.badReason = "bad_object"
+	resp.BadReason = "bad_object"
 	return policies.Request{}, resp, true
+}
+
+// hasSpec reports whether the object has a spec member. A spec holds
+// containers, so only an object whose view has none is decoded again.
+func hasSpec(req *Request) bool {
+	s := &req.Object.Spec
+	if len(s.Template.Spec.Containers) > 0 || s.VolumeClaimTemplates != nil || s.RetentionPolicy != nil || s.Template.Spec.Volumes != nil {
+		return true
+	}
+	var probe struct {
+		Spec jsontext.Value `json:"spec"`
+	}
+	return json.Unmarshal(req.RawObject, &probe) == nil && len(probe.Spec) > 0
 }
 
 func gvkString(group, version, kind string) string {
@@ -113,30 +130,26 @@ func gvkString(group, version, kind string) string {
 	return group + "/" + version + " " + kind
 }
 
-func objectName(req *Request) string {
-	if req.Object != nil {
-		if req.Object.Name != "" {
-			return req.Object.Name
+// ObjectName names the request's object in denials and logs: its name, else
+// its generateName, else the request's name.
+func (req *Request) ObjectName() string {
+	if o := req.Object; o != nil {
+		if o.Metadata.Name != "" {
+			return o.Metadata.Name
 		}
-		if req.Object.GenerateName != "" {
-			return req.Object.GenerateName
+		if o.Metadata.GenerateName != "" {
+			return o.Metadata.GenerateName
 		}
 	}
 	return req.Name
 }
 
-func rules(errs field.ErrorList) []string {
-	out := make([]string, 0, len(errs))
-	for _, e := range errs {
-		if r := policies.RuleOf(e); r != "" {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
+// joinRules lists the distinct rules of errs, sorted, for audit annotations.
 func joinRules(errs field.ErrorList) string {
-	rs := rules(errs)
+	rs := make([]string, 0, len(errs))
+	for _, e := range errs {
+		rs = append(rs, e.Origin)
+	}
 	slices.Sort(rs)
 	return strings.Join(slices.Compact(rs), ",")
 }

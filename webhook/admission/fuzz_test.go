@@ -1,11 +1,15 @@
-package webhook
+package admission_test
 
 import (
 	"encoding/json"
 	"fmt"
 	"testing"
 
+	admissionv1 "k8s.io/api/admission/v1"
+
 	"github.com/dittofs/dittofs-webhook/policies"
+
+	"github.com/dittofs/dittofs-webhook/webhook/admission"
 )
 
 // genStatefulSet builds a StatefulSet from fuzz bytes: each byte picks one
@@ -118,36 +122,43 @@ func FuzzPolicies(f *testing.F) {
 	f.Add([]byte{1, 2, 0, 1, 2, 0, 1, 1, 3, 2, 1, 1, 1, 0, 0})
 	f.Add([]byte{3, 1, 3, 0, 0, 0, 1, 0, 1, 0, 0, 2, 1, 0, 2, 0, 1, 2, 1, 2, 2})
 	f.Add([]byte("\x01\x00\x03\x02\x00\x00\x00\x01\x00\x00\x00\x02\x02\x00\x00\x00\x03\x01\x00\x00\x01\x00\x02\x01\x00"))
-	a := &Admitter{Policy: policies.DefaultOptions()}
+	deny := &admission.Admitter{Policy: policies.DefaultOptions()}
+	warnOpts := policies.DefaultOptions()
+	warnOpts.Action = policies.Warn
+	warn := &admission.Admitter{Policy: warnOpts}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		g := &gen{b: data}
 		obj := g.statefulSet()
 		old := g.statefulSet()
 		objJSON, _ := json.Marshal(obj)
 		oldJSON, _ := json.Marshal(old)
-		for _, op := range []string{"CREATE", "UPDATE"} {
+		for _, run := range []struct {
+			op string
+			a  *admission.Admitter
+		}{{"CREATE", deny}, {"UPDATE", deny}, {"CREATE", warn}, {"UPDATE", warn}} {
+			op, a := run.op, run.a
 			var oldArg []byte
 			if op == "UPDATE" {
 				oldArg = oldJSON
 			}
-			req, err := NewRequest(op, objJSON, oldArg)
+			req, err := admission.NewRequest(op, objJSON, oldArg)
 			if err != nil {
 				t.Fatalf("generated object does not decode: %v\n%s", err, objJSON)
 			}
 			resp := a.Mutate(req)
-			checkEncoding(t, &resp, "uid")
+			checkReview(t, &resp)
 			if !resp.Allowed {
-				if resp.Result == nil || resp.Result.Code != 422 {
+				if resp.Result == nil || resp.Result.Code != 422 || a == warn {
 					t.Fatalf("%s denied without a 422: %+v", op, resp.Result)
 				}
 				continue
 			}
-			patched, err := ApplyPatch(objJSON, resp.Patch)
+			patched, err := admission.ApplyPatch(objJSON, resp.Patch)
 			if err != nil {
 				p, _ := json.Marshal(resp.Patch)
 				t.Fatalf("%s patch does not apply: %v\nobject %s\npatch %s", op, err, objJSON, p)
 			}
-			again, err := NewRequest(op, patched, oldArg)
+			again, err := admission.NewRequest(op, patched, oldArg)
 			if err != nil {
 				t.Fatalf("patched object does not decode: %v", err)
 			}
@@ -157,9 +168,12 @@ func FuzzPolicies(f *testing.F) {
 				t.Fatalf("%s not idempotent:\nobject %s\nfirst %s\nsecond %s", op, objJSON, p1, p2)
 			}
 			checkUnknownFieldsKept(t, objJSON, patched)
+			if v := a.Validate(again); a == warn && !v.Allowed {
+				t.Fatalf("warn mode denies: %s\nobject %s", v.Result.Message, patched)
+			}
 			if op == "CREATE" && policies.IsManaged(req.Object) && hasSizedStorage(req.Object.Spec.VolumeClaimTemplates) {
 				v := a.Validate(again)
-				checkEncoding(t, &v, "uid")
+				checkReview(t, &v)
 				if !v.Allowed {
 					t.Fatalf("validator denies the mutator's output: %s\nobject %s", v.Result.Message, patched)
 				}
@@ -170,11 +184,11 @@ func FuzzPolicies(f *testing.F) {
 
 // hasSizedStorage: metadata and content templates, and any cache template
 // the user wrote, all with a positive size.
-func hasSizedStorage(vcts []corev1PVC) bool {
+func hasSizedStorage(vcts []policies.ClaimTemplate) bool {
 	count := map[string]int{}
 	for _, v := range vcts {
-		count[v.Name]++
-		if v.Name == "metadata" || v.Name == "content" || v.Name == "cache" { // a cache the user wrote is never changed
+		count[v.Name()]++
+		if v.Name() == "metadata" || v.Name() == "content" || v.Name() == "cache" { // a cache the user wrote is never changed
 			q, ok := v.Spec.Resources.Requests["storage"]
 			if !ok || q.Sign() <= 0 {
 				return false
@@ -230,4 +244,21 @@ func injected(before []byte, name any) bool {
 		}
 	}
 	return true
+}
+
+// checkReview encodes r as the server does and decodes it as the apiserver
+// does: a v1 AdmissionReview with the uid and a consistent answer.
+func checkReview(t *testing.T, r *admission.Response) {
+	t.Helper()
+	b, err := r.Review("uid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rv admissionv1.AdmissionReview
+	if err := json.Unmarshal(b, &rv); err != nil || rv.Response == nil || rv.Response.UID != "uid" || rv.Response.Allowed != r.Allowed {
+		t.Fatalf("review %s does not decode as the answer (%v)", b, err)
+	}
+	if (len(rv.Response.Patch) > 0) != (len(r.Patch) > 0) || (rv.Response.PatchType != nil) != (len(r.Patch) > 0) {
+		t.Fatalf("patch and patchType disagree: %s", b)
+	}
 }

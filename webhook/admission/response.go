@@ -1,12 +1,15 @@
-package webhook
+package admission
 
 import (
 	"net/http"
 
+	"github.com/go-json-experiment/json"
 	"gomodules.xyz/jsonpatch/v2"
+	admissionv1 "k8s.io/api/admission/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
@@ -21,10 +24,17 @@ type Response struct {
 	Warnings         []string
 	AuditAnnotations map[string]string
 
-	// For metrics: what the policies did, and why a request was refused.
-	mutations  []string
-	violations []string
-	badReason  string
+	// For metrics: the mutations in the patch, the rules violated and what
+	// was done about each, and why a request was refused as misdirected.
+	Mutations  []string
+	Violations []Violation
+	BadReason  string
+}
+
+// Violation is one rule violation and the action taken: policies.Deny or
+// policies.Warn.
+type Violation struct {
+	Rule, Action string
 }
 
 // Allowed lets the request through unchanged.
@@ -51,22 +61,11 @@ func Invalid(gk schema.GroupKind, name string, errs field.ErrorList) Response {
 // Errored refuses a request the webhook cannot judge (for example a request
 // for a kind it does not handle) with the given HTTP-style code.
 func Errored(code int32, msg string) Response {
-	return Denied(&metav1.Status{
-		Status:  metav1.StatusFailure,
-		Code:    code,
-		Reason:  reasonForCode(code),
-		Message: msg,
-	})
-}
-
-func reasonForCode(code int32) metav1.StatusReason {
-	switch code {
-	case http.StatusBadRequest:
-		return metav1.StatusReasonBadRequest
-	case http.StatusUnprocessableEntity:
-		return metav1.StatusReasonInvalid
+	reason := metav1.StatusReasonUnknown
+	if code == http.StatusBadRequest {
+		reason = metav1.StatusReasonBadRequest
 	}
-	return metav1.StatusReasonUnknown
+	return Denied(&metav1.Status{Status: metav1.StatusFailure, Code: code, Reason: reason, Message: msg})
 }
 
 // WithWarnings returns r with warnings appended.
@@ -87,4 +86,29 @@ func (r Response) WithAudit(annotations map[string]string) Response {
 		r.AuditAnnotations[k] = v
 	}
 	return r
+}
+
+var jsonPatchType = admissionv1.PatchTypeJSONPatch
+
+// Review encodes r as the admission.k8s.io/v1 AdmissionReview answering the
+// request uid.
+func (r *Response) Review(uid types.UID) ([]byte, error) {
+	resp := &admissionv1.AdmissionResponse{
+		UID:              uid,
+		Allowed:          r.Allowed,
+		Result:           r.Result,
+		AuditAnnotations: r.AuditAnnotations,
+		Warnings:         r.Warnings,
+	}
+	if len(r.Patch) > 0 {
+		patch, err := json.Marshal(r.Patch)
+		if err != nil {
+			return nil, err
+		}
+		resp.Patch, resp.PatchType = patch, &jsonPatchType
+	}
+	return json.Marshal(&admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
+		Response: resp,
+	}, json.Deterministic(true))
 }

@@ -1,10 +1,13 @@
-package webhook
+package admission
 
 import (
 	"errors"
 	"fmt"
 	"net/http"
 
+	"github.com/go-json-experiment/json"
+	"gomodules.xyz/jsonpatch/v2"
+	jsonpatchv4 "gopkg.in/evanphx/json-patch.v4"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -55,9 +58,9 @@ func (e *Evaluation) Denial() *metav1.Status {
 // StatefulSet, offline, exactly as the apiserver calls them in sequence:
 // object (and, for an UPDATE, oldObject, the stored object) are decoded the way
 // the server decodes an AdmissionReview, Mutate answers, its patch is applied
-// to object, the result is decoded again and Validate answers on it against
-// the same oldObject. operation is "CREATE" or "UPDATE" (oldObject is ignored
-// on CREATE and required on UPDATE).
+// to object with the apiserver's own patch library, and Validate answers on
+// the result against the same oldObject. operation is "CREATE" or "UPDATE"
+// (oldObject is ignored on CREATE and required on UPDATE).
 //
 // The error is for input the server would refuse as a misconfiguration (code
 // 400: an object that does not decode or is not an apps/v1 StatefulSet) and for
@@ -93,6 +96,24 @@ func (a *Admitter) Evaluate(operation string, object, oldObject []byte) (*Evalua
 	return ev, nil
 }
 
+// ApplyPatch applies a JSON patch to a JSON document with
+// gopkg.in/evanphx/json-patch.v4, the library kube-apiserver applies webhook
+// patches with, so what eval prints is what the cluster stores.
+func ApplyPatch(doc []byte, ops []jsonpatch.Operation) ([]byte, error) {
+	if len(ops) == 0 {
+		return doc, nil
+	}
+	b, err := json.Marshal(ops)
+	if err != nil {
+		return nil, err
+	}
+	p, err := jsonpatchv4.DecodePatch(b)
+	if err != nil {
+		return nil, err
+	}
+	return p.Apply(doc)
+}
+
 // evalRequest builds the request the apiserver would send for object.
 func evalRequest(operation string, object, oldObject []byte) (*Request, error) {
 	if operation == "UPDATE" && oldObject == nil {
@@ -105,7 +126,7 @@ func evalRequest(operation string, object, oldObject []byte) (*Request, error) {
 	if err != nil {
 		return nil, fmt.Errorf("does not decode as an apps/v1 StatefulSet: %s", oneLine(err.Error()))
 	}
-	req.UID, req.DryRun = "dittofs-webhook-eval", true
+	req.UID = "dittofs-webhook-eval"
 	return req, nil
 }
 
