@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -67,19 +68,29 @@ func requireCache(t testing.TB, sts *appsv1.StatefulSet, size, class string) {
 	if c == nil {
 		t.Fatalf("no cache volumeClaimTemplate; stored:\n%s", storage(sts))
 	}
-	q, ok := c.Spec.Resources.Requests[corev1.ResourceStorage]
-	if !ok || q.Cmp(resource.MustParse(size)) != 0 {
-		t.Errorf("cache requests storage %v, want %s; stored:\n%s", c.Spec.Resources.Requests, size, storage(sts))
+	for _, p := range claimSpecProblems(c.Spec, size, class) {
+		t.Errorf("cache %s; stored:\n%s", p, storage(sts))
 	}
-	switch got := c.Spec.StorageClassName; {
+}
+
+// claimSpecProblems compares a claim's spec (a volumeClaimTemplate's or a
+// PVC's) with the cache's: storage size, class (empty: unset, the cluster
+// default) and ReadWriteOnce.
+func claimSpecProblems(spec corev1.PersistentVolumeClaimSpec, size, class string) []string {
+	var problems []string
+	if q, ok := spec.Resources.Requests[corev1.ResourceStorage]; !ok || q.Cmp(resource.MustParse(size)) != 0 {
+		problems = append(problems, fmt.Sprintf("requests storage %v, want %s", spec.Resources.Requests, size))
+	}
+	switch got := spec.StorageClassName; {
 	case class == "" && got != nil:
-		t.Errorf("cache storageClassName %q, want unset (the cluster default); stored:\n%s", *got, storage(sts))
+		problems = append(problems, fmt.Sprintf("storageClassName %q, want unset (the cluster default)", *got))
 	case class != "" && (got == nil || *got != class):
-		t.Errorf("cache storageClassName %v, want %q; stored:\n%s", strPtr(got), class, storage(sts))
+		problems = append(problems, fmt.Sprintf("storageClassName %s, want %q", strPtr(got), class))
 	}
-	if !slices.Equal(c.Spec.AccessModes, []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}) {
-		t.Errorf("cache accessModes %v, want [ReadWriteOnce]; stored:\n%s", c.Spec.AccessModes, storage(sts))
+	if !slices.Equal(spec.AccessModes, []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}) {
+		problems = append(problems, fmt.Sprintf("accessModes %v, want [ReadWriteOnce]", spec.AccessModes))
 	}
+	return problems
 }
 
 // requireCacheMounted checks that the container mounts the cache at path,

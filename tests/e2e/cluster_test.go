@@ -11,7 +11,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -191,17 +190,8 @@ func requireClaimsKept(t testing.TB, ns string, uids map[string]types.UID) {
 // cache template: size, class (empty: unset), ReadWriteOnce.
 func requireCacheClaim(t testing.TB, c *corev1.PersistentVolumeClaim, size, class string) {
 	t.Helper()
-	if q, ok := c.Spec.Resources.Requests[corev1.ResourceStorage]; !ok || q.Cmp(resource.MustParse(size)) != 0 {
-		t.Errorf("PVC %s requests storage %v, want %s", c.Name, c.Spec.Resources.Requests, size)
-	}
-	switch got := c.Spec.StorageClassName; {
-	case class == "" && got != nil:
-		t.Errorf("PVC %s has storageClassName %q, want unset (the cluster default)", c.Name, *got)
-	case class != "" && (got == nil || *got != class):
-		t.Errorf("PVC %s has storageClassName %s, want %q", c.Name, strPtr(got), class)
-	}
-	if !slices.Equal(c.Spec.AccessModes, []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}) {
-		t.Errorf("PVC %s has accessModes %v, want [ReadWriteOnce]", c.Name, c.Spec.AccessModes)
+	for _, p := range claimSpecProblems(c.Spec, size, class) {
+		t.Errorf("PVC %s: %s", c.Name, p)
 	}
 }
 
