@@ -258,14 +258,14 @@ func compareRenderings(t *testing.T, kust, chart *rendering) {
 			cl := clabels[path]
 			for name, v := range kl {
 				if !kustomizeOnlyLabels[name] && cl[name] != v {
-					t.Errorf("%s: %s[%q] = %q in the chart, %q in %s", o, path, name, cl[name], v, kust.dir)
+					t.Errorf("%s: %s[%q] = %v in the chart, %v in %s", o, path, name, cl[name], v, kust.dir)
 				}
 			}
 		}
 		for path, cl := range clabels {
 			for name, v := range cl {
 				if _, inKust := klabels[path][name]; !inKust && !chartOnlyLabels[name] {
-					t.Errorf("%s: the chart adds label %s[%q] = %q, which %s does not have", o, path, name, v, kust.dir)
+					t.Errorf("%s: the chart adds label %s[%q] = %v, which %s does not have", o, path, name, v, kust.dir)
 				}
 			}
 		}
