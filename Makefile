@@ -12,7 +12,7 @@ FUZZTIME    ?= 20s
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 IMAGE       ?= dittofs-webhook:$(VERSION)
 
-.PHONY: all build run certs test unit race fixtures manifests e2e fuzz bench bench-e2e soak lint vet docker-build kube-bins clean
+.PHONY: all build run certs test unit race fixtures manifests e2e fuzz bench bench-e2e soak lint vet docker-build kube-bins helm-bin clean
 
 all: build
 
@@ -37,8 +37,11 @@ unit: ## unit and fixture tests of the main module
 race: ## unit and fixture tests under the race detector
 	go test -count=1 -race ./...
 
-manifests: ## the deploy/ kustomize tree rendered and checked
+manifests: helm-bin ## the deploy/ kustomize tree and the Helm chart rendered and checked
 	cd tests/manifests && go test -count=1 ./...
+
+helm-bin: ## the helm CLI (v4) built from Go modules (cached by version)
+	tests/tools/build-helm.sh >/dev/null
 
 e2e: kube-bins build ## end-to-end on a real kube-apiserver, driven with kubectl
 	cd tests/e2e && go test -count=1 -timeout 30m -v ./...
