@@ -725,3 +725,37 @@ func TestIsManaged(t *testing.T) {
 		t.Error("no label is managed")
 	}
 }
+
+// TestMutateWarnAction: under the warn action what the mutating webhook would
+// deny is a warning, no cache is injected where it would have been denied,
+// and the rest of the mutation applies; without a denial, warn mutates as
+// deny does.
+func TestMutateWarnAction(t *testing.T) {
+	warn := policies.DefaultOptions()
+	warn.Action = policies.Warn
+	for _, tc := range []mutateCase{
+		{
+			name:     "bad cache-size: warning, no cache, retention still fixed",
+			opts:     &warn,
+			obj:      sts(withAnnotation(policies.AnnotationCacheSize, "lots"), withRetention(del, retain)),
+			want:     []tweak{withRetention(retain, retain)},
+			applied:  []string{policies.MutationRetentionPolicy},
+			warnings: [][]string{{policies.AnnotationCacheSize, `"lots"`, "denied under deny"}, {"whenDeleted"}},
+		},
+		{
+			name:     "reserved cache volume: warning, no cache",
+			opts:     &warn,
+			obj:      sts(withVolumes(hostPath("cache", "/mnt"))),
+			warnings: [][]string{{"spec.template.spec.volumes[0].name", "denied under deny"}},
+		},
+		{
+			name:    "nothing to deny: the same as deny",
+			opts:    &warn,
+			obj:     sts(),
+			want:    []tweak{cache5Gi, cacheMount},
+			applied: []string{policies.MutationCacheTemplate, policies.MutationCacheVolumeMount},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) { runMutateCase(t, tc) })
+	}
+}

@@ -307,3 +307,58 @@ func TestRuleOf(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateWarnAction: under the warn action every violation that would be
+// denied is allowed, with a warning that starts with its rule ID; existing
+// violations stay existing ones (they are allowed under deny too).
+func TestValidateWarnAction(t *testing.T) {
+	warn := policies.DefaultOptions()
+	warn.Action = policies.Warn
+	for _, tc := range []struct {
+		name     string
+		op       policies.Operation
+		obj, old *appsv1.StatefulSet
+		warned   []wantErr
+		existing []wantErr
+	}{
+		{name: "valid: nothing", obj: stored()},
+		{
+			name:   "CREATE without content and with Delete",
+			obj:    stored(withoutVCT("content"), withRetention(del, retain)),
+			warned: []wantErr{{required, vctsPath, policies.RuleContentStorage}, {invalid, deleted, policies.RuleRetentionPolicy}},
+		},
+		{
+			name:     "UPDATE: a new violation is warned, an existing one stays existing",
+			op:       policies.Update,
+			obj:      stored(withoutVCT("content"), withVCTSize(0, "0")),
+			old:      stored(withVCTSize(0, "0")),
+			warned:   []wantErr{{required, vctsPath, policies.RuleContentStorage}},
+			existing: []wantErr{{invalid, sizePath(0), policies.RuleStorageSize}},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			op := tc.op
+			if op == "" {
+				op = policies.Create
+			}
+			v := policies.Validate(policies.Request{Operation: op, Object: view(t, tc.obj), OldObject: view(t, tc.old)}, warn)
+			if !v.Allowed() || len(v.Errs) > 0 {
+				t.Fatalf("denied under warn: %v", v.Errs)
+			}
+			checkErrs(t, "Warned", v.Warned, tc.warned)
+			checkErrs(t, "Existing", v.Existing, tc.existing)
+			var ruled int
+			for _, w := range v.Warnings {
+				for _, e := range v.Warned {
+					if strings.HasPrefix(w, e.Origin+": "+e.Field+": ") && strings.Contains(w, "denied under deny") {
+						ruled++
+						break
+					}
+				}
+			}
+			if ruled != len(v.Warned) {
+				t.Errorf("%d of %d warned violations have a warning starting with the rule ID: %q", ruled, len(v.Warned), v.Warnings)
+			}
+		})
+	}
+}

@@ -33,32 +33,17 @@ type Metrics struct {
 	panics      prometheus.Counter
 	certExpiry  prometheus.Gauge
 	certReloads *prometheus.CounterVec
-
-	// byWebhook holds each webhook's series resolved once: looking them up by
-	// label values on every request hashes the values each time. Read-only
-	// after NewMetrics.
-	byWebhook map[string]*webhookSeries
 }
 
-// webhookSeries are one webhook's request counters, by operation (the
-// index in operations) and verdict, and its duration histogram.
-type webhookSeries struct {
-	requests [len(operations)][2]prometheus.Counter
-	duration prometheus.Observer
-}
-
-// operations are the values of the operation label. The admission API has
-// four; anything else a client sends is counted as "unknown", so a hostile
-// body cannot create series without bound.
-var operations = [...]string{"CREATE", "UPDATE", "DELETE", "CONNECT", "unknown"}
-
-func operationIndex(op string) int {
-	for i, o := range operations[:len(operations)-1] {
-		if op == o {
-			return i
-		}
+// operationLabel bounds the operation label: the admission API has four
+// operations, and anything else a client sends is counted as "unknown", so a
+// hostile body cannot create series without bound.
+func operationLabel(op string) string {
+	switch op {
+	case "CREATE", "UPDATE", "DELETE", "CONNECT":
+		return op
 	}
-	return len(operations) - 1
+	return "unknown"
 }
 
 // NewMetrics creates the metrics and registers them, with the Go and process
@@ -123,38 +108,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	m.certReloads.WithLabelValues("success")
 	m.certReloads.WithLabelValues("failure")
-	m.byWebhook = map[string]*webhookSeries{}
+	// The operations the webhook configurations send start at zero.
 	for _, wh := range []string{"mutate", "validate"} {
-		ws := &webhookSeries{duration: m.duration.WithLabelValues(wh)}
-		for i, op := range operations {
-			// Resolving creates the series: only the operations the webhook
-			// configurations send start at zero.
-			if i < 2 {
-				ws.requests[i] = [2]prometheus.Counter{m.requests.WithLabelValues(wh, op, "false"), m.requests.WithLabelValues(wh, op, "true")}
-			}
+		for _, op := range []string{"CREATE", "UPDATE"} {
+			m.requests.WithLabelValues(wh, op, "false")
+			m.requests.WithLabelValues(wh, op, "true")
 		}
-		m.byWebhook[wh] = ws
 	}
 	return m
-}
-
-// series returns the request counter and duration histogram of a webhook,
-// operation and verdict.
-func (m *Metrics) series(webhook, operation string, allowed bool) (prometheus.Counter, prometheus.Observer) {
-	i, a := operationIndex(operation), 0
-	if allowed {
-		a = 1
-	}
-	ws := m.byWebhook[webhook]
-	if ws == nil { // a webhook of another name (tests)
-		return m.requests.WithLabelValues(webhook, operations[i], strconv.FormatBool(allowed)), m.duration.WithLabelValues(webhook)
-	}
-	if ws.requests[i][a] == nil {
-		// DELETE, CONNECT: the webhook configurations do not send them, so
-		// they are rare enough to look up each time.
-		return m.requests.WithLabelValues(webhook, operations[i], strconv.FormatBool(allowed)), ws.duration
-	}
-	return ws.requests[i][a], ws.duration
 }
 
 // observe records one answered admission request.
@@ -162,9 +123,8 @@ func (m *Metrics) observe(webhook, operation string, resp *admission.Response, t
 	if m == nil {
 		return
 	}
-	requests, duration := m.series(webhook, operation, resp.Allowed)
-	requests.Inc()
-	duration.Observe(took.Seconds())
+	m.requests.WithLabelValues(webhook, operationLabel(operation), strconv.FormatBool(resp.Allowed)).Inc()
+	m.duration.WithLabelValues(webhook).Observe(took.Seconds())
 	for _, v := range resp.Violations {
 		m.violations.WithLabelValues(v.Rule, v.Action).Inc()
 	}

@@ -345,31 +345,18 @@ func (s *statefulSet) atRisk() []string {
 		risks = append(risks, fmt.Sprintf("no persistent cache: no %q volumeClaimTemplate, so the write-ahead log is lost whenever a pod restarts; it cannot be added in place: `dittofs-webhook eval --recreate` prints the steps to recreate the StatefulSet without losing data", policies.CacheVolume))
 	}
 	rp := s.view.Spec.RetentionPolicy
+	if rp == nil { // the API defaults both fields to Retain
+		rp = &policies.RetentionPolicy{}
+	}
 	for _, f := range []struct{ name, value, what string }{
-		{"whenDeleted", retention(rp, true), "deleting the StatefulSet deletes its PVCs and their data"},
-		{"whenScaled", retention(rp, false), "scaling it down deletes the PVCs of the removed pods"},
+		{"whenDeleted", rp.WhenDeleted, "deleting the StatefulSet deletes its PVCs and their data"},
+		{"whenScaled", rp.WhenScaled, "scaling it down deletes the PVCs of the removed pods"},
 	} {
-		if f.value != policies.Retain {
+		if f.value != policies.Retain && f.value != "" {
 			risks = append(risks, fmt.Sprintf("persistentVolumeClaimRetentionPolicy.%s is %s: %s; any update through the webhook sets it to Retain", f.name, f.value, f.what))
 		}
 	}
 	return risks
-}
-
-// retention returns a retention field as stored; the API defaults a missing
-// one to Retain.
-func retention(rp *policies.RetentionPolicy, whenDeleted bool) string {
-	v := ""
-	if rp != nil {
-		v = rp.WhenScaled
-		if whenDeleted {
-			v = rp.WhenDeleted
-		}
-	}
-	if v == "" {
-		return policies.Retain
-	}
-	return v
 }
 
 // evaluate runs both webhooks on every StatefulSet.

@@ -32,6 +32,21 @@ const (
 // built-in ones of kube-apiserver v1.37 and the CRDs of cert-manager v1.21
 // and the Prometheus Operator.
 func TestInstallManifests(t *testing.T) {
+	prepareDryRun(t, installNamespace, sampleNamespace)
+	t.Run("deploy/default", func(t *testing.T) {
+		serverDryRun(t, "default")
+	})
+	t.Run("deploy/monitoring", func(t *testing.T) {
+		installPromOperatorCRDs(t)
+		serverDryRun(t, "monitoring")
+	})
+}
+
+// prepareDryRun readies the apiserver for a server-side dry run of an
+// install into namespaces: cert-manager's CRDs, the namespaces, and the
+// harness's webhook configurations out of the way.
+func prepareDryRun(t *testing.T, namespaces ...string) {
+	t.Helper()
 	cm, err := goModDir(t, certManagerModule)
 	if err != nil {
 		t.Fatalf("cert-manager's CRDs: %v", err)
@@ -44,7 +59,7 @@ func TestInstallManifests(t *testing.T) {
 	// as they are on a second install. (Created plainly, not with a
 	// client-side apply, whose last-applied annotation would make kubectl
 	// warn that it cannot migrate it to server-side apply in a dry run.)
-	for _, ns := range []string{installNamespace, sampleNamespace} {
+	for _, ns := range namespaces {
 		if r := mustKubectl(t, "", "get", "namespace", ns, "--ignore-not-found", "-o", "name"); r.stdout == "" {
 			mustKubectl(t, "", "create", "namespace", ns)
 		}
@@ -53,18 +68,17 @@ func TestInstallManifests(t *testing.T) {
 	// harness installed with another clientConfig: a dry-run apply over
 	// those would merge the two clientConfigs. Take them away meanwhile.
 	withoutWebhooks(t)
+}
 
-	t.Run("deploy/default", func(t *testing.T) {
-		serverDryRun(t, "default")
-	})
-	t.Run("deploy/monitoring", func(t *testing.T) {
-		po, err := goModDir(t, promOperatorModule)
-		if err != nil {
-			t.Skipf("the Prometheus Operator's CRDs (ServiceMonitor, PrometheusRule) are not obtainable here: %v", err)
-		}
-		installCRDs(t, filepath.Join(po, promOperatorCRDDir), "servicemonitors", "prometheusrules")
-		serverDryRun(t, "monitoring")
-	})
+// installPromOperatorCRDs installs the ServiceMonitor and PrometheusRule
+// CRDs, skipping the test where they cannot be had.
+func installPromOperatorCRDs(t *testing.T) {
+	t.Helper()
+	po, err := goModDir(t, promOperatorModule)
+	if err != nil {
+		t.Skipf("the Prometheus Operator's CRDs (ServiceMonitor, PrometheusRule) are not obtainable here: %v", err)
+	}
+	installCRDs(t, filepath.Join(po, promOperatorCRDDir), "servicemonitors", "prometheusrules")
 }
 
 // serverDryRun applies deploy/OVERLAY server-side in dry-run mode and checks
@@ -73,11 +87,19 @@ func serverDryRun(t *testing.T, overlay string) {
 	t.Helper()
 	dir := filepath.Join(env.repoRoot, "deploy", overlay)
 	rendered := mustKubectl(t, "", "kustomize", dir)
-	docs, err := decodeDocs(rendered.stdout)
+	serverDryRunOf(t, "deploy/"+overlay, rendered.stdout, "", "-k", dir)
+}
+
+// serverDryRunOf runs `kubectl apply --server-side --dry-run=server` with
+// source (-k DIR, or -f - reading stdin) and checks that every object of
+// rendered, what source holds, was accepted, without warnings.
+func serverDryRunOf(t *testing.T, what, rendered, stdin string, source ...string) {
+	t.Helper()
+	docs, err := decodeDocs(rendered)
 	if err != nil {
-		t.Fatalf("decoding kubectl kustomize deploy/%s: %v", overlay, err)
+		t.Fatalf("decoding %s: %v", what, err)
 	}
-	r := mustKubectl(t, "", "apply", "--server-side", "--dry-run=server", "-k", dir)
+	r := mustKubectl(t, stdin, append([]string{"apply", "--server-side", "--dry-run=server"}, source...)...)
 	requireNoWarning(t, r)
 	var lines []string
 	for _, l := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
@@ -97,13 +119,13 @@ func serverDryRun(t *testing.T, overlay string) {
 			}
 		}
 		if !found {
-			t.Errorf("%s %s of deploy/%s was not reported accepted:\n%s", kind, name, overlay, r)
+			t.Errorf("%s %s of %s was not reported accepted:\n%s", kind, name, what, r)
 		}
 	}
 	if len(lines) != len(docs) {
-		t.Errorf("deploy/%s renders %d objects, kubectl reported %d:\n%s", overlay, len(docs), len(lines), r)
+		t.Errorf("%s renders %d objects, kubectl reported %d:\n%s", what, len(docs), len(lines), r)
 	}
-	t.Logf("deploy/%s: %d objects accepted", overlay, len(docs))
+	t.Logf("%s: %d objects accepted", what, len(docs))
 }
 
 // installCRDs applies the CRDs in dir (all, or those whose file name contains

@@ -18,15 +18,34 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
-// installOverlays install the webhook; each must satisfy every installCheck.
-var installOverlays = []string{"deploy/default", "deploy/monitoring"}
+// installOverlays install the webhook; each must satisfy every installCheck,
+// as must the chart's installations (helmInstalls, helm_test.go).
+var installOverlays = []string{"deploy/default", "deploy/monitoring", "deploy/rollout-warn"}
+
+// layout is what a rendering holds besides the webhook's own objects, and
+// where they are.
+type layout struct {
+	namespace  string // of the webhook's objects
+	namePrefix string // of every object's name
+	// createsNamespace: the rendering has the Namespace object. Kustomize's
+	// does; Helm's cannot, as Helm stores the release in its namespace
+	// before it creates anything.
+	createsNamespace bool
+	// sample: the rendering installs the sample StatefulSet in
+	// sampleNamespace (deploy/default does; the chart does not).
+	sample bool
+}
+
+// kustomizeLayout is the layout of every overlay under deploy/.
+var kustomizeLayout = layout{namespace: installNamespace, namePrefix: namePrefix, createsNamespace: true, sample: true}
 
 // install is an overlay's rendering, decoded into typed objects.
 type install struct {
-	all       *rendering // everything the overlay renders
-	r         *rendering // the webhook's objects: all but the sample's namespace
-	sample    *rendering // the sample's namespace and what is in it
-	ns        *corev1.Namespace
+	layout
+	all       *rendering        // everything the overlay renders
+	r         *rendering        // the webhook's objects: all but the sample's namespace
+	sample    *rendering        // the sample's namespace and what is in it
+	ns        *corev1.Namespace // nil unless createsNamespace
 	sa        *corev1.ServiceAccount
 	dep       *appsv1.Deployment
 	svc       *corev1.Service
@@ -39,14 +58,21 @@ type install struct {
 	argErrs   []string          // problems with its args
 }
 
+// loadInstall loads the rendering of a kustomize overlay.
 func loadInstall(t *testing.T, all *rendering) *install {
+	t.Helper()
+	return loadInstallAs(t, all, kustomizeLayout)
+}
+
+// loadInstallAs loads a rendering of the install laid out as l.
+func loadInstallAs(t *testing.T, all *rendering, l layout) *install {
 	t.Helper()
 	sample, r := all.split(sampleNamespace)
 	in := &install{
+		layout: l,
 		all:    all,
 		r:      r,
 		sample: sample,
-		ns:     decode[corev1.Namespace](t, r.only(t, "Namespace")),
 		sa:     decode[corev1.ServiceAccount](t, r.only(t, "ServiceAccount")),
 		dep:    decode[appsv1.Deployment](t, r.only(t, "Deployment")),
 		svc:    decode[corev1.Service](t, r.only(t, "Service")),
@@ -54,6 +80,11 @@ func loadInstall(t *testing.T, all *rendering) *install {
 		np:     decode[networkingv1.NetworkPolicy](t, r.only(t, "NetworkPolicy")),
 		mwc:    decode[admissionregistrationv1.MutatingWebhookConfiguration](t, r.only(t, "MutatingWebhookConfiguration")),
 		vwc:    decode[admissionregistrationv1.ValidatingWebhookConfiguration](t, r.only(t, "ValidatingWebhookConfiguration")),
+	}
+	if l.createsNamespace {
+		in.ns = decode[corev1.Namespace](t, r.only(t, "Namespace"))
+	} else if ns := r.ofKind("Namespace"); len(ns) > 0 {
+		t.Fatalf("%s renders %v: it cannot create the namespace it is installed in", r.dir, ns)
 	}
 	if n := len(in.dep.Spec.Template.Spec.Containers); n != 1 {
 		t.Fatalf("%s: the Deployment's pod has %d containers, want the webhook server's alone", r.dir, n)
@@ -190,16 +221,18 @@ var installChecks = []installCheck{
 		}
 	}},
 	{"names and namespaces", func(t *testing.T, in *install) {
-		expect(t, "Namespace name", in.ns.Name, installNamespace)
+		if in.ns != nil {
+			expect(t, "Namespace name", in.ns.Name, in.namespace)
+		}
 		for _, o := range in.r.objs {
-			if !strings.HasPrefix(o.Name, namePrefix) {
-				t.Errorf("%s: name does not start with %q", o, namePrefix)
+			if !strings.HasPrefix(o.Name, in.namePrefix) {
+				t.Errorf("%s: name does not start with %q", o, in.namePrefix)
 			}
 			switch {
 			case clusterScoped[o.Kind] && o.Namespace != "":
 				t.Errorf("%s: cluster-scoped kind with a namespace", o)
-			case !clusterScoped[o.Kind] && o.Namespace != installNamespace:
-				t.Errorf("%s: namespace %q, want %q", o, o.Namespace, installNamespace)
+			case !clusterScoped[o.Kind] && o.Namespace != in.namespace:
+				t.Errorf("%s: namespace %q, want %q", o, o.Namespace, in.namespace)
 			}
 		}
 	}},
@@ -245,16 +278,31 @@ var installChecks = []installCheck{
 	{"graceful shutdown", checkShutdown},
 	{"service", checkService},
 	{"network policy", checkNetworkPolicy},
-	{"the installed sample", checkInstalledSample},
+	{"the installed sample, where there is one", func(t *testing.T, in *install) {
+		if in.layout.sample {
+			checkInstalledSample(t, in)
+		} else if len(in.sample.objs)+len(in.all.ofKind("StatefulSet")) > 0 {
+			t.Errorf("%s installs a sample: %v %v", in.all.dir, in.sample.objs, in.all.ofKind("StatefulSet"))
+		}
+	}},
+}
+
+// runInstallChecks runs every installCheck on in, each as a subtest.
+func runInstallChecks(t *testing.T, in *install) {
+	for _, c := range installChecks {
+		t.Run(c.name, func(t *testing.T) { c.check(t, in) })
+	}
 }
 
 func TestInstall(t *testing.T) {
 	for _, dir := range installOverlays {
 		t.Run(dir, func(t *testing.T) {
-			in := loadInstall(t, render(t, dir))
-			for _, c := range installChecks {
-				t.Run(c.name, func(t *testing.T) { c.check(t, in) })
-			}
+			runInstallChecks(t, loadInstall(t, render(t, dir)))
+		})
+	}
+	for _, h := range helmInstalls {
+		t.Run("helm "+h.name, func(t *testing.T) {
+			runInstallChecks(t, loadInstallAs(t, renderHelm(t, h.release), h.layout()))
 		})
 	}
 }
@@ -354,7 +402,7 @@ func checkWebhooks(t *testing.T, in *install) {
 			// The namespaceSelector must leave out kube-system and the
 			// webhook's own namespace (no admission deadlock) and nothing
 			// else a user may run DittoFS in.
-			for _, n := range []string{"kube-system", installNamespace} {
+			for _, n := range []string{"kube-system", in.namespace} {
 				if selects(t, w.namespaceSelector, nsLabels(n)) {
 					t.Errorf("namespaceSelector selects namespace %s", n)
 				}

@@ -48,10 +48,10 @@ type alertRule struct {
 	annotations map[string]string
 }
 
-// selectors returns the vector selectors of the expression.
-func (a alertRule) selectors() []*parser.VectorSelector {
+// selectors returns the vector selectors of the expression e.
+func selectors(e parser.Expr) []*parser.VectorSelector {
 	var out []*parser.VectorSelector
-	parser.Inspect(a.expr, func(n parser.Node, _ []parser.Node) error {
+	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
 		if vs, ok := n.(*parser.VectorSelector); ok {
 			out = append(out, vs)
 		}
@@ -60,10 +60,10 @@ func (a alertRule) selectors() []*parser.VectorSelector {
 	return out
 }
 
-// calls returns the names of the functions the expression calls.
-func (a alertRule) calls() []string {
+// calls returns the names of the functions the expression e calls.
+func calls(e parser.Expr) []string {
 	var out []string
-	parser.Inspect(a.expr, func(n parser.Node, _ []parser.Node) error {
+	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
 		if c, ok := n.(*parser.Call); ok {
 			out = append(out, c.Func.Name)
 		}
@@ -72,10 +72,24 @@ func (a alertRule) calls() []string {
 	return out
 }
 
-// selects reports whether the expression reads metric with a matcher
+// quantiles returns the quantiles e takes with histogram_quantile.
+func quantiles(e parser.Expr) []float64 {
+	var out []float64
+	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+		if c, ok := n.(*parser.Call); ok && c.Func.Name == "histogram_quantile" {
+			if q, ok := c.Args[0].(*parser.NumberLiteral); ok {
+				out = append(out, q.Val)
+			}
+		}
+		return nil
+	})
+	return out
+}
+
+// reads reports whether the expression e reads metric with a matcher
 // label=value for each pair of want (label, value, label, value, ...).
-func (a alertRule) reads(metric string, want ...string) bool {
-	for _, vs := range a.selectors() {
+func reads(e parser.Expr, metric string, want ...string) bool {
+	for _, vs := range selectors(e) {
 		if vs.Name != metric {
 			continue
 		}
@@ -103,10 +117,22 @@ func hasMatcher(vs *parser.VectorSelector, name, value string) bool {
 
 var alertNameRE = regexp.MustCompile(`^DittoFSWebhook[A-Z][A-Za-z]+$`)
 
+// TestMonitoring checks deploy/monitoring and the chart with its monitoring
+// on, installed under another release name and namespace than the alerts'
+// source file names (the chart rewrites those).
 func TestMonitoring(t *testing.T) {
-	r := render(t, "deploy/monitoring")
-	in := loadInstall(t, r)
+	t.Run("deploy/monitoring", func(t *testing.T) {
+		r := render(t, "deploy/monitoring")
+		checkMonitoring(t, r, loadInstall(t, r))
+	})
+	h := helmMonitoringInstall
+	t.Run("helm "+h.name, func(t *testing.T) {
+		r := renderHelm(t, h.release)
+		checkMonitoring(t, r, loadInstallAs(t, r, h.layout()))
+	})
+}
 
+func checkMonitoring(t *testing.T, r *rendering, in *install) {
 	t.Run("ServiceMonitor scrapes the metrics port", func(t *testing.T) {
 		sm := decode[serviceMonitor](t, r.only(t, "ServiceMonitor"))
 		ns := sm.Spec.NamespaceSelector
@@ -201,7 +227,7 @@ func TestMonitoring(t *testing.T) {
 
 	t.Run("alerts read only real series of this install", func(t *testing.T) {
 		for _, a := range alerts {
-			for _, vs := range a.selectors() {
+			for _, vs := range selectors(a.expr) {
 				if strings.HasPrefix(vs.Name, "dittofs_") && !knownSeries(vs.Name) {
 					t.Errorf("alert %s reads %s, which the server does not export (SPEC §5)", a.name, vs.Name)
 				}
@@ -227,36 +253,24 @@ func TestMonitoring(t *testing.T) {
 		ok   func(a alertRule) bool
 	}{
 		{"admission errors (bad requests or panics)", func(a alertRule) bool {
-			return a.reads("dittofs_webhook_bad_requests_total") || a.reads("dittofs_webhook_panics_total")
+			return reads(a.expr, "dittofs_webhook_bad_requests_total") || reads(a.expr, "dittofs_webhook_panics_total")
 		}},
 		{"admission denials rate", func(a alertRule) bool {
-			return a.reads("dittofs_webhook_admission_requests_total", "allowed", "false") && slices.Contains(a.calls(), "rate")
+			return reads(a.expr, "dittofs_webhook_admission_requests_total", "allowed", "false") && slices.Contains(calls(a.expr), "rate")
 		}},
 		{"p99 admission latency", func(a alertRule) bool {
-			if !a.reads("dittofs_webhook_admission_duration_seconds_bucket") {
-				return false
-			}
-			found := false
-			parser.Inspect(a.expr, func(n parser.Node, _ []parser.Node) error {
-				if c, ok := n.(*parser.Call); ok && c.Func.Name == "histogram_quantile" {
-					if q, ok := c.Args[0].(*parser.NumberLiteral); ok && q.Val == 0.99 {
-						found = true
-					}
-				}
-				return nil
-			})
-			return found
+			return reads(a.expr, "dittofs_webhook_admission_duration_seconds_bucket") && slices.Contains(quantiles(a.expr), 0.99)
 		}},
 		{"certificate expiring within 7 days", func(a alertRule) bool {
-			return a.reads("dittofs_webhook_tls_certificate_expiry_timestamp_seconds") &&
-				slices.Contains(a.calls(), "time") && comparesWith(a.expr, 7*24*3600)
+			return reads(a.expr, "dittofs_webhook_tls_certificate_expiry_timestamp_seconds") &&
+				slices.Contains(calls(a.expr), "time") && comparesWith(a.expr, 7*24*3600)
 		}},
 		{"certificate reload failures", func(a alertRule) bool {
-			return a.reads("dittofs_webhook_tls_certificate_reloads_total", "result", "failure")
+			return reads(a.expr, "dittofs_webhook_tls_certificate_reloads_total", "result", "failure")
 		}},
 		{"no ready replica", func(a alertRule) bool {
-			return a.reads("kube_deployment_status_replicas_available", "namespace", in.dep.Namespace, "deployment", in.dep.Name) ||
-				a.reads("kube_deployment_status_replicas_ready", "namespace", in.dep.Namespace, "deployment", in.dep.Name)
+			return reads(a.expr, "kube_deployment_status_replicas_available", "namespace", in.dep.Namespace, "deployment", in.dep.Name) ||
+				reads(a.expr, "kube_deployment_status_replicas_ready", "namespace", in.dep.Namespace, "deployment", in.dep.Name)
 		}},
 	}
 	for _, c := range covers {

@@ -1,6 +1,7 @@
 package manifests
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -51,9 +52,10 @@ func (o object) String() string {
 	return o.Kind + " " + o.Namespace + "/" + o.Name
 }
 
-// rendering is the output of one kustomization, as `kubectl kustomize DIR`.
+// rendering is the output of one kustomization, as `kubectl kustomize DIR`,
+// or of one `helm template` of the chart (helm_test.go).
 type rendering struct {
-	dir  string
+	dir  string // what was rendered, for messages
 	objs []object
 }
 
@@ -72,18 +74,35 @@ func render(t *testing.T, dir string) *rendering {
 		if err != nil {
 			t.Fatalf("%s: marshal %s/%s: %v", dir, res.GetKind(), res.GetName(), err)
 		}
-		r.objs = append(r.objs, object{
-			APIVersion: res.GetApiVersion(),
-			Kind:       res.GetKind(),
-			Namespace:  res.GetNamespace(),
-			Name:       res.GetName(),
-			raw:        raw,
-		})
+		r.add(t, raw)
 	}
 	if len(r.objs) == 0 {
 		t.Fatalf("kustomize build %s rendered nothing", dir)
 	}
 	return r
+}
+
+// add appends the object whose JSON is raw.
+func (r *rendering) add(t *testing.T, raw []byte) {
+	t.Helper()
+	var head struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+		Metadata   struct {
+			Name      string `json:"name"`
+			Namespace string `json:"namespace"`
+		} `json:"metadata"`
+	}
+	if err := json.Unmarshal(raw, &head); err != nil {
+		t.Fatalf("%s: an object does not decode: %v\n%s", r.dir, err, raw)
+	}
+	r.objs = append(r.objs, object{
+		APIVersion: head.APIVersion,
+		Kind:       head.Kind,
+		Namespace:  head.Metadata.Namespace,
+		Name:       head.Metadata.Name,
+		raw:        raw,
+	})
 }
 
 func (r *rendering) ofKind(kind string) []object {
@@ -171,6 +190,7 @@ var knownKinds = map[string]struct {
 	"NetworkPolicy":                  {"networking.k8s.io/v1", func() any { return &networkingv1.NetworkPolicy{} }},
 	"MutatingWebhookConfiguration":   {"admissionregistration.k8s.io/v1", func() any { return &admissionregistrationv1.MutatingWebhookConfiguration{} }},
 	"ValidatingWebhookConfiguration": {"admissionregistration.k8s.io/v1", func() any { return &admissionregistrationv1.ValidatingWebhookConfiguration{} }},
+	"ConfigMap":                      {"v1", func() any { return &corev1.ConfigMap{} }},
 	"Certificate":                    {"cert-manager.io/v1", func() any { return &certificate{} }},
 	"Issuer":                         {"cert-manager.io/v1", func() any { return &issuer{} }},
 	"ServiceMonitor":                 {"monitoring.coreos.com/v1", func() any { return &serviceMonitor{} }},

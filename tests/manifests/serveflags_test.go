@@ -24,6 +24,7 @@ var serveFlags = map[string]func(string) error{
 	"log-format":         oneOf("json", "text"),
 	"log-level":          oneOf("debug", "info", "warn", "error"),
 	"enable-http2":       oneOf("true", "false"),
+	"validation-action":  oneOf("deny", "warn"),
 }
 
 // optionalServeFlags may be left out of the Deployment's args: every other

@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/go-json-experiment/json"
+	jsonv1 "github.com/go-json-experiment/json/v1"
 	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -107,8 +108,10 @@ func (r *Response) Review(uid types.UID) ([]byte, error) {
 		}
 		resp.Patch, resp.PatchType = patch, &jsonPatchType
 	}
+	// The k8s.io/api types' omitempty means what encoding/json made it mean
+	// (a zero retryAfterSeconds is left out).
 	return json.Marshal(&admissionv1.AdmissionReview{
 		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
 		Response: resp,
-	}, json.Deterministic(true))
+	}, json.Deterministic(true), jsonv1.OmitEmptyWithLegacySemantics(true))
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/dittofs/dittofs-webhook/policies"
 	"github.com/dittofs/dittofs-webhook/tests/bench/internal/benchkit"
 	dwebhook "github.com/dittofs/dittofs-webhook/webhook"
+	dadmission "github.com/dittofs/dittofs-webhook/webhook/admission"
 )
 
 // The peer must be a fair comparison: on every benchmark body, and on the
@@ -25,7 +26,7 @@ import (
 
 func handlers(t *testing.T) (ours, peer http.Handler) {
 	t.Helper()
-	ours = dwebhook.NewRouter(&dwebhook.Admitter{Policy: policies.DefaultOptions()},
+	ours = dwebhook.NewRouter(&dadmission.Admitter{Policy: policies.DefaultOptions()},
 		dwebhook.NewMetrics(prometheus.NewRegistry()), slog.New(slog.DiscardHandler))
 	dec := admission.NewDecoder(scheme)
 	mux := http.NewServeMux()

@@ -21,6 +21,7 @@ import (
 
 	"github.com/dittofs/dittofs-webhook/policies"
 	"github.com/dittofs/dittofs-webhook/webhook"
+	"github.com/dittofs/dittofs-webhook/webhook/admission"
 )
 
 // Bodies are the benchmark request bodies, derived exactly as benchReviews in
@@ -64,13 +65,13 @@ func DeriveBodies(create []byte) (*Bodies, error) {
 	obj, _ := json.Marshal(req["object"])
 
 	// The patch of dittofs-webhook's own mutating handler, as in benchReviews.
-	h := webhook.NewRouter(&webhook.Admitter{Policy: policies.DefaultOptions()},
+	h := webhook.NewRouter(&admission.Admitter{Policy: policies.DefaultOptions()},
 		webhook.NewMetrics(prometheus.NewRegistry()), slog.New(slog.DiscardHandler))
 	resp, err := Review(h, webhook.MutatePath, create)
 	if err != nil {
 		return nil, err
 	}
-	mutated, err := webhook.ApplyPatch(obj, resp.PatchOps)
+	mutated, err := admission.ApplyPatch(obj, resp.PatchOps)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,55 @@
+package admission_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"reflect"
+	"testing"
+
+	"gomodules.xyz/jsonpatch/v2"
+	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/dittofs/dittofs-webhook/webhook/admission"
+)
+
+// TestReviewIsWhatEncodingJSONWrites: the response, marshalled with the JSON
+// v2 library, holds exactly what encoding/json writes for the same
+// admission.k8s.io/v1 types — the same members, omitted the same way — only
+// without encoding/json's HTML escaping.
+func TestReviewIsWhatEncodingJSONWrites(t *testing.T) {
+	errs := field.ErrorList{field.Required(field.NewPath("spec", "volumeClaimTemplates"), "metadata-storage: add it <now> & \u2028")}
+	for name, r := range map[string]admission.Response{
+		"allowed":  admission.Allowed(),
+		"patched":  admission.Patched([]jsonpatch.Operation{jsonpatch.NewOperation("add", "/spec/a~1b", map[string]any{"x": 1})}).WithWarnings("w1", "w2").WithAudit(map[string]string{"b": "2", "a": "1"}),
+		"invalid":  admission.Invalid(schema.GroupKind{Group: "apps", Kind: "StatefulSet"}, "fs", errs).WithAudit(map[string]string{"violations": "metadata-storage"}),
+		"errored":  admission.Errored(400, "the object is v1 Pod, not an apps/v1 StatefulSet"),
+		"no patch": admission.Patched(nil),
+	} {
+		got, err := r.Review("uid-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp := &admissionv1.AdmissionResponse{UID: "uid-1", Allowed: r.Allowed, Result: r.Result, Warnings: r.Warnings, AuditAnnotations: r.AuditAnnotations}
+		if len(r.Patch) > 0 {
+			resp.Patch, _ = json.Marshal(r.Patch)
+			pt := admissionv1.PatchTypeJSONPatch
+			resp.PatchType = &pt
+		}
+		var want bytes.Buffer
+		enc := json.NewEncoder(&want)
+		if err := enc.Encode(&admissionv1.AdmissionReview{TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"}, Response: resp}); err != nil {
+			t.Fatal(err)
+		}
+		var g, w any
+		if err := json.Unmarshal(got, &g); err != nil {
+			t.Fatal(err)
+		}
+		_ = json.Unmarshal(want.Bytes(), &w)
+		if !reflect.DeepEqual(g, w) || bytes.Contains(got, []byte(`\u003c`)) {
+			t.Errorf("%s:\n got %s\nwant %s", name, got, want.Bytes())
+		}
+	}
+}
