@@ -12,7 +12,7 @@ FUZZTIME    ?= 20s
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 IMAGE       ?= dittofs-webhook:$(VERSION)
 
-.PHONY: all build run certs test unit race fixtures manifests e2e fuzz fuzz-smoke bench bench-e2e soak lint vet docker-build kube-bins clean
+.PHONY: all build run certs test unit race fixtures manifests e2e e2e-certmanager fuzz fuzz-smoke bench bench-e2e soak lint vet docker-build kube-bins clean
 
 all: build
 
@@ -26,7 +26,7 @@ run: build certs ## serve on localhost with the development certificates
 	$(BIN) serve --listen $(LISTEN) --metrics-listen $(METRICS) \
 		--tls-cert-file $(CERTS)/tls.crt --tls-key-file $(CERTS)/tls.key --log-format text
 
-test: vet race manifests fuzz-smoke e2e ## every test: unit, fixtures, race, manifests, fuzz smoke, real-apiserver e2e
+test: vet race manifests fuzz-smoke e2e e2e-certmanager ## every test: unit, fixtures, race, manifests, fuzz smoke, real-apiserver e2e
 
 vet:
 	go vet ./...
@@ -42,6 +42,10 @@ manifests: ## the deploy/ kustomize tree rendered and checked
 
 e2e: kube-bins build ## end-to-end on a real kube-apiserver, driven with kubectl
 	cd tests/e2e && go test -count=1 -timeout 30m -v ./...
+
+e2e-certmanager: kube-bins ## deploy/default with real cert-manager: issuance, CA injection, renewals through the Service (root: a network namespace)
+	tests/tools/build-certmanager.sh >/dev/null
+	cd tests/e2e/certmanager && go test -count=1 -timeout 30m -v ./...
 
 kube-bins: ## kube-apiserver, kubectl and etcd built from Go modules (cached by version)
 	tests/tools/build.sh >/dev/null

@@ -186,19 +186,39 @@ func (h *harness) setUp() error {
 	if err != nil {
 		return err
 	}
-	if r := runKubectl("", "apply", "--server-side", "-f", filepath.Join(cmDir, "deploy", "crds")); !r.ok() {
+	crds := filepath.Join(cmDir, "deploy", "crds")
+	if r := runKubectl("", "apply", "--server-side", "-f", crds); !r.ok() {
 		return fmt.Errorf("installing cert-manager's CRDs: %s", r)
 	}
-	if r := runKubectl("", "wait", "--for=condition=Established", "--timeout=60s", "crd", "-l", "app.kubernetes.io/name=cert-manager"); !r.ok() {
+	if r := runKubectl("", "wait", "--for=condition=Established", "--timeout=60s", "-f", crds); !r.ok() {
 		return fmt.Errorf("cert-manager's CRDs: %s", r)
 	}
-	if h.cm, err = startProcess(filepath.Join(h.artifacts, "cert-manager.log"),
-		exec.Command(h.cmBin, "--kubeconfig", h.kubeconfig, "-v", "2")); err != nil {
+	if h.cm, err = h.startCertManager("cert-manager.log"); err != nil {
 		return err
 	}
 	// Before anything of the install exists: the webhook's Service resolves
 	// to the test host only, so no admission call can leave this machine.
 	return h.routeServiceToTestHost()
+}
+
+// startCertManager runs tests/tools/certmanager with extra flags.
+func (h *harness) startCertManager(log string, flags ...string) (*process, error) {
+	args := append([]string{"--kubeconfig", h.kubeconfig, "-v", "2"}, flags...)
+	return startProcess(filepath.Join(h.artifacts, log), exec.Command(h.cmBin, args...))
+}
+
+// restartCertManager stops cert-manager and starts it again with flags, as
+// an upgrade or a configuration change of cert-manager would.
+func (h *harness) restartCertManager(t *testing.T, flags ...string) {
+	t.Helper()
+	if err := h.cm.stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	if h.cm, err = h.startCertManager("cert-manager-2.log", flags...); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("cert-manager restarted with %q", flags)
 }
 
 // buildTool runs tests/tools/NAME, which builds what is missing and prints

@@ -30,6 +30,7 @@ import (
 	"github.com/cert-manager/cert-manager/pkg/controller/cainjector"
 	logf "github.com/cert-manager/cert-manager/pkg/logs"
 	"github.com/cert-manager/cert-manager/pkg/util"
+	utilfeature "github.com/cert-manager/cert-manager/pkg/util/feature"
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	apiext "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -110,10 +111,15 @@ func main() {
 	// default one (and would then read it itself).
 	fs := flag.NewFlagSet("certmanager-e2e", flag.ExitOnError)
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig of the cluster (required)")
+	featureGates := fs.String("feature-gates", "", "cert-manager feature gates, as its --feature-gates (e.g. CAInjectorMerging=false: cainjector then replaces caBundle, as releases before v1.19 do)")
 	klog.InitFlags(fs) // -v, for cert-manager's own log levels (2 = info)
 	_ = fs.Parse(os.Args[1:])
 	if *kubeconfig == "" {
 		fmt.Fprintln(os.Stderr, "certmanager-e2e: --kubeconfig is required")
+		os.Exit(2)
+	}
+	if err := utilfeature.DefaultMutableFeatureGate.Set(*featureGates); err != nil {
+		fmt.Fprintf(os.Stderr, "certmanager-e2e: --feature-gates: %v\n", err)
 		os.Exit(2)
 	}
 
@@ -258,4 +264,3 @@ func runCAInjector(ctx context.Context, kubeconfig string) error {
 	}
 	return mgr.Start(ctx)
 }
-
