@@ -29,11 +29,15 @@ const (
 	// certificate against (clientConfig.service: name.namespace.svc).
 	serviceDNSName = serviceName + "." + installNamespace + ".svc"
 	// kubeletSyncPeriod is how often the harness, playing the kubelet, reads
-	// the Secret. A kubelet takes up to its sync period plus its cache TTL
-	// (a minute or more by default); shorter here keeps the run short. It
-	// does not change what is proved: the install must not depend on how
-	// late the files change.
+	// the Secret, and kubeletLag how long a change waits before it is
+	// written: a kubelet updates a Secret volume at its next pod sync, up to
+	// its sync period plus its cache TTL later (a minute or more by
+	// default), while cainjector follows the Secret at once. A few seconds
+	// keep the run short and still put the files well behind the caBundle,
+	// in the order a cluster sees them: an install that depends on the
+	// files changing first fails admissions here.
 	kubeletSyncPeriod = time.Second
+	kubeletLag        = 5 * time.Second
 )
 
 // routeServiceToTestHost creates the install's namespace and, in it, the
@@ -66,8 +70,8 @@ endpoints:
 }
 
 // secretVolume plays the kubelet for one Secret volume: it polls the Secret
-// and, when its data changes, rewrites dir as the kubelet's AtomicWriter
-// does.
+// and, kubeletLag after its data changed, rewrites dir as the kubelet's
+// AtomicWriter does.
 type secretVolume struct {
 	dir    string
 	cancel context.CancelFunc
@@ -88,15 +92,25 @@ func startSecretVolume(cs kubernetes.Interface, ns, name, dir string) (*secretVo
 		defer close(v.done)
 		tick := time.NewTicker(kubeletSyncPeriod)
 		defer tick.Stop()
+		var pending map[string][]byte // seen in the Secret, not yet written
+		var seen time.Time
 		for {
 			s, err := cs.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
-			if err == nil && !maps.EqualFunc(s.Data, v.current(), bytes.Equal) {
-				if err := writeAtomically(dir, s.Data); err != nil {
+			switch {
+			case err != nil || maps.EqualFunc(s.Data, v.current(), bytes.Equal):
+				pending = nil
+			case !maps.EqualFunc(s.Data, pending, bytes.Equal):
+				pending, seen = s.Data, time.Now()
+			}
+			// The first sync (the pod starting) is not delayed.
+			if pending != nil && (v.current() == nil || time.Since(seen) >= kubeletLag) {
+				if err := writeAtomically(dir, pending); err != nil {
 					fmt.Fprintf(os.Stderr, "e2e: writing the %s volume: %v\n", name, err)
 				} else {
 					v.mu.Lock()
-					v.data, v.written = s.Data, time.Now()
+					v.data, v.written = pending, time.Now()
 					v.mu.Unlock()
+					pending = nil
 				}
 			}
 			select {
