@@ -226,12 +226,12 @@ func measureRenewal(t *testing.T, trigger func(t *testing.T)) {
 
 // testCARenewal renews the CA, then the serving certificate, under load.
 func testCARenewal(t *testing.T) {
-	oldCA := secretData(t, caSecret)
+	oldCA, oldServing := secretData(t, caSecret), secretData(t, servingSecret)
 	measureRenewal(t, func(t *testing.T) {
 		renew(t, caCertificate, caSecret)
 		renew(t, servingCertificate, servingSecret)
 	})
-	requireCAsInStep(t, oldCA, secretData(t, caSecret))
+	requireCAsInStep(t, oldCA, secretData(t, caSecret), oldServing["tls.crt"], secretData(t, servingSecret)["tls.crt"])
 }
 
 // renew does what `cmctl renew` does — it adds the Issuing condition to the
@@ -254,10 +254,10 @@ func renew(t *testing.T, certificate, secret string) {
 
 // requireCAsInStep checks what makes a CA renewal safe whatever the order in
 // which the caBundle and the served certificate change: the renewed CA keeps
-// its key and name, so a serving certificate signed before the renewal
-// verifies against the new CA certificate, and one signed after it against
-// the old.
-func requireCAsInStep(t *testing.T, oldCA, newCA map[string][]byte) {
+// its key and name, so the serving certificate signed before the renewal
+// (oldLeaf) verifies against the new CA certificate, and the one signed after
+// it (newLeaf) against the old.
+func requireCAsInStep(t *testing.T, oldCA, newCA map[string][]byte, oldLeaf, newLeaf []byte) {
 	t.Helper()
 	if bytes.Equal(oldCA["tls.crt"], newCA["tls.crt"]) {
 		t.Fatal("the CA certificate was not renewed")
@@ -269,12 +269,20 @@ func requireCAsInStep(t *testing.T, oldCA, newCA map[string][]byte) {
 	if !bytes.Equal(oldRoot.RawSubject, newRoot.RawSubject) || !bytes.Equal(oldRoot.SubjectKeyId, newRoot.SubjectKeyId) {
 		t.Errorf("the renewed CA changed its name or key id")
 	}
-	// A serving certificate signed by the new CA (the current one) against
-	// the old CA alone: what the apiserver does while the caBundle still
-	// holds the old CA.
-	leaf := leafOf(t, secretData(t, servingSecret)["tls.crt"])
-	if _, err := leaf.Verify(x509.VerifyOptions{DNSName: serviceDNSName, Roots: pool(t, oldCA["tls.crt"])}); err != nil {
-		t.Errorf("the serving certificate issued after the CA renewal does not verify against the old CA: %v", err)
+	// What the apiserver does when the files change first (the new leaf
+	// against a caBundle of the old CA alone), and when caBundle changes
+	// first and replaces the old CA (the old leaf against the new CA).
+	for _, c := range []struct {
+		what string
+		leaf []byte
+		ca   []byte
+	}{
+		{"the serving certificate issued after the CA renewal, against the old CA", newLeaf, oldCA["tls.crt"]},
+		{"the serving certificate issued before the CA renewal, against the new CA", oldLeaf, newCA["tls.crt"]},
+	} {
+		if _, err := leafOf(t, c.leaf).Verify(x509.VerifyOptions{DNSName: serviceDNSName, Roots: pool(t, c.ca)}); err != nil {
+			t.Errorf("%s: %v", c.what, err)
+		}
 	}
 }
 
@@ -325,6 +333,7 @@ func testUninstall(t *testing.T) {
 	if blocked.ok() || !strings.Contains(blocked.stderr, "failed calling webhook") {
 		t.Errorf("with the configurations left and no server, a labelled StatefulSet was not refused:\n%s", blocked)
 	}
+	t.Logf("with the server gone and the configurations left, kubectl create: %s", strings.TrimSpace(blocked.stderr))
 	// The README: configurations first, then the rest. (--wait=false: no
 	// namespace controller runs here to finish deleting the namespaces.)
 	mustKubectl(t, "", "delete", "mutatingwebhookconfiguration", webhookConfigName)
