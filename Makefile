@@ -16,7 +16,7 @@ IMAGE       ?= dittofs-webhook:$(VERSION)
 KUBE_VERSION ?= v1.37.2
 export KUBE_VERSION
 
-.PHONY: all build run certs test unit race fixtures manifests e2e fuzz bench bench-e2e soak lint vet docker-build kube-bins helm-bin clean
+.PHONY: all build run certs test unit race fixtures manifests e2e e2e-certmanager fuzz bench bench-e2e soak lint vet docker-build kube-bins helm-bin clean
 
 all: build
 
@@ -30,7 +30,7 @@ run: build certs ## serve on localhost with the development certificates
 	$(BIN) serve --listen $(LISTEN) --metrics-listen $(METRICS) \
 		--tls-cert-file $(CERTS)/tls.crt --tls-key-file $(CERTS)/tls.key --log-format text
 
-test: vet race manifests e2e ## every test: unit, fixtures (and every fuzz corpus, as ordinary tests), race, manifests, real-apiserver e2e
+test: vet race manifests e2e e2e-certmanager ## every test: unit, fixtures (and every fuzz corpus, as ordinary tests), race, manifests, real-apiserver e2e, cert-manager e2e
 
 vet:
 	go vet ./...
@@ -49,6 +49,10 @@ helm-bin: ## the helm CLI (v4) built from Go modules (cached by version)
 
 e2e: kube-bins build ## end-to-end on a real kube-apiserver, driven with kubectl
 	cd tests/e2e && go test -count=1 -timeout 30m -v ./...
+
+e2e-certmanager: kube-bins ## deploy/default with real cert-manager: issuance, CA injection, renewals through the Service (root: a network namespace)
+	tests/tools/build-certmanager.sh >/dev/null
+	cd tests/e2e/certmanager && go test -count=1 -timeout 30m -v ./...
 
 kube-bins: ## kube-apiserver, kube-controller-manager, kubectl (KUBE_VERSION) and etcd built from Go modules (cached by version)
 	tests/tools/build.sh >/dev/null

@@ -5,7 +5,6 @@ import (
 	"log/slog"
 
 	"gomodules.xyz/jsonpatch/v2"
-	corev1 "k8s.io/api/core/v1"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -30,5 +29,3 @@ func toOps(ops []jsonpatchOp) []jsonpatch.Operation {
 	}
 	return out
 }
-
-type corev1PVC = corev1.PersistentVolumeClaim

@@ -1,0 +1,229 @@
+package certmanager
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+const (
+	installNamespace = "dittofs-webhook"
+	serviceName      = "dittofs-webhook"
+	servingSecret    = "dittofs-webhook-tls" // the serving Certificate's secretName
+	caSecret         = "dittofs-webhook-ca"
+	// serviceDNSName is the name the kube-apiserver verifies the served
+	// certificate against (clientConfig.service: name.namespace.svc).
+	serviceDNSName = serviceName + "." + installNamespace + ".svc"
+	// kubeletSyncPeriod is how often the harness, playing the kubelet, reads
+	// the Secret, and kubeletLag how long a change waits before it is
+	// written: a kubelet updates a Secret volume at its next pod sync, up to
+	// its sync period plus its cache TTL later (a minute or more by
+	// default), while cainjector follows the Secret at once. A few seconds
+	// keep the run short and still put the files well behind the caBundle,
+	// in the order a cluster sees them: an install that depends on the
+	// files changing first fails admissions here.
+	kubeletSyncPeriod = time.Second
+	kubeletLag        = 5 * time.Second
+)
+
+// routeServiceToTestHost creates the install's namespace and, in it, the
+// EndpointSlice the EndpointSlice controller would make from a ready webhook
+// pod: the test host's address, with the ports named as the Service's.
+func (h *harness) routeServiceToTestHost() error {
+	if r := runKubectl("", "create", "namespace", installNamespace, "--save-config"); !r.ok() {
+		return fmt.Errorf("creating the namespace: %s", r)
+	}
+	slice := fmt.Sprintf(`apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: %[1]s-e2e
+  namespace: %[2]s
+  labels:
+    kubernetes.io/service-name: %[1]s
+    endpointslice.kubernetes.io/managed-by: e2e.dittofs.com
+addressType: IPv4
+ports:
+  - {name: webhook, port: 9443, protocol: TCP}
+  - {name: metrics, port: 8080, protocol: TCP}
+endpoints:
+  - addresses: [%[3]q]
+    conditions: {ready: true}
+`, serviceName, installNamespace, h.host.podIP)
+	if r := runKubectl(slice, "create", "-f", "-"); !r.ok() {
+		return fmt.Errorf("creating the EndpointSlice: %s", r)
+	}
+	return nil
+}
+
+// secretVolume plays the kubelet for one Secret volume: it polls the Secret
+// and, kubeletLag after its data changed, rewrites dir as the kubelet's
+// AtomicWriter does.
+type secretVolume struct {
+	dir    string
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
+	data    map[string][]byte // what the files hold
+	written time.Time         // when they last changed
+}
+
+func startSecretVolume(cs kubernetes.Interface, ns, name, dir string) (*secretVolume, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	v := &secretVolume{dir: dir, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(v.done)
+		tick := time.NewTicker(kubeletSyncPeriod)
+		defer tick.Stop()
+		var pending map[string][]byte // seen in the Secret, not yet written
+		var seen time.Time
+		for {
+			s, err := cs.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+			switch {
+			case err != nil || maps.EqualFunc(s.Data, v.current(), bytes.Equal):
+				pending = nil
+			case !maps.EqualFunc(s.Data, pending, bytes.Equal):
+				pending, seen = s.Data, time.Now()
+			}
+			// The first sync (the pod starting) is not delayed.
+			if pending != nil && (v.current() == nil || time.Since(seen) >= kubeletLag) {
+				if err := writeAtomically(dir, pending); err != nil {
+					fmt.Fprintf(os.Stderr, "e2e: writing the %s volume: %v\n", name, err)
+				} else {
+					v.mu.Lock()
+					v.data, v.written = pending, time.Now()
+					v.mu.Unlock()
+					pending = nil
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return v, nil
+}
+
+func (v *secretVolume) current() map[string][]byte {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.data
+}
+
+// lastWrite is when the files last changed.
+func (v *secretVolume) lastWrite() time.Time {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.written
+}
+
+func (v *secretVolume) stop() {
+	v.cancel()
+	<-v.done
+}
+
+// writeAtomically updates dir the way the kubelet's AtomicWriter updates a
+// Secret volume: the files go into a new directory "..<timestamp>", a
+// "..data_tmp" symlink to it is renamed over "..data" (one atomic step), the
+// previous directory is removed, and each key is a symlink "KEY -> ..data/KEY".
+func writeAtomically(dir string, data map[string][]byte) error {
+	oldTarget, _ := os.Readlink(filepath.Join(dir, "..data"))
+	tsDir, err := os.MkdirTemp(dir, time.Now().UTC().Format("..2006_01_02_15_04_05."))
+	if err != nil {
+		return err
+	}
+	for _, key := range slices.Sorted(maps.Keys(data)) {
+		if err := os.WriteFile(filepath.Join(tsDir, key), data[key], 0o440); err != nil {
+			return err
+		}
+	}
+	tmp := filepath.Join(dir, "..data_tmp")
+	_ = os.Remove(tmp)
+	if err := os.Symlink(filepath.Base(tsDir), tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
+		return err
+	}
+	for key := range data {
+		link := filepath.Join(dir, key)
+		if target, err := os.Readlink(link); err == nil && target == filepath.Join("..data", key) {
+			continue
+		}
+		if err := os.Symlink(filepath.Join("..data", key), link); err != nil {
+			return err
+		}
+	}
+	if oldTarget != "" && oldTarget != filepath.Base(tsDir) {
+		return os.RemoveAll(filepath.Join(dir, oldTarget))
+	}
+	return nil
+}
+
+// startServer runs `dittofs-webhook serve` in the test host's namespace on
+// the files of the volume, as the Deployment's container runs it, and waits
+// until it is ready.
+func (h *harness) startServer(tlsDir string) (*process, error) {
+	cmd := h.host.command(h.webhookBin, "serve",
+		"--listen", net.JoinHostPort(h.host.podIP.String(), "9443"),
+		"--metrics-listen", net.JoinHostPort(h.host.podIP.String(), "8080"),
+		"--tls-cert-file", filepath.Join(tlsDir, "tls.crt"),
+		"--tls-key-file", filepath.Join(tlsDir, "tls.key"),
+		"--log-format", "text")
+	p, err := startProcess(filepath.Join(h.artifacts, "dittofs-webhook.log"), cmd)
+	if err != nil {
+		return nil, err
+	}
+	readyz := "http://" + net.JoinHostPort(h.host.podIP.String(), "8080") + "/readyz"
+	client := &http.Client{Timeout: time.Second}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if p.exited() {
+			return nil, fmt.Errorf("dittofs-webhook serve exited: %v (log %s)", p.err, p.logPath)
+		}
+		resp, err := client.Get(readyz)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return p, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			_ = p.stop(5 * time.Second)
+			return nil, fmt.Errorf("dittofs-webhook not ready within 30s: %v (log %s)", err, p.logPath)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// servedCertificate is the leaf the server presents to a client asking for
+// the Service's name, verified against roots (the injected caBundle).
+func (h *harness) servedCertificate(roots *x509.CertPool) (*x509.Certificate, error) {
+	d := &net.Dialer{Timeout: 2 * time.Second}
+	conn, err := tls.DialWithDialer(d, "tcp", net.JoinHostPort(h.host.podIP.String(), "9443"),
+		&tls.Config{ServerName: serviceDNSName, RootCAs: roots})
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	return conn.ConnectionState().PeerCertificates[0], nil
+}

@@ -1,0 +1,314 @@
+package certmanager
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+)
+
+// env is the environment TestMain sets up; tests only read it.
+var env harness
+
+type harness struct {
+	repoRoot   string
+	artifacts  string // logs, kubeconfig, the volume; kept when something failed
+	kubectlBin string
+	kubeconfig string
+	cacheDir   string
+	webhookBin string // dittofs-webhook
+	cmBin      string // tests/tools/certmanager
+
+	testEnv *envtest.Environment
+	client  kubernetes.Interface
+	host    *testHost
+	cm      *process // cert-manager's controllers and cainjector
+	server  *process // dittofs-webhook serve, in host's namespace
+	volume  *secretVolume
+	builds  time.Duration // building (or finding) the three programs
+}
+
+// stopping is set once the watchdog tears down: kubectl calls then block
+// instead of reporting the dying apiserver as a test failure.
+var stopping atomic.Bool
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		fmt.Println("e2e/certmanager: skipped in -short mode")
+		os.Exit(0)
+	}
+	if os.Geteuid() != 0 {
+		// Network namespaces need root; CI and this project's machines run
+		// tests as root. Not a skip: `make test` must not pass without it.
+		fmt.Fprintln(os.Stderr, "e2e/certmanager: needs root (it creates a network namespace)")
+		os.Exit(1)
+	}
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	start := time.Now()
+	var failed atomic.Bool
+	teardown := sync.OnceFunc(func() {
+		if err := env.stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: teardown: %v\n", err)
+			failed.Store(true)
+		}
+		if failed.Load() {
+			fmt.Fprintf(os.Stderr, "e2e: logs kept in %s\n", env.artifacts)
+		} else if os.Getenv("E2E_KEEP_ARTIFACTS") == "" {
+			_ = os.RemoveAll(env.artifacts)
+		}
+	})
+	ctx, stopWatching := context.WithCancel(context.Background())
+	defer stopWatching()
+	go watchdog(ctx, start, func() { failed.Store(true); teardown() })
+
+	if err := env.setUp(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: setting up: %v\n", err)
+		failed.Store(true)
+		teardown()
+		return 1
+	}
+	fmt.Printf("e2e: environment ready in %s (programs %s)\n", time.Since(start).Round(time.Millisecond), env.builds.Round(time.Millisecond))
+	code := m.Run()
+	if code != 0 {
+		failed.Store(true)
+		for _, p := range []*process{env.server, env.cm} {
+			p.printLogTail(os.Stderr, 40)
+		}
+	}
+	stopWatching()
+	teardown()
+	if failed.Load() && code == 0 {
+		code = 1
+	}
+	fmt.Printf("e2e: total %s\n", time.Since(start).Round(time.Millisecond))
+	return code
+}
+
+// watchdog tears everything down on SIGINT/SIGTERM, or a minute before the
+// test binary's -timeout would panic past TestMain's cleanup — the network
+// namespace must not outlive the run.
+func watchdog(ctx context.Context, start time.Time, teardown func()) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	var deadline <-chan time.Time
+	if f := flag.Lookup("test.timeout"); f != nil {
+		if d, ok := f.Value.(flag.Getter).Get().(time.Duration); ok && d > 0 {
+			t := time.NewTimer(time.Until(start.Add(d - min(d/10, time.Minute))))
+			defer t.Stop()
+			deadline = t.C
+		}
+	}
+	select {
+	case <-ctx.Done():
+		return
+	case s := <-sigs:
+		fmt.Fprintf(os.Stderr, "\ne2e: %v: tearing down\n", s)
+	case <-deadline:
+		fmt.Fprintf(os.Stderr, "\ne2e: the -timeout is about to run out: tearing down\n")
+	}
+	stopping.Store(true)
+	teardown()
+	os.Exit(1)
+}
+
+func (h *harness) setUp() error {
+	root, err := filepath.Abs(filepath.Join("..", "..", ".."))
+	if err != nil {
+		return err
+	}
+	h.repoRoot = root
+	if h.artifacts, err = os.MkdirTemp("", "dittofs-webhook-e2e-certmanager-"); err != nil {
+		return err
+	}
+	cleanStaleHosts()
+
+	// The three programs build side by side (each is cached when built).
+	t0 := time.Now()
+	var kubeDir string
+	errs := make(chan error, 3)
+	go func() {
+		var err error
+		kubeDir, err = buildTool(root, "build.sh")
+		errs <- err
+	}()
+	go func() {
+		var err error
+		h.cmBin, err = buildTool(root, "build-certmanager.sh")
+		errs <- err
+	}()
+	go func() {
+		h.webhookBin = filepath.Join(h.artifacts, "dittofs-webhook")
+		cmd := exec.Command("go", "build", "-o", h.webhookBin, "./cmd/dittofs-webhook")
+		cmd.Dir = root
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			err = fmt.Errorf("go build ./cmd/dittofs-webhook: %w\n%s", err, out)
+		}
+		errs <- err
+	}()
+	for range 3 {
+		if e := <-errs; e != nil {
+			return e
+		}
+	}
+	h.builds = time.Since(t0)
+	h.kubectlBin = filepath.Join(kubeDir, "kubectl")
+
+	if h.host, err = newTestHost(os.Getpid()); err != nil {
+		return err
+	}
+	if err := h.host.checkLocal(); err != nil {
+		return err
+	}
+	if err := h.startControlPlane(kubeDir); err != nil {
+		return err
+	}
+	// cert-manager's CRDs, from its Go module, before its controllers start.
+	cmDir, err := goModDir(certManagerModule)
+	if err != nil {
+		return err
+	}
+	crds := filepath.Join(cmDir, "deploy", "crds")
+	if r := runKubectl("", "apply", "--server-side", "-f", crds); !r.ok() {
+		return fmt.Errorf("installing cert-manager's CRDs: %s", r)
+	}
+	if r := runKubectl("", "wait", "--for=condition=Established", "--timeout=60s", "-f", crds); !r.ok() {
+		return fmt.Errorf("cert-manager's CRDs: %s", r)
+	}
+	if h.cm, err = h.startCertManager("cert-manager.log"); err != nil {
+		return err
+	}
+	// Before anything of the install exists: the webhook's Service resolves
+	// to the test host only, so no admission call can leave this machine.
+	return h.routeServiceToTestHost()
+}
+
+// startCertManager runs tests/tools/certmanager with extra flags.
+func (h *harness) startCertManager(log string, flags ...string) (*process, error) {
+	args := append([]string{"--kubeconfig", h.kubeconfig, "-v", "2"}, flags...)
+	return startProcess(filepath.Join(h.artifacts, log), exec.Command(h.cmBin, args...))
+}
+
+// restartCertManager stops cert-manager and starts it again with flags, as
+// an upgrade or a configuration change of cert-manager would.
+func (h *harness) restartCertManager(t *testing.T, flags ...string) {
+	t.Helper()
+	if err := h.cm.stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	if h.cm, err = h.startCertManager("cert-manager-2.log", flags...); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("cert-manager restarted with %q", flags)
+}
+
+// buildTool runs tests/tools/NAME, which builds what is missing and prints
+// where it is (the last line).
+func buildTool(root, name string) (string, error) {
+	t0 := time.Now()
+	cmd := exec.Command("bash", filepath.Join(root, "tests", "tools", name))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("tests/tools/%s: %w", name, err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	fmt.Printf("e2e: tests/tools/%s: %s (%s)\n", name, lines[len(lines)-1], time.Since(t0).Round(time.Millisecond))
+	return lines[len(lines)-1], nil
+}
+
+func (h *harness) startControlPlane(assets string) error {
+	apiLog, err := os.Create(filepath.Join(h.artifacts, "kube-apiserver.log"))
+	if err != nil {
+		return err
+	}
+	etcdLog, err := os.Create(filepath.Join(h.artifacts, "etcd.log"))
+	if err != nil {
+		return err
+	}
+	useExisting := false
+	h.testEnv = &envtest.Environment{
+		BinaryAssetsDirectory:    assets,
+		UseExistingCluster:       &useExisting,
+		ControlPlaneStartTimeout: 2 * time.Minute,
+		ControlPlaneStopTimeout:  30 * time.Second,
+	}
+	api := &envtest.APIServer{Out: apiLog, Err: apiLog}
+	// Service references (webhooks, APIServices) are resolved through the
+	// Service's EndpointSlices, as in a cluster where the apiserver cannot
+	// reach ClusterIPs. Without it the apiserver dials the ClusterIP, an
+	// address that is routed off this machine: the shipped webhook
+	// configurations must never reach an apiserver without this flag.
+	api.Configure().Set("enable-aggregator-routing", "true")
+	// No garbage collector runs (no kube-controller-manager): the apiserver
+	// then deletes dependents' owners at once instead of leaving them
+	// waiting on an orphan finalizer.
+	api.Configure().Set("enable-garbage-collector", "false")
+	h.testEnv.ControlPlane.APIServer = api
+	h.testEnv.ControlPlane.Etcd = &envtest.Etcd{Out: etcdLog, Err: etcdLog}
+	cfg, err := h.testEnv.Start()
+	if err != nil {
+		return fmt.Errorf("starting etcd and kube-apiserver (logs in %s): %w", h.artifacts, err)
+	}
+	if h.client, err = kubernetes.NewForConfig(cfg); err != nil {
+		return err
+	}
+	user, err := h.testEnv.AddUser(envtest.User{Name: "e2e", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return err
+	}
+	kubeconfig, err := user.KubeConfig()
+	if err != nil {
+		return err
+	}
+	h.kubeconfig = filepath.Join(h.artifacts, "kubeconfig")
+	h.cacheDir = filepath.Join(h.artifacts, "kube-cache")
+	return os.WriteFile(h.kubeconfig, kubeconfig, 0o600)
+}
+
+// stop stops everything that runs, in the reverse order of start; the
+// network namespace goes last and always.
+func (h *harness) stop() error {
+	var errs []error
+	if h.volume != nil {
+		h.volume.stop()
+	}
+	if h.server != nil {
+		if err := h.server.stop(30 * time.Second); err != nil {
+			errs = append(errs, fmt.Errorf("dittofs-webhook: %w", err))
+		}
+	}
+	if h.cm != nil {
+		if err := h.cm.stop(10 * time.Second); err != nil {
+			errs = append(errs, fmt.Errorf("cert-manager: %w", err))
+		}
+	}
+	if h.testEnv != nil {
+		if err := h.testEnv.Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("stopping etcd and kube-apiserver: %w", err))
+		}
+	}
+	if err := h.host.destroy(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
