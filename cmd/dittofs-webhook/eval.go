@@ -110,10 +110,13 @@ func eval(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if e.load(f.files, f.old); e.failed {
 		return 2
 	}
-	e.check()
 	if f.recreate {
+		// stderr is a script then: everything but the steps is a comment.
+		e.comment = "# "
+		e.check()
 		return e.recreate(stdout, f.output)
 	}
+	e.check()
 	e.evaluate()
 	if err := e.write(stdout, f.output); err != nil {
 		fmt.Fprintf(stderr, "eval: writing the output: %v\n", err)
@@ -147,6 +150,7 @@ type evaluator struct {
 	stderr   io.Writer
 	validate string
 	failed   bool
+	comment  string // starts every report line ("# " under --recreate)
 
 	docs   []*document    // the top-level documents of the input, in order
 	sts    []*statefulSet // every apps/v1 StatefulSet, list items included, in order
@@ -319,17 +323,18 @@ func (e *evaluator) pair() {
 // check reports what the strict check found (--validate), and what is at
 // risk in stored objects.
 func (e *evaluator) check() {
+	comment := e.comment
 	for _, s := range e.sts {
 		if e.validate != "false" {
 			for _, p := range s.problems {
-				fmt.Fprintf(e.stderr, "statefulset %s: %s: strict decoding error: %s (--validate=%s)\n", s.name, s.where, p, e.validate)
+				fmt.Fprintf(e.stderr, "%sstatefulset %s: %s: strict decoding error: %s (--validate=%s)\n", comment, s.name, s.where, p, e.validate)
 			}
 			if len(s.problems) > 0 && e.validate == "strict" {
 				e.denied = true
 			}
 		}
 		for _, r := range s.atRisk() {
-			fmt.Fprintf(e.stderr, "statefulset %s: at risk: %s\n", s.name, r)
+			fmt.Fprintf(e.stderr, "%sstatefulset %s: at risk: %s\n", comment, s.name, r)
 		}
 	}
 }
@@ -383,7 +388,7 @@ func (e *evaluator) evaluate() {
 // report prints the StatefulSets' warnings and violations on stderr.
 func (e *evaluator) report(list []*statefulSet) {
 	for _, s := range list {
-		prefix := "statefulset " + s.name + ": "
+		prefix := e.comment + "statefulset " + s.name + ": "
 		if s.evalErr != nil {
 			fmt.Fprintf(e.stderr, "%sdenied: %v\n", prefix, s.evalErr)
 			continue

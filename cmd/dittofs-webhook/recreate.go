@@ -43,7 +43,7 @@ func (e *evaluator) recreate(stdout io.Writer, format string) int {
 			// The steps would leave it deleted and not created again.
 			s.evalErr = err
 			e.denied = true
-			fmt.Fprintf(e.stderr, "statefulset %s: cannot be recreated as it is; fix what follows first:\n", s.name)
+			fmt.Fprintf(e.stderr, "# statefulset %s: cannot be recreated as it is; fix what follows first:\n", s.name)
 			e.report([]*statefulSet{s})
 			continue
 		}
@@ -95,7 +95,8 @@ func writeSteps(w io.Writer, todo []*statefulSet) {
 	p("# 3. Create it again, with the cache template; it adopts the running pods.")
 	p("kubectl create -f %s", recreateFile)
 	p("# 4. Restart the pods one at a time, lowest ordinal first, each once the previous one is Ready:")
-	p("#    a pod gets its cache claim only when it is created again.")
+	p("#    a pod gets its cache claim only when it is created again (each line waits for the controller")
+	p("#    to create the pod again, then for it to be Ready).")
 	for _, s := range todo {
 		replicas := int32(1)
 		if s.typed.Spec.Replicas != nil {
@@ -103,7 +104,9 @@ func writeSteps(w io.Writer, todo []*statefulSet) {
 		}
 		for i := range replicas {
 			pod := fmt.Sprintf("%s-%d", s.view.Metadata.Name, i)
-			p("kubectl delete pod %s%s && kubectl wait --for=condition=Ready pod/%s%s --timeout=15m", pod, nsFlag(s), pod, nsFlag(s))
+			// kubectl wait fails at once on a pod that does not exist yet:
+			// wait for the controller to create it again first.
+			p("kubectl delete pod %s%s && until kubectl get pod %s%s >/dev/null 2>&1; do sleep 1; done && kubectl wait --for=condition=Ready pod/%s%s --timeout=15m", pod, nsFlag(s), pod, nsFlag(s), pod, nsFlag(s))
 		}
 	}
 }

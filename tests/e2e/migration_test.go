@@ -67,8 +67,8 @@ func TestMigrateStatefulSetOlderThanTheWebhooks(t *testing.T) {
 		`kubectl patch statefulset old -n ` + ns + ` --type=merge -p '{"spec":{"persistentVolumeClaimRetentionPolicy":{"whenDeleted":"Retain","whenScaled":"Retain"}}}'`,
 		`kubectl delete statefulset old --cascade=orphan -n ` + ns,
 		`kubectl create -f recreate.yaml`,
-		`kubectl delete pod old-0 -n ` + ns + ` && kubectl wait --for=condition=Ready pod/old-0 -n ` + ns + ` --timeout=15m`,
-		`kubectl delete pod old-1 -n ` + ns + ` && kubectl wait --for=condition=Ready pod/old-1 -n ` + ns + ` --timeout=15m`,
+		`kubectl delete pod old-0 -n ` + ns + ` && until kubectl get pod old-0 -n ` + ns + ` >/dev/null 2>&1; do sleep 1; done && kubectl wait --for=condition=Ready pod/old-0 -n ` + ns + ` --timeout=15m`,
+		`kubectl delete pod old-1 -n ` + ns + ` && until kubectl get pod old-1 -n ` + ns + ` >/dev/null 2>&1; do sleep 1; done && kubectl wait --for=condition=Ready pod/old-1 -n ` + ns + ` --timeout=15m`,
 	}
 	steps := scriptCommands(script)
 	// The script is meant to be run as it is (bash steps.sh): every line
