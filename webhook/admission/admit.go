@@ -5,8 +5,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/go-json-experiment/json"
-	"github.com/go-json-experiment/json/jsontext"
 	"gomodules.xyz/jsonpatch/v2"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -34,7 +32,7 @@ func (a *Admitter) Mutate(req *Request) Response {
 		return Invalid(statefulSetGK, req.ObjectName(), m.Errs).WithWarnings(m.Warnings...)
 	}
 	patch := m.Patch
-	if len(patch) > 0 && !hasSpec(req) {
+	if len(patch) > 0 && !req.hasSpec() {
 		// Every path of the patch is under /spec: an object sent without one
 		// (never by the apiserver, which defaults it) needs it created first.
 		patch = append([]jsonpatch.Operation{jsonpatch.NewOperation("add", "/spec", map[string]any{})}, patch...)
@@ -108,19 +106,6 @@ func badObject(msg string) (policies.Request, Response, bool) {
 	resp := Errored(400, msg)
 	resp.BadReason = "bad_object"
 	return policies.Request{}, resp, true
-}
-
-// hasSpec reports whether the object has a spec member. A spec holds
-// containers, so only an object whose view has none is decoded again.
-func hasSpec(req *Request) bool {
-	s := &req.Object.Spec
-	if len(s.Template.Spec.Containers) > 0 || s.VolumeClaimTemplates != nil || s.RetentionPolicy != nil || s.Template.Spec.Volumes != nil {
-		return true
-	}
-	var probe struct {
-		Spec jsontext.Value `json:"spec"`
-	}
-	return json.Unmarshal(req.RawObject, &probe) == nil && len(probe.Spec) > 0
 }
 
 func gvkString(group, version, kind string) string {

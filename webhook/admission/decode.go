@@ -25,15 +25,18 @@ type Request struct {
 	Namespace   string                      `json:"namespace"`
 	Operation   string                      `json:"operation"`
 	DryRun      *bool                       `json:"dryRun"`
-	// RawObject and RawOldObject are the objects as sent; Object and
-	// OldObject their decoded views (nil when absent or null).
-	RawObject    jsontext.Value        `json:"object"`
-	RawOldObject jsontext.Value        `json:"oldObject"`
-	Object       *policies.StatefulSet `json:"-"`
-	OldObject    *policies.StatefulSet `json:"-"`
+	// Object and OldObject are what the policies read of the objects (nil
+	// when absent or null).
+	Object    *policies.StatefulSet `json:"object"`
+	OldObject *policies.StatefulSet `json:"oldObject"`
 	// ObjectErr is set when object or oldObject does not decode into the
 	// view: a value of the wrong JSON type in a field the policies read.
 	ObjectErr error `json:"-"`
+
+	// rawObject and rawOldObject are the objects as sent, kept only where
+	// they were had anyway; body is the review otherwise (hasSpec, oldRaw).
+	rawObject, rawOldObject jsontext.Value
+	body                    []byte
 }
 
 // review is the part of an admission.k8s.io/v1 AdmissionReview the server
@@ -45,31 +48,58 @@ type review struct {
 	Request    *Request `json:"request"`
 }
 
+// rawReview is review with the objects left as JSON: the library stops at
+// the first value of a wrong type, so a bad object is decoded apart, to
+// answer with the request's uid whatever the order of its members.
+type rawReview struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Request    *struct {
+		Request
+		Object    jsontext.Value `json:"object"`
+		OldObject jsontext.Value `json:"oldObject"`
+	} `json:"request"`
+}
+
 // ErrNotReview is returned for a body that is not an AdmissionReview (HTTP 400).
 var ErrNotReview = errors.New("not an admission.k8s.io/v1 AdmissionReview")
 
-// DecodeReview decodes an admission.k8s.io/v1 AdmissionReview. A body that is
-// not one with a request — invalid JSON included: a syntax error, invalid
-// UTF-8, a duplicate member name — is an error (HTTP 400). An object that
-// does not decode into the policies' view is not: the request is decoded all
-// the same, so the answer carries its uid, and Request.ObjectErr says why.
+// DecodeReview decodes an admission.k8s.io/v1 AdmissionReview in one pass. A
+// body that is not one with a request — invalid JSON included: a syntax
+// error, invalid UTF-8, a duplicate member name — is an error (HTTP 400). An
+// object that does not decode into the policies' view is not: the request is
+// decoded all the same, so the answer carries its uid, and Request.ObjectErr
+// says why.
 func DecodeReview(body []byte) (*Request, error) {
 	var rv review
-	if err := json.Unmarshal(body, &rv); err != nil {
+	err := json.Unmarshal(body, &rv)
+	var req *Request
+	if se := (*json.SemanticError)(nil); errors.As(err, &se) && (se.JSONPointer == "/request/object" || se.JSONPointer == "/request/oldObject" ||
+		strings.HasPrefix(string(se.JSONPointer), "/request/object/") || strings.HasPrefix(string(se.JSONPointer), "/request/oldObject/")) {
+		var raw rawReview
+		if err = json.Unmarshal(body, &raw); err == nil && raw.Request != nil {
+			req = &raw.Request.Request
+			req.rawObject, req.rawOldObject = raw.Request.Object, raw.Request.OldObject
+			req.Object, req.ObjectErr = decodeView(req.rawObject, "request.object")
+			if req.ObjectErr == nil {
+				req.OldObject, req.ObjectErr = decodeView(req.rawOldObject, "request.oldObject")
+			}
+		}
+		rv.APIVersion, rv.Kind = raw.APIVersion, raw.Kind
+	} else {
+		req = rv.Request
+	}
+	if err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrNotReview, describe(err, ""))
 	}
 	if rv.APIVersion != "admission.k8s.io/v1" || rv.Kind != "AdmissionReview" {
 		return nil, fmt.Errorf("%w: got apiVersion %q, kind %q", ErrNotReview, rv.APIVersion, rv.Kind)
 	}
-	req := rv.Request
 	if req == nil {
 		return nil, fmt.Errorf("%w: no request", ErrNotReview)
 	}
-	req.Object, req.ObjectErr = decodeView(req.RawObject, "request.object")
-	if req.ObjectErr == nil {
-		req.OldObject, req.ObjectErr = decodeView(req.RawOldObject, "request.oldObject")
-	}
-	return req, nil
+	req.body = body
+	return req, req.fillOldRaw()
 }
 
 // NewRequest builds the request the apiserver would send for writing object
@@ -80,8 +110,8 @@ func NewRequest(operation string, object, oldObject []byte) (*Request, error) {
 		Operation:    operation,
 		Kind:         metav1.GroupVersionKind{Group: "apps", Version: "v1", Kind: "StatefulSet"},
 		Resource:     metav1.GroupVersionResource{Group: "apps", Version: "v1", Resource: "statefulsets"},
-		RawObject:    object,
-		RawOldObject: oldObject,
+		rawObject:    object,
+		rawOldObject: oldObject,
 	}
 	var err error
 	if req.Object, err = DecodeStatefulSet(object, ""); err != nil {
@@ -94,7 +124,7 @@ func NewRequest(operation string, object, oldObject []byte) (*Request, error) {
 		return nil, err
 	}
 	req.Name, req.Namespace = req.Object.Metadata.Name, req.Object.Metadata.Namespace
-	return req, nil
+	return req, req.fillOldRaw()
 }
 
 // DecodeStatefulSet decodes a StatefulSet (JSON) into the policies' view;
@@ -108,34 +138,71 @@ func decodeView(raw jsontext.Value, prefix string) (*policies.StatefulSet, error
 		return nil, nil
 	}
 	sts := new(policies.StatefulSet)
-	if err := json.Unmarshal(raw, sts, viewOptions); err != nil {
+	if err := json.Unmarshal(raw, sts); err != nil {
 		return nil, errors.New(describe(err, prefix))
 	}
 	return sts, nil
 }
 
-// plainClaimTemplate decodes a template's fields without viewOptions'
-// unmarshaler, which would call itself.
-type plainClaimTemplate policies.ClaimTemplate
+// templates is where the raw volumeClaimTemplates of an object are.
+type templates struct {
+	Spec struct {
+		VolumeClaimTemplates []jsontext.Value `json:"volumeClaimTemplates"`
+	} `json:"spec"`
+}
 
-// viewOptions keeps each volumeClaimTemplate's bytes beside its decoded
-// fields, for a verbatim carry-over (U1).
-var viewOptions = json.WithUnmarshalers(json.UnmarshalFromFunc(func(dec *jsontext.Decoder, c *policies.ClaimTemplate) error {
-	raw, err := dec.ReadValue()
-	if err != nil {
-		return err
+// fillOldRaw gives the old object's volumeClaimTemplates their bytes as sent,
+// for a verbatim carry-over (U1). Only an UPDATE pays for this decode.
+func (req *Request) fillOldRaw() error {
+	old := req.OldObject
+	if old == nil || len(old.Spec.VolumeClaimTemplates) == 0 {
+		return nil
 	}
-	at := dec.StackPointer() // of the value just read
-	if err := json.Unmarshal(raw, (*plainClaimTemplate)(c)); err != nil {
-		var se *json.SemanticError
-		if errors.As(err, &se) {
-			se.JSONPointer = at + se.JSONPointer
+	var t templates
+	var err error
+	if req.rawOldObject != nil {
+		err = json.Unmarshal(req.rawOldObject, &t)
+	} else {
+		var rv struct {
+			Request struct {
+				OldObject templates `json:"oldObject"`
+			} `json:"request"`
 		}
-		return err
+		err = json.Unmarshal(req.body, &rv)
+		t = rv.Request.OldObject
 	}
-	c.Raw = bytes.Clone(raw)
+	if err != nil || len(t.Spec.VolumeClaimTemplates) != len(old.Spec.VolumeClaimTemplates) {
+		return fmt.Errorf("%w: the oldObject's volumeClaimTemplates do not decode twice alike: %v", ErrNotReview, err)
+	}
+	for i, raw := range t.Spec.VolumeClaimTemplates {
+		old.Spec.VolumeClaimTemplates[i].Raw = bytes.Clone(raw)
+	}
 	return nil
-}))
+}
+
+// specProbe finds whether an object has a spec member at all.
+type specProbe struct {
+	Spec jsontext.Value `json:"spec"`
+}
+
+// hasSpec reports whether the object has a spec member. A spec holds
+// containers, so only an object whose view has none is decoded again.
+func (req *Request) hasSpec() bool {
+	s := &req.Object.Spec
+	if len(s.Template.Spec.Containers) > 0 || s.VolumeClaimTemplates != nil || s.RetentionPolicy != nil || s.Template.Spec.Volumes != nil {
+		return true
+	}
+	var p specProbe
+	if req.rawObject != nil {
+		return json.Unmarshal(req.rawObject, &p) == nil && len(p.Spec) > 0
+	}
+	var rv struct {
+		Request struct {
+			Object specProbe `json:"object"`
+		} `json:"request"`
+	}
+	return json.Unmarshal(req.body, &rv) == nil && len(rv.Request.Object.Spec) > 0
+}
 
 // describe turns a decoding error into one line naming the field the way a
 // manifest reads (spec.volumeClaimTemplates[1]) and what was wrong.
