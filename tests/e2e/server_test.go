@@ -23,8 +23,9 @@ import (
 // server is a running `dittofs-webhook serve`.
 type server struct {
 	bin     string
-	listen  string // 127.0.0.1:PORT, admission (HTTPS)
-	metrics string // 127.0.0.1:PORT, /readyz and /metrics (HTTP)
+	args    []string // more serve flags
+	listen  string   // 127.0.0.1:PORT, admission (HTTPS)
+	metrics string   // 127.0.0.1:PORT, /readyz and /metrics (HTTP)
 	logPath string
 
 	cmd  *exec.Cmd
@@ -39,7 +40,7 @@ type server struct {
 // tlsDir and waits until /readyz answers 200. Ports are picked free and then
 // bound by the server, so another process can take one in between: then the
 // server exits at once and another pair is tried.
-func startServer(artifacts, bin, tlsDir string) (*server, error) {
+func startServer(artifacts, bin, tlsDir string, args ...string) (*server, error) {
 	var lastErr error
 	for attempt := 1; attempt <= 3; attempt++ {
 		ports, err := freePorts(2)
@@ -47,10 +48,11 @@ func startServer(artifacts, bin, tlsDir string) (*server, error) {
 			return nil, err
 		}
 		s := &server{
+			args:    args,
 			bin:     bin,
 			listen:  net.JoinHostPort("127.0.0.1", ports[0]),
 			metrics: net.JoinHostPort("127.0.0.1", ports[1]),
-			logPath: filepath.Join(artifacts, fmt.Sprintf("dittofs-webhook-%d.log", attempt)),
+			logPath: filepath.Join(artifacts, fmt.Sprintf("dittofs-webhook-%s.log", ports[0])),
 		}
 		if lastErr = s.start(tlsDir); lastErr == nil {
 			return s, nil
@@ -73,6 +75,7 @@ func (s *server) start(tlsDir string) error {
 		"--tls-key-file", filepath.Join(tlsDir, "tls.key"),
 		"--log-format", "text",
 	)
+	s.cmd.Args = append(s.cmd.Args, s.args...)
 	s.cmd.Stdout = logFile
 	s.cmd.Stderr = logFile
 	s.cmd.SysProcAttr = serverProcAttr()

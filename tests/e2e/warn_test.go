@@ -1,0 +1,84 @@
+package e2e
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestWarnOnlyRollout is the report-only rollout of SPEC §3 on the real
+// apiserver: the webhooks pointed at a server run with --validation-action
+// warn, a StatefulSet the enforcing server denies (no content template) is
+// created, kubectl prints one warning per violation starting with its rule
+// ID, the mutating webhook still gives it its cache, and the server counts
+// the violation as action="warn"; pointed back at the enforcing server, the
+// same manifest is denied.
+func TestWarnOnlyRollout(t *testing.T) {
+	warn, err := startServer(env.artifacts, env.server.bin, env.tlsDir, "--validation-action", "warn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := warn.stop(serverStopTimeout); err != nil {
+			t.Error(err)
+		}
+	})
+	nocontent := stsManifest{name: "nocontent", managed: true, vcts: userVCTs()[:1]}.yaml()
+	mustKubectl(t, strings.ReplaceAll(string(env.webhooks), env.server.listen, warn.listen), "replace", "-f", "-")
+	t.Cleanup(func() {
+		mustKubectl(t, string(env.webhooks), "replace", "-f", "-")
+		if err := env.waitWebhooks(true, time.Minute); err != nil {
+			t.Fatalf("restoring the webhooks: %v", err)
+		}
+	})
+	// The new configuration takes effect asynchronously: until the dry run
+	// is allowed, the enforcing server still answers.
+	deadline := time.Now().Add(time.Minute)
+	for !runKubectl(nocontent, "create", "--dry-run=server", "-n", probeNamespace, "-f", "-").ok() {
+		if time.Now().After(deadline) {
+			t.Fatal("the webhooks were not pointed at the warn server within a minute")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	ns := newNamespace(t)
+	r := mustKubectl(t, nocontent, "create", "-n", ns, "-f", "-")
+	requireWarning(t, r, "content-storage: spec.volumeClaimTemplates: Required value", "denied under deny")
+	if n := len(r.warnings()); n != 1 {
+		t.Errorf("%d warnings, want one (content-storage):\n%s", n, r)
+	}
+	requireVCTs(t, mustGetSTS(t, ns, "nocontent"), "metadata", "cache")
+
+	resp, err := http.Get("http://" + warn.metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	// The dry runs above were counted too: at least one, and never as deny.
+	if !strings.Contains(string(body), `dittofs_webhook_violations_total{action="warn",rule="content-storage"}`) ||
+		strings.Contains(string(body), `dittofs_webhook_violations_total{action="warn",rule="content-storage"} 0`) ||
+		!strings.Contains(string(body), `dittofs_webhook_violations_total{action="deny",rule="content-storage"} 0`) {
+		t.Errorf("the warn server's metrics do not count the violation as warn only:\n%s", grepLines(string(body), "violations_total"))
+	}
+
+	// Enforcing again: the same manifest is denied.
+	mustKubectl(t, string(env.webhooks), "replace", "-f", "-")
+	if err := env.waitWebhooks(true, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	again := stsManifest{name: "nocontent-2", managed: true, vcts: userVCTs()[:1]}.yaml()
+	requireDenied(t, kubectl(t, again, "create", "-n", ns, "-f", "-"), "content-storage")
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
