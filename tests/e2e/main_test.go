@@ -7,13 +7,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
-	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,6 +18,8 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/dittofs/dittofs-webhook/tests/e2ekit"
 )
 
 // env is the running environment every test uses. TestMain fills it before any
@@ -101,7 +100,7 @@ func run(m *testing.M) int {
 	// in their own process groups. Stop them first, then exit.
 	watchCtx, stopWatching := context.WithCancel(context.Background())
 	defer stopWatching()
-	go watchdog(watchCtx, start, func() { failed.Store(true); teardown() })
+	go e2ekit.Watchdog(watchCtx, start, func() { stopping.Store(true); failed.Store(true); teardown() })
 
 	if err := env.setUp(); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: setting up: %v\n", err)
@@ -124,38 +123,6 @@ func run(m *testing.M) int {
 	}
 	fmt.Printf("e2e: total %s\n", time.Since(start).Round(time.Millisecond))
 	return code
-}
-
-// watchdog tears everything down and exits on SIGINT/SIGTERM, or shortly
-// before the test binary's -timeout would kill it with a panic (which would
-// skip TestMain's cleanup), after dumping the goroutines so a hang is still
-// diagnosable.
-func watchdog(ctx context.Context, start time.Time, teardown func()) {
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	var deadline <-chan time.Time
-	if f := flag.Lookup("test.timeout"); f != nil {
-		if d, ok := f.Value.(flag.Getter).Get().(time.Duration); ok && d > 0 {
-			margin := min(d/10, time.Minute)
-			t := time.NewTimer(time.Until(start.Add(d - margin)))
-			defer t.Stop()
-			deadline = t.C
-		}
-	}
-	select {
-	case <-ctx.Done():
-		return
-	case s := <-sigs:
-		fmt.Fprintf(os.Stderr, "\ne2e: %v: stopping the server and the control plane\n", s)
-	case <-deadline:
-		fmt.Fprintf(os.Stderr, "\ne2e: the test binary's -timeout is about to run out; goroutines:\n")
-		_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 2)
-		fmt.Fprintf(os.Stderr, "e2e: stopping the server and the control plane\n")
-	}
-	stopping.Store(true)
-	teardown()
-	os.Exit(1)
 }
 
 func (h *harness) setUp() error {

@@ -18,6 +18,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/dittofs/dittofs-webhook/tests/e2ekit"
 )
 
 // server is a running `dittofs-webhook serve`.
@@ -266,43 +268,9 @@ func (h *harness) issueServingPair(name string) (servingPair, error) {
 	return p, nil
 }
 
-// writeSecretVolume updates dir the way the kubelet's AtomicWriter updates a
-// Secret volume: the files go into a new timestamped directory
-// "..2006_01_02_15_04_05.NNNN", a "..data_tmp" symlink to it is renamed over
-// "..data" (one atomic step), the previous timestamped directory is removed,
-// and the user-visible names are symlinks "tls.crt -> ..data/tls.crt".
+// writeSecretVolume writes p into dir as the kubelet writes a Secret volume.
 func writeSecretVolume(dir string, p servingPair) error {
-	oldTarget, _ := os.Readlink(filepath.Join(dir, "..data"))
-	tsDir, err := os.MkdirTemp(dir, time.Now().UTC().Format("..2006_01_02_15_04_05."))
-	if err != nil {
-		return err
-	}
-	for name, data := range map[string][]byte{"ca.crt": p.ca, "tls.crt": p.cert, "tls.key": p.key} {
-		if err := os.WriteFile(filepath.Join(tsDir, name), data, 0o644); err != nil {
-			return err
-		}
-	}
-	tmp := filepath.Join(dir, "..data_tmp")
-	_ = os.Remove(tmp)
-	if err := os.Symlink(filepath.Base(tsDir), tmp); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
-		return err
-	}
-	for _, name := range []string{"ca.crt", "tls.crt", "tls.key"} {
-		link := filepath.Join(dir, name)
-		if target, err := os.Readlink(link); err == nil && target == filepath.Join("..data", name) {
-			continue
-		}
-		if err := os.Symlink(filepath.Join("..data", name), link); err != nil {
-			return err
-		}
-	}
-	if oldTarget != "" && oldTarget != filepath.Base(tsDir) {
-		return os.RemoveAll(filepath.Join(dir, oldTarget))
-	}
-	return nil
+	return e2ekit.WriteSecretVolume(dir, map[string][]byte{"ca.crt": p.ca, "tls.crt": p.cert, "tls.key": p.key})
 }
 
 // sameBytes reports whether the file at path holds data (through symlinks).

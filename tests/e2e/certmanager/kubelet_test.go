@@ -12,12 +12,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/dittofs/dittofs-webhook/tests/e2ekit"
 )
 
 const (
@@ -104,7 +105,7 @@ func startSecretVolume(cs kubernetes.Interface, ns, name, dir string) (*secretVo
 			}
 			// The first sync (the pod starting) is not delayed.
 			if pending != nil && (v.current() == nil || time.Since(seen) >= kubeletLag) {
-				if err := writeAtomically(dir, pending); err != nil {
+				if err := e2ekit.WriteSecretVolume(dir, pending); err != nil {
 					fmt.Fprintf(os.Stderr, "e2e: writing the %s volume: %v\n", name, err)
 				} else {
 					v.mu.Lock()
@@ -139,44 +140,6 @@ func (v *secretVolume) lastWrite() time.Time {
 func (v *secretVolume) stop() {
 	v.cancel()
 	<-v.done
-}
-
-// writeAtomically updates dir the way the kubelet's AtomicWriter updates a
-// Secret volume: the files go into a new directory "..<timestamp>", a
-// "..data_tmp" symlink to it is renamed over "..data" (one atomic step), the
-// previous directory is removed, and each key is a symlink "KEY -> ..data/KEY".
-func writeAtomically(dir string, data map[string][]byte) error {
-	oldTarget, _ := os.Readlink(filepath.Join(dir, "..data"))
-	tsDir, err := os.MkdirTemp(dir, time.Now().UTC().Format("..2006_01_02_15_04_05."))
-	if err != nil {
-		return err
-	}
-	for _, key := range slices.Sorted(maps.Keys(data)) {
-		if err := os.WriteFile(filepath.Join(tsDir, key), data[key], 0o440); err != nil {
-			return err
-		}
-	}
-	tmp := filepath.Join(dir, "..data_tmp")
-	_ = os.Remove(tmp)
-	if err := os.Symlink(filepath.Base(tsDir), tmp); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
-		return err
-	}
-	for key := range data {
-		link := filepath.Join(dir, key)
-		if target, err := os.Readlink(link); err == nil && target == filepath.Join("..data", key) {
-			continue
-		}
-		if err := os.Symlink(filepath.Join("..data", key), link); err != nil {
-			return err
-		}
-	}
-	if oldTarget != "" && oldTarget != filepath.Base(tsDir) {
-		return os.RemoveAll(filepath.Join(dir, oldTarget))
-	}
-	return nil
 }
 
 // startServer runs `dittofs-webhook serve` in the test host's namespace on

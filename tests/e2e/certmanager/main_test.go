@@ -7,17 +7,17 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/dittofs/dittofs-webhook/tests/e2ekit"
 )
 
 // env is the environment TestMain sets up; tests only read it.
@@ -76,7 +76,7 @@ func run(m *testing.M) int {
 	})
 	ctx, stopWatching := context.WithCancel(context.Background())
 	defer stopWatching()
-	go watchdog(ctx, start, func() { failed.Store(true); teardown() })
+	go e2ekit.Watchdog(ctx, start, func() { stopping.Store(true); failed.Store(true); teardown() })
 
 	if err := env.setUp(); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: setting up: %v\n", err)
@@ -99,34 +99,6 @@ func run(m *testing.M) int {
 	}
 	fmt.Printf("e2e: total %s\n", time.Since(start).Round(time.Millisecond))
 	return code
-}
-
-// watchdog tears everything down on SIGINT/SIGTERM, or a minute before the
-// test binary's -timeout would panic past TestMain's cleanup — the network
-// namespace must not outlive the run.
-func watchdog(ctx context.Context, start time.Time, teardown func()) {
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
-	var deadline <-chan time.Time
-	if f := flag.Lookup("test.timeout"); f != nil {
-		if d, ok := f.Value.(flag.Getter).Get().(time.Duration); ok && d > 0 {
-			t := time.NewTimer(time.Until(start.Add(d - min(d/10, time.Minute))))
-			defer t.Stop()
-			deadline = t.C
-		}
-	}
-	select {
-	case <-ctx.Done():
-		return
-	case s := <-sigs:
-		fmt.Fprintf(os.Stderr, "\ne2e: %v: tearing down\n", s)
-	case <-deadline:
-		fmt.Fprintf(os.Stderr, "\ne2e: the -timeout is about to run out: tearing down\n")
-	}
-	stopping.Store(true)
-	teardown()
-	os.Exit(1)
 }
 
 func (h *harness) setUp() error {
