@@ -9,15 +9,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	typedappsv1 "k8s.io/client-go/kubernetes/typed/apps/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/dittofs/dittofs-webhook/tests/e2ekit"
 )
 
 const (
@@ -50,8 +50,8 @@ func TestCertificateRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	load := startLoad(t, cs, ns)
-	defer load.stop()
-	if !load.runFor(cyclesAround, settle) {
+	defer load.Stop()
+	if !load.RunFor(cyclesAround, settle, 30*time.Second) {
 		t.Fatalf("the load did not get going: %s", load)
 	}
 
@@ -91,13 +91,13 @@ func TestCertificateRotation(t *testing.T) {
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
-		if !load.runFor(load.count()+cyclesAround, settle) {
+		if !load.RunFor(load.Count()+cyclesAround, settle, 30*time.Second) {
 			t.Fatalf("rotation %d: the load stalled after the swap: %s", i, load)
 		}
 	}
-	load.stop()
+	load.Stop()
 	t.Logf("load: %s", load)
-	if f := load.failed(); len(f) > 0 {
+	if f := load.Failures(); len(f) > 0 {
 		t.Errorf("%d of the requests through the webhooks failed around the rotations:\n  %s", len(f), strings.Join(f, "\n  "))
 	}
 	t.Logf("server metrics: %s", metricLines("dittofs_webhook_tls_certificate_reloads_total"))
@@ -110,21 +110,10 @@ func serialOf(c *x509.Certificate) string {
 	return c.SerialNumber.String()
 }
 
-// load creates and deletes labelled StatefulSets through the apiserver, one
-// at a time, each create going through both webhooks. It is bounded by
-// loadFor and loadMaxCycles and stops by itself.
-type load struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-
-	mu       sync.Mutex
-	cycles   int
-	failures []string
-	started  time.Time
-	ended    time.Time
-}
-
-func startLoad(t *testing.T, cs kubernetes.Interface, ns string) *load {
+// startLoad creates and deletes labelled StatefulSets through the apiserver,
+// one at a time per worker, each create going through both webhooks. It is
+// bounded by loadFor and loadMaxCycles and stops by itself.
+func startLoad(t *testing.T, cs kubernetes.Interface, ns string) *e2ekit.Load {
 	t.Helper()
 	var template appsv1.StatefulSet
 	if err := yaml.Unmarshal([]byte(dittofs("load").yaml()), &template); err != nil {
@@ -136,99 +125,24 @@ func startLoad(t *testing.T, cs kubernetes.Interface, ns string) *load {
 	// control plane with that backlog.
 	template.Spec.Replicas = new(int32)
 	ctx, cancel := context.WithTimeout(context.Background(), loadFor)
-	l := &load{cancel: cancel, done: make(chan struct{}), started: time.Now()}
-	var wg sync.WaitGroup
-	for w := range loadWorkers {
-		wg.Go(func() { l.work(ctx, cs.AppsV1().StatefulSets(ns), &template, w) })
-	}
-	go func() {
-		wg.Wait()
-		l.mu.Lock()
-		l.ended = time.Now()
-		l.mu.Unlock()
-		close(l.done)
-	}()
-	return l
-}
-
-func (l *load) work(ctx context.Context, stsClient typedappsv1.StatefulSetInterface, template *appsv1.StatefulSet, worker int) {
-	for i := 0; ctx.Err() == nil; i++ {
+	t.Cleanup(cancel)
+	stsClient := cs.AppsV1().StatefulSets(ns)
+	return e2ekit.StartLoad(ctx, "create/delete cycles", loadWorkers, loadMaxCycles, func(ctx context.Context, worker, i int) error {
+		defer haltIfStopping()
 		sts := template.DeepCopy()
 		sts.Name = fmt.Sprintf("load-%d-%d", worker, i)
-		err := func() error {
-			created, err := stsClient.Create(ctx, sts, metav1.CreateOptions{})
-			if err != nil {
-				return fmt.Errorf("create: %w", err)
-			}
-			if vct(created, "cache") == nil {
-				return fmt.Errorf("created without the cache claim (the mutating webhook did not run)")
-			}
-			if err := stsClient.Delete(ctx, sts.Name, metav1.DeleteOptions{}); err != nil {
-				return fmt.Errorf("delete: %w", err)
-			}
-			return nil
-		}()
-		haltIfStopping()
-		if ctx.Err() != nil {
-			return // stopped mid-cycle: not a failure of the server
-		}
-		l.mu.Lock()
+		created, err := stsClient.Create(ctx, sts, metav1.CreateOptions{})
 		if err != nil {
-			l.failures = append(l.failures, fmt.Sprintf("%s %s: %v", time.Now().Format("15:04:05.000"), sts.Name, err))
+			return fmt.Errorf("%s: create: %w", sts.Name, err)
 		}
-		l.cycles++
-		enough := l.cycles >= loadMaxCycles
-		l.mu.Unlock()
-		if enough {
-			return
+		if vct(created, "cache") == nil {
+			return fmt.Errorf("%s: created without the cache claim (the mutating webhook did not run)", sts.Name)
 		}
-	}
-}
-
-func (l *load) stop() {
-	l.cancel()
-	<-l.done
-}
-
-func (l *load) count() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.cycles
-}
-
-func (l *load) failed() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]string(nil), l.failures...)
-}
-
-// runFor waits until n cycles have run and at least d has passed, and
-// reports whether that happened before the load ended or 30 s went by.
-func (l *load) runFor(n int, d time.Duration) bool {
-	start := time.Now()
-	timeout := time.After(30 * time.Second)
-	for {
-		if l.count() >= n && time.Since(start) >= d {
-			return true
+		if err := stsClient.Delete(ctx, sts.Name, metav1.DeleteOptions{}); err != nil {
+			return fmt.Errorf("%s: delete: %w", sts.Name, err)
 		}
-		select {
-		case <-l.done:
-			return false
-		case <-timeout:
-			return false
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
-func (l *load) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	end := l.ended
-	if end.IsZero() {
-		end = time.Now()
-	}
-	return fmt.Sprintf("%d create/delete cycles in %s, %d failed", l.cycles, end.Sub(l.started).Round(time.Millisecond), len(l.failures))
+		return nil
+	})
 }
 
 // metricLines returns the server's samples of one metric, for the log.

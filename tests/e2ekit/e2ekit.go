@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -87,4 +88,103 @@ func WriteSecretVolume(dir string, data map[string][]byte) error {
 		return os.RemoveAll(filepath.Join(dir, oldTarget))
 	}
 	return nil
+}
+
+// Load is steady traffic through the webhooks: workers make attempts back to
+// back until Stop, the context's end, or maxAttempts in all; it counts the
+// attempts and keeps each failure with its time.
+type Load struct {
+	what   string
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu             sync.Mutex
+	attempts       int
+	failures       []string
+	started, ended time.Time
+}
+
+// StartLoad runs workers goroutines calling attempt(ctx, worker, i) for
+// i = 0, 1, ...; an error is a failure. An attempt the context cut short is
+// not counted: it is not the server's failure. what names the attempts in
+// String ("create/delete cycles"). maxAttempts 0 means no bound.
+func StartLoad(ctx context.Context, what string, workers, maxAttempts int, attempt func(ctx context.Context, worker, i int) error) *Load {
+	ctx, cancel := context.WithCancel(ctx)
+	l := &Load{what: what, cancel: cancel, done: make(chan struct{}), started: time.Now()}
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := 0; ctx.Err() == nil; i++ {
+				err := attempt(ctx, w, i)
+				if ctx.Err() != nil {
+					return
+				}
+				l.mu.Lock()
+				l.attempts++
+				if err != nil {
+					l.failures = append(l.failures, time.Now().Format("15:04:05.000 ")+err.Error())
+				}
+				enough := maxAttempts > 0 && l.attempts >= maxAttempts
+				l.mu.Unlock()
+				if enough {
+					return
+				}
+			}
+		})
+	}
+	go func() {
+		wg.Wait()
+		l.mu.Lock()
+		l.ended = time.Now()
+		l.mu.Unlock()
+		close(l.done)
+	}()
+	return l
+}
+
+// Stop ends the load after the attempts in flight. Safe more than once.
+func (l *Load) Stop() {
+	l.cancel()
+	<-l.done
+}
+
+// Count is the number of attempts made so far.
+func (l *Load) Count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.attempts
+}
+
+// Failures are the failed attempts so far, each with its time.
+func (l *Load) Failures() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.failures)
+}
+
+// RunFor waits until n attempts have been made and at least d has passed; it
+// reports false if the load ended or timeout went by first.
+func (l *Load) RunFor(n int, d, timeout time.Duration) bool {
+	start := time.Now()
+	deadline := time.After(timeout)
+	for l.Count() < n || time.Since(start) < d {
+		select {
+		case <-l.done:
+			return false
+		case <-deadline:
+			return false
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return true
+}
+
+func (l *Load) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	end := l.ended
+	if end.IsZero() {
+		end = time.Now()
+	}
+	return fmt.Sprintf("%d %s in %s, %d failed", l.attempts, l.what, end.Sub(l.started).Round(time.Millisecond), len(l.failures))
 }

@@ -187,13 +187,13 @@ func measureRenewal(t *testing.T, trigger func(t *testing.T)) {
 	before := secretData(t, servingSecret)
 	l := startLoad(loadNamespace)
 	defer func() {
-		l.stop()
+		l.Stop()
 		t.Logf("admissions across the renewal: %s", l)
-		if f := l.failed(); len(f) > 0 {
-			t.Errorf("%d of %d admissions failed across the renewal:\n%s", len(f), l.count(), strings.Join(f, "\n"))
+		if f := l.Failures(); len(f) > 0 {
+			t.Errorf("%d of %d admissions failed across the renewal:\n%s", len(f), l.Count(), strings.Join(f, "\n"))
 		}
 	}()
-	if !l.runFor(5, 3*time.Second) {
+	if !l.RunFor(5, 3*time.Second, time.Minute) {
 		t.Fatalf("the load did not get going: %s", l)
 	}
 	t0 := time.Now()
@@ -216,7 +216,7 @@ func measureRenewal(t *testing.T, trigger func(t *testing.T)) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
-	if !l.runFor(l.count()+10, 5*time.Second) {
+	if !l.RunFor(l.Count()+10, 5*time.Second, time.Minute) {
 		t.Fatalf("the load stopped early: %s", l)
 	}
 	t.Logf("renewed: Secret %s, caBundle %s, served %s after the trigger (volume written %s)",
