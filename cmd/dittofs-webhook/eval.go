@@ -211,8 +211,10 @@ func (e *evaluator) load(files, old []string) {
 func newStatefulSet(d *document) *statefulSet {
 	s := &statefulSet{document: d, typed: new(appsv1.StatefulSet)}
 	strict, err := sigsjson.UnmarshalStrict(d.json, s.typed, sigsjson.DisallowDuplicateFields, sigsjson.DisallowUnknownFields)
+	duplicates := false
 	for _, p := range strict {
 		s.problems = append(s.problems, p.Error())
+		duplicates = duplicates || strings.HasPrefix(p.Error(), "duplicate field")
 	}
 	if err != nil {
 		s.problems = append(s.problems, strings.TrimPrefix(err.Error(), "json: "))
@@ -224,7 +226,7 @@ func newStatefulSet(d *document) *statefulSet {
 		}
 	}
 	data := d.json
-	if len(strict) > 0 {
+	if duplicates {
 		// Duplicate names: the apiserver keeps the last value, and sends
 		// the webhooks an object without them.
 		var v any
