@@ -193,15 +193,16 @@ func (req *Request) hasSpec() bool {
 		return true
 	}
 	var p specProbe
+	present := func(v jsontext.Value) bool { return len(v) > 0 && v.Kind() != 'n' } // "spec": null is none
 	if req.rawObject != nil {
-		return json.Unmarshal(req.rawObject, &p) == nil && len(p.Spec) > 0
+		return json.Unmarshal(req.rawObject, &p) == nil && present(p.Spec)
 	}
 	var rv struct {
 		Request struct {
 			Object specProbe `json:"object"`
 		} `json:"request"`
 	}
-	return json.Unmarshal(req.body, &rv) == nil && len(rv.Request.Object.Spec) > 0
+	return json.Unmarshal(req.body, &rv) == nil && present(rv.Request.Object.Spec)
 }
 
 // describe turns a decoding error into one line naming the field the way a

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
+	"github.com/dittofs/dittofs-webhook/policies"
 	"github.com/dittofs/dittofs-webhook/webhook/admission"
 )
 
@@ -50,6 +51,34 @@ func TestReviewIsWhatEncodingJSONWrites(t *testing.T) {
 		_ = json.Unmarshal(want.Bytes(), &w)
 		if !reflect.DeepEqual(g, w) || bytes.Contains(got, []byte(`\u003c`)) {
 			t.Errorf("%s:\n got %s\nwant %s", name, got, want.Bytes())
+		}
+	}
+}
+
+// TestPatchAppliesWithoutSpec: an object sent without a spec, or with a null
+// one (never by the apiserver, which defaults it), still gets a patch that
+// applies, through the review and through eval's path.
+func TestPatchAppliesWithoutSpec(t *testing.T) {
+	a := &admission.Admitter{Policy: policies.DefaultOptions()}
+	for _, obj := range []string{
+		`{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"a","labels":{"dittofs.com/server":""}}}`,
+		`{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"a","labels":{"dittofs.com/server":""}},"spec":null}`,
+	} {
+		body := `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"apps","version":"v1","kind":"StatefulSet"},"operation":"CREATE","object":` + obj + `}}`
+		fromReview, err := admission.DecodeReview([]byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fromEval, err := admission.NewRequest("CREATE", []byte(obj), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, req := range []*admission.Request{fromReview, fromEval} {
+			resp := a.Mutate(req)
+			out, err := admission.ApplyPatch([]byte(obj), resp.Patch)
+			if err != nil || !bytes.Contains(out, []byte(`"name":"cache"`)) {
+				t.Errorf("%s: patch does not apply (%v): %s", obj, err, out)
+			}
 		}
 	}
 }
