@@ -265,12 +265,12 @@ func (m *Mutation) mountCache(req Request, opts Options, podSpec *field.Path) {
 		return
 	}
 	c := &sts.Spec.Template.Spec.Containers[ci]
-	want := path.Clean(opts.CacheMountPath)
 	for _, vm := range c.VolumeMounts {
 		if vm.Name == CacheVolume {
 			return
 		}
 	}
+	want := path.Clean(opts.CacheMountPath)
 	cp := podSpec.Child("containers").Index(ci)
 	for _, vm := range c.VolumeMounts {
 		if path.Clean(vm.MountPath) == want {

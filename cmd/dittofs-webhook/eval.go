@@ -222,7 +222,7 @@ func newStatefulSet(d *document) *statefulSet {
 	if d.text != nil {
 		// YAML to JSON keeps the last of duplicate keys: find them first.
 		if _, err := yaml.YAMLToJSONStrict(d.text); err != nil {
-			s.problems = append(s.problems, "duplicate field: "+strings.TrimSpace(strings.ReplaceAll(firstLines(err.Error()), "\n", " ")))
+			s.problems = append(s.problems, "duplicate field: "+strings.TrimSpace(strings.ReplaceAll(withoutYAMLHeader(err.Error()), "\n", " ")))
 		}
 	}
 	data := d.json
@@ -479,7 +479,10 @@ func (e *evaluator) write(w io.Writer, format string) error {
 				continue
 			}
 			b, err := e.result(d)
-			if err := writeYAML(&buf, b, err); err != nil {
+			if err == nil {
+				err = writeYAML(&buf, b)
+			}
+			if err != nil {
 				return err
 			}
 		}
@@ -519,10 +522,7 @@ func (e *evaluator) write(w io.Writer, format string) error {
 }
 
 // writeYAML writes a JSON document as YAML.
-func writeYAML(buf *bytes.Buffer, doc []byte, err error) error {
-	if err != nil {
-		return err
-	}
+func writeYAML(buf *bytes.Buffer, doc []byte) error {
 	y, err := yaml.JSONToYAML(doc)
 	if err != nil {
 		return err
@@ -543,8 +543,9 @@ func marshalJSON(v any) ([]byte, error) {
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
-// firstLines is s without go-yaml's "unmarshal errors:" header.
-func firstLines(s string) string {
+// withoutYAMLHeader is a strict YAML error without its conversion and
+// "unmarshal errors:" headers.
+func withoutYAMLHeader(s string) string {
 	s = strings.TrimPrefix(s, "error converting YAML to JSON: ")
 	return strings.TrimPrefix(s, "yaml: unmarshal errors:")
 }

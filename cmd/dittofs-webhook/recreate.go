@@ -54,7 +54,7 @@ func (e *evaluator) recreate(stdout io.Writer, format string) int {
 			if out.Len() > 0 {
 				out.WriteString("---\n")
 			}
-			err = writeYAML(&out, s.ev.Object, nil)
+			err = writeYAML(&out, s.ev.Object)
 		}
 		if err != nil {
 			fmt.Fprintf(e.stderr, "eval: %v\n", err)

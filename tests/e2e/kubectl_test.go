@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
@@ -10,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -22,6 +19,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
+
+	"github.com/dittofs/dittofs-webhook/tests/e2ekit"
 )
 
 // kubectlTimeout bounds one kubectl command; nothing here should take more
@@ -114,28 +113,15 @@ func ensureNewline(s string) string {
 func runKubectl(stdin string, args ...string) result {
 	haltIfStopping()
 	r := result{args: args, stdin: stdin, code: -1}
-	ctx, cancel := context.WithTimeout(context.Background(), kubectlTimeout)
-	defer cancel()
-	full := append([]string{"--kubeconfig", env.kubeconfig, "--cache-dir", env.cacheDir}, args...)
-	cmd := exec.CommandContext(ctx, env.kubectlBin, full...)
-	// Nothing from the caller's environment (KUBECONFIG, ~/.kube, KUBECTL_*)
-	// may change what kubectl does here.
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + filepath.Join(env.artifacts, "home"), "LANG=C"}
-	cmd.Dir = env.repoRoot
-	if stdin != "" {
-		cmd.Stdin = strings.NewReader(stdin)
-	}
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
+	k := e2ekit.Kubectl{Bin: env.kubectlBin, Kubeconfig: env.kubeconfig, CacheDir: env.cacheDir,
+		Home: filepath.Join(env.artifacts, "home"), Dir: env.repoRoot, Timeout: kubectlTimeout}
+	var err error
+	r.stdout, r.stderr, err = k.Run(stdin, args...)
 	haltIfStopping()
-	r.stdout, r.stderr = stdout.String(), stderr.String()
 	var exit *exec.ExitError
 	switch {
 	case err == nil:
 		r.code = 0
-	case ctx.Err() != nil:
-		r.err = fmt.Errorf("killed after %s", kubectlTimeout)
 	case errors.As(err, &exit):
 		r.code = exit.ExitCode()
 	default:

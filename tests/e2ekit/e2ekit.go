@@ -1,20 +1,23 @@
 // Package e2ekit holds what the end-to-end suites (tests/e2e and
 // tests/e2e/certmanager, each its own module) share: the watchdog that tears
 // a control plane down before `go test -timeout` can kill the test binary,
-// and the kubelet's way of writing a Secret volume. It depends on the
-// standard library only.
+// the kubelet's way of writing a Secret volume, steady load through the
+// webhooks, and running kubectl. It depends on the standard library only.
 package e2ekit
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"maps"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -187,4 +190,34 @@ func (l *Load) String() string {
 		end = time.Now()
 	}
 	return fmt.Sprintf("%d %s in %s, %d failed", l.attempts, l.what, end.Sub(l.started).Round(time.Millisecond), len(l.failures))
+}
+
+// Kubectl runs a kubectl binary as the test cluster's admin. Nothing from the
+// caller's environment (KUBECONFIG, ~/.kube, KUBECTL_*) changes what it does:
+// it gets its own kubeconfig, discovery cache and home.
+type Kubectl struct {
+	Bin, Kubeconfig, CacheDir, Home string
+	// Dir is where it runs (relative paths in -f, -k); Timeout bounds a call.
+	Dir     string
+	Timeout time.Duration
+}
+
+// Run runs kubectl with args and stdin (none when empty). err is nil, an
+// *exec.ExitError for a non-zero exit, or says it was killed at the timeout.
+func (k Kubectl) Run(stdin string, args ...string) (stdout, stderr string, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), k.Timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, k.Bin, append([]string{"--kubeconfig", k.Kubeconfig, "--cache-dir", k.CacheDir}, args...)...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + k.Home, "LANG=C"}
+	cmd.Dir = k.Dir
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err = cmd.Run()
+	if err != nil && ctx.Err() != nil {
+		err = fmt.Errorf("killed after %s", k.Timeout)
+	}
+	return out.String(), errOut.String(), err
 }

@@ -80,9 +80,9 @@ func DecodeReview(body []byte) (*Request, error) {
 		if err = json.Unmarshal(body, &raw); err == nil && raw.Request != nil {
 			req = &raw.Request.Request
 			req.rawObject, req.rawOldObject = raw.Request.Object, raw.Request.OldObject
-			req.Object, req.ObjectErr = decodeView(req.rawObject, "request.object")
+			req.Object, req.ObjectErr = DecodeStatefulSet(req.rawObject, "request.object")
 			if req.ObjectErr == nil {
-				req.OldObject, req.ObjectErr = decodeView(req.rawOldObject, "request.oldObject")
+				req.OldObject, req.ObjectErr = DecodeStatefulSet(req.rawOldObject, "request.oldObject")
 			}
 		}
 		rv.APIVersion, rv.Kind = raw.APIVersion, raw.Kind
@@ -129,16 +129,12 @@ func NewRequest(operation string, object, oldObject []byte) (*Request, error) {
 
 // DecodeStatefulSet decodes a StatefulSet (JSON) into the policies' view;
 // errors name the field under prefix. Nil or null is no object.
-func DecodeStatefulSet(object []byte, prefix string) (*policies.StatefulSet, error) {
-	return decodeView(object, prefix)
-}
-
-func decodeView(raw jsontext.Value, prefix string) (*policies.StatefulSet, error) {
-	if len(raw) == 0 || raw.Kind() == 'n' {
+func DecodeStatefulSet(object jsontext.Value, prefix string) (*policies.StatefulSet, error) {
+	if len(object) == 0 || object.Kind() == 'n' {
 		return nil, nil
 	}
 	sts := new(policies.StatefulSet)
-	if err := json.Unmarshal(raw, sts); err != nil {
+	if err := json.Unmarshal(object, sts); err != nil {
 		return nil, errors.New(describe(err, prefix))
 	}
 	return sts, nil

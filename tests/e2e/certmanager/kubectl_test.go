@@ -1,8 +1,6 @@
 package certmanager
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -11,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dittofs/dittofs-webhook/tests/e2ekit"
 )
 
 const (
@@ -37,19 +37,11 @@ func runKubectl(stdin string, args ...string) result {
 	if stopping.Load() {
 		select {} // the harness is tearing down: the process is about to exit
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), kubectlTimeout)
-	defer cancel()
-	full := append([]string{"--kubeconfig", env.kubeconfig, "--cache-dir", env.cacheDir}, args...)
-	cmd := exec.CommandContext(ctx, env.kubectlBin, full...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + filepath.Join(env.artifacts, "home"), "LANG=C"}
-	cmd.Dir = env.repoRoot
-	if stdin != "" {
-		cmd.Stdin = strings.NewReader(stdin)
-	}
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	return result{args: args, stdout: stdout.String(), stderr: stderr.String(), err: err}
+	k := e2ekit.Kubectl{Bin: env.kubectlBin, Kubeconfig: env.kubeconfig, CacheDir: env.cacheDir,
+		Home: filepath.Join(env.artifacts, "home"), Dir: env.repoRoot, Timeout: kubectlTimeout}
+	r := result{args: args}
+	r.stdout, r.stderr, r.err = k.Run(stdin, args...)
+	return r
 }
 
 // mustKubectl runs kubectl for a test; a failure fails it.
