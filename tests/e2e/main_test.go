@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -80,49 +78,20 @@ func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }
 
+// run is TestMain's body. Ctrl-C, a SIGTERM, or `go test -timeout` running
+// out would otherwise leave etcd, kube-apiserver and the server running:
+// envtest starts them in their own process groups (e2ekit.Main stops them).
 func run(m *testing.M) int {
-	start := time.Now()
-	var failed atomic.Bool
-	teardown := sync.OnceFunc(func() {
-		if err := env.stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "e2e: teardown: %v\n", err)
-			failed.Store(true)
-		}
-		if failed.Load() && env.artifacts != "" {
-			fmt.Fprintf(os.Stderr, "e2e: logs and certificates kept in %s\n", env.artifacts)
-		} else if env.artifacts != "" && os.Getenv("E2E_KEEP_ARTIFACTS") == "" {
-			_ = os.RemoveAll(env.artifacts)
-		}
+	return e2ekit.Main(m, e2ekit.Suite{
+		SetUp:     env.setUp,
+		Stop:      env.stop,
+		Artifacts: func() string { return env.artifacts },
+		Ready: func() string {
+			return fmt.Sprintf("kube-apiserver %s, server on %s", env.restConfig.Host, env.server.listen)
+		},
+		OnFailure: func() { env.server.printLogTail(os.Stderr, 60) },
+		Stopping:  &stopping,
 	})
-
-	// Ctrl-C, a SIGTERM, or `go test -timeout` running out would otherwise
-	// leave etcd, kube-apiserver and the server running: envtest starts them
-	// in their own process groups. Stop them first, then exit.
-	watchCtx, stopWatching := context.WithCancel(context.Background())
-	defer stopWatching()
-	go e2ekit.Watchdog(watchCtx, start, func() { stopping.Store(true); failed.Store(true); teardown() })
-
-	if err := env.setUp(); err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: setting up: %v\n", err)
-		failed.Store(true)
-		teardown()
-		return 1
-	}
-	fmt.Printf("e2e: environment ready in %s (kube-apiserver %s, server on %s)\n",
-		time.Since(start).Round(time.Millisecond), env.restConfig.Host, env.server.listen)
-
-	code := m.Run()
-	if code != 0 {
-		failed.Store(true)
-		env.server.printLogTail(os.Stderr, 60)
-	}
-	stopWatching()
-	teardown()
-	if failed.Load() && code == 0 {
-		code = 1
-	}
-	fmt.Printf("e2e: total %s\n", time.Since(start).Round(time.Millisecond))
-	return code
 }
 
 func (h *harness) setUp() error {

@@ -1,8 +1,8 @@
 // Package e2ekit holds what the end-to-end suites (tests/e2e and
 // tests/e2e/certmanager, each its own module) share: the watchdog that tears
 // a control plane down before `go test -timeout` can kill the test binary,
-// the kubelet's way of writing a Secret volume, steady load through the
-// webhooks, and running kubectl. It depends on the standard library only.
+// the TestMain lifecycle around it, the kubelet's way of writing a Secret
+// volume, steady load through the webhooks, and running kubectl. It depends on the standard library only.
 package e2ekit
 
 import (
@@ -19,7 +19,9 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -220,4 +222,65 @@ func (k Kubectl) Run(stdin string, args ...string) (stdout, stderr string, err e
 		err = fmt.Errorf("killed after %s", k.Timeout)
 	}
 	return out.String(), errOut.String(), err
+}
+
+// Suite is what an end-to-end TestMain runs its tests between.
+type Suite struct {
+	// SetUp starts the environment; Stop stops it, safe on a partly set-up
+	// one. Artifacts returns the folder of logs to keep when anything failed
+	// (removed otherwise, unless E2E_KEEP_ARTIFACTS is set).
+	SetUp     func() error
+	Stop      func() error
+	Artifacts func() string
+	// Ready returns the line printed once the environment is up; OnFailure
+	// prints what helps after a failed test (log tails).
+	Ready     func() string
+	OnFailure func()
+	// Stopping is set when the watchdog tears down, so that calls into the
+	// dying control plane can block instead of failing tests.
+	Stopping *atomic.Bool
+}
+
+// Main runs m between s.SetUp and s.Stop and returns the exit code. The
+// watchdog stops everything on a signal or before -timeout runs out: the
+// control plane runs in its own process groups and would outlive the test
+// binary.
+func Main(m *testing.M, s Suite) int {
+	start := time.Now()
+	var failed atomic.Bool
+	teardown := sync.OnceFunc(func() {
+		if err := s.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: teardown: %v\n", err)
+			failed.Store(true)
+		}
+		dir := s.Artifacts()
+		if failed.Load() && dir != "" {
+			fmt.Fprintf(os.Stderr, "e2e: logs kept in %s\n", dir)
+		} else if dir != "" && os.Getenv("E2E_KEEP_ARTIFACTS") == "" {
+			_ = os.RemoveAll(dir)
+		}
+	})
+	ctx, stopWatching := context.WithCancel(context.Background())
+	defer stopWatching()
+	go Watchdog(ctx, start, func() { s.Stopping.Store(true); failed.Store(true); teardown() })
+
+	if err := s.SetUp(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: setting up: %v\n", err)
+		failed.Store(true)
+		teardown()
+		return 1
+	}
+	fmt.Printf("e2e: environment ready in %s (%s)\n", time.Since(start).Round(time.Millisecond), s.Ready())
+	code := m.Run()
+	if code != 0 {
+		failed.Store(true)
+		s.OnFailure()
+	}
+	stopWatching()
+	teardown()
+	if failed.Load() && code == 0 {
+		code = 1
+	}
+	fmt.Printf("e2e: total %s\n", time.Since(start).Round(time.Millisecond))
+	return code
 }

@@ -1,7 +1,6 @@
 package certmanager
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -61,44 +59,18 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	start := time.Now()
-	var failed atomic.Bool
-	teardown := sync.OnceFunc(func() {
-		if err := env.stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "e2e: teardown: %v\n", err)
-			failed.Store(true)
-		}
-		if failed.Load() {
-			fmt.Fprintf(os.Stderr, "e2e: logs kept in %s\n", env.artifacts)
-		} else if os.Getenv("E2E_KEEP_ARTIFACTS") == "" {
-			_ = os.RemoveAll(env.artifacts)
-		}
+	return e2ekit.Main(m, e2ekit.Suite{
+		SetUp:     env.setUp,
+		Stop:      env.stop,
+		Artifacts: func() string { return env.artifacts },
+		Ready:     func() string { return "programs " + env.builds.Round(time.Millisecond).String() },
+		OnFailure: func() {
+			for _, p := range []*process{env.server, env.cm} {
+				p.printLogTail(os.Stderr, 40)
+			}
+		},
+		Stopping: &stopping,
 	})
-	ctx, stopWatching := context.WithCancel(context.Background())
-	defer stopWatching()
-	go e2ekit.Watchdog(ctx, start, func() { stopping.Store(true); failed.Store(true); teardown() })
-
-	if err := env.setUp(); err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: setting up: %v\n", err)
-		failed.Store(true)
-		teardown()
-		return 1
-	}
-	fmt.Printf("e2e: environment ready in %s (programs %s)\n", time.Since(start).Round(time.Millisecond), env.builds.Round(time.Millisecond))
-	code := m.Run()
-	if code != 0 {
-		failed.Store(true)
-		for _, p := range []*process{env.server, env.cm} {
-			p.printLogTail(os.Stderr, 40)
-		}
-	}
-	stopWatching()
-	teardown()
-	if failed.Load() && code == 0 {
-		code = 1
-	}
-	fmt.Printf("e2e: total %s\n", time.Since(start).Round(time.Millisecond))
-	return code
 }
 
 func (h *harness) setUp() error {
