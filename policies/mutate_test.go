@@ -759,3 +759,59 @@ func TestMutateWarnAction(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) { runMutateCase(t, tc) })
 	}
 }
+
+// TestManagePatch applies the patch ManagePatch returns and checks the
+// object it makes: labelled with its name, every other label kept.
+func TestManagePatch(t *testing.T) {
+	long := strings.Repeat("a", 64) // a valid object name, too long for a label value
+	cases := []struct {
+		name      string
+		obj       *appsv1.StatefulSet
+		wantPatch bool
+		wantValue string
+	}{
+		{"other labels kept", sts(withoutLabel(policies.LabelServer)), true, "dittofs-a"},
+		{"no labels at all", sts(func(s *appsv1.StatefulSet) { s.Labels = nil }), true, "dittofs-a"},
+		{"name too long for a label value", sts(withoutLabel(policies.LabelServer), func(s *appsv1.StatefulSet) { s.Name = long }), true, ""},
+		{"already managed", sts(withLabel(policies.LabelServer, "other")), false, "other"},
+		{"already managed, empty value", sts(withLabel(policies.LabelServer, "")), false, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := tc.obj.DeepCopy()
+			patch := policies.ManagePatch(view(t, tc.obj))
+			if (len(patch) > 0) != tc.wantPatch {
+				t.Fatalf("patch = %v, want a patch: %v", patch, tc.wantPatch)
+			}
+			out, err := admission.ApplyPatch(mustJSON(t, tc.obj), patch)
+			if err != nil {
+				t.Fatalf("the patch %v does not apply: %v", patch, err)
+			}
+			var got appsv1.StatefulSet
+			if err := json.Unmarshal(out, &got); err != nil {
+				t.Fatal(err)
+			}
+			if v, ok := got.Labels[policies.LabelServer]; !ok || v != tc.wantValue {
+				t.Errorf("label %s = %q (present: %v), want %q", policies.LabelServer, v, ok, tc.wantValue)
+			}
+			for k, v := range before.Labels {
+				if k != policies.LabelServer && got.Labels[k] != v {
+					t.Errorf("label %s = %q, want %q kept", k, got.Labels[k], v)
+				}
+			}
+			if len(got.Labels) != len(before.Labels)+btoi(tc.wantPatch) {
+				t.Errorf("labels = %v, from %v", got.Labels, before.Labels)
+			}
+			if policies.ManagePatch(view(t, &got)) != nil {
+				t.Error("ManagePatch of its own result is not nil")
+			}
+		})
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

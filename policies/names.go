@@ -1,5 +1,11 @@
 package policies
 
+import (
+	"gomodules.xyz/jsonpatch/v2"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+)
+
 // Labels and annotations users put on a DittoFS StatefulSet.
 const (
 	// LabelServer marks a StatefulSet as a DittoFS server, whatever its value.
@@ -57,6 +63,27 @@ func IsManaged(sts *StatefulSet) bool {
 	}
 	_, ok := sts.Metadata.Labels[LabelServer]
 	return ok
+}
+
+// ManagePatch returns the JSON patch that labels an unmanaged sts as a DittoFS
+// server, the label's value being its name (empty when the name is not a valid
+// label value, e.g. longer than 63 characters); nil when sts is already
+// managed. It is what `eval --manage` adds to a manifest: an existing
+// StatefulSet cannot be labelled in place when it has no cache (U3), so the
+// label goes into the manifest it is recreated from.
+func ManagePatch(sts *StatefulSet) []jsonpatch.Operation {
+	if sts == nil || IsManaged(sts) {
+		return nil
+	}
+	value := sts.Metadata.Name
+	if len(validation.IsValidLabelValue(value)) > 0 {
+		value = ""
+	}
+	labels := field.NewPath("metadata", "labels")
+	if sts.Metadata.Labels == nil {
+		return []jsonpatch.Operation{jsonpatch.NewOperation("add", pointer(labels), map[string]string{LabelServer: value})}
+	}
+	return []jsonpatch.Operation{jsonpatch.NewOperation("add", pointer(labels.Key(LabelServer)), value)}
 }
 
 // claimTemplateIndex returns the index of the volumeClaimTemplate named name, or -1.

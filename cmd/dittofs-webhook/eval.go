@@ -20,7 +20,7 @@ import (
 	"github.com/dittofs/dittofs-webhook/webhook/admission"
 )
 
-const evalUsage = `Usage: dittofs-webhook eval [-f FILE|DIR|-]... [--old FILE]... [-o yaml|json|patch] [--validate strict|warn|false] [--recreate] [flags]
+const evalUsage = `Usage: dittofs-webhook eval [-f FILE|DIR|-]... [--old FILE]... [-o yaml|json|patch] [--validate strict|warn|false] [--recreate] [--manage] [flags]
 
 Runs the mutating and then the validating webhook on manifests, offline, with
 the server's own code, as the apiserver calls them: prints the documents as the
@@ -33,11 +33,14 @@ Documents other than StatefulSets labelled ` + policies.LabelServer + `
 pass through unchanged. Each StatefulSet is first checked as
 kubectl apply --validate=strict has the apiserver check it (unknown fields,
 duplicate fields, values of the wrong type). Stored objects (kubectl get -o
-yaml) are reported with what is at risk.
+yaml) are reported with what is at risk, and unlabelled ones with how to bring
+them under management: --manage adds the label to every unlabelled
+StatefulSet of the input (its name as value) before evaluating.
 
   kubectl kustomize overlays/prod | dittofs-webhook eval -f - >/dev/null
   dittofs-webhook eval -f sts.yaml --old <(kubectl get statefulset fs -o yaml)
   kubectl get sts -A -l ` + policies.LabelServer + ` -o yaml | dittofs-webhook eval --recreate -f - >recreate.yaml
+  kubectl get sts fs -o yaml | dittofs-webhook eval --recreate --manage -f - >recreate.yaml
 
 Flags:
 `
@@ -49,6 +52,7 @@ type evalFlags struct {
 	output   string
 	validate string
 	recreate bool
+	manage   bool
 	policy   *policyFlags
 }
 
@@ -71,6 +75,7 @@ func newEvalFlags(stderr io.Writer) (*flag.FlagSet, *evalFlags) {
 	fs.StringVar(&f.output, "o", "yaml", "output: yaml (the documents after mutation), json (one JSON document per input document) or patch (each StatefulSet's JSON patch)")
 	fs.StringVar(&f.validate, "validate", "strict", "check each StatefulSet as kubectl apply --validate=strict has the apiserver do: strict (report, exit 1), warn (report only) or false (skip)")
 	fs.BoolVar(&f.recreate, "recreate", false, "print, for each managed StatefulSet without a cache template, the manifest to create it again, and on stderr the steps that lose nothing")
+	fs.BoolVar(&f.manage, "manage", false, "label every unlabelled StatefulSet of the input "+policies.LabelServer+"=NAME before evaluating, as if its manifest had the label: with --recreate, the printed manifest and steps bring it under management")
 	f.policy = addPolicyFlags(fs)
 	return fs, f
 }
@@ -105,7 +110,7 @@ func eval(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(f.files) == 0 {
 		f.files = stringList{"-"}
 	}
-	e := &evaluator{admitter: &admission.Admitter{Policy: opts}, stderr: stderr, validate: f.validate}
+	e := &evaluator{admitter: &admission.Admitter{Policy: opts}, stderr: stderr, validate: f.validate, manage: f.manage, recreating: f.recreate}
 	e.reader = reader{stdin: stdin, fail: e.fail}
 	if e.load(f.files, f.old); e.failed {
 		return 2
@@ -139,9 +144,11 @@ type statefulSet struct {
 	// does not decode.
 	problems  []string
 	decodeErr error
-	old       *statefulSet // the stored object it updates (nil: a CREATE)
-	ev        *admission.Evaluation
-	evalErr   error
+	// labelled is the patch --manage applied to the input: the label.
+	labelled []jsonpatch.Operation
+	old      *statefulSet // the stored object it updates (nil: a CREATE)
+	ev       *admission.Evaluation
+	evalErr  error
 }
 
 type evaluator struct {
@@ -151,6 +158,8 @@ type evaluator struct {
 	validate string
 	failed   bool
 	comment  string // starts every report line ("# " under --recreate)
+	// manage labels unlabelled input StatefulSets; recreating is --recreate.
+	manage, recreating bool
 
 	docs   []*document    // the top-level documents of the input, in order
 	sts    []*statefulSet // every apps/v1 StatefulSet, list items included, in order
@@ -193,6 +202,9 @@ func (e *evaluator) load(files, old []string) {
 	e.byDoc = map[*document]*statefulSet{}
 	for _, d := range flatten(e.docs, nil) {
 		s := newStatefulSet(d)
+		if e.manage {
+			e.label(s)
+		}
 		e.sts = append(e.sts, s)
 		e.byDoc[d] = s
 	}
@@ -251,6 +263,22 @@ func newStatefulSet(d *document) *statefulSet {
 		s.name = m.Namespace + "/" + s.name
 	}
 	return s
+}
+
+// label gives an unlabelled StatefulSet the server label (--manage), as if
+// its manifest had it; the strict check's findings stay those of the input.
+func (e *evaluator) label(s *statefulSet) {
+	patch := policies.ManagePatch(s.view)
+	if patch == nil {
+		return
+	}
+	b, err := admission.ApplyPatch(s.json, patch)
+	if err != nil {
+		e.fail("%s: --manage cannot label it: %v", s.where, err)
+		return
+	}
+	s.json, s.labelled = b, patch
+	s.view, s.decodeErr = admission.DecodeStatefulSet(b, "")
 }
 
 // flatten returns the apps/v1 StatefulSets of docs and of their lists, in
@@ -335,16 +363,51 @@ func (e *evaluator) check() {
 				e.denied = true
 			}
 		}
+		if n := e.management(s); n != "" {
+			fmt.Fprintf(e.stderr, "%sstatefulset %s: %s\n", comment, s.name, n)
+		}
 		for _, r := range s.atRisk() {
 			fmt.Fprintf(e.stderr, "%sstatefulset %s: at risk: %s\n", comment, s.name, r)
 		}
 	}
 }
 
-// atRisk says what a stored managed StatefulSet (one the apiserver returned:
-// it has a uid) puts at risk.
+// stored reports whether s is an object the apiserver returned (kubectl get
+// -o yaml), not a manifest.
+func (s *statefulSet) stored() bool {
+	return s.typed.UID != "" || s.typed.ResourceVersion != ""
+}
+
+// management says how an unlabelled StatefulSet comes under management: in
+// the at-risk report of stored objects and under --recreate, as both are
+// where a user looks for what the webhooks do not cover; "" for the rest,
+// and for an UPDATE (--old), which is judged as the webhooks judge it.
+func (e *evaluator) management(s *statefulSet) string {
+	if s.view == nil || s.old != nil || !(s.stored() || e.recreating) {
+		return ""
+	}
+	ns := nsFlag(s)
+	if s.labelled != nil {
+		label := fmt.Sprintf("%s=%s", policies.LabelServer, s.view.Metadata.Labels[policies.LabelServer])
+		if policies.HasCacheTemplate(s.view) && s.stored() {
+			return fmt.Sprintf("labelled %s (--manage); it has a cache template, so it can be labelled in place: kubectl label statefulset %s %s%s", label, s.view.Metadata.Name, label, ns)
+		}
+		return fmt.Sprintf("labelled %s (--manage)", label)
+	}
+	if policies.IsManaged(s.view) {
+		return ""
+	}
+	n := fmt.Sprintf("not managed: no %s label, so the webhooks neither give it a persistent cache nor check its storage; ", policies.LabelServer)
+	if policies.HasCacheTemplate(s.view) {
+		return n + fmt.Sprintf("it has a cache template, so it can be labelled in place: kubectl label statefulset %s %s=%s%s", s.view.Metadata.Name, policies.LabelServer, s.view.Metadata.Name, ns)
+	}
+	return n + fmt.Sprintf("it has no cache template, so labelling it in place is denied (an update cannot add the cache): add the label to its manifest and run eval --recreate on that, or run eval --recreate --manage on this input, which adds the label (%s=NAME) to the manifest it prints", policies.LabelServer)
+}
+
+// atRisk says what a stored managed StatefulSet (one the apiserver returned)
+// puts at risk.
 func (s *statefulSet) atRisk() []string {
-	if s.view == nil || !policies.IsManaged(s.view) || (s.typed.UID == "" && s.typed.ResourceVersion == "") {
+	if s.view == nil || !policies.IsManaged(s.view) || !s.stored() {
 		return nil
 	}
 	var risks []string
@@ -418,7 +481,7 @@ func (e *evaluator) report(list []*statefulSet) {
 
 // changed reports whether the document, or an item of it, was patched.
 func (e *evaluator) changed(d *document) bool {
-	if s := e.byDoc[d]; s != nil && s.ev != nil && s.ev.Changed() {
+	if s := e.byDoc[d]; s != nil && (s.labelled != nil || s.ev != nil && s.ev.Changed()) {
 		return true
 	}
 	for _, it := range d.items {
@@ -435,7 +498,10 @@ func (e *evaluator) result(d *document) ([]byte, error) {
 		return d.json, nil
 	}
 	if !d.isList {
-		return e.byDoc[d].ev.Object, nil
+		if s := e.byDoc[d]; s.ev != nil {
+			return s.ev.Object, nil
+		}
+		return d.json, nil // labelled (--manage), then denied
 	}
 	var list map[string]jsontext.Value
 	if err := jsonv2.Unmarshal(d.json, &list, jsontext.AllowDuplicateNames(true)); err != nil {
@@ -503,10 +569,13 @@ func (e *evaluator) write(w io.Writer, format string) error {
 			if s.old != nil {
 				p.Operation = "UPDATE"
 			}
+			// The label --manage added, then the webhook's patch: what
+			// turns the input into the output.
+			p.Patch = append(p.Patch, s.labelled...)
 			if s.ev != nil {
 				p.Allowed = s.ev.Allowed()
 				if s.ev.Changed() {
-					p.Patch = s.ev.Mutation.Patch
+					p.Patch = append(p.Patch, s.ev.Mutation.Patch...)
 				}
 			}
 			b, err := json.MarshalIndent(p, "", "  ")

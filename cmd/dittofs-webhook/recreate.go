@@ -68,7 +68,7 @@ func (e *evaluator) recreate(stdout io.Writer, format string) int {
 	}
 	if len(todo) == 0 {
 		if !e.denied {
-			fmt.Fprintln(e.stderr, "# nothing to recreate: every managed StatefulSet has a persistent cache")
+			fmt.Fprintln(e.stderr, nothingToRecreate(e.sts))
 		}
 	} else {
 		writeSteps(e.stderr, todo)
@@ -77,6 +77,21 @@ func (e *evaluator) recreate(stdout io.Writer, format string) int {
 		return 1
 	}
 	return 0
+}
+
+// nothingToRecreate says why there are no steps, naming the StatefulSets
+// --recreate does not manage, whose notes say what to do.
+func nothingToRecreate(sts []*statefulSet) string {
+	unmanaged := 0
+	for _, s := range sts {
+		if s.view != nil && !policies.IsManaged(s.view) {
+			unmanaged++
+		}
+	}
+	if unmanaged == 0 {
+		return "# nothing to recreate: every managed StatefulSet has a persistent cache"
+	}
+	return fmt.Sprintf("# nothing to recreate: no managed StatefulSet lacks a persistent cache; %d StatefulSet(s) of the input are not managed (labelled %s): see above, or run again with --manage", unmanaged, policies.LabelServer)
 }
 
 // writeSteps prints the migration as a shell script: # comments, one command

@@ -31,13 +31,28 @@ const migrationStepTimeout = 3 * time.Minute
 // never reaching its rolling update; and with whenDeleted: Delete still
 // stored, a plain `kubectl delete statefulset` deletes the PVCs (the control
 // case of TestClaimsOutlivePodsAndStatefulSet).
+//
+// It runs twice: for a labelled StatefulSet created before the webhooks, and
+// for one never labelled (the webhooks installed all along), which a user
+// cannot label in place (U3) and brings under management with eval
+// --recreate --manage (issue 19).
 func TestMigrateStatefulSetOlderThanTheWebhooks(t *testing.T) {
+	t.Run("labelled before the webhooks", func(t *testing.T) { testMigrate(t, true) })
+	t.Run("never labelled", func(t *testing.T) { testMigrate(t, false) })
+}
+
+func testMigrate(t *testing.T, labelled bool) {
 	ns := newNamespace(t)
 	standInKubelet(t, ns)
 
-	// Before the install: the old way (an emptyDir cache), Delete retention.
-	restore := withoutWebhooks(t)
+	// The old way (an emptyDir cache), Delete retention: before the
+	// install, or without the label.
+	restore := func() {}
+	if labelled {
+		restore = withoutWebhooks(t)
+	}
 	m := dittofs("old")
+	m.managed = labelled
 	m.replicas = 2
 	m.emptyDirCache = true
 	m.retention = "Delete/Delete"
@@ -61,8 +76,28 @@ func TestMigrateStatefulSetOlderThanTheWebhooks(t *testing.T) {
 	restore()
 
 	// As the README tells a user: what is stored, through eval --recreate.
-	stored := mustKubectl(t, "", "get", "statefulsets", "-n", ns, "-l", labelServer, "-o", "yaml").stdout
-	manifest, script := recreateSteps(t, stored)
+	var manifest, script string
+	if labelled {
+		stored := mustKubectl(t, "", "get", "statefulsets", "-n", ns, "-l", labelServer, "-o", "yaml").stdout
+		manifest, script = recreateSteps(t, stored)
+	} else {
+		// Labelling it in place is denied: an update cannot add the cache.
+		r := kubectl(t, "", "label", "statefulset", "old", "-n", ns, labelServer+"=old")
+		requireDenied(t, r, "cache-storage", "--cascade=orphan")
+		stored := mustKubectl(t, "", "get", "statefulset", "old", "-n", ns, "-o", "yaml").stdout
+		// eval --recreate says it is not managed and what to do ...
+		manifest, script = recreateSteps(t, stored)
+		if manifest != "" || len(scriptCommands(script)) > 0 {
+			t.Errorf("eval --recreate printed a manifest or steps for an unlabelled StatefulSet:\n%s\n%s", manifest, script)
+		}
+		for _, w := range []string{"not managed", "--manage"} {
+			if !strings.Contains(script, w) {
+				t.Errorf("eval --recreate on an unlabelled StatefulSet does not say %q:\n%s", w, script)
+			}
+		}
+		// ... and --manage does it.
+		manifest, script = recreateSteps(t, stored, "--manage")
+	}
 	want := []string{
 		`kubectl patch statefulset old -n ` + ns + ` --type=merge -p '{"spec":{"persistentVolumeClaimRetentionPolicy":{"whenDeleted":"Retain","whenScaled":"Retain"}}}'`,
 		`kubectl delete statefulset old --cascade=orphan -n ` + ns,
@@ -104,6 +139,9 @@ func TestMigrateStatefulSetOlderThanTheWebhooks(t *testing.T) {
 	if sts.UID == oldSTS.UID {
 		t.Fatalf("the StatefulSet was not recreated (same uid %s)", sts.UID)
 	}
+	if v, ok := sts.Labels[labelServer]; !ok || v != "old" {
+		t.Errorf("the recreated StatefulSet is not labelled %s=old (labels %v)", labelServer, sts.Labels)
+	}
 	requireVCTs(t, sts, "metadata", "content", "cache")
 	requireCache(t, sts, defaultCacheSize, "fast")
 	requireRetention(t, sts, "Retain/Retain")
@@ -132,20 +170,22 @@ func TestMigrateStatefulSetOlderThanTheWebhooks(t *testing.T) {
 	}
 }
 
-// recreateSteps runs `dittofs-webhook eval --recreate -f FILE` on the stored
-// StatefulSets and returns its stdout (the manifest to create) and stderr (the
-// steps). Its exit status is not judged beyond "read the input" (not 2).
-func recreateSteps(t *testing.T, stored string) (manifest, script string) {
+// recreateSteps runs `dittofs-webhook eval --recreate [FLAGS] -f FILE` on the
+// stored StatefulSets and returns its stdout (the manifest to create) and
+// stderr (the steps). Its exit status is not judged beyond "read the input"
+// (not 2).
+func recreateSteps(t *testing.T, stored string, flags ...string) (manifest, script string) {
 	t.Helper()
 	in := filepath.Join(t.TempDir(), "stored.yaml")
 	if err := os.WriteFile(in, []byte(stored), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(filepath.Join(env.artifacts, "bin", "dittofs-webhook"), "eval", "--recreate", "-f", in)
+	args := append(append([]string{"eval", "--recreate"}, flags...), "-f", in)
+	cmd := exec.Command(filepath.Join(env.artifacts, "bin", "dittofs-webhook"), args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
-	t.Logf("$ dittofs-webhook eval --recreate -f stored.yaml  → %v\nstdout:\n%sstderr:\n%s", err, indent(stdout.String()), indent(stderr.String()))
+	t.Logf("$ dittofs-webhook %s  → %v\nstdout:\n%sstderr:\n%s", strings.Join(args, " "), err, indent(stdout.String()), indent(stderr.String()))
 	var exit *exec.ExitError
 	if err != nil && !errors.As(err, &exit) || exit != nil && exit.ExitCode() == 2 {
 		t.Fatalf("dittofs-webhook eval --recreate could not read the stored StatefulSets: %v", err)
