@@ -1,0 +1,332 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/dittofs/dittofs-webhook/tests"
+)
+
+// withInTree swaps the webhooks for deploy/in-tree (the policy as a
+// MutatingAdmissionPolicy and a ValidatingAdmissionPolicy, SPEC §7): no
+// request reaches the server any more. overlay is deploy/in-tree or
+// deploy/in-tree-warn. The webhooks come back when the test ends.
+func withInTree(t *testing.T, overlay string) {
+	t.Helper()
+	restore := withoutWebhooks(t)
+	dir := filepath.Join(env.repoRoot, "deploy", overlay)
+	t.Cleanup(func() {
+		mustKubectl(t, "", "delete", "--ignore-not-found", "-k", dir)
+		if err := env.waitWebhooks(false, time.Minute); err != nil {
+			t.Errorf("the in-tree policies still act after their deletion: %v", err)
+		}
+		restore()
+	})
+	mustKubectl(t, "", "apply", "-k", dir)
+	if overlay != "in-tree" {
+		return
+	}
+	// Policies are loaded asynchronously (about a second): the same probes
+	// as for the webhooks, which do not care who mutates and denies.
+	if err := env.waitWebhooks(true, time.Minute); err != nil {
+		t.Fatalf("deploy/in-tree does not act: %v", err)
+	}
+}
+
+// 19. The in-tree mode as a user meets it (issue 18's "done when"): with no
+// dittofs-webhook process answering, kubectl apply -k deploy/in-tree makes a
+// labelled StatefulSet get the cache template and Retain/Retain, denies one
+// without content storage naming content-storage, and lets the original
+// manifest be re-applied (client-side and server-side) with the cache
+// template unchanged (U1).
+func TestInTreePolicies(t *testing.T) {
+	withInTree(t, "in-tree")
+	ns := newNamespace(t)
+	{
+		m := dittofs("fs")
+		m.retention = "Delete/Delete"
+		m.emptyDirCache = true
+		mustKubectl(t, m.yaml(), "apply", "-n", ns, "-f", "-")
+		sts := mustGetSTS(t, ns, "fs")
+		requireVCTs(t, sts, "metadata", "content", "cache")
+		requireCache(t, sts, defaultCacheSize, "fast")
+		requireRetention(t, sts, "Retain/Retain")
+		requireCacheMounted(t, sts, "dittofs", defaultCacheMount)
+		if volume(sts, "cache") != nil {
+			t.Errorf("the emptyDir cache volume is still there:\n%s", storage(sts))
+		}
+
+		for _, apply := range [][]string{{"apply"}, {"apply", "--server-side", "--force-conflicts"}} {
+			r := mustKubectl(t, m.yaml(), append(apply, "-n", ns, "-f", "-")...)
+			again := mustGetSTS(t, ns, "fs")
+			if again.Generation != sts.Generation {
+				t.Errorf("kubectl %s of the original manifest changed the generation %d -> %d:\n%s", strings.Join(apply, " "), sts.Generation, again.Generation, r)
+			}
+			if d := cmp.Diff(vct(sts, "cache"), vct(again, "cache")); d != "" {
+				t.Errorf("kubectl %s of the original manifest changed the cache template (-before +after):\n%s", strings.Join(apply, " "), d)
+			}
+		}
+
+		noContent := dittofs("no-content")
+		noContent.vcts = noContent.vcts[:1]
+		requireDenied(t, kubectl(t, noContent.yaml(), "apply", "-n", ns, "-f", "-"), "content-storage", "ValidatingAdmissionPolicy")
+		requireNotStored(t, ns, "no-content")
+	}
+}
+
+// TestInTreeWarn: deploy/in-tree-warn mutates as deploy/in-tree does and
+// turns a denial into a warning naming the rule.
+func TestInTreeWarn(t *testing.T) {
+	withInTree(t, "in-tree-warn")
+	ns := newNamespace(t)
+	noContent := dittofs("no-content")
+	noContent.vcts = noContent.vcts[:1]
+	eventually(t, time.Minute, "the warn-only policy warns", func() (bool, string) {
+		r := kubectl(t, noContent.yaml(), "create", "--dry-run=server", "-n", ns, "-f", "-")
+		return r.ok() && strings.Contains(r.stderr, "content-storage"), r.String()
+	})
+	r := mustKubectl(t, noContent.yaml(), "create", "-n", ns, "-f", "-")
+	requireWarning(t, r, "content-storage")
+	sts := mustGetSTS(t, ns, "no-content")
+	requireVCTs(t, sts, "metadata", "cache")
+	requireRetention(t, sts, "Retain/Retain")
+}
+
+// inTreeExceptions are the fixtures the apiserver cannot send as a create or
+// update of a StatefulSet, or whose difference is by design, with the reason.
+// Any other fixture runs through both paths.
+func inTreeException(f tests.Fixture, req *tests.ReviewRequest) string {
+	switch {
+	case f.Raw != nil || req == nil:
+		return "an HTTP protocol case: no apiserver sends it"
+	case req.Kind.Kind != "StatefulSet" || req.Kind.Group != "apps":
+		return "another kind: the policies match apps/v1 statefulsets only, as the webhook configurations do"
+	case req.Operation != "CREATE" && req.Operation != "UPDATE":
+		return "another operation: neither path is called for it"
+	case req.SubResource != "":
+		return "a subresource: neither path is called for it"
+	case strings.HasPrefix(f.Name, "always-undecodable"):
+		return "an object that does not decode: the apiserver decodes every object before admission"
+	case f.Options != nil && (f.Options.DefaultCacheSize != "" || f.Options.CacheMountPath != ""):
+		return "non-default server options: in-tree they are the policy's variables, set per install (docs/in-tree.md)"
+	case f.Options != nil && f.Options.ValidationAction == "warn":
+		return "warn mode: a server flag here, a binding's validationActions in-tree (TestInTreeWarn)"
+	}
+	return ""
+}
+
+// outcome is what the apiserver made of one fixture's request.
+type outcome struct {
+	stored map[string]any // the object as stored (or returned by a dry run), normalized
+	rules  []string       // the rules of a denial
+	err    string         // any other refusal, as kubectl printed it
+}
+
+// ruleIDs finds the rule IDs a denial names, in both paths' wording: the
+// webhook's 422 causes and the ValidatingAdmissionPolicy's message. The two
+// denials the webhook makes on its mutating side carry a field path, not a
+// rule ID: the in-tree policy names them cache-size and reserved-cache-volume.
+var ruleIDs = regexp.MustCompile(`(?:^|[\s*])(metadata-storage|content-storage|cache-storage|storage-size|retention-policy|cache-size|reserved-cache-volume): `)
+
+// ruleOrder is the order the webhook checks the rules in, which the
+// ValidatingAdmissionPolicy's validations follow.
+var ruleOrder = []string{"cache-size", "reserved-cache-volume", "metadata-storage", "content-storage", "cache-storage", "storage-size", "retention-policy"}
+
+func deniedRules(stderr string) []string {
+	seen := map[string]bool{}
+	for _, m := range ruleIDs.FindAllStringSubmatch(stderr, -1) {
+		seen[m[1]] = true
+	}
+	if strings.Contains(stderr, "metadata.annotations[dittofs.com/cache-size]") {
+		seen["cache-size"] = true
+	}
+	if strings.Contains(stderr, "is reserved for the persistent DittoFS cache") {
+		seen["reserved-cache-volume"] = true
+	}
+	var rules []string
+	for _, r := range ruleOrder {
+		if seen[r] {
+			rules = append(rules, r)
+		}
+	}
+	return rules
+}
+
+// asStored makes a fixture's object something to send: its own name in ns,
+// without what the apiserver sets.
+func asStored(t *testing.T, raw json.RawMessage, name, ns string) string {
+	t.Helper()
+	var obj map[string]any
+	if err := json.Unmarshal(raw, &obj); err != nil {
+		t.Fatal(err)
+	}
+	delete(obj, "status")
+	meta, _ := obj["metadata"].(map[string]any)
+	if meta == nil {
+		meta = map[string]any{}
+		obj["metadata"] = meta
+	}
+	for _, k := range []string{"uid", "resourceVersion", "creationTimestamp", "generation", "managedFields", "generateName"} {
+		delete(meta, k)
+	}
+	meta["name"], meta["namespace"] = name, ns
+	b, err := json.Marshal(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// normalize drops what differs between two stores of the same object: the
+// server-set metadata, the namespace, and status (the StatefulSet controller
+// writes it when it gets to it).
+func normalize(t *testing.T, stdout string) map[string]any {
+	t.Helper()
+	var obj map[string]any
+	if err := json.Unmarshal([]byte(stdout), &obj); err != nil {
+		t.Fatalf("kubectl -o json: %v\n%s", err, stdout)
+	}
+	delete(obj, "status")
+	meta, _ := obj["metadata"].(map[string]any)
+	for _, k := range []string{"uid", "resourceVersion", "creationTimestamp", "managedFields", "namespace"} {
+		delete(meta, k)
+	}
+	return obj
+}
+
+type equivalenceCase struct {
+	fixture tests.Fixture
+	req     *tests.ReviewRequest
+	name    string
+}
+
+// run sends the case's request through whatever admission is installed: a
+// create, or a replace of the stored old object (an update).
+func (c equivalenceCase) run(t *testing.T, ns string) outcome {
+	args := []string{"create"}
+	if c.req.Operation == "UPDATE" {
+		args = []string{"replace"}
+	}
+	args = append(args, "--validate=false", "-o", "json", "-n", ns, "-f", "-")
+	if c.req.DryRun != nil && *c.req.DryRun {
+		args = append(args, "--dry-run=server")
+	}
+	r := kubectl(t, asStored(t, c.req.Object, c.name, ns), args...)
+	if r.ok() {
+		return outcome{stored: normalize(t, r.stdout)}
+	}
+	if rules := deniedRules(r.stderr); len(rules) > 0 {
+		return outcome{rules: rules}
+	}
+	// Warnings are the webhook's alone (by design): the refusal is the rest.
+	var refusal []string
+	for _, l := range strings.Split(r.stderr, "\n") {
+		if !strings.HasPrefix(l, "Warning: ") {
+			refusal = append(refusal, strings.ReplaceAll(l, ns, "NS"))
+		}
+	}
+	return outcome{err: strings.Join(refusal, "\n")}
+}
+
+// 20. Equivalence of the two modes (SPEC §7, issue 18): every fixture the
+// apiserver can express — a create or an update of a StatefulSet — goes
+// through kube-apiserver twice, once with the webhooks (the server process)
+// and once with deploy/in-tree and the webhooks removed. The stored objects
+// must be equal (server-set metadata and status aside) and a denial must be
+// of the same rule. The differences by design are named below; anything
+// else fails.
+//
+// The old object of an update is stored first with no admission at all, so
+// both paths update the very object the fixture's oldObject is.
+func TestInTreeEquivalence(t *testing.T) {
+	fixtures, err := tests.LoadFixtures(filepath.Join(env.repoRoot, "tests", "fixtures"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cases []equivalenceCase
+	exceptions := map[string][]string{}
+	for _, f := range fixtures {
+		req, _ := f.Request()
+		if why := inTreeException(f, req); why != "" {
+			exceptions[why] = append(exceptions[why], f.Name)
+			continue
+		}
+		name := strings.Trim(nonName.ReplaceAllString(f.Name, "-"), "-")
+		cases = append(cases, equivalenceCase{fixture: f, req: req, name: name})
+	}
+	nsWebhook, nsInTree := newNamespace(t), newNamespace(t)
+
+	// The old objects, stored as they are: no admission.
+	restore := withoutWebhooks(t)
+	const badOld = "the update's old object is one the apiserver refuses to store"
+	cases = slices.DeleteFunc(cases, func(c equivalenceCase) bool {
+		if c.req.Operation != "UPDATE" {
+			return false
+		}
+		for _, ns := range []string{nsWebhook, nsInTree} {
+			if r := kubectl(t, asStored(t, c.req.OldObject, c.name, ns), "create", "--validate=false", "-n", ns, "-f", "-"); !r.ok() {
+				exceptions[badOld] = append(exceptions[badOld], c.fixture.Name+" ("+strings.TrimSpace(r.stderr)+")")
+				return true
+			}
+		}
+		return false
+	})
+	restore()
+
+	webhook := make([]outcome, len(cases))
+	for i, c := range cases {
+		webhook[i] = c.run(t, nsWebhook)
+	}
+	withInTree(t, "in-tree")
+	inTree := make([]outcome, len(cases))
+	for i, c := range cases {
+		inTree[i] = c.run(t, nsInTree)
+	}
+
+	const mutatingSide = "the webhook denies a bad cache-size annotation or a reserved cache volume on its mutating side, before the apiserver validates the object; in-tree a ValidatingAdmissionPolicy denies it, after that validation: an object the apiserver also refuses is refused by the apiserver first"
+	const firstOnly = "a ValidatingAdmissionPolicy reports only its first failing validation: the webhook reports every violation"
+	for i, c := range cases {
+		w, it := webhook[i], inTree[i]
+		switch {
+		case w.stored != nil && it.stored != nil:
+			if d := cmp.Diff(w.stored, it.stored); d != "" {
+				t.Errorf("%s: the stored objects differ (-webhook +in-tree):\n%s", c.fixture.Name, d)
+			}
+		case len(w.rules) > 0 && len(it.rules) > 0:
+			if len(it.rules) != 1 || it.rules[0] != w.rules[0] {
+				t.Errorf("%s: denied for %v by the webhook, for %v in-tree", c.fixture.Name, w.rules, it.rules)
+			} else if len(w.rules) > 1 {
+				exceptions[firstOnly] = append(exceptions[firstOnly], fmt.Sprintf("%s (webhook %v, in-tree %v)", c.fixture.Name, w.rules, it.rules))
+			}
+		case w.err != "" && w.err == it.err:
+			// The apiserver's own validation refused both alike.
+		case len(w.rules) > 0 && (w.rules[0] == "cache-size" || w.rules[0] == "reserved-cache-volume") && it.err != "":
+			exceptions[mutatingSide] = append(exceptions[mutatingSide], fmt.Sprintf("%s (webhook %v, in-tree: %s)", c.fixture.Name, w.rules, strings.TrimSpace(it.err)))
+		default:
+			t.Errorf("%s: the two paths disagree:\nwebhook: %s\nin-tree: %s", c.fixture.Name, w, it)
+		}
+	}
+	t.Logf("%d of %d fixtures ran through both paths (webhook and in-tree) on kube-apiserver", len(cases), len(fixtures))
+	t.Logf("differences by design everywhere: the webhook's warnings (a MutatingAdmissionPolicy cannot warn; a Deny binding cannot either), its metrics and audit annotations, and the wording of a denial (one VAP message, not a 422 with a cause per violation)")
+	for _, why := range sortedKeys(exceptions) {
+		t.Logf("named exception: %s: %d fixture(s): %s", why, len(exceptions[why]), strings.Join(exceptions[why], ", "))
+	}
+}
+
+func (o outcome) String() string {
+	switch {
+	case o.stored != nil:
+		return "stored " + toYAML(o.stored)
+	case len(o.rules) > 0:
+		return fmt.Sprintf("denied %v", o.rules)
+	}
+	return "refused: " + o.err
+}
