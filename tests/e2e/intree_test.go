@@ -18,10 +18,14 @@ import (
 // withInTree swaps the webhooks for deploy/in-tree (the policy as a
 // MutatingAdmissionPolicy and a ValidatingAdmissionPolicy, SPEC §7): no
 // request reaches the server any more. overlay is deploy/in-tree or
-// deploy/in-tree-warn. The webhooks come back when the test ends.
-func withInTree(t *testing.T, overlay string) {
+// deploy/in-tree-warn. before, if not nil, runs while no admission at all is
+// installed. The webhooks come back when the test ends.
+func withInTree(t *testing.T, overlay string, before func()) {
 	t.Helper()
 	restore := withoutWebhooks(t)
+	if before != nil {
+		before()
+	}
 	dir := filepath.Join(env.repoRoot, "deploy", overlay)
 	t.Cleanup(func() {
 		mustKubectl(t, "", "delete", "--ignore-not-found", "-k", dir)
@@ -48,44 +52,64 @@ func withInTree(t *testing.T, overlay string) {
 // manifest be re-applied (client-side and server-side) with the cache
 // template unchanged (U1).
 func TestInTreePolicies(t *testing.T) {
-	withInTree(t, "in-tree")
 	ns := newNamespace(t)
-	{
-		m := dittofs("fs")
-		m.retention = "Delete/Delete"
-		m.emptyDirCache = true
-		mustKubectl(t, m.yaml(), "apply", "-n", ns, "-f", "-")
-		sts := mustGetSTS(t, ns, "fs")
-		requireVCTs(t, sts, "metadata", "content", "cache")
-		requireCache(t, sts, defaultCacheSize, "fast")
-		requireRetention(t, sts, "Retain/Retain")
-		requireCacheMounted(t, sts, "dittofs", defaultCacheMount)
-		if volume(sts, "cache") != nil {
-			t.Errorf("the emptyDir cache volume is still there:\n%s", storage(sts))
-		}
+	// Stored before the policies: a managed StatefulSet without a cache and
+	// with Delete retention, and an unlabelled one without content storage.
+	legacy := dittofs("legacy")
+	legacy.retention = "Delete/Delete"
+	noContent := dittofs("no-content")
+	noContent.vcts = noContent.vcts[:1]
+	unlabelled := noContent
+	unlabelled.name, unlabelled.managed = "unlabelled", false
+	withInTree(t, "in-tree", func() {
+		mustKubectl(t, legacy.yaml()+"---\n"+unlabelled.yaml(), "create", "-n", ns, "-f", "-")
+	})
 
-		for _, apply := range [][]string{{"apply"}, {"apply", "--server-side", "--force-conflicts"}} {
-			r := mustKubectl(t, m.yaml(), append(apply, "-n", ns, "-f", "-")...)
-			again := mustGetSTS(t, ns, "fs")
-			if again.Generation != sts.Generation {
-				t.Errorf("kubectl %s of the original manifest changed the generation %d -> %d:\n%s", strings.Join(apply, " "), sts.Generation, again.Generation, r)
-			}
-			if d := cmp.Diff(vct(sts, "cache"), vct(again, "cache")); d != "" {
-				t.Errorf("kubectl %s of the original manifest changed the cache template (-before +after):\n%s", strings.Join(apply, " "), d)
-			}
-		}
-
-		noContent := dittofs("no-content")
-		noContent.vcts = noContent.vcts[:1]
-		requireDenied(t, kubectl(t, noContent.yaml(), "apply", "-n", ns, "-f", "-"), "content-storage", "ValidatingAdmissionPolicy")
-		requireNotStored(t, ns, "no-content")
+	// Existing violations (SPEC §3): an update of the old managed object is
+	// allowed, gets Retain/Retain (M2) and no cache (U3); labelling the
+	// unlabelled one is denied for what the update introduces.
+	mustKubectl(t, "", "label", "statefulset", "legacy", "-n", ns, "tier=storage")
+	sts := mustGetSTS(t, ns, "legacy")
+	requireVCTs(t, sts, "metadata", "content")
+	requireRetention(t, sts, "Retain/Retain")
+	requireDenied(t, kubectl(t, "", "label", "statefulset", "unlabelled", "-n", ns, labelServer+"=x"), "content-storage")
+	if got := mustGetSTS(t, ns, "unlabelled"); got.Labels[labelServer] != "" {
+		t.Errorf("the label was stored although the update was denied")
 	}
+
+	// The README example: mutated on create, re-applied unchanged.
+	m := dittofs("fs")
+	m.retention = "Delete/Delete"
+	m.emptyDirCache = true
+	mustKubectl(t, m.yaml(), "apply", "-n", ns, "-f", "-")
+	sts = mustGetSTS(t, ns, "fs")
+	requireVCTs(t, sts, "metadata", "content", "cache")
+	requireCache(t, sts, defaultCacheSize, "fast")
+	requireRetention(t, sts, "Retain/Retain")
+	requireCacheMounted(t, sts, "dittofs", defaultCacheMount)
+	if volume(sts, "cache") != nil {
+		t.Errorf("the emptyDir cache volume is still there:\n%s", storage(sts))
+	}
+
+	for _, apply := range [][]string{{"apply"}, {"apply", "--server-side", "--force-conflicts"}} {
+		r := mustKubectl(t, m.yaml(), append(apply, "-n", ns, "-f", "-")...)
+		again := mustGetSTS(t, ns, "fs")
+		if again.Generation != sts.Generation {
+			t.Errorf("kubectl %s of the original manifest changed the generation %d -> %d:\n%s", strings.Join(apply, " "), sts.Generation, again.Generation, r)
+		}
+		if d := cmp.Diff(vct(sts, "cache"), vct(again, "cache")); d != "" {
+			t.Errorf("kubectl %s of the original manifest changed the cache template (-before +after):\n%s", strings.Join(apply, " "), d)
+		}
+	}
+
+	requireDenied(t, kubectl(t, noContent.yaml(), "apply", "-n", ns, "-f", "-"), "content-storage", "ValidatingAdmissionPolicy")
+	requireNotStored(t, ns, "no-content")
 }
 
 // TestInTreeWarn: deploy/in-tree-warn mutates as deploy/in-tree does and
 // turns a denial into a warning naming the rule.
 func TestInTreeWarn(t *testing.T) {
-	withInTree(t, "in-tree-warn")
+	withInTree(t, "in-tree-warn", nil)
 	ns := newNamespace(t)
 	noContent := dittofs("no-content")
 	noContent.vcts = noContent.vcts[:1]
@@ -285,7 +309,7 @@ func TestInTreeEquivalence(t *testing.T) {
 	for i, c := range cases {
 		webhook[i] = c.run(t, nsWebhook)
 	}
-	withInTree(t, "in-tree")
+	withInTree(t, "in-tree", nil)
 	inTree := make([]outcome, len(cases))
 	for i, c := range cases {
 		inTree[i] = c.run(t, nsInTree)
