@@ -25,6 +25,9 @@ const chartDir = "deploy/helm/dittofs-webhook"
 type helmRelease struct {
 	name, namespace string
 	values          string // YAML given with -f; empty for the chart's defaults
+	// apiVersions are the APIs the cluster serves beyond Helm's defaults
+	// (--api-versions), as .Capabilities.APIVersions sees them.
+	apiVersions []string
 }
 
 func (h helmRelease) String() string {
@@ -135,6 +138,9 @@ func runHelmOn(t *testing.T, h helmRelease, cmd ...string) (stdout, stderr strin
 	args := append(cmd, filepath.Join(repoRoot, chartDir), "--namespace", h.namespace)
 	if h.values != "" {
 		args = append(args, "--values", "-")
+	}
+	for _, v := range h.apiVersions {
+		args = append(args, "--api-versions", v)
 	}
 	return runHelm(t, h.values, args...)
 }

@@ -1,0 +1,139 @@
+package manifests
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+)
+
+// mapAPI is what .Capabilities.APIVersions must hold for the chart's inTree
+// mode: admissionregistration.k8s.io/v1 MutatingAdmissionPolicy (1.36+).
+const mapAPI = "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy"
+
+// inTreePolicies is the in-tree install decoded: what deploy/in-tree and the
+// chart's inTree mode must render, and nothing else (SPEC §7).
+type inTreePolicies struct {
+	mutating    *admissionregistrationv1.MutatingAdmissionPolicy
+	mutatingB   *admissionregistrationv1.MutatingAdmissionPolicyBinding
+	validating  *admissionregistrationv1.ValidatingAdmissionPolicy
+	validatingB *admissionregistrationv1.ValidatingAdmissionPolicyBinding
+}
+
+func decodeInTree(t *testing.T, r *rendering) inTreePolicies {
+	t.Helper()
+	var kinds []string
+	for _, o := range r.objs {
+		kinds = append(kinds, o.Kind)
+	}
+	slices.Sort(kinds)
+	want := []string{"MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+	if !slices.Equal(kinds, want) {
+		t.Fatalf("%s renders %v; the in-tree install is exactly %v (no server, no certificates)", r.dir, kinds, want)
+	}
+	p := inTreePolicies{
+		mutating:    decode[admissionregistrationv1.MutatingAdmissionPolicy](t, r.only(t, "MutatingAdmissionPolicy")),
+		mutatingB:   decode[admissionregistrationv1.MutatingAdmissionPolicyBinding](t, r.only(t, "MutatingAdmissionPolicyBinding")),
+		validating:  decode[admissionregistrationv1.ValidatingAdmissionPolicy](t, r.only(t, "ValidatingAdmissionPolicy")),
+		validatingB: decode[admissionregistrationv1.ValidatingAdmissionPolicyBinding](t, r.only(t, "ValidatingAdmissionPolicyBinding")),
+	}
+	if p.mutatingB.Spec.PolicyName != p.mutating.Name || p.validatingB.Spec.PolicyName != p.validating.Name {
+		t.Errorf("%s: a binding names another policy", r.dir)
+	}
+	return p
+}
+
+// settings are what the install sets: the server's two policy flags (the
+// MutatingAdmissionPolicy's first two variables, which docs/in-tree.md
+// patches by index), the excluded namespaces and the validation actions.
+func (p inTreePolicies) settings(t *testing.T) (size, mount string, excluded []string, actions []admissionregistrationv1.ValidationAction) {
+	t.Helper()
+	vars := p.mutating.Spec.Variables
+	if len(vars) < 2 || vars[0].Name != "defaultCacheSize" || vars[1].Name != "cacheMountPath" {
+		t.Fatalf("the MutatingAdmissionPolicy's first two variables must be defaultCacheSize and cacheMountPath (docs/in-tree.md patches them by index)")
+	}
+	for _, mc := range []*admissionregistrationv1.MatchResources{p.mutating.Spec.MatchConstraints, p.validating.Spec.MatchConstraints} {
+		if mc == nil || mc.NamespaceSelector == nil || len(mc.NamespaceSelector.MatchExpressions) != 1 {
+			t.Fatalf("a policy has no namespaceSelector")
+		}
+	}
+	if d := cmp.Diff(p.mutating.Spec.MatchConstraints, p.validating.Spec.MatchConstraints); d != "" {
+		t.Errorf("the two policies select different requests (-mutating +validating):\n%s", d)
+	}
+	return strings.Trim(vars[0].Expression, "'"), strings.Trim(vars[1].Expression, "'"),
+		p.mutating.Spec.MatchConstraints.NamespaceSelector.MatchExpressions[0].Values, p.validatingB.Spec.ValidationActions
+}
+
+// The in-tree policies select what the webhooks select (SPEC §7): the same
+// label, the same namespace exclusions, the same rules and operations.
+func TestInTreeKustomize(t *testing.T) {
+	webhooks := render(t, "deploy/default")
+	mwc := decode[admissionregistrationv1.MutatingWebhookConfiguration](t, webhooks.only(t, "MutatingWebhookConfiguration"))
+	wh := mwc.Webhooks[0]
+
+	p := decodeInTree(t, render(t, "deploy/in-tree"))
+	mc := p.mutating.Spec.MatchConstraints
+	if d := cmp.Diff(wh.ObjectSelector, mc.ObjectSelector); d != "" {
+		t.Errorf("objectSelector differs from the webhooks' (-webhook +in-tree):\n%s", d)
+	}
+	if d := cmp.Diff(wh.NamespaceSelector, mc.NamespaceSelector); d != "" {
+		t.Errorf("namespaceSelector differs from the webhooks' (-webhook +in-tree):\n%s", d)
+	}
+	if len(mc.ResourceRules) != 1 || !slices.Equal(mc.ResourceRules[0].Resources, wh.Rules[0].Resources) ||
+		!slices.Equal(mc.ResourceRules[0].Operations, wh.Rules[0].Operations) {
+		t.Errorf("resource rules %+v differ from the webhooks' %+v", mc.ResourceRules, wh.Rules)
+	}
+	if p.mutating.Spec.ReinvocationPolicy != admissionregistrationv1.IfNeededReinvocationPolicy {
+		t.Errorf("the MutatingAdmissionPolicy must be reinvoked IfNeeded, as the mutating webhook is")
+	}
+	size, mount, _, actions := p.settings(t)
+	if size != "5Gi" || mount != "/data/cache" {
+		t.Errorf("defaults %q, %q; want the server's 5Gi and /data/cache", size, mount)
+	}
+	if !slices.Equal(actions, []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny}) {
+		t.Errorf("deploy/in-tree's validationActions = %v, want [Deny]", actions)
+	}
+
+	warn := decodeInTree(t, render(t, "deploy/in-tree-warn"))
+	if _, _, _, actions := warn.settings(t); !slices.Equal(actions, []admissionregistrationv1.ValidationAction{admissionregistrationv1.Warn, admissionregistrationv1.Audit}) {
+		t.Errorf("deploy/in-tree-warn's validationActions = %v, want [Warn Audit]", actions)
+	}
+}
+
+// The chart's inTree mode renders the same policies with its values put in,
+// and refuses a cluster that does not serve MutatingAdmissionPolicy.
+func TestHelmInTreeMode(t *testing.T) {
+	inTree := helmRelease{name: "dittofs-webhook", namespace: installNamespace, values: "mode: inTree\n", apiVersions: []string{mapAPI}}
+	p := decodeInTree(t, renderHelm(t, inTree))
+	size, mount, excluded, actions := p.settings(t)
+	if size != "5Gi" || mount != "/data/cache" || !slices.Equal(excluded, []string{"kube-system", installNamespace}) ||
+		!slices.Equal(actions, []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny}) {
+		t.Errorf("defaults: size %q, mount %q, excluded %v, actions %v", size, mount, excluded, actions)
+	}
+
+	custom := inTree.with(`
+mode: inTree
+server: {defaultCacheSize: 20Gi, cacheMountPath: /var/lib/dittofs/cache, validationAction: warn}
+webhooks: {excludedNamespaces: [legacy]}
+`)
+	size, mount, excluded, actions = decodeInTree(t, renderHelm(t, custom)).settings(t)
+	if size != "20Gi" || mount != "/var/lib/dittofs/cache" || !slices.Equal(excluded, []string{"kube-system", installNamespace, "legacy"}) ||
+		!slices.Equal(actions, []admissionregistrationv1.ValidationAction{admissionregistrationv1.Warn, admissionregistrationv1.Audit}) {
+		t.Errorf("values not applied: size %q, mount %q, excluded %v, actions %v", size, mount, excluded, actions)
+	}
+
+	refused := inTree
+	refused.apiVersions = nil
+	if _, stderr, err := helmTemplate(t, refused); err == nil || !strings.Contains(stderr, "MutatingAdmissionPolicy") {
+		t.Errorf("mode=inTree on a cluster without %s: err %v, want a refusal naming the API\n%s", mapAPI, err, stderr)
+	}
+
+	// The default mode renders no policy.
+	for _, o := range renderHelm(t, defaultRelease).objs {
+		if strings.HasSuffix(o.Kind, "AdmissionPolicy") || strings.HasSuffix(o.Kind, "AdmissionPolicyBinding") {
+			t.Errorf("mode webhook renders %s", o)
+		}
+	}
+}
