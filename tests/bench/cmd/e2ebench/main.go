@@ -4,8 +4,9 @@
 // sequential creates through client-go (each deleted at once, untimed) with
 // no admission configuration, with dittofs-webhook's Mutating and Validating
 // WebhookConfigurations, with the same pointing at the controller-runtime peer,
-// at the floor, and with the in-tree MutatingAdmissionPolicy and
-// ValidatingAdmissionPolicy of policies.yaml. Every configuration also gets
+// at the floor, with deploy/in-tree's MutatingAdmissionPolicy and
+// ValidatingAdmissionPolicy, and with both dittofs-webhook and the policies
+// (the policies as a safety net). Every configuration also gets
 // unlabelled creates, which the objectSelector should keep from the webhooks.
 //
 // Configurations are interleaved over rounds; the report gives the median
@@ -18,7 +19,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	_ "embed"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -50,8 +50,13 @@ import (
 	"github.com/dittofs/dittofs-webhook/webhook"
 )
 
-//go:embed policies.yaml
-var policiesYAML []byte
+// inTreeDir is deploy/in-tree, the in-tree install users apply, from
+// tests/bench (where make bench-e2e runs this program).
+const inTreeDir = "../../deploy/in-tree"
+
+// inTreeFiles are its policies, read at run time, so what is measured is what
+// ships.
+var inTreeFiles = []string{"mutatingadmissionpolicy.yaml", "validatingadmissionpolicy.yaml"}
 
 const (
 	namespace    = "dittofs-bench"
@@ -129,6 +134,9 @@ func logf(format string, args ...any) {
 type config struct {
 	name   string
 	server *benchkit.Server // the webhook server, nil for none and the policies
+	// policies: deploy/in-tree's MutatingAdmissionPolicy and
+	// ValidatingAdmissionPolicy are installed (with or without a server).
+	policies bool
 	// mutates: a labelled create comes back with a cache volumeClaimTemplate.
 	mutates bool
 }
@@ -274,7 +282,9 @@ func run(ctx context.Context, o options) error {
 		policyNote = "in-tree MutatingAdmissionPolicy not measured: " + err.Error()
 		logf("%s", policyNote)
 	} else {
-		configs = append(configs, config{name: "in-tree policies (MAP+VAP)", mutates: true})
+		configs = append(configs,
+			config{name: "in-tree policies (MAP+VAP)", policies: true, mutates: true},
+			config{name: "dittofs-webhook + in-tree policies", server: servers[string(benchkit.Ditto)], policies: true, mutates: true})
 	}
 
 	type key struct{ config, kind string }
@@ -342,7 +352,7 @@ func run(ctx context.Context, o options) error {
 	// The created objects must agree: the peer's and the policies' against dittofs-webhook's.
 	var agree []string
 	ref := e.created["dittofs-webhook"]
-	for _, name := range []string{"controller-runtime", "in-tree policies (MAP+VAP)"} {
+	for _, name := range []string{"controller-runtime", "in-tree policies (MAP+VAP)", "dittofs-webhook + in-tree policies"} {
 		got, ok := e.created[name]
 		if !ok || ref == nil {
 			continue
@@ -482,7 +492,7 @@ func (e *env) apply(ctx context.Context, c config) error {
 	if err := ar.ValidatingWebhookConfigurations().Delete(ctx, configPrefix+"-validate", del); err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}
-	for _, n := range []string{"dittofs-bench-cache"} {
+	for _, n := range []string{"dittofs-cache"} {
 		if err := ar.MutatingAdmissionPolicyBindings().Delete(ctx, n, del); err != nil && !apierrors.IsNotFound(err) {
 			return err
 		}
@@ -490,7 +500,7 @@ func (e *env) apply(ctx context.Context, c config) error {
 			return err
 		}
 	}
-	for _, n := range []string{"dittofs-bench-storage"} {
+	for _, n := range []string{"dittofs-storage"} {
 		if err := ar.ValidatingAdmissionPolicyBindings().Delete(ctx, n, del); err != nil && !apierrors.IsNotFound(err) {
 			return err
 		}
@@ -498,8 +508,7 @@ func (e *env) apply(ctx context.Context, c config) error {
 			return err
 		}
 	}
-	switch {
-	case c.server != nil:
+	if c.server != nil {
 		mw, vw := webhookConfigs(c.server, e.caPEM)
 		if _, err := ar.MutatingWebhookConfigurations().Create(ctx, mw, metav1.CreateOptions{}); err != nil {
 			return err
@@ -507,7 +516,8 @@ func (e *env) apply(ctx context.Context, c config) error {
 		if _, err := ar.ValidatingWebhookConfigurations().Create(ctx, vw, metav1.CreateOptions{}); err != nil {
 			return err
 		}
-	case c.name != "none":
+	}
+	if c.policies {
 		if err := e.createPolicies(ctx); err != nil {
 			return err
 		}
@@ -744,7 +754,15 @@ func (e *env) checkPolicies(ctx context.Context) error {
 
 func (e *env) createPolicies(ctx context.Context) error {
 	ar := e.cs.AdmissionregistrationV1()
-	for _, doc := range splitYAML(policiesYAML) {
+	var docs [][]byte
+	for _, f := range inTreeFiles {
+		b, err := os.ReadFile(filepath.Join(inTreeDir, f))
+		if err != nil {
+			return err
+		}
+		docs = append(docs, splitYAML(b)...)
+	}
+	for _, doc := range docs {
 		var meta metav1.TypeMeta
 		if err := yaml.Unmarshal(doc, &meta); err != nil {
 			return err
@@ -772,7 +790,7 @@ func (e *env) createPolicies(ctx context.Context) error {
 				_, err = ar.ValidatingAdmissionPolicyBindings().Create(ctx, &p, metav1.CreateOptions{})
 			}
 		default:
-			err = fmt.Errorf("unexpected kind %q in policies.yaml", meta.Kind)
+			err = fmt.Errorf("unexpected kind %q in %s", meta.Kind, inTreeDir)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", meta.Kind, err)
