@@ -10,12 +10,23 @@
 # it is static, so change the flags here, not there.
 
 ARG GO_VERSION=1.26
+# The base images are build args. The defaults are the public images; `make
+# image` builds local stand-ins when they cannot be pulled (no registry on the
+# project's machines; README "The image"). Pin them by digest when you build
+# with a registry, e.g. --build-arg BASE_IMAGE=gcr.io/distroless/static-debian12:nonroot@sha256:...
+# (no digest is written here: none could be verified offline).
+ARG BUILDER_IMAGE=golang:${GO_VERSION}
+ARG BASE_IMAGE=gcr.io/distroless/static-debian12:nonroot
 
 # The builder runs on the build machine's own platform and cross-compiles
 # (pure Go), so multi-arch builds need no emulation.
-FROM --platform=$BUILDPLATFORM golang:${GO_VERSION} AS build
+FROM --platform=$BUILDPLATFORM ${BUILDER_IMAGE} AS build
 ARG TARGETOS
 ARG TARGETARCH
+# GOPROXY may point at a module cache mounted into the build (make image:
+# file:///gomodcache/cache/download, read only): no network needed.
+ARG GOPROXY=https://proxy.golang.org,direct
+ENV GOPROXY=${GOPROXY}
 WORKDIR /src
 
 # Modules first: this layer is reused until go.mod or go.sum change.
@@ -37,7 +48,7 @@ RUN --mount=type=cache,target=/go/pkg/mod \
 
 # static: CA certificates, tzdata and /etc/passwd, no shell, no libc.
 # :nonroot runs as 65532:65532 by default.
-FROM gcr.io/distroless/static-debian12:nonroot
+FROM ${BASE_IMAGE}
 ARG VERSION=dev
 LABEL org.opencontainers.image.title="dittofs-webhook" \
       org.opencontainers.image.description="Admission webhook that keeps DittoFS StatefulSets' data safe" \
