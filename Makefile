@@ -53,9 +53,9 @@ helm-bin: ## the helm CLI (v4) built from Go modules (cached by version)
 e2e: kube-bins build ## end-to-end on a real kube-apiserver, driven with kubectl
 	cd tests/e2e && go test -count=1 -timeout 30m -v ./...
 
-e2e-certmanager: kube-bins ## deploy/default with real cert-manager: issuance, CA injection, renewals through the Service (root: a network namespace)
+e2e-certmanager: kube-bins image ## deploy/default with real cert-manager: issuance, CA injection, renewals through the Service, served by the image as the Deployment runs it (root: a network namespace)
 	tests/tools/build-certmanager.sh >/dev/null
-	cd tests/e2e/certmanager && go test -count=1 -timeout 30m -v ./...
+	cd tests/e2e/certmanager && IMAGE=$(IMAGE) go test -count=1 -timeout 30m -v ./...
 
 kube-bins: ## kube-apiserver, kube-controller-manager, kubectl (KUBE_VERSION) and etcd built from Go modules (cached by version)
 	tests/tools/build.sh >/dev/null

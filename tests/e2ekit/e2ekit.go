@@ -62,15 +62,34 @@ func Watchdog(ctx context.Context, start time.Time, stop func()) {
 // "..data_tmp" symlink to it is renamed over "..data" (one atomic step), the
 // previous directory is removed, and each key is a symlink "KEY -> ..data/KEY".
 func WriteSecretVolume(dir string, data map[string][]byte) error {
+	return WriteSecretVolumeAs(dir, data, 0o644, -1)
+}
+
+// WriteSecretVolumeAs is WriteSecretVolume with the files' mode (the volume's
+// defaultMode) and group (the pod's fsGroup, -1 for none), as the kubelet
+// sets them.
+func WriteSecretVolumeAs(dir string, data map[string][]byte, mode os.FileMode, gid int) error {
 	oldTarget, _ := os.Readlink(filepath.Join(dir, "..data"))
 	tsDir, err := os.MkdirTemp(dir, time.Now().UTC().Format("..2006_01_02_15_04_05."))
 	if err != nil {
 		return err
 	}
 	for _, key := range slices.Sorted(maps.Keys(data)) {
-		if err := os.WriteFile(filepath.Join(tsDir, key), data[key], 0o644); err != nil {
+		f := filepath.Join(tsDir, key)
+		if err := os.WriteFile(f, data[key], mode); err != nil {
 			return err
 		}
+		if err := os.Chmod(f, mode); err != nil { // past the umask
+			return err
+		}
+		if gid >= 0 {
+			if err := os.Chown(f, 0, gid); err != nil {
+				return err
+			}
+		}
+	}
+	if err := os.Chmod(tsDir, 0o755); err != nil { // MkdirTemp makes it 0700
+		return err
 	}
 	tmp := filepath.Join(dir, "..data_tmp")
 	_ = os.Remove(tmp)

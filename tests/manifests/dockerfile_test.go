@@ -258,7 +258,12 @@ func TestDockerfile(t *testing.T) {
 	}
 	vars := df.argDefaults()
 	from := func(stage []instruction) string {
-		f := strings.Fields(os.Expand(stage[0].args, func(k string) string { return vars[k] }))
+		// An ARG default may name another ARG (BUILDER_IMAGE=golang:${GO_VERSION}).
+		s := stage[0].args
+		for range 3 {
+			s = os.Expand(s, func(k string) string { return vars[k] })
+		}
+		f := strings.Fields(s)
 		f = slices.DeleteFunc(f, func(s string) bool { return strings.HasPrefix(s, "--platform=") })
 		return f[0]
 	}

@@ -78,7 +78,10 @@ func testIssuedAndInjected(t *testing.T) {
 	t.Logf("CA injected into both configurations %s after the apply", time.Since(t0).Round(time.Millisecond))
 
 	var err error
-	if env.volume, err = startSecretVolume(env.client, installNamespace, servingSecret, filepath.Join(env.artifacts, "tls")); err != nil {
+	if env.pod, err = env.renderedPodSpec(); err != nil {
+		t.Fatal(err)
+	}
+	if env.volume, err = startSecretVolume(env.client, installNamespace, servingSecret, filepath.Join(env.artifacts, "tls"), env.pod.tlsMode, env.pod.fsGroup); err != nil {
 		t.Fatal(err)
 	}
 	for env.volume.current() == nil {
@@ -326,7 +329,7 @@ func waitInjected(t *testing.T, want []byte) []byte {
 func testUninstall(t *testing.T) {
 	// The pods go away (here: the server stops) while the configurations
 	// are still there: failurePolicy Fail blocks labelled StatefulSets.
-	if err := env.server.stop(30 * time.Second); err != nil {
+	if err := env.stopServer(); err != nil {
 		t.Errorf("dittofs-webhook serve did not stop cleanly: %v", err)
 	}
 	blocked := runKubectl(statefulSet("while-down", true), "-n", userNamespace, "create", "-f", "-")

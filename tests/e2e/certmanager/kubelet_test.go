@@ -6,12 +6,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"io"
 	"maps"
 	"net"
-	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -83,7 +83,7 @@ type secretVolume struct {
 	written time.Time         // when they last changed
 }
 
-func startSecretVolume(cs kubernetes.Interface, ns, name, dir string) (*secretVolume, error) {
+func startSecretVolume(cs kubernetes.Interface, ns, name, dir string, mode os.FileMode, gid int) (*secretVolume, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -105,7 +105,7 @@ func startSecretVolume(cs kubernetes.Interface, ns, name, dir string) (*secretVo
 			}
 			// The first sync (the pod starting) is not delayed.
 			if pending != nil && (v.current() == nil || time.Since(seen) >= kubeletLag) {
-				if err := e2ekit.WriteSecretVolume(dir, pending); err != nil {
+				if err := e2ekit.WriteSecretVolumeAs(dir, pending, mode, gid); err != nil {
 					fmt.Fprintf(os.Stderr, "e2e: writing the %s volume: %v\n", name, err)
 				} else {
 					v.mu.Lock()
@@ -142,40 +142,45 @@ func (v *secretVolume) stop() {
 	<-v.done
 }
 
-// startServer runs `dittofs-webhook serve` in the test host's namespace on
-// the files of the volume, as the Deployment's container runs it, and waits
-// until it is ready.
+// startServer runs the image in the test host's network namespace the way a
+// kubelet runs deploy/default's Deployment (env.pod: args, security
+// settings, limits, the Secret volume), and waits until its readiness probe
+// passes.
 func (h *harness) startServer(tlsDir string) (*process, error) {
-	cmd := h.host.command(h.webhookBin, "serve",
-		"--listen", net.JoinHostPort(h.host.podIP.String(), "9443"),
-		"--metrics-listen", net.JoinHostPort(h.host.podIP.String(), "8080"),
-		"--tls-cert-file", filepath.Join(tlsDir, "tls.crt"),
-		"--tls-key-file", filepath.Join(tlsDir, "tls.key"),
-		"--log-format", "text")
-	p, err := startProcess(filepath.Join(h.artifacts, "dittofs-webhook.log"), cmd)
+	ps := h.pod
+	flags, applied := ps.podmanArgs(tlsDir)
+	args := append([]string{"run", "--rm", "--name", "dittofs-webhook-e2e", "--replace", "--network", "ns:/run/netns/" + h.host.netns}, flags...)
+	args = append(append(args, h.image), ps.container.Args...)
+	fmt.Printf("e2e: running image %s (id %s) as deploy/default's Deployment: args %v; %s\n",
+		h.image, imageID(h.image), ps.container.Args, strings.Join(applied, "; "))
+	p, err := startProcess(filepath.Join(h.artifacts, "dittofs-webhook.log"), exec.Command("podman", args...))
 	if err != nil {
 		return nil, err
 	}
-	readyz := "http://" + net.JoinHostPort(h.host.podIP.String(), "8080") + "/readyz"
-	client := &http.Client{Timeout: time.Second}
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		if p.exited() {
-			return nil, fmt.Errorf("dittofs-webhook serve exited: %v (log %s)", p.err, p.logPath)
-		}
-		resp, err := client.Get(readyz)
-		if err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p, nil
-			}
-		}
-		if time.Now().After(deadline) {
-			_ = p.stop(5 * time.Second)
-			return nil, fmt.Errorf("dittofs-webhook not ready within 30s: %v (log %s)", err, p.logPath)
-		}
-		time.Sleep(100 * time.Millisecond)
+	rp := ps.container.ReadinessProbe
+	if rp == nil || rp.HTTPGet == nil {
+		_ = p.stop(5 * time.Second)
+		return nil, fmt.Errorf("deploy/default's container has no HTTP readiness probe")
 	}
+	if err := waitProbe(p, ps.probeURL(rp, h.host.podIP.String()), time.Duration(rp.PeriodSeconds)*time.Second, 60*time.Second); err != nil {
+		_ = p.stop(5 * time.Second)
+		return nil, fmt.Errorf("dittofs-webhook container: %w", err)
+	}
+	if lp := ps.container.LivenessProbe; lp != nil && lp.HTTPGet != nil {
+		if err := waitProbe(p, ps.probeURL(lp, h.host.podIP.String()), time.Second, 10*time.Second); err != nil {
+			_ = p.stop(5 * time.Second)
+			return nil, fmt.Errorf("dittofs-webhook container, liveness probe: %w", err)
+		}
+	}
+	return p, nil
+}
+
+// stopServer stops the container as a kubelet stops the pod: the preStop
+// sleep, then SIGTERM (podman run passes it on), SIGKILL after the rest of
+// terminationGracePeriodSeconds.
+func (h *harness) stopServer() error {
+	time.Sleep(h.pod.preStopSleep())
+	return h.server.stop(h.pod.grace() - h.pod.preStopSleep())
 }
 
 // servedCertificate is the leaf the server presents to a client asking for

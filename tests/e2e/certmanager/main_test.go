@@ -27,14 +27,15 @@ type harness struct {
 	kubectlBin string
 	kubeconfig string
 	cacheDir   string
-	webhookBin string // dittofs-webhook
+	image      string // the dittofs-webhook image make image built (IMAGE)
 	cmBin      string // tests/tools/certmanager
 
 	testEnv *envtest.Environment
 	client  kubernetes.Interface
 	host    *testHost
 	cm      *process // cert-manager's controllers and cainjector
-	server  *process // dittofs-webhook serve, in host's namespace
+	server  *process // the dittofs-webhook container, in host's namespace
+	pod     *podSpec // what deploy/default's Deployment tells a kubelet
 	volume  *secretVolume
 	builds  time.Duration // building (or finding) the three programs
 }
@@ -99,12 +100,13 @@ func (h *harness) setUp() error {
 		errs <- err
 	}()
 	go func() {
-		h.webhookBin = filepath.Join(h.artifacts, "dittofs-webhook")
-		cmd := exec.Command("go", "build", "-o", h.webhookBin, "./cmd/dittofs-webhook")
-		cmd.Dir = root
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			err = fmt.Errorf("go build ./cmd/dittofs-webhook: %w\n%s", err, out)
+		// What users install: the image, not the host binary.
+		h.image = os.Getenv("IMAGE")
+		var err error
+		if h.image == "" {
+			err = fmt.Errorf("IMAGE is not set: make e2e-certmanager builds the image (make image) and sets it")
+		} else if out, e := exec.Command("podman", "image", "exists", h.image).CombinedOutput(); e != nil {
+			err = fmt.Errorf("podman image exists %s: %v %s (make image builds it)", h.image, e, out)
 		}
 		errs <- err
 	}()
