@@ -135,3 +135,18 @@ func strPtr(p *string) string {
 	}
 	return *p
 }
+
+// requireMutated checks dittofs(NAME) (an emptyDir cache, any retention) as
+// the mutation stores it: metadata, content and a 5Gi cache template in the
+// metadata template's class, Retain/Retain, the cache mounted at
+// /data/cache, the emptyDir gone.
+func requireMutated(t testing.TB, sts *appsv1.StatefulSet) {
+	t.Helper()
+	requireVCTs(t, sts, "metadata", "content", "cache")
+	requireCache(t, sts, defaultCacheSize, "fast")
+	requireRetention(t, sts, "Retain/Retain")
+	requireCacheMounted(t, sts, "dittofs", defaultCacheMount)
+	if volume(sts, "cache") != nil {
+		t.Errorf("the emptyDir volume cache is still in the pod template; stored:\n%s", storage(sts))
+	}
+}

@@ -83,13 +83,7 @@ func TestInTreePolicies(t *testing.T) {
 	m.emptyDirCache = true
 	mustKubectl(t, m.yaml(), "apply", "-n", ns, "-f", "-")
 	sts = mustGetSTS(t, ns, "fs")
-	requireVCTs(t, sts, "metadata", "content", "cache")
-	requireCache(t, sts, defaultCacheSize, "fast")
-	requireRetention(t, sts, "Retain/Retain")
-	requireCacheMounted(t, sts, "dittofs", defaultCacheMount)
-	if volume(sts, "cache") != nil {
-		t.Errorf("the emptyDir cache volume is still there:\n%s", storage(sts))
-	}
+	requireMutated(t, sts)
 
 	for _, apply := range [][]string{{"apply"}, {"apply", "--server-side", "--force-conflicts"}} {
 		r := mustKubectl(t, m.yaml(), append(apply, "-n", ns, "-f", "-")...)

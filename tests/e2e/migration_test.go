@@ -142,13 +142,7 @@ func testMigrate(t *testing.T, labelled bool) {
 	if v, ok := sts.Labels[labelServer]; !ok || v != "old" {
 		t.Errorf("the recreated StatefulSet is not labelled %s=old (labels %v)", labelServer, sts.Labels)
 	}
-	requireVCTs(t, sts, "metadata", "content", "cache")
-	requireCache(t, sts, defaultCacheSize, "fast")
-	requireRetention(t, sts, "Retain/Retain")
-	requireCacheMounted(t, sts, "dittofs", defaultCacheMount)
-	if volume(sts, "cache") != nil {
-		t.Errorf("the emptyDir volume cache is still in the pod template; stored:\n%s", storage(sts))
-	}
+	requireMutated(t, sts)
 	for i, oldUID := range oldPods {
 		p := readyPod(t, ns, fmt.Sprintf("old-%d", i), "")
 		if string(p.UID) == oldUID {
