@@ -26,13 +26,14 @@ func TestHelmChartManifests(t *testing.T) {
 
 	for _, c := range []struct {
 		name, release, namespace, values string
+		args                             []string
 	}{
 		{"defaults and monitoring", "dittofs-webhook", installNamespace, `
 monitoring:
   serviceMonitor: {enabled: true, labels: {release: kube-prometheus-stack}}
   prometheusRule: {enabled: true}
   dashboard: {enabled: true, annotations: {grafana_folder: DittoFS}}
-`},
+`, nil},
 		{"non-default values", "dfs", otherNamespace, `
 image: {repository: registry.example/dittofs-webhook, tag: v1.2.3, pullPolicy: IfNotPresent, pullSecrets: [{name: regcred}]}
 replicas: 1
@@ -43,11 +44,19 @@ affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeS
 webhooks: {failurePolicy: Ignore, timeoutSeconds: 10, excludedNamespaces: [flux-system]}
 server: {defaultCacheSize: 20Gi, cacheMountPath: /var/cache/dittofs, logFormat: text, logLevel: debug, validationAction: warn}
 certManager: {issuer: {name: corp-ca, kind: ClusterIssuer}}
-`},
+`, nil},
+		// The in-tree policies compile on this apiserver as the chart writes
+		// them, with its values put in.
+		{"mode inTree", "dfs-in-tree", otherNamespace, `
+mode: inTree
+server: {defaultCacheSize: 20Gi, cacheMountPath: /var/cache/dittofs, validationAction: warn}
+webhooks: {excludedNamespaces: [flux-system]}
+`, []string{"--api-versions", "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			cmd := exec.Command(helm, "template", c.release, filepath.Join(env.repoRoot, chartDir),
-				"--namespace", c.namespace, "--values", "-")
+			args := append([]string{"template", c.release, filepath.Join(env.repoRoot, chartDir),
+				"--namespace", c.namespace, "--values", "-"}, c.args...)
+			cmd := exec.Command(helm, args...)
 			cmd.Stdin = strings.NewReader(c.values)
 			home := t.TempDir()
 			// Helm's state in a temporary directory; no network (a proxy

@@ -52,6 +52,7 @@ func TestCertManagerInstall(t *testing.T) {
 			env.restartCertManager(t, "--feature-gates=CAInjectorMerging=false")
 			testCARenewal(t)
 		}},
+		{"rolling update under admission traffic", testRollingUpdate},
 		{"uninstall as the README says", testUninstall},
 	}
 	for _, s := range steps {
@@ -87,7 +88,7 @@ func testIssuedAndInjected(t *testing.T) {
 	for env.volume.current() == nil {
 		time.Sleep(100 * time.Millisecond)
 	}
-	if env.server, err = env.startServer(env.volume.dir); err != nil {
+	if env.server, err = env.startReplica("0", env.host, env.volume.dir); err != nil {
 		t.Fatal(err)
 	}
 	leaf, err := env.servedCertificate(pool(t, bundle))
@@ -329,7 +330,7 @@ func waitInjected(t *testing.T, want []byte) []byte {
 func testUninstall(t *testing.T) {
 	// The pods go away (here: the server stops) while the configurations
 	// are still there: failurePolicy Fail blocks labelled StatefulSets.
-	if err := env.stopServer(); err != nil {
+	if err := env.stopReplica(env.server); err != nil {
 		t.Errorf("dittofs-webhook serve did not stop cleanly: %v", err)
 	}
 	blocked := runKubectl(statefulSet("while-down", true), "-n", userNamespace, "create", "-f", "-")
@@ -395,7 +396,13 @@ func pool(t *testing.T, pemCerts []byte) *x509.CertPool {
 // outcomes), from its metrics.
 func admissions(t *testing.T) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + net.JoinHostPort(env.host.podIP.String(), "8080") + "/metrics")
+	return admissionsAt(t, env.host)
+}
+
+// admissionsAt is the admission counter of the replica in host.
+func admissionsAt(t *testing.T, host *testHost) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + net.JoinHostPort(host.podIP.String(), "8080") + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -142,18 +142,18 @@ func (v *secretVolume) stop() {
 	<-v.done
 }
 
-// startServer runs the image in the test host's network namespace the way a
-// kubelet runs deploy/default's Deployment (env.pod: args, security
+// startReplica runs the image in a test host's network namespace the way a
+// kubelet runs a pod of deploy/default's Deployment (env.pod: args, security
 // settings, limits, the Secret volume), and waits until its readiness probe
 // passes.
-func (h *harness) startServer(tlsDir string) (*process, error) {
+func (h *harness) startReplica(name string, host *testHost, tlsDir string) (*process, error) {
 	ps := h.pod
 	flags, applied := ps.podmanArgs(tlsDir)
-	args := append([]string{"run", "--rm", "--name", "dittofs-webhook-e2e", "--replace", "--network", "ns:/run/netns/" + h.host.netns}, flags...)
+	args := append([]string{"run", "--rm", "--name", "dittofs-webhook-e2e-" + name, "--replace", "--network", "ns:/run/netns/" + host.netns}, flags...)
 	args = append(append(args, h.image), ps.container.Args...)
 	fmt.Printf("e2e: running image %s (id %s) as deploy/default's Deployment: args %v; %s\n",
 		h.image, imageID(h.image), ps.container.Args, strings.Join(applied, "; "))
-	p, err := startProcess(filepath.Join(h.artifacts, "dittofs-webhook.log"), exec.Command("podman", args...))
+	p, err := startProcess(filepath.Join(h.artifacts, "dittofs-webhook-"+name+".log"), exec.Command("podman", args...))
 	if err != nil {
 		return nil, err
 	}
@@ -162,12 +162,12 @@ func (h *harness) startServer(tlsDir string) (*process, error) {
 		_ = p.stop(5 * time.Second)
 		return nil, fmt.Errorf("deploy/default's container has no HTTP readiness probe")
 	}
-	if err := waitProbe(p, ps.probeURL(rp, h.host.podIP.String()), time.Duration(rp.PeriodSeconds)*time.Second, 60*time.Second); err != nil {
+	if err := waitProbe(p, ps.probeURL(rp, host.podIP.String()), time.Duration(rp.PeriodSeconds)*time.Second, 60*time.Second); err != nil {
 		_ = p.stop(5 * time.Second)
 		return nil, fmt.Errorf("dittofs-webhook container: %w", err)
 	}
 	if lp := ps.container.LivenessProbe; lp != nil && lp.HTTPGet != nil {
-		if err := waitProbe(p, ps.probeURL(lp, h.host.podIP.String()), time.Second, 10*time.Second); err != nil {
+		if err := waitProbe(p, ps.probeURL(lp, host.podIP.String()), time.Second, 10*time.Second); err != nil {
 			_ = p.stop(5 * time.Second)
 			return nil, fmt.Errorf("dittofs-webhook container, liveness probe: %w", err)
 		}
@@ -175,12 +175,12 @@ func (h *harness) startServer(tlsDir string) (*process, error) {
 	return p, nil
 }
 
-// stopServer stops the container as a kubelet stops the pod: the preStop
+// stopReplica stops a container as a kubelet stops the pod: the preStop
 // sleep, then SIGTERM (podman run passes it on), SIGKILL after the rest of
 // terminationGracePeriodSeconds.
-func (h *harness) stopServer() error {
+func (h *harness) stopReplica(p *process) error {
 	time.Sleep(h.pod.preStopSleep())
-	return h.server.stop(h.pod.grace() - h.pod.preStopSleep())
+	return p.stop(h.pod.grace() - h.pod.preStopSleep())
 }
 
 // servedCertificate is the leaf the server presents to a client asking for

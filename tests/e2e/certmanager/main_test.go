@@ -33,9 +33,11 @@ type harness struct {
 	testEnv *envtest.Environment
 	client  kubernetes.Interface
 	host    *testHost
-	cm      *process // cert-manager's controllers and cainjector
-	server  *process // the dittofs-webhook container, in host's namespace
-	pod     *podSpec // what deploy/default's Deployment tells a kubelet
+	hosts   []*testHost // more pods' hosts (the rolling update)
+	others  []*process  // their containers
+	cm      *process    // cert-manager's controllers and cainjector
+	server  *process    // the dittofs-webhook container, in host's namespace
+	pod     *podSpec    // what deploy/default's Deployment tells a kubelet
 	volume  *secretVolume
 	builds  time.Duration // building (or finding) the three programs
 }
@@ -118,7 +120,7 @@ func (h *harness) setUp() error {
 	h.builds = time.Since(t0)
 	h.kubectlBin = filepath.Join(kubeDir, "kubectl")
 
-	if h.host, err = newTestHost(os.Getpid()); err != nil {
+	if h.host, err = newTestHost(os.Getpid(), 0); err != nil {
 		return err
 	}
 	if err := h.host.checkLocal(); err != nil {
@@ -238,8 +240,8 @@ func (h *harness) stop() error {
 	if h.volume != nil {
 		h.volume.stop()
 	}
-	if h.server != nil {
-		if err := h.server.stop(30 * time.Second); err != nil {
+	for _, p := range append(h.others, h.server) {
+		if err := p.stop(30 * time.Second); err != nil {
 			errs = append(errs, fmt.Errorf("dittofs-webhook: %w", err))
 		}
 	}
@@ -253,8 +255,10 @@ func (h *harness) stop() error {
 			errs = append(errs, fmt.Errorf("stopping etcd and kube-apiserver: %w", err))
 		}
 	}
-	if err := h.host.destroy(); err != nil {
-		errs = append(errs, err)
+	for _, host := range append(h.hosts, h.host) {
+		if err := host.destroy(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -29,15 +29,19 @@ type testHost struct {
 // process is gone (a run killed with SIGKILL).
 const netnsPrefix = "dfwh-cm-"
 
-// newTestHost creates the namespace and the veth pair, with the addresses
-// derived from pid. On error, whatever was made is removed.
-func newTestHost(pid int) (*testHost, error) {
+// hostSlots is how many test hosts one test process may make: the server's
+// pod, then the replicas of the rolling update.
+const hostSlots = 5
+
+// newTestHost creates the namespace and the veth pair of one slot, with the
+// addresses derived from pid and slot. On error, whatever was made is removed.
+func newTestHost(pid, slot int) (*testHost, error) {
 	// 16384 /30 blocks in 198.19.0.0/16; the host takes .1, the pod .2 of its block.
-	block := uint32(pid%16384) * 4
+	block := uint32((pid*hostSlots+slot)%16384) * 4
 	base := netip.AddrFrom4([4]byte{198, 19, byte(block >> 8), byte(block)})
 	h := &testHost{
-		netns:  netnsPrefix + strconv.Itoa(pid),
-		hostIf: "dfcm" + strconv.Itoa(pid) + "h", // interface names are at most 15 bytes
+		netns:  hostName(pid, slot),
+		hostIf: hostIf(pid, slot),
 		hostIP: base.Next(),
 		podIP:  base.Next().Next(),
 	}
@@ -142,17 +146,38 @@ func cleanStaleHosts() {
 	}
 	for _, l := range strings.Split(string(out), "\n") {
 		name, _, _ := strings.Cut(strings.TrimSpace(l), " ")
-		pid, err := strconv.Atoi(strings.TrimPrefix(name, netnsPrefix))
-		if !strings.HasPrefix(name, netnsPrefix) || err != nil || processExists(pid) {
+		p, s, _ := strings.Cut(strings.TrimPrefix(name, netnsPrefix), "-")
+		pid, err := strconv.Atoi(p)
+		slot, errSlot := strconv.Atoi(s)
+		if s == "" {
+			slot, errSlot = 0, nil
+		}
+		if !strings.HasPrefix(name, netnsPrefix) || err != nil || errSlot != nil || processExists(pid) {
 			continue
 		}
-		h := &testHost{netns: name, hostIf: "dfcm" + strconv.Itoa(pid) + "h", created: true}
+		h := &testHost{netns: name, hostIf: hostIf(pid, slot), created: true}
 		if err := h.destroy(); err != nil {
 			fmt.Fprintf(os.Stderr, "e2e: removing a stale namespace: %v\n", err)
 		} else {
 			fmt.Fprintf(os.Stderr, "e2e: removed the stale network namespace %s\n", name)
 		}
 	}
+}
+
+// hostName and hostIf name a slot's namespace and the machine's end of its
+// pair (interface names are at most 15 bytes).
+func hostName(pid, slot int) string {
+	if slot == 0 {
+		return netnsPrefix + strconv.Itoa(pid)
+	}
+	return netnsPrefix + strconv.Itoa(pid) + "-" + strconv.Itoa(slot)
+}
+
+func hostIf(pid, slot int) string {
+	if slot == 0 {
+		return "dfcm" + strconv.Itoa(pid) + "h"
+	}
+	return "dfcm" + strconv.Itoa(pid) + "s" + strconv.Itoa(slot) + "h"
 }
 
 func processExists(pid int) bool {
