@@ -124,7 +124,7 @@ type Load struct {
 
 	mu             sync.Mutex
 	attempts       int
-	failures       []string
+	failures       []failure
 	started, ended time.Time
 }
 
@@ -146,7 +146,7 @@ func StartLoad(ctx context.Context, what string, workers, maxAttempts int, attem
 				l.mu.Lock()
 				l.attempts++
 				if err != nil {
-					l.failures = append(l.failures, time.Now().Format("15:04:05.000 ")+err.Error())
+					l.failures = append(l.failures, failure{time.Now(), err})
 				}
 				enough := maxAttempts > 0 && l.attempts >= maxAttempts
 				l.mu.Unlock()
@@ -179,11 +179,34 @@ func (l *Load) Count() int {
 	return l.attempts
 }
 
+// failure is one failed attempt and when it ended.
+type failure struct {
+	at  time.Time
+	err error
+}
+
 // Failures are the failed attempts so far, each with its time.
 func (l *Load) Failures() []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return slices.Clone(l.failures)
+	out := make([]string, len(l.failures))
+	for i, f := range l.failures {
+		out[i] = f.at.Format("15:04:05.000 ") + f.err.Error()
+	}
+	return out
+}
+
+// FailedBetween counts the attempts that failed (ended) in [from, to).
+func (l *Load) FailedBetween(from, to time.Time) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, f := range l.failures {
+		if !f.at.Before(from) && f.at.Before(to) {
+			n++
+		}
+	}
+	return n
 }
 
 // RunFor waits until n attempts have been made and at least d has passed; it

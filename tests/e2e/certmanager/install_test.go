@@ -52,7 +52,9 @@ func TestCertManagerInstall(t *testing.T) {
 			env.restartCertManager(t, "--feature-gates=CAInjectorMerging=false")
 			testCARenewal(t)
 		}},
-		{"rolling update under admission traffic", testRollingUpdate},
+		{"rolling update under admission traffic", func(t *testing.T) { testRollingUpdate(t, env.kubeconfig, true) }},
+		{"rolling update under admission traffic, WebhookRoundTripLoadBalancing=false", testRollingUpdateWithoutRoundTripLoadBalancing},
+		{"a replica killed (SIGKILL) under admission traffic", testReplicaKilled},
 		{"uninstall as the README says", testUninstall},
 	}
 	for _, s := range steps {
@@ -88,7 +90,7 @@ func testIssuedAndInjected(t *testing.T) {
 	for env.volume.current() == nil {
 		time.Sleep(100 * time.Millisecond)
 	}
-	if env.server, err = env.startReplica("0", env.host, env.volume.dir); err != nil {
+	if env.server, err = env.startReplica(env.host, env.volume.dir); err != nil {
 		t.Fatal(err)
 	}
 	leaf, err := env.servedCertificate(pool(t, bundle))
@@ -189,7 +191,7 @@ func measureRenewal(t *testing.T, trigger func(t *testing.T)) {
 		mustKubectl(t, "", "create", "namespace", loadNamespace)
 	}
 	before := secretData(t, servingSecret)
-	l := startLoad(loadNamespace)
+	l := startLoad(env.kubeconfig, loadNamespace)
 	defer func() {
 		l.Stop()
 		t.Logf("admissions across the renewal: %s", l)

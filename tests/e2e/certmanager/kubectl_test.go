@@ -34,10 +34,15 @@ func (r result) String() string {
 // runKubectl runs the built kubectl as the e2e admin, with nothing from the
 // caller's environment (KUBECONFIG, ~/.kube) changing what it does.
 func runKubectl(stdin string, args ...string) result {
+	return kubectlOn(env.kubeconfig, stdin, args...)
+}
+
+// kubectlOn is runKubectl on the kube-apiserver of kubeconfig.
+func kubectlOn(kubeconfig, stdin string, args ...string) result {
 	if stopping.Load() {
 		select {} // the harness is tearing down: the process is about to exit
 	}
-	k := e2ekit.Kubectl{Bin: env.kubectlBin, Kubeconfig: env.kubeconfig, CacheDir: env.cacheDir,
+	k := e2ekit.Kubectl{Bin: env.kubectlBin, Kubeconfig: kubeconfig, CacheDir: env.cacheDir,
 		Home: filepath.Join(env.artifacts, "home"), Dir: env.repoRoot, Timeout: kubectlTimeout}
 	r := result{args: args}
 	r.stdout, r.stderr, r.err = k.Run(stdin, args...)

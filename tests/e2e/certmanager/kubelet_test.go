@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -48,23 +49,8 @@ func (h *harness) routeServiceToTestHost() error {
 	if r := runKubectl("", "create", "namespace", installNamespace, "--save-config"); !r.ok() {
 		return fmt.Errorf("creating the namespace: %s", r)
 	}
-	slice := fmt.Sprintf(`apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: %[1]s-e2e
-  namespace: %[2]s
-  labels:
-    kubernetes.io/service-name: %[1]s
-    endpointslice.kubernetes.io/managed-by: e2e.dittofs.com
-addressType: IPv4
-ports:
-  - {name: webhook, port: 9443, protocol: TCP}
-  - {name: metrics, port: 8080, protocol: TCP}
-endpoints:
-  - addresses: [%[3]q]
-    conditions: {ready: true}
-`, serviceName, installNamespace, h.host.podIP)
-	if r := runKubectl(slice, "create", "-f", "-"); !r.ok() {
+	slice := endpointSlice{endpoints: []sliceEndpoint{{ip: h.host.podIP, state: ready}}}
+	if r := runKubectl(slice.manifest(), "create", "-f", "-"); !r.ok() {
 		return fmt.Errorf("creating the EndpointSlice: %s", r)
 	}
 	return nil
@@ -146,14 +132,14 @@ func (v *secretVolume) stop() {
 // kubelet runs a pod of deploy/default's Deployment (env.pod: args, security
 // settings, limits, the Secret volume), and waits until its readiness probe
 // passes.
-func (h *harness) startReplica(name string, host *testHost, tlsDir string) (*process, error) {
+func (h *harness) startReplica(host *testHost, tlsDir string) (*process, error) {
 	ps := h.pod
 	flags, applied := ps.podmanArgs(tlsDir)
-	args := append([]string{"run", "--rm", "--name", "dittofs-webhook-e2e-" + name, "--replace", "--network", "ns:/run/netns/" + host.netns}, flags...)
+	args := append([]string{"run", "--rm", "--name", host.container(), "--replace", "--network", "ns:/run/netns/" + host.netns}, flags...)
 	args = append(append(args, h.image), ps.container.Args...)
 	fmt.Printf("e2e: running image %s (id %s) as deploy/default's Deployment: args %v; %s\n",
 		h.image, imageID(h.image), ps.container.Args, strings.Join(applied, "; "))
-	p, err := startProcess(filepath.Join(h.artifacts, "dittofs-webhook-"+name+".log"), exec.Command("podman", args...))
+	p, err := startProcess(filepath.Join(h.artifacts, "dittofs-webhook-"+strconv.Itoa(host.slot)+".log"), exec.Command("podman", args...))
 	if err != nil {
 		return nil, err
 	}

@@ -15,11 +15,11 @@ const loadWorkers = 2
 // startLoad is steady admission traffic through kubectl: each attempt is a
 // server-side dry-run create of a labelled StatefulSet, which the apiserver
 // sends to both webhooks (sideEffects: None allows dry runs), and which must
-// come back mutated.
-func startLoad(ns string) *e2ekit.Load {
+// come back mutated. kubeconfig names the kube-apiserver.
+func startLoad(kubeconfig, ns string) *e2ekit.Load {
 	return e2ekit.StartLoad(context.Background(), "admissions attempted (kubectl create --dry-run=server, each through both webhooks)", loadWorkers, 0,
 		func(ctx context.Context, worker, _ int) error {
-			r := runKubectl(statefulSet(fmt.Sprintf("load-%d", worker), true), "-n", ns, "create", "--dry-run=server", "-f", "-",
+			r := kubectlOn(kubeconfig, statefulSet(fmt.Sprintf("load-%d", worker), true), "-n", ns, "create", "--dry-run=server", "-f", "-",
 				"-o", "jsonpath={.spec.volumeClaimTemplates[*].metadata.name}")
 			switch {
 			case !r.ok():

@@ -25,15 +25,17 @@ type harness struct {
 	repoRoot   string
 	artifacts  string // logs, kubeconfig, the volume; kept when something failed
 	kubectlBin string
+	kubeDir    string // the control-plane binaries (tests/tools/build.sh)
 	kubeconfig string
 	cacheDir   string
 	image      string // the dittofs-webhook image make image built (IMAGE)
 	cmBin      string // tests/tools/certmanager
 
 	testEnv *envtest.Environment
+	apis    []*envtest.APIServer // more kube-apiservers on the same etcd
 	client  kubernetes.Interface
-	host    *testHost
-	hosts   []*testHost // more pods' hosts (the rolling update)
+	host    *testHost   // env.server's
+	hosts   []*testHost // every test host made, host among them; the index is the slot
 	others  []*process  // their containers
 	cm      *process    // cert-manager's controllers and cainjector
 	server  *process    // the dittofs-webhook container, in host's namespace
@@ -118,11 +120,13 @@ func (h *harness) setUp() error {
 		}
 	}
 	h.builds = time.Since(t0)
+	h.kubeDir = kubeDir
 	h.kubectlBin = filepath.Join(kubeDir, "kubectl")
 
 	if h.host, err = newTestHost(os.Getpid(), 0); err != nil {
 		return err
 	}
+	h.hosts = append(h.hosts, h.host)
 	if err := h.host.checkLocal(); err != nil {
 		return err
 	}
@@ -201,6 +205,23 @@ func (h *harness) startControlPlane(assets string) error {
 		ControlPlaneStopTimeout:  30 * time.Second,
 	}
 	api := &envtest.APIServer{Out: apiLog, Err: apiLog}
+	configureAPIServer(api)
+	h.testEnv.ControlPlane.APIServer = api
+	h.testEnv.ControlPlane.Etcd = &envtest.Etcd{Out: etcdLog, Err: etcdLog}
+	cfg, err := h.testEnv.Start()
+	if err != nil {
+		return fmt.Errorf("starting etcd and kube-apiserver (logs in %s): %w", h.artifacts, err)
+	}
+	if h.client, err = kubernetes.NewForConfig(cfg); err != nil {
+		return err
+	}
+	h.cacheDir = filepath.Join(h.artifacts, "kube-cache")
+	h.kubeconfig, err = h.writeAdminKubeconfig(&h.testEnv.ControlPlane, "kubeconfig")
+	return err
+}
+
+// configureAPIServer sets the flags every kube-apiserver of the test has.
+func configureAPIServer(api *envtest.APIServer) {
 	// Service references (webhooks, APIServices) are resolved through the
 	// Service's EndpointSlices, as in a cluster where the apiserver cannot
 	// reach ClusterIPs. Without it the apiserver dials the ClusterIP, an
@@ -211,26 +232,48 @@ func (h *harness) startControlPlane(assets string) error {
 	// then deletes dependents' owners at once instead of leaving them
 	// waiting on an orphan finalizer.
 	api.Configure().Set("enable-garbage-collector", "false")
-	h.testEnv.ControlPlane.APIServer = api
-	h.testEnv.ControlPlane.Etcd = &envtest.Etcd{Out: etcdLog, Err: etcdLog}
-	cfg, err := h.testEnv.Start()
+}
+
+// writeAdminKubeconfig writes, as file in the artifacts, a kubeconfig of the
+// e2e admin (system:masters) on cp's kube-apiserver and returns its path.
+func (h *harness) writeAdminKubeconfig(cp *envtest.ControlPlane, file string) (string, error) {
+	user, err := cp.AddUser(envtest.User{Name: "e2e", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
-		return fmt.Errorf("starting etcd and kube-apiserver (logs in %s): %w", h.artifacts, err)
-	}
-	if h.client, err = kubernetes.NewForConfig(cfg); err != nil {
-		return err
-	}
-	user, err := h.testEnv.AddUser(envtest.User{Name: "e2e", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		return err
+		return "", err
 	}
 	kubeconfig, err := user.KubeConfig()
 	if err != nil {
-		return err
+		return "", err
 	}
-	h.kubeconfig = filepath.Join(h.artifacts, "kubeconfig")
-	h.cacheDir = filepath.Join(h.artifacts, "kube-cache")
-	return os.WriteFile(h.kubeconfig, kubeconfig, 0o600)
+	path := filepath.Join(h.artifacts, file)
+	return path, os.WriteFile(path, kubeconfig, 0o600)
+}
+
+// startAPIServer starts one more kube-apiserver on the test's etcd, as a
+// cluster with several apiservers runs them, with the test's flags and then
+// flags, and returns a kubeconfig of the admin on it. The harness stops it.
+func (h *harness) startAPIServer(name string, flags map[string]string) (string, error) {
+	log, err := os.Create(filepath.Join(h.artifacts, name+".log"))
+	if err != nil {
+		return "", err
+	}
+	api := &envtest.APIServer{
+		Path:         filepath.Join(h.kubeDir, "kube-apiserver"),
+		EtcdURL:      h.testEnv.ControlPlane.Etcd.URL,
+		StartTimeout: 2 * time.Minute,
+		StopTimeout:  30 * time.Second,
+		Out:          log,
+		Err:          log,
+	}
+	configureAPIServer(api)
+	for k, v := range flags {
+		api.Configure().Set(k, v)
+	}
+	if err := api.Start(); err != nil {
+		return "", fmt.Errorf("starting %s (log %s): %w", name, log.Name(), err)
+	}
+	h.apis = append(h.apis, api)
+	return h.writeAdminKubeconfig(&envtest.ControlPlane{APIServer: api}, name+".kubeconfig")
 }
 
 // stop stops everything that runs, in the reverse order of start; the
@@ -250,12 +293,17 @@ func (h *harness) stop() error {
 			errs = append(errs, fmt.Errorf("cert-manager: %w", err))
 		}
 	}
+	for _, api := range h.apis {
+		if err := api.Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("stopping a second kube-apiserver: %w", err))
+		}
+	}
 	if h.testEnv != nil {
 		if err := h.testEnv.Stop(); err != nil {
 			errs = append(errs, fmt.Errorf("stopping etcd and kube-apiserver: %w", err))
 		}
 	}
-	for _, host := range append(h.hosts, h.host) {
+	for _, host := range h.hosts {
 		if err := host.destroy(); err != nil {
 			errs = append(errs, err)
 		}

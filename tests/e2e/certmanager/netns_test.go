@@ -17,6 +17,7 @@ import (
 // default route: the server in it can reach nothing but this machine's end of
 // the pair.
 type testHost struct {
+	slot    int        // of this test process; 0 is the first pod's
 	netns   string     // ip netns name
 	hostIf  string     // the machine's end of the veth pair
 	hostIP  netip.Addr // on hostIf
@@ -30,8 +31,8 @@ type testHost struct {
 const netnsPrefix = "dfwh-cm-"
 
 // hostSlots is how many test hosts one test process may make: the server's
-// pod, then the replicas of the rolling update.
-const hostSlots = 5
+// pod, then the replicas of the two rolling updates and of the SIGKILL step.
+const hostSlots = 8
 
 // newTestHost creates the namespace and the veth pair of one slot, with the
 // addresses derived from pid and slot. On error, whatever was made is removed.
@@ -40,6 +41,7 @@ func newTestHost(pid, slot int) (*testHost, error) {
 	block := uint32((pid*hostSlots+slot)%16384) * 4
 	base := netip.AddrFrom4([4]byte{198, 19, byte(block >> 8), byte(block)})
 	h := &testHost{
+		slot:   slot,
 		netns:  hostName(pid, slot),
 		hostIf: hostIf(pid, slot),
 		hostIP: base.Next(),
@@ -86,6 +88,11 @@ func (h *testHost) destroy() error {
 	// Normally gone with the namespace; a half-made pair is not.
 	_ = exec.Command("ip", "link", "delete", h.hostIf).Run()
 	return nil
+}
+
+// container is the name of the container that runs in the namespace.
+func (h *testHost) container() string {
+	return "dittofs-webhook-e2e-" + h.netns
 }
 
 // command runs name with args inside the namespace.
