@@ -332,7 +332,7 @@ func waitInjected(t *testing.T, want []byte) []byte {
 func testUninstall(t *testing.T) {
 	// The pods go away (here: the server stops) while the configurations
 	// are still there: failurePolicy Fail blocks labelled StatefulSets.
-	if err := env.stopReplica(env.server); err != nil {
+	if err := env.stopReplica(env.server, nil); err != nil {
 		t.Errorf("dittofs-webhook serve did not stop cleanly: %v", err)
 	}
 	blocked := runKubectl(statefulSet("while-down", true), "-n", userNamespace, "create", "-f", "-")

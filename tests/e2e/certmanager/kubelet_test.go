@@ -163,9 +163,12 @@ func (h *harness) startReplica(host *testHost, tlsDir string) (*process, error) 
 
 // stopReplica stops a container as a kubelet stops the pod: the preStop
 // sleep, then SIGTERM (podman run passes it on), SIGKILL after the rest of
-// terminationGracePeriodSeconds.
-func (h *harness) stopReplica(p *process) error {
+// terminationGracePeriodSeconds. beforeSIGTERM, if not nil, runs between.
+func (h *harness) stopReplica(p *process, beforeSIGTERM func()) error {
 	time.Sleep(h.pod.preStopSleep())
+	if beforeSIGTERM != nil {
+		beforeSIGTERM()
+	}
 	return p.stop(h.pod.grace() - h.pod.preStopSleep())
 }
 

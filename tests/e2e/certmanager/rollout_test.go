@@ -170,12 +170,15 @@ func testRollingUpdate(t *testing.T, kubeconfig string, roundTripLB bool) {
 
 		slice.set(t, o.host.podIP, terminating)
 		t0 := time.Now()
-		counters[o.String()] = admissionsAt(t, o.host) // before its SIGTERM: it is gone after
-		if err := env.stopReplica(o.p); err != nil {
+		marked := admissionsAt(t, o.host)
+		// Read before its SIGTERM (it is gone after): what it served while
+		// terminating came over connections the apiserver kept.
+		if err := env.stopReplica(o.p, func() { counters[o.String()] = admissionsAt(t, o.host) }); err != nil {
 			t.Errorf("replica %s did not stop cleanly: %v", o, err)
 		}
 		slice.remove(t, o.host.podIP)
-		t.Logf("replica %s replaced by %s: preStop, SIGTERM and exit took %s", o, n, time.Since(t0).Round(time.Millisecond))
+		t.Logf("replica %s replaced by %s: preStop, SIGTERM and exit took %s; it answered %v admissions while its endpoint was terminating",
+			o, n, time.Since(t0).Round(time.Millisecond), counters[o.String()]-marked)
 	}
 	if !l.RunFor(rolloutAdmissions, 3*time.Second, 5*time.Minute) {
 		t.Errorf("the load stopped early: %s", l)
@@ -195,7 +198,7 @@ func testRollingUpdate(t *testing.T, kubeconfig string, roundTripLB bool) {
 	// One replica stays for the later steps, as the server was before.
 	last := current[1]
 	slice.remove(t, last.host.podIP)
-	if err := env.stopReplica(last.p); err != nil {
+	if err := env.stopReplica(last.p, nil); err != nil {
 		t.Errorf("replica %s did not stop cleanly: %v", last, err)
 	}
 	keep(current[0])
