@@ -1,7 +1,6 @@
 package manifests
 
 import (
-	"bufio"
 	"bytes"
 	"debug/buildinfo"
 	"debug/elf"
@@ -16,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/moby/buildkit/frontend/dockerfile/parser"
 )
 
 const (
@@ -24,17 +25,20 @@ const (
 	testVersion  = "v0.0.0-manifests-test"
 )
 
-// instruction is one Dockerfile instruction, continuation lines joined.
+// instruction is one Dockerfile instruction as BuildKit's parser reads it:
+// continuation lines joined, comments dropped.
 type instruction struct {
 	line int    // first line
 	cmd  string // upper case: FROM, RUN, ...
-	args string
+	args string // the rest of the instruction, flags (--mount=...) included
 }
 
 type dockerfile struct {
 	instructions []instruction
 }
 
+// readDockerfile parses the Dockerfile with BuildKit's own parser (the one
+// docker build, buildx and, for its syntax, buildah follow).
 func readDockerfile(t *testing.T) *dockerfile {
 	t.Helper()
 	f, err := os.Open(filepath.Join(repoRoot, "Dockerfile"))
@@ -42,32 +46,17 @@ func readDockerfile(t *testing.T) *dockerfile {
 		t.Fatalf("read Dockerfile: %v", err)
 	}
 	defer f.Close()
-	var (
-		df      dockerfile
-		pending strings.Builder
-		start   int
-	)
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue // comments may sit inside a continued instruction too
-		}
-		if pending.Len() == 0 {
-			start = n
-		}
-		cont := strings.HasSuffix(line, `\`)
-		pending.WriteString(strings.TrimSuffix(line, `\`))
-		pending.WriteString(" ")
-		if cont {
-			continue
-		}
-		cmd, args, _ := strings.Cut(strings.TrimSpace(pending.String()), " ")
-		df.instructions = append(df.instructions, instruction{line: start, cmd: strings.ToUpper(cmd), args: strings.TrimSpace(args)})
-		pending.Reset()
+	res, err := parser.Parse(f)
+	if err != nil {
+		t.Fatalf("parse Dockerfile: %v", err)
 	}
-	if err := sc.Err(); err != nil {
-		t.Fatalf("read Dockerfile: %v", err)
+	for _, w := range res.Warnings {
+		t.Errorf("Dockerfile line %v: %s", w.Location, w.Short)
+	}
+	var df dockerfile
+	for _, n := range res.AST.Children {
+		_, args, _ := strings.Cut(strings.TrimSpace(n.Original), " ")
+		df.instructions = append(df.instructions, instruction{line: n.StartLine, cmd: strings.ToUpper(n.Value), args: strings.TrimSpace(args)})
 	}
 	return &df
 }
