@@ -61,9 +61,35 @@ func TestInTreePolicies(t *testing.T) {
 	noContent.vcts = noContent.vcts[:1]
 	unlabelled := noContent
 	unlabelled.name, unlabelled.managed = "unlabelled", false
+	// And one whose cache template has members the policy does not name: a
+	// selector (six levels deep), a data source, a volume name, labels.
+	whole := dittofs("whole")
+	whole.retention = "Retain/Retain"
+	const richCache = `
+    - metadata: {name: cache, labels: {tier: wal}}
+      spec:
+        accessModes: [ReadWriteOnce]
+        volumeName: pv-wal
+        storageClassName: fast
+        dataSource: {kind: PersistentVolumeClaim, name: seed}
+        selector:
+          matchLabels: {disk: ssd}
+          matchExpressions: [{key: zone, operator: In, values: [a, b]}]
+        resources: {requests: {storage: 3Gi}, limits: {storage: 4Gi}}`
+	var wholeStored map[string]any
 	withInTree(t, "in-tree", func() {
-		mustKubectl(t, legacy.yaml()+"---\n"+unlabelled.yaml(), "create", "-n", ns, "-f", "-")
+		mustKubectl(t, legacy.yaml()+"---\n"+unlabelled.yaml()+"---\n"+strings.TrimRight(whole.yaml(), "\n")+richCache+"\n", "create", "-n", ns, "-f", "-")
+		wholeStored = getRaw(t, "statefulset", ns, "whole")
 	})
+
+	// U1 verbatim: re-applying the manifest without the cache template
+	// carries the stored one over with every member (the apiserver refuses
+	// any change of volumeClaimTemplates, so a partial copy is denied).
+	mustKubectl(t, whole.yaml(), "apply", "-n", ns, "-f", "-")
+	vcts := func(obj map[string]any) any { return obj["spec"].(map[string]any)["volumeClaimTemplates"] }
+	if d := cmp.Diff(vcts(wholeStored), vcts(getRaw(t, "statefulset", ns, "whole"))); d != "" {
+		t.Errorf("the re-apply changed the stored volumeClaimTemplates (-before +after):\n%s", d)
+	}
 
 	// Existing violations (SPEC §3): an update of the old managed object is
 	// allowed, gets Retain/Retain (M2) and no cache (U3); labelling the
