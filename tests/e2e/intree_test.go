@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	appsv1 "k8s.io/api/apps/v1"
 
 	"github.com/dittofs/dittofs-webhook/tests"
 )
@@ -133,9 +134,13 @@ func TestInTreeWarn(t *testing.T) {
 	ns := newNamespace(t)
 	noContent := dittofs("no-content")
 	noContent.vcts = noContent.vcts[:1]
-	eventually(t, time.Minute, "the warn-only policy warns", func() (bool, string) {
-		r := kubectl(t, noContent.yaml(), "create", "--dry-run=server", "-n", ns, "-f", "-")
-		return r.ok() && strings.Contains(r.stderr, "content-storage"), r.String()
+	// The MutatingAdmissionPolicy and the ValidatingAdmissionPolicy load
+	// independently: wait until both act (the mutation alone once raced).
+	eventually(t, time.Minute, "the warn-only policies mutate and warn", func() (bool, string) {
+		r := kubectl(t, noContent.yaml(), "create", "--dry-run=server", "-o", "json", "-n", ns, "-f", "-")
+		var sts appsv1.StatefulSet
+		mutated := r.ok() && json.Unmarshal([]byte(r.stdout), &sts) == nil && vct(&sts, "cache") != nil
+		return mutated && strings.Contains(r.stderr, "content-storage"), r.String()
 	})
 	r := mustKubectl(t, noContent.yaml(), "create", "-n", ns, "-f", "-")
 	requireWarning(t, r, "content-storage")
@@ -263,7 +268,7 @@ func (c equivalenceCase) run(t *testing.T, ns string) outcome {
 	if c.req.DryRun != nil && *c.req.DryRun {
 		args = append(args, "--dry-run=server")
 	}
-	r := kubectl(t, asStored(t, c.req.Object, c.name, ns), args...)
+	r := kubectlRetryConflict(t, asStored(t, c.req.Object, c.name, ns), args...)
 	if r.ok() {
 		return outcome{stored: normalize(t, r.stdout)}
 	}

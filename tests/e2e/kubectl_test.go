@@ -142,6 +142,20 @@ func kubectl(t testing.TB, stdin string, args ...string) result {
 	return r
 }
 
+// kubectlRetryConflict is kubectl for a replace: kubectl replace sends the
+// resourceVersion it has just read, so a status write of the StatefulSet
+// controller in between is a Conflict, which the user answers by running the
+// command again, as its message says. (It once made the webhook path of
+// TestInTreeEquivalence refuse an update the in-tree path stored.)
+func kubectlRetryConflict(t testing.TB, stdin string, args ...string) result {
+	t.Helper()
+	r := kubectl(t, stdin, args...)
+	for try := 1; try < 5 && !r.ok() && strings.Contains(r.stderr, "Error from server (Conflict)"); try++ {
+		r = kubectl(t, stdin, args...)
+	}
+	return r
+}
+
 // mustKubectl is kubectl for a command that must succeed.
 func mustKubectl(t testing.TB, stdin string, args ...string) result {
 	t.Helper()

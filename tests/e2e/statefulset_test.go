@@ -140,7 +140,7 @@ func TestReapplyUnchangedManifest(t *testing.T) {
 		unchanged(t, kubectl(t, manifest, "apply", "--server-side", "--force-conflicts", "-n", ns, "-f", "-"))
 	})
 	t.Run("kubectl replace", func(t *testing.T) {
-		unchanged(t, kubectl(t, manifest, "replace", "-n", ns, "-f", "-"))
+		unchanged(t, kubectlRetryConflict(t, manifest, "replace", "-n", ns, "-f", "-"))
 	})
 	t.Run("new image", func(t *testing.T) {
 		m.image = newImage
