@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
+	"github.com/moby/buildkit/frontend/dockerfile/shell"
 )
 
 const (
@@ -28,9 +29,11 @@ const (
 // instruction is one Dockerfile instruction as BuildKit's parser reads it:
 // continuation lines joined, comments dropped.
 type instruction struct {
-	line int    // first line
-	cmd  string // upper case: FROM, RUN, ...
-	args string // the rest of the instruction, flags (--mount=...) included
+	line  int      // first line
+	cmd   string   // upper case: FROM, RUN, ...
+	args  string   // the rest of the instruction, flags (--mount=...) included
+	flags []string // the instruction's flags: --mount=..., --platform=...
+	next  []string // its arguments without the flags: a RUN's command line is one
 }
 
 type dockerfile struct {
@@ -56,7 +59,11 @@ func readDockerfile(t *testing.T) *dockerfile {
 	var df dockerfile
 	for _, n := range res.AST.Children {
 		_, args, _ := strings.Cut(strings.TrimSpace(n.Original), " ")
-		df.instructions = append(df.instructions, instruction{line: n.StartLine, cmd: strings.ToUpper(n.Value), args: strings.TrimSpace(args)})
+		in := instruction{line: n.StartLine, cmd: strings.ToUpper(n.Value), args: strings.TrimSpace(args), flags: n.Flags}
+		for a := n.Next; a != nil; a = a.Next {
+			in.next = append(in.next, a.Value)
+		}
+		df.instructions = append(df.instructions, in)
 	}
 	return &df
 }
@@ -80,7 +87,7 @@ func (df *dockerfile) argDefaults() map[string]string {
 		if in.cmd != "ARG" {
 			continue
 		}
-		for _, a := range strings.Fields(in.args) {
+		for _, a := range in.next {
 			name, value, _ := strings.Cut(a, "=")
 			if _, seen := vars[name]; !seen || value != "" {
 				vars[name] = strings.Trim(value, `"`)
@@ -131,15 +138,18 @@ func parseGoBuild(t *testing.T, df *dockerfile) goBuild {
 		t.Fatalf("Dockerfile has %d RUN instructions with `go build`, want 1", len(runs))
 	}
 	gb := goBuild{run: runs[0]}
-	words, err := shellWords(runs[0].args)
-	if err != nil {
-		t.Fatalf("Dockerfile line %d: %v", runs[0].line, err)
-	}
-	for len(words) > 0 && strings.HasPrefix(words[0], "--") { // RUN options
-		if m, ok := strings.CutPrefix(words[0], "--mount="); ok {
+	for _, f := range runs[0].flags {
+		if m, ok := strings.CutPrefix(f, "--mount="); ok {
 			gb.mounts = append(gb.mounts, m)
 		}
-		words = words[1:]
+	}
+	// BuildKit's shell lexer splits the command line into words (quotes,
+	// backslashes); the variables are left for expand, which knows the ARGs.
+	lex := shell.NewLex('\\')
+	lex.SkipUnsetEnv = true
+	words, err := lex.ProcessWords(strings.Join(runs[0].next, " "), shell.EnvsFromSlice(nil))
+	if err != nil {
+		t.Fatalf("Dockerfile line %d: %v", runs[0].line, err)
 	}
 	// The command list may chain several commands: take the go build one.
 	var cmd []string
@@ -182,61 +192,6 @@ func parseGoBuild(t *testing.T, df *dockerfile) goBuild {
 		}
 	}
 	return gb
-}
-
-// shellWords splits a shell command line into words, honouring quotes and
-// backslashes (enough for a Dockerfile RUN line; no globbing or $(...)).
-func shellWords(s string) ([]string, error) {
-	var (
-		words  []string
-		cur    strings.Builder
-		inWord bool
-		quote  rune
-	)
-	rs := []rune(s)
-	for i := 0; i < len(rs); i++ {
-		c := rs[i]
-		switch {
-		case quote == '\'':
-			if c == '\'' {
-				quote = 0
-			} else {
-				cur.WriteRune(c)
-			}
-		case quote == '"':
-			switch {
-			case c == '"':
-				quote = 0
-			case c == '\\' && i+1 < len(rs) && strings.ContainsRune(`"\$`+"`", rs[i+1]):
-				i++
-				cur.WriteRune(rs[i])
-			default:
-				cur.WriteRune(c)
-			}
-		case c == '\'' || c == '"':
-			quote, inWord = c, true
-		case c == '\\' && i+1 < len(rs):
-			i++
-			cur.WriteRune(rs[i])
-			inWord = true
-		case c == ' ' || c == '\t' || c == '\n':
-			if inWord {
-				words = append(words, cur.String())
-				cur.Reset()
-				inWord = false
-			}
-		default:
-			cur.WriteRune(c)
-			inWord = true
-		}
-	}
-	if quote != 0 {
-		return nil, fmt.Errorf("unterminated %c quote", quote)
-	}
-	if inWord {
-		words = append(words, cur.String())
-	}
-	return words, nil
 }
 
 func TestDockerfile(t *testing.T) {
