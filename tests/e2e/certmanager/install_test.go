@@ -409,16 +409,9 @@ func admissionsAt(t *testing.T, host *testHost) float64 {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var body bytes.Buffer
-	_, _ = body.ReadFrom(resp.Body)
-	var n float64
-	for _, l := range strings.Split(body.String(), "\n") {
-		if strings.HasPrefix(l, "dittofs_webhook_admission_requests_total{") {
-			var v float64
-			if _, err := fmt.Sscan(l[strings.LastIndexByte(l, ' ')+1:], &v); err == nil {
-				n += v
-			}
-		}
+	n, _, err := sumMetric(resp.Body, "dittofs_webhook_admission_requests_total", nil)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return n
 }

@@ -225,14 +225,11 @@ func featureEnabled(t *testing.T, kubeconfig, gate string) bool {
 	if !r.ok() {
 		t.Fatal(r)
 	}
-	prefix := `kubernetes_feature_enabled{name="` + gate + `"`
-	for l := range strings.SplitSeq(r.stdout, "\n") {
-		if strings.HasPrefix(l, prefix) {
-			return strings.HasSuffix(l, " 1")
-		}
+	on, found, err := sumMetric(strings.NewReader(r.stdout), "kubernetes_feature_enabled", map[string]string{"name": gate})
+	if err != nil || !found {
+		t.Fatalf("the kube-apiserver's metrics have no kubernetes_feature_enabled{name=%q}: %v", gate, err)
 	}
-	t.Fatalf("the kube-apiserver's metrics have no %s", prefix)
-	return false
+	return on == 1
 }
 
 // testReplicaKilled kills one of two replicas outright (SIGKILL: the OOM
