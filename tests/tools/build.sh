@@ -28,7 +28,7 @@ fi
 # was added gets just that one. An existing binary is never rebuilt or
 # overwritten (tests may be running it: "text file busy").
 missing=()
-for cmd in kube-apiserver kube-controller-manager kubectl; do
+for cmd in kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl; do
   [[ -x $out/$cmd ]] || missing+=("k8s.io/kubernetes/cmd/$cmd")
 done
 need_etcd=false
