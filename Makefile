@@ -16,7 +16,7 @@ IMAGE       ?= dittofs-webhook:$(VERSION)
 KUBE_VERSION ?= v1.37.2
 export KUBE_VERSION
 
-.PHONY: all build run certs test unit race fixtures manifests e2e e2e-certmanager fuzz bench bench-e2e soak lint vet image kube-bins helm-bin clean
+.PHONY: all build run certs setup test unit race fixtures manifests e2e e2e-certmanager e2e-node fuzz bench bench-e2e soak lint vet image kube-bins helm-bin clean
 
 all: build
 
@@ -30,7 +30,13 @@ run: build certs ## serve on localhost with the development certificates
 	$(BIN) serve --listen $(LISTEN) --metrics-listen $(METRICS) \
 		--tls-cert-file $(CERTS)/tls.crt --tls-key-file $(CERTS)/tls.key --log-format text
 
-test: vet race manifests e2e e2e-certmanager ## every test: unit, fixtures (and every fuzz corpus, as ordinary tests), race, manifests, real-apiserver e2e, cert-manager e2e
+test: setup vet race manifests e2e e2e-node ## every test: unit, fixtures (and every fuzz corpus, as ordinary tests), race, manifests, real-apiserver e2e, the node e2e (cert-manager, the install on a kubelet)
+
+# The tests reach no registry: make image uses its offline stand-ins at once.
+test e2e-node e2e-certmanager: export IMAGE_PULL := never
+
+setup: ## install the Debian packages the tests need when missing (as root with apt; else name them)
+	tests/tools/setup.sh
 
 vet:
 	go vet ./...
@@ -53,11 +59,15 @@ helm-bin: ## the helm CLI (v4) built from Go modules (cached by version)
 e2e: kube-bins build ## end-to-end on a real kube-apiserver, driven with kubectl
 	cd tests/e2e && go test -count=1 -timeout 30m -v ./...
 
-e2e-certmanager: kube-bins image ## deploy/default with real cert-manager: issuance, CA injection, renewals through the Service, served by the image as the Deployment runs it (root: a network namespace)
+e2e-node: kube-bins image ## on a real node (containerd, kubelet, scheduler; root): deploy/default with cert-manager, the cache outliving the pod, rollouts under load
 	tests/tools/build-certmanager.sh >/dev/null
+	tests/tools/build-containerd.sh >/dev/null
+	tests/tools/node-images.sh >/dev/null
 	cd tests/e2e/certmanager && IMAGE=$(IMAGE) go test -count=1 -timeout 30m -v ./...
 
-kube-bins: ## kube-apiserver, kube-controller-manager, kubectl (KUBE_VERSION) and etcd built from Go modules (cached by version)
+e2e-certmanager: e2e-node ## the same suite (its cert-manager tests run on the node)
+
+kube-bins: ## kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kubectl (KUBE_VERSION) and etcd built from Go modules (cached by version)
 	tests/tools/build.sh >/dev/null
 
 fuzz: ## every fuzz target for FUZZTIME each (FUZZTIME=10m make fuzz for a long run)
