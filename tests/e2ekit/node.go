@@ -322,7 +322,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
 		return err
 	}
 	for t0 := time.Now(); ; time.Sleep(100 * time.Millisecond) {
-		if _, err := n.ctr("version"); err == nil {
+		if _, err := n.Ctr("version"); err == nil {
 			return nil
 		}
 		if n.containerd.Exited() || time.Since(t0) > time.Minute {
@@ -331,8 +331,8 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
 	}
 }
 
-// ctr runs ctr on the node's containerd, in the CRI's namespace.
-func (n *Node) ctr(args ...string) (string, error) {
+// Ctr runs ctr on the node's containerd, in the CRI's namespace.
+func (n *Node) Ctr(args ...string) (string, error) {
 	out, err := exec.Command(filepath.Join(n.ContainerdBin, "ctr"), append([]string{"--address", n.Containerd, "--namespace", "k8s.io"}, args...)...).CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("ctr %s: %v: %s", strings.Join(args, " "), err, out)
@@ -343,11 +343,11 @@ func (n *Node) ctr(args ...string) (string, error) {
 // importImages imports each OCI archive under the name its index gives it.
 func (n *Node) importImages() error {
 	for _, a := range n.Images {
-		if _, err := n.ctr("images", "import", "--snapshotter", "overlayfs", a); err != nil {
+		if _, err := n.Ctr("images", "import", "--snapshotter", "overlayfs", a); err != nil {
 			return err
 		}
 	}
-	out, err := n.ctr("images", "list", "--quiet")
+	out, err := n.Ctr("images", "list", "--quiet")
 	fmt.Printf("e2e: node images:\n%s", out)
 	return err
 }
@@ -356,7 +356,7 @@ func (n *Node) importImages() error {
 // from its /proc status (the image has no shell for kubectl exec).
 func (n *Node) ContainerUser(containerID string) (string, error) {
 	id := containerID[strings.Index(containerID, "://")+3:]
-	out, err := n.ctr("tasks", "list")
+	out, err := n.Ctr("tasks", "list")
 	if err != nil {
 		return "", err
 	}
@@ -383,7 +383,7 @@ func (n *Node) ContainerUser(containerID string) (string, error) {
 // pod status gives it, "containerd://ID").
 func (n *Node) ContainerPID(containerID string) (int, error) {
 	id := containerID[strings.Index(containerID, "://")+3:]
-	out, err := n.ctr("tasks", "list")
+	out, err := n.Ctr("tasks", "list")
 	if err != nil {
 		return 0, err
 	}
@@ -433,6 +433,9 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: "1Mi", nodefs.available: "1%%", imagefs.available: "1%%", nodefs.inodesFree: "1%%"}
 serializeImagePulls: false
+# Secret volumes (the serving certificate) are rewritten at each pod sync:
+# every 10s here (the default is 1m), so a renewal reaches the files sooner.
+syncFrequency: 10s
 `, n.cgroupRoot(), n.Containerd, n.IP, port, healthz, n.path("pod-logs"), n.path("volume-plugins"))
 	if err := os.WriteFile(n.path("kubelet.yaml"), []byte(conf), 0o644); err != nil {
 		return err

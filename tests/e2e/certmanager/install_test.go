@@ -28,11 +28,12 @@ const (
 	loadNamespace      = "dittofs-e2e-load"
 	installNamespace   = "dittofs-webhook"
 	deploymentName     = "dittofs-webhook"
+	serviceName        = "dittofs-webhook"
 	servingSecret      = "dittofs-webhook-tls" // the serving Certificate's secretName
 	caSecret           = "dittofs-webhook-ca"
 	// serviceDNSName is the name the kube-apiserver verifies the served
 	// certificate against (clientConfig.service: name.namespace.svc).
-	serviceDNSName = "dittofs-webhook." + installNamespace + ".svc"
+	serviceDNSName = serviceName + "." + installNamespace + ".svc"
 	// webhookSelector selects the Deployment's pods.
 	webhookSelector = "app.kubernetes.io/name=dittofs-webhook,app.kubernetes.io/component=webhook"
 )
@@ -114,9 +115,16 @@ func (h *harness) printWebhookPods() error {
 			if err != nil {
 				return err
 			}
-			fmt.Printf("e2e: pod %s on node %s, IP %s: container %s image %s, imageID %s, %s\n", p.Name, p.Spec.NodeName, p.Status.PodIP, c.Name, c.Image, c.ImageID, user)
-			if c.ImageID != h.imageID {
-				return fmt.Errorf("pod %s runs image %s, not %s (make image)", p.Name, c.ImageID, h.imageID)
+			fmt.Printf("e2e: pod %s on node %s, IP %s: container %s image %s, imageID %s (make image: ID %s), %s\n", p.Name, p.Spec.NodeName, p.Status.PodIP, c.Name, c.Image, c.ImageID, h.imageID, user)
+			// The kubelet reports the image's repo digest (NAME@manifest
+			// digest) or its ID (the config digest, podman's image ID).
+			listed, err := h.node.Ctr("images", "list", "name=="+h.image)
+			if err != nil {
+				return err
+			}
+			_, digest, _ := strings.Cut(c.ImageID, "@")
+			if c.ImageID != h.imageID && (digest == "" || !strings.Contains(listed, digest)) {
+				return fmt.Errorf("pod %s runs image %s, not %s (make image, ID %s):\n%s", p.Name, c.ImageID, h.image, h.imageID, listed)
 			}
 			if !strings.Contains(user, "Uid 65532 65532 65532 65532") {
 				return fmt.Errorf("pod %s's process does not run as 65532: %s", p.Name, user)
