@@ -48,8 +48,7 @@ type Options struct {
 	// DrainPeriod is how long, on SIGTERM, the server keeps serving (not
 	// ready) with Connection: close on every response, so that clients move
 	// their kept-alive connections to other replicas before Shutdown closes
-	// the idle ones; it ends early once no connection is open. Zero: no
-	// drain (--shutdown-drain-period, 10s).
+	// the idle ones. Zero: no drain (--shutdown-drain-period, 10s).
 	DrainPeriod time.Duration
 	// ShutdownTimeout bounds the wait for in-flight requests on SIGTERM,
 	// after the drain (--shutdown-timeout, 25s).
@@ -118,7 +117,7 @@ func Run(ctx context.Context, o Options) error {
 	defer metricsLn.Close()
 
 	var shuttingDown atomic.Bool
-	drain := newDrain()
+	drain := &drain{}
 	admission := newHTTPServer(drain.handler(NewRouter(&admission.Admitter{Policy: o.Policy}, metrics, o.Log)), o.Log)
 	admission.ConnState = drain.connState
 	admission.TLSConfig = &tls.Config{MinVersion: o.TLSMinVersion, GetCertificate: certs.GetCertificate}

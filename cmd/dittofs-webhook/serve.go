@@ -39,7 +39,7 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&f.opts.MetricsListen, "metrics-listen", ":8080", "plain-HTTP address of /metrics, /healthz and /readyz")
 	f.policy = addPolicyFlags(fs)
 	fs.StringVar(&f.validationAction, "validation-action", string(policies.Deny), "what a violation gets: deny, or warn (allowed with a warning, for a report-only rollout)")
-	fs.DurationVar(&f.opts.DrainPeriod, "shutdown-drain-period", 10*time.Second, "on SIGTERM, how long to keep serving, not ready, with Connection: close on every response, so that clients move their kept-alive connections to other replicas (ends early once no connection is open; 0: no drain)")
+	fs.DurationVar(&f.opts.DrainPeriod, "shutdown-drain-period", 10*time.Second, "on SIGTERM, how long to keep serving, not ready, with Connection: close on every response, so that clients move their kept-alive connections to other replicas (0: no drain)")
 	fs.DurationVar(&f.opts.ShutdownTimeout, "shutdown-timeout", 25e9, "how long in-flight requests may take to finish on SIGTERM, after the drain")
 	fs.StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
