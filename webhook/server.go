@@ -117,9 +117,9 @@ func Run(ctx context.Context, o Options) error {
 	defer metricsLn.Close()
 
 	var shuttingDown atomic.Bool
-	drain := &drain{}
-	admission := newHTTPServer(drain.handler(NewRouter(&admission.Admitter{Policy: o.Policy}, metrics, o.Log)), o.Log)
-	admission.ConnState = drain.connState
+	drainer := &drain{}
+	admission := newHTTPServer(drainer.handler(NewRouter(&admission.Admitter{Policy: o.Policy}, metrics, o.Log)), o.Log)
+	admission.ConnState = drainer.connState
 	admission.TLSConfig = &tls.Config{MinVersion: o.TLSMinVersion, GetCertificate: certs.GetCertificate}
 	admission.Protocols = protocols(o.EnableHTTP2)
 	health := newHTTPServer(healthRouter(o.Registry, func() error {
@@ -152,7 +152,7 @@ func Run(ctx context.Context, o Options) error {
 	// requests finish.
 	shuttingDown.Store(true)
 	if o.DrainPeriod > 0 {
-		drain.run(o.DrainPeriod, o.Log)
+		drainer.run(o.DrainPeriod, o.Log)
 	}
 	o.Log.Info("shutting down", "timeout", o.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), o.ShutdownTimeout)
