@@ -441,7 +441,7 @@ syncFrequency: 10s
 		return err
 	}
 	n.kubelet, err = StartProcess(filepath.Join(n.Logs, "kubelet.log"), exec.Command(filepath.Join(n.KubeBin, "kubelet"),
-		"--config", n.path("kubelet.yaml"), "--kubeconfig", n.Kubeconfig, "--root-dir", n.path("kubelet"),
+		"--config", n.path("kubelet.yaml"), "--kubeconfig", n.Kubeconfig, "--root-dir", n.path("kubelet"), "--cert-dir", n.path("kubelet", "pki"),
 		"--node-ip", n.IP.String(), "--hostname-override", n.Name, "-v=1"))
 	return err
 }
@@ -452,8 +452,9 @@ syncFrequency: 10s
 // node of a run that no longer exists (n.pid).
 func (n *Node) Stop() error {
 	var errs []error
+	// These exit non-zero on SIGTERM; only one that does not exit is an error.
 	for _, p := range []*Process{n.scheduler, n.kubelet} {
-		if err := p.Stop(20 * time.Second); err != nil {
+		if err := p.Terminate(20 * time.Second); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -461,7 +462,7 @@ func (n *Node) Stop() error {
 	// the shims, which would otherwise outlive containerd.
 	n.killPods()
 	if n.containerd != nil {
-		if err := n.containerd.Stop(20 * time.Second); err != nil {
+		if err := n.containerd.Terminate(20 * time.Second); err != nil {
 			errs = append(errs, err)
 		}
 	}

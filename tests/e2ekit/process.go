@@ -55,24 +55,32 @@ func (p *Process) Exited() bool {
 // Stop sends SIGTERM, waits up to timeout for a clean exit (status 0), then
 // kills it. Safe on nil and more than once.
 func (p *Process) Stop(timeout time.Duration) error {
-	if p == nil {
-		return nil
-	}
-	if !p.Exited() {
-		_ = p.Cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.Done:
-		case <-time.After(timeout):
-			_ = p.Cmd.Process.Kill()
-			<-p.Done
-			return fmt.Errorf("%s did not exit within %s of SIGTERM (log %s)", p.Cmd.Path, timeout, p.LogPath)
-		}
+	if err := p.Terminate(timeout); err != nil || p == nil {
+		return err
 	}
 	var exit *exec.ExitError
 	if errors.As(p.Err, &exit) {
 		return fmt.Errorf("%s exited: %v (log %s)", p.Cmd.Path, p.Err, p.LogPath)
 	}
 	return nil
+}
+
+// Terminate is Stop for a program whose exit status on SIGTERM says
+// nothing (kube-controller-manager, the kubelet): only not exiting within
+// timeout is an error.
+func (p *Process) Terminate(timeout time.Duration) error {
+	if p == nil || p.Exited() {
+		return nil
+	}
+	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.Done:
+		return nil
+	case <-time.After(timeout):
+		_ = p.Cmd.Process.Kill()
+		<-p.Done
+		return fmt.Errorf("%s did not exit within %s of SIGTERM (log %s)", p.Cmd.Path, timeout, p.LogPath)
+	}
 }
 
 // PrintLogTail prints the last lines of the log.

@@ -353,7 +353,7 @@ func (h *harness) startAPIServer(name string, flags map[string]string) (string, 
 // deleted at once.
 func (h *harness) stop() error {
 	var errs []error
-	if err := h.kcm.Stop(10 * time.Second); err != nil {
+	if err := h.kcm.Terminate(10 * time.Second); err != nil {
 		errs = append(errs, err)
 	}
 	if h.node != nil {
