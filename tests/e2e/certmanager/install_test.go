@@ -217,12 +217,12 @@ func testThroughService(t *testing.T) {
 		return mustKubectl(t, "", "-n", "dittofs-sample", "get", "statefulset", "dittofs-sample", "-o", "jsonpath={.metadata.generation}").stdout
 	}
 	gen0 := generation()
-	re := mustKubectl(t, "", "apply", "-k", "deploy/default")
+	re := mustKubectl(t, "", "apply", "-k", filepath.Join(env.artifacts, "install"))
 	if strings.Contains(re.stderr, "Warning") {
-		t.Errorf("re-applying deploy/default warned:\n%s", re)
+		t.Errorf("re-applying the install warned:\n%s", re)
 	}
 	if gen := generation(); gen != gen0 {
-		t.Errorf("re-applying deploy/default changed the sample StatefulSet: generation %s, was %s", gen, gen0)
+		t.Errorf("re-applying the install changed the sample StatefulSet: generation %s, was %s", gen, gen0)
 	}
 	if served := admissions(t) - served0; served < 3 {
 		t.Errorf("the server counted %v admission requests, want at least 3 (mutate and validate of the create, the denial)", served)

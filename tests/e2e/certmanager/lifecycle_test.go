@@ -91,7 +91,7 @@ func reinstall(t *testing.T, arg string) {
 		t.Fatal(err)
 	}
 	mustKubectl(t, "", "apply", "-k", dir)
-	mustKubectl(t, "", "-n", installNamespace, "rollout", "status", "deployment/"+deploymentName, "--timeout=5m")
+	mustKubectl(t, "", "-n", installNamespace, "rollout", "status", "deployment/"+deploymentName, "--timeout=110s")
 	waitOldPodsGone(t)
 }
 
@@ -115,7 +115,7 @@ func testRolloutRestart(t *testing.T, kubeconfig string, roundTripLB, strict boo
 		}
 		t0 := time.Now()
 		mustKubectl(t, "", "-n", installNamespace, "rollout", "restart", "deployment/"+deploymentName)
-		mustKubectl(t, "", "-n", installNamespace, "rollout", "status", "deployment/"+deploymentName, "--timeout=5m")
+		mustKubectl(t, "", "-n", installNamespace, "rollout", "status", "deployment/"+deploymentName, "--timeout=110s")
 		waitOldPodsGone(t)
 		took := time.Since(t0)
 		ok := l.RunFor(rolloutAdmissions, 2*time.Second, 2*time.Minute)
@@ -162,7 +162,7 @@ func testDeletePod(t *testing.T) {
 	}
 	victim := webhookPods(t)[0]
 	mustKubectl(t, "", "-n", installNamespace, "delete", "pod", victim.Name)
-	mustKubectl(t, "", "-n", installNamespace, "rollout", "status", "deployment/"+deploymentName, "--timeout=3m")
+	mustKubectl(t, "", "-n", installNamespace, "rollout", "status", "deployment/"+deploymentName, "--timeout=110s")
 	waitOldPodsGone(t)
 	l.RunFor(l.Count()+rolloutAdmissions, 2*time.Second, 2*time.Minute)
 	l.Stop()
@@ -203,7 +203,7 @@ func testReplicaKilled(t *testing.T) {
 			t.Fatalf("pod %s's endpoint still ready a minute after its process was killed", victim.Name)
 		}
 	}
-	mustKubectl(t, "", "-n", installNamespace, "wait", "--for=condition=Ready", "pod/"+victim.Name, "--timeout=3m")
+	mustKubectl(t, "", "-n", installNamespace, "wait", "--for=condition=Ready", "pod/"+victim.Name, "--timeout=110s")
 	restarted := time.Now()
 	l.RunFor(l.Count()+rolloutAdmissions, 3*time.Second, 2*time.Minute)
 	l.Stop()

@@ -10,6 +10,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
 
@@ -35,7 +36,8 @@ func startLoad(kubeconfig, ns string) *e2ekit.Load {
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	var cs kubernetes.Interface
 	if err == nil {
-		cfg.QPS = -1 // no client-side limiter
+		cfg.QPS = -1                           // no client-side limiter
+		cfg.WarningHandler = rest.NoWarnings{} // the emptyDir warning, on every create
 		cs, err = kubernetes.NewForConfig(cfg)
 	}
 	var sts appsv1.StatefulSet

@@ -142,6 +142,10 @@ func (h *harness) setUp() error {
 	}, h.kubectl(h.kubeconfig)); err != nil {
 		return err
 	}
+	// The archive holds whatever make image built last.
+	if out, err := h.node.Ctr("images", "list", "--quiet", "name=="+h.image); err != nil || strings.TrimSpace(out) == "" {
+		return fmt.Errorf("bin/dittofs-webhook-image.tar does not hold %s (make image IMAGE=%s): %v", h.image, os.Getenv("IMAGE"), err)
+	}
 	if r := runKubectl(h.storage(), "apply", "-f", "-"); !r.ok() {
 		return fmt.Errorf("the node's storage: %s", r)
 	}
