@@ -225,21 +225,21 @@ func (l *Load) RunFor(n int, d, timeout time.Duration) bool {
 func (l *Load) Rate() float64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	end := l.ended
-	if end.IsZero() {
-		end = time.Now()
+	return float64(l.attempts) / l.span().Seconds()
+}
+
+// span is how long the load has run (until it ended); l.mu is held.
+func (l *Load) span() time.Duration {
+	if l.ended.IsZero() {
+		return time.Since(l.started)
 	}
-	return float64(l.attempts) / end.Sub(l.started).Seconds()
+	return l.ended.Sub(l.started)
 }
 
 func (l *Load) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	end := l.ended
-	if end.IsZero() {
-		end = time.Now()
-	}
-	return fmt.Sprintf("%d %s in %s, %d failed", l.attempts, l.what, end.Sub(l.started).Round(time.Millisecond), len(l.failures))
+	return fmt.Sprintf("%d %s in %s, %d failed", l.attempts, l.what, l.span().Round(time.Millisecond), len(l.failures))
 }
 
 // Kubectl runs a kubectl binary as the test cluster's admin. Nothing from the

@@ -355,39 +355,32 @@ func (n *Node) importImages() error {
 // ContainerUser is the user and groups a container's process runs as, read
 // from its /proc status (the image has no shell for kubectl exec).
 func (n *Node) ContainerUser(containerID string) (string, error) {
-	id := containerID[strings.Index(containerID, "://")+3:]
-	out, err := n.Ctr("tasks", "list")
+	pid, err := n.ContainerPID(containerID)
 	if err != nil {
 		return "", err
 	}
-	for _, l := range strings.Split(out, "\n") {
-		f := strings.Fields(l)
-		if len(f) >= 2 && f[0] == id {
-			b, err := os.ReadFile("/proc/" + f[1] + "/status")
-			if err != nil {
-				return "", err
-			}
-			var parts []string
-			for _, s := range strings.Split(string(b), "\n") {
-				if k, v, ok := strings.Cut(s, ":"); ok && (k == "Uid" || k == "Gid" || k == "Groups") {
-					parts = append(parts, k+" "+strings.Join(strings.Fields(v), " "))
-				}
-			}
-			return "pid " + f[1] + ": " + strings.Join(parts, "; "), nil
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return "", err
+	}
+	parts := []string{"pid " + strconv.Itoa(pid) + ":"}
+	for s := range strings.SplitSeq(string(b), "\n") {
+		if k, v, ok := strings.Cut(s, ":"); ok && (k == "Uid" || k == "Gid" || k == "Groups") {
+			parts = append(parts, k+" "+strings.Join(strings.Fields(v), " ")+";")
 		}
 	}
-	return "", fmt.Errorf("no task %s in containerd", id)
+	return strings.TrimSuffix(strings.Join(parts, " "), ";"), nil
 }
 
 // ContainerPID is the host pid of a container's process (containerID as the
-// pod status gives it, "containerd://ID").
+// pod status gives it, "containerd://ID"), from containerd's task list.
 func (n *Node) ContainerPID(containerID string) (int, error) {
-	id := containerID[strings.Index(containerID, "://")+3:]
+	_, id, _ := strings.Cut(containerID, "://")
 	out, err := n.Ctr("tasks", "list")
 	if err != nil {
 		return 0, err
 	}
-	for _, l := range strings.Split(out, "\n") {
+	for l := range strings.SplitSeq(out, "\n") {
 		if f := strings.Fields(l); len(f) >= 2 && f[0] == id {
 			return strconv.Atoi(f[1])
 		}

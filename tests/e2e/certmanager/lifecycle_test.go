@@ -106,13 +106,7 @@ func testRolloutRestart(t *testing.T, kubeconfig string, roundTripLB, strict boo
 		t.Fatalf("kube-apiserver has WebhookRoundTripLoadBalancing %v, want %v", on, roundTripLB)
 	}
 	for i := range rollouts() {
-		w := watchWebhook(t)
-		l := startLoad(kubeconfig, loadNamespace)
-		if !l.RunFor(100, 3*time.Second, time.Minute) {
-			l.Stop()
-			w.stop()
-			t.Fatalf("the load did not get going: %s", l)
-		}
+		w, l := startWatchedLoad(t, kubeconfig)
 		t0 := time.Now()
 		mustKubectl(t, "", "-n", installNamespace, "rollout", "restart", "deployment/"+deploymentName)
 		mustKubectl(t, "", "-n", installNamespace, "rollout", "status", "deployment/"+deploymentName, "--timeout=110s")
@@ -130,6 +124,20 @@ func testRolloutRestart(t *testing.T, kubeconfig string, roundTripLB, strict boo
 			t.Errorf("%d of %d admissions failed across the rollout", len(f), l.Count())
 		}
 	}
+}
+
+// startWatchedLoad starts following the webhook's pods and the load through
+// the kube-apiserver of kubeconfig, and returns once the load runs.
+func startWatchedLoad(t *testing.T, kubeconfig string) (*webhookWatch, *e2ekit.Load) {
+	t.Helper()
+	w := watchWebhook(t)
+	l := startLoad(kubeconfig, loadNamespace)
+	if !l.RunFor(100, 3*time.Second, time.Minute) {
+		l.Stop()
+		w.stop()
+		t.Fatalf("the load did not get going: %s", l)
+	}
+	return w, l
 }
 
 // waitOldPodsGone waits until only the Deployment's current pods are left:
@@ -153,13 +161,9 @@ func waitOldPodsGone(t *testing.T) {
 // testDeletePod deletes one replica under load (kubectl waits until it is
 // gone); the ReplicaSet replaces it. No admission may fail.
 func testDeletePod(t *testing.T) {
-	w := watchWebhook(t)
+	w, l := startWatchedLoad(t, env.kubeconfig)
 	defer w.stop()
-	l := startLoad(env.kubeconfig, loadNamespace)
 	defer l.Stop()
-	if !l.RunFor(100, 3*time.Second, time.Minute) {
-		t.Fatalf("the load did not get going: %s", l)
-	}
 	victim := webhookPods(t)[0]
 	mustKubectl(t, "", "-n", installNamespace, "delete", "pod", victim.Name)
 	mustKubectl(t, "", "-n", installNamespace, "rollout", "status", "deployment/"+deploymentName, "--timeout=110s")
@@ -180,13 +184,9 @@ func testDeletePod(t *testing.T) {
 // may fail once its endpoint is not ready; the kubelet restarts the
 // container.
 func testReplicaKilled(t *testing.T) {
-	w := watchWebhook(t)
+	w, l := startWatchedLoad(t, env.kubeconfig)
 	defer w.stop()
-	l := startLoad(env.kubeconfig, loadNamespace)
 	defer l.Stop()
-	if !l.RunFor(100, 3*time.Second, time.Minute) {
-		t.Fatalf("the load did not get going: %s", l)
-	}
 	victim := webhookPods(t)[0]
 	pid, err := env.node.ContainerPID(victim.Status.ContainerStatuses[0].ContainerID)
 	if err != nil {
