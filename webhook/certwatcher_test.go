@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -164,6 +165,13 @@ func removeSecretVolume(t *testing.T, dir string) {
 // still running (tests in this package do not run in parallel).
 func noWatcherGoroutines(t *testing.T) {
 	t.Helper()
+	noGoroutines(t, "watcher", "(*CertWatcher).Start", "fsnotify")
+}
+
+// noGoroutines fails t if, within 2 s, goroutines whose stack contains any of
+// frames are still running.
+func noGoroutines(t *testing.T, what string, frames ...string) {
+	t.Helper()
 	var left []string
 	deadline := time.Now().Add(2 * time.Second)
 	for {
@@ -171,7 +179,7 @@ func noWatcherGoroutines(t *testing.T) {
 		buf = buf[:runtime.Stack(buf, true)]
 		left = left[:0]
 		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, "(*CertWatcher).Start") || strings.Contains(g, "fsnotify") {
+			if slices.ContainsFunc(frames, func(f string) bool { return strings.Contains(g, f) }) {
 				left = append(left, g)
 			}
 		}
@@ -181,7 +189,7 @@ func noWatcherGoroutines(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if len(left) > 0 {
-		t.Errorf("%d watcher goroutines left running:\n%s", len(left), strings.Join(left, "\n\n"))
+		t.Errorf("%d %s goroutines left running:\n%s", len(left), what, strings.Join(left, "\n\n"))
 	}
 }
 

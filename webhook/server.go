@@ -45,8 +45,13 @@ type Options struct {
 	// Policy holds --default-cache-size, --cache-mount-path and
 	// --validation-action.
 	Policy policies.Options
-	// ShutdownTimeout bounds the wait for in-flight requests on SIGTERM
-	// (--shutdown-timeout, 25s).
+	// DrainPeriod is how long, on SIGTERM, the server keeps serving (not
+	// ready) with Connection: close on every response, so that clients move
+	// their kept-alive connections to other replicas before Shutdown closes
+	// the idle ones. Zero: no drain (--shutdown-drain-period, 10s).
+	DrainPeriod time.Duration
+	// ShutdownTimeout bounds the wait for in-flight requests on SIGTERM,
+	// after the drain (--shutdown-timeout, 25s).
 	ShutdownTimeout time.Duration
 	// CertPollInterval is how often the certificate files are re-read
 	// (DefaultCertPollInterval when zero).
@@ -61,17 +66,22 @@ type Options struct {
 }
 
 // Server timeouts. The apiserver waits at most timeoutSeconds (5 s) for an
-// answer; these only bound what a slow or hostile client can hold.
+// answer; these only bound what a slow or hostile client can hold. The idle
+// timeout is longer than the 90 s after which kube-apiserver's transport (Go's
+// default IdleConnTimeout) drops an idle connection itself: the client closes
+// first, so the server never closes an idle connection the client may be
+// about to write on (the race the shutdown drain is about, drain.go).
 const (
 	readHeaderTimeout = 5 * time.Second
 	readTimeout       = 15 * time.Second
 	writeTimeout      = 15 * time.Second
-	idleTimeout       = 90 * time.Second
+	idleTimeout       = 120 * time.Second
 	maxHeaderBytes    = 64 << 10
 )
 
 // Run serves both webhooks and the metrics endpoint until ctx is cancelled,
-// then shuts down gracefully: /readyz fails first, in-flight requests finish
+// then shuts down gracefully: /readyz fails first, the drain moves clients'
+// kept-alive connections away (DrainPeriod), in-flight requests finish
 // (bounded by ShutdownTimeout), and Run returns nil. A certificate that cannot
 // be loaded at start does not stop it: it serves not ready (TLS handshakes
 // fail, /readyz 503 says why) until the files hold a good pair.
@@ -107,7 +117,9 @@ func Run(ctx context.Context, o Options) error {
 	defer metricsLn.Close()
 
 	var shuttingDown atomic.Bool
-	admission := newHTTPServer(NewRouter(&admission.Admitter{Policy: o.Policy}, metrics, o.Log), o.Log)
+	drainer := &drain{}
+	admission := newHTTPServer(drainer.handler(NewRouter(&admission.Admitter{Policy: o.Policy}, metrics, o.Log)), o.Log)
+	admission.ConnState = drainer.connState
 	admission.TLSConfig = &tls.Config{MinVersion: o.TLSMinVersion, GetCertificate: certs.GetCertificate}
 	admission.Protocols = protocols(o.EnableHTTP2)
 	health := newHTTPServer(healthRouter(o.Registry, func() error {
@@ -134,9 +146,14 @@ func Run(ctx context.Context, o Options) error {
 	case <-ctx.Done():
 	case runErr = <-errc:
 	}
-	// Not ready first, so load balancers stop sending; then let in-flight
+	// Not ready first, so load balancers stop sending; then drain the
+	// kept-alive connections (before Shutdown: once it is called, Go's server
+	// answers no new request on a kept-alive connection); then let in-flight
 	// requests finish.
 	shuttingDown.Store(true)
+	if o.DrainPeriod > 0 {
+		drainer.run(o.DrainPeriod, o.Log)
+	}
 	o.Log.Info("shutting down", "timeout", o.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), o.ShutdownTimeout)
 	defer cancel()

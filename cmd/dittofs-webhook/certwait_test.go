@@ -95,6 +95,7 @@ func TestServeBadFlagValueExits2(t *testing.T) {
 		{"default cache size", []string{"--default-cache-size", "-5Gi"}},
 		{"cache mount path", []string{"--cache-mount-path", "relative"}},
 		{"shutdown timeout", []string{"--shutdown-timeout", "-1s"}},
+		{"shutdown drain period", []string{"--shutdown-drain-period", "-1s"}},
 		{"log format", []string{"--log-format", "xml"}},
 		{"log level", []string{"--log-level", "loud"}},
 		{"unknown flag", []string{"--no-such-flag"}},

@@ -358,12 +358,16 @@ func TestRotationUnderLoad(t *testing.T) {
 }
 
 // TestSIGTERMWithRequestsInFlight: SIGTERM while a request is in flight and
-// clients keep sending. /readyz fails first, the in-flight request and every
-// request the server accepted are answered 200, and the process exits 0
-// within --shutdown-timeout. Requests arriving after the listener closed fail
-// to connect (the Deployment's preStop sleep keeps them away in a cluster).
+// clients keep sending. /readyz fails first; through the drain the server
+// keeps answering (every answer closes its connection, the clients dial
+// again) and nothing fails; the in-flight request and every request the
+// server accepted are answered 200, and the process exits 0 within the drain
+// period plus --shutdown-timeout. Requests arriving after the listener closed
+// fail to connect (the Deployment's preStop sleep keeps them away in a
+// cluster).
 func TestSIGTERMWithRequestsInFlight(t *testing.T) {
-	s := startBinary(t, "--shutdown-timeout", "8s")
+	const drain, timeout = 3 * time.Second, 8 * time.Second
+	s := startBinary(t, "--shutdown-drain-period", drain.String(), "--shutdown-timeout", timeout.String())
 	l := startLoad(s, 4, 1_000_000, 0)
 	time.Sleep(300 * time.Millisecond)
 
@@ -402,6 +406,14 @@ func TestSIGTERMWithRequestsInFlight(t *testing.T) {
 		t.Fatalf("exited (%v) with a request in flight", err)
 	default:
 	}
+	// A second into the drain: still answering, nothing failed.
+	okBefore, failedBefore := l.ok.Load(), l.failed.Load()
+	time.Sleep(time.Second)
+	ok, failed := l.ok.Load()-okBefore, l.failed.Load()-failedBefore
+	if ok == 0 || failed != 0 {
+		t.Errorf("in the first second of the drain: %d answered, %d failed; want some answered and none failed (first errors: %v)", ok, failed, l.errs)
+	}
+	t.Logf("in the first second of the drain: %d answered, %d failed", ok, failed)
 	_, _ = pw.Write(body[20:])
 	_ = pw.Close()
 	if err := <-inflight; err != nil {
@@ -410,8 +422,8 @@ func TestSIGTERMWithRequestsInFlight(t *testing.T) {
 	var exitErr error
 	select {
 	case exitErr = <-s.exited:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no exit within the shutdown timeout")
+	case <-time.After(drain + timeout + 2*time.Second):
+		t.Fatal("no exit within the drain period and the shutdown timeout")
 	}
 	s.exited <- exitErr // for the cleanup
 	took := time.Since(sent)
@@ -419,8 +431,8 @@ func TestSIGTERMWithRequestsInFlight(t *testing.T) {
 	if exitErr != nil {
 		t.Fatalf("exit: %v", exitErr)
 	}
-	if took > 8*time.Second {
-		t.Errorf("exit took %s, over --shutdown-timeout 8s", took)
+	if took > drain+timeout {
+		t.Errorf("exit took %s, over --shutdown-drain-period %s + --shutdown-timeout %s", took, drain, timeout)
 	}
 	for _, err := range l.errs {
 		// Only connection-level failures after the listener closed; never an

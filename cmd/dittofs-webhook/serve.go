@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/dittofs/dittofs-webhook/policies"
 	"github.com/dittofs/dittofs-webhook/webhook"
@@ -38,7 +39,8 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&f.opts.MetricsListen, "metrics-listen", ":8080", "plain-HTTP address of /metrics, /healthz and /readyz")
 	f.policy = addPolicyFlags(fs)
 	fs.StringVar(&f.validationAction, "validation-action", string(policies.Deny), "what a violation gets: deny, or warn (allowed with a warning, for a report-only rollout)")
-	fs.DurationVar(&f.opts.ShutdownTimeout, "shutdown-timeout", 25e9, "how long in-flight requests may take to finish on SIGTERM")
+	fs.DurationVar(&f.opts.DrainPeriod, "shutdown-drain-period", 10*time.Second, "on SIGTERM, how long to keep serving, not ready, with Connection: close on every response, so that clients move their kept-alive connections to other replicas (0: no drain)")
+	fs.DurationVar(&f.opts.ShutdownTimeout, "shutdown-timeout", 25e9, "how long in-flight requests may take to finish on SIGTERM, after the drain")
 	fs.StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return fs, f
@@ -65,6 +67,9 @@ func (f *serveFlags) options(stderr io.Writer) (webhook.Options, error) {
 		o.Policy.Action = a
 	default:
 		return o, fmt.Errorf("--validation-action must be deny or warn, got %q", f.validationAction)
+	}
+	if o.DrainPeriod < 0 {
+		return o, fmt.Errorf("--shutdown-drain-period must not be negative, got %s", o.DrainPeriod)
 	}
 	if o.ShutdownTimeout < 0 {
 		return o, fmt.Errorf("--shutdown-timeout must not be negative, got %s", o.ShutdownTimeout)

@@ -702,18 +702,26 @@ func checkShutdown(t *testing.T, in *install) {
 		t.Fatalf("container %q: want a lifecycle.preStop.sleep (the image has no shell for an exec sleep)", in.container.Name)
 	}
 	sleep := time.Duration(lc.PreStop.Sleep.Seconds) * time.Second
-	shutdown, err := time.ParseDuration(in.flags["shutdown-timeout"])
-	if err != nil {
-		t.Fatalf("--shutdown-timeout=%q: %v", in.flags["shutdown-timeout"], err)
+	var drain, shutdown time.Duration
+	for _, f := range []struct {
+		name string
+		d    *time.Duration
+	}{{"shutdown-drain-period", &drain}, {"shutdown-timeout", &shutdown}} {
+		d, err := time.ParseDuration(in.flags[f.name])
+		if err != nil {
+			t.Fatalf("--%s=%q: %v", f.name, in.flags[f.name], err)
+		}
+		*f.d = d
 	}
 	grace := 30 * time.Second // the API default
 	if g := in.pod().TerminationGracePeriodSeconds; g != nil {
 		grace = time.Duration(*g) * time.Second
 	}
-	// The grace period counts from the start of preStop.
-	if grace <= sleep+shutdown {
-		t.Errorf("terminationGracePeriodSeconds %v does not exceed preStop sleep %v + --shutdown-timeout %v: SIGKILL would cut in-flight requests",
-			grace, sleep, shutdown)
+	// The grace period counts from the start of preStop; SIGTERM comes after
+	// the sleep, then the drain, then Shutdown waits for in-flight requests.
+	if grace <= sleep+drain+shutdown {
+		t.Errorf("terminationGracePeriodSeconds %v does not exceed preStop sleep %v + --shutdown-drain-period %v + --shutdown-timeout %v: SIGKILL would cut the drain or in-flight requests",
+			grace, sleep, drain, shutdown)
 	}
 }
 

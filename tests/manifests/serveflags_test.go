@@ -25,6 +25,9 @@ var serveFlags = map[string]func(string) error{
 	"log-level":          oneOf("debug", "info", "warn", "error"),
 	"enable-http2":       oneOf("true", "false"),
 	"validation-action":  oneOf("deny", "warn"),
+
+	// The install drains (issue 22): 0 would turn it off.
+	"shutdown-drain-period": checkPositiveDuration,
 }
 
 // optionalServeFlags may be left out of the Deployment's args: every other
