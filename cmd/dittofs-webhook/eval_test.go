@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/dittofs/dittofs-webhook/webhook/offline"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files of tests/eval from the current output")
@@ -125,17 +127,13 @@ func TestEvalGolden(t *testing.T) {
 // objects returns the objects of a YAML or JSON stream as generic values.
 func objects(t *testing.T, name string, data []byte) []any {
 	t.Helper()
-	parse := parseYAML
-	if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 && trimmed[0] == '{' {
-		parse = parseJSON
-	}
-	docs, err := parse(name, data)
+	docs, err := offline.Parse(name, data)
 	if err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
 	out := make([]any, len(docs))
 	for i, d := range docs {
-		if err := json.Unmarshal(d.json, &out[i]); err != nil {
+		if err := json.Unmarshal(d.JSON(), &out[i]); err != nil {
 			t.Fatal(err)
 		}
 	}

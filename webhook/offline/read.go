@@ -1,4 +1,4 @@
-package main
+package offline
 
 import (
 	"bufio"
@@ -19,9 +19,9 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// document is one object of the input: a top-level document or an item of a
+// Document is one object of the input: a top-level document or an item of a
 // List.
-type document struct {
+type Document struct {
 	// where names the document in messages: file:line, and the item.
 	where string
 	// text is the document's original text when it was read as YAML.
@@ -32,24 +32,29 @@ type document struct {
 	// them has those of its list.
 	apiVersion, kind string
 	// items are the items of a List, nil for any other document.
-	items  []*document
+	items  []*Document
 	isList bool
 }
 
-func (d *document) isStatefulSet() bool {
+// JSON is the document as JSON, as read.
+func (d *Document) JSON() []byte { return d.json }
+
+func (d *Document) isStatefulSet() bool {
 	return d.apiVersion == "apps/v1" && d.kind == "StatefulSet"
 }
 
-// reader reads the -f and --old arguments.
+// reader reads the -f and --old arguments, collecting every error.
 type reader struct {
 	stdin     io.Reader
 	usedStdin bool
-	fail      func(format string, args ...any)
+	errs      *InputError
 }
+
+func (r *reader) fail(format string, args ...any) { r.errs.add(format, args...) }
 
 // readArg reads a -f or --old argument: a file, a directory's manifests, or
 // stdin. Errors are reported with r.fail.
-func (r *reader) readArg(name string) []*document {
+func (r *reader) readArg(name string) []*Document {
 	if name == "-" {
 		if r.usedStdin {
 			r.fail("-: stdin can be read only once")
@@ -76,7 +81,7 @@ func (r *reader) readArg(name string) []*document {
 		r.fail("%s", pathError(err))
 		return nil
 	}
-	var docs []*document
+	var docs []*Document
 	found := false
 	for _, ent := range entries { // sorted by name
 		switch filepath.Ext(ent.Name()) {
@@ -97,7 +102,7 @@ func (r *reader) readArg(name string) []*document {
 	return docs
 }
 
-func (r *reader) readFile(name string) []*document {
+func (r *reader) readFile(name string) []*Document {
 	data, err := os.ReadFile(name)
 	if err != nil {
 		r.fail("%s", pathError(err))
@@ -106,17 +111,8 @@ func (r *reader) readFile(name string) []*document {
 	return r.parse(name, data)
 }
 
-// parse reads the documents of one input: a stream of JSON values when it
-// starts with {, else a YAML stream.
-func (r *reader) parse(name string, data []byte) []*document {
-	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
-	var docs []*document
-	var err error
-	if trimmed := bytes.TrimLeft(data, " \t\r\n"); len(trimmed) > 0 && trimmed[0] == '{' {
-		docs, err = parseJSON(name, data)
-	} else {
-		docs, err = parseYAML(name, data)
-	}
+func (r *reader) parse(name string, data []byte) []*Document {
+	docs, err := Parse(name, data)
 	if err != nil {
 		r.fail("%v", err)
 		return nil
@@ -124,11 +120,22 @@ func (r *reader) parse(name string, data []byte) []*document {
 	return docs
 }
 
+// Parse reads the documents of one input named name in messages: a stream
+// of JSON values when it starts with {, else a YAML stream split as kubectl
+// splits it.
+func Parse(name string, data []byte) ([]*Document, error) {
+	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
+	if trimmed := bytes.TrimLeft(data, " \t\r\n"); len(trimmed) > 0 && trimmed[0] == '{' {
+		return parseJSON(name, data)
+	}
+	return parseYAML(name, data)
+}
+
 // parseJSON reads a stream of JSON values. Duplicate member names are left
 // for the strict check to report, as the apiserver's decoder would.
-func parseJSON(name string, data []byte) ([]*document, error) {
+func parseJSON(name string, data []byte) ([]*Document, error) {
 	dec := jsontext.NewDecoder(bytes.NewReader(data), jsontext.AllowDuplicateNames(true))
-	var docs []*document
+	var docs []*Document
 	for {
 		raw, err := dec.ReadValue()
 		if err == io.EOF {
@@ -165,8 +172,8 @@ var yamlLineErr = regexp.MustCompile(`^(?:error converting YAML to JSON: )?yaml:
 // parseYAML reads a YAML stream split into documents as kubectl splits it
 // (k8s.io/apimachinery's YAML reader: lines starting with --- followed by
 // nothing or a comment). Empty documents are skipped.
-func parseYAML(name string, data []byte) ([]*document, error) {
-	var docs []*document
+func parseYAML(name string, data []byte) ([]*Document, error) {
+	var docs []*Document
 	// The reader drops carriage returns: so do the positions below.
 	data = bytes.ReplaceAll(data, []byte("\r\n"), []byte("\n"))
 	rd := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
@@ -224,7 +231,7 @@ type typeMeta struct {
 }
 
 // newDocument makes a document of one object, and of the items of a List.
-func newDocument(where string, text, data []byte) (*document, error) {
+func newDocument(where string, text, data []byte) (*Document, error) {
 	var tm typeMeta
 	if err := json.Unmarshal(data, &tm, jsontext.AllowDuplicateNames(true)); err != nil {
 		var se *json.SemanticError
@@ -233,7 +240,7 @@ func newDocument(where string, text, data []byte) (*document, error) {
 		}
 		return nil, fmt.Errorf("%s: not a Kubernetes object (a mapping with apiVersion and kind)", where)
 	}
-	d := &document{where: where, json: data, apiVersion: tm.APIVersion, kind: tm.Kind}
+	d := &Document{where: where, json: data, apiVersion: tm.APIVersion, kind: tm.Kind}
 	if text != nil {
 		d.text = withNewline(text)
 	}
@@ -250,7 +257,7 @@ func newDocument(where string, text, data []byte) (*document, error) {
 		return nil, fmt.Errorf("%s: items: %v", where, err)
 	}
 	d.isList = true
-	d.items = make([]*document, 0, len(items))
+	d.items = make([]*Document, 0, len(items))
 	for i, raw := range items {
 		it, err := newDocument(fmt.Sprintf("%s items[%d]", where, i), nil, raw)
 		if err != nil {
