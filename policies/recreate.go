@@ -1,9 +1,6 @@
 package policies
 
-import (
-	"fmt"
-	"strings"
-)
+import "fmt"
 
 // Recreation is the procedure that gives an existing StatefulSet a cache
 // volumeClaimTemplate without losing data, written once: RecreateAdvice is
@@ -99,9 +96,4 @@ func Script(rs []Recreation, file string) []string {
 		}
 	}
 	return lines
-}
-
-// ScriptText is Script joined into text, each line ending in a newline.
-func ScriptText(rs []Recreation, file string) string {
-	return strings.Join(Script(rs, file), "\n") + "\n"
 }
