@@ -62,8 +62,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Admission requests answered, by webhook, operation and verdict.",
 		}, []string{"webhook", "operation", "allowed"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "dittofs_webhook_admission_duration_seconds",
-			Help: "Time to answer an admission request, from the first byte read to the last written.",
+			Name:    "dittofs_webhook_admission_duration_seconds",
+			Help:    "Time to answer an admission request, from the first byte read to the last written.",
 			Buckets: DurationBuckets,
 		}, []string{"webhook"}),
 		violations: prometheus.NewCounterVec(prometheus.CounterOpts{
