@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	reportsv1alpha1 "github.com/openreports/reports-api/apis/openreports.io/v1alpha1"
 )
@@ -51,7 +50,9 @@ func TestAuditReportsApplied(t *testing.T) {
 	warned := dittofs("warned")
 	warned.vcts = userVCTs()[:1]
 	warned.retention = "Delete/Delete"
-	r := createWhileWarnOnly(t, ns, warned.yaml())
+	_, restoreWebhooks := withWarnOnlyServer(t, warned.yaml())
+	r := mustKubectl(t, warned.yaml(), "create", "-n", ns, "-f", "-")
+	restoreWebhooks()
 	requireWarning(t, r, "content-storage", "denied under deny")
 
 	// Unlabelled: skipped and counted.
@@ -151,37 +152,4 @@ func installReportsCRD(t *testing.T) {
 	// Server-side: the CRD is too large for the last-applied annotation.
 	mustKubectl(t, "", "apply", "--server-side", "-f", crd)
 	mustKubectl(t, "", "wait", "--for=condition=Established", "crd/reports.openreports.io", "--timeout=60s")
-}
-
-// createWhileWarnOnly creates manifest in ns with the webhooks pointed at a
-// server run with --validation-action warn, then points them back at the
-// enforcing server (as TestWarnOnlyRollout does).
-func createWhileWarnOnly(t *testing.T, ns, manifest string) result {
-	t.Helper()
-	warn, err := startServer(env.artifacts, env.server.bin, env.tlsDir, "--validation-action", "warn")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := warn.stop(serverStopTimeout); err != nil {
-			t.Error(err)
-		}
-	}()
-	mustKubectl(t, strings.ReplaceAll(string(env.webhooks), env.server.listen, warn.listen), "replace", "-f", "-")
-	defer func() {
-		mustKubectl(t, string(env.webhooks), "replace", "-f", "-")
-		if err := env.waitWebhooks(true, time.Minute); err != nil {
-			t.Fatalf("restoring the webhooks: %v", err)
-		}
-	}()
-	// The new configuration takes effect asynchronously: until the dry run
-	// is allowed, the enforcing server still answers.
-	deadline := time.Now().Add(time.Minute)
-	for !runKubectl(manifest, "create", "--dry-run=server", "-n", ns, "-f", "-").ok() {
-		if time.Now().After(deadline) {
-			t.Fatal("the webhooks were not pointed at the warn server within a minute")
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	return mustKubectl(t, manifest, "create", "-n", ns, "-f", "-")
 }
