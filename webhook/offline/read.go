@@ -61,7 +61,7 @@ func (r *reader) readArg(name string) []*Document {
 			return nil
 		}
 		r.usedStdin = true
-		data, err := io.ReadAll(r.stdin)
+		data, err := readBounded(r.stdin, MaxInputBytes)
 		if err != nil {
 			r.fail("reading stdin: %v", err)
 			return nil
@@ -103,12 +103,36 @@ func (r *reader) readArg(name string) []*Document {
 }
 
 func (r *reader) readFile(name string) []*Document {
-	data, err := os.ReadFile(name)
+	f, err := os.Open(name)
 	if err != nil {
 		r.fail("%s", pathError(err))
 		return nil
 	}
+	defer f.Close()
+	data, err := readBounded(f, MaxInputBytes)
+	if err != nil {
+		r.fail("%s", pathError(&fs.PathError{Op: "read", Path: name, Err: err}))
+		return nil
+	}
 	return r.parse(name, data)
+}
+
+// MaxInputBytes bounds one input (a file or stdin): far above what
+// `kubectl get statefulsets -A -o yaml` prints for the largest clusters, and
+// small enough that a wrong pipe (a disk image, /dev/zero) fails at once
+// instead of exhausting memory.
+const MaxInputBytes = 256 << 20
+
+// readBounded reads all of r, failing once it passes limit bytes.
+func readBounded(r io.Reader, limit int64) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("input larger than %d bytes", limit)
+	}
+	return data, nil
 }
 
 func (r *reader) parse(name string, data []byte) []*Document {
