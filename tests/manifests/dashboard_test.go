@@ -1,5 +1,7 @@
 package manifests
 
+//lint:file-ignore SA1019 the dashboards are Grafana's classic JSON model (schemaVersion 36+), which the dashboard package decodes; dashboardv2 is the v2 resource schema, another format
+
 import (
 	"bytes"
 	"encoding/json"
