@@ -307,6 +307,12 @@ func TestLoadFixtures(t *testing.T) {
 		seen[req.UID] = f.Name
 	}
 
+	// The uid of a case is a name-based UUID (RFC 9562 version 5 in the URL
+	// namespace), as Python's uuid.uuid5 computes it.
+	if got, want := fixtureUID("x"), "681c99db-f9c8-58b2-9446-69a5e595c235"; got != want {
+		t.Errorf("fixtureUID(x) = %s, want %s", got, want)
+	}
+
 	dir := t.TempDir()
 	for name, content := range map[string]string{
 		"unknown-key.yaml":    "description: x\nwebhook: mutate\nreview: {apiVersion: admission.k8s.io/v1, kind: AdmissionReview, request: {uid: a}}\nexpect: {allowed: true, alowed: true}\n",
@@ -317,6 +323,9 @@ func TestLoadFixtures(t *testing.T) {
 		"bad-metric.yaml":     "description: x\nwebhook: mutate\nreview: {request: {uid: a}}\nexpect: {allowed: true, metrics: {'x{a=b}': 1}}\n",
 		"validate-then.yaml":  "description: x\nwebhook: validate\nreview: {request: {uid: a}}\nexpect: {allowed: true, thenValidate: {allowed: true}}\n",
 		"int-key.yaml":        "description: x\nwebhook: mutate\nreview: {request: {uid: a, 1: b}}\nexpect: {allowed: true}\n",
+		"review-and-op.yaml":  "description: x\nwebhook: mutate\noperation: CREATE\nobject: {}\nreview: {request: {uid: a}}\nexpect: {allowed: true}\n",
+		"object-no-op.yaml":   "description: x\nwebhook: mutate\nobject: {}\nexpect: {allowed: true}\n",
+		"bad-operation.yaml":  "description: x\nwebhook: mutate\noperation: PATCH\nobject: {}\nexpect: {allowed: true}\n",
 	} {
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
