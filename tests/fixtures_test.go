@@ -337,6 +337,19 @@ func TestLoadFixtures(t *testing.T) {
 	}
 }
 
+// TestMutationPaths: every mutation ID of policies has the paths it may
+// patch in mutationPaths, so that a new mutation cannot go unchecked.
+func TestMutationPaths(t *testing.T) {
+	for _, m := range policies.Mutations {
+		if _, ok := mutationPaths[m]; !ok {
+			t.Errorf("mutation %q has no paths in mutationPaths (check.go): say which paths it patches", m)
+		}
+	}
+	if len(mutationPaths) != len(policies.Mutations) {
+		t.Errorf("mutationPaths has %d mutations, policies.Mutations %d", len(mutationPaths), len(policies.Mutations))
+	}
+}
+
 func TestParseMetrics(t *testing.T) {
 	text := []byte(`# HELP x_total help
 # TYPE x_total counter

@@ -50,9 +50,10 @@ import (
 	"github.com/dittofs/dittofs-webhook/webhook"
 )
 
-// inTreeDir is deploy/in-tree, the in-tree install users apply, from
+// inTreeDir holds the in-tree policies deploy/in-tree installs (its
+// kustomization takes this directory as it is), from
 // tests/bench (where make bench-e2e runs this program).
-const inTreeDir = "../../deploy/in-tree"
+const inTreeDir = "../../deploy/helm/dittofs-webhook/files/in-tree"
 
 // inTreeFiles are its policies, read at run time, so what is measured is what
 // ships.
