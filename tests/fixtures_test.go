@@ -356,14 +356,30 @@ func TestParseMetrics(t *testing.T) {
 x_total{a="1",b="q\"uote"} 3
 x_total{a="2",b="z"} 4
 y 1.5e+00
+# TYPE d_seconds histogram
+d_seconds_bucket{w="m",le="0.1"} 2
+d_seconds_bucket{w="m",le="+Inf"} 3
+d_seconds_sum{w="m"} 0.25
+d_seconds_count{w="m"} 3
 `)
 	s, err := ParseMetrics(text)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for sel, want := range map[string]float64{`x_total`: 7, `x_total{a="1"}`: 3, `x_total{b="q\"uote"}`: 3, `x_total{a="2",b="z"}`: 4, `y`: 1.5, `x_total{a="3"}`: 0} {
+	for sel, want := range map[string]float64{
+		`x_total`: 7, `x_total{a="1"}`: 3, `x_total{b="q\"uote"}`: 3, `x_total{a="2",b="z"}`: 4, `y`: 1.5, `x_total{a="3"}`: 0,
+		`d_seconds_count{w="m"}`: 3, `d_seconds_sum`: 0.25, `d_seconds_bucket{le="+Inf"}`: 3,
+	} {
 		if got, err := SumMetric(s, sel); err != nil || got != want {
 			t.Errorf("SumMetric(%s) = %v, %v, want %v", sel, got, err, want)
 		}
+	}
+	for _, sel := range []string{"", "x{a=b}", `x{a="b"`, "x y", "x\ny 1", "# x"} {
+		if _, err := SumMetric(s, sel); err == nil {
+			t.Errorf("SumMetric(%q): no error for a bad selector", sel)
+		}
+	}
+	if _, err := ParseMetrics([]byte("x_total{a=\"1\"} three\n")); err == nil {
+		t.Error("ParseMetrics accepted a value that is not a number")
 	}
 }
