@@ -159,8 +159,10 @@ type Cause struct {
 type ObjectExpect struct {
 	// Equals is the whole expected object (semantic JSON equality).
 	Equals json.RawMessage `json:"equals,omitempty"`
-	// EqualsOldObject requires the result to equal request.oldObject: a
-	// re-applied manifest changes nothing.
+	// EqualsOldObject requires the result to equal request.oldObject,
+	// metadata.managedFields aside (the apiserver's own, whose timestamps it
+	// ignores when nothing else changed): a re-applied manifest changes
+	// nothing.
 	EqualsOldObject bool `json:"equalsOldObject,omitempty"`
 	// Has are JSON pointers that must exist, with a value or array length
 	// when given.
