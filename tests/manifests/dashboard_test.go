@@ -32,15 +32,14 @@ import (
 	dittofswebhook "github.com/dittofs/dittofs-webhook/webhook"
 )
 
-// The Grafana dashboard, the alerts and the in-tree policies are written once for kustomize and
+// The Grafana dashboard and the alerts are written once for kustomize and
 // copied into the chart (kustomize reads nothing outside its directory, Helm
 // nothing outside the chart's): sharedFiles lists each pair, which must stay
-// identical.
+// identical. (The in-tree policies have one copy, in the chart, which
+// deploy/in-tree takes as a directory: intree_test.go.)
 var sharedFiles = []struct{ kustomize, chart string }{
 	{"deploy/monitoring/dashboard.json", chartDir + "/files/dashboard.json"},
 	{"deploy/monitoring/prometheusrule.yaml", chartDir + "/files/prometheusrule.yaml"},
-	{"deploy/in-tree/mutatingadmissionpolicy.yaml", chartDir + "/files/in-tree/mutatingadmissionpolicy.yaml"},
-	{"deploy/in-tree/validatingadmissionpolicy.yaml", chartDir + "/files/in-tree/validatingadmissionpolicy.yaml"},
 }
 
 const (
