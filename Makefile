@@ -8,6 +8,7 @@ SHELL       := /bin/bash
 # Settings (override on the command line: make run LISTEN=127.0.0.1:9444).
 
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+VERSION     := $(VERSION)# expanded once: the image a run builds is the one its tests check
 LDFLAGS     := -s -w -X github.com/dittofs/dittofs-webhook/webhook.Version=$(VERSION)
 BIN         := bin/dittofs-webhook
 CERTS       := .certs
