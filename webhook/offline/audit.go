@@ -14,13 +14,13 @@ import (
 // Verdict is a rule's result for one StatefulSet, with OpenReports' names.
 type Verdict string
 
-// The verdicts audit gives.
+// The verdicts audit gives: SPEC §5's result is pass or fail. A rule about
+// the next update that has nothing to do there (cache-mount without a cache
+// volumeClaimTemplate, which cache-storage reports) passes, its message says
+// why.
 const (
 	Pass Verdict = "pass"
 	Fail Verdict = "fail"
-	// Skip is a rule that does not apply: cache-mount without a cache
-	// volumeClaimTemplate, which cache-storage reports.
-	Skip Verdict = "skip"
 )
 
 // Severity says how much data a failing rule puts at risk, with OpenReports'
@@ -235,8 +235,7 @@ func judgeStored(s *StatefulSet, next *admission.Evaluation) []RuleResult {
 // DittoFS container mounts it, or the next update adds the mount (M4).
 func judgeMount(s *StatefulSet, next *admission.Evaluation, rec policies.Recreation, res RuleResult) RuleResult {
 	if !policies.HasCacheTemplate(s.View) {
-		res.Verdict = Skip
-		res.Message = fmt.Sprintf("no %q volumeClaimTemplate to mount (%s)", policies.CacheVolume, policies.RuleCacheStorage)
+		res.Message = fmt.Sprintf("nothing to mount: no %q volumeClaimTemplate (%s)", policies.CacheVolume, policies.RuleCacheStorage)
 		return res
 	}
 	if slices.Contains(next.Mutation.Mutations, policies.MutationCacheVolumeMount) {
