@@ -172,6 +172,18 @@ func TestAuditJudgesStoredStatefulSets(t *testing.T) {
 			want:   with(map[string]Verdict{policies.MutationCacheVolumeMount: Fail}),
 			fields: map[string][]string{policies.MutationCacheVolumeMount: {"spec.template.spec.containers"}},
 		},
+		{
+			name:   "a pod volume named cache that is not an emptyDir: the next update is denied",
+			tweaks: []func(string) string{replace("  volumeClaimTemplates:\n", "      volumes:\n      - name: cache\n        hostPath:\n          path: /var/cache\n  volumeClaimTemplates:\n")},
+			want:   with(map[string]Verdict{policies.RuleReservedCacheVolume: Fail}),
+			fields: map[string][]string{policies.RuleReservedCacheVolume: {"spec.template.spec.volumes[0].name"}},
+		},
+		{
+			name:   "an emptyDir named cache: the next update removes it",
+			tweaks: []func(string) string{replace("  volumeClaimTemplates:\n", "      volumes:\n      - name: cache\n        emptyDir: {}\n  volumeClaimTemplates:\n")},
+			want:   with(map[string]Verdict{policies.MutationEmptyDirRemoved: Fail}),
+			fields: map[string][]string{policies.MutationEmptyDirRemoved: {"spec.template.spec.volumes[0]"}},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			doc := storedSTS
