@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -48,11 +47,8 @@ func audit(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	output := fs.String("o", offline.FormatText, "output: text (one line per StatefulSet), report (OpenReports openreports.io/v1alpha1 Reports, for kubectl apply) or junit (JUnit XML, one test case per StatefulSet and rule)")
 	manage := fs.Bool("manage", false, "judge every unlabelled StatefulSet as if it were labelled "+policies.LabelServer+"=NAME")
 	policy := addPolicyFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	switch *output {
 	case offline.FormatText, offline.FormatReport, offline.FormatJUnit:

@@ -74,11 +74,8 @@ func newEvalFlags(stderr io.Writer) (*flag.FlagSet, *evalFlags) {
 
 func eval(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	flags, f := newEvalFlags(stderr)
-	if err := flags.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(flags, args); !ok {
+		return code
 	}
 	switch {
 	case flags.NArg() > 0:

@@ -14,13 +14,13 @@ import (
 // Verdict is a rule's result for one StatefulSet, with OpenReports' names.
 type Verdict string
 
-// The verdicts audit gives.
+// The verdicts audit gives: SPEC §5's result is pass or fail. A rule about
+// the next update that has nothing to do there (cache-mount without a cache
+// volumeClaimTemplate, which cache-storage reports) passes, its message says
+// why.
 const (
 	Pass Verdict = "pass"
 	Fail Verdict = "fail"
-	// Skip is a rule that does not apply: cache-mount without a cache
-	// volumeClaimTemplate, which cache-storage reports.
-	Skip Verdict = "skip"
 )
 
 // Severity says how much data a failing rule puts at risk, with OpenReports'
@@ -32,26 +32,33 @@ const (
 	Critical Severity = "critical"
 	High     Severity = "high"
 	Medium   Severity = "medium"
+	Low      Severity = "low"
 )
 
 // AuditRules are the rules audit judges, in the order it reports them: the
 // validating webhook's (policies.Rules), then what the mutating webhook
-// would still change on the next update and which an update can fix without
-// recreating the StatefulSet: the cache mount (M4; the retention policy, M2,
-// is the validator's retention-policy).
-var AuditRules = append(slices.Clip(policies.Rules), policies.MutationCacheVolumeMount)
+// would do on the next update, each fixable without recreating the
+// StatefulSet: deny it (a pod volume named cache that is not an emptyDir,
+// M3), remove an emptyDir cache volume (M3), add the cache mount (M4). The
+// retention policy (M2) is the validator's retention-policy.
+var AuditRules = append(slices.Clip(policies.Rules), policies.RuleReservedCacheVolume, policies.MutationEmptyDirRemoved, policies.MutationCacheVolumeMount)
 
 // severities rank the rules: without metadata or content storage there is no
 // file system to keep; without a cache (or its mount) the write-ahead log is
 // lost on every restart; Delete retention loses the data when the
-// StatefulSet is deleted or scaled down; a missing size is refused by the
-// apiserver on create, so only a hand-edited object has one.
+// StatefulSet is deleted or scaled down; a denied update cannot even scale
+// it; a missing size is refused by the apiserver on create, so only a
+// hand-edited object has one; an emptyDir named cache is shadowed by the
+// cache claim, so nothing is lost, but the next update changes the pod
+// template (its pods restart).
 var severities = map[string]Severity{
 	policies.RuleMetadataStorage:      Critical,
 	policies.RuleContentStorage:       Critical,
 	policies.RuleCacheStorage:         High,
 	policies.RuleRetentionPolicy:      High,
 	policies.RuleStorageSize:          Medium,
+	policies.RuleReservedCacheVolume:  High,
+	policies.MutationEmptyDirRemoved:  Low,
 	policies.MutationCacheVolumeMount: High,
 }
 
@@ -223,6 +230,10 @@ func judgeStored(s *StatefulSet, next *admission.Evaluation) []RuleResult {
 				break
 			}
 			res.Fix = fmt.Sprintf("set a positive size in its manifest and recreate the StatefulSet (a volumeClaimTemplate cannot change in place): %s, kubectl create -f the manifest, then restart its pods one by one", rec.OrphanCommand())
+		case policies.RuleReservedCacheVolume:
+			res = judgeReserved(next, res)
+		case policies.MutationEmptyDirRemoved:
+			res = judgeEmptyDir(next, res)
 		case policies.MutationCacheVolumeMount:
 			res = judgeMount(s, next, rec, res)
 		}
@@ -235,8 +246,7 @@ func judgeStored(s *StatefulSet, next *admission.Evaluation) []RuleResult {
 // DittoFS container mounts it, or the next update adds the mount (M4).
 func judgeMount(s *StatefulSet, next *admission.Evaluation, rec policies.Recreation, res RuleResult) RuleResult {
 	if !policies.HasCacheTemplate(s.View) {
-		res.Verdict = Skip
-		res.Message = fmt.Sprintf("no %q volumeClaimTemplate to mount (%s)", policies.CacheVolume, policies.RuleCacheStorage)
+		res.Message = fmt.Sprintf("nothing to mount: no %q volumeClaimTemplate (%s)", policies.CacheVolume, policies.RuleCacheStorage)
 		return res
 	}
 	if slices.Contains(next.Mutation.Mutations, policies.MutationCacheVolumeMount) {
@@ -262,6 +272,51 @@ func judgeMount(s *StatefulSet, next *admission.Evaluation, rec policies.Recreat
 		}
 	}
 	res.Message = fmt.Sprintf("the DittoFS container mounts the %q volume", policies.CacheVolume)
+	return res
+}
+
+// judgeReserved is reserved-cache-volume: the mutating webhook denies every
+// update of a StatefulSet with a cache volumeClaimTemplate and a pod volume
+// named cache that is not an emptyDir (M3). On the UPDATE audit evaluates
+// that is its only denial (the cache-size annotation counts only when a cache
+// is injected, on CREATE).
+func judgeReserved(next *admission.Evaluation, res RuleResult) RuleResult {
+	st := next.Denial()
+	if next.Mutation.Allowed || st == nil {
+		res.Message = fmt.Sprintf("no pod volume takes the name %q: the next update is not denied", policies.CacheVolume)
+		return res
+	}
+	res.Verdict = Fail
+	var ms []string
+	if st.Details != nil {
+		for _, c := range st.Details.Causes {
+			res.Fields = append(res.Fields, c.Field)
+			ms = append(ms, c.Field+": "+c.Message)
+		}
+	}
+	if len(ms) == 0 {
+		ms = []string{st.Message}
+	}
+	res.Message = "the mutating webhook denies every update (even a scale): " + strings.Join(ms, "; ")
+	res.Fix = fmt.Sprintf("rename the pod volume in the manifest (the %q volumeClaimTemplate's claim is what pods mount), then apply it", policies.CacheVolume)
+	return res
+}
+
+// judgeEmptyDir is cache-emptydir-removed: the next update removes a pod
+// volume named cache that is an emptyDir (M3), a change of the pod template.
+func judgeEmptyDir(next *admission.Evaluation, res RuleResult) RuleResult {
+	if !slices.Contains(next.Mutation.Mutations, policies.MutationEmptyDirRemoved) {
+		res.Message = fmt.Sprintf("no emptyDir volume named %q for the next update to remove", policies.CacheVolume)
+		return res
+	}
+	res.Verdict = Fail
+	for _, op := range next.Mutation.Patch {
+		if i, ok := strings.CutPrefix(op.Path, "/spec/template/spec/volumes/"); ok && op.Operation == "remove" {
+			res.Fields = append(res.Fields, "spec.template.spec.volumes["+i+"]")
+		}
+	}
+	res.Message = fmt.Sprintf("an emptyDir volume named %q: the %q claim shadows it, but the next update through the mutating webhook removes it, a pod template change that restarts the pods", policies.CacheVolume, policies.CacheVolume)
+	res.Fix = "remove the emptyDir volume from the manifest, then apply it when the pods may restart"
 	return res
 }
 

@@ -3,9 +3,14 @@ package offline
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 
 	"gomodules.xyz/jsonpatch/v2"
 	appsv1 "k8s.io/api/apps/v1"
@@ -168,7 +173,7 @@ func newStatefulSet(d *Document) *StatefulSet {
 		duplicates = duplicates || strings.HasPrefix(p.Error(), "duplicate field")
 	}
 	if err != nil {
-		s.Problems = append(s.Problems, strings.TrimPrefix(err.Error(), "json: "))
+		s.Problems = append(s.Problems, withFieldPath(d.json, err))
 	}
 	if d.text != nil {
 		// YAML to JSON keeps the last of duplicate keys: find them first.
@@ -202,6 +207,37 @@ func newStatefulSet(d *Document) *StatefulSet {
 		s.Name = m.Namespace + "/" + s.Name
 	}
 	return s
+}
+
+// withFieldPath is the strict decoder's error, named by its field path. A
+// type mismatch names its field already; an error a value's own decoder
+// returns (a quantity that does not parse, a bad time) does not, so the
+// document is decoded again with go-json-experiment/json, whose errors carry
+// the JSON pointer, and its path is used when it failed on the same error.
+func withFieldPath(data []byte, err error) string {
+	msg := strings.TrimPrefix(err.Error(), "json: ")
+	var fe sigsjson.FieldError
+	if errors.As(err, &fe) {
+		return msg
+	}
+	var sts appsv1.StatefulSet
+	var se *jsonv2.SemanticError
+	e := jsonv2.Unmarshal(data, &sts, jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
+	if !errors.As(e, &se) || se.JSONPointer == "" || se.Err == nil || se.Err.Error() != err.Error() {
+		return msg
+	}
+	var p strings.Builder
+	for tok := range se.JSONPointer.Tokens() {
+		if _, nerr := strconv.Atoi(tok); nerr == nil && p.Len() > 0 {
+			fmt.Fprintf(&p, "[%s]", tok)
+			continue
+		}
+		if p.Len() > 0 {
+			p.WriteByte('.')
+		}
+		p.WriteString(tok)
+	}
+	return p.String() + ": " + msg
 }
 
 // label gives an unlabelled StatefulSet the server label (Manage), as if its
