@@ -10,6 +10,9 @@ import (
 	"testing"
 
 	reportsv1alpha1 "github.com/openreports/reports-api/apis/openreports.io/v1alpha1"
+
+	"github.com/dittofs/dittofs-webhook/policies"
+	"github.com/dittofs/dittofs-webhook/webhook/offline"
 )
 
 // reportsModule is the module whose Go types `audit -o report` prints and
@@ -71,10 +74,21 @@ func TestAuditReportsApplied(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &list); err != nil {
 		t.Fatalf("the Reports read back do not decode as OpenReports Reports: %v\n%s", err, out)
 	}
-	want := map[string]map[string]reportsv1alpha1.Result{
-		"protected": {"metadata-storage": "pass", "content-storage": "pass", "cache-storage": "pass", "retention-policy": "pass", "storage-size": "pass", "cache-mount": "pass"},
-		"legacy":    {"metadata-storage": "pass", "content-storage": "pass", "cache-storage": "fail", "retention-policy": "fail", "storage-size": "pass", "cache-mount": "skip"},
-		"warned":    {"metadata-storage": "pass", "content-storage": "fail", "cache-storage": "pass", "retention-policy": "pass", "storage-size": "pass", "cache-mount": "pass"},
+	// One result per rule audit judges; a rule not named here passes.
+	fails := map[string][]string{
+		"protected": nil,
+		"legacy":    {policies.RuleCacheStorage, policies.RuleRetentionPolicy},
+		"warned":    {policies.RuleContentStorage},
+	}
+	want := map[string]map[string]reportsv1alpha1.Result{}
+	for name, failing := range fails {
+		want[name] = map[string]reportsv1alpha1.Result{}
+		for _, rule := range offline.AuditRules {
+			want[name][rule] = "pass"
+		}
+		for _, rule := range failing {
+			want[name][rule] = "fail"
+		}
 	}
 	got := map[string]reportsv1alpha1.Report{}
 	for _, rep := range list.Items {
