@@ -6,8 +6,9 @@
 #     -t ghcr.io/dittofs/dittofs-webhook:dev .
 #   docker buildx build --platform linux/amd64,linux/arm64 ...   # multi-arch
 #
-# tests/manifests builds the binary with this file's `go build` line and checks
-# it is static, so change the flags here, not there.
+# tests/manifests checks the binary of the built image (static, CGO_ENABLED=0,
+# -trimpath, -s -w, the version stamp), and from this file only what the image
+# cannot tell: the base images' defaults and the go build's cache mounts.
 
 ARG GO_VERSION=1.26
 # The base images are build args. The defaults are the public images; `make

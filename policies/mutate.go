@@ -187,21 +187,6 @@ func (m *Mutation) carryOverCache(req Request, specPath *field.Path) bool {
 	return true
 }
 
-// RecreateAdvice says how a StatefulSet without a cache template gets one:
-// Kubernetes cannot add a volumeClaimTemplate in place, and the StatefulSet
-// controller cannot add a volume to a running pod, so the StatefulSet is
-// recreated (its pods and PVCs kept) and its pods restarted one by one.
-func RecreateAdvice(sts *StatefulSet) string {
-	ns := ""
-	if sts.Metadata.Namespace != "" {
-		ns = " -n " + sts.Metadata.Namespace
-	}
-	// The SPEC's own words first, so the advice reads as the command does.
-	return fmt.Sprintf("to get it, recreate the StatefulSet: kubectl delete statefulset %s --cascade=orphan%s (pods and PVCs are kept), apply it again, "+
-		"then restart its pods one by one, lowest ordinal first (kubectl delete pod %s-0%s, wait until it is Ready, then the next); "+
-		"`dittofs-webhook eval --recreate` prints every step", sts.Metadata.Name, ns, sts.Metadata.Name, ns)
-}
-
 // retainClaims is M2: both retention fields end up Retain. Adding a missing
 // field is silent; overriding an explicit value warns every time.
 func (m *Mutation) retainClaims(sts *StatefulSet, specPath *field.Path) {

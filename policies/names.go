@@ -40,8 +40,30 @@ const (
 	RuleStorageSize     = "storage-size"
 )
 
-// Rules lists every rule ID, in the order violations are reported.
+// Rules lists every rule ID of the validating webhook, in SPEC §3's order.
 var Rules = []string{RuleMetadataStorage, RuleContentStorage, RuleCacheStorage, RuleRetentionPolicy, RuleStorageSize}
+
+// Rule IDs of the mutating webhook's two denials (SPEC §2): a cache-size
+// annotation that is not a positive quantity (M1) and a pod volume named
+// cache that is not an emptyDir (M3). The webhook's 422 names them by their
+// field, as Kubernetes' own validation does; the in-tree
+// ValidatingAdmissionPolicy, which denies them after the mutation, starts its
+// message with the ID.
+const (
+	RuleCacheSize           = "cache-size"
+	RuleReservedCacheVolume = "reserved-cache-volume"
+)
+
+// MutationRules lists the mutating webhook's rule IDs, in the order it checks
+// them.
+var MutationRules = []string{RuleCacheSize, RuleReservedCacheVolume}
+
+// RuleOrder is every rule ID, the mutating webhook's first, in the order a
+// request meets them: the mutating webhook's denials, then each storage
+// template's presence, the templates' sizes and the retention policy. The
+// in-tree ValidatingAdmissionPolicy's validations (deploy/in-tree) follow it,
+// and it reports only the first that fails.
+var RuleOrder = []string{RuleCacheSize, RuleReservedCacheVolume, RuleMetadataStorage, RuleContentStorage, RuleCacheStorage, RuleStorageSize, RuleRetentionPolicy}
 
 // Mutation IDs, reported in metrics and audit annotations.
 const (

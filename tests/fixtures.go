@@ -11,6 +11,7 @@ package tests
 
 import (
 	"bytes"
+	"crypto/sha1"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,7 +21,12 @@ import (
 	"strings"
 
 	yaml "go.yaml.in/yaml/v2"
+	admissionv1 "k8s.io/api/admission/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/dittofs/dittofs-webhook/policies"
 )
@@ -45,7 +51,26 @@ type Fixture struct {
 	// documented defaults (--default-cache-size 5Gi, --cache-mount-path
 	// /data/cache).
 	Options *ServerOptions `json:"options,omitempty"`
-	// Review is the AdmissionReview sent as the request body, as JSON.
+
+	// Operation, Object and OldObject are the case: the loader wraps them
+	// in the AdmissionReview the kube-apiserver sends (see envelope), which
+	// becomes Review. Object and OldObject are raw JSON, sent as written.
+	Operation string          `json:"operation,omitempty"`
+	Object    json.RawMessage `json:"object,omitempty"`
+	OldObject json.RawMessage `json:"oldObject,omitempty"`
+	// DryRun, SubResource, Kind and Resource override the envelope's
+	// request.dryRun (false), .subResource (none), .kind (apps/v1
+	// StatefulSet) and .resource (apps/v1 statefulsets) for the cases that
+	// need it; requestKind, requestResource and requestSubResource follow.
+	DryRun      bool                         `json:"dryRun,omitempty"`
+	SubResource string                       `json:"subResource,omitempty"`
+	Kind        *metav1.GroupVersionKind     `json:"kind,omitempty"`
+	Resource    *metav1.GroupVersionResource `json:"resource,omitempty"`
+
+	// Review is the AdmissionReview sent as the request body, as JSON:
+	// written out in the file for the cases recorded verbatim (managedFields
+	// and all) and the protocol cases that send a wrong one, else built by
+	// the loader from Operation, Object and OldObject.
 	Review json.RawMessage `json:"review,omitempty"`
 	// Raw overrides the HTTP request for protocol cases (method, content
 	// type, body).
@@ -134,8 +159,10 @@ type Cause struct {
 type ObjectExpect struct {
 	// Equals is the whole expected object (semantic JSON equality).
 	Equals json.RawMessage `json:"equals,omitempty"`
-	// EqualsOldObject requires the result to equal request.oldObject: a
-	// re-applied manifest changes nothing.
+	// EqualsOldObject requires the result to equal request.oldObject,
+	// metadata.managedFields aside (the apiserver's own, whose timestamps it
+	// ignores when nothing else changed): a re-applied manifest changes
+	// nothing.
 	EqualsOldObject bool `json:"equalsOldObject,omitempty"`
 	// Has are JSON pointers that must exist, with a value or array length
 	// when given.
@@ -213,6 +240,16 @@ func LoadFixture(path string) (Fixture, error) {
 	}
 	f.Path = path
 	f.Name = strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
+	if f.Operation != "" {
+		if len(f.Review) > 0 {
+			return f, fmt.Errorf("%s: review and operation are exclusive: a fixture writes the whole review or only its case", path)
+		}
+		if f.Review, err = f.envelope(); err != nil {
+			return f, fmt.Errorf("%s: %w", path, err)
+		}
+	} else if len(f.Object) > 0 || len(f.OldObject) > 0 || f.DryRun || f.SubResource != "" || f.Kind != nil || f.Resource != nil {
+		return f, fmt.Errorf("%s: object, oldObject, dryRun, subResource, kind and resource need an operation", path)
+	}
 	if err := f.check(); err != nil {
 		return f, fmt.Errorf("%s: %w", path, err)
 	}
@@ -227,7 +264,7 @@ func (f *Fixture) check() error {
 		return fmt.Errorf("webhook must be %q or %q, got %q", WebhookMutate, WebhookValidate, f.Webhook)
 	}
 	if len(f.Review) == 0 && (f.Raw == nil || f.Raw.Body == nil) {
-		return errors.New("neither review nor raw.body")
+		return errors.New("neither operation, review nor raw.body")
 	}
 	if f.Expect.Status() == 200 {
 		req, err := f.Request()
@@ -390,6 +427,105 @@ func (f *Fixture) WithObject(obj []byte, uid string) ([]byte, error) {
 	}
 	rv["request"] = b
 	return json.Marshal(rv)
+}
+
+// Defaults of the envelope the loader wraps a fixture's case in.
+var (
+	statefulSetKind     = metav1.GroupVersionKind{Group: "apps", Version: "v1", Kind: "StatefulSet"}
+	statefulSetResource = metav1.GroupVersionResource{Group: "apps", Version: "v1", Resource: "statefulsets"}
+	// fixtureUser is who sends every request: kubeadm's admin, as kubectl
+	// run with admin.conf authenticates.
+	fixtureUser = authenticationv1.UserInfo{Username: "kubernetes-admin", Groups: []string{"kubeadm:cluster-admins", "system:authenticated"}}
+)
+
+// envelope wraps the fixture's case in the AdmissionReview a kube-apiserver
+// sends for it: a uid unique to the file, the kinds and resources (apps/v1
+// statefulsets unless overridden), the name and namespace of the object (of
+// the old object on DELETE), kubeadm's admin as the user, and the options
+// the apiserver fills in for the operation (what kubectl sends).
+func (f *Fixture) envelope() ([]byte, error) {
+	kind, res := statefulSetKind, statefulSetResource
+	if f.Kind != nil {
+		kind = *f.Kind
+	}
+	if f.Resource != nil {
+		res = *f.Resource
+	}
+	var opts any
+	switch f.Operation {
+	case "CREATE":
+		opts = metav1.CreateOptions{TypeMeta: metav1.TypeMeta{Kind: "CreateOptions", APIVersion: "meta.k8s.io/v1"}, FieldManager: "kubectl", FieldValidation: "Strict"}
+	case "UPDATE":
+		opts = metav1.UpdateOptions{TypeMeta: metav1.TypeMeta{Kind: "UpdateOptions", APIVersion: "meta.k8s.io/v1"}, FieldManager: "kubectl", FieldValidation: "Strict"}
+	case "DELETE":
+		background := metav1.DeletePropagationBackground
+		opts = metav1.DeleteOptions{TypeMeta: metav1.TypeMeta{Kind: "DeleteOptions", APIVersion: "meta.k8s.io/v1"}, PropagationPolicy: &background}
+	case "CONNECT":
+	default:
+		return nil, fmt.Errorf("operation must be CREATE, UPDATE, DELETE or CONNECT, got %q", f.Operation)
+	}
+	var options runtime.RawExtension
+	if opts != nil {
+		b, err := json.Marshal(opts)
+		if err != nil {
+			return nil, err
+		}
+		options.Raw = b
+	}
+	var meta struct {
+		Metadata struct {
+			Name      string `json:"name"`
+			Namespace string `json:"namespace"`
+		} `json:"metadata"`
+	}
+	named := f.Object
+	if len(named) == 0 || isNull(named) {
+		named = f.OldObject
+	}
+	if len(named) > 0 {
+		// An object that does not decode is itself a case (always-undecodable-*).
+		_ = json.Unmarshal(named, &meta)
+	}
+	dryRun := f.DryRun
+	return json.Marshal(admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
+		Request: &admissionv1.AdmissionRequest{
+			UID:                types.UID(fixtureUID(f.Name)),
+			Kind:               kind,
+			Resource:           res,
+			SubResource:        f.SubResource,
+			RequestKind:        &kind,
+			RequestResource:    &res,
+			RequestSubResource: f.SubResource,
+			Name:               meta.Metadata.Name,
+			Namespace:          meta.Metadata.Namespace,
+			Operation:          admissionv1.Operation(f.Operation),
+			UserInfo:           fixtureUser,
+			Object:             runtime.RawExtension{Raw: rawOrNil(f.Object)},
+			OldObject:          runtime.RawExtension{Raw: rawOrNil(f.OldObject)},
+			DryRun:             &dryRun,
+			Options:            options,
+		},
+	})
+}
+
+// rawOrNil is nil for an absent object, which marshals as null.
+func rawOrNil(b json.RawMessage) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+// fixtureUID is a name-based (version 5, RFC 9562) UUID of the fixture's
+// name: stable, and unique across the suite because file names are.
+func fixtureUID(name string) string {
+	// The URL namespace of RFC 9562, Appendix A.
+	ns := [16]byte{0x6b, 0xa7, 0xb8, 0x11, 0x9d, 0xad, 0x11, 0xd1, 0x80, 0xb4, 0x00, 0xc0, 0x4f, 0xd4, 0x30, 0xc8}
+	h := sha1.Sum(append(ns[:], "github.com/dittofs/dittofs-webhook/tests/fixtures/"+name...))
+	h[6] = h[6]&0x0f | 0x50
+	h[8] = h[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
 }
 
 // YAMLToJSON converts one YAML document to JSON. YAML 1.1 rules apply (as in

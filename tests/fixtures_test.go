@@ -307,6 +307,12 @@ func TestLoadFixtures(t *testing.T) {
 		seen[req.UID] = f.Name
 	}
 
+	// The uid of a case is a name-based UUID (RFC 9562 version 5 in the URL
+	// namespace), as Python's uuid.uuid5 computes it.
+	if got, want := fixtureUID("x"), "681c99db-f9c8-58b2-9446-69a5e595c235"; got != want {
+		t.Errorf("fixtureUID(x) = %s, want %s", got, want)
+	}
+
 	dir := t.TempDir()
 	for name, content := range map[string]string{
 		"unknown-key.yaml":    "description: x\nwebhook: mutate\nreview: {apiVersion: admission.k8s.io/v1, kind: AdmissionReview, request: {uid: a}}\nexpect: {allowed: true, alowed: true}\n",
@@ -317,6 +323,9 @@ func TestLoadFixtures(t *testing.T) {
 		"bad-metric.yaml":     "description: x\nwebhook: mutate\nreview: {request: {uid: a}}\nexpect: {allowed: true, metrics: {'x{a=b}': 1}}\n",
 		"validate-then.yaml":  "description: x\nwebhook: validate\nreview: {request: {uid: a}}\nexpect: {allowed: true, thenValidate: {allowed: true}}\n",
 		"int-key.yaml":        "description: x\nwebhook: mutate\nreview: {request: {uid: a, 1: b}}\nexpect: {allowed: true}\n",
+		"review-and-op.yaml":  "description: x\nwebhook: mutate\noperation: CREATE\nobject: {}\nreview: {request: {uid: a}}\nexpect: {allowed: true}\n",
+		"object-no-op.yaml":   "description: x\nwebhook: mutate\nobject: {}\nexpect: {allowed: true}\n",
+		"bad-operation.yaml":  "description: x\nwebhook: mutate\noperation: PATCH\nobject: {}\nexpect: {allowed: true}\n",
 	} {
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
@@ -328,20 +337,49 @@ func TestLoadFixtures(t *testing.T) {
 	}
 }
 
+// TestMutationPaths: every mutation ID of policies has the paths it may
+// patch in mutationPaths, so that a new mutation cannot go unchecked.
+func TestMutationPaths(t *testing.T) {
+	for _, m := range policies.Mutations {
+		if _, ok := mutationPaths[m]; !ok {
+			t.Errorf("mutation %q has no paths in mutationPaths (check.go): say which paths it patches", m)
+		}
+	}
+	if len(mutationPaths) != len(policies.Mutations) {
+		t.Errorf("mutationPaths has %d mutations, policies.Mutations %d", len(mutationPaths), len(policies.Mutations))
+	}
+}
+
 func TestParseMetrics(t *testing.T) {
 	text := []byte(`# HELP x_total help
 # TYPE x_total counter
 x_total{a="1",b="q\"uote"} 3
 x_total{a="2",b="z"} 4
 y 1.5e+00
+# TYPE d_seconds histogram
+d_seconds_bucket{w="m",le="0.1"} 2
+d_seconds_bucket{w="m",le="+Inf"} 3
+d_seconds_sum{w="m"} 0.25
+d_seconds_count{w="m"} 3
 `)
 	s, err := ParseMetrics(text)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for sel, want := range map[string]float64{`x_total`: 7, `x_total{a="1"}`: 3, `x_total{b="q\"uote"}`: 3, `x_total{a="2",b="z"}`: 4, `y`: 1.5, `x_total{a="3"}`: 0} {
+	for sel, want := range map[string]float64{
+		`x_total`: 7, `x_total{a="1"}`: 3, `x_total{b="q\"uote"}`: 3, `x_total{a="2",b="z"}`: 4, `y`: 1.5, `x_total{a="3"}`: 0,
+		`d_seconds_count{w="m"}`: 3, `d_seconds_sum`: 0.25, `d_seconds_bucket{le="+Inf"}`: 3,
+	} {
 		if got, err := SumMetric(s, sel); err != nil || got != want {
 			t.Errorf("SumMetric(%s) = %v, %v, want %v", sel, got, err, want)
 		}
+	}
+	for _, sel := range []string{"", "x{a=b}", `x{a="b"`, "x y", "x\ny 1", "# x"} {
+		if _, err := SumMetric(s, sel); err == nil {
+			t.Errorf("SumMetric(%q): no error for a bad selector", sel)
+		}
+	}
+	if _, err := ParseMetrics([]byte("x_total{a=\"1\"} three\n")); err == nil {
+		t.Error("ParseMetrics accepted a value that is not a number")
 	}
 }

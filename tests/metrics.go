@@ -1,51 +1,83 @@
 package tests
 
 import (
-	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
-	"strconv"
+	"io"
+	"sort"
 	"strings"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
-// Sample is one series of a Prometheus text exposition.
+// Sample is one series of a Prometheus text exposition: a counter's, gauge's
+// or untyped value, a histogram's _bucket, _sum or _count, a summary's
+// quantile, _sum or _count.
 type Sample struct {
 	Name   string
 	Labels map[string]string
 	Value  float64
 }
 
-// ParseMetrics reads the samples of a Prometheus text exposition (the format
-// /metrics serves), skipping comments.
-func ParseMetrics(text []byte) ([]Sample, error) {
-	var out []Sample
-	sc := bufio.NewScanner(bytes.NewReader(text))
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			return nil, fmt.Errorf("metrics line %q has no value", line)
-		}
-		series, value := line[:i], line[i+1:]
-		// A timestamp may follow the value.
-		if j := strings.LastIndexByte(series, ' '); j >= 0 && !strings.Contains(series[j:], "}") {
-			series, value = series[:j], series[j+1:]
-		}
-		v, err := strconv.ParseFloat(value, 64)
-		if err != nil {
-			return nil, fmt.Errorf("metrics line %q: %w", line, err)
-		}
-		name, labels, err := parseSelector(series)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, Sample{Name: name, Labels: labels, Value: v})
+// String formats the sample as a line of the exposition: name{labels} value.
+func (s Sample) String() string {
+	keys := make([]string, 0, len(s.Labels))
+	for k := range s.Labels {
+		keys = append(keys, k)
 	}
-	return out, sc.Err()
+	sort.Strings(keys)
+	var b strings.Builder
+	b.WriteString(s.Name)
+	if len(keys) > 0 {
+		b.WriteByte('{')
+		for i, k := range keys {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, "%s=%q", k, s.Labels[k])
+		}
+		b.WriteByte('}')
+	}
+	fmt.Fprintf(&b, " %v", s.Value)
+	return b.String()
+}
+
+// ParseMetrics reads the samples of a Prometheus text exposition (the format
+// /metrics serves) with the Prometheus text parser (expfmt), histograms and
+// summaries flattened into their series as Prometheus ingests them.
+func ParseMetrics(text []byte) ([]Sample, error) {
+	return ReadMetrics(bytes.NewReader(text))
+}
+
+// ReadMetrics is ParseMetrics on a reader, e.g. a /metrics response body.
+func ReadMetrics(r io.Reader) ([]Sample, error) {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(r)
+	if err != nil {
+		return nil, err
+	}
+	all := make([]*dto.MetricFamily, 0, len(fams))
+	for _, f := range fams {
+		all = append(all, f)
+	}
+	vec, err := expfmt.ExtractSamples(&expfmt.DecodeOptions{}, all...)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Sample, 0, len(vec))
+	for _, s := range vec {
+		labels := make(map[string]string, len(s.Metric))
+		for k, v := range s.Metric {
+			if k != model.MetricNameLabel {
+				labels[string(k)] = string(v)
+			}
+		}
+		out = append(out, Sample{Name: string(s.Metric[model.MetricNameLabel]), Labels: labels, Value: float64(s.Value)})
+	}
+	return out, nil
 }
 
 // SumMetric adds up the samples matching a selector: `name` or
@@ -74,49 +106,18 @@ func SumMetric(samples []Sample, selector string) (float64, error) {
 	return sum, nil
 }
 
-// parseSelector parses `name` or `name{a="b",c="d"}`.
+// parseSelector parses `name` or `name{a="b",c="d"}`: a series as the text
+// exposition writes it, which is how the Prometheus text parser reads it.
 func parseSelector(s string) (string, map[string]string, error) {
-	s = strings.TrimSpace(s)
-	i := strings.IndexByte(s, '{')
-	if i < 0 {
-		if s == "" || strings.ContainsAny(s, " \"}") {
-			return "", nil, fmt.Errorf("bad metric selector %q", s)
-		}
-		return s, nil, nil
-	}
-	name, rest := s[:i], s[i+1:]
-	if name == "" || !strings.HasSuffix(rest, "}") {
+	if strings.ContainsAny(s, "\n#") || strings.TrimSpace(s) == "" {
 		return "", nil, fmt.Errorf("bad metric selector %q", s)
 	}
-	rest = rest[:len(rest)-1]
-	labels := map[string]string{}
-	for {
-		rest = strings.TrimLeft(rest, " ,")
-		if rest == "" {
-			return name, labels, nil
-		}
-		eq := strings.IndexByte(rest, '=')
-		if eq < 0 || len(rest) < eq+2 || rest[eq+1] != '"' {
-			return "", nil, fmt.Errorf("bad labels in metric selector %q", s)
-		}
-		key := strings.TrimSpace(rest[:eq])
-		rest = rest[eq+1:]
-		// rest starts with the quoted value.
-		end := 1
-		for end < len(rest) && rest[end] != '"' {
-			if rest[end] == '\\' {
-				end++
-			}
-			end++
-		}
-		if end >= len(rest) {
-			return "", nil, fmt.Errorf("unterminated label value in metric selector %q", s)
-		}
-		v, err := strconv.Unquote(rest[:end+1])
-		if err != nil {
-			return "", nil, fmt.Errorf("label value in metric selector %q: %w", s, err)
-		}
-		labels[key] = v
-		rest = rest[end+1:]
+	samples, err := ParseMetrics([]byte(strings.TrimSpace(s) + " 0\n"))
+	if err != nil {
+		return "", nil, fmt.Errorf("bad metric selector %q: %w", s, err)
 	}
+	if len(samples) != 1 {
+		return "", nil, errors.New("bad metric selector " + s)
+	}
+	return samples[0].Name, samples[0].Labels, nil
 }

@@ -227,9 +227,11 @@ func (w *CertWatcher) failed(err error) {
 func (w *CertWatcher) install(certPEM, keyPEM []byte, cert *tls.Certificate, reload bool) {
 	w.certPEM, w.keyPEM = certPEM, keyPEM
 	w.badCert, w.badKey, w.haveBad = nil, nil, false
+	// Counted before it is served: whoever sees the pair in use (a handshake,
+	// /readyz) then sees it in the metrics too.
+	w.metrics.certLoaded(true, cert.Leaf.NotAfter, reload)
 	w.current.Store(cert)
 	w.waitReason.Store(nil)
-	w.metrics.certLoaded(true, cert.Leaf.NotAfter, reload)
 	w.log.Info("serving certificate loaded", "subject", cert.Leaf.Subject.String(),
 		"serial", cert.Leaf.SerialNumber.Text(16), "not_after", cert.Leaf.NotAfter, "reload", reload)
 }

@@ -6,14 +6,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionv1 "k8s.io/api/admission/v1"
-	"sigs.k8s.io/yaml"
 
 	"github.com/dittofs/dittofs-webhook/policies"
+	"github.com/dittofs/dittofs-webhook/tests"
 
 	"github.com/dittofs/dittofs-webhook/webhook/admission"
 )
@@ -24,16 +23,14 @@ func fuzzSeeds(f *testing.F) {
 	if b, err := os.ReadFile("testdata/bench-create.json"); err == nil {
 		f.Add(b)
 	}
-	files, _ := filepath.Glob("../tests/fixtures/*.yaml")
-	for _, file := range files {
-		raw, err := os.ReadFile(file)
-		if err != nil {
-			continue
-		}
-		var fx struct {
-			Review json.RawMessage `json:"review"`
-		}
-		if yaml.Unmarshal(raw, &fx) == nil && len(fx.Review) > 0 {
+	fixtures, err := tests.LoadFixtures("../tests/fixtures")
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, fx := range fixtures {
+		// The review as the loader wraps it, without a protocol case's
+		// padding or replacement body.
+		if len(fx.Review) > 0 {
 			f.Add([]byte(fx.Review))
 		}
 	}

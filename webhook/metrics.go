@@ -46,6 +46,13 @@ func operationLabel(op string) string {
 	return "unknown"
 }
 
+// DurationBuckets are the upper bounds of the admission-duration histogram.
+// A request takes tens of microseconds, so most sit below 1 ms; the last
+// finite ones reach the webhooks' timeoutSeconds (5 by default, at most 30,
+// the API's limit), so a request the kube-apiserver gave up on still lands
+// in a bucket of its own rather than only in +Inf.
+var DurationBuckets = []float64{.00005, .0001, .00025, .0005, .00075, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+
 // NewMetrics creates the metrics and registers them, with the Go and process
 // collectors and build info, on reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
@@ -55,10 +62,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Admission requests answered, by webhook, operation and verdict.",
 		}, []string{"webhook", "operation", "allowed"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "dittofs_webhook_admission_duration_seconds",
-			Help: "Time to answer an admission request, from the first byte read to the last written.",
-			// A request takes tens of microseconds: most buckets sit below 1 ms.
-			Buckets: []float64{.00005, .0001, .00025, .0005, .00075, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+			Name:    "dittofs_webhook_admission_duration_seconds",
+			Help:    "Time to answer an admission request, from the first byte read to the last written.",
+			Buckets: DurationBuckets,
 		}, []string{"webhook"}),
 		violations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dittofs_webhook_violations_total",

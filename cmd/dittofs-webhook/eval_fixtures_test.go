@@ -17,6 +17,7 @@ import (
 
 	"github.com/dittofs/dittofs-webhook/tests"
 	"github.com/dittofs/dittofs-webhook/webhook/admission"
+	"github.com/dittofs/dittofs-webhook/webhook/offline"
 )
 
 // fixturesDir is the admission-review fixture suite (tests/README.md).
@@ -66,7 +67,7 @@ func evalFixtureObject(t *testing.T, f tests.Fixture, req *tests.ReviewRequest) 
 	if asPatch.code != asJSON.code || asPatch.stderr != asJSON.stderr {
 		t.Fatalf("-o patch and -o json disagree: exit %d/%d, stderr %q/%q", asPatch.code, asJSON.code, asPatch.stderr, asJSON.stderr)
 	}
-	var p patchOut
+	var p offline.PatchOutput
 	if err := json.Unmarshal([]byte(asPatch.stdout), &p); err != nil {
 		t.Fatalf("-o patch: %v\n%s", err, asPatch.stdout)
 	}

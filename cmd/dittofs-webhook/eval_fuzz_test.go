@@ -2,20 +2,27 @@ package main
 
 import (
 	"bytes"
-	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/rogpeppe/go-internal/txtar"
 )
 
 // FuzzEval feeds arbitrary input to `eval -f -`: it never panics, always
 // exits 0, 1 or 2, prints nothing on stdout when the input is unreadable
 // (2), and evaluating its own output again changes nothing.
 func FuzzEval(f *testing.F) {
-	inputs, _ := filepath.Glob("../../tests/eval/*/*.yaml")
-	jsons, _ := filepath.Glob("../../tests/eval/*/*.json")
-	for _, p := range append(inputs, jsons...) {
-		if b, err := os.ReadFile(p); err == nil {
-			f.Add(b)
+	// The inputs of the CLI cases (not their expected outputs).
+	scripts, _ := filepath.Glob(filepath.Join(scriptsDir, "*.txtar"))
+	for _, p := range scripts {
+		ar, err := txtar.ParseFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		for _, file := range ar.Files {
+			if ext := filepath.Ext(file.Name); ext == ".yaml" || ext == ".yml" || ext == ".json" {
+				f.Add(file.Data)
+			}
 		}
 	}
 	f.Add([]byte("---\n---\n"))

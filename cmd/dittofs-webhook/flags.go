@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 
@@ -37,4 +39,32 @@ func (f *policyFlags) options() (policies.Options, error) {
 		return o, fmt.Errorf("--cache-mount-path: %w", err)
 	}
 	return o, nil
+}
+
+// parseFlags parses a subcommand's flags. -h prints its usage (exit 0); a
+// flag that is not defined or lacks its value is one line naming it and
+// where the flags are listed (exit 2), not the flag package's error followed
+// by the whole usage. ok is false when the command must exit with code.
+func parseFlags(fs *flag.FlagSet, args []string) (code int, ok bool) {
+	out, usage := fs.Output(), fs.Usage
+	if usage == nil { // the flag package's default usage
+		usage = func() {
+			fmt.Fprintf(out, "Usage of %s:\n", fs.Name())
+			fs.PrintDefaults()
+		}
+	}
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	fs.Usage = usage
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.Usage()
+		return 0, false
+	case err != nil:
+		fmt.Fprintf(out, "%s: %v (dittofs-webhook %s -h lists the flags)\n", fs.Name(), err, fs.Name())
+		return 2, false
+	}
+	return 0, true
 }

@@ -2,6 +2,7 @@
 //
 //	dittofs-webhook serve    serve the mutating and validating webhooks
 //	dittofs-webhook eval     run the same mutation and validation offline
+//	dittofs-webhook audit    judge the StatefulSets already stored
 //	dittofs-webhook version  print the version
 package main
 
@@ -22,6 +23,7 @@ Retain/Retain PVC retention policy, and reject any without its storage.
 Usage:
   dittofs-webhook serve [flags]     serve the webhooks (see serve -h)
   dittofs-webhook eval [flags]      mutate and validate manifests offline (see eval -h)
+  dittofs-webhook audit [flags]     judge the StatefulSets already stored (see audit -h)
   dittofs-webhook version           print the version
 `
 
@@ -35,6 +37,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return serve(args[1:], stderr)
 	case "eval":
 		return eval(args[1:], stdin, stdout, stderr)
+	case "audit":
+		return audit(args[1:], stdin, stdout, stderr)
 	case "version":
 		return version(stdout)
 	case "-h", "-help", "--help", "help":

@@ -12,6 +12,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/dittofs/dittofs-webhook/policies"
 
 	"github.com/dittofs/dittofs-webhook/tests"
 )
@@ -180,28 +183,39 @@ type outcome struct {
 }
 
 // ruleIDs finds the rule IDs a denial names, in both paths' wording: the
-// webhook's 422 causes and the ValidatingAdmissionPolicy's message. The two
-// denials the webhook makes on its mutating side carry a field path, not a
-// rule ID: the in-tree policy names them cache-size and reserved-cache-volume.
-var ruleIDs = regexp.MustCompile(`(?:^|[\s*])(metadata-storage|content-storage|cache-storage|storage-size|retention-policy|cache-size|reserved-cache-volume): `)
+// webhook's 422 causes and the ValidatingAdmissionPolicy's message.
+var ruleIDs = func() *regexp.Regexp {
+	ids := make([]string, len(policies.RuleOrder))
+	for i, r := range policies.RuleOrder {
+		ids[i] = regexp.QuoteMeta(r)
+	}
+	return regexp.MustCompile(`(?:^|[\s*])(` + strings.Join(ids, "|") + `): `)
+}()
 
-// ruleOrder is the order the webhook checks the rules in, which the
-// ValidatingAdmissionPolicy's validations follow.
-var ruleOrder = []string{"cache-size", "reserved-cache-volume", "metadata-storage", "content-storage", "cache-storage", "storage-size", "retention-policy"}
+// mutatingSideFields find the two denials the webhook makes on its mutating
+// side (policies.MutationRules), whose 422 causes carry a field path, not a
+// rule ID, by that field.
+var mutatingSideFields = map[string]*regexp.Regexp{
+	policies.RuleCacheSize: regexp.MustCompile(regexp.QuoteMeta(field.NewPath("metadata", "annotations").Key(policies.AnnotationCacheSize).String())),
+	policies.RuleReservedCacheVolume: regexp.MustCompile(regexp.QuoteMeta(field.NewPath("spec", "template", "spec", "volumes").String()) +
+		`\[\d+\]\.name: Invalid value: "` + regexp.QuoteMeta(policies.CacheVolume) + `"`),
+}
 
+// deniedRules lists the rules a denial names, in policies.RuleOrder, the
+// order the webhook checks them in and the ValidatingAdmissionPolicy's
+// validations follow.
 func deniedRules(stderr string) []string {
 	seen := map[string]bool{}
 	for _, m := range ruleIDs.FindAllStringSubmatch(stderr, -1) {
 		seen[m[1]] = true
 	}
-	if strings.Contains(stderr, "metadata.annotations[dittofs.com/cache-size]") {
-		seen["cache-size"] = true
-	}
-	if strings.Contains(stderr, "is reserved for the persistent DittoFS cache") {
-		seen["reserved-cache-volume"] = true
+	for rule, re := range mutatingSideFields {
+		if re.MatchString(stderr) {
+			seen[rule] = true
+		}
 	}
 	var rules []string
-	for _, r := range ruleOrder {
+	for _, r := range policies.RuleOrder {
 		if seen[r] {
 			rules = append(rules, r)
 		}
@@ -357,7 +371,7 @@ func TestInTreeEquivalence(t *testing.T) {
 			}
 		case w.err != "" && w.err == it.err:
 			// The apiserver's own validation refused both alike.
-		case len(w.rules) > 0 && (w.rules[0] == "cache-size" || w.rules[0] == "reserved-cache-volume") && it.err != "":
+		case len(w.rules) > 0 && slices.Contains(policies.MutationRules, w.rules[0]) && it.err != "":
 			exceptions[mutatingSide] = append(exceptions[mutatingSide], fmt.Sprintf("%s (webhook %v, in-tree: %s)", c.fixture.Name, w.rules, strings.TrimSpace(it.err)))
 		default:
 			t.Errorf("%s: the two paths disagree:\nwebhook: %s\nin-tree: %s", c.fixture.Name, w, it)

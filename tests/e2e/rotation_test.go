@@ -1,13 +1,14 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
+	"github.com/dittofs/dittofs-webhook/tests"
 	"github.com/dittofs/dittofs-webhook/tests/e2ekit"
 )
 
@@ -152,15 +154,19 @@ func metricLines(name string) string {
 		return err.Error()
 	}
 	defer resp.Body.Close()
+	samples, err := tests.ReadMetrics(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return err.Error()
+	}
 	var lines []string
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if strings.HasPrefix(sc.Text(), name) {
-			lines = append(lines, sc.Text())
+	for _, s := range samples {
+		if s.Name == name {
+			lines = append(lines, s.String())
 		}
 	}
 	if len(lines) == 0 {
 		return "(no " + name + ")"
 	}
+	sort.Strings(lines)
 	return strings.Join(lines, "; ")
 }

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -16,32 +17,8 @@ import (
 // the violation as action="warn"; pointed back at the enforcing server, the
 // same manifest is denied.
 func TestWarnOnlyRollout(t *testing.T) {
-	warn, err := startServer(env.artifacts, env.server.bin, env.tlsDir, "--validation-action", "warn")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := warn.stop(serverStopTimeout); err != nil {
-			t.Error(err)
-		}
-	})
 	nocontent := stsManifest{name: "nocontent", managed: true, vcts: userVCTs()[:1]}.yaml()
-	mustKubectl(t, strings.ReplaceAll(string(env.webhooks), env.server.listen, warn.listen), "replace", "-f", "-")
-	t.Cleanup(func() {
-		mustKubectl(t, string(env.webhooks), "replace", "-f", "-")
-		if err := env.waitWebhooks(true, time.Minute); err != nil {
-			t.Fatalf("restoring the webhooks: %v", err)
-		}
-	})
-	// The new configuration takes effect asynchronously: until the dry run
-	// is allowed, the enforcing server still answers.
-	deadline := time.Now().Add(time.Minute)
-	for !runKubectl(nocontent, "create", "--dry-run=server", "-n", probeNamespace, "-f", "-").ok() {
-		if time.Now().After(deadline) {
-			t.Fatal("the webhooks were not pointed at the warn server within a minute")
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	warn, restore := withWarnOnlyServer(t, nocontent)
 
 	ns := newNamespace(t)
 	r := mustKubectl(t, nocontent, "create", "-n", ns, "-f", "-")
@@ -65,12 +42,47 @@ func TestWarnOnlyRollout(t *testing.T) {
 	}
 
 	// Enforcing again: the same manifest is denied.
-	mustKubectl(t, string(env.webhooks), "replace", "-f", "-")
-	if err := env.waitWebhooks(true, time.Minute); err != nil {
-		t.Fatal(err)
-	}
+	restore()
 	again := stsManifest{name: "nocontent-2", managed: true, vcts: userVCTs()[:1]}.yaml()
 	requireDenied(t, kubectl(t, again, "create", "-n", ns, "-f", "-"), "content-storage")
+}
+
+// withWarnOnlyServer starts a server with --validation-action warn and
+// points the webhooks at it, until restore (or the end of the test) points
+// them back at the enforcing server. probe is a manifest the enforcing
+// server denies and the warn server allows: the new configuration takes
+// effect asynchronously, so until a server-side dry run of probe is
+// allowed, the enforcing server still answers.
+func withWarnOnlyServer(t *testing.T, probe string) (warn *server, restore func()) {
+	t.Helper()
+	warn, err := startServer(env.artifacts, env.server.bin, env.tlsDir, "--validation-action", "warn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := warn.stop(serverStopTimeout); err != nil {
+			t.Error(err)
+		}
+	})
+	mustKubectl(t, strings.ReplaceAll(string(env.webhooks), env.server.listen, warn.listen), "replace", "-f", "-")
+	var once sync.Once
+	restore = func() {
+		once.Do(func() {
+			mustKubectl(t, string(env.webhooks), "replace", "-f", "-")
+			if err := env.waitWebhooks(true, time.Minute); err != nil {
+				t.Fatalf("restoring the webhooks: %v", err)
+			}
+		})
+	}
+	t.Cleanup(restore)
+	deadline := time.Now().Add(time.Minute)
+	for !runKubectl(probe, "create", "--dry-run=server", "-n", probeNamespace, "-f", "-").ok() {
+		if time.Now().After(deadline) {
+			t.Fatal("the webhooks were not pointed at the warn server within a minute")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return warn, restore
 }
 
 func grepLines(s, sub string) string {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/promqltest"
 )
@@ -93,12 +94,12 @@ dittofs_webhook_tls_certificate_reloads_total{` + ns + `, pod="a", result="failu
 }
 
 func TestAlertsFire(t *testing.T) {
-	rule := decode[prometheusRule](t, render(t, "deploy/monitoring").only(t, "PrometheusRule"))
+	rule := decode[monitoringv1.PrometheusRule](t, render(t, "deploy/monitoring").only(t, "PrometheusRule"))
 	exprs := map[string]string{}
 	for _, g := range rule.Spec.Groups {
 		for _, r := range g.Rules {
 			if r.Alert != "" {
-				exprs[r.Alert] = r.Expr
+				exprs[r.Alert] = r.Expr.String()
 			}
 		}
 	}

@@ -1,30 +1,45 @@
 package manifests
 
+//lint:file-ignore SA1019 the dashboards are Grafana's classic JSON model (schemaVersion 36+), which the dashboard package decodes; dashboardv2 is the v2 resource schema, another format
+
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/grafana/grafana-foundation-sdk/go/cog"
+	"github.com/grafana/grafana-foundation-sdk/go/cog/variants"
+	"github.com/grafana/grafana-foundation-sdk/go/common"
+	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
+	"github.com/grafana/grafana-foundation-sdk/go/prometheus"
+	"github.com/grafana/grafana-foundation-sdk/go/stat"
+	"github.com/grafana/grafana-foundation-sdk/go/table"
+	"github.com/grafana/grafana-foundation-sdk/go/timeseries"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+
+	dittofswebhook "github.com/dittofs/dittofs-webhook/webhook"
 )
 
-// The Grafana dashboard, the alerts and the in-tree policies are written once for kustomize and
+// The Grafana dashboard and the alerts are written once for kustomize and
 // copied into the chart (kustomize reads nothing outside its directory, Helm
 // nothing outside the chart's): sharedFiles lists each pair, which must stay
-// identical.
+// identical. (The in-tree policies have one copy, in the chart, which
+// deploy/in-tree takes as a directory: intree_test.go.)
 var sharedFiles = []struct{ kustomize, chart string }{
 	{"deploy/monitoring/dashboard.json", chartDir + "/files/dashboard.json"},
 	{"deploy/monitoring/prometheusrule.yaml", chartDir + "/files/prometheusrule.yaml"},
-	{"deploy/in-tree/mutatingadmissionpolicy.yaml", chartDir + "/files/in-tree/mutatingadmissionpolicy.yaml"},
-	{"deploy/in-tree/validatingadmissionpolicy.yaml", chartDir + "/files/in-tree/validatingadmissionpolicy.yaml"},
 }
 
 const (
@@ -48,41 +63,88 @@ func TestSharedFilesIdentical(t *testing.T) {
 	}
 }
 
-// grafanaDashboard is the part of Grafana's dashboard JSON model the tests
-// read.
-type grafanaDashboard struct {
-	Title         string `json:"title"`
-	UID           string `json:"uid"`
-	SchemaVersion int    `json:"schemaVersion"`
-	Templating    struct {
-		List []struct {
-			Name       string             `json:"name"`
-			Type       string             `json:"type"`
-			Query      any                `json:"query"`
-			Definition string             `json:"definition"`
-			Datasource *grafanaDatasource `json:"datasource"`
-		} `json:"list"`
-	} `json:"templating"`
-	Panels []grafanaPanel `json:"panels"`
+// registerGrafanaVariants tells the foundation SDK's decoder the panel types
+// and the data source the dashboard uses, so their options, field configs and
+// queries are decoded strictly too (an unregistered kind is kept as an
+// untyped bag, checked by nothing).
+var registerGrafanaVariants = sync.OnceFunc(func() {
+	rt := cog.NewRuntime()
+	rt.RegisterDataqueryVariant(prometheus.VariantConfig())
+	for _, v := range []variants.PanelcfgConfig{timeseries.VariantConfig(), stat.VariantConfig(), table.VariantConfig()} {
+		rt.RegisterPanelcfgVariant(v)
+	}
+})
+
+// decodeDashboard decodes a dashboard as Grafana's own schema has it
+// (github.com/grafana/grafana-foundation-sdk/go/dashboard, the classic JSON
+// model of schemaVersion 36 and later): an unknown field, a field of the
+// wrong type or a missing required one is an error, in a panel's options
+// and queries too. It returns the panels, rows' included, in order.
+func decodeDashboard(raw []byte) (*dashboard.Dashboard, []*dashboard.Panel, error) {
+	registerGrafanaVariants()
+	var d dashboard.Dashboard
+	if err := strictError(d.UnmarshalJSONStrict(raw)); err != nil {
+		return nil, nil, err
+	}
+	// v0.0.22 checks the panels but drops every one from d.Panels
+	// (PanelOrRowPanel stops at the typed-nil error of a panel that decoded
+	// fine): decode them one by one.
+	var top struct {
+		Panels []json.RawMessage `json:"panels"`
+	}
+	if err := json.Unmarshal(raw, &top); err != nil {
+		return nil, nil, err
+	}
+	panels, err := decodePanels(top.Panels)
+	return &d, panels, err
 }
 
-type grafanaPanel struct {
-	ID         int                `json:"id"`
-	Type       string             `json:"type"`
-	Title      string             `json:"title"`
-	Datasource *grafanaDatasource `json:"datasource"`
-	GridPos    struct{ H, W, X, Y int }
-	Targets    []struct {
-		Expr       string             `json:"expr"`
-		RefID      string             `json:"refId"`
-		Datasource *grafanaDatasource `json:"datasource"`
-	} `json:"targets"`
-	Panels []grafanaPanel `json:"panels"` // of a collapsed row
+// decodePanels decodes panels strictly, a row's panels in its place.
+func decodePanels(raws []json.RawMessage) ([]*dashboard.Panel, error) {
+	var out []*dashboard.Panel
+	for i, raw := range raws {
+		var head struct {
+			Type    string            `json:"type"`
+			Panels  []json.RawMessage `json:"panels"`
+			Targets []json.RawMessage `json:"targets"`
+		}
+		if err := json.Unmarshal(raw, &head); err != nil {
+			return nil, fmt.Errorf("panels[%d]: %w", i, err)
+		}
+		if head.Type == "row" {
+			inner, err := decodePanels(head.Panels)
+			if err != nil {
+				return nil, fmt.Errorf("panels[%d].%w", i, err)
+			}
+			out = append(out, inner...)
+			continue
+		}
+		p := &dashboard.Panel{}
+		if err := strictError(p.UnmarshalJSONStrict(raw)); err != nil {
+			return nil, fmt.Errorf("panels[%d]: %w", i, err)
+		}
+		// The queries are dropped the same way: decoded strictly above,
+		// kept here. Every query of this dashboard is a Prometheus one.
+		p.Targets = nil
+		for k, t := range head.Targets {
+			q := &prometheus.Dataquery{}
+			if err := strictError(q.UnmarshalJSONStrict(t)); err != nil {
+				return nil, fmt.Errorf("panels[%d].targets[%d]: %w", i, k, err)
+			}
+			p.Targets = append(p.Targets, q)
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
-type grafanaDatasource struct {
-	Type string `json:"type"`
-	UID  string `json:"uid"`
+// strictError is err, or nil for the empty error list v0.0.22's strict
+// decoders return as a non-nil error (a typed nil) when all is well.
+func strictError(err error) error {
+	if be, ok := err.(cog.BuildErrors); ok && len(be) == 0 {
+		return nil
+	}
+	return err
 }
 
 // panelQuery is one PromQL query of a panel, parsed.
@@ -106,11 +168,11 @@ func TestDashboard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var d grafanaDashboard
-	if err := json.Unmarshal(raw, &d); err != nil {
-		t.Fatalf("%s does not load: %v", dashboardFile, err)
+	d, panels, err := decodeDashboard(raw)
+	if err != nil {
+		t.Fatalf("%s is not a dashboard as Grafana's schema has it: %v", dashboardFile, err)
 	}
-	if d.Title == "" || d.UID == "" || d.SchemaVersion == 0 || len(d.Panels) == 0 {
+	if d.Title == nil || *d.Title == "" || d.Uid == nil || *d.Uid == "" || d.SchemaVersion == 0 || len(panels) == 0 {
 		t.Fatalf("%s lacks a title, uid, schemaVersion or panels", dashboardFile)
 	}
 
@@ -150,64 +212,72 @@ func TestDashboard(t *testing.T) {
 	}
 	for _, v := range d.Templating.List {
 		vars[v.Name] = true
-		if v.Type == "datasource" {
+		if v.Type == dashboard.VariableTypeDatasource {
 			dsVar = v.Name
-			expect(t, "data source variable query", v.Query, "prometheus")
+			if v.Query == nil || v.Query.String == nil || *v.Query.String != "prometheus" {
+				t.Errorf("data source variable %s: query %v, want prometheus", v.Name, v.Query)
+			}
 		}
 	}
 	if dsVar == "" {
 		t.Fatalf("no data source variable: the dashboard would be tied to one Grafana's data source uid")
 	}
-	wantDS := grafanaDatasource{Type: "prometheus", UID: "${" + dsVar + "}"}
+	wantDS := datasource("prometheus", "${"+dsVar+"}")
 	for _, v := range d.Templating.List {
-		if v.Type != "query" {
+		if v.Type != dashboard.VariableTypeQuery {
 			continue
 		}
 		// label_values(SELECTOR, label): the selector is PromQL.
-		inner, ok := strings.CutPrefix(v.Definition, "label_values(")
+		def := ""
+		if v.Definition != nil {
+			def = *v.Definition
+		}
+		inner, ok := strings.CutPrefix(def, "label_values(")
 		i := strings.LastIndex(inner, ",")
 		if !ok || i < 0 {
-			t.Errorf("variable %s: query %q is not label_values(SELECTOR, LABEL)", v.Name, v.Definition)
+			t.Errorf("variable %s: query %q is not label_values(SELECTOR, LABEL)", v.Name, def)
 			continue
 		}
 		parse("variable "+v.Name, inner[:i])
-		if v.Datasource == nil || *v.Datasource != wantDS {
-			t.Errorf("variable %s: datasource %v, want %v", v.Name, v.Datasource, wantDS)
+		if !cmp.Equal(v.Datasource, wantDS) {
+			t.Errorf("variable %s: datasource %s, want %s", v.Name, dsString(v.Datasource), dsString(wantDS))
 		}
 	}
 	variableQueries := len(queries)
 
-	ids := map[int]bool{}
-	var walk func(panels []grafanaPanel)
-	walk = func(panels []grafanaPanel) {
-		for _, pn := range panels {
-			where := "panel " + pn.Title
-			if ids[pn.ID] {
-				t.Errorf("%s: id %d used twice", where, pn.ID)
-			}
-			ids[pn.ID] = true
-			if g := pn.GridPos; g.W <= 0 || g.H <= 0 || g.X < 0 || g.X+g.W > 24 {
-				t.Errorf("%s: gridPos %+v is not within the 24 columns", where, g)
-			}
-			if pn.Type == "row" {
-				walk(pn.Panels)
+	ids := map[uint32]bool{}
+	for _, pn := range panels {
+		title := ""
+		if pn.Title != nil {
+			title = *pn.Title
+		}
+		where := "panel " + title
+		if pn.Id == nil || ids[*pn.Id] {
+			t.Errorf("%s: no id, or one used twice", where)
+		} else {
+			ids[*pn.Id] = true
+		}
+		if g := pn.GridPos; g == nil || g.W == 0 || g.H == 0 || g.X+g.W > 24 {
+			t.Errorf("%s: gridPos %+v is not within the 24 columns", where, g)
+		}
+		if !cmp.Equal(pn.Datasource, wantDS) {
+			t.Errorf("%s: datasource %s, want %s", where, dsString(pn.Datasource), dsString(wantDS))
+		}
+		if len(pn.Targets) == 0 {
+			t.Errorf("%s: no query", where)
+		}
+		for _, tg := range pn.Targets {
+			q, ok := tg.(*prometheus.Dataquery)
+			if !ok {
+				t.Errorf("%s: a %T query, not a Prometheus one", where, tg)
 				continue
 			}
-			if pn.Datasource == nil || *pn.Datasource != wantDS {
-				t.Errorf("%s: datasource %v, want %v", where, pn.Datasource, wantDS)
+			if q.Datasource != nil && !cmp.Equal(q.Datasource, wantDS) {
+				t.Errorf("%s query %s: datasource %s, want %s", where, deref(q.RefId), dsString(q.Datasource), dsString(wantDS))
 			}
-			if len(pn.Targets) == 0 {
-				t.Errorf("%s: no query", where)
-			}
-			for _, tg := range pn.Targets {
-				if tg.Datasource != nil && *tg.Datasource != wantDS {
-					t.Errorf("%s query %s: datasource %v, want %v", where, tg.RefID, tg.Datasource, wantDS)
-				}
-				parse(where, tg.Expr)
-			}
+			parse(where, q.Expr)
 		}
 	}
-	walk(d.Panels)
 	panelQueries := queries[variableQueries:]
 
 	t.Run("every series is one the server exports", func(t *testing.T) {
@@ -281,6 +351,17 @@ func TestDashboard(t *testing.T) {
 	t.Logf("%s: %d panel queries, %d variable queries, all parsed", dashboardFile, len(panelQueries), variableQueries)
 }
 
+func datasource(typ, uid string) *common.DataSourceRef {
+	return &common.DataSourceRef{Type: &typ, Uid: &uid}
+}
+
+func dsString(ds *common.DataSourceRef) string {
+	if ds == nil || ds.Type == nil || ds.Uid == nil {
+		return fmt.Sprintf("%+v", ds)
+	}
+	return *ds.Type + "/" + *ds.Uid
+}
+
 // groupsBy reports whether e aggregates by (at least) the labels given.
 func groupsBy(e parser.Expr, want ...string) bool {
 	found := false
@@ -337,6 +418,86 @@ func TestServerMetricsList(t *testing.T) {
 	for name := range serverMetrics {
 		if inCode[name] == nil {
 			t.Errorf("serverMetrics lists %s, which no Go file of the server names", name)
+		}
+	}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// The strict decoding bites: the dashboard with one unknown or mistyped
+// field, wherever it is, does not decode.
+func TestDashboardDecodingIsStrict(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(repoRoot, dashboardFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		tweak func(d map[string]any)
+	}{
+		{"unknown top-level field", func(d map[string]any) { d["refreshh"] = "30s" }},
+		{"mistyped top-level field", func(d map[string]any) { d["schemaVersion"] = "39" }},
+		{"unknown panel field", func(d map[string]any) { panel(d, 0)["tittle"] = "x" }},
+		{"mistyped panel field", func(d map[string]any) { panel(d, 0)["title"] = 5 }},
+		{"unknown stat option", func(d map[string]any) { panel(d, 0)["options"].(map[string]any)["colourMode"] = "value" }},
+		{"unknown time series option", func(d map[string]any) { panel(d, 4)["options"].(map[string]any)["legendd"] = map[string]any{} }},
+		{"unknown query field", func(d map[string]any) {
+			panel(d, 0)["targets"].([]any)[0].(map[string]any)["exprr"] = "up"
+		}},
+		{"unknown variable field", func(d map[string]any) {
+			d["templating"].(map[string]any)["list"].([]any)[0].(map[string]any)["lable"] = "x"
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var d map[string]any
+			if err := json.Unmarshal(raw, &d); err != nil {
+				t.Fatal(err)
+			}
+			tc.tweak(d)
+			b, err := json.Marshal(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := decodeDashboard(b); err == nil {
+				t.Errorf("the dashboard decodes with %s", tc.name)
+			}
+		})
+	}
+}
+
+// panel is the i-th top-level panel of a dashboard decoded as a map.
+func panel(d map[string]any, i int) map[string]any {
+	return d["panels"].([]any)[i].(map[string]any)
+}
+
+// The admission-duration histogram reaches the webhooks' timeoutSeconds: a
+// request slower than the last finite bucket is only in +Inf, so the
+// latency panel and the alerts could not tell 3 s from a timeout.
+func TestDurationBucketsReachWebhookTimeout(t *testing.T) {
+	last := dittofswebhook.DurationBuckets[len(dittofswebhook.DurationBuckets)-1]
+	for _, r := range []*rendering{render(t, "deploy/default"), renderHelm(t, defaultRelease)} {
+		mwc := decode[admissionregistrationv1.MutatingWebhookConfiguration](t, r.only(t, "MutatingWebhookConfiguration"))
+		vwc := decode[admissionregistrationv1.ValidatingWebhookConfiguration](t, r.only(t, "ValidatingWebhookConfiguration"))
+		var timeouts []*int32
+		for _, w := range mwc.Webhooks {
+			timeouts = append(timeouts, w.TimeoutSeconds)
+		}
+		for _, w := range vwc.Webhooks {
+			timeouts = append(timeouts, w.TimeoutSeconds)
+		}
+		for _, s := range timeouts {
+			if s == nil {
+				t.Errorf("%s: a webhook without timeoutSeconds (the API's default is 10 s)", r.dir)
+				continue
+			}
+			if float64(*s) > last {
+				t.Errorf("%s: timeoutSeconds %d, but the duration histogram's last finite bucket is %gs (webhook.DurationBuckets)", r.dir, *s, last)
+			}
 		}
 	}
 }

@@ -3,7 +3,6 @@ package manifests
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +13,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 )
@@ -257,8 +257,8 @@ func compareRenderings(t *testing.T, kust, chart *rendering) {
 		delete(want, o.String())
 		kv, klabels := splitLabels(t, k)
 		cv, clabels := splitLabels(t, o)
-		for _, d := range diffJSON("", kv, cv) {
-			t.Errorf("%s: %s", o, d)
+		if d := cmp.Diff(kv, cv); d != "" {
+			t.Errorf("%s differs between %s and the chart (-kustomize +chart):\n%s", o, kust.dir, d)
 		}
 		for path, kl := range klabels {
 			cl := clabels[path]
@@ -317,51 +317,4 @@ func splitLabels(t *testing.T, o object) (any, map[string]map[string]any) {
 	}
 	walk("", v)
 	return v, labels
-}
-
-// diffJSON lists where two decoded JSON values differ, by path.
-func diffJSON(path string, a, b any) []string {
-	switch x := a.(type) {
-	case map[string]any:
-		y, ok := b.(map[string]any)
-		if !ok {
-			break
-		}
-		var out []string
-		for k := range x {
-			if _, ok := y[k]; !ok {
-				j, _ := json.Marshal(x[k])
-				out = append(out, fmt.Sprintf("%s.%s: missing from the chart (kustomize: %s)", path, k, j))
-			}
-		}
-		for k := range y {
-			if _, ok := x[k]; !ok {
-				j, _ := json.Marshal(y[k])
-				out = append(out, fmt.Sprintf("%s.%s: only in the chart (%s)", path, k, j))
-			} else {
-				out = append(out, diffJSON(path+"."+k, x[k], y[k])...)
-			}
-		}
-		return out
-	case []any:
-		y, ok := b.([]any)
-		if !ok || len(x) != len(y) {
-			break
-		}
-		var out []string
-		for i := range x {
-			out = append(out, diffJSON(fmt.Sprintf("%s[%d]", path, i), x[i], y[i])...)
-		}
-		return out
-	default:
-		if a == b {
-			return nil
-		}
-	}
-	ja, _ := json.Marshal(a)
-	jb, _ := json.Marshal(b)
-	if bytes.Equal(ja, jb) {
-		return nil
-	}
-	return []string{fmt.Sprintf("%s: kustomize %s, chart %s", path, ja, jb)}
 }

@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -134,8 +137,8 @@ server: {defaultCacheSize: 20Gi, cacheMountPath: /var/cache/dittofs, logFormat: 
 certManager: {issuer: {name: corp-ca, kind: ClusterIssuer}}`,
 		func(t *testing.T, f *chartFacts) {
 			expect(t, "Issuers", len(f.r.ofKind("Issuer")), 0)
-			c := decode[certificate](t, f.r.only(t, "Certificate"))
-			expect(t, "serving Certificate issuerRef", c.Spec.IssuerRef, issuerRef{Name: "corp-ca", Kind: "ClusterIssuer", Group: "cert-manager.io"})
+			c := decode[cmapi.Certificate](t, f.r.only(t, "Certificate"))
+			expect(t, "serving Certificate issuerRef", c.Spec.IssuerRef, cmmeta.IssuerReference{Name: "corp-ca", Kind: "ClusterIssuer", Group: "cert-manager.io"})
 			expect(t, "inject-ca-from", f.mwc.Annotations[injectCAFrom], c.Namespace+"/"+c.Name)
 			expect(t, "serving Certificate secretName", c.Spec.SecretName, f.dep.Spec.Template.Spec.Volumes[0].Secret.SecretName)
 		}},
@@ -143,8 +146,8 @@ certManager: {issuer: {name: corp-ca, kind: ClusterIssuer}}`,
 certManager: {issuer: {name: vault, kind: Issuer, group: cert-manager.example}}`,
 		func(t *testing.T, f *chartFacts) {
 			expect(t, "Issuers", len(f.r.ofKind("Issuer")), 0)
-			c := decode[certificate](t, f.r.only(t, "Certificate"))
-			expect(t, "serving Certificate issuerRef", c.Spec.IssuerRef, issuerRef{Name: "vault", Kind: "Issuer", Group: "cert-manager.example"})
+			c := decode[cmapi.Certificate](t, f.r.only(t, "Certificate"))
+			expect(t, "serving Certificate issuerRef", c.Spec.IssuerRef, cmmeta.IssuerReference{Name: "vault", Kind: "Issuer", Group: "cert-manager.example"})
 		}},
 	{"monitoring with the labels a Prometheus and a Grafana select by", `
 monitoring:
@@ -152,10 +155,10 @@ monitoring:
   prometheusRule: {enabled: true, labels: {release: kube-prometheus-stack}}
   dashboard: {enabled: true, namespace: grafana, labels: {team: storage}, annotations: {grafana_folder: DittoFS}}`,
 		func(t *testing.T, f *chartFacts) {
-			sm := decode[serviceMonitor](t, f.r.only(t, "ServiceMonitor"))
+			sm := decode[monitoringv1.ServiceMonitor](t, f.r.only(t, "ServiceMonitor"))
 			expect(t, "ServiceMonitor release label", sm.Labels["release"], "kube-prometheus-stack")
-			expect(t, "ServiceMonitor interval", sm.Spec.Endpoints[0].Interval, "1m")
-			pr := decode[prometheusRule](t, f.r.only(t, "PrometheusRule"))
+			expect(t, "ServiceMonitor interval", sm.Spec.Endpoints[0].Interval, monitoringv1.Duration("1m"))
+			pr := decode[monitoringv1.PrometheusRule](t, f.r.only(t, "PrometheusRule"))
 			expect(t, "PrometheusRule release label", pr.Labels["release"], "kube-prometheus-stack")
 			cm := decode[corev1.ConfigMap](t, f.r.only(t, "ConfigMap"))
 			expect(t, "dashboard namespace", cm.Namespace, "grafana")
@@ -177,7 +180,7 @@ monitoring:
 			}
 			expect(t, "webhook service", f.mwc.Webhooks[0].ClientConfig.Service.Name, "dfs-admission")
 			c, _ := f.r.find("Certificate", installNamespace, "dfs-admission-serving-cert")
-			expect(t, "serving Certificate dnsNames", decode[certificate](t, c).Spec.DNSNames,
+			expect(t, "serving Certificate dnsNames", decode[cmapi.Certificate](t, c).Spec.DNSNames,
 				serviceDNSNames("dfs-admission", installNamespace))
 		}},
 }

@@ -103,10 +103,22 @@ func TestInTreeKustomize(t *testing.T) {
 }
 
 // The chart's inTree mode renders the same policies with its values put in,
-// and refuses a cluster that does not serve MutatingAdmissionPolicy.
+// and refuses a cluster that does not serve MutatingAdmissionPolicy. With
+// the default values, in the default namespace, it renders what
+// deploy/in-tree does: the policies are one pair of files, in the chart,
+// which deploy/in-tree takes as a kustomize directory.
 func TestHelmInTreeMode(t *testing.T) {
 	inTree := helmRelease{name: "dittofs-webhook", namespace: installNamespace, values: "mode: inTree\n", apiVersions: []string{mapAPI}}
 	p := decodeInTree(t, renderHelm(t, inTree))
+	k := decodeInTree(t, render(t, "deploy/in-tree"))
+	for _, d := range []string{
+		cmp.Diff(k.mutating, p.mutating), cmp.Diff(k.mutatingB, p.mutatingB),
+		cmp.Diff(k.validating, p.validating), cmp.Diff(k.validatingB, p.validatingB),
+	} {
+		if d != "" {
+			t.Errorf("the chart's inTree mode and deploy/in-tree render different policies (-kustomize +helm):\n%s", d)
+		}
+	}
 	size, mount, excluded, actions := p.settings(t)
 	if size != "5Gi" || mount != "/data/cache" || !slices.Equal(excluded, []string{"kube-system", installNamespace}) ||
 		!slices.Equal(actions, []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny}) {

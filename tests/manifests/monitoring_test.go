@@ -6,10 +6,12 @@ import (
 	"strings"
 	"testing"
 
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
 )
 
 // serverMetrics are the metric families the server exports (SPEC §5).
@@ -134,7 +136,7 @@ func TestMonitoring(t *testing.T) {
 
 func checkMonitoring(t *testing.T, r *rendering, in *install) {
 	t.Run("ServiceMonitor scrapes the metrics port", func(t *testing.T) {
-		sm := decode[serviceMonitor](t, r.only(t, "ServiceMonitor"))
+		sm := decode[monitoringv1.ServiceMonitor](t, r.only(t, "ServiceMonitor"))
 		ns := sm.Spec.NamespaceSelector
 		if !ns.Any && !slices.Contains(ns.MatchNames, in.svc.Namespace) && !(len(ns.MatchNames) == 0 && sm.Namespace == in.svc.Namespace) {
 			t.Errorf("ServiceMonitor namespaceSelector %+v does not cover the Service's namespace %s", ns, in.svc.Namespace)
@@ -163,29 +165,29 @@ func checkMonitoring(t *testing.T, r *rendering, in *install) {
 		if ep.Path != "" && ep.Path != "/metrics" {
 			t.Errorf("ServiceMonitor path %q, want /metrics", ep.Path)
 		}
-		if ep.Scheme != "" && ep.Scheme != "http" {
-			t.Errorf("ServiceMonitor scheme %q: the metrics listener is plain HTTP", ep.Scheme)
+		if s := ep.Scheme.String(); s != "" && s != "http" {
+			t.Errorf("ServiceMonitor scheme %q: the metrics listener is plain HTTP", s)
 		}
 		if ep.Interval != "" {
-			if _, err := model.ParseDuration(ep.Interval); err != nil {
+			if _, err := model.ParseDuration(string(ep.Interval)); err != nil {
 				t.Errorf("ServiceMonitor interval %q: %v", ep.Interval, err)
 			}
 		}
 	})
 
-	rule := decode[prometheusRule](t, r.only(t, "PrometheusRule"))
+	rule := decode[monitoringv1.PrometheusRule](t, r.only(t, "PrometheusRule"))
 	var alerts []alertRule
 	p := parser.NewParser(parser.Options{})
 	for _, g := range rule.Spec.Groups {
 		for _, rl := range g.Rules {
-			a := alertRule{group: g.Name, name: rl.Alert, exprText: rl.Expr, forText: rl.For, labels: rl.Labels, annotations: rl.Annotations}
+			a := alertRule{group: g.Name, name: rl.Alert, exprText: rl.Expr.String(), forText: string(ptr.Deref(rl.For, "")), labels: rl.Labels, annotations: rl.Annotations}
 			if rl.Alert == "" {
 				t.Errorf("group %s: rule %q is not an alert; recording rules belong in their own file", g.Name, rl.Record)
 				continue
 			}
-			expr, err := p.ParseExpr(rl.Expr)
+			expr, err := p.ParseExpr(a.exprText)
 			if err != nil {
-				t.Errorf("alert %s: expr does not parse: %v\n%s", rl.Alert, err, rl.Expr)
+				t.Errorf("alert %s: expr does not parse: %v\n%s", rl.Alert, err, a.exprText)
 				continue
 			}
 			a.expr = expr

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"testing"
 
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -174,9 +176,10 @@ func decodeStrict(raw []byte, v any) error {
 }
 
 // knownKinds maps every kind the manifests may contain to its apiVersion and
-// to the type it decodes into. The Kubernetes kinds use k8s.io/api; the
-// cert-manager and Prometheus Operator kinds use the subsets declared in
-// crds_test.go.
+// to the type it decodes into: the projects' own API types (k8s.io/api,
+// cert-manager's and the Prometheus Operator's), so a field they do not know
+// fails the strict decode. (That the CRDs' schemas, enums included, accept
+// the objects is the e2e's server-side dry run, tests/e2e TestInstallManifests.)
 var knownKinds = map[string]struct {
 	apiVersion string
 	newObj     func() any
@@ -191,10 +194,10 @@ var knownKinds = map[string]struct {
 	"MutatingWebhookConfiguration":   {"admissionregistration.k8s.io/v1", func() any { return &admissionregistrationv1.MutatingWebhookConfiguration{} }},
 	"ValidatingWebhookConfiguration": {"admissionregistration.k8s.io/v1", func() any { return &admissionregistrationv1.ValidatingWebhookConfiguration{} }},
 	"ConfigMap":                      {"v1", func() any { return &corev1.ConfigMap{} }},
-	"Certificate":                    {"cert-manager.io/v1", func() any { return &certificate{} }},
-	"Issuer":                         {"cert-manager.io/v1", func() any { return &issuer{} }},
-	"ServiceMonitor":                 {"monitoring.coreos.com/v1", func() any { return &serviceMonitor{} }},
-	"PrometheusRule":                 {"monitoring.coreos.com/v1", func() any { return &prometheusRule{} }},
+	"Certificate":                    {"cert-manager.io/v1", func() any { return &cmapi.Certificate{} }},
+	"Issuer":                         {"cert-manager.io/v1", func() any { return &cmapi.Issuer{} }},
+	"ServiceMonitor":                 {"monitoring.coreos.com/v1", func() any { return &monitoringv1.ServiceMonitor{} }},
+	"PrometheusRule":                 {"monitoring.coreos.com/v1", func() any { return &monitoringv1.PrometheusRule{} }},
 }
 
 // clusterScoped kinds have no namespace.

@@ -5,8 +5,9 @@
 # it is already there. Only the Go module proxy is needed. Prints the binary.
 set -euo pipefail
 
-CERT_MANAGER_VERSION=v1.21.2 # keep in step with tests/tools/certmanager/go.mod
 here=$(cd "$(dirname "$0")" && pwd)
+# The release is written once, in certmanager/go.mod.
+CERT_MANAGER_VERSION=$(awk '$1 == "github.com/cert-manager/cert-manager" {print $2; exit}' "$here/certmanager/go.mod")
 root=$(cd "$here/../.." && pwd)
 out=${CERTMANAGER_BIN_DIR:-$root/.bin/cert-manager-$CERT_MANAGER_VERSION}
 bin=$out/certmanager-e2e

@@ -23,8 +23,12 @@ ldflags="-s -w -X helm.sh/helm/v4/internal/version.version=$version"
 ldflags+=" -X helm.sh/helm/v4/internal/version.gitTreeState=clean"
 
 export CGO_ENABLED=0 GOFLAGS=-mod=mod
-# Build to a temporary name and rename, so an interrupted build never leaves a
-# half-written binary that the check above would take for a finished one.
-(cd "$here/helm" && go build -trimpath -ldflags "$ldflags" -o "$out/helm.tmp" helm.sh/helm/v4/cmd/helm) >&2
-mv "$out/helm.tmp" "$out/helm"
+# Build to a temporary name of this run's own and rename, so an interrupted
+# build never leaves a half-written binary that the check above would take for
+# a finished one, and concurrent runs (several checkouts sharing .bin) never
+# write one file.
+tmp=$(mktemp -d "$out/.build.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+(cd "$here/helm" && go build -trimpath -ldflags "$ldflags" -o "$tmp/helm" helm.sh/helm/v4/cmd/helm) >&2
+mv "$tmp/helm" "$out/helm"
 echo "$out/helm"

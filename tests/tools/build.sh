@@ -10,9 +10,11 @@
 # kube-1.MINOR/ for older ones, whose go.mod pins that exact release.
 set -euo pipefail
 
-KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
-ETCD_VERSION=v3.6.16
 here=$(cd "$(dirname "$0")" && pwd)
+# Versions are written once, in the tools modules' go.mod files.
+modversion() { awk -v m="$2" '($1 == "require" && $2 == m) {print $3; exit} ($1 == m && $2 ~ /^v/) {print $2; exit}' "$1/go.mod"; }
+KUBE_VERSION=${KUBE_VERSION:-$(modversion "$here/kube" k8s.io/kubernetes)}
+ETCD_VERSION=$(modversion "$here/etcd" go.etcd.io/etcd/server/v3)
 root=$(cd "$here/../.." && pwd)
 out=${E2E_BIN_DIR:-$root/.bin/kube-$KUBE_VERSION-etcd-$ETCD_VERSION}
 

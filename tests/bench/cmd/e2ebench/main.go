@@ -46,13 +46,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
+	"github.com/dittofs/dittofs-webhook/tests"
 	"github.com/dittofs/dittofs-webhook/tests/bench/internal/benchkit"
 	"github.com/dittofs/dittofs-webhook/webhook"
 )
 
-// inTreeDir is deploy/in-tree, the in-tree install users apply, from
+// inTreeDir holds the in-tree policies deploy/in-tree installs (its
+// kustomization takes this directory as it is), from
 // tests/bench (where make bench-e2e runs this program).
-const inTreeDir = "../../deploy/in-tree"
+const inTreeDir = "../../deploy/helm/dittofs-webhook/files/in-tree"
 
 // inTreeFiles are its policies, read at run time, so what is measured is what
 // ships.
@@ -572,28 +574,26 @@ func (e *env) webhookMetrics(ctx context.Context) (map[string]sumCount, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the apiserver's metrics: %w", err)
 	}
+	samples, err := tests.ParseMetrics(raw)
+	if err != nil {
+		return nil, fmt.Errorf("the apiserver's metrics: %w", err)
+	}
 	out := map[string]sumCount{}
-	const metric = "apiserver_admission_webhook_admission_duration_seconds_"
-	for line := range strings.SplitSeq(string(raw), "\n") {
-		rest, ok := strings.CutPrefix(line, metric)
-		if !ok || !strings.Contains(rest, `.statefulsets.dittofs.com"`) || !strings.Contains(rest, `operation="CREATE"`) {
-			continue
-		}
-		i := strings.LastIndexByte(rest, ' ')
-		v, err := strconv.ParseFloat(rest[i+1:], 64)
-		if err != nil {
+	const metric = "apiserver_admission_webhook_admission_duration_seconds"
+	for _, s := range samples {
+		if !strings.HasSuffix(s.Labels["name"], ".statefulsets.dittofs.com") || s.Labels["operation"] != "CREATE" {
 			continue
 		}
 		typ := "admit"
-		if strings.Contains(rest, `type="validating"`) {
+		if s.Labels["type"] == "validating" {
 			typ = "validating"
 		}
 		sc := out[typ]
-		switch {
-		case strings.HasPrefix(rest, "sum{"):
-			sc.sum += v
-		case strings.HasPrefix(rest, "count{"):
-			sc.count += v
+		switch s.Name {
+		case metric + "_sum":
+			sc.sum += s.Value
+		case metric + "_count":
+			sc.count += s.Value
 		}
 		out[typ] = sc
 	}
@@ -633,18 +633,11 @@ func (e *env) dittoRequests() (float64, error) {
 		return 0, err
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
+	samples, err := tests.ReadMetrics(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
 		return 0, err
 	}
-	total := 0.0
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if strings.HasPrefix(line, "dittofs_webhook_admission_requests_total{") {
-			v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-			total += v
-		}
-	}
-	return total, nil
+	return tests.SumMetric(samples, "dittofs_webhook_admission_requests_total")
 }
 
 // cannedAnswer writes dittofs-webhook's answer to body, its uid replaced by

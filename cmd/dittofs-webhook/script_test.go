@@ -1,0 +1,145 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/rogpeppe/go-internal/testscript"
+	"github.com/rogpeppe/go-internal/txtar"
+)
+
+var update = flag.Bool("update", false, "rewrite the expected outputs of tests/eval's scripts from the current output")
+
+// scriptsDir holds the command's CLI cases, one testscript file each
+// (github.com/rogpeppe/go-internal/testscript): the comment says what the
+// case is, the script runs the command once as
+//
+//	stdin FILE                            (optional)
+//	exits CODE dittofs-webhook eval|audit ARGS...
+//	cmp stdout want.stdout                (or ! stdout . when it prints nothing)
+//	cmp stderr want.stderr                (or ! stderr .)
+//
+// and the archive holds the input files and the expected outputs.
+// go test ./cmd/dittofs-webhook -run TestScripts -update rewrites them.
+const scriptsDir = "../../tests/eval"
+
+// reportEpoch is SOURCE_DATE_EPOCH in the scripts: audit -o report's
+// timestamps (2026-01-01T00:00:00Z).
+const reportEpoch = "1767225600"
+
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){
+		"dittofs-webhook": func() { os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) },
+	})
+}
+
+func TestScripts(t *testing.T) {
+	testscript.Run(t, testscript.Params{
+		Dir:                 scriptsDir,
+		UpdateScripts:       *update,
+		RequireExplicitExec: true,
+		Setup: func(env *testscript.Env) error {
+			env.Setenv(sourceDateEpoch, reportEpoch)
+			return nil
+		},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"exits": cmdExits},
+	})
+}
+
+// cmdExits is `exits CODE PROGRAM ARGS...`: runs the program as exec does
+// (stdin, then stdout and stderr for cmp) and requires exit status CODE,
+// which exec and ! exec cannot tell apart beyond zero and non-zero.
+func cmdExits(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: exits CODE program [args...]")
+	}
+	want, err := strconv.Atoi(args[0])
+	if err != nil {
+		ts.Fatalf("exits: %q is not an exit code", args[0])
+	}
+	got := 0
+	if err := ts.Exec(args[1], args[2:]...); err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			ts.Fatalf("exits: %v", err)
+		}
+		got = ee.ExitCode()
+	}
+	if got != want {
+		ts.Fatalf("exit status %d, want %d", got, want)
+	}
+}
+
+// scriptCase is a tests/eval script whose command line is read back, for
+// the tests that run eval's cases again in other ways.
+type scriptCase struct {
+	name string
+	dir  string // the archive's files, extracted
+	args []string
+	// stdin is the content of the stdin file, nil without one.
+	stdin []byte
+	code  int
+}
+
+// evalCases reads the eval scripts and extracts each one's files in a
+// directory of its own.
+func evalCases(t *testing.T) []scriptCase {
+	t.Helper()
+	paths, err := filepath.Glob(filepath.Join(scriptsDir, "eval-*.txtar"))
+	if err != nil || len(paths) == 0 {
+		t.Fatalf("no eval scripts in %s (%v)", scriptsDir, err)
+	}
+	var cases []scriptCase
+	for _, p := range paths {
+		ar, err := txtar.ParseFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := scriptCase{name: strings.TrimSuffix(filepath.Base(p), ".txtar"), dir: t.TempDir()}
+		for _, f := range ar.Files {
+			dst := filepath.Join(c.dir, f.Name)
+			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(dst, f.Data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var stdinFile string
+		for _, l := range strings.Split(string(ar.Comment), "\n") {
+			fields := strings.Fields(l)
+			switch {
+			case len(fields) == 2 && fields[0] == "stdin":
+				stdinFile = fields[1]
+			case len(fields) >= 4 && fields[0] == "exits" && fields[2] == "dittofs-webhook" && fields[3] == "eval":
+				if c.code, err = strconv.Atoi(fields[1]); err != nil {
+					t.Fatalf("%s: %v", p, err)
+				}
+				c.args = fields[4:]
+			}
+		}
+		if c.args == nil && !strings.Contains(string(ar.Comment), "dittofs-webhook eval\n") {
+			t.Fatalf("%s: no `exits CODE dittofs-webhook eval ARGS` line", p)
+		}
+		if stdinFile != "" {
+			if c.stdin, err = os.ReadFile(filepath.Join(c.dir, stdinFile)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cases = append(cases, c)
+	}
+	return cases
+}
+
+// run runs eval in the case's directory.
+func (c scriptCase) run(t *testing.T) evalResult {
+	t.Helper()
+	t.Chdir(c.dir)
+	return runEval(c.args, c.stdin)
+}

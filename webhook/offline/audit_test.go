@@ -1,0 +1,351 @@
+package offline
+
+import (
+	"bytes"
+	"encoding/xml"
+	"maps"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	reportsv1alpha1 "github.com/openreports/reports-api/apis/openreports.io/v1alpha1"
+	sigsjson "sigs.k8s.io/json"
+	"sigs.k8s.io/yaml"
+
+	"github.com/dittofs/dittofs-webhook/policies"
+	"github.com/dittofs/dittofs-webhook/webhook/admission"
+)
+
+// storedSTS is a StatefulSet as kubectl get -o yaml prints one the webhooks
+// created: every rule passes. The cases tweak it.
+const storedSTS = `apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: fs
+  namespace: prod
+  uid: 0b7e54b2-7a3c-4f6e-8d51-2a9c1d9e0f01
+  resourceVersion: "7"
+  labels:
+    dittofs.com/server: fs
+spec:
+  replicas: 2
+  persistentVolumeClaimRetentionPolicy:
+    whenDeleted: Retain
+    whenScaled: Retain
+  template:
+    spec:
+      containers:
+      - name: dittofs
+        volumeMounts:
+        - name: cache
+          mountPath: /data/cache
+  volumeClaimTemplates:
+  - metadata:
+      name: metadata
+    spec:
+      resources:
+        requests:
+          storage: 1Gi
+  - metadata:
+      name: content
+    spec:
+      resources:
+        requests:
+          storage: 1Gi
+  - metadata:
+      name: cache
+    spec:
+      resources:
+        requests:
+          storage: 5Gi
+`
+
+// withoutTemplate removes the volumeClaimTemplate named name.
+func withoutTemplate(name string) func(string) string {
+	return func(s string) string {
+		i := strings.Index(s, "  - metadata:\n      name: "+name+"\n")
+		j := strings.Index(s[i+1:], "  - metadata:")
+		if j < 0 {
+			return s[:i]
+		}
+		return s[:i] + s[i+1+j:]
+	}
+}
+
+func replace(old, new string) func(string) string {
+	return func(s string) string { return strings.Replace(s, old, new, 1) }
+}
+
+func readString(t *testing.T, manage bool, docs ...string) *Input {
+	t.Helper()
+	in, err := Read(ReadOptions{Stdin: strings.NewReader(strings.Join(docs, "---\n")), Manage: manage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
+func auditString(t *testing.T, manage bool, docs ...string) *AuditResult {
+	t.Helper()
+	r, err := Audit(readString(t, manage, docs...), &admission.Admitter{Policy: policies.DefaultOptions()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func verdicts(a *Audited) map[string]Verdict {
+	m := map[string]Verdict{}
+	for _, r := range a.Results {
+		m[r.Rule] = r.Verdict
+	}
+	return m
+}
+
+func TestAuditJudgesStoredStatefulSets(t *testing.T) {
+	pass := map[string]Verdict{}
+	for _, r := range AuditRules {
+		pass[r] = Pass
+	}
+	with := func(changes map[string]Verdict) map[string]Verdict {
+		m := maps.Clone(pass)
+		maps.Copy(m, changes)
+		return m
+	}
+	for _, tc := range []struct {
+		name   string
+		tweaks []func(string) string
+		want   map[string]Verdict
+		fields map[string][]string // of the failing rules
+	}{
+		{name: "created through the webhooks", want: pass},
+		{
+			name:   "created before them: no cache, Delete retention",
+			tweaks: []func(string) string{withoutTemplate("cache"), replace("whenDeleted: Retain", "whenDeleted: Delete")},
+			// cache-mount passes: without a cache template the next update
+			// adds no mount (U3), and SPEC §5's results are pass or fail.
+			want: with(map[string]Verdict{policies.RuleCacheStorage: Fail, policies.RuleRetentionPolicy: Fail}),
+			fields: map[string][]string{
+				policies.RuleCacheStorage:    {"spec.volumeClaimTemplates"},
+				policies.RuleRetentionPolicy: {"spec.persistentVolumeClaimRetentionPolicy.whenDeleted"},
+			},
+		},
+		{
+			name:   "no retention policy: the API's default, Retain",
+			tweaks: []func(string) string{replace("  persistentVolumeClaimRetentionPolicy:\n    whenDeleted: Retain\n    whenScaled: Retain\n", "")},
+			want:   pass,
+		},
+		{
+			name:   "whenScaled Delete",
+			tweaks: []func(string) string{replace("whenScaled: Retain", "whenScaled: Delete")},
+			want:   with(map[string]Verdict{policies.RuleRetentionPolicy: Fail}),
+			fields: map[string][]string{policies.RuleRetentionPolicy: {"spec.persistentVolumeClaimRetentionPolicy.whenScaled"}},
+		},
+		{
+			name:   "no content storage (stored in warn mode)",
+			tweaks: []func(string) string{withoutTemplate("content")},
+			want:   with(map[string]Verdict{policies.RuleContentStorage: Fail}),
+			fields: map[string][]string{policies.RuleContentStorage: {"spec.volumeClaimTemplates"}},
+		},
+		{
+			name:   "no metadata storage",
+			tweaks: []func(string) string{withoutTemplate("metadata")},
+			want:   with(map[string]Verdict{policies.RuleMetadataStorage: Fail}),
+			fields: map[string][]string{policies.RuleMetadataStorage: {"spec.volumeClaimTemplates"}},
+		},
+		{
+			name:   "a zero size",
+			tweaks: []func(string) string{replace("storage: 1Gi", "storage: \"0\"")},
+			want:   with(map[string]Verdict{policies.RuleStorageSize: Fail}),
+			fields: map[string][]string{policies.RuleStorageSize: {"spec.volumeClaimTemplates[0].spec.resources.requests[storage]"}},
+		},
+		{
+			name:   "the cache not mounted: the next update adds the mount",
+			tweaks: []func(string) string{replace("        volumeMounts:\n        - name: cache\n          mountPath: /data/cache\n", "")},
+			want:   with(map[string]Verdict{policies.MutationCacheVolumeMount: Fail}),
+			fields: map[string][]string{policies.MutationCacheVolumeMount: {"spec.template.spec.containers"}},
+		},
+		{
+			name:   "the cache cannot be mounted: the mount path is taken",
+			tweaks: []func(string) string{replace("- name: cache\n          mountPath: /data/cache", "- name: scratch\n          mountPath: /data/cache")},
+			want:   with(map[string]Verdict{policies.MutationCacheVolumeMount: Fail}),
+			fields: map[string][]string{policies.MutationCacheVolumeMount: {"spec.template.spec.containers"}},
+		},
+		{
+			name:   "a pod volume named cache that is not an emptyDir: the next update is denied",
+			tweaks: []func(string) string{replace("  volumeClaimTemplates:\n", "      volumes:\n      - name: cache\n        hostPath:\n          path: /var/cache\n  volumeClaimTemplates:\n")},
+			want:   with(map[string]Verdict{policies.RuleReservedCacheVolume: Fail}),
+			fields: map[string][]string{policies.RuleReservedCacheVolume: {"spec.template.spec.volumes[0].name"}},
+		},
+		{
+			name:   "an emptyDir named cache: the next update removes it",
+			tweaks: []func(string) string{replace("  volumeClaimTemplates:\n", "      volumes:\n      - name: cache\n        emptyDir: {}\n  volumeClaimTemplates:\n")},
+			want:   with(map[string]Verdict{policies.MutationEmptyDirRemoved: Fail}),
+			fields: map[string][]string{policies.MutationEmptyDirRemoved: {"spec.template.spec.volumes[0]"}},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := storedSTS
+			for _, tw := range tc.tweaks {
+				doc = tw(doc)
+			}
+			r := auditString(t, false, doc)
+			if len(r.Audited) != 1 {
+				t.Fatalf("%d audited, want 1", len(r.Audited))
+			}
+			a := r.Audited[0]
+			if diff := cmp.Diff(tc.want, verdicts(a)); diff != "" {
+				t.Errorf("verdicts (-want +got):\n%s", diff)
+			}
+			fields := map[string][]string{}
+			for _, res := range a.Results {
+				if res.Verdict == Fail {
+					fields[res.Rule] = res.Fields
+					if res.Fix == "" || res.Message == "" || res.Severity == "" {
+						t.Errorf("rule %s fails without a message, a fix or a severity: %+v", res.Rule, res)
+					}
+				}
+			}
+			if diff := cmp.Diff(tc.fields, fields, cmpEmpty); diff != "" {
+				t.Errorf("fields of the failing rules (-want +got):\n%s", diff)
+			}
+			if want := min(len(a.Failed()), 1); r.ExitCode() != want {
+				t.Errorf("exit code %d, want %d", r.ExitCode(), want)
+			}
+		})
+	}
+}
+
+// cmpEmpty makes nil and empty maps equal.
+var cmpEmpty = cmp.FilterValues(func(a, b map[string][]string) bool { return len(a) == 0 && len(b) == 0 }, cmp.Ignore())
+
+func TestAuditSkipsUnlabelled(t *testing.T) {
+	unlabelled := replace("  labels:\n    dittofs.com/server: fs\n", "")(storedSTS)
+	r := auditString(t, false, storedSTS, unlabelled, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: other\n")
+	if len(r.Audited) != 1 || len(r.Skipped) != 1 {
+		t.Fatalf("%d audited, %d skipped; want 1 and 1 (the ConfigMap is neither)", len(r.Audited), len(r.Skipped))
+	}
+	managed := auditString(t, true, unlabelled)
+	if len(managed.Audited) != 1 || len(managed.Skipped) != 0 || managed.Audited[0].Note == "" {
+		t.Fatalf("--manage: %d audited, %d skipped, note %q; want 1, 0 and a note", len(managed.Audited), len(managed.Skipped), managed.Audited[0].Note)
+	}
+}
+
+func TestAuditUndecodable(t *testing.T) {
+	_, err := Audit(readString(t, false, replace("  volumeClaimTemplates:\n", "  volumeClaimTemplates: {}\n  x:\n")(storedSTS)), &admission.Admitter{Policy: policies.DefaultOptions()})
+	var ie *InputError
+	if !asInputError(err, &ie) || len(ie.Messages) != 1 {
+		t.Fatalf("error %v, want an *InputError with one message", err)
+	}
+}
+
+func asInputError(err error, target **InputError) bool {
+	ie, ok := err.(*InputError)
+	*target = ie
+	return ok
+}
+
+// twoSets is a failing and a passing StatefulSet, and an unlabelled one.
+func twoSets(t *testing.T) *AuditResult {
+	t.Helper()
+	failing := replace("name: fs\n", "name: old\n")(withoutTemplate("cache")(storedSTS))
+	unlabelled := replace("name: fs\n", "name: plain\n")(replace("  labels:\n    dittofs.com/server: fs\n", "")(storedSTS))
+	return auditString(t, false, storedSTS, failing, unlabelled)
+}
+
+func TestWriteAuditText(t *testing.T) {
+	r := twoSets(t)
+	var buf bytes.Buffer
+	if err := WriteAuditText(&buf, r); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d lines, want one per audited StatefulSet:\n%s", len(lines), buf.String())
+	}
+	if lines[0] != "prod/fs: pass" {
+		t.Errorf("line 1 %q, want prod/fs: pass", lines[0])
+	}
+	// The failing rule, and its fix: the recreate procedure.
+	if want := "prod/old: fail (" + policies.RuleCacheStorage + "): " + policies.RuleCacheStorage + ": " + policies.RecreateAdvice(r.Audited[1].View); lines[1] != want {
+		t.Errorf("line 2\n%q, want\n%q", lines[1], want)
+	}
+}
+
+func TestReports(t *testing.T) {
+	r := twoSets(t)
+	now := time.Unix(1767225600, 0)
+	var buf bytes.Buffer
+	if err := WriteAuditReport(&buf, r, now); err != nil {
+		t.Fatal(err)
+	}
+	docs := strings.Split(buf.String(), "---\n")
+	if len(docs) != len(r.Audited) {
+		t.Fatalf("%d documents, want one per audited StatefulSet:\n%s", len(docs), buf.String())
+	}
+	for i, doc := range docs {
+		// What was printed decodes strictly as the Go types: no field the
+		// schema lacks.
+		j, err := yaml.YAMLToJSON([]byte(doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rep reportsv1alpha1.Report
+		if strict, err := sigsjson.UnmarshalStrict(j, &rep); err != nil || len(strict) > 0 {
+			t.Fatalf("report %d: %v %v", i, err, strict)
+		}
+		a := r.Audited[i]
+		if rep.APIVersion != "openreports.io/v1alpha1" || rep.Kind != "Report" || rep.Namespace != "prod" || rep.Source != ReportSource {
+			t.Errorf("report %d: %s %s in %q, source %q", i, rep.APIVersion, rep.Kind, rep.Namespace, rep.Source)
+		}
+		if rep.Scope == nil || rep.Scope.Kind != "StatefulSet" || rep.Scope.Name != a.View.Metadata.Name || rep.Scope.UID != a.Typed.UID {
+			t.Errorf("report %d: scope %+v", i, rep.Scope)
+		}
+		if len(rep.Results) != len(AuditRules) {
+			t.Fatalf("report %d: %d results, want one per rule (%d)", i, len(rep.Results), len(AuditRules))
+		}
+		want := reportsv1alpha1.ReportSummary{Pass: a.Count(Pass), Fail: a.Count(Fail)}
+		if rep.Summary != want {
+			t.Errorf("report %d: summary %+v, want %+v", i, rep.Summary, want)
+		}
+		for k, res := range rep.Results {
+			// SPEC §5: result pass or fail.
+			if res.Result != reportsv1alpha1.Result(Pass) && res.Result != reportsv1alpha1.Result(Fail) {
+				t.Errorf("report %d result %d (%s): result %q, want pass or fail", i, k, res.Rule, res.Result)
+			}
+			if res.Rule != AuditRules[k] || res.Policy != ReportPolicy || string(res.Result) != string(a.Results[k].Verdict) ||
+				res.Timestamp.Seconds != now.Unix() || len(res.Subjects) != 1 || *rep.Scope != res.Subjects[0] {
+				t.Errorf("report %d result %d: %+v", i, k, res)
+			}
+		}
+	}
+}
+
+func TestJUnit(t *testing.T) {
+	r := twoSets(t)
+	var buf bytes.Buffer
+	if err := WriteAuditJUnit(&buf, r); err != nil {
+		t.Fatal(err)
+	}
+	var got JUnitSuites
+	if err := xml.Unmarshal(buf.Bytes(), &got); err != nil {
+		t.Fatalf("%v\n%s", err, buf.String())
+	}
+	if diff := cmp.Diff(JUnit(r), got, cmp.FilterPath(func(p cmp.Path) bool { return p.Last().String() == ".XMLName" }, cmp.Ignore())); diff != "" {
+		t.Errorf("the XML does not read back as written (-want +got):\n%s", diff)
+	}
+	// One suite per StatefulSet (the unlabelled one included, skipped), one
+	// case per rule.
+	if len(got.Suites) != 3 || len(got.Suites[0].Cases) != len(AuditRules) || got.Suites[2].Skipped != 1 {
+		t.Fatalf("suites %+v", got.Suites)
+	}
+	// old: cache-storage fails; only the unlabelled StatefulSet is skipped.
+	if got.Failures != 1 || got.Skipped != 1 || got.Tests != 2*len(AuditRules)+1 {
+		t.Errorf("tests %d, failures %d, skipped %d; want %d, 1, 1", got.Tests, got.Failures, got.Skipped, 2*len(AuditRules)+1)
+	}
+	c := got.Suites[1].Cases[2]
+	if c.Name != policies.RuleCacheStorage || c.Failure == nil || c.Failure.Type != string(High) {
+		t.Errorf("prod/old's cache-storage case: %+v", c)
+	}
+}
