@@ -1,8 +1,10 @@
 // Package e2ekit holds what the end-to-end suites (tests/e2e and
 // tests/e2e/certmanager, each its own module) share: the watchdog that tears
 // a control plane down before `go test -timeout` can kill the test binary,
-// the TestMain lifecycle around it, the kubelet's way of writing a Secret
-// volume, steady load through the webhooks, and running kubectl. It depends on the standard library only.
+// the TestMain lifecycle around it, a Secret-style certificate directory,
+// steady load through the webhooks, running kubectl and other programs, and a
+// node (containerd, kubelet, kube-scheduler) on this machine. It depends on
+// the standard library only.
 package e2ekit
 
 import (
@@ -61,31 +63,17 @@ func Watchdog(ctx context.Context, start time.Time, stop func()) {
 // Secret volume: the files go into a new directory "..<timestamp>", a
 // "..data_tmp" symlink to it is renamed over "..data" (one atomic step), the
 // previous directory is removed, and each key is a symlink "KEY -> ..data/KEY".
+// (tests/e2e's server, run on the host, reads its certificate from such a
+// directory; on the node the kubelet writes the real one.)
 func WriteSecretVolume(dir string, data map[string][]byte) error {
-	return WriteSecretVolumeAs(dir, data, 0o644, -1)
-}
-
-// WriteSecretVolumeAs is WriteSecretVolume with the files' mode (the volume's
-// defaultMode) and group (the pod's fsGroup, -1 for none), as the kubelet
-// sets them.
-func WriteSecretVolumeAs(dir string, data map[string][]byte, mode os.FileMode, gid int) error {
 	oldTarget, _ := os.Readlink(filepath.Join(dir, "..data"))
 	tsDir, err := os.MkdirTemp(dir, time.Now().UTC().Format("..2006_01_02_15_04_05."))
 	if err != nil {
 		return err
 	}
 	for _, key := range slices.Sorted(maps.Keys(data)) {
-		f := filepath.Join(tsDir, key)
-		if err := os.WriteFile(f, data[key], mode); err != nil {
+		if err := os.WriteFile(filepath.Join(tsDir, key), data[key], 0o644); err != nil {
 			return err
-		}
-		if err := os.Chmod(f, mode); err != nil { // past the umask
-			return err
-		}
-		if gid >= 0 {
-			if err := os.Chown(f, 0, gid); err != nil {
-				return err
-			}
 		}
 	}
 	if err := os.Chmod(tsDir, 0o755); err != nil { // MkdirTemp makes it 0700
@@ -124,7 +112,7 @@ type Load struct {
 
 	mu             sync.Mutex
 	attempts       int
-	failures       []failure
+	failures       []Failure
 	started, ended time.Time
 }
 
@@ -146,7 +134,7 @@ func StartLoad(ctx context.Context, what string, workers, maxAttempts int, attem
 				l.mu.Lock()
 				l.attempts++
 				if err != nil {
-					l.failures = append(l.failures, failure{time.Now(), err})
+					l.failures = append(l.failures, Failure{time.Now(), err})
 				}
 				enough := maxAttempts > 0 && l.attempts >= maxAttempts
 				l.mu.Unlock()
@@ -179,10 +167,10 @@ func (l *Load) Count() int {
 	return l.attempts
 }
 
-// failure is one failed attempt and when it ended.
-type failure struct {
-	at  time.Time
-	err error
+// Failure is one failed attempt and when it ended.
+type Failure struct {
+	At  time.Time
+	Err error
 }
 
 // Failures are the failed attempts so far, each with its time.
@@ -191,9 +179,16 @@ func (l *Load) Failures() []string {
 	defer l.mu.Unlock()
 	out := make([]string, len(l.failures))
 	for i, f := range l.failures {
-		out[i] = f.at.Format("15:04:05.000 ") + f.err.Error()
+		out[i] = f.At.Format("15:04:05.000 ") + f.Err.Error()
 	}
 	return out
+}
+
+// FailedAttempts are the failed attempts so far.
+func (l *Load) FailedAttempts() []Failure {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.failures)
 }
 
 // FailedBetween counts the attempts that failed (ended) in [from, to).
@@ -202,7 +197,7 @@ func (l *Load) FailedBetween(from, to time.Time) int {
 	defer l.mu.Unlock()
 	n := 0
 	for _, f := range l.failures {
-		if !f.at.Before(from) && f.at.Before(to) {
+		if !f.At.Before(from) && f.At.Before(to) {
 			n++
 		}
 	}
@@ -226,14 +221,25 @@ func (l *Load) RunFor(n int, d, timeout time.Duration) bool {
 	return true
 }
 
+// Rate is the attempts per second so far.
+func (l *Load) Rate() float64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return float64(l.attempts) / l.span().Seconds()
+}
+
+// span is how long the load has run (until it ended); l.mu is held.
+func (l *Load) span() time.Duration {
+	if l.ended.IsZero() {
+		return time.Since(l.started)
+	}
+	return l.ended.Sub(l.started)
+}
+
 func (l *Load) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	end := l.ended
-	if end.IsZero() {
-		end = time.Now()
-	}
-	return fmt.Sprintf("%d %s in %s, %d failed", l.attempts, l.what, end.Sub(l.started).Round(time.Millisecond), len(l.failures))
+	return fmt.Sprintf("%d %s in %s, %d failed", l.attempts, l.what, l.span().Round(time.Millisecond), len(l.failures))
 }
 
 // Kubectl runs a kubectl binary as the test cluster's admin. Nothing from the

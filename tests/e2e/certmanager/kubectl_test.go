@@ -42,11 +42,15 @@ func kubectlOn(kubeconfig, stdin string, args ...string) result {
 	if stopping.Load() {
 		select {} // the harness is tearing down: the process is about to exit
 	}
-	k := e2ekit.Kubectl{Bin: env.kubectlBin, Kubeconfig: kubeconfig, CacheDir: env.cacheDir,
-		Home: filepath.Join(env.artifacts, "home"), Dir: env.repoRoot, Timeout: kubectlTimeout}
 	r := result{args: args}
-	r.stdout, r.stderr, r.err = k.Run(stdin, args...)
+	r.stdout, r.stderr, r.err = env.kubectl(kubeconfig).Run(stdin, args...)
 	return r
+}
+
+// kubectl is the built kubectl as the admin of kubeconfig.
+func (h *harness) kubectl(kubeconfig string) e2ekit.Kubectl {
+	return e2ekit.Kubectl{Bin: h.kubectlBin, Kubeconfig: kubeconfig, CacheDir: h.cacheDir,
+		Home: filepath.Join(h.artifacts, "home"), Dir: h.repoRoot, Timeout: kubectlTimeout}
 }
 
 // mustKubectl runs kubectl for a test; a failure fails it.

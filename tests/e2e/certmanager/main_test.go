@@ -23,25 +23,22 @@ var env harness
 
 type harness struct {
 	repoRoot   string
-	artifacts  string // logs, kubeconfig, the volume; kept when something failed
+	artifacts  string // logs, kubeconfig, the overlay; kept when something failed
 	kubectlBin string
 	kubeDir    string // the control-plane binaries (tests/tools/build.sh)
 	kubeconfig string
 	cacheDir   string
-	image      string // the dittofs-webhook image make image built (IMAGE)
+	image      string // the dittofs-webhook image make image built (IMAGE), as the node knows it
+	imageID    string // its ID in podman's store
 	cmBin      string // tests/tools/certmanager
 
 	testEnv *envtest.Environment
 	apis    []*envtest.APIServer // more kube-apiservers on the same etcd
 	client  kubernetes.Interface
-	host    *testHost   // env.server's
-	hosts   []*testHost // every test host made, host among them; the index is the slot
-	others  []*process  // their containers
-	cm      *process    // cert-manager's controllers and cainjector
-	server  *process    // the dittofs-webhook container, in host's namespace
-	pod     *podSpec    // what deploy/default's Deployment tells a kubelet
-	volume  *secretVolume
-	builds  time.Duration // building (or finding) the three programs
+	kcm     *e2ekit.Process
+	node    *e2ekit.Node
+	cm      *e2ekit.Process // cert-manager's controllers and cainjector
+	builds  time.Duration   // building (or finding) the programs and images
 }
 
 // stopping is set once the watchdog tears down: kubectl calls then block
@@ -55,9 +52,10 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	if os.Geteuid() != 0 {
-		// Network namespaces need root; CI and this project's machines run
-		// tests as root. Not a skip: `make test` must not pass without it.
-		fmt.Fprintln(os.Stderr, "e2e/certmanager: needs root (it creates a network namespace)")
+		// The node (containerd, kubelet, CNI) needs root; CI and this
+		// project's machines run tests as root. Not a skip: `make test` must
+		// not pass without it.
+		fmt.Fprintln(os.Stderr, "e2e/certmanager: needs root (it runs a kubelet and containerd)")
 		os.Exit(1)
 	}
 	os.Exit(run(m))
@@ -68,10 +66,13 @@ func run(m *testing.M) int {
 		SetUp:     env.setUp,
 		Stop:      env.stop,
 		Artifacts: func() string { return env.artifacts },
-		Ready:     func() string { return "programs " + env.builds.Round(time.Millisecond).String() },
+		Ready:     func() string { return "programs and images " + env.builds.Round(time.Millisecond).String() },
 		OnFailure: func() {
-			for _, p := range []*process{env.server, env.cm} {
-				p.printLogTail(os.Stderr, 40)
+			for _, p := range []*e2ekit.Process{env.cm, env.kcm} {
+				p.PrintLogTail(os.Stderr, 40)
+			}
+			if r := runKubectl("", "get", "pods", "-A", "-o", "wide"); r.ok() {
+				fmt.Fprintf(os.Stderr, "--- pods\n%s", r.stdout)
 			}
 		},
 		Stopping: &stopping,
@@ -87,51 +88,66 @@ func (h *harness) setUp() error {
 	if h.artifacts, err = os.MkdirTemp("", "dittofs-webhook-e2e-certmanager-"); err != nil {
 		return err
 	}
-	cleanStaleHosts()
+	// What users install: the image make image built, not the host binary.
+	h.image = os.Getenv("IMAGE")
+	if h.image == "" || strings.HasSuffix(h.image, ":latest") {
+		// :latest would make the kubelet pull (imagePullPolicy Always).
+		return fmt.Errorf("IMAGE is %q: make e2e-node builds the image (make image) and sets it to a version tag", h.image)
+	}
+	out, err := exec.Command("podman", "image", "inspect", "--format", "{{.Id}}", h.image).Output()
+	if err != nil {
+		return fmt.Errorf("podman image inspect %s: %v (make image builds it)", h.image, err)
+	}
+	h.imageID = "sha256:" + strings.TrimSpace(string(out))
+	if !strings.Contains(h.image, "/") {
+		h.image = "localhost/" + h.image // the name podman gives it, and its archive keeps
+	}
 
-	// The three programs build side by side (each is cached when built).
+	// The programs build side by side (each is cached when built).
 	t0 := time.Now()
-	var kubeDir string
-	errs := make(chan error, 3)
-	go func() {
-		var err error
-		kubeDir, err = buildTool(root, "build.sh")
-		errs <- err
-	}()
-	go func() {
-		var err error
-		h.cmBin, err = buildTool(root, "build-certmanager.sh")
-		errs <- err
-	}()
-	go func() {
-		// What users install: the image, not the host binary.
-		h.image = os.Getenv("IMAGE")
-		var err error
-		if h.image == "" {
-			err = fmt.Errorf("IMAGE is not set: make e2e-certmanager builds the image (make image) and sets it")
-		} else if out, e := exec.Command("podman", "image", "exists", h.image).CombinedOutput(); e != nil {
-			err = fmt.Errorf("podman image exists %s: %v %s (make image builds it)", h.image, e, out)
-		}
-		errs <- err
-	}()
-	for range 3 {
+	tools := map[string]*string{"build.sh": &h.kubeDir, "build-certmanager.sh": &h.cmBin, "build-containerd.sh": new(string), "node-images.sh": new(string)}
+	errs := make(chan error, len(tools))
+	for name, out := range tools {
+		go func() {
+			var err error
+			*out, err = buildTool(root, name)
+			errs <- err
+		}()
+	}
+	for range tools {
 		if e := <-errs; e != nil {
-			return e
+			err = errors.Join(err, e)
 		}
+	}
+	if err != nil {
+		return err
 	}
 	h.builds = time.Since(t0)
-	h.kubeDir = kubeDir
-	h.kubectlBin = filepath.Join(kubeDir, "kubectl")
+	h.kubectlBin = filepath.Join(h.kubeDir, "kubectl")
 
-	if h.host, err = newTestHost(os.Getpid(), 0); err != nil {
+	if err := h.startControlPlane(h.kubeDir); err != nil {
 		return err
 	}
-	h.hosts = append(h.hosts, h.host)
-	if err := h.host.checkLocal(); err != nil {
+	if err := h.startControllerManager(); err != nil {
 		return err
 	}
-	if err := h.startControlPlane(kubeDir); err != nil {
+	images := *tools["node-images.sh"]
+	if h.node, err = e2ekit.StartNode(e2ekit.NodeConfig{
+		KubeBin:       h.kubeDir,
+		ContainerdBin: *tools["build-containerd.sh"],
+		Kubeconfig:    h.kubeconfig,
+		SandboxImage:  sandboxImage,
+		Images:        []string{filepath.Join(images, "pause.tar"), filepath.Join(images, "busybox.tar"), filepath.Join(root, "bin", "dittofs-webhook-image.tar")},
+		Logs:          h.artifacts,
+	}, h.kubectl(h.kubeconfig)); err != nil {
 		return err
+	}
+	// The archive holds whatever make image built last.
+	if out, err := h.node.Ctr("images", "list", "--quiet", "name=="+h.image); err != nil || strings.TrimSpace(out) == "" {
+		return fmt.Errorf("bin/dittofs-webhook-image.tar does not hold %s (make image IMAGE=%s): %v", h.image, os.Getenv("IMAGE"), err)
+	}
+	if r := runKubectl(h.storage(), "apply", "-f", "-"); !r.ok() {
+		return fmt.Errorf("the node's storage: %s", r)
 	}
 	// cert-manager's CRDs, from its Go module, before its controllers start.
 	cmDir, err := goModDir(certManagerModule)
@@ -148,22 +164,79 @@ func (h *harness) setUp() error {
 	if h.cm, err = h.startCertManager("cert-manager.log"); err != nil {
 		return err
 	}
-	// Before anything of the install exists: the webhook's Service resolves
-	// to the test host only, so no admission call can leave this machine.
-	return h.routeServiceToTestHost()
+	return h.install()
+}
+
+// sandboxImage is the pause image tests/tools/node-images.sh builds.
+const sandboxImage = "localhost/dittofs-e2e/pause:v1.37.2"
+
+// busyboxImage is the static busybox standing in for DittoFS.
+const busyboxImage = "localhost/dittofs-e2e/busybox:1.35.0"
+
+// storage is the node's storage: a default StorageClass "fast" (the
+// README's) with no provisioner, and static hostPath PersistentVolumes of it
+// under the node's folder, which the persistentvolume-binder binds.
+func (h *harness) storage() string {
+	var b strings.Builder
+	b.WriteString(`apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: fast
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: Immediate
+`)
+	for i := range 10 {
+		fmt.Fprintf(&b, `---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: e2e-pv-%d}
+spec:
+  storageClassName: fast
+  capacity: {storage: 100Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  hostPath: {path: %s, type: DirectoryOrCreate}
+`, i, filepath.Join(h.node.Dir, "pv", fmt.Sprint(i)))
+	}
+	return b.String()
+}
+
+// controllers are the kube-controller-manager controllers the install and
+// the StatefulSets need: Deployments and their ReplicaSets, StatefulSets,
+// the Service's EndpointSlices (which the kube-apiserver resolves the
+// webhooks through), binding and protecting claims and volumes, the garbage
+// collector, the node's lifecycle (its not-ready taint), and the namespaces'
+// default ServiceAccount.
+var controllers = []string{
+	"deployment-controller", "replicaset-controller", "statefulset-controller", "endpointslice-controller",
+	"persistentvolume-binder-controller", "persistentvolumeclaim-protection-controller", "persistentvolume-protection-controller",
+	"garbage-collector-controller", "node-lifecycle-controller", "serviceaccount-controller",
+}
+
+func (h *harness) startControllerManager() error {
+	port, err := e2ekit.FreePort()
+	if err != nil {
+		return err
+	}
+	h.kcm, err = e2ekit.StartProcess(filepath.Join(h.artifacts, "kube-controller-manager.log"), exec.Command(filepath.Join(h.kubeDir, "kube-controller-manager"),
+		"--kubeconfig", h.kubeconfig, "--authentication-kubeconfig", h.kubeconfig, "--authorization-kubeconfig", h.kubeconfig,
+		"--controllers", strings.Join(controllers, ","), "--leader-elect=false",
+		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", port), "--cert-dir", filepath.Join(h.artifacts, "kube-controller-manager"), "-v=2"))
+	return err
 }
 
 // startCertManager runs tests/tools/certmanager with extra flags.
-func (h *harness) startCertManager(log string, flags ...string) (*process, error) {
+func (h *harness) startCertManager(log string, flags ...string) (*e2ekit.Process, error) {
 	args := append([]string{"--kubeconfig", h.kubeconfig, "-v", "2"}, flags...)
-	return startProcess(filepath.Join(h.artifacts, log), exec.Command(h.cmBin, args...))
+	return e2ekit.StartProcess(filepath.Join(h.artifacts, log), exec.Command(h.cmBin, args...))
 }
 
 // restartCertManager stops cert-manager and starts it again with flags, as
 // an upgrade or a configuration change of cert-manager would.
 func (h *harness) restartCertManager(t *testing.T, flags ...string) {
 	t.Helper()
-	if err := h.cm.stop(10 * time.Second); err != nil {
+	if err := h.cm.Stop(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
 	var err error
@@ -223,15 +296,17 @@ func (h *harness) startControlPlane(assets string) error {
 // configureAPIServer sets the flags every kube-apiserver of the test has.
 func configureAPIServer(api *envtest.APIServer) {
 	// Service references (webhooks, APIServices) are resolved through the
-	// Service's EndpointSlices, as in a cluster where the apiserver cannot
-	// reach ClusterIPs. Without it the apiserver dials the ClusterIP, an
-	// address that is routed off this machine: the shipped webhook
-	// configurations must never reach an apiserver without this flag.
+	// Service's EndpointSlices to the pods' addresses on the node's bridge,
+	// as in a cluster where the apiserver cannot reach ClusterIPs: there is
+	// no kube-proxy here, and a ClusterIP would be routed off this machine.
 	api.Configure().Set("enable-aggregator-routing", "true")
-	// No garbage collector runs (no kube-controller-manager): the apiserver
-	// then deletes dependents' owners at once instead of leaving them
-	// waiting on an orphan finalizer.
-	api.Configure().Set("enable-garbage-collector", "false")
+	// ClusterIPs (never dialled) from the benchmarking range, not envtest's
+	// 10.0.0.0/24; no kubernetes Service endpoint with this machine's address.
+	api.Configure().Set("service-cluster-ip-range", "198.19.255.0/24")
+	api.Configure().Set("endpoint-reconciler-type", "none")
+	// Logs and exec reach the kubelet at the node's InternalIP (198.19.N.1),
+	// never through a DNS lookup of its name.
+	api.Configure().Set("kubelet-preferred-address-types", "InternalIP")
 }
 
 // writeAdminKubeconfig writes, as file in the artifacts, a kubeconfig of the
@@ -276,22 +351,26 @@ func (h *harness) startAPIServer(name string, flags map[string]string) (string, 
 	return h.writeAdminKubeconfig(&envtest.ControlPlane{APIServer: api}, name+".kubeconfig")
 }
 
-// stop stops everything that runs, in the reverse order of start; the
-// network namespace goes last and always.
+// stop stops everything that runs, in the reverse order of start. The pods
+// go first, while the kubelet still runs to take them down (volumes
+// unmounted, networks released): the controllers stop, then every pod is
+// deleted at once.
 func (h *harness) stop() error {
 	var errs []error
-	if h.volume != nil {
-		h.volume.stop()
+	if err := h.kcm.Terminate(10 * time.Second); err != nil {
+		errs = append(errs, err)
 	}
-	for _, p := range append(h.others, h.server) {
-		if err := p.stop(30 * time.Second); err != nil {
-			errs = append(errs, fmt.Errorf("dittofs-webhook: %w", err))
+	if h.node != nil {
+		// Not runKubectl: it blocks once the watchdog tears down.
+		if _, stderr, err := h.kubectl(h.kubeconfig).Run("", "delete", "pods", "--all", "--all-namespaces", "--grace-period=1", "--timeout=60s"); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: deleting the pods before the node stops: %v %s\n", err, stderr)
+		}
+		if err := h.node.Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("node: %w", err))
 		}
 	}
-	if h.cm != nil {
-		if err := h.cm.stop(10 * time.Second); err != nil {
-			errs = append(errs, fmt.Errorf("cert-manager: %w", err))
-		}
+	if err := h.cm.Stop(10 * time.Second); err != nil {
+		errs = append(errs, fmt.Errorf("cert-manager: %w", err))
 	}
 	for _, api := range h.apis {
 		if err := api.Stop(); err != nil {
@@ -301,11 +380,6 @@ func (h *harness) stop() error {
 	if h.testEnv != nil {
 		if err := h.testEnv.Stop(); err != nil {
 			errs = append(errs, fmt.Errorf("stopping etcd and kube-apiserver: %w", err))
-		}
-	}
-	for _, host := range h.hosts {
-		if err := host.destroy(); err != nil {
-			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
