@@ -35,7 +35,15 @@ var (
 	buildErr  error
 )
 
-// binary builds dittofs-webhook once per test run.
+// removeBinary removes what binary built (TestMain, after every test).
+func removeBinary() {
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+}
+
+// binary builds dittofs-webhook once per test run, into a temporary folder
+// TestMain removes.
 func binary(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
