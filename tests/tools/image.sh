@@ -76,7 +76,9 @@ fi
 
 (cd "$root" && go mod download)
 modcache=$(go env GOMODCACHE)
-podman build --quiet \
+# --network none: RUN steps need no network (modules come from the cache
+# mount), and podman's default network is 10.88.0.0/16 with masquerading.
+podman build --quiet --network none \
   --build-arg VERSION="$VERSION" --build-arg GO_VERSION="$GO_VERSION" \
   --build-arg TARGETOS=linux --build-arg TARGETARCH="$(go env GOARCH)" \
   --build-arg BUILDER_IMAGE="$BUILDER_IMAGE" --build-arg BASE_IMAGE="$BASE_IMAGE" \
