@@ -20,7 +20,8 @@ IMAGE       ?= dittofs-webhook:$(VERSION)
 
 # Tool versions. Each is written once: in the go.mod of the tools module that
 # builds it (tests/tools/*/go.mod), read from there by the build scripts and
-# here; staticcheck, run with `go run`, is pinned on this line alone.
+# here; helm and containerd (go install …@version) at the top of their build
+# scripts; staticcheck, run with `go run`, on this line alone.
 STATICCHECK_VERSION := v0.8.2
 modversion = $(shell awk '($$1 == "require" && $$2 == "$(2)") {print $$3; exit} ($$1 == "$(2)" && $$2 ~ /^v/) {print $$2; exit}' $(1)/go.mod)
 # The Kubernetes release of the e2e control plane: the one tests/tools/kube
