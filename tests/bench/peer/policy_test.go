@@ -4,15 +4,10 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
-	"os"
-	"strings"
 	"testing"
 
-	jsonpatch5 "github.com/evanphx/json-patch/v5"
 	"github.com/prometheus/client_golang/prometheus"
-	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/dittofs/dittofs-webhook/policies"
 	"github.com/dittofs/dittofs-webhook/tests/bench/internal/benchkit"
@@ -22,150 +17,87 @@ import (
 
 // The peer must be a fair comparison: on every benchmark body, and on the
 // SPEC cases below, it must reach the same verdict as dittofs-webhook and,
-// when it mutates, produce the same object.
-
-func handlers(t *testing.T) (ours, peer http.Handler) {
-	t.Helper()
-	ours = dwebhook.NewRouter(&dadmission.Admitter{Policy: policies.DefaultOptions()},
-		dwebhook.NewMetrics(prometheus.NewRegistry()), slog.New(slog.DiscardHandler))
-	dec := admission.NewDecoder(scheme)
-	mux := http.NewServeMux()
-	mux.Handle(dwebhook.MutatePath, &webhook.Admission{Handler: &StatefulSetDefaulter{Decoder: dec, DefaultCacheSize: resource.MustParse("5Gi"), CacheMountPath: "/data/cache"}})
-	mux.Handle(dwebhook.ValidatePath, &webhook.Admission{Handler: &StatefulSetValidator{Decoder: dec}})
-	return ours, mux
-}
-
-func benchBodies(t *testing.T) *benchkit.Bodies {
-	t.Helper()
-	create, err := os.ReadFile("../testdata/bench-create.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := benchkit.DeriveBodies(create)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-// edit returns body with f applied to its decoded review.
-func edit(t *testing.T, body []byte, f func(req map[string]any)) []byte {
-	t.Helper()
-	var rv map[string]any
-	if err := json.Unmarshal(body, &rv); err != nil {
-		t.Fatal(err)
-	}
-	f(rv["request"].(map[string]any))
-	out, err := json.Marshal(rv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-func obj(req map[string]any) map[string]any { return req["object"].(map[string]any) }
-func dig(m map[string]any, keys ...string) map[string]any {
-	for _, k := range keys {
-		m = m[k].(map[string]any)
-	}
-	return m
-}
-
-func requestObject(t *testing.T, body []byte) []byte {
-	t.Helper()
-	var rv struct {
-		Request struct {
-			Object json.RawMessage `json:"object"`
-		} `json:"request"`
-	}
-	if err := json.Unmarshal(body, &rv); err != nil {
-		t.Fatal(err)
-	}
-	return rv.Request.Object
-}
-
-func apply(t *testing.T, doc, patch []byte) []byte {
-	t.Helper()
-	if len(patch) == 0 {
-		return doc
-	}
-	p, err := jsonpatch5.DecodePatch(patch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := p.Apply(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
+// when it allows, produce the same object.
 func TestPeerAgrees(t *testing.T) {
-	ours, peer := handlers(t)
-	b := benchBodies(t)
-	cases := []struct {
+	repo, err := benchkit.FindRepo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := benchkit.LoadBodies(repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours := benchkit.InProcess(dwebhook.NewRouter(&dadmission.Admitter{Policy: policies.DefaultOptions()},
+		dwebhook.NewMetrics(prometheus.NewRegistry()), slog.New(slog.DiscardHandler)))
+	defaulter, validator := handlers()
+	mux := http.NewServeMux()
+	mux.Handle(dwebhook.MutatePath, &webhook.Admission{Handler: defaulter})
+	mux.Handle(dwebhook.ValidatePath, &webhook.Admission{Handler: validator})
+	peer := benchkit.InProcess(mux)
+
+	// edit returns body with f applied to its request and request.object.
+	edit := func(body []byte, f func(req, obj map[string]any)) []byte {
+		var rv map[string]any
+		if err := json.Unmarshal(body, &rv); err != nil {
+			t.Fatal(err)
+		}
+		req := rv["request"].(map[string]any)
+		f(req, req["object"].(map[string]any))
+		out, _ := json.Marshal(rv)
+		return out
+	}
+	meta := func(obj map[string]any) map[string]any { return obj["metadata"].(map[string]any) }
+	var stored map[string]any // what the apiserver stored on CREATE
+	edit(b.Validate, func(_, obj map[string]any) { stored = obj })
+
+	mutate, validate := dwebhook.MutatePath, dwebhook.ValidatePath
+	for _, tc := range []struct {
 		name, path string
 		body       []byte
 		allowed    bool
 	}{
-		{"bench create", dwebhook.MutatePath, b.Create, true},
-		{"bench validate", dwebhook.ValidatePath, b.Validate, true},
-		{"bench large", dwebhook.MutatePath, b.Large, true},
-		{"no annotations: default size, metadata's class", dwebhook.MutatePath, edit(t, b.Create, func(r map[string]any) {
-			delete(dig(obj(r), "metadata"), "annotations")
+		{"bench create", mutate, b.Create, true},
+		{"bench validate", validate, b.Validate, true},
+		{"bench large", mutate, b.Large, true},
+		{"no annotations: default size, metadata's class", mutate, edit(b.Create, func(_, obj map[string]any) {
+			delete(meta(obj), "annotations")
 		}), true},
-		{"bad cache-size annotation", dwebhook.MutatePath, edit(t, b.Create, func(r map[string]any) {
-			dig(obj(r), "metadata", "annotations")["dittofs.com/cache-size"] = "lots"
+		{"bad cache-size annotation", mutate, edit(b.Create, func(_, obj map[string]any) {
+			meta(obj)["annotations"].(map[string]any)["dittofs.com/cache-size"] = "lots"
 		}), false},
-		{"unlabelled", dwebhook.MutatePath, edit(t, b.Create, func(r map[string]any) {
-			delete(dig(obj(r), "metadata", "labels"), "dittofs.com/server")
+		{"unlabelled", mutate, edit(b.Create, func(_, obj map[string]any) {
+			delete(meta(obj)["labels"].(map[string]any), "dittofs.com/server")
 		}), true},
-		{"create without mutation is invalid", dwebhook.ValidatePath, b.Create, false},
-		{"validate without content", dwebhook.ValidatePath, edit(t, b.Validate, func(r map[string]any) {
-			spec := dig(obj(r), "spec")
-			vcts := spec["volumeClaimTemplates"].([]any)
+		{"create without mutation is invalid", validate, b.Create, false},
+		{"validate without content", validate, edit(b.Validate, func(_, obj map[string]any) {
+			spec := obj["spec"].(map[string]any)
 			var kept []any
-			for _, v := range vcts {
-				if v.(map[string]any)["metadata"].(map[string]any)["name"] != "content" {
+			for _, v := range spec["volumeClaimTemplates"].([]any) {
+				if meta(v.(map[string]any))["name"] != "content" {
 					kept = append(kept, v)
 				}
 			}
 			spec["volumeClaimTemplates"] = kept
 		}), false},
-		{"update re-applying the original manifest", dwebhook.MutatePath, edit(t, b.Create, func(r map[string]any) {
-			r["operation"] = "UPDATE"
-			var stored map[string]any
-			_ = json.Unmarshal(requestObject(t, b.Validate), &stored)
-			r["oldObject"] = stored
+		{"update re-applying the original manifest", mutate, edit(b.Create, func(req, _ map[string]any) {
+			req["operation"], req["oldObject"] = "UPDATE", stored
 		}), true},
-		{"delete", dwebhook.MutatePath, edit(t, b.Create, func(r map[string]any) { r["operation"] = "DELETE" }), true},
-	}
-	for _, tc := range cases {
+		{"delete", mutate, edit(b.Create, func(req, _ map[string]any) { req["operation"] = "DELETE" }), true},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a, err := benchkit.Review(ours, tc.path, tc.body)
+			a, _, err := benchkit.Post(ours, benchkit.InProcessURL+tc.path, tc.body)
 			if err != nil {
 				t.Fatal(err)
 			}
-			p, err := benchkit.Review(peer, tc.path, tc.body)
+			p, _, err := benchkit.Post(peer, benchkit.InProcessURL+tc.path, tc.body)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if a.Response.Allowed != tc.allowed || p.Response.Allowed != tc.allowed {
-				t.Fatalf("allowed: dittofs-webhook %v, peer %v, want %v (peer: %+v)", a.Response.Allowed, p.Response.Allowed, tc.allowed, p.Response.Status)
-			}
-			if !tc.allowed {
-				if a.Response.Status.Code != 422 || p.Response.Status.Code != 422 {
-					t.Fatalf("denial codes: %d and %d, want 422", a.Response.Status.Code, p.Response.Status.Code)
-				}
-				return
-			}
-			o := requestObject(t, tc.body)
-			same, diffs, err := benchkit.SameStatefulSet(apply(t, o, a.Response.Patch), apply(t, o, p.Response.Patch))
-			if err != nil {
+			if _, err := benchkit.Agree(tc.body, a.Response, p.Response); err != nil {
 				t.Fatal(err)
 			}
-			if !same {
-				t.Fatalf("patched objects differ: %s", strings.Join(diffs, "; "))
+			if a.Response.Allowed != tc.allowed || !tc.allowed && (a.Response.Result == nil || a.Response.Result.Code != http.StatusUnprocessableEntity) {
+				t.Fatalf("allowed %v (%v), want %v (a denial with code 422)", a.Response.Allowed, a.Response.Result, tc.allowed)
 			}
 		})
 	}

@@ -3,214 +3,185 @@ package main
 import (
 	"fmt"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/dittofs/dittofs-webhook/tests/bench/internal/benchkit"
 )
 
-// metric is one figure of a sample, measured in the closed loop, the open
-// loop or across both.
-type metric struct {
-	f     func(*sample) float64
-	phase string // "closed", "open", "busy" or "both"
+// figure is one figure of a sample: the loop it is measured in, how to read
+// it, and how the report prints it (format of the value times scale).
+type figure struct {
+	phase  string
+	get    func(loop) float64
+	format string
+	scale  float64
 }
 
-func (m metric) foreign(s *sample) float64 {
-	switch m.phase {
-	case "closed":
-		return s.ForeignClosed
-	case "open":
-		return s.ForeignOpen
-	case "busy":
-		return s.ForeignBusy
-	}
-	return max(s.ForeignClosed, s.ForeignOpen)
+func durFigure(phase, format string, scale float64, f func(loop) time.Duration) figure {
+	return figure{phase, func(l loop) float64 { return float64(f(l)) }, format, scale}
 }
 
-// disturbedAbove is the share of a core other work may take before a run is
-// left out of the medians (when an undisturbed run of the same kind exists).
-var disturbedAbove = 0.25
-
-// median of m over the rounds of one server and body: over the undisturbed
-// rounds when there is one, else over all (and disturbed is true).
-func median(samples []sample, server, scenario string, m metric) (v float64, ok bool) {
-	v, _, ok = medianD(samples, server, scenario, m)
-	return v, ok
+func cpuPerReq(phase string) figure {
+	return durFigure(phase, "%.1f", 1e-3, func(l loop) time.Duration { return l.CPUPerReq })
 }
-
-func medianD(samples []sample, server, scenario string, m metric) (float64, bool, bool) {
-	var all, quiet []float64
-	for i := range samples {
-		s := &samples[i]
-		if s.Server != server || s.Scenario != scenario {
-			continue
-		}
-		all = append(all, m.f(s))
-		if m.foreign(s) <= disturbedAbove {
-			quiet = append(quiet, m.f(s))
-		}
-	}
-	if len(all) == 0 {
-		return 0, false, false
-	}
-	v, disturbed := quiet, false
-	if len(quiet) == 0 {
-		v, disturbed = all, true
-	}
-	slices.Sort(v)
-	if len(v)%2 == 1 {
-		return v[len(v)/2], disturbed, true
-	}
-	return (v[len(v)/2-1] + v[len(v)/2]) / 2, disturbed, true
+func p50(phase string) figure {
+	return durFigure(phase, "%.2f ms", 1e-6, func(l loop) time.Duration { return l.P50 })
 }
-
-func dur(f func(*sample) time.Duration) func(*sample) float64 {
-	return func(s *sample) float64 { return float64(f(s)) }
+func p99(phase string) figure {
+	return durFigure(phase, "%.2f ms", 1e-6, func(l loop) time.Duration { return l.P99 })
+}
+func maxLatency(phase string) figure {
+	return durFigure(phase, "%.2f ms", 1e-6, func(l loop) time.Duration { return l.Max })
 }
 
 var (
-	fClosedRPS = metric{func(s *sample) float64 { return s.ClosedRPS }, "closed"}
-	fClosedCPU = metric{dur(func(s *sample) time.Duration { return s.ClosedCPUPerReq }), "closed"}
-	fOpenCPU   = metric{dur(func(s *sample) time.Duration { return s.OpenCPUPerReq }), "open"}
-	fP50       = metric{dur(func(s *sample) time.Duration { return s.P50 }), "open"}
-	fP99       = metric{dur(func(s *sample) time.Duration { return s.P99 }), "open"}
-	fMax       = metric{dur(func(s *sample) time.Duration { return s.Max }), "open"}
-	fRSS       = metric{func(s *sample) float64 { return float64(s.PeakRSSKB) }, "both"}
-	fGenCPU    = metric{func(s *sample) float64 { return s.GeneratorCPU }, "closed"}
-	fLag       = metric{dur(func(s *sample) time.Duration { return s.MaxSendLag }), "open"}
-	fVP99      = metric{dur(func(s *sample) time.Duration { return s.VegetaP99 }), "open"}
-	fBusyCPU   = metric{dur(func(s *sample) time.Duration { return s.BusyCPUPerReq }), "busy"}
-	fBusyP50   = metric{dur(func(s *sample) time.Duration { return s.BusyP50 }), "busy"}
-	fBusyP99   = metric{dur(func(s *sample) time.Duration { return s.BusyP99 }), "busy"}
-	fBusyMax   = metric{dur(func(s *sample) time.Duration { return s.BusyMax }), "busy"}
+	rps    = figure{"closed", func(l loop) float64 { return l.RPS }, "%.0f", 1}
+	genCPU = figure{"closed", func(l loop) float64 { return l.GenCPU }, "%.2f", 1}
+	// VmHWM read after the open loop: the peak over the closed and open loops.
+	peakRSS = figure{"open", func(l loop) float64 { return float64(l.PeakRSSKB) }, "%.1f", 1.0 / 1024}
 )
 
-func report(c config, bodies *benchkit.Bodies, scenarios []scenario, servers []serverDef, samples []sample, equiv []string, took time.Duration) string {
+type reporter struct {
+	o            *options
+	samples      []sample
+	anyDisturbed bool
+}
+
+// median of f over the rounds of one server and body that other work left
+// alone, or over all when there is none (disturbed); ok is false without any.
+func (r *reporter) median(server, body string, f figure) (v float64, disturbed, ok bool) {
+	var all, quiet []float64
+	for _, s := range r.samples {
+		l, found := s.Loops[f.phase]
+		if s.Server != server || s.Body != body || !found {
+			continue
+		}
+		all = append(all, f.get(l))
+		if l.Foreign <= r.o.disturbed {
+			quiet = append(quiet, f.get(l))
+		}
+	}
+	if len(quiet) > 0 {
+		return benchkit.Median(quiet), false, true
+	}
+	return benchkit.Median(all), true, len(all) > 0
+}
+
+func (r *reporter) get(server, body string, f figure) float64 {
+	v, _, _ := r.median(server, body, f)
+	return v
+}
+
+// cell prints the median of f, marked ‡ when every round of it was disturbed.
+func (r *reporter) cell(server, body string, f figure) string {
+	v, disturbed, _ := r.median(server, body, f)
+	s := fmt.Sprintf(f.format, v*f.scale)
+	if disturbed {
+		r.anyDisturbed = true
+		s += "‡"
+	}
+	return s
+}
+
+func (r *reporter) report(s *benchkit.Setup, bodies []body, servers []serverDef, equiv []string, took time.Duration) string {
+	o := r.o
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	var foreign []float64
+	maxForeign := 0.0
+	for _, s := range r.samples {
+		foreign = append(foreign, max(s.Loops["closed"].Foreign, s.Loops["open"].Foreign))
+		maxForeign = max(maxForeign, foreign[len(foreign)-1])
+	}
 	load, _ := os.ReadFile("/proc/loadavg")
-
 	p("\n## Load benchmark: dittofs-webhook vs controller-runtime vs floor\n\n")
-	p("- date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
-	p("- machine: %s\n", benchkit.Machine())
-	p("- dittofs-webhook revision: %s\n", c.revision)
-	p("- each server pinned to CPU %s with GOMAXPROCS=1, the load generator (vegeta %s lib) to CPU %s; HTTPS, HTTP/1.1 keep-alive, loopback\n",
-		c.serverCPU, "v12.13.0", c.genCPU)
-	p("- closed loop: %d connections, rate 0, %s per run after a %s warm-up; open loop: fixed rate for %s, latency from the intended send time\n",
-		c.workers, c.closedDur, c.warmup, c.openDur)
-	p("- log level of dittofs-webhook and the peer: %s (one line per decision at info)\n", c.logLevel)
-	if len(c.dittoEnv) > 0 {
-		p("- experiment: dittofs-webhook ran with %s\n", strings.Join(c.dittoEnv, " "))
+	p("- date: %s; %s\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), s.Describe())
+	p("- each server pinned to CPU %s with GOMAXPROCS=1, the load generator (vegeta v12.13.0 lib) to CPU %s; "+
+		"HTTPS, HTTP/1.1 keep-alive, loopback\n", o.serverCPU, o.genCPU)
+	p("- closed loop: %d connections, rate 0, %s per run after a %s warm-up; open loop: fixed rate for %s, "+
+		"latency from the intended send time\n", o.workers, o.closed, o.warmup, o.open)
+	p("- log level of dittofs-webhook and the peer: %s (one line per decision at info)\n", o.LogLevel)
+	if len(o.dittoEnv) > 0 {
+		p("- experiment: dittofs-webhook ran with %s\n", strings.Join(o.dittoEnv, " "))
 	}
 	p("- %d rounds, servers interleaved, medians shown; bodies: mutate-6K %d B, validate-6K %d B, mutate-100K %d B\n",
-		c.rounds, len(bodies.Create), len(bodies.Validate), len(bodies.Large))
-	p("- run took %s; load average at the end: %s; other work took at most %.0f%% of a measured core in any run (median run %.0f%%)\n",
-		took.Round(time.Second), strings.TrimSpace(string(load)), 100*maxForeign(samples), 100*medianForeign(samples))
+		o.Rounds, len(s.Bodies.Create), len(s.Bodies.Validate), len(s.Bodies.Large))
+	p("- run took %s; load average at the end: %s; other work took at most %.0f%% of a measured core in any run "+
+		"(median run %.0f%%)\n", took.Round(time.Second), strings.TrimSpace(string(load)),
+		100*maxForeign, 100*benchkit.Median(foreign))
 	p("\nEquivalence check (dittofs-webhook vs the peer, same bodies):\n")
 	for _, l := range equiv {
 		p("- %s\n", l)
 	}
 
-	p("\n| body | server | max req/s (closed) | CPU µs/req (closed) | CPU µs/req (open) | open rate | p50 | p99 | max | peak RSS MiB |\n")
-	p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-	genBound, anyDisturbed := false, false
-	// cellOf formats the median of a figure, marked when every round of it
-	// was disturbed.
-	cellOf := func(server, scenario string, m metric, format func(float64) string) string {
-		v, disturbed, _ := medianD(samples, server, scenario, m)
-		if disturbed {
-			anyDisturbed = true
-			return format(v) + "‡"
-		}
-		return format(v)
-	}
-	for _, sc := range scenarios {
+	genBound := false
+	var rows, busyRows [][]string
+	for _, bd := range bodies {
 		for _, d := range servers {
-			if d.only != "" && d.only != sc.name {
+			if _, _, ok := r.median(d.Label, bd.name, rps); !ok {
 				continue
 			}
-			rps, ok := median(samples, d.label, sc.name, fClosedRPS)
-			if !ok {
-				continue
-			}
-			cell := func(m metric, format func(float64) string) string { return cellOf(d.label, sc.name, m, format) }
-			usf := func(v float64) string { return fmt.Sprintf("%.1f", v/1e3) }
-			mib := func(v float64) string { return fmt.Sprintf("%.1f", v/1024) }
-			gen, _ := median(samples, d.label, sc.name, fGenCPU)
-			rpsCell := cell(fClosedRPS, func(v float64) string { return fmt.Sprintf("%.0f", v) })
-			if gen > 0.9 {
+			c := func(f figure) string { return r.cell(d.Label, bd.name, f) }
+			rpsCell := c(rps)
+			if r.get(d.Label, bd.name, genCPU) > 0.9 {
 				rpsCell, genBound = rpsCell+"†", true
 			}
-			_ = rps
-			p("| %s | %s | %s | %s | %s | %d/s | %s | %s | %s | %s |\n", sc.name, d.label, rpsCell,
-				cell(fClosedCPU, usf), cell(fOpenCPU, usf), c.rates[sc.name], cell(fP50, msf), cell(fP99, msf), cell(fMax, msf), cell(fRSS, mib))
-		}
-	}
-	if c.busy > 0 {
-		p("\nLatency at a busy fixed rate, %.0f%% of the slowest server's closed-loop rate (open loop, from the intended send time):\n\n", 100*c.busy)
-		p("| body | server | busy rate | p50 | p99 | max | CPU µs/req |\n|---|---|---:|---:|---:|---:|---:|\n")
-		for _, sc := range scenarios {
-			for _, d := range servers {
-				if d.only != "" && d.only != sc.name {
-					continue
-				}
-				if _, ok := median(samples, d.label, sc.name, fBusyP50); !ok {
-					continue
-				}
-				cell := func(m metric, format func(float64) string) string { return cellOf(d.label, sc.name, m, format) }
-				p("| %s | %s | %d/s | %s | %s | %s | %s |\n", sc.name, d.label, c.busyRates[sc.name], cell(fBusyP50, msf), cell(fBusyP99, msf), cell(fBusyMax, msf),
-					cell(fBusyCPU, func(v float64) string { return fmt.Sprintf("%.1f", v/1e3) }))
+			rows = append(rows, []string{bd.name, d.Label, rpsCell, c(cpuPerReq("closed")), c(cpuPerReq("open")),
+				fmt.Sprintf("%d/s", o.rates[bd.name]), c(p50("open")), c(p99("open")), c(maxLatency("open")), c(peakRSS)})
+			if o.busy > 0 {
+				busyRows = append(busyRows, []string{bd.name, d.Label, fmt.Sprintf("%d/s", o.busyRates[bd.name]),
+					c(p50("busy")), c(p99("busy")), c(maxLatency("busy")), c(cpuPerReq("busy"))})
 			}
 		}
 	}
+	benchkit.Table(&b, 2, []string{"body", "server", "max req/s (closed)", "CPU µs/req (closed)", "CPU µs/req (open)",
+		"open rate", "p50", "p99", "max", "peak RSS MiB"}, rows)
+	if o.busy > 0 {
+		p("\nLatency at a busy fixed rate, %.0f%% of the slowest server's closed-loop rate (open loop, from the intended send time):\n", 100*o.busy)
+		benchkit.Table(&b, 2, []string{"body", "server", "busy rate", "p50", "p99", "max", "CPU µs/req"}, busyRows)
+	}
 	if genBound {
-		p("\n† the load generator's core was over 90%% busy: that server's closed-loop rate is a lower bound (the generator, not the server, was the limit).\n")
+		p("\n† the load generator's core was over 90%% busy: that server's closed-loop rate is a lower bound " +
+			"(the generator, not the server, was the limit).\n")
 	}
-	for _, sm := range samples {
-		if sm.ClosedErrors+sm.OpenErrors+sm.BusyErrors > 0 {
-			p("\nFailed requests: round %d, %s, %s: %d closed-loop, %d open-loop and %d busy open-loop errors (%s).\n",
-				sm.Round, sm.Scenario, sm.Server, sm.ClosedErrors, sm.OpenErrors, sm.BusyErrors, sm.FirstError)
+	for _, sm := range r.samples {
+		for _, ph := range []string{"closed", "open", "busy"} {
+			if l := sm.Loops[ph]; l.Errors > 0 {
+				p("\nFailed requests: round %d, %s, %s, %s loop: %d errors (%s).\n", sm.Round, sm.Body, sm.Server, ph, l.Errors, l.FirstError)
+			}
 		}
 	}
-	if anyDisturbed {
-		p("\n‡ every round of this figure was disturbed by other work on the machine (over %.0f%% of a measured core): not a clean measurement.\n", 100*disturbedAbove)
+	if r.anyDisturbed {
+		p("\n‡ every round of this figure was disturbed by other work on the machine (over %.0f%% of a measured core): "+
+			"not a clean measurement.\n", 100*o.disturbed)
 	}
-	var maxLag, maxDiff float64
-	quietOpen, quietClosed := 0, 0
-	for i := range samples {
-		s := &samples[i]
-		if s.ForeignClosed <= disturbedAbove {
-			quietClosed++
+	var maxLag, maxDiff time.Duration
+	quiet := map[string]int{}
+	for _, sm := range r.samples {
+		for ph, l := range sm.Loops {
+			if l.Foreign <= o.disturbed {
+				quiet[ph]++
+			}
 		}
-		if s.ForeignOpen > disturbedAbove {
-			continue
+		if l := sm.Loops["open"]; l.Foreign <= o.disturbed {
+			maxLag, maxDiff = max(maxLag, l.MaxSendLag), max(maxDiff, l.P99-l.VegetaP99)
 		}
-		quietOpen++
-		maxLag = max(maxLag, fLag.f(s))
-		maxDiff = max(maxDiff, fP99.f(s)-fVP99.f(s))
 	}
-	p("\nMedians are over the rounds that other work on the machine left alone (at most %.0f%% of the server's or the generator's core): "+
-		"%d of %d closed-loop runs and %d of %d open-loop runs.\n", 100*disturbedAbove, quietClosed, len(samples), quietOpen, len(samples))
-	p("\nOpen-loop latency is counted from each request's intended send time. vegeta itself stamps a result when a worker starts the request "+
-		"(not the intended time), but it never waits for a busy connection (it starts another worker), so a slow server cannot delay the next send; "+
-		"only the generator being late could hide latency, and the harness adds that lateness back. The harness paces with a timerfd: "+
-		"vegeta's own pacer sleeps with time.Sleep, which wakes ~1 ms late on this kernel, bunching sends and adding up to a millisecond to every figure. "+
-		"Largest send lag in an undisturbed run: %s; largest p99 difference from vegeta's own figure: %s.\n", msf(maxLag), msf(maxDiff))
+	p("\nMedians are over the rounds that other work on the machine left alone (at most %.0f%% of the server's or the "+
+		"generator's core): %d of %d closed-loop runs and %d of %d open-loop runs.\n",
+		100*o.disturbed, quiet["closed"], len(r.samples), quiet["open"], len(r.samples))
+	p("\nOpen-loop latency is counted from each request's intended send time. vegeta itself stamps a result when a worker "+
+		"starts the request (not the intended time), but it never waits for a busy connection (it starts another worker), "+
+		"so a slow server cannot delay the next send; only the generator being late could hide latency, and the harness "+
+		"adds that lateness back. The harness paces with a timerfd: vegeta's own pacer sleeps with time.Sleep, which wakes "+
+		"~1 ms late on this kernel, bunching sends and adding up to a millisecond to every figure. Largest send lag in an "+
+		"undisturbed run: %s; largest p99 difference from vegeta's own figure: %s.\n", benchkit.Ms(maxLag), benchkit.Ms(maxDiff))
 
-	// Targets.
 	const ditto, peer, floor = "dittofs-webhook", "controller-runtime", "floor"
-	type target struct {
-		name   string
-		value  string
-		pass   bool
-		detail string
-	}
-	var ts []target
-	get := func(server, sc string, f metric) float64 {
-		v, _ := median(samples, server, sc, f)
-		return v
+	var targets [][]string
+	target := func(name, value string, pass bool, detail string) {
+		targets = append(targets, []string{name, value, benchkit.PassFail(pass), detail})
 	}
 	ratio := func(a, b float64) float64 {
 		if b == 0 {
@@ -218,83 +189,52 @@ func report(c config, bodies *benchkit.Bodies, scenarios []scenario, servers []s
 		}
 		return a / b
 	}
-	for _, sc := range []string{"mutate-6K", "validate-6K"} {
-		r := ratio(get(ditto, sc, fClosedRPS), get(peer, sc, fClosedRPS))
-		ts = append(ts, target{fmt.Sprintf("%s throughput ≥ 5× the peer's", strings.TrimSuffix(sc, "-6K")), fmt.Sprintf("%.1f×", r), r >= 5,
-			fmt.Sprintf("%.0f vs %.0f req/s", get(ditto, sc, fClosedRPS), get(peer, sc, fClosedRPS))})
+	for _, bd := range []string{"mutate-6K", "validate-6K"} {
+		a, pr := r.get(ditto, bd, rps), r.get(peer, bd, rps)
+		target(fmt.Sprintf("%s throughput ≥ 5× the peer's", strings.TrimSuffix(bd, "-6K")), fmt.Sprintf("%.1f×", ratio(a, pr)),
+			ratio(a, pr) >= 5, fmt.Sprintf("%.0f vs %.0f req/s", a, pr))
 	}
-	{
-		r := ratio(get(ditto, "mutate-6K", fClosedCPU), get(floor, "mutate-6K", fClosedCPU))
-		ro := ratio(get(ditto, "mutate-6K", fOpenCPU), get(floor, "mutate-6K", fOpenCPU))
-		ts = append(ts, target{"server CPU per mutate request ≤ 4× the floor's", fmt.Sprintf("%.1f× (closed loop)", r), r <= 4,
-			fmt.Sprintf("%.1f vs %.1f µs; at the fixed rate %.1f× (%.1f vs %.1f µs)", get(ditto, "mutate-6K", fClosedCPU)/1e3, get(floor, "mutate-6K", fClosedCPU)/1e3,
-				ro, get(ditto, "mutate-6K", fOpenCPU)/1e3, get(floor, "mutate-6K", fOpenCPU)/1e3)})
-	}
-	for _, sc := range scenarios {
-		// The floor's own p99 against the same figure shows when the target
-		// is below what this machine's network path can resolve.
-		a, bp, fl := get(ditto, sc.name, fP99), get(peer, sc.name, fP50), get(floor, sc.name, fP99)
-		ts = append(ts, target{fmt.Sprintf("%s: p99 at %d/s ≤ the peer's p50", sc.name, c.rates[sc.name]), fmt.Sprintf("%s vs %s", msf(a), msf(bp)), a <= bp,
-			fmt.Sprintf("the floor's own p99: %s", msf(fl))})
-		if c.busy > 0 {
-			a, bp, fl := get(ditto, sc.name, fBusyP99), get(peer, sc.name, fBusyP50), get(floor, sc.name, fBusyP99)
-			ts = append(ts, target{fmt.Sprintf("%s: p99 at %d/s (busy) ≤ the peer's p50", sc.name, c.busyRates[sc.name]), fmt.Sprintf("%s vs %s", msf(a), msf(bp)), a <= bp,
-				fmt.Sprintf("the floor's own p99: %s", msf(fl))})
+	closedCPU := func(server, body string) float64 { return r.get(server, body, cpuPerReq("closed")) / 1e3 }
+	openCPU := func(server, body string) float64 { return r.get(server, body, cpuPerReq("open")) / 1e3 }
+	rc, ro := ratio(closedCPU(ditto, "mutate-6K"), closedCPU(floor, "mutate-6K")), ratio(openCPU(ditto, "mutate-6K"), openCPU(floor, "mutate-6K"))
+	target("server CPU per mutate request ≤ 4× the floor's", fmt.Sprintf("%.1f× (closed loop)", rc), rc <= 4,
+		fmt.Sprintf("%.1f vs %.1f µs; at the fixed rate %.1f× (%.1f vs %.1f µs)", closedCPU(ditto, "mutate-6K"),
+			closedCPU(floor, "mutate-6K"), ro, openCPU(ditto, "mutate-6K"), openCPU(floor, "mutate-6K")))
+	ms := func(ns float64) string { return benchkit.Ms(time.Duration(ns)) }
+	for _, bd := range bodies {
+		// The floor's own p99 shows when the target is below what this
+		// machine's network path can resolve.
+		for _, ph := range []struct {
+			name string
+			rate int
+		}{{"open", o.rates[bd.name]}, {"busy", o.busyRates[bd.name]}} {
+			if ph.name == "busy" && o.busy <= 0 {
+				continue
+			}
+			a, pr := r.get(ditto, bd.name, p99(ph.name)), r.get(peer, bd.name, p50(ph.name))
+			target(fmt.Sprintf("%s: p99 at %d/s%s ≤ the peer's p50", bd.name, ph.rate, map[string]string{"busy": " (busy)"}[ph.name]),
+				ms(a)+" vs "+ms(pr), a <= pr, "the floor's own p99: "+ms(r.get(floor, bd.name, p99(ph.name))))
 		}
 	}
-	for _, sc := range scenarios {
-		a, bp := get(ditto, sc.name, fRSS), get(peer, sc.name, fRSS)
-		ts = append(ts, target{fmt.Sprintf("%s: peak RSS ≤ the peer's", sc.name), fmt.Sprintf("%.1f vs %.1f MiB", a/1024, bp/1024), a <= bp, ""})
+	for _, bd := range bodies {
+		a, pr := r.get(ditto, bd.name, peakRSS)/1024, r.get(peer, bd.name, peakRSS)/1024
+		target(bd.name+": peak RSS ≤ the peer's", fmt.Sprintf("%.1f vs %.1f MiB", a, pr), a <= pr, "")
 	}
-	{
-		small := get(ditto, "mutate-6K", fClosedCPU) / float64(len(bodies.Create))
-		large := get(ditto, "mutate-100K", fClosedCPU) / float64(len(bodies.Large))
-		ps := get(peer, "mutate-6K", fClosedCPU) / float64(len(bodies.Create))
-		pl := get(peer, "mutate-100K", fClosedCPU) / float64(len(bodies.Large))
-		r := ratio(large, small)
-		ts = append(ts, target{"100 KB body: CPU per byte ≤ 1.25× the 6 KB body's (no worse than linear)", fmt.Sprintf("%.2f×", r), r <= 1.25,
-			fmt.Sprintf("%.2f vs %.2f ns/byte; %.1f× the CPU for %.1f× the bytes (the peer: %.2f vs %.2f ns/byte)",
-				large, small, get(ditto, "mutate-100K", fClosedCPU)/get(ditto, "mutate-6K", fClosedCPU),
-				float64(len(bodies.Large))/float64(len(bodies.Create)), pl, ps)})
+	perByte := func(server, body string, size int) float64 {
+		return r.get(server, body, cpuPerReq("closed")) / float64(size)
 	}
-	if v, ok := median(samples, "dittofs-webhook (log warn)", "mutate-6K", fClosedRPS); ok {
-		p("\nLog level: dittofs-webhook at --log-level warn (no per-decision line) did %.0f req/s on mutate-6K vs %.0f at info (%+.0f%%).\n",
-			v, get(ditto, "mutate-6K", fClosedRPS), 100*(v/get(ditto, "mutate-6K", fClosedRPS)-1))
-	}
-	if v, ok := median(samples, "dittofs-webhook (log info)", "mutate-6K", fClosedRPS); ok {
-		p("\nLog level: dittofs-webhook at --log-level info (one line per decision) did %.0f req/s on mutate-6K vs %.0f at warn (%+.0f%%).\n",
-			v, get(ditto, "mutate-6K", fClosedRPS), 100*(v/get(ditto, "mutate-6K", fClosedRPS)-1))
-	}
-
-	p("\n| target | measured | result | detail |\n|---|---|---|---|\n")
-	for _, t := range ts {
-		res := "PASS"
-		if !t.pass {
-			res = "FAIL"
+	small, large := perByte(ditto, "mutate-6K", len(s.Bodies.Create)), perByte(ditto, "mutate-100K", len(s.Bodies.Large))
+	target("100 KB body: CPU per byte ≤ 1.25× the 6 KB body's (no worse than linear)", fmt.Sprintf("%.2f×", ratio(large, small)),
+		ratio(large, small) <= 1.25, fmt.Sprintf("%.2f vs %.2f ns/byte; %.1f× the CPU for %.1f× the bytes (the peer: %.2f vs %.2f ns/byte)",
+			large, small, ratio(closedCPU(ditto, "mutate-100K"), closedCPU(ditto, "mutate-6K")),
+			float64(len(s.Bodies.Large))/float64(len(s.Bodies.Create)),
+			perByte(peer, "mutate-100K", len(s.Bodies.Large)), perByte(peer, "mutate-6K", len(s.Bodies.Create))))
+	for _, d := range servers[3:] {
+		if v, _, ok := r.median(d.Label, "mutate-6K", rps); ok {
+			at := r.get(ditto, "mutate-6K", rps)
+			p("\nLog level: %s did %.0f req/s on mutate-6K vs %.0f at %s (%+.0f%%).\n", d.Label, v, at, o.LogLevel, 100*(ratio(v, at)-1))
 		}
-		p("| %s | %s | %s | %s |\n", t.name, t.value, res, t.detail)
 	}
+	benchkit.Table(&b, 4, []string{"target", "measured", "result", "detail"}, targets)
 	return b.String()
 }
-
-func maxForeign(samples []sample) float64 {
-	m := 0.0
-	for _, s := range samples {
-		m = max(m, s.Foreign)
-	}
-	return m
-}
-
-func medianForeign(samples []sample) float64 {
-	var v []float64
-	for _, s := range samples {
-		v = append(v, s.Foreign)
-	}
-	if len(v) == 0 {
-		return 0
-	}
-	slices.Sort(v)
-	return v[len(v)/2]
-}
-
-func msf(ns float64) string { return fmt.Sprintf("%.2f ms", ns/1e6) }
