@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"path"
+	"slices"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	appsv1 "k8s.io/api/apps/v1"
@@ -18,6 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/dittofs/dittofs-webhook/policies"
 )
 
 // The DittoFS StatefulSet policy (SPEC §2–§3), written the way a kubebuilder
@@ -27,20 +30,8 @@ import (
 // patch by admission.PatchResponseFromRaw, and a denial built from a
 // field.ErrorList with apierrors.NewInvalid.
 
-const (
-	labelServer             = "dittofs.com/server"
-	annotationCacheSize     = "dittofs.com/cache-size"
-	annotationCacheClass    = "dittofs.com/cache-storage-class"
-	annotationContainer     = "dittofs.com/container"
-	volumeMetadata          = "metadata"
-	volumeContent           = "content"
-	volumeCache             = "cache"
-	defaultDittoFSContainer = "dittofs"
-)
-
 var (
 	statefulSetLog = logf.Log.WithName("statefulset-resource")
-	statefulSetGK  = schema.GroupKind{Group: "apps", Kind: "StatefulSet"}
 	retain         = appsv1.RetainPersistentVolumeClaimRetentionPolicyType
 )
 
@@ -57,60 +48,49 @@ type StatefulSetValidator struct {
 }
 
 func isManaged(sts *appsv1.StatefulSet) bool {
-	if sts == nil {
-		return false
-	}
-	_, ok := sts.Labels[labelServer]
+	_, ok := sts.Labels[policies.LabelServer]
 	return ok
 }
 
-// decode returns the new and old objects of a CREATE or UPDATE of a
+// decode returns the new and old objects of a CREATE or UPDATE of a labelled
 // StatefulSet, or the response to send when the request is not one to look at.
 func decode(d admission.Decoder, req admission.Request) (sts, old *appsv1.StatefulSet, resp *admission.Response) {
+	r := admission.Allowed("")
 	if (req.Operation != admissionv1.Create && req.Operation != admissionv1.Update) || req.SubResource != "" {
-		r := admission.Allowed("")
 		return nil, nil, &r
 	}
 	if req.Kind.Group != "apps" || req.Kind.Version != "v1" || req.Kind.Kind != "StatefulSet" {
-		r := admission.Errored(http.StatusBadRequest, fmt.Errorf("this webhook handles apps/v1 StatefulSet, got %s/%s %s", req.Kind.Group, req.Kind.Version, req.Kind.Kind))
+		r = admission.Errored(http.StatusBadRequest, fmt.Errorf("this webhook handles apps/v1 StatefulSet, got %s", req.Kind))
 		return nil, nil, &r
 	}
 	sts = &appsv1.StatefulSet{}
-	if err := d.Decode(req, sts); err != nil {
-		r := admission.Errored(http.StatusBadRequest, err)
+	err := d.Decode(req, sts)
+	if err == nil && req.Operation == admissionv1.Update {
+		old = &appsv1.StatefulSet{}
+		err = d.DecodeRaw(req.OldObject, old)
+	}
+	if err != nil {
+		r = admission.Errored(http.StatusBadRequest, err)
 		return nil, nil, &r
 	}
-	if req.Operation == admissionv1.Update {
-		old = &appsv1.StatefulSet{}
-		if err := d.DecodeRaw(req.OldObject, old); err != nil {
-			r := admission.Errored(http.StatusBadRequest, err)
-			return nil, nil, &r
-		}
-	}
 	if !isManaged(sts) {
-		r := admission.Allowed("")
 		return nil, nil, &r
 	}
 	return sts, old, nil
 }
 
 func invalid(name string, errs field.ErrorList, warnings []string) admission.Response {
-	status := apierrors.NewInvalid(statefulSetGK, name, errs).Status()
-	return admission.Response{AdmissionResponse: admissionv1.AdmissionResponse{
-		Allowed:  false,
-		Result:   &status,
-		Warnings: warnings,
-	}}
+	status := apierrors.NewInvalid(schema.GroupKind{Group: "apps", Kind: "StatefulSet"}, name, errs).Status()
+	return admission.Response{AdmissionResponse: admissionv1.AdmissionResponse{Result: &status, Warnings: warnings}}
 }
 
 // Handle implements admission.Handler.
-func (d *StatefulSetDefaulter) Handle(ctx context.Context, req admission.Request) admission.Response {
+func (d *StatefulSetDefaulter) Handle(_ context.Context, req admission.Request) admission.Response {
 	sts, old, resp := decode(d.Decoder, req)
 	if resp != nil {
 		return *resp
 	}
 	statefulSetLog.Info("defaulting", "name", sts.Name, "namespace", sts.Namespace, "operation", req.Operation, "uid", req.UID)
-
 	mutated := sts.DeepCopy()
 	warnings, errs := d.mutate(mutated, old)
 	if len(errs) > 0 {
@@ -127,37 +107,34 @@ func (d *StatefulSetDefaulter) Handle(ctx context.Context, req admission.Request
 }
 
 func claimIndex(sts *appsv1.StatefulSet, name string) int {
-	for i := range sts.Spec.VolumeClaimTemplates {
-		if sts.Spec.VolumeClaimTemplates[i].Name == name {
-			return i
-		}
-	}
-	return -1
+	return slices.IndexFunc(sts.Spec.VolumeClaimTemplates, func(c corev1.PersistentVolumeClaim) bool { return c.Name == name })
 }
 
 // mutate applies M1–M4 (CREATE) or U1–U3 (UPDATE) to sts in place.
 func (d *StatefulSetDefaulter) mutate(sts, old *appsv1.StatefulSet) (warnings []string, errs field.ErrorList) {
 	spec := field.NewPath("spec")
-	hasCache := claimIndex(sts, volumeCache) >= 0
-	if !hasCache && old == nil { // M1
+	hasCache := claimIndex(sts, policies.CacheVolume) >= 0
+	switch {
+	case hasCache:
+	case old == nil: // M1
 		size := d.DefaultCacheSize
-		if v, ok := sts.Annotations[annotationCacheSize]; ok {
+		if v, ok := sts.Annotations[policies.AnnotationCacheSize]; ok {
 			q, err := resource.ParseQuantity(v)
 			if err != nil || q.Sign() <= 0 {
-				return nil, field.ErrorList{field.Invalid(field.NewPath("metadata", "annotations").Key(annotationCacheSize), v,
+				return nil, field.ErrorList{field.Invalid(field.NewPath("metadata", "annotations").Key(policies.AnnotationCacheSize), v,
 					"must be a positive quantity such as 5Gi")}
 			}
 			size = q
 		}
 		var class *string
-		if v, ok := sts.Annotations[annotationCacheClass]; ok {
+		if v, ok := sts.Annotations[policies.AnnotationCacheStorageClass]; ok {
 			class = &v
-		} else if i := claimIndex(sts, volumeMetadata); i >= 0 && sts.Spec.VolumeClaimTemplates[i].Spec.StorageClassName != nil {
+		} else if i := claimIndex(sts, policies.MetadataVolume); i >= 0 && sts.Spec.VolumeClaimTemplates[i].Spec.StorageClassName != nil {
 			c := *sts.Spec.VolumeClaimTemplates[i].Spec.StorageClassName
 			class = &c
 		}
 		sts.Spec.VolumeClaimTemplates = append(sts.Spec.VolumeClaimTemplates, corev1.PersistentVolumeClaim{
-			ObjectMeta: metav1.ObjectMeta{Name: volumeCache},
+			ObjectMeta: metav1.ObjectMeta{Name: policies.CacheVolume},
 			Spec: corev1.PersistentVolumeClaimSpec{
 				AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
 				Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: size}},
@@ -165,21 +142,15 @@ func (d *StatefulSetDefaulter) mutate(sts, old *appsv1.StatefulSet) (warnings []
 			},
 		})
 		hasCache = true
-	} else if !hasCache { // U1 / U3
-		if oi := claimIndex(old, volumeCache); oi >= 0 {
-			vct := *old.Spec.VolumeClaimTemplates[oi].DeepCopy()
-			vcts := sts.Spec.VolumeClaimTemplates
-			if oi >= len(vcts) {
-				vcts = append(vcts, vct)
-			} else {
-				vcts = append(vcts[:oi], append([]corev1.PersistentVolumeClaim{vct}, vcts[oi:]...)...)
-			}
-			sts.Spec.VolumeClaimTemplates = vcts
-			hasCache = true
-		} else {
-			warnings = append(warnings, fmt.Sprintf("%s: no %q volumeClaimTemplate and Kubernetes cannot add one to an existing StatefulSet: recreate it (kubectl delete statefulset %s --cascade=orphan, then apply it again)",
-				spec.Child("volumeClaimTemplates"), volumeCache, sts.Name))
-		}
+	case claimIndex(old, policies.CacheVolume) >= 0: // U1: carried over from the stored object, at its index
+		oi := claimIndex(old, policies.CacheVolume)
+		vcts := sts.Spec.VolumeClaimTemplates
+		sts.Spec.VolumeClaimTemplates = slices.Insert(vcts, min(oi, len(vcts)), *old.Spec.VolumeClaimTemplates[oi].DeepCopy())
+		hasCache = true
+	default: // U3
+		warnings = append(warnings, fmt.Sprintf("%s: no %q volumeClaimTemplate and Kubernetes cannot add one to an existing "+
+			"StatefulSet: recreate it (kubectl delete statefulset %s --cascade=orphan, then apply it again)",
+			spec.Child("volumeClaimTemplates"), policies.CacheVolume, sts.Name))
 	}
 
 	// M2
@@ -194,120 +165,104 @@ func (d *StatefulSetDefaulter) mutate(sts, old *appsv1.StatefulSet) (warnings []
 		value *appsv1.PersistentVolumeClaimRetentionPolicyType
 	}{{"whenDeleted", &rp.WhenDeleted}, {"whenScaled", &rp.WhenScaled}} {
 		if *f.value != "" && *f.value != retain {
-			warnings = append(warnings, fmt.Sprintf("%s: %q replaced by %q: DittoFS volumes hold the file system's data", rpPath.Child(f.name), *f.value, retain))
+			warnings = append(warnings, fmt.Sprintf("%s: %q replaced by %q: DittoFS volumes hold the file system's data",
+				rpPath.Child(f.name), *f.value, retain))
 		}
 		*f.value = retain
 	}
-
 	if !hasCache {
 		return warnings, nil
 	}
-	podSpec := &sts.Spec.Template.Spec
-	podPath := spec.Child("template", "spec")
 
 	// M3
-	oldHadEmptyDir := false
-	if old != nil {
-		for _, v := range old.Spec.Template.Spec.Volumes {
-			oldHadEmptyDir = oldHadEmptyDir || (v.Name == volumeCache && v.EmptyDir != nil)
-		}
-	}
+	podSpec, podPath := &sts.Spec.Template.Spec, spec.Child("template", "spec")
+	oldHadEmptyDir := old != nil && slices.ContainsFunc(old.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool {
+		return v.Name == policies.CacheVolume && v.EmptyDir != nil
+	})
 	kept := podSpec.Volumes[:0:0]
 	for i, v := range podSpec.Volumes {
-		if v.Name != volumeCache {
+		switch {
+		case v.Name != policies.CacheVolume:
 			kept = append(kept, v)
-			continue
-		}
-		if v.EmptyDir == nil {
-			errs = append(errs, field.Invalid(podPath.Child("volumes").Index(i).Child("name"), volumeCache,
+		case v.EmptyDir == nil:
+			errs = append(errs, field.Invalid(podPath.Child("volumes").Index(i).Child("name"), policies.CacheVolume,
 				"the volume name \"cache\" is reserved for the persistent DittoFS cache volumeClaimTemplate: rename this volume"))
 			kept = append(kept, v)
-			continue
+		case old == nil || oldHadEmptyDir:
+			warnings = append(warnings, fmt.Sprintf("%s: emptyDir volume %q removed: the persistent volumeClaimTemplate replaces it",
+				podPath.Child("volumes").Index(i), policies.CacheVolume))
 		}
-		if old == nil || oldHadEmptyDir {
-			warnings = append(warnings, fmt.Sprintf("%s: emptyDir volume %q removed: the persistent volumeClaimTemplate replaces it", podPath.Child("volumes").Index(i), volumeCache))
-		}
-	}
-	if len(kept) != len(podSpec.Volumes) {
-		if len(kept) == 0 {
-			kept = nil
-		}
-		podSpec.Volumes = kept
 	}
 	if len(errs) > 0 {
 		return warnings, errs
 	}
+	if len(kept) == 0 {
+		kept = nil
+	}
+	if len(kept) != len(podSpec.Volumes) {
+		podSpec.Volumes = kept
+	}
 
 	// M4
-	ci, why := -1, ""
 	find := func(name string) int {
-		for i := range podSpec.Containers {
-			if podSpec.Containers[i].Name == name {
-				return i
-			}
-		}
-		return -1
+		return slices.IndexFunc(podSpec.Containers, func(c corev1.Container) bool { return c.Name == name })
 	}
-	if name, ok := sts.Annotations[annotationContainer]; ok {
+	ci, why := find(policies.DefaultContainer), ""
+	if name, ok := sts.Annotations[policies.AnnotationContainer]; ok {
 		if ci = find(name); ci < 0 {
-			why = fmt.Sprintf("annotation %s names container %q, which the pod template does not have", annotationContainer, name)
+			why = fmt.Sprintf("annotation %s names container %q, which the pod template does not have", policies.AnnotationContainer, name)
 		}
-	} else if ci = find(defaultDittoFSContainer); ci < 0 {
-		if len(podSpec.Containers) == 1 {
-			ci = 0
-		} else {
-			why = "cannot tell which container runs DittoFS: name it \"dittofs\" or set the annotation " + annotationContainer
-		}
+	} else if ci < 0 && len(podSpec.Containers) == 1 {
+		ci = 0
+	} else if ci < 0 {
+		why = "cannot tell which container runs DittoFS: name it \"dittofs\" or set the annotation " + policies.AnnotationContainer
 	}
 	if ci < 0 {
 		return append(warnings, podPath.Child("containers").String()+": no cache volumeMount added: "+why), nil
 	}
 	c := &podSpec.Containers[ci]
-	want := path.Clean(d.CacheMountPath)
 	for _, vm := range c.VolumeMounts {
-		if vm.Name == volumeCache {
+		if vm.Name == policies.CacheVolume {
 			return warnings, nil
 		}
 	}
 	for _, vm := range c.VolumeMounts {
-		if path.Clean(vm.MountPath) == want {
+		if path.Clean(vm.MountPath) == path.Clean(d.CacheMountPath) {
 			return append(warnings, fmt.Sprintf("%s: no cache volumeMount added to container %q: volume %q is already mounted at %s",
 				podPath.Child("containers").Index(ci).Child("volumeMounts"), c.Name, vm.Name, vm.MountPath)), nil
 		}
 	}
-	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: volumeCache, MountPath: d.CacheMountPath})
+	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: policies.CacheVolume, MountPath: d.CacheMountPath})
 	return warnings, nil
 }
 
 // Handle implements admission.Handler.
-func (v *StatefulSetValidator) Handle(ctx context.Context, req admission.Request) admission.Response {
+func (v *StatefulSetValidator) Handle(_ context.Context, req admission.Request) admission.Response {
 	sts, old, resp := decode(v.Decoder, req)
 	if resp != nil {
 		return *resp
 	}
 	statefulSetLog.Info("validating", "name", sts.Name, "namespace", sts.Namespace, "operation", req.Operation, "uid", req.UID)
-
 	var warnings []string
 	for i, vol := range sts.Spec.Template.Spec.Volumes {
-		if vol.Name == volumeMetadata || vol.Name == volumeContent {
-			warnings = append(warnings, fmt.Sprintf("spec.template.spec.volumes[%d]: volume %q is shadowed by the volumeClaimTemplate of that name", i, vol.Name))
+		if vol.Name == policies.MetadataVolume || vol.Name == policies.ContentVolume {
+			warnings = append(warnings, fmt.Sprintf("spec.template.spec.volumes[%d]: volume %q is shadowed by the "+
+				"volumeClaimTemplate of that name", i, vol.Name))
 		}
 	}
 	errs := validateStatefulSet(sts, old != nil)
 	if old != nil && isManaged(old) {
+		// On UPDATE only a violation the stored object did not have denies.
 		had := map[string]bool{}
 		for _, e := range validateStatefulSet(old, true) {
 			had[e.Field+"\x00"+e.Detail] = true
 		}
-		var introduced field.ErrorList
-		for _, e := range errs {
+		errs = slices.DeleteFunc(errs, func(e *field.Error) bool {
 			if had[e.Field+"\x00"+e.Detail] {
 				warnings = append(warnings, "existing violation allowed on update: "+e.Error())
-			} else {
-				introduced = append(introduced, e)
 			}
-		}
-		errs = introduced
+			return had[e.Field+"\x00"+e.Detail]
+		})
 	}
 	if len(errs) > 0 {
 		return invalid(sts.Name, errs, warnings)
@@ -319,46 +274,42 @@ func validateStatefulSet(sts *appsv1.StatefulSet, update bool) field.ErrorList {
 	var errs field.ErrorList
 	vctPath := field.NewPath("spec", "volumeClaimTemplates")
 	for _, st := range []struct{ name, rule string }{
-		{volumeMetadata, "metadata-storage"}, {volumeContent, "content-storage"}, {volumeCache, "cache-storage"},
+		{policies.MetadataVolume, policies.RuleMetadataStorage}, {policies.ContentVolume, policies.RuleContentStorage}, {policies.CacheVolume, policies.RuleCacheStorage},
 	} {
 		i := claimIndex(sts, st.name)
 		if i < 0 {
 			msg := fmt.Sprintf("%s: add a volumeClaimTemplate named %q", st.rule, st.name)
-			if st.name == volumeCache {
-				if update {
-					msg += fmt.Sprintf(": Kubernetes cannot add one to an existing StatefulSet; recreate it: kubectl delete statefulset %s --cascade=orphan, then apply it again", sts.Name)
-				} else {
-					msg += ": the mutating webhook, which adds it, did not run"
-				}
+			if st.name == policies.CacheVolume && update {
+				msg += fmt.Sprintf(": Kubernetes cannot add one to an existing StatefulSet; recreate it: kubectl delete "+
+					"statefulset %s --cascade=orphan, then apply it again", sts.Name)
+			} else if st.name == policies.CacheVolume {
+				msg += ": the mutating webhook, which adds it, did not run"
 			}
 			errs = append(errs, field.Required(vctPath, msg))
 			continue
 		}
-		p := vctPath.Index(i).Child("spec", "resources", "requests").Key(string(corev1.ResourceStorage))
-		q, ok := sts.Spec.VolumeClaimTemplates[i].Spec.Resources.Requests[corev1.ResourceStorage]
-		switch {
-		case !ok:
-			errs = append(errs, field.Required(p, fmt.Sprintf("storage-size: the %q volumeClaimTemplate must request a storage size", st.name)))
-		case q.Sign() <= 0:
-			errs = append(errs, field.Invalid(p, q.String(), fmt.Sprintf("storage-size: the %q volumeClaimTemplate must request a positive storage size", st.name)))
+		fp := vctPath.Index(i).Child("spec", "resources", "requests").Key(string(corev1.ResourceStorage))
+		if q, ok := sts.Spec.VolumeClaimTemplates[i].Spec.Resources.Requests[corev1.ResourceStorage]; !ok {
+			errs = append(errs, field.Required(fp, fmt.Sprintf("%s: the %q volumeClaimTemplate must request a storage size",
+				policies.RuleStorageSize, st.name)))
+		} else if q.Sign() <= 0 {
+			errs = append(errs, field.Invalid(fp, q.String(), fmt.Sprintf("%s: the %q volumeClaimTemplate must request a "+
+				"positive storage size", policies.RuleStorageSize, st.name)))
 		}
 	}
-	rpPath := field.NewPath("spec", "persistentVolumeClaimRetentionPolicy")
-	var deleted, scaled appsv1.PersistentVolumeClaimRetentionPolicyType
-	if rp := sts.Spec.PersistentVolumeClaimRetentionPolicy; rp != nil {
-		deleted, scaled = rp.WhenDeleted, rp.WhenScaled
+	rp := sts.Spec.PersistentVolumeClaimRetentionPolicy
+	if rp == nil {
+		rp = &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{}
 	}
 	for _, f := range []struct {
 		name  string
 		value appsv1.PersistentVolumeClaimRetentionPolicyType
-	}{{"whenDeleted", deleted}, {"whenScaled", scaled}} {
-		const msg = "retention-policy: must be Retain: DittoFS volumes hold the file system's data"
-		switch f.value {
-		case retain:
-		case "":
-			errs = append(errs, field.Required(rpPath.Child(f.name), msg))
-		default:
-			errs = append(errs, field.Invalid(rpPath.Child(f.name), string(f.value), msg))
+	}{{"whenDeleted", rp.WhenDeleted}, {"whenScaled", rp.WhenScaled}} {
+		const msg = policies.RuleRetentionPolicy + ": must be Retain: DittoFS volumes hold the file system's data"
+		if fp := field.NewPath("spec", "persistentVolumeClaimRetentionPolicy", f.name); f.value == "" {
+			errs = append(errs, field.Required(fp, msg))
+		} else if f.value != retain {
+			errs = append(errs, field.Invalid(fp, string(f.value), msg))
 		}
 	}
 	return errs

@@ -26,9 +26,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -43,6 +45,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/yaml"
 
 	"github.com/dittofs/dittofs-webhook/tests/bench/internal/benchkit"
 	"github.com/dittofs/dittofs-webhook/webhook"
@@ -67,12 +71,17 @@ func main() {
 	})
 }
 
-// config is one admission set-up under test.
+// config is one admission set-up under test, and what it measured.
 type config struct {
 	name     string
 	server   *benchkit.Server // the webhook configurations point at it; nil: none
 	policies bool             // deploy/in-tree's policies are installed
 	mutates  bool             // a labelled create comes back with a cache volumeClaimTemplate
+
+	labelled, unlabelled []time.Duration
+	calls                calls               // during the timed creates
+	unlabelledCalls      float64             // during 20 more unlabelled creates per round
+	created              *appsv1.StatefulSet // the first labelled create's result
 }
 
 type bench struct {
@@ -82,12 +91,6 @@ type bench struct {
 	object    *appsv1.StatefulSet // the benchmark body's StatefulSet
 	seq       int
 	installed []client.Object
-	created   map[string]*appsv1.StatefulSet // each configuration's first labelled create
-}
-
-type key struct {
-	config   string
-	labelled bool
 }
 
 func run(ctx context.Context, f *benchkit.Flags, s *benchkit.Setup, per, warmup int) (string, error) {
@@ -100,16 +103,17 @@ func run(ctx context.Context, f *benchkit.Flags, s *benchkit.Setup, per, warmup 
 		return "", fmt.Errorf("tests/tools/build.sh: %w", err)
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	assets := lines[len(lines)-1]
-	benchkit.Logf("starting etcd and kube-apiserver from %s", assets)
 	log, err := os.Create(filepath.Join(s.Work, "control-plane.log"))
 	if err != nil {
 		return "", err
 	}
 	defer log.Close()
-	te := &envtest.Environment{BinaryAssetsDirectory: assets, UseExistingCluster: ptr.To(false), ControlPlaneStartTimeout: 2 * time.Minute}
+	ctrllog.SetLogger(logr.Discard()) // envtest logs through controller-runtime's logger
+	te := &envtest.Environment{BinaryAssetsDirectory: lines[len(lines)-1], UseExistingCluster: ptr.To(false),
+		ControlPlaneStartTimeout: 2 * time.Minute}
 	te.ControlPlane.Etcd = &envtest.Etcd{Out: log, Err: log}
 	te.ControlPlane.APIServer = &envtest.APIServer{Out: log, Err: log}
+	benchkit.Logf("starting etcd and kube-apiserver from %s", te.BinaryAssetsDirectory)
 	cfg, err := te.Start()
 	if err != nil {
 		return "", fmt.Errorf("starting the control plane (log in %s): %w", s.Work, err)
@@ -121,7 +125,7 @@ func run(ctx context.Context, f *benchkit.Flags, s *benchkit.Setup, per, warmup 
 	}()
 	cfg.QPS, cfg.Burst = 1e6, 1e6          // no client-side throttling
 	cfg.WarningHandler = rest.NoWarnings{} // the mutations warn; printing them is not what is measured
-	b := &bench{s: s, created: map[string]*appsv1.StatefulSet{}}
+	b := &bench{s: s}
 	if b.cs, err = kubernetes.NewForConfig(cfg); err != nil {
 		return "", err
 	}
@@ -138,174 +142,156 @@ func run(ctx context.Context, f *benchkit.Flags, s *benchkit.Setup, per, warmup 
 		return "", err
 	}
 
-	servers := map[string]*benchkit.Server{}
+	var servers []*benchkit.Server
 	defer func() {
 		for _, srv := range servers {
 			_ = srv.Stop()
 		}
 	}()
-	for _, k := range []benchkit.Kind{benchkit.Ditto, benchkit.Peer, benchkit.Floor} {
-		if servers[string(k)], err = s.Start(benchkit.ServerSpec{Kind: k, LogLevel: f.LogLevel}); err != nil {
-			return "", err
+	for _, spec := range []benchkit.ServerSpec{{Kind: benchkit.Ditto}, {Kind: benchkit.Peer}, {Kind: benchkit.Floor},
+		{Kind: benchkit.Floor, Label: "replay"}, {Kind: benchkit.Floor, Label: "replay-patch"}} {
+		if spec.Label != "" {
+			// Floors that replay dittofs-webhook's own answer to the benchmark
+			// body: all of it (patch, warnings, audit annotations), or only its patch.
+			file, err := b.cannedAnswer(servers[0], spec.Label == "replay-patch")
+			if err != nil {
+				return "", err
+			}
+			spec.Args = []string{"--mutate-response", file}
 		}
-	}
-	// Floors that replay dittofs-webhook's own answer to the benchmark body:
-	// all of it (patch, warnings, audit annotations), or only its patch.
-	for _, name := range []string{"replay", "replay-patch"} {
-		file, err := b.cannedAnswer(servers[string(benchkit.Ditto)], name)
+		spec.LogLevel = f.LogLevel
+		srv, err := s.Start(spec)
 		if err != nil {
 			return "", err
 		}
-		spec := benchkit.ServerSpec{Kind: benchkit.Floor, Label: "floor-" + name, Args: []string{"--mutate-response", file}}
-		if servers[name], err = s.Start(spec); err != nil {
-			return "", err
-		}
+		servers = append(servers, srv)
 	}
-	ditto := servers[string(benchkit.Ditto)]
-	configs := []config{
+	configs := []*config{
 		{name: "none"},
-		{name: "dittofs-webhook", server: ditto, mutates: true},
-		{name: "controller-runtime", server: servers[string(benchkit.Peer)], mutates: true},
-		{name: "floor", server: servers[string(benchkit.Floor)]},
-		{name: "floor replaying dittofs-webhook's answer", server: servers["replay"], mutates: true},
-		{name: "floor replaying only its patch", server: servers["replay-patch"], mutates: true},
+		{name: "dittofs-webhook", server: servers[0], mutates: true},
+		{name: "controller-runtime", server: servers[1], mutates: true},
+		{name: "floor", server: servers[2]},
+		{name: "floor replaying dittofs-webhook's answer", server: servers[3], mutates: true},
+		{name: "floor replaying only its patch", server: servers[4], mutates: true},
+		{name: "in-tree policies (MAP+VAP)", policies: true, mutates: true},
+		{name: "dittofs-webhook + in-tree policies", server: servers[0], policies: true, mutates: true},
 	}
-	policyNote := ""
-	if err := b.apply(ctx, config{name: "in-tree policies", policies: true, mutates: true}); err != nil {
-		policyNote = "in-tree MutatingAdmissionPolicy not measured: " + err.Error()
-		benchkit.Logf("%s", policyNote)
-	} else {
-		configs = append(configs, config{name: "in-tree policies (MAP+VAP)", policies: true, mutates: true},
-			config{name: "dittofs-webhook + in-tree policies", server: ditto, policies: true, mutates: true})
-	}
-
-	lat := map[key][]time.Duration{}
-	calls := map[string]callsByType{} // webhook calls by configuration and type, as the apiserver times them
-	unlabelledCalls := map[string]float64{}
 	for round := 1; round <= f.Rounds; round++ {
 		for _, c := range configs {
-			if err := b.apply(ctx, c); err != nil {
-				return "", fmt.Errorf("configuring %s: %w", c.name, err)
-			}
-			for i := range warmup {
-				if _, err := b.create(ctx, c, i%2 == 0); err != nil {
-					return "", fmt.Errorf("%s warm-up: %w", c.name, err)
-				}
-			}
-			benchkit.WaitQuiet(ctx, 20*time.Second)
-			m0, err := b.calls(ctx)
-			if err != nil {
-				return "", err
-			}
-			for range per {
-				for _, labelled := range []bool{true, false} {
-					d, err := b.create(ctx, c, labelled)
-					if err != nil {
-						return "", fmt.Errorf("%s: %w", c.name, err)
-					}
-					lat[key{c.name, labelled}] = append(lat[key{c.name, labelled}], d)
-				}
-			}
-			m1, err := b.calls(ctx)
-			if err != nil {
-				return "", err
-			}
-			if calls[c.name] == nil {
-				calls[c.name] = callsByType{}
-			}
-			for typ := range m1 {
-				calls[c.name][typ] = calls[c.name][typ].add(m1[typ].sub(m0[typ]))
-			}
-			if c.server != nil {
-				// 20 more unlabelled creates: the apiserver must call no webhook.
-				for range 20 {
-					if _, err := b.create(ctx, c, false); err != nil {
-						return "", err
-					}
-				}
-				m2, err := b.calls(ctx)
-				if err != nil {
-					return "", err
-				}
-				unlabelledCalls[c.name] += m2.total() - m1.total()
+			if err := b.measure(ctx, c, per, warmup); err != nil {
+				return "", fmt.Errorf("%s: %w", c.name, err)
 			}
 			benchkit.Logf("round %d %-42s labelled p50 %s, unlabelled p50 %s (%d each so far)", round, c.name,
-				benchkit.Ms(benchkit.Quantile(lat[key{c.name, true}], 0.5)), benchkit.Ms(benchkit.Quantile(lat[key{c.name, false}], 0.5)),
-				len(lat[key{c.name, true}]))
+				benchkit.Ms(benchkit.Quantile(c.labelled, 0.5)), benchkit.Ms(benchkit.Quantile(c.unlabelled, 0.5)), len(c.labelled))
 		}
 	}
-	if err := b.apply(ctx, config{name: "none"}); err != nil {
+	if err := b.apply(ctx, &config{name: "none"}); err != nil {
 		return "", err
 	}
 
-	// Report.
 	var r strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&r, format, args...) }
 	version, _ := b.cs.Discovery().ServerVersion()
 	p("\n## End to end: latency added to a StatefulSet create through kube-apiserver %s\n\n", version)
-	p("- date: %s; %s\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), s.Describe())
+	p("- %s\n", s.Describe())
 	p("- etcd and kube-apiserver from tests/tools/build.sh, started by envtest; the three servers unpinned, logging at %s; "+
 		"everything at nice %d\n", f.LogLevel, f.Nice)
 	p("- %d rounds; per round and configuration %d untimed warm-up creates, then %d labelled and %d unlabelled creates, "+
 		"alternating, sequential, each deleted at once (untimed)\n", f.Rounds, warmup, per, per)
-	p("- the webhook configurations are deploy/'s settings (objectSelector on %s, failurePolicy Fail, timeoutSeconds 5, "+
-		"reinvocationPolicy IfNeeded), with a url clientConfig; webhook calls and reviews for unlabelled creates are the "+
+	p("- the webhook configurations are deploy/base/webhooks' (objectSelector on %s, failurePolicy Fail, timeoutSeconds 5, "+
+		"reinvocationPolicy IfNeeded) with a url clientConfig; webhook calls, and reviews for unlabelled creates, are the "+
 		"apiserver's apiserver_admission_webhook_admission_duration_seconds\n", labelServer)
 	p("- run took %s\n", time.Since(started).Round(time.Second))
-	// The created objects must agree: the peer's and the policies' with dittofs-webhook's.
-	for _, name := range []string{"controller-runtime", "in-tree policies (MAP+VAP)", "dittofs-webhook + in-tree policies"} {
-		ref, got := b.created["dittofs-webhook"], b.created[name]
-		switch {
-		case ref == nil || got == nil:
+	// The stored objects must agree: the peer's and the policies' with dittofs-webhook's.
+	for _, c := range configs[2:] {
+		switch ref, got := configs[1].created, c.created; {
+		case !c.mutates || got == nil || ref == nil:
 		case equality.Semantic.DeepEqual(ref.Spec, got.Spec):
-			p("- %s: the stored StatefulSet spec equals dittofs-webhook's\n", name)
+			p("- %s: the stored StatefulSet spec equals dittofs-webhook's\n", c.name)
 		default:
 			a, _ := json.Marshal(ref.Spec)
 			g, _ := json.Marshal(got.Spec)
-			p("- %s: the stored StatefulSet spec DIFFERS from dittofs-webhook's:\n  %s\n  %s\n", name, a, g)
+			p("- %s: the stored StatefulSet spec DIFFERS from dittofs-webhook's:\n  %s\n  %s\n", c.name, a, g)
 		}
 	}
-	if policyNote != "" {
-		p("- %s\n", policyNote)
+	added := func(c *config, labelled bool) time.Duration {
+		if labelled {
+			return benchkit.Quantile(c.labelled, 0.5) - benchkit.Quantile(configs[0].labelled, 0.5)
+		}
+		return benchkit.Quantile(c.unlabelled, 0.5) - benchkit.Quantile(configs[0].unlabelled, 0.5)
 	}
-	med := func(config string, labelled bool) time.Duration {
-		return benchkit.Quantile(lat[key{config, labelled}], 0.5)
-	}
-	added := func(config string, labelled bool) time.Duration { return med(config, labelled) - med("none", labelled) }
 	var rows [][]string
 	for _, c := range configs {
-		l := lat[key{c.name, true}]
 		wc, uc := "", ""
 		if c.server != nil {
-			a, v, n := calls[c.name]["admit"], calls[c.name]["validating"], float64(len(l))
-			wc = fmt.Sprintf("%s / %s (%.1f / %.1f calls per create)", a.mean(), v.mean(), a.count/n, v.count/n)
-			uc = fmt.Sprint(unlabelledCalls[c.name])
+			n := float64(len(c.labelled))
+			wc = fmt.Sprintf("%s / %s (%.1f / %.1f calls per create)", mean(c.calls[0], c.calls[1]), mean(c.calls[2], c.calls[3]),
+				c.calls[0]/n, c.calls[2]/n)
+			uc = fmt.Sprint(c.unlabelledCalls)
 		}
-		rows = append(rows, []string{c.name, benchkit.Ms(med(c.name, true)), benchkit.Ms(benchkit.Quantile(l, 0.9)),
-			benchkit.Ms(benchkit.Quantile(l, 0.99)), signed(added(c.name, true)), wc, benchkit.Ms(med(c.name, false)),
-			signed(added(c.name, false)), uc})
+		rows = append(rows, []string{c.name, benchkit.Ms(benchkit.Quantile(c.labelled, 0.5)), benchkit.Ms(benchkit.Quantile(c.labelled, 0.9)),
+			benchkit.Ms(benchkit.Quantile(c.labelled, 0.99)), signed(added(c, true)), wc, benchkit.Ms(benchkit.Quantile(c.unlabelled, 0.5)),
+			signed(added(c, false)), uc})
 	}
 	benchkit.Table(&r, 1, []string{"configuration", "labelled create p50", "p90", "p99", "added (p50)",
 		"webhook calls, mean as the apiserver times them (mutate / validate)", "unlabelled create p50", "added (p50)",
 		"reviews for unlabelled creates"}, rows)
-	dAdd, fAdd := added("dittofs-webhook", true), added("floor", true)
-	rAdd := added("floor replaying dittofs-webhook's answer", true)
-	u := unlabelledCalls["dittofs-webhook"]
+	d, fl, rp := added(configs[1], true), added(configs[3], true), added(configs[4], true)
 	benchkit.Table(&r, 3, []string{"target", "measured", "result"}, [][]string{
 		{"dittofs-webhook adds within 0.5 ms of what the floor adds (p50)",
-			fmt.Sprintf("%s vs %s (%s)", signed(dAdd), signed(fAdd), signed(dAdd-fAdd)), benchkit.PassFail(dAdd-fAdd <= 500*time.Microsecond)},
+			fmt.Sprintf("%s vs %s (%s)", signed(d), signed(fl), signed(d-fl)), benchkit.PassFail(d-fl <= 500*time.Microsecond)},
 		{"(analysis) dittofs-webhook adds within 0.5 ms of a floor that replays its answer (the server's own share; " +
 			"the rest is the apiserver applying the mutation)",
-			fmt.Sprintf("%s vs %s (%s)", signed(dAdd), signed(rAdd), signed(dAdd-rAdd)), benchkit.PassFail(dAdd-rAdd <= 500*time.Microsecond)},
-		{"unlabelled creates: dittofs-webhook is not called (objectSelector)",
-			fmt.Sprintf("%v reviews; median create %s vs no configuration", u, signed(added("dittofs-webhook", false))), benchkit.PassFail(u == 0)},
+			fmt.Sprintf("%s vs %s (%s)", signed(d), signed(rp), signed(d-rp)), benchkit.PassFail(d-rp <= 500*time.Microsecond)},
+		{"unlabelled creates: dittofs-webhook is not called (objectSelector)", fmt.Sprintf("%v reviews; median create %s vs "+
+			"no configuration", configs[1].unlabelledCalls, signed(added(configs[1], false))), benchkit.PassFail(configs[1].unlabelledCalls == 0)},
 	})
 	return r.String(), nil
 }
 
+// measure runs one round of c: configured, warm-up creates, the machine
+// quiet, then the timed creates, labelled and unlabelled alternating, and
+// with a server, 20 more unlabelled creates that must reach no webhook.
+func (b *bench) measure(ctx context.Context, c *config, per, warmup int) error {
+	if err := b.apply(ctx, c); err != nil {
+		return err
+	}
+	for i := range warmup {
+		if _, err := b.create(ctx, c, i%2 == 0); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	benchkit.WaitQuiet(ctx, 20*time.Second)
+	m0, err := b.calls(ctx)
+	for i := 0; i < 2*per && err == nil; i++ {
+		var d time.Duration
+		if d, err = b.create(ctx, c, i%2 == 0); i%2 == 0 {
+			c.labelled = append(c.labelled, d)
+		} else {
+			c.unlabelled = append(c.unlabelled, d)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	m1, err := b.calls(ctx)
+	for i := range c.calls {
+		c.calls[i] += m1[i] - m0[i]
+	}
+	for i := 0; i < 20 && c.server != nil && err == nil; i++ {
+		_, err = b.create(ctx, c, false)
+	}
+	if err != nil || c.server == nil {
+		return err
+	}
+	m2, err := b.calls(ctx)
+	c.unlabelledCalls += m2[0] + m2[2] - m1[0] - m1[2]
+	return err
+}
+
 // create creates and deletes one StatefulSet, returning how long the create
 // took, and checks that c mutated it, or not, as it should.
-func (b *bench) create(ctx context.Context, c config, labelled bool) (time.Duration, error) {
+func (b *bench) create(ctx context.Context, c *config, labelled bool) (time.Duration, error) {
 	b.seq++
 	sts := b.object.DeepCopy()
 	sts.Name = fmt.Sprintf("bench-%d", b.seq)
@@ -321,24 +307,19 @@ func (b *bench) create(ctx context.Context, c config, labelled bool) (time.Durat
 	if hasCache(got) != (labelled && c.mutates) {
 		return 0, fmt.Errorf("create (labelled %v) under %s: cache volumeClaimTemplate present=%v", labelled, c.name, hasCache(got))
 	}
-	if _, ok := b.created[c.name]; labelled && !ok {
-		b.created[c.name] = got
+	if labelled && c.created == nil {
+		c.created = got
 	}
 	return d, b.cs.AppsV1().StatefulSets(namespace).Delete(ctx, sts.Name, metav1.DeleteOptions{})
 }
 
 func hasCache(sts *appsv1.StatefulSet) bool {
-	for _, v := range sts.Spec.VolumeClaimTemplates {
-		if v.Name == "cache" {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(sts.Spec.VolumeClaimTemplates, func(v corev1.PersistentVolumeClaim) bool { return v.Name == "cache" })
 }
 
 // apply removes every configuration this program made and installs c's, then
 // waits until the apiserver uses it.
-func (b *bench) apply(ctx context.Context, c config) error {
+func (b *bench) apply(ctx context.Context, c *config) error {
 	for _, o := range b.installed {
 		if err := client.IgnoreNotFound(b.cl.Delete(ctx, o)); err != nil {
 			return err
@@ -347,7 +328,10 @@ func (b *bench) apply(ctx context.Context, c config) error {
 	b.installed = nil
 	var objs []client.Object
 	if c.server != nil {
-		objs = webhookConfigs(c.server, b.s.CAPEM)
+		var err error
+		if objs, err = b.webhookConfigs(c.server); err != nil {
+			return err
+		}
 	}
 	if c.policies {
 		p, err := b.policies()
@@ -377,7 +361,7 @@ func (b *bench) apply(ctx context.Context, c config) error {
 		ok := err == nil && hasCache(got) == c.mutates
 		if ok && c.server != nil {
 			now, err := b.calls(ctx)
-			ok = err == nil && now.total() > before.total()
+			ok = err == nil && now[0]+now[2] > before[0]+before[2]
 		}
 		if ok {
 			benchkit.WaitCtx(ctx, time.Second)
@@ -389,36 +373,31 @@ func (b *bench) apply(ctx context.Context, c config) error {
 	}
 }
 
-// webhookConfigs are deploy/'s webhook configurations pointed at s by url.
-func webhookConfigs(s *benchkit.Server, caPEM []byte) []client.Object {
-	sel := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: labelServer, Operator: metav1.LabelSelectorOpExists}}}
-	rules := []admissionregistrationv1.RuleWithOperations{{
-		Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
-		Rule:       admissionregistrationv1.Rule{APIGroups: []string{"apps"}, APIVersions: []string{"v1"}, Resources: []string{"statefulsets"}},
-	}}
-	cc := func(path string) admissionregistrationv1.WebhookClientConfig {
-		return admissionregistrationv1.WebhookClientConfig{URL: ptr.To(s.URL(path)), CABundle: caPEM}
+// webhookConfigs are deploy/base's webhook configurations pointed at s by url.
+func (b *bench) webhookConfigs(s *benchkit.Server) ([]client.Object, error) {
+	var mw admissionregistrationv1.MutatingWebhookConfiguration
+	var vw admissionregistrationv1.ValidatingWebhookConfiguration
+	read := func(name string, obj any) error {
+		raw, err := os.ReadFile(filepath.Join(b.s.Repo, "deploy", "base", "webhooks", name))
+		if err == nil {
+			err = yaml.UnmarshalStrict(raw, obj)
+		}
+		return err
 	}
-	return []client.Object{
-		&admissionregistrationv1.MutatingWebhookConfiguration{
-			ObjectMeta: metav1.ObjectMeta{Name: "dittofs-bench-mutate"},
-			Webhooks: []admissionregistrationv1.MutatingWebhook{{
-				Name: "mutate.statefulsets.dittofs.com", ClientConfig: cc(webhook.MutatePath), Rules: rules,
-				FailurePolicy: ptr.To(admissionregistrationv1.Fail), MatchPolicy: ptr.To(admissionregistrationv1.Equivalent),
-				ObjectSelector: sel, SideEffects: ptr.To(admissionregistrationv1.SideEffectClassNone), TimeoutSeconds: ptr.To[int32](5),
-				AdmissionReviewVersions: []string{"v1"}, ReinvocationPolicy: ptr.To(admissionregistrationv1.IfNeededReinvocationPolicy),
-			}},
-		},
-		&admissionregistrationv1.ValidatingWebhookConfiguration{
-			ObjectMeta: metav1.ObjectMeta{Name: "dittofs-bench-validate"},
-			Webhooks: []admissionregistrationv1.ValidatingWebhook{{
-				Name: "validate.statefulsets.dittofs.com", ClientConfig: cc(webhook.ValidatePath), Rules: rules,
-				FailurePolicy: ptr.To(admissionregistrationv1.Fail), MatchPolicy: ptr.To(admissionregistrationv1.Equivalent),
-				ObjectSelector: sel, SideEffects: ptr.To(admissionregistrationv1.SideEffectClassNone), TimeoutSeconds: ptr.To[int32](5),
-				AdmissionReviewVersions: []string{"v1"},
-			}},
-		},
+	if err := errors.Join(read("mutatingwebhookconfiguration.yaml", &mw), read("validatingwebhookconfiguration.yaml", &vw)); err != nil {
+		return nil, err
 	}
+	var ccs []*admissionregistrationv1.WebhookClientConfig
+	for i := range mw.Webhooks {
+		ccs = append(ccs, &mw.Webhooks[i].ClientConfig)
+	}
+	for i := range vw.Webhooks {
+		ccs = append(ccs, &vw.Webhooks[i].ClientConfig)
+	}
+	for _, cc := range ccs {
+		*cc = admissionregistrationv1.WebhookClientConfig{URL: ptr.To(s.URL(*cc.Service.Path)), CABundle: b.s.CAPEM}
+	}
+	return []client.Object{&mw, &vw}, nil
 }
 
 // policies reads deploy/in-tree's MutatingAdmissionPolicy and
@@ -430,8 +409,7 @@ func (b *bench) policies() ([]client.Object, error) {
 		if err != nil {
 			return nil, err
 		}
-		d := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
-		for {
+		for d := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096); ; {
 			u := &unstructured.Unstructured{}
 			if err := d.Decode(&u.Object); errors.Is(err, io.EOF) {
 				break
@@ -446,59 +424,55 @@ func (b *bench) policies() ([]client.Object, error) {
 	return objs, nil
 }
 
-// sumCount is a histogram's _sum and _count.
-type sumCount struct{ sum, count float64 }
+// calls are the apiserver's calls of this program's webhooks on CREATE,
+// from apiserver_admission_webhook_admission_duration_seconds: admit count
+// and seconds, validating count and seconds.
+type calls [4]float64
 
-func (a sumCount) add(b sumCount) sumCount { return sumCount{a.sum + b.sum, a.count + b.count} }
-func (a sumCount) sub(b sumCount) sumCount { return sumCount{a.sum - b.sum, a.count - b.count} }
-func (a sumCount) mean() string {
-	if a.count == 0 {
+func mean(count, seconds float64) string {
+	if count == 0 {
 		return "-"
 	}
-	return benchkit.Ms(time.Duration(a.sum / a.count * 1e9))
+	return benchkit.Ms(time.Duration(seconds / count * 1e9))
 }
 
-type callsByType map[string]sumCount
-
-func (m callsByType) total() float64 { return m["admit"].count + m["validating"].count }
-
-// calls reads the apiserver's apiserver_admission_webhook_admission_duration_seconds
-// for this program's webhooks on CREATE, by type (admit, validating).
-func (b *bench) calls(ctx context.Context) (callsByType, error) {
+// calls reads the apiserver's metrics.
+func (b *bench) calls(ctx context.Context) (calls, error) {
+	var out calls
 	raw, err := b.cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("reading the apiserver's metrics: %w", err)
+		return out, fmt.Errorf("reading the apiserver's metrics: %w", err)
 	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := p.TextToMetricFamilies(bytes.NewReader(raw))
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(raw))
 	if err != nil {
-		return nil, fmt.Errorf("the apiserver's metrics: %w", err)
+		return out, fmt.Errorf("the apiserver's metrics: %w", err)
 	}
-	out := callsByType{}
 	for _, m := range families["apiserver_admission_webhook_admission_duration_seconds"].GetMetric() {
 		labels := map[string]string{}
 		for _, l := range m.GetLabel() {
 			labels[l.GetName()] = l.GetValue()
 		}
 		if strings.HasSuffix(labels["name"], ".statefulsets.dittofs.com") && labels["operation"] == "CREATE" {
-			h := m.GetHistogram()
-			out[labels["type"]] = out[labels["type"]].add(sumCount{h.GetSampleSum(), float64(h.GetSampleCount())})
+			i := map[string]int{"admit": 0, "validating": 2}[labels["type"]]
+			out[i] += float64(m.GetHistogram().GetSampleCount())
+			out[i+1] += m.GetHistogram().GetSampleSum()
 		}
 	}
 	return out, nil
 }
 
 // cannedAnswer writes dittofs-webhook's answer to the benchmark body, its uid
-// written <UID>, for a replaying floor: as it is ("replay"), or without its
-// warnings and audit annotations ("replay-patch").
-func (b *bench) cannedAnswer(ditto *benchkit.Server, name string) (string, error) {
+// written <UID>, for a replaying floor; with patchOnly, without its warnings
+// and audit annotations.
+func (b *bench) cannedAnswer(ditto *benchkit.Server, patchOnly bool) (string, error) {
 	c := b.s.NewClient(1)
 	defer c.CloseIdleConnections()
 	rv, raw, err := benchkit.Post(c, ditto.URL(webhook.MutatePath), b.s.Bodies.Create)
 	if err != nil {
 		return "", err
 	}
-	if name == "replay-patch" {
+	if patchOnly {
 		rv.Response.Warnings, rv.Response.AuditAnnotations = nil, nil
 		if raw, err = json.Marshal(rv); err != nil {
 			return "", err
@@ -508,7 +482,7 @@ func (b *bench) cannedAnswer(ditto *benchkit.Server, name string) (string, error
 	if !strings.Contains(canned, "<UID>") {
 		return "", errors.New("no uid in dittofs-webhook's answer")
 	}
-	file := filepath.Join(b.s.Work, name+".json")
+	file := filepath.Join(b.s.Work, fmt.Sprintf("canned-%v.json", patchOnly))
 	return file, os.WriteFile(file, []byte(canned), 0o644)
 }
 

@@ -138,7 +138,7 @@ func (o *options) cpuTimes(pid int) (cpuTimes, error) {
 		return t, err
 	}
 	t.self, _ = benchkit.ProcCPU(os.Getpid())
-	busy, _ := benchkit.CPUBusy()
+	busy := benchkit.CPUBusy()
 	s, _ := strconv.Atoi(o.serverCPU)
 	g, _ := strconv.Atoi(o.genCPU)
 	t.serverCore, t.genCore = busy[int64(s)], busy[int64(g)]

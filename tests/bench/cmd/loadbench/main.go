@@ -99,7 +99,7 @@ func main() {
 	flag.Func("ditto-env", "extra environment of dittofs-webhook, comma-separated (e.g. GOGC=400), for experiments",
 		func(s string) error { o.dittoEnv = strings.Split(s, ","); return nil })
 	flag.Parse()
-	if busy, _ := benchkit.CPUBusy(); len(busy) < 2 && (o.serverCPU != "" || o.genCPU != "") {
+	if len(benchkit.CPUBusy()) < 2 && (o.serverCPU != "" || o.genCPU != "") {
 		fmt.Fprintln(os.Stderr, "loadbench: fewer than 2 CPUs: the servers and the generator share the CPU "+
 			"(figures are not comparable with pinned runs)")
 		o.serverCPU, o.genCPU = "", ""

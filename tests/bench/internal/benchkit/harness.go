@@ -24,12 +24,10 @@ import (
 
 // Flags are the flags both benchmarks take.
 type Flags struct {
-	Rounds      int
-	LogLevel    string
-	Nice        int
-	Markdown    string
-	Keep        bool
-	MaxDuration time.Duration
+	Rounds, Nice       int
+	LogLevel, Markdown string
+	Keep               bool
+	MaxDuration        time.Duration
 }
 
 // Register defines the flags, with the command's defaults.
@@ -54,14 +52,12 @@ type Setup struct {
 
 const reexecEnv = "DITTOFS_BENCH_REEXEC"
 
-// Reexeced reports whether this is the process Main re-executed.
-func Reexeced() bool { return os.Getenv(reexecEnv) != "" }
-
 // Main runs a benchmark command once its flags are parsed. As root it first
 // re-executes it under nice, whose priority all it starts inherits; with cpu,
 // under `taskset -c cpu` too (Go's threads inherit the affinity, and
-// GOMAXPROCS follows it). Then it sets up and runs until run returns, SIGINT,
-// SIGTERM or -max-duration, and prints the report (and writes -markdown).
+// GOMAXPROCS follows it). Then it sets up and calls run until it returns, or
+// SIGINT, SIGTERM or -max-duration ends ctx, and prints the report (and
+// writes -markdown).
 func Main(name string, f *Flags, cpu string, run func(context.Context, *Setup) (string, error)) {
 	if err := mainErr(f, cpu, run); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
@@ -69,11 +65,11 @@ func Main(name string, f *Flags, cpu string, run func(context.Context, *Setup) (
 	}
 }
 
-func mainErr(f *Flags, cpu string, run func(context.Context, *Setup) (string, error)) error {
+func mainErr(f *Flags, cpu string, run func(context.Context, *Setup) (string, error)) (err error) {
 	if os.Geteuid() != 0 {
 		f.Nice = 0
 	}
-	if !Reexeced() && (cpu != "" || f.Nice != 0) {
+	if os.Getenv(reexecEnv) == "" && (cpu != "" || f.Nice != 0) {
 		return reexec(cpu, f.Nice)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -81,7 +77,6 @@ func mainErr(f *Flags, cpu string, run func(context.Context, *Setup) (string, er
 	ctx, cancel := context.WithTimeout(ctx, f.MaxDuration)
 	defer cancel()
 	s := &Setup{}
-	var err error
 	if s.Repo, err = FindRepo(); err != nil {
 		return err
 	}
@@ -94,10 +89,10 @@ func mainErr(f *Flags, cpu string, run func(context.Context, *Setup) (string, er
 		defer os.RemoveAll(s.Work)
 	}
 	Logf("building dittofs-webhook, the peer and the floor")
+	s.CertDir = filepath.Join(s.Work, "certs")
 	if s.bins, err = build(s.Repo, filepath.Join(s.Work, "bin")); err != nil {
 		return err
 	}
-	s.CertDir = filepath.Join(s.Work, "certs")
 	if s.CAPEM, s.Pool, err = writeCerts(s.CertDir); err != nil {
 		return err
 	}
@@ -161,21 +156,22 @@ func Logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 }
 
-// Describe is the report's line on the machine (CPUs, model, memory, kernel,
-// Go) and the repository's revision (git describe, "-dirty" with changes).
+// Describe is the report's line on the date, the machine (CPUs, model,
+// memory, kernel, Go) and the revision (git describe, -dirty with changes).
 func (e *Setup) Describe() string {
-	model, mem := "unknown CPU", ""
+	model, mem := "unknown CPU", 0.0
 	info, _ := proc.CPUInfo()
 	if len(info) > 0 {
 		model = info[0].ModelName
 	}
 	if m, err := proc.Meminfo(); err == nil && m.MemTotal != nil {
-		mem = fmt.Sprintf(", %.0f GiB", float64(*m.MemTotal)/(1<<20))
+		mem = float64(*m.MemTotal) / (1 << 20)
 	}
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	rev, _ := exec.Command("git", "-C", e.Repo, "describe", "--always", "--dirty").Output()
-	return fmt.Sprintf("machine: %d CPUs, %s%s, Linux %s, %s; dittofs-webhook revision %s", len(info), model, mem,
-		strings.TrimSpace(string(kernel)), runtime.Version(), strings.TrimSpace(string(rev)))
+	return fmt.Sprintf("date: %s; machine: %d CPUs, %s, %.0f GiB, Linux %s, %s; dittofs-webhook revision %s",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), len(info), model, mem, strings.TrimSpace(string(kernel)),
+		runtime.Version(), strings.TrimSpace(string(rev)))
 }
 
 var proc, _ = procfs.NewDefaultFS()
@@ -200,15 +196,15 @@ func PeakRSSKB(pid int) (int64, error) {
 	return int64(st.VmHWM / 1024), err
 }
 
-// CPUBusy returns each CPU's busy time (all but idle and iowait; guest time
-// is already in user) from /proc/stat.
-func CPUBusy() (map[int64]time.Duration, error) {
-	st, err := proc.Stat()
+// CPUBusy returns each CPU's busy time from /proc/stat: all but idle and
+// iowait (guest time is already in user).
+func CPUBusy() map[int64]time.Duration {
+	st, _ := proc.Stat()
 	busy := map[int64]time.Duration{}
 	for n, c := range st.CPU {
 		busy[n] = time.Duration((c.User + c.Nice + c.System + c.IRQ + c.SoftIRQ + c.Steal) * float64(time.Second))
 	}
-	return busy, err
+	return busy
 }
 
 // QuietBudget bounds the time all waits for quiet may take in one run.
@@ -216,16 +212,14 @@ var QuietBudget = 2 * time.Minute
 
 // WaitQuiet waits (at most max, and at most QuietBudget over a run) for half a
 // second in which CPUs 0 and 1 together are busy less than 15% of one CPU:
-// other work on a shared machine disturbs the measurements. The servers under
-// test are idle meanwhile.
+// other work on a shared machine disturbs the measurements.
 func WaitQuiet(ctx context.Context, max time.Duration) {
 	start := time.Now()
 	defer func() { QuietBudget -= time.Since(start) }()
 	for deadline := start.Add(min(max, QuietBudget)); ctx.Err() == nil && max > 0 && QuietBudget > 0; {
-		b0, _ := CPUBusy()
+		b0 := CPUBusy()
 		WaitCtx(ctx, 500*time.Millisecond)
-		b1, _ := CPUBusy()
-		if b1[0]-b0[0]+b1[1]-b0[1] < 75*time.Millisecond {
+		if b1 := CPUBusy(); b1[0]-b0[0]+b1[1]-b0[1] < 75*time.Millisecond {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -280,9 +274,4 @@ func Table(w io.Writer, left int, header []string, rows [][]string) {
 func Ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6) }
 
 // PassFail is a target's result.
-func PassFail(ok bool) string {
-	if ok {
-		return "PASS"
-	}
-	return "FAIL"
-}
+func PassFail(ok bool) string { return map[bool]string{true: "PASS", false: "FAIL"}[ok] }
