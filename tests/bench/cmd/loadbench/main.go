@@ -14,8 +14,8 @@
 //   - the server's peak RSS (VmHWM).
 //
 // It prints the medians of the rounds as a markdown table and checks the
-// targets (PASS/FAIL). Before measuring, it checks that the peer and
-// dittofs-webhook give equivalent answers on every benchmark body.
+// targets (PASS/FAIL). Before measuring a body, it checks that the peer and
+// dittofs-webhook give equivalent answers on it.
 //
 // Run it from anywhere in the repository: go run ./cmd/loadbench (in tests/bench).
 package main
@@ -29,11 +29,14 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+	"golang.org/x/sys/unix"
 	admissionv1 "k8s.io/api/admission/v1"
 
 	"github.com/dittofs/dittofs-webhook/tests/bench/internal/benchkit"
@@ -53,6 +56,7 @@ type options struct {
 	quietWait            time.Duration
 	disturbed            float64
 	dittoEnv             []string
+	equiv                []string // the equivalence check's findings, by body
 }
 
 type body struct {
@@ -122,30 +126,19 @@ func (o *options) run(ctx context.Context, s *benchkit.Setup) (string, error) {
 			return "", fmt.Errorf("-bodies %q names none of the bodies", o.bodies)
 		}
 	}
-	servers := []serverDef{
-		{ServerSpec: benchkit.ServerSpec{Kind: benchkit.Ditto, LogLevel: o.LogLevel}},
-		{ServerSpec: benchkit.ServerSpec{Kind: benchkit.Peer, LogLevel: o.LogLevel}},
-		{ServerSpec: benchkit.ServerSpec{Kind: benchkit.Floor}},
+	def := func(kind benchkit.Kind, label, logLevel, only string) serverDef {
+		spec := benchkit.ServerSpec{Kind: kind, Label: label, LogLevel: logLevel, CPU: o.serverCPU}
+		if kind == benchkit.Ditto {
+			spec.Env = o.dittoEnv
+		}
+		return serverDef{spec, only}
 	}
+	servers := []serverDef{def(benchkit.Ditto, "dittofs-webhook", o.LogLevel, ""),
+		def(benchkit.Peer, "controller-runtime", o.LogLevel, ""), def(benchkit.Floor, "floor", "", "")}
 	if other := map[string]string{"info": "warn", "warn": "info"}[o.LogLevel]; o.logCompare && other != "" {
-		servers = append(servers, serverDef{ServerSpec: benchkit.ServerSpec{Kind: benchkit.Ditto,
-			Label: "dittofs-webhook (log " + other + ")", LogLevel: other}, only: "mutate-6K"})
-	}
-	for i := range servers {
-		servers[i].CPU = o.serverCPU
-		if servers[i].Kind == benchkit.Ditto {
-			servers[i].Env = o.dittoEnv
-		}
-		if servers[i].Label == "" {
-			servers[i].Label = string(servers[i].Kind)
-		}
+		servers = append(servers, def(benchkit.Ditto, "dittofs-webhook (log "+other+")", other, "mutate-6K"))
 	}
 
-	benchkit.Logf("checking that the peer and dittofs-webhook answer alike")
-	equiv, err := checkEquivalence(s, servers[:3], bodies)
-	if err != nil {
-		return "", fmt.Errorf("equivalence check: %w", err)
-	}
 	var samples []sample
 	for round := 1; round <= o.Rounds; round++ {
 		for _, b := range bodies {
@@ -164,50 +157,7 @@ func (o *options) run(ctx context.Context, s *benchkit.Setup) (string, error) {
 		}
 	}
 	r := &reporter{o: o, samples: samples}
-	return r.report(s, bodies, servers, equiv, time.Since(started)), nil
-}
-
-// checkEquivalence sends every body to dittofs-webhook, the peer and the
-// floor (unpinned) and requires the peer and dittofs-webhook to agree
-// (benchkit.Agree) and the floor to allow.
-func checkEquivalence(s *benchkit.Setup, defs []serverDef, bodies []body) ([]string, error) {
-	var srvs []*benchkit.Server
-	defer func() {
-		for _, srv := range srvs {
-			_ = srv.Stop()
-		}
-	}()
-	for _, d := range defs {
-		d.CPU, d.LogLevel = "", "warn"
-		srv, err := s.Start(d.ServerSpec)
-		if err != nil {
-			return nil, err
-		}
-		srvs = append(srvs, srv)
-	}
-	client := s.NewClient(2)
-	defer client.CloseIdleConnections()
-	var lines []string
-	for _, b := range bodies {
-		var answers []*admissionv1.AdmissionResponse
-		for _, srv := range srvs {
-			rv, _, err := benchkit.Post(client, srv.URL(b.path), b.data)
-			if err != nil {
-				return nil, fmt.Errorf("%s, %s: %w", srv.Label, b.name, err)
-			}
-			answers = append(answers, rv.Response)
-		}
-		line, err := benchkit.Agree(b.data, answers[0], answers[1])
-		if err == nil && !answers[2].Allowed {
-			err = errors.New("the floor did not allow")
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", b.name, err)
-		}
-		lines = append(lines, b.name+": "+line)
-		benchkit.Logf("  %s", lines[len(lines)-1])
-	}
-	return lines, nil
+	return r.report(s, bodies, servers, time.Since(started)), nil
 }
 
 // live is a server being measured.
@@ -220,7 +170,8 @@ type live struct {
 // measure runs one round of one body on every server: all are started
 // (pinned to the server CPU); each in turn gets a warm-up and the closed
 // loop, then each in turn the open loop, then the busy open loop; then they
-// stop. The first round sets the open-loop rates not given by -rates.
+// stop. The first round checks that the peer's and dittofs-webhook's answers
+// agree and the floor allows, and sets the open-loop rates not given by -rates.
 func (o *options) measure(ctx context.Context, s *benchkit.Setup, round int, b body, defs []serverDef) ([]sample, error) {
 	var lives []live
 	defer func() {
@@ -235,6 +186,25 @@ func (o *options) measure(ctx context.Context, s *benchkit.Setup, round int, b b
 			return nil, err
 		}
 		lives = append(lives, live{srv, s.NewClient(o.workers * 2), &sample{Round: round, Server: d.Label, Body: b.name, Loops: map[string]loop{}}})
+	}
+	if round == 1 {
+		var answers []*admissionv1.AdmissionResponse
+		for _, l := range lives[:3] {
+			rv, _, err := benchkit.Post(l.client, l.srv.URL(b.path), b.data)
+			if err != nil {
+				return nil, fmt.Errorf("equivalence check: %s: %w", l.srv.Label, err)
+			}
+			answers = append(answers, rv.Response)
+		}
+		line, err := benchkit.Agree(b.data, answers[0], answers[1])
+		if err == nil && !answers[2].Allowed {
+			err = errors.New("the floor did not allow")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("equivalence check: %s: %w", b.name, err)
+		}
+		o.equiv = append(o.equiv, b.name+": "+line)
+		benchkit.Logf("equivalence check: %s", o.equiv[len(o.equiv)-1])
 	}
 	for _, ph := range []struct {
 		name  string
@@ -328,4 +298,377 @@ func niceRate(r float64) int {
 		step = math.Pow(10, math.Floor(math.Log10(r))) / 2
 	}
 	return int(math.Floor(r/step) * step)
+}
+
+// sample is one server's measurements on one body in one round.
+type sample struct {
+	Round  int             `json:"round"`
+	Server string          `json:"server"`
+	Body   string          `json:"body"`
+	Loops  map[string]loop `json:"loops"` // closed, open and busy
+}
+
+// loop is what one closed-loop or open-loop run measured.
+type loop struct {
+	Rate      int           `json:"rate"` // 0: closed loop
+	Requests  int           `json:"requests"`
+	Errors    int           `json:"errors"`
+	RPS       float64       `json:"rps"`
+	CPUPerReq time.Duration `json:"cpu_per_req_ns"`
+	ServerCPU float64       `json:"server_cpu_fraction"`
+	GenCPU    float64       `json:"generator_cpu_fraction"`
+	// Foreign is the larger share of the server's or the generator's core
+	// that other work took (the core's busy time in /proc/stat minus the
+	// process's own; it includes the loopback network's softirq time).
+	Foreign    float64       `json:"foreign_cpu_fraction"`
+	P50        time.Duration `json:"p50_ns"`
+	P99        time.Duration `json:"p99_ns"`
+	Max        time.Duration `json:"max_ns"`
+	VegetaP50  time.Duration `json:"vegeta_p50_ns"`
+	VegetaP99  time.Duration `json:"vegeta_p99_ns"`
+	MaxSendLag time.Duration `json:"max_send_lag_ns"`
+	PeakRSSKB  int64         `json:"peak_rss_kb"` // VmHWM after the run
+	FirstError string        `json:"first_error,omitempty"`
+}
+
+func (l loop) String() string {
+	us := func(d time.Duration) float64 { return float64(d) / 1e3 }
+	s := fmt.Sprintf("%7.0f req/s, %6.1f µs CPU/req, server CPU %3.0f%%, generator CPU %3.0f%%", l.RPS, us(l.CPUPerReq), 100*l.ServerCPU, 100*l.GenCPU)
+	if l.Rate > 0 {
+		s = fmt.Sprintf("%d/s: p50 %s p99 %s max %s (vegeta's own p50 %s p99 %s, max send lag %s), %6.1f µs CPU/req", l.Rate,
+			benchkit.Ms(l.P50), benchkit.Ms(l.P99), benchkit.Ms(l.Max), benchkit.Ms(l.VegetaP50), benchkit.Ms(l.VegetaP99),
+			benchkit.Ms(l.MaxSendLag), us(l.CPUPerReq))
+	}
+	return fmt.Sprintf("%s, peak RSS %.1f MiB, other work %3.0f%%, %d errors", s, float64(l.PeakRSSKB)/1024, 100*l.Foreign, l.Errors)
+}
+
+// attack runs vegeta against l's server: a closed loop when rate is 0
+// (workers each waiting for its answer before sending again), else an open
+// loop at rate requests per second. Failed requests are counted, not errors.
+func (o *options) attack(l live, b body, rate int, dur time.Duration) (loop, error) {
+	res := loop{Rate: rate}
+	tr := vegeta.NewStaticTargeter(vegeta.Target{Method: http.MethodPost, URL: l.srv.URL(b.path), Body: b.data,
+		Header: http.Header{"Content-Type": []string{"application/json"}}})
+	opts := []func(*vegeta.Attacker){vegeta.Client(l.client), vegeta.Workers(uint64(o.workers))}
+	var pacer vegeta.Pacer = vegeta.Rate{Freq: 0, Per: time.Second}
+	if rate == 0 {
+		opts = append(opts, vegeta.MaxWorkers(uint64(o.workers)))
+	} else {
+		// Open loop: vegeta starts another worker whenever all are busy, so a
+		// slow answer never delays the next send.
+		pp, err := newPrecisePacer(rate)
+		if err != nil {
+			return res, err
+		}
+		defer pp.Close()
+		pacer = pp
+	}
+	c0, err := o.cpuTimes(l.srv.Pid())
+	if err != nil {
+		return res, err
+	}
+	var lats, vlats []time.Duration
+	var errKinds []string
+	interval := time.Second / time.Duration(max(rate, 1))
+	t0 := time.Now()
+	for r := range vegeta.NewAttacker(opts...).Attack(tr, pacer, dur, b.name) {
+		if r.Error != "" || r.Code != http.StatusOK {
+			res.Errors++
+			if e := fmt.Sprintf("%d %s %.200s", r.Code, r.Error, r.Body); len(errKinds) < 3 && !slices.Contains(errKinds, e) {
+				errKinds = append(errKinds, e)
+			}
+			continue
+		}
+		res.Requests++
+		if rate > 0 {
+			// vegeta stamps each result when its worker starts the request,
+			// which is late when the generator falls behind; count latency
+			// from the intended send time instead: the pacer sends hit n at
+			// (n+1)·interval after the attack began.
+			intended := t0.Add(time.Duration(r.Seq+1) * interval)
+			lats = append(lats, r.Timestamp.Add(r.Latency).Sub(intended))
+			vlats = append(vlats, r.Latency)
+			res.MaxSendLag = max(res.MaxSendLag, r.Timestamp.Sub(intended))
+		}
+	}
+	elapsed := time.Since(t0)
+	c1, err := o.cpuTimes(l.srv.Pid())
+	if err != nil {
+		return res, err
+	}
+	res.FirstError = strings.Join(errKinds, " | ")
+	res.RPS = float64(res.Requests) / elapsed.Seconds()
+	if res.Requests > 0 {
+		res.CPUPerReq = (c1.server - c0.server) / time.Duration(res.Requests)
+	}
+	res.ServerCPU = float64(c1.server-c0.server) / float64(elapsed)
+	res.GenCPU = float64(c1.self-c0.self) / float64(elapsed)
+	if o.serverCPU != "" && o.genCPU != "" {
+		res.Foreign = max(float64((c1.serverCore-c0.serverCore)-(c1.server-c0.server)),
+			float64((c1.genCore-c0.genCore)-(c1.self-c0.self))) / float64(elapsed)
+	}
+	res.P50, res.P99, res.Max = benchkit.Quantile(lats, 0.5), benchkit.Quantile(lats, 0.99), benchkit.Quantile(lats, 1)
+	res.VegetaP50, res.VegetaP99 = benchkit.Quantile(vlats, 0.5), benchkit.Quantile(vlats, 0.99)
+	return res, nil
+}
+
+// cpuTimes are the CPU times the interference figure compares: the server's
+// and the generator's own, and the busy time of the cores they are pinned to.
+type cpuTimes struct{ server, self, serverCore, genCore time.Duration }
+
+func (o *options) cpuTimes(pid int) (cpuTimes, error) {
+	var t cpuTimes
+	var err error
+	if t.server, err = benchkit.ProcCPU(pid); err != nil {
+		return t, err
+	}
+	t.self, _ = benchkit.ProcCPU(os.Getpid())
+	busy := benchkit.CPUBusy()
+	s, _ := strconv.Atoi(o.serverCPU)
+	g, _ := strconv.Atoi(o.genCPU)
+	t.serverCore, t.genCore = busy[int64(s)], busy[int64(g)]
+	return t, nil
+}
+
+// precisePacer sends hit n at (n+1)·interval after the attack began, like
+// vegeta's ConstantPacer, but waits with a timerfd instead of letting the
+// attacker time.Sleep: on Linux, Go's sleeps wake up to ~1 ms late (the
+// runtime's netpoller waits with a millisecond timeout), so a sleeping pacer
+// sends late and in bursts, and that lateness would count as server latency.
+// A timerfd read parks the goroutine in the netpoller, which epoll wakes when
+// the timer fires, within microseconds.
+type precisePacer struct {
+	interval time.Duration
+	fd       int      // the timerfd (File.Fd would switch it to blocking mode)
+	timer    *os.File // fd, read through the netpoller
+}
+
+func newPrecisePacer(rate int) (*precisePacer, error) {
+	fd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	return &precisePacer{interval: time.Second / time.Duration(rate), fd: fd, timer: os.NewFile(uintptr(fd), "timerfd")}, nil
+}
+
+func (p *precisePacer) Close() error { return p.timer.Close() }
+
+// Pace implements vegeta.Pacer: it waits itself and returns no wait.
+func (p *precisePacer) Pace(elapsed time.Duration, hits uint64) (time.Duration, bool) {
+	wait := time.Duration(hits+1)*p.interval - elapsed
+	if wait <= 20*time.Microsecond {
+		return 0, false // on time, or behind: send now
+	}
+	spec := unix.ItimerSpec{Value: unix.NsecToTimespec(int64(wait))}
+	if err := unix.TimerfdSettime(p.fd, 0, &spec, nil); err != nil {
+		return wait, false // fall back to the attacker's sleep
+	}
+	var buf [8]byte
+	if _, err := p.timer.Read(buf[:]); err != nil {
+		return 0, false
+	}
+	return 0, false
+}
+
+// Rate implements vegeta.Pacer.
+func (p *precisePacer) Rate(time.Duration) float64 { return float64(time.Second) / float64(p.interval) }
+
+type reporter struct {
+	o            *options
+	samples      []sample
+	anyDisturbed bool
+}
+
+// summary holds the median of each figure of one server's loops of one kind
+// (closed, open, busy) on one body over the rounds: over those other work
+// left alone, or over all when there is none (then disturbed).
+type summary struct {
+	loop
+	n         int
+	disturbed bool
+}
+
+func (r *reporter) med(server, body, phase string) summary {
+	var all, quiet []loop
+	for _, s := range r.samples {
+		if l, ok := s.Loops[phase]; ok && s.Server == server && s.Body == body {
+			all = append(all, l)
+			if l.Foreign <= r.o.disturbed {
+				quiet = append(quiet, l)
+			}
+		}
+	}
+	m := summary{n: len(all), disturbed: len(quiet) == 0}
+	if m.disturbed {
+		quiet = all
+	}
+	out := reflect.ValueOf(&m.loop).Elem()
+	for i := range out.NumField() {
+		var v []float64
+		for _, l := range quiet {
+			if f := reflect.ValueOf(l).Field(i); f.CanFloat() {
+				v = append(v, f.Float())
+			} else if f.CanInt() {
+				v = append(v, float64(f.Int()))
+			}
+		}
+		if f := out.Field(i); f.CanFloat() {
+			f.SetFloat(benchkit.Median(v))
+		} else if f.CanInt() {
+			f.SetInt(int64(benchkit.Median(v)))
+		}
+	}
+	return m
+}
+
+// cell prints a median, marked ‡ when every round of it was disturbed.
+func (r *reporter) cell(m summary, format string, v any) string {
+	if m.disturbed {
+		r.anyDisturbed = true
+		return fmt.Sprintf(format, v) + "‡"
+	}
+	return fmt.Sprintf(format, v)
+}
+
+func us(d time.Duration) float64 { return float64(d) / 1e3 }
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+func (r *reporter) report(s *benchkit.Setup, bodies []body, servers []serverDef, took time.Duration) string {
+	o := r.o
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	var foreign []float64
+	maxForeign := 0.0
+	for _, s := range r.samples {
+		foreign = append(foreign, max(s.Loops["closed"].Foreign, s.Loops["open"].Foreign))
+		maxForeign = max(maxForeign, foreign[len(foreign)-1])
+	}
+	load, _ := os.ReadFile("/proc/loadavg")
+	p("\n## Load benchmark: dittofs-webhook vs controller-runtime vs floor\n\n- %s\n", s.Describe())
+	p("- each server pinned to CPU %s with GOMAXPROCS=1, the load generator (vegeta v12.13.0 lib) to CPU %s; "+
+		"HTTPS, HTTP/1.1 keep-alive, loopback\n", o.serverCPU, o.genCPU)
+	p("- closed loop: %d connections, rate 0, %s per run after a %s warm-up; open loop: fixed rate for %s, "+
+		"latency from the intended send time\n", o.workers, o.closed, o.warmup, o.open)
+	p("- log level of dittofs-webhook and the peer: %s (one line per decision at info)\n", o.LogLevel)
+	if len(o.dittoEnv) > 0 {
+		p("- experiment: dittofs-webhook ran with %s\n", strings.Join(o.dittoEnv, " "))
+	}
+	p("- %d rounds, servers interleaved, medians shown; bodies: mutate-6K %d B, validate-6K %d B, mutate-100K %d B\n",
+		o.Rounds, len(s.Bodies.Create), len(s.Bodies.Validate), len(s.Bodies.Large))
+	p("- run took %s; load average at the end: %s; other work took at most %.0f%% of a measured core in any run "+
+		"(median run %.0f%%)\n", took.Round(time.Second), strings.TrimSpace(string(load)),
+		100*maxForeign, 100*benchkit.Median(foreign))
+	p("\nEquivalence check (dittofs-webhook vs the peer, same bodies):\n")
+	for _, l := range o.equiv {
+		p("- %s\n", l)
+	}
+
+	genBound := false
+	var rows, busyRows [][]string
+	for _, bd := range bodies {
+		for _, d := range servers {
+			c, op, bu := r.med(d.Label, bd.name, "closed"), r.med(d.Label, bd.name, "open"), r.med(d.Label, bd.name, "busy")
+			if c.n == 0 {
+				continue
+			}
+			rps := r.cell(c, "%.0f", c.RPS)
+			if c.GenCPU > 0.9 {
+				rps, genBound = rps+"†", true
+			}
+			rows = append(rows, []string{bd.name, d.Label, rps, r.cell(c, "%.1f", us(c.CPUPerReq)), r.cell(op, "%.1f", us(op.CPUPerReq)),
+				fmt.Sprintf("%d/s", op.Rate), r.cell(op, "%s", benchkit.Ms(op.P50)), r.cell(op, "%s", benchkit.Ms(op.P99)),
+				r.cell(op, "%s", benchkit.Ms(op.Max)), r.cell(op, "%.1f", float64(op.PeakRSSKB)/1024)})
+			busyRows = append(busyRows, []string{bd.name, d.Label, fmt.Sprintf("%d/s", bu.Rate), r.cell(bu, "%s", benchkit.Ms(bu.P50)),
+				r.cell(bu, "%s", benchkit.Ms(bu.P99)), r.cell(bu, "%s", benchkit.Ms(bu.Max)), r.cell(bu, "%.1f", us(bu.CPUPerReq))})
+		}
+	}
+	benchkit.Table(&b, 2, []string{"body", "server", "max req/s (closed)", "CPU µs/req (closed)", "CPU µs/req (open)",
+		"open rate", "p50", "p99", "max", "peak RSS MiB"}, rows)
+	if o.busy > 0 {
+		p("\nLatency at a busy fixed rate, %.0f%% of the slowest server's closed-loop rate (open loop, from the intended "+
+			"send time):\n", 100*o.busy)
+		benchkit.Table(&b, 2, []string{"body", "server", "busy rate", "p50", "p99", "max", "CPU µs/req"}, busyRows)
+	}
+	if genBound {
+		p("\n† the load generator's core was over 90%% busy: that server's closed-loop rate is a lower bound " +
+			"(the generator, not the server, was the limit).\n")
+	}
+	var maxLag, maxDiff time.Duration
+	quiet := map[string]int{}
+	for _, sm := range r.samples {
+		for ph, l := range sm.Loops {
+			if l.Errors > 0 {
+				p("\nFailed requests: round %d, %s, %s, %s loop: %d errors (%s).\n", sm.Round, sm.Body, sm.Server, ph, l.Errors, l.FirstError)
+			}
+			if l.Foreign <= o.disturbed {
+				quiet[ph]++
+			}
+		}
+		if l := sm.Loops["open"]; l.Foreign <= o.disturbed {
+			maxLag, maxDiff = max(maxLag, l.MaxSendLag), max(maxDiff, l.P99-l.VegetaP99)
+		}
+	}
+	if r.anyDisturbed {
+		p("\n‡ every round of this figure was disturbed by other work on the machine (over %.0f%% of a measured core): "+
+			"not a clean measurement.\n", 100*o.disturbed)
+	}
+	p("\nMedians are over the rounds that other work on the machine left alone (at most %.0f%% of the server's or the "+
+		"generator's core): %d of %d closed-loop runs and %d of %d open-loop runs.\n",
+		100*o.disturbed, quiet["closed"], len(r.samples), quiet["open"], len(r.samples))
+	p("\nOpen-loop latency is counted from each request's intended send time, which vegeta does not do (it stamps a "+
+		"result when a worker starts the request), and sends are paced with a timerfd (vegeta's pacer sleeps, ~1 ms late): "+
+		"see docs/performance.md. Largest send lag in an undisturbed run: %s; largest p99 difference from vegeta's own "+
+		"figure: %s.\n", benchkit.Ms(maxLag), benchkit.Ms(maxDiff))
+
+	const ditto, peer, floor = "dittofs-webhook", "controller-runtime", "floor"
+	var targets [][]string
+	target := func(name, value string, pass bool, detail string) {
+		targets = append(targets, []string{name, value, benchkit.PassFail(pass), detail})
+	}
+	for _, bd := range []string{"mutate-6K", "validate-6K"} {
+		a, pr := r.med(ditto, bd, "closed").RPS, r.med(peer, bd, "closed").RPS
+		target(strings.TrimSuffix(bd, "-6K")+" throughput ≥ 5× the peer's", fmt.Sprintf("%.1f×", ratio(a, pr)), ratio(a, pr) >= 5,
+			fmt.Sprintf("%.0f vs %.0f req/s", a, pr))
+	}
+	cpu := func(server, body, phase string) float64 { return us(r.med(server, body, phase).CPUPerReq) }
+	rc := ratio(cpu(ditto, "mutate-6K", "closed"), cpu(floor, "mutate-6K", "closed"))
+	target("server CPU per mutate request ≤ 4× the floor's", fmt.Sprintf("%.1f× (closed loop)", rc), rc <= 4,
+		fmt.Sprintf("%.1f vs %.1f µs; at the fixed rate %.1f× (%.1f vs %.1f µs)", cpu(ditto, "mutate-6K", "closed"),
+			cpu(floor, "mutate-6K", "closed"), ratio(cpu(ditto, "mutate-6K", "open"), cpu(floor, "mutate-6K", "open")),
+			cpu(ditto, "mutate-6K", "open"), cpu(floor, "mutate-6K", "open")))
+	for _, bd := range bodies {
+		// The floor's own p99 shows when the target is below what this
+		// machine's network path can resolve.
+		for _, ph := range []string{"open", "busy"} {
+			if a, pr := r.med(ditto, bd.name, ph), r.med(peer, bd.name, ph); a.n > 0 {
+				target(fmt.Sprintf("%s: p99 at %d/s%s ≤ the peer's p50", bd.name, a.Rate, map[string]string{"busy": " (busy)"}[ph]),
+					benchkit.Ms(a.P99)+" vs "+benchkit.Ms(pr.P50), a.P99 <= pr.P50, "the floor's own p99: "+benchkit.Ms(r.med(floor, bd.name, ph).P99))
+			}
+		}
+	}
+	for _, bd := range bodies {
+		a, pr := float64(r.med(ditto, bd.name, "open").PeakRSSKB)/1024, float64(r.med(peer, bd.name, "open").PeakRSSKB)/1024
+		target(bd.name+": peak RSS ≤ the peer's", fmt.Sprintf("%.1f vs %.1f MiB", a, pr), a <= pr, "")
+	}
+	small, large := float64(len(s.Bodies.Create)), float64(len(s.Bodies.Large))
+	perByte := func(server, body string, size float64) float64 { return 1e3 * cpu(server, body, "closed") / size }
+	rb := ratio(perByte(ditto, "mutate-100K", large), perByte(ditto, "mutate-6K", small))
+	target("100 KB body: CPU per byte ≤ 1.25× the 6 KB body's (no worse than linear)", fmt.Sprintf("%.2f×", rb), rb <= 1.25,
+		fmt.Sprintf("%.2f vs %.2f ns/byte; %.1f× the CPU for %.1f× the bytes (the peer: %.2f vs %.2f ns/byte)",
+			perByte(ditto, "mutate-100K", large), perByte(ditto, "mutate-6K", small),
+			ratio(cpu(ditto, "mutate-100K", "closed"), cpu(ditto, "mutate-6K", "closed")), large/small,
+			perByte(peer, "mutate-100K", large), perByte(peer, "mutate-6K", small)))
+	for _, d := range servers[3:] {
+		if v, at := r.med(d.Label, "mutate-6K", "closed"), r.med(ditto, "mutate-6K", "closed").RPS; v.n > 0 {
+			p("\nLog level: %s did %.0f req/s on mutate-6K vs %.0f at %s (%+.0f%%).\n", d.Label, v.RPS, at, o.LogLevel, 100*(ratio(v.RPS, at)-1))
+		}
+	}
+	benchkit.Table(&b, 4, []string{"target", "measured", "result", "detail"}, targets)
+	return b.String()
 }
