@@ -1,8 +1,8 @@
 // Command loadbench is the side-by-side load comparison of `make bench`:
 // dittofs-webhook (the real binary), the same policy written the usual
 // controller-runtime way (tests/bench/peer) and a floor that decodes nothing
-// (tests/bench/floor), each pinned to one core with GOMAXPROCS=1 while the
-// load generator (vegeta's library, this process) runs on the other core.
+// (tests/bench/floor), each pinned to CPU 1 with GOMAXPROCS=1 while the load
+// generator (vegeta's library, this process) runs on CPU 0.
 //
 // For each round, each body and each server (interleaved: A, B, C, A, B, C, …)
 // it measures, over HTTPS keep-alive HTTP/1.1:
@@ -10,10 +10,11 @@
 //     rate 0 and W workers), and the server's CPU per request;
 //   - open loop: latency at a fixed rate below every server's capacity, from
 //     each request's intended send time (so a late send counts against the
-//     server, not hidden: no coordinated omission), and CPU per request;
+//     server, not hidden: no coordinated omission), and CPU per request; then
+//     the same at a busier rate;
 //   - the server's peak RSS (VmHWM).
 //
-// It prints the medians of the rounds as a markdown table and checks the
+// It prints the medians of the rounds as markdown tables and checks the
 // targets (PASS/FAIL). Before measuring a body, it checks that the peer and
 // dittofs-webhook give equivalent answers on it.
 //
@@ -22,7 +23,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -43,31 +43,26 @@ import (
 	"github.com/dittofs/dittofs-webhook/webhook"
 )
 
+const (
+	serverCPU, genCPU = 1, 0
+	// disturbed is the share of the server's or the generator's core other
+	// work may take before a run is redone (once) and left out of the medians.
+	disturbed = 0.25
+)
+
 type options struct {
 	benchkit.Flags
 	closed, open, warmup time.Duration
 	workers              int
-	rates, busyRates     map[string]int // open-loop and busy rates by body: from -rates, or set in round 1
 	busy                 float64
-	logCompare           bool
 	bodies               string
-	serverCPU, genCPU    string
-	jsonOut              string
-	quietWait            time.Duration
-	disturbed            float64
-	dittoEnv             []string
-	equiv                []string // the equivalence check's findings, by body
+	rates, busyRates     map[string]int // by body: from -rates, or set in round 1
+	equiv                []string       // the equivalence check's findings, by body
 }
 
 type body struct {
 	name, path string
 	data       []byte
-}
-
-// serverDef is a server under test, measured on every body or only one.
-type serverDef struct {
-	benchkit.ServerSpec
-	only string
 }
 
 func main() {
@@ -77,43 +72,28 @@ func main() {
 	flag.DurationVar(&o.open, "open", 5*time.Second, "open-loop (fixed rate) duration per server, body and round")
 	flag.DurationVar(&o.warmup, "warmup", time.Second, "closed-loop warm-up before each measurement (not counted)")
 	flag.IntVar(&o.workers, "workers", 8, "closed-loop concurrency: vegeta workers, each with its own keep-alive connection")
+	flag.Float64Var(&o.busy, "busy", 0.75, "also measure latency at this fraction of the slowest server's closed-loop rate (0: skip)")
+	flag.StringVar(&o.bodies, "bodies", "", "measure only these bodies, comma-separated (e.g. validate-6K); default all")
 	flag.Func("rates", "fixed open-loop rates, e.g. mutate-6K=500,validate-6K=500,mutate-100K=100 "+
 		"(default: half the slowest server's closed-loop rate in round 1, rounded down)", func(s string) error {
 		for kv := range strings.SplitSeq(s, ",") {
 			k, v, _ := strings.Cut(kv, "=")
-			if n, err := strconv.Atoi(v); err == nil && n > 0 {
-				o.rates[k] = n
-			} else {
+			if o.rates[k], _ = strconv.Atoi(v); o.rates[k] <= 0 {
 				return fmt.Errorf("bad entry %q", kv)
 			}
 		}
 		return nil
 	})
-	flag.BoolVar(&o.logCompare, "log-compare", true, "also run dittofs-webhook at the other log level (info, warn) on "+
-		"the 6 KB mutate body, to show what the per-decision log line costs")
-	flag.StringVar(&o.serverCPU, "server-cpu", "1", "CPU the servers are pinned to (taskset -c); empty: not pinned")
-	flag.StringVar(&o.genCPU, "generator-cpu", "0", "CPU the load generator is pinned to; empty: not pinned")
-	flag.StringVar(&o.jsonOut, "json", "", "also write every measurement as JSON to this file")
-	flag.DurationVar(&o.quietWait, "quiet-wait", 30*time.Second, "before each measurement, wait up to this long for "+
-		"other work on the machine to leave both cores mostly idle (2 min in all per run)")
-	flag.Float64Var(&o.disturbed, "disturbed", 0.25, "redo a run (once) when other work took more than this share of "+
-		"the server's or the generator's core, and leave such runs out of the medians")
-	flag.Float64Var(&o.busy, "busy", 0.75, "also measure latency at this fraction of the slowest server's closed-loop rate (0: skip)")
-	flag.StringVar(&o.bodies, "bodies", "", "measure only these bodies, comma-separated (e.g. validate-6K), for experiments; default all")
-	flag.Func("ditto-env", "extra environment of dittofs-webhook, comma-separated (e.g. GOGC=400), for experiments",
-		func(s string) error { o.dittoEnv = strings.Split(s, ","); return nil })
 	flag.Parse()
-	if len(benchkit.CPUBusy()) < 2 && (o.serverCPU != "" || o.genCPU != "") {
-		fmt.Fprintln(os.Stderr, "loadbench: fewer than 2 CPUs: the servers and the generator share the CPU "+
-			"(figures are not comparable with pinned runs)")
-		o.serverCPU, o.genCPU = "", ""
-	}
-	benchkit.Main("loadbench", &o.Flags, o.genCPU, func(ctx context.Context, s *benchkit.Setup) (string, error) {
+	benchkit.Main("loadbench", &o.Flags, strconv.Itoa(genCPU), func(ctx context.Context, s *benchkit.Setup) (string, error) {
 		return o.run(ctx, s)
 	})
 }
 
 func (o *options) run(ctx context.Context, s *benchkit.Setup) (string, error) {
+	if len(benchkit.CPUBusy()) < 2 {
+		return "", errors.New("needs two CPUs: one for the servers, one for the load generator")
+	}
 	started := time.Now()
 	bodies := []body{
 		{"mutate-6K", webhook.MutatePath, s.Bodies.Create},
@@ -126,38 +106,21 @@ func (o *options) run(ctx context.Context, s *benchkit.Setup) (string, error) {
 			return "", fmt.Errorf("-bodies %q names none of the bodies", o.bodies)
 		}
 	}
-	def := func(kind benchkit.Kind, label, logLevel, only string) serverDef {
-		spec := benchkit.ServerSpec{Kind: kind, Label: label, LogLevel: logLevel, CPU: o.serverCPU}
-		if kind == benchkit.Ditto {
-			spec.Env = o.dittoEnv
-		}
-		return serverDef{spec, only}
-	}
-	servers := []serverDef{def(benchkit.Ditto, "dittofs-webhook", o.LogLevel, ""),
-		def(benchkit.Peer, "controller-runtime", o.LogLevel, ""), def(benchkit.Floor, "floor", "", "")}
-	if other := map[string]string{"info": "warn", "warn": "info"}[o.LogLevel]; o.logCompare && other != "" {
-		servers = append(servers, def(benchkit.Ditto, "dittofs-webhook (log "+other+")", other, "mutate-6K"))
-	}
-
+	cpu := strconv.Itoa(serverCPU)
+	servers := []benchkit.ServerSpec{{Kind: benchkit.Ditto, LogLevel: o.LogLevel, CPU: cpu},
+		{Kind: benchkit.Peer, LogLevel: o.LogLevel, CPU: cpu}, {Kind: benchkit.Floor, CPU: cpu}}
 	var samples []sample
 	for round := 1; round <= o.Rounds; round++ {
 		for _, b := range bodies {
-			defs := slices.DeleteFunc(slices.Clone(servers), func(d serverDef) bool { return d.only != "" && d.only != b.name })
-			got, err := o.measure(ctx, s, round, b, defs)
+			got, err := o.measure(ctx, s, round, b, servers)
 			if err != nil {
 				return "", err
 			}
 			samples = append(samples, got...)
 		}
 	}
-	if o.jsonOut != "" {
-		j, _ := json.MarshalIndent(samples, "", "  ")
-		if err := os.WriteFile(o.jsonOut, j, 0o644); err != nil {
-			return "", err
-		}
-	}
 	r := &reporter{o: o, samples: samples}
-	return r.report(s, bodies, servers, time.Since(started)), nil
+	return r.report(s, bodies, time.Since(started)), nil
 }
 
 // live is a server being measured.
@@ -167,12 +130,12 @@ type live struct {
 	s      *sample
 }
 
-// measure runs one round of one body on every server: all are started
-// (pinned to the server CPU); each in turn gets a warm-up and the closed
-// loop, then each in turn the open loop, then the busy open loop; then they
-// stop. The first round checks that the peer's and dittofs-webhook's answers
-// agree and the floor allows, and sets the open-loop rates not given by -rates.
-func (o *options) measure(ctx context.Context, s *benchkit.Setup, round int, b body, defs []serverDef) ([]sample, error) {
+// measure runs one round of one body on every server: all are started; each
+// in turn gets a warm-up and the closed loop, then each in turn the open
+// loop, then the busy open loop; then they stop. The first round checks that
+// the peer's and dittofs-webhook's answers agree and the floor allows, and
+// sets the open-loop rates -rates does not give.
+func (o *options) measure(ctx context.Context, s *benchkit.Setup, round int, b body, specs []benchkit.ServerSpec) ([]sample, error) {
 	var lives []live
 	defer func() {
 		for _, l := range lives {
@@ -180,28 +143,27 @@ func (o *options) measure(ctx context.Context, s *benchkit.Setup, round int, b b
 			_ = l.srv.Stop()
 		}
 	}()
-	for _, d := range defs {
-		srv, err := s.Start(d.ServerSpec)
+	var answers []*admissionv1.AdmissionResponse
+	for _, spec := range specs {
+		srv, err := s.Start(spec)
 		if err != nil {
 			return nil, err
 		}
-		lives = append(lives, live{srv, s.NewClient(o.workers * 2), &sample{Round: round, Server: d.Label, Body: b.name, Loops: map[string]loop{}}})
-	}
-	if round == 1 {
-		var answers []*admissionv1.AdmissionResponse
-		for _, l := range lives[:3] {
-			rv, _, err := benchkit.Post(l.client, l.srv.URL(b.path), b.data)
-			if err != nil {
-				return nil, fmt.Errorf("equivalence check: %s: %w", l.srv.Label, err)
-			}
+		l := live{srv, s.NewClient(o.workers * 2), &sample{Round: round, Server: srv.Label, Body: b.name, Loops: map[string]loop{}}}
+		lives = append(lives, l)
+		if rv, _, err := benchkit.Post(l.client, srv.URL(b.path), b.data); err != nil {
+			return nil, fmt.Errorf("%s: %w", srv.Label, err)
+		} else {
 			answers = append(answers, rv.Response)
 		}
+	}
+	if round == 1 {
 		line, err := benchkit.Agree(b.data, answers[0], answers[1])
 		if err == nil && !answers[2].Allowed {
 			err = errors.New("the floor did not allow")
 		}
 		if err != nil {
-			return nil, fmt.Errorf("equivalence check: %s: %w", b.name, err)
+			return nil, fmt.Errorf("equivalence check, %s: %w", b.name, err)
 		}
 		o.equiv = append(o.equiv, b.name+": "+line)
 		benchkit.Logf("equivalence check: %s", o.equiv[len(o.equiv)-1])
@@ -212,11 +174,11 @@ func (o *options) measure(ctx context.Context, s *benchkit.Setup, round int, b b
 		rates map[string]int
 		dur   time.Duration
 	}{{"closed", 0, nil, o.closed}, {"open", 0.5, o.rates, o.open}, {"busy", o.busy, o.busyRates, o.open}} {
+		if ph.rates != nil && ph.share <= 0 {
+			continue
+		}
 		rate := 0
 		if ph.rates != nil {
-			if ph.share <= 0 {
-				continue
-			}
 			if rate = ph.rates[b.name]; rate == 0 {
 				slowest := math.Inf(1)
 				for _, l := range lives {
@@ -240,7 +202,7 @@ func (o *options) measure(ctx context.Context, s *benchkit.Setup, round int, b b
 				return nil, err
 			}
 			l.s.Loops[ph.name] = got
-			benchkit.Logf("round %d %-11s %-34s %s: %s", round, b.name, l.srv.Label, ph.name, got)
+			benchkit.Logf("round %d %-11s %-18s %-6s %s", round, b.name, l.srv.Label, ph.name, got)
 		}
 	}
 	out := make([]sample, len(lives))
@@ -254,13 +216,14 @@ func (o *options) measure(ctx context.Context, s *benchkit.Setup, round int, b b
 var redoBudget = 2 * time.Minute
 
 // loop measures one closed-loop (rate 0) or open-loop run once the machine is
-// quiet, on fresh keep-alive connections (a short unmeasured closed loop opens
-// them: the server may have been idle for a while). A run with failed
-// requests, or one other work disturbed (within the redo budget), is done once
-// more; failures left are kept for the report, unless the server died.
+// quiet (benchkit.WaitQuiet), on fresh keep-alive connections (a short
+// unmeasured closed loop opens them: the server may have been idle). A run
+// with failed requests, or one other work disturbed (within the redo budget),
+// is done once more; failures left are kept for the report, unless the server
+// died.
 func (o *options) loop(ctx context.Context, l live, b body, rate int, dur time.Duration, what string) (loop, error) {
 	for try := 0; ; try++ {
-		benchkit.WaitQuiet(ctx, o.quietWait)
+		benchkit.WaitQuiet(ctx, 30*time.Second)
 		l.client.CloseIdleConnections()
 		res, err := o.attack(l, b, 0, 300*time.Millisecond)
 		if err == nil {
@@ -275,11 +238,11 @@ func (o *options) loop(ctx context.Context, l live, b body, rate int, dur time.D
 		if err != nil {
 			return res, fmt.Errorf("%s %s: %w; server log tail:\n%s", l.srv.Label, what, err, l.srv.LogTail(20))
 		}
-		disturbed := res.Foreign > o.disturbed && redoBudget > 0
-		if try == 1 || res.Errors == 0 && !disturbed {
+		redo := res.Foreign > disturbed && redoBudget > 0
+		if try == 1 || res.Errors == 0 && !redo {
 			return res, nil
 		}
-		if disturbed {
+		if redo {
 			redoBudget -= dur
 		}
 		benchkit.Logf("%s %s %s: %d errors (%s), other work %.0f%% of a core: again; server log tail:\n%s",
@@ -302,44 +265,30 @@ func niceRate(r float64) int {
 
 // sample is one server's measurements on one body in one round.
 type sample struct {
-	Round  int             `json:"round"`
-	Server string          `json:"server"`
-	Body   string          `json:"body"`
-	Loops  map[string]loop `json:"loops"` // closed, open and busy
+	Round        int
+	Server, Body string
+	Loops        map[string]loop // closed, open and busy
 }
 
 // loop is what one closed-loop or open-loop run measured.
 type loop struct {
-	Rate      int           `json:"rate"` // 0: closed loop
-	Requests  int           `json:"requests"`
-	Errors    int           `json:"errors"`
-	RPS       float64       `json:"rps"`
-	CPUPerReq time.Duration `json:"cpu_per_req_ns"`
-	ServerCPU float64       `json:"server_cpu_fraction"`
-	GenCPU    float64       `json:"generator_cpu_fraction"`
+	Rate, Requests, Errors int // Rate 0: closed loop
+	RPS, ServerCPU, GenCPU float64
 	// Foreign is the larger share of the server's or the generator's core
 	// that other work took (the core's busy time in /proc/stat minus the
 	// process's own; it includes the loopback network's softirq time).
-	Foreign    float64       `json:"foreign_cpu_fraction"`
-	P50        time.Duration `json:"p50_ns"`
-	P99        time.Duration `json:"p99_ns"`
-	Max        time.Duration `json:"max_ns"`
-	VegetaP50  time.Duration `json:"vegeta_p50_ns"`
-	VegetaP99  time.Duration `json:"vegeta_p99_ns"`
-	MaxSendLag time.Duration `json:"max_send_lag_ns"`
-	PeakRSSKB  int64         `json:"peak_rss_kb"` // VmHWM after the run
-	FirstError string        `json:"first_error,omitempty"`
+	Foreign                          float64
+	CPUPerReq, P50, P99, Max         time.Duration
+	VegetaP50, VegetaP99, MaxSendLag time.Duration
+	PeakRSSKB                        int64 // VmHWM after the run
+	FirstError                       string
 }
 
 func (l loop) String() string {
-	us := func(d time.Duration) float64 { return float64(d) / 1e3 }
-	s := fmt.Sprintf("%7.0f req/s, %6.1f µs CPU/req, server CPU %3.0f%%, generator CPU %3.0f%%", l.RPS, us(l.CPUPerReq), 100*l.ServerCPU, 100*l.GenCPU)
-	if l.Rate > 0 {
-		s = fmt.Sprintf("%d/s: p50 %s p99 %s max %s (vegeta's own p50 %s p99 %s, max send lag %s), %6.1f µs CPU/req", l.Rate,
-			benchkit.Ms(l.P50), benchkit.Ms(l.P99), benchkit.Ms(l.Max), benchkit.Ms(l.VegetaP50), benchkit.Ms(l.VegetaP99),
-			benchkit.Ms(l.MaxSendLag), us(l.CPUPerReq))
-	}
-	return fmt.Sprintf("%s, peak RSS %.1f MiB, other work %3.0f%%, %d errors", s, float64(l.PeakRSSKB)/1024, 100*l.Foreign, l.Errors)
+	return fmt.Sprintf("%d/s: %.0f req/s, %.1f µs CPU/req, server CPU %.0f%%, generator CPU %.0f%%; p50 %s p99 %s max %s "+
+		"(vegeta's own p99 %s, max send lag %s); peak RSS %.1f MiB; other work %.0f%%; %d errors", l.Rate, l.RPS, us(l.CPUPerReq),
+		100*l.ServerCPU, 100*l.GenCPU, benchkit.Ms(l.P50), benchkit.Ms(l.P99), benchkit.Ms(l.Max), benchkit.Ms(l.VegetaP99),
+		benchkit.Ms(l.MaxSendLag), float64(l.PeakRSSKB)/1024, 100*l.Foreign, l.Errors)
 }
 
 // attack runs vegeta against l's server: a closed loop when rate is 0
@@ -363,19 +312,17 @@ func (o *options) attack(l live, b body, rate int, dur time.Duration) (loop, err
 		defer pp.Close()
 		pacer = pp
 	}
-	c0, err := o.cpuTimes(l.srv.Pid())
+	c0, err := cpuTimes(l.srv.Pid())
 	if err != nil {
 		return res, err
 	}
 	var lats, vlats []time.Duration
-	var errKinds []string
 	interval := time.Second / time.Duration(max(rate, 1))
 	t0 := time.Now()
 	for r := range vegeta.NewAttacker(opts...).Attack(tr, pacer, dur, b.name) {
 		if r.Error != "" || r.Code != http.StatusOK {
-			res.Errors++
-			if e := fmt.Sprintf("%d %s %.200s", r.Code, r.Error, r.Body); len(errKinds) < 3 && !slices.Contains(errKinds, e) {
-				errKinds = append(errKinds, e)
+			if res.Errors++; res.FirstError == "" {
+				res.FirstError = fmt.Sprintf("%d %s %.200s", r.Code, r.Error, r.Body)
 			}
 			continue
 		}
@@ -392,42 +339,27 @@ func (o *options) attack(l live, b body, rate int, dur time.Duration) (loop, err
 		}
 	}
 	elapsed := time.Since(t0)
-	c1, err := o.cpuTimes(l.srv.Pid())
+	c1, err := cpuTimes(l.srv.Pid())
 	if err != nil {
 		return res, err
 	}
-	res.FirstError = strings.Join(errKinds, " | ")
+	server, self := c1[0]-c0[0], c1[1]-c0[1]
 	res.RPS = float64(res.Requests) / elapsed.Seconds()
-	if res.Requests > 0 {
-		res.CPUPerReq = (c1.server - c0.server) / time.Duration(res.Requests)
-	}
-	res.ServerCPU = float64(c1.server-c0.server) / float64(elapsed)
-	res.GenCPU = float64(c1.self-c0.self) / float64(elapsed)
-	if o.serverCPU != "" && o.genCPU != "" {
-		res.Foreign = max(float64((c1.serverCore-c0.serverCore)-(c1.server-c0.server)),
-			float64((c1.genCore-c0.genCore)-(c1.self-c0.self))) / float64(elapsed)
-	}
+	res.CPUPerReq = server / time.Duration(max(res.Requests, 1))
+	res.ServerCPU, res.GenCPU = float64(server)/float64(elapsed), float64(self)/float64(elapsed)
+	res.Foreign = float64(max(c1[2]-c0[2]-server, c1[3]-c0[3]-self)) / float64(elapsed)
 	res.P50, res.P99, res.Max = benchkit.Quantile(lats, 0.5), benchkit.Quantile(lats, 0.99), benchkit.Quantile(lats, 1)
 	res.VegetaP50, res.VegetaP99 = benchkit.Quantile(vlats, 0.5), benchkit.Quantile(vlats, 0.99)
 	return res, nil
 }
 
-// cpuTimes are the CPU times the interference figure compares: the server's
-// and the generator's own, and the busy time of the cores they are pinned to.
-type cpuTimes struct{ server, self, serverCore, genCore time.Duration }
-
-func (o *options) cpuTimes(pid int) (cpuTimes, error) {
-	var t cpuTimes
-	var err error
-	if t.server, err = benchkit.ProcCPU(pid); err != nil {
-		return t, err
-	}
-	t.self, _ = benchkit.ProcCPU(os.Getpid())
+// cpuTimes returns the CPU times the interference figure compares: the
+// server's and the generator's own, and the busy time of their cores.
+func cpuTimes(pid int) ([4]time.Duration, error) {
+	server, err := benchkit.ProcCPU(pid)
+	self, _ := benchkit.ProcCPU(os.Getpid())
 	busy := benchkit.CPUBusy()
-	s, _ := strconv.Atoi(o.serverCPU)
-	g, _ := strconv.Atoi(o.genCPU)
-	t.serverCore, t.genCore = busy[int64(s)], busy[int64(g)]
-	return t, nil
+	return [4]time.Duration{server, self, busy[serverCPU], busy[genCPU]}, err
 }
 
 // precisePacer sends hit n at (n+1)·interval after the attack began, like
@@ -473,6 +405,8 @@ func (p *precisePacer) Pace(elapsed time.Duration, hits uint64) (time.Duration, 
 // Rate implements vegeta.Pacer.
 func (p *precisePacer) Rate(time.Duration) float64 { return float64(time.Second) / float64(p.interval) }
 
+const ditto, peer, floor = string(benchkit.Ditto), string(benchkit.Peer), string(benchkit.Floor)
+
 type reporter struct {
 	o            *options
 	samples      []sample
@@ -493,7 +427,7 @@ func (r *reporter) med(server, body, phase string) summary {
 	for _, s := range r.samples {
 		if l, ok := s.Loops[phase]; ok && s.Server == server && s.Body == body {
 			all = append(all, l)
-			if l.Foreign <= r.o.disturbed {
+			if l.Foreign <= disturbed {
 				quiet = append(quiet, l)
 			}
 		}
@@ -539,7 +473,7 @@ func ratio(a, b float64) float64 {
 	return a / b
 }
 
-func (r *reporter) report(s *benchkit.Setup, bodies []body, servers []serverDef, took time.Duration) string {
+func (r *reporter) report(s *benchkit.Setup, bodies []body, took time.Duration) string {
 	o := r.o
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
@@ -551,14 +485,11 @@ func (r *reporter) report(s *benchkit.Setup, bodies []body, servers []serverDef,
 	}
 	load, _ := os.ReadFile("/proc/loadavg")
 	p("\n## Load benchmark: dittofs-webhook vs controller-runtime vs floor\n\n- %s\n", s.Describe())
-	p("- each server pinned to CPU %s with GOMAXPROCS=1, the load generator (vegeta v12.13.0 lib) to CPU %s; "+
-		"HTTPS, HTTP/1.1 keep-alive, loopback\n", o.serverCPU, o.genCPU)
+	p("- each server pinned to CPU %d with GOMAXPROCS=1, the load generator (vegeta v12.13.0 lib) to CPU %d; "+
+		"HTTPS, HTTP/1.1 keep-alive, loopback\n", serverCPU, genCPU)
 	p("- closed loop: %d connections, rate 0, %s per run after a %s warm-up; open loop: fixed rate for %s, "+
 		"latency from the intended send time\n", o.workers, o.closed, o.warmup, o.open)
 	p("- log level of dittofs-webhook and the peer: %s (one line per decision at info)\n", o.LogLevel)
-	if len(o.dittoEnv) > 0 {
-		p("- experiment: dittofs-webhook ran with %s\n", strings.Join(o.dittoEnv, " "))
-	}
 	p("- %d rounds, servers interleaved, medians shown; bodies: mutate-6K %d B, validate-6K %d B, mutate-100K %d B\n",
 		o.Rounds, len(s.Bodies.Create), len(s.Bodies.Validate), len(s.Bodies.Large))
 	p("- run took %s; load average at the end: %s; other work took at most %.0f%% of a measured core in any run "+
@@ -572,8 +503,8 @@ func (r *reporter) report(s *benchkit.Setup, bodies []body, servers []serverDef,
 	genBound := false
 	var rows, busyRows [][]string
 	for _, bd := range bodies {
-		for _, d := range servers {
-			c, op, bu := r.med(d.Label, bd.name, "closed"), r.med(d.Label, bd.name, "open"), r.med(d.Label, bd.name, "busy")
+		for _, server := range []string{ditto, peer, floor} {
+			c, op, bu := r.med(server, bd.name, "closed"), r.med(server, bd.name, "open"), r.med(server, bd.name, "busy")
 			if c.n == 0 {
 				continue
 			}
@@ -581,10 +512,10 @@ func (r *reporter) report(s *benchkit.Setup, bodies []body, servers []serverDef,
 			if c.GenCPU > 0.9 {
 				rps, genBound = rps+"†", true
 			}
-			rows = append(rows, []string{bd.name, d.Label, rps, r.cell(c, "%.1f", us(c.CPUPerReq)), r.cell(op, "%.1f", us(op.CPUPerReq)),
+			rows = append(rows, []string{bd.name, server, rps, r.cell(c, "%.1f", us(c.CPUPerReq)), r.cell(op, "%.1f", us(op.CPUPerReq)),
 				fmt.Sprintf("%d/s", op.Rate), r.cell(op, "%s", benchkit.Ms(op.P50)), r.cell(op, "%s", benchkit.Ms(op.P99)),
 				r.cell(op, "%s", benchkit.Ms(op.Max)), r.cell(op, "%.1f", float64(op.PeakRSSKB)/1024)})
-			busyRows = append(busyRows, []string{bd.name, d.Label, fmt.Sprintf("%d/s", bu.Rate), r.cell(bu, "%s", benchkit.Ms(bu.P50)),
+			busyRows = append(busyRows, []string{bd.name, server, fmt.Sprintf("%d/s", bu.Rate), r.cell(bu, "%s", benchkit.Ms(bu.P50)),
 				r.cell(bu, "%s", benchkit.Ms(bu.P99)), r.cell(bu, "%s", benchkit.Ms(bu.Max)), r.cell(bu, "%.1f", us(bu.CPUPerReq))})
 		}
 	}
@@ -606,27 +537,26 @@ func (r *reporter) report(s *benchkit.Setup, bodies []body, servers []serverDef,
 			if l.Errors > 0 {
 				p("\nFailed requests: round %d, %s, %s, %s loop: %d errors (%s).\n", sm.Round, sm.Body, sm.Server, ph, l.Errors, l.FirstError)
 			}
-			if l.Foreign <= o.disturbed {
+			if l.Foreign <= disturbed {
 				quiet[ph]++
 			}
 		}
-		if l := sm.Loops["open"]; l.Foreign <= o.disturbed {
+		if l := sm.Loops["open"]; l.Foreign <= disturbed {
 			maxLag, maxDiff = max(maxLag, l.MaxSendLag), max(maxDiff, l.P99-l.VegetaP99)
 		}
 	}
 	if r.anyDisturbed {
 		p("\n‡ every round of this figure was disturbed by other work on the machine (over %.0f%% of a measured core): "+
-			"not a clean measurement.\n", 100*o.disturbed)
+			"not a clean measurement.\n", 100*disturbed)
 	}
 	p("\nMedians are over the rounds that other work on the machine left alone (at most %.0f%% of the server's or the "+
 		"generator's core): %d of %d closed-loop runs and %d of %d open-loop runs.\n",
-		100*o.disturbed, quiet["closed"], len(r.samples), quiet["open"], len(r.samples))
+		100*disturbed, quiet["closed"], len(r.samples), quiet["open"], len(r.samples))
 	p("\nOpen-loop latency is counted from each request's intended send time, which vegeta does not do (it stamps a "+
 		"result when a worker starts the request), and sends are paced with a timerfd (vegeta's pacer sleeps, ~1 ms late): "+
 		"see docs/performance.md. Largest send lag in an undisturbed run: %s; largest p99 difference from vegeta's own "+
 		"figure: %s.\n", benchkit.Ms(maxLag), benchkit.Ms(maxDiff))
 
-	const ditto, peer, floor = "dittofs-webhook", "controller-runtime", "floor"
 	var targets [][]string
 	target := func(name, value string, pass bool, detail string) {
 		targets = append(targets, []string{name, value, benchkit.PassFail(pass), detail})
@@ -664,11 +594,6 @@ func (r *reporter) report(s *benchkit.Setup, bodies []body, servers []serverDef,
 			perByte(ditto, "mutate-100K", large), perByte(ditto, "mutate-6K", small),
 			ratio(cpu(ditto, "mutate-100K", "closed"), cpu(ditto, "mutate-6K", "closed")), large/small,
 			perByte(peer, "mutate-100K", large), perByte(peer, "mutate-6K", small)))
-	for _, d := range servers[3:] {
-		if v, at := r.med(d.Label, "mutate-6K", "closed"), r.med(ditto, "mutate-6K", "closed").RPS; v.n > 0 {
-			p("\nLog level: %s did %.0f req/s on mutate-6K vs %.0f at %s (%+.0f%%).\n", d.Label, v.RPS, at, o.LogLevel, 100*(ratio(v.RPS, at)-1))
-		}
-	}
 	benchkit.Table(&b, 4, []string{"target", "measured", "result", "detail"}, targets)
 	return b.String()
 }

@@ -24,7 +24,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"reflect"
 	"runtime"
 	"slices"
 	"strconv"
@@ -166,8 +165,7 @@ func Agree(body []byte, ours, peer *admissionv1.AdmissionResponse) (string, erro
 	if ours.Allowed != peer.Allowed || !ours.Allowed && code(ours) != code(peer) {
 		return "", fmt.Errorf("dittofs-webhook allowed=%v (%v), the peer allowed=%v (%v)", ours.Allowed, ours.Result, peer.Allowed, peer.Result)
 	}
-	line := fmt.Sprintf("both allowed=%v, %d vs %d patch operations, %d vs %d warnings", ours.Allowed,
-		countOps(ours.Patch), countOps(peer.Patch), len(ours.Warnings), len(peer.Warnings))
+	line := fmt.Sprintf("both allowed=%v, %d vs %d warnings", ours.Allowed, len(ours.Warnings), len(peer.Warnings))
 	if !ours.Allowed {
 		return line, nil
 	}
@@ -198,27 +196,14 @@ func code(r *admissionv1.AdmissionResponse) int32 {
 	return r.Result.Code
 }
 
-func countOps(patch []byte) int {
-	var ops []json.RawMessage
-	_ = json.Unmarshal(patch, &ops)
-	return len(ops)
-}
-
 // sameStatefulSet reports whether two StatefulSet documents are the same
 // object as the apiserver stores it on CREATE: equal as typed apps/v1 objects
 // once status is dropped (the apiserver resets it). diffs lists where the JSON
 // differs all the same (e.g. a typed round trip writing an empty status).
 func sameStatefulSet(a, b []byte) (same bool, diffs []string, err error) {
-	var ma, mb any
-	if err := errors.Join(json.Unmarshal(a, &ma), json.Unmarshal(b, &mb)); err != nil {
-		return false, nil, err
-	}
-	if reflect.DeepEqual(ma, mb) {
-		return true, nil, nil
-	}
 	ops, err := jsonpatch.CreatePatch(a, b)
-	if err != nil {
-		return false, nil, err
+	if err != nil || len(ops) == 0 {
+		return err == nil, nil, err
 	}
 	for _, op := range ops {
 		v, _ := json.Marshal(op.Value)
