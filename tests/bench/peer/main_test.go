@@ -65,6 +65,9 @@ func TestPeerAgrees(t *testing.T) {
 		{"bad cache-size annotation", mutate, edit(b.Create, func(_, obj map[string]any) {
 			meta(obj)["annotations"].(map[string]any)["dittofs.com/cache-size"] = "lots"
 		}), false},
+		{"retention Delete, whenScaled unset", mutate, edit(b.Create, func(_, obj map[string]any) {
+			obj["spec"].(map[string]any)["persistentVolumeClaimRetentionPolicy"] = map[string]any{"whenDeleted": "Delete"}
+		}), true},
 		{"unlabelled", mutate, edit(b.Create, func(_, obj map[string]any) {
 			delete(meta(obj)["labels"].(map[string]any), "dittofs.com/server")
 		}), true},

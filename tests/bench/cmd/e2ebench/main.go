@@ -1,16 +1,12 @@
-// Command e2ebench measures, through a real kube-apiserver (started with
-// controller-runtime's envtest from the binaries tests/tools/build.sh builds),
-// the latency the admission webhooks add to creating a labelled StatefulSet:
-// sequential creates through client-go (each deleted at once, untimed) with no
-// admission configuration; with dittofs-webhook's Mutating and Validating
-// WebhookConfigurations; with the same pointed at the controller-runtime peer,
-// at the floor, and at floors replaying dittofs-webhook's answer; with
-// deploy/in-tree's MutatingAdmissionPolicy and ValidatingAdmissionPolicy; and
-// with dittofs-webhook and the policies together. Every configuration also
-// gets unlabelled creates, which the objectSelector keeps from the webhooks.
-//
-// Configurations are interleaved over rounds; the report gives the create
-// latency of each and what it adds over no configuration.
+// Command e2ebench measures the latency the admission webhooks add to creating
+// a labelled StatefulSet through a real kube-apiserver (envtest, with the
+// binaries tests/tools/build.sh builds): sequential creates through client-go,
+// each deleted at once (untimed), under each configuration in turn: none;
+// deploy/base's webhook configurations pointed at dittofs-webhook, at the
+// controller-runtime peer, at the floor and at floors replaying
+// dittofs-webhook's answer; deploy/in-tree's admission policies; and
+// dittofs-webhook with the policies. Unlabelled creates, which the
+// objectSelector keeps from the webhooks, alternate with the labelled ones.
 //
 // Run it from tests/bench: go run ./cmd/e2ebench (or make bench-e2e).
 package main
