@@ -1,19 +1,15 @@
 // Command floor is the lower bound of the benchmarks: a TLS HTTP/1.1 server
-// that reads each request body and answers a canned "allowed" AdmissionReview
-// with the request's uid, decoding nothing. Whatever a webhook costs above
-// this is the cost of its decoding, policy and encoding.
-//
-// The apiserver rejects an answer whose uid is not the request's, so even the
-// floor echoes it, without decoding: the apiserver writes `"request":{"uid":"`
-// within the first hundred bytes of every review, and the floor looks for
-// exactly that in the first 512 bytes. (A body written in another key order,
-// like the benchmark's validate body, gets an empty uid: the load generator
-// does not check it.)
+// that reads each body and answers a canned "allowed" AdmissionReview,
+// decoding nothing: what a webhook costs above it is its decoding, policy and
+// encoding. The apiserver rejects an answer for another uid, so the floor
+// copies the one after `"request":{"uid":"`, which the apiserver writes in the
+// first hundred bytes (the benchmark's validate body, in another key order,
+// gets an empty uid: the load generator does not check it).
 //
 // With --mutate-response FILE it answers the mutate path with that canned
-// AdmissionReview instead, "<UID>" replaced by the request's uid: the
-// end-to-end benchmark replays dittofs-webhook's own answer this way, to tell
-// the apiserver's cost of applying a patch from the webhook's of computing it.
+// AdmissionReview, "<UID>" replaced by the request's uid: the end-to-end
+// benchmark replays dittofs-webhook's answer so, to tell the apiserver's cost
+// of applying a patch from the webhook's of computing it.
 //
 //	floor --listen 127.0.0.1:9443 --tls-cert-file tls.crt --tls-key-file tls.key [--mutate-response FILE]
 package main

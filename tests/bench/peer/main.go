@@ -1,7 +1,11 @@
 // Command peer is the comparison webhook of the benchmarks: the DittoFS
-// StatefulSet policy (SPEC §2–§3) served the usual kubebuilder way, by
-// controller-runtime's webhook.Server with admission.Webhook handlers (see
-// policy.go). It talks to no Kubernetes API.
+// StatefulSet policy (SPEC §2–§3) written the way a kubebuilder project
+// usually writes a webhook for a built-in type, served by controller-runtime's
+// webhook.Server: an admission.Handler per webhook, the object decoded into a
+// typed appsv1.StatefulSet by admission.Decoder, the mutation applied to a
+// DeepCopy and turned into a JSON patch by admission.PatchResponseFromRaw, a
+// denial built from a field.ErrorList with apierrors.NewInvalid. It talks to
+// no Kubernetes API.
 //
 //	peer --listen 127.0.0.1:9443 --cert-dir DIR [--log-level info|warn]
 package main
@@ -83,13 +87,6 @@ func handlers() (defaulter, validator admission.Handler) {
 	return &StatefulSetDefaulter{Decoder: dec, DefaultCacheSize: resource.MustParse("5Gi"), CacheMountPath: "/data/cache"},
 		&StatefulSetValidator{Decoder: dec}
 }
-
-// The DittoFS StatefulSet policy (SPEC §2–§3), written the way a kubebuilder
-// project usually writes a webhook for a built-in type: an admission.Handler
-// per webhook, the object decoded into a typed appsv1.StatefulSet by
-// admission.Decoder, the mutation applied to a DeepCopy and turned into a JSON
-// patch by admission.PatchResponseFromRaw, and a denial built from a
-// field.ErrorList with apierrors.NewInvalid.
 
 var (
 	statefulSetLog = logf.Log.WithName("statefulset-resource")

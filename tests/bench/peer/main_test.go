@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,13 +28,15 @@ func TestPeerAgrees(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ours := benchkit.InProcess(dwebhook.NewRouter(&dadmission.Admitter{Policy: policies.DefaultOptions()},
+	ours := httptest.NewServer(dwebhook.NewRouter(&dadmission.Admitter{Policy: policies.DefaultOptions()},
 		dwebhook.NewMetrics(prometheus.NewRegistry()), slog.New(slog.DiscardHandler)))
+	defer ours.Close()
 	defaulter, validator := handlers()
 	mux := http.NewServeMux()
 	mux.Handle(dwebhook.MutatePath, &webhook.Admission{Handler: defaulter})
 	mux.Handle(dwebhook.ValidatePath, &webhook.Admission{Handler: validator})
-	peer := benchkit.InProcess(mux)
+	peer := httptest.NewServer(mux)
+	defer peer.Close()
 
 	// edit returns body with f applied to its request and request.object.
 	edit := func(body []byte, f func(req, obj map[string]any)) []byte {
@@ -88,11 +91,11 @@ func TestPeerAgrees(t *testing.T) {
 		{"delete", mutate, edit(b.Create, func(req, _ map[string]any) { req["operation"] = "DELETE" }), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a, _, err := benchkit.Post(ours, benchkit.InProcessURL+tc.path, tc.body)
+			a, _, err := benchkit.Post(ours.Client(), ours.URL+tc.path, tc.body)
 			if err != nil {
 				t.Fatal(err)
 			}
-			p, _, err := benchkit.Post(peer, benchkit.InProcessURL+tc.path, tc.body)
+			p, _, err := benchkit.Post(peer.Client(), peer.URL+tc.path, tc.body)
 			if err != nil {
 				t.Fatal(err)
 			}

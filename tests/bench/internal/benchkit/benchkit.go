@@ -75,7 +75,9 @@ func LoadBodies(repoRoot string) (*Bodies, error) {
 
 	h := webhook.NewRouter(&admission.Admitter{Policy: policies.DefaultOptions()},
 		webhook.NewMetrics(prometheus.NewRegistry()), slog.New(slog.DiscardHandler))
-	resp, _, err := Post(InProcess(h), InProcessURL+webhook.MutatePath, create)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	resp, _, err := Post(srv.Client(), srv.URL+webhook.MutatePath, create)
 	if err != nil {
 		return nil, err
 	}
@@ -98,22 +100,6 @@ func LoadBodies(repoRoot string) (*Bodies, error) {
 	req["object"] = m
 	large, _ := json.Marshal(rv)
 	return &Bodies{Create: create, Validate: validate, Large: large, Object: obj}, nil
-}
-
-// InProcessURL is the base URL of an InProcess client's handler.
-const InProcessURL = "http://in-process"
-
-// InProcess is a client that sends every request to h, in process.
-func InProcess(h http.Handler) *http.Client {
-	return &http.Client{Transport: handlerTransport{h}}
-}
-
-type handlerTransport struct{ h http.Handler }
-
-func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	w := httptest.NewRecorder()
-	t.h.ServeHTTP(w, r)
-	return w.Result(), nil
 }
 
 // Post sends the review body to url and decodes the v1 AdmissionReview
@@ -545,22 +531,17 @@ func Logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 }
 
-// Describe is the report's line on the date, the machine (CPUs, model,
-// memory, kernel, Go) and the revision (git describe, -dirty with changes).
+// Describe is the report's line on the date, the machine (CPUs, model, Go)
+// and the revision (git describe, -dirty with changes).
 func (e *Setup) Describe() string {
-	model, mem := "unknown CPU", 0.0
+	model := "unknown CPU"
 	info, _ := proc.CPUInfo()
 	if len(info) > 0 {
 		model = info[0].ModelName
 	}
-	if m, err := proc.Meminfo(); err == nil && m.MemTotal != nil {
-		mem = float64(*m.MemTotal) / (1 << 20)
-	}
-	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	rev, _ := exec.Command("git", "-C", e.Repo, "describe", "--always", "--dirty").Output()
-	return fmt.Sprintf("date: %s; machine: %d CPUs, %s, %.0f GiB, Linux %s, %s; dittofs-webhook revision %s",
-		time.Now().UTC().Format("2006-01-02 15:04 MST"), len(info), model, mem, strings.TrimSpace(string(kernel)),
-		runtime.Version(), strings.TrimSpace(string(rev)))
+	return fmt.Sprintf("date: %s; machine: %d CPUs, %s, %s; dittofs-webhook revision %s", time.Now().UTC().Format("2006-01-02 15:04 MST"),
+		len(info), model, runtime.Version(), strings.TrimSpace(string(rev)))
 }
 
 var proc, _ = procfs.NewDefaultFS()
