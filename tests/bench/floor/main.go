@@ -33,7 +33,8 @@ var (
 	uidKey  = []byte(`"request":{"uid":"`)
 	// The answer is head, the uid, tail; on the mutate path, with
 	// --mutate-response, mutateHead, the uid, mutateTail.
-	head, tail             = []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"`), []byte(`","allowed":true}}`)
+	head                   = []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"`)
+	tail                   = []byte(`","allowed":true}}`)
 	mutateHead, mutateTail []byte
 )
 

@@ -332,7 +332,8 @@ func validateStatefulSet(sts *appsv1.StatefulSet, update bool) field.ErrorList {
 	var errs field.ErrorList
 	vctPath := field.NewPath("spec", "volumeClaimTemplates")
 	for _, st := range []struct{ name, rule string }{
-		{policies.MetadataVolume, policies.RuleMetadataStorage}, {policies.ContentVolume, policies.RuleContentStorage}, {policies.CacheVolume, policies.RuleCacheStorage},
+		{policies.MetadataVolume, policies.RuleMetadataStorage}, {policies.ContentVolume, policies.RuleContentStorage},
+		{policies.CacheVolume, policies.RuleCacheStorage},
 	} {
 		i := claimIndex(sts, st.name)
 		if i < 0 {

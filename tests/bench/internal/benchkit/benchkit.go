@@ -91,7 +91,8 @@ func LoadBodies(repoRoot string) (*Bodies, error) {
 	validate, _ := json.Marshal(rv)
 
 	_ = json.Unmarshal(obj, &m)
-	c := m.(map[string]any)["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)["containers"].([]any)[0].(map[string]any)
+	spec := m.(map[string]any)["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
+	c := spec["containers"].([]any)[0].(map[string]any)
 	env := c["env"].([]any)
 	for i := 0; len(env) < 1100; i++ {
 		env = append(env, map[string]any{"name": "DITTOFS_EXTRA_SETTING_XXXXXXXX" + string(rune('A'+i%26)), "value": strings.Repeat("v", 40)})
@@ -118,7 +119,8 @@ func Post(c *http.Client, url string, body []byte) (*admissionv1.AdmissionReview
 		return nil, out, fmt.Errorf("%s: status %d: %.300s", url, resp.StatusCode, out)
 	}
 	var rv admissionv1.AdmissionReview
-	if err := json.Unmarshal(out, &rv); err != nil || rv.APIVersion != "admission.k8s.io/v1" || rv.Kind != "AdmissionReview" || rv.Response == nil {
+	err = json.Unmarshal(out, &rv)
+	if err != nil || rv.APIVersion != "admission.k8s.io/v1" || rv.Kind != "AdmissionReview" || rv.Response == nil {
 		return nil, out, fmt.Errorf("%s: not a v1 AdmissionReview answer (%v): %.300s", url, err, out)
 	}
 	return &rv, out, nil
@@ -335,8 +337,9 @@ func (e *Setup) Start(spec ServerSpec) (*Server, error) {
 	go func() { s.exited <- cmd.Wait() }()
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if !s.Alive() || time.Now().After(deadline) {
+			err := fmt.Errorf("%s did not start (log %s):\n%s", label, logFile.Name(), s.LogTail(20))
 			_ = s.Stop()
-			return nil, fmt.Errorf("%s did not start (log %s):\n%s", label, logFile.Name(), s.LogTail(20))
+			return nil, err
 		}
 		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", addr, &tls.Config{InsecureSkipVerify: true})
 		if err == nil {
@@ -357,10 +360,16 @@ func (s *Server) Alive() bool {
 	}
 }
 
-// LogTail returns the last n lines of the server's output.
+// LogTail returns the last n lines of the server's output (of its last 64 KiB).
 func (s *Server) LogTail(n int) string {
-	b, err := os.ReadFile(s.logFile.Name())
-	if err != nil {
+	b := make([]byte, 64<<10)
+	st, err := s.logFile.Stat()
+	if err == nil {
+		var k int
+		k, err = s.logFile.ReadAt(b, max(0, st.Size()-int64(len(b))))
+		b = b[:k]
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
 		return err.Error()
 	}
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
@@ -409,7 +418,8 @@ type Flags struct {
 func (f *Flags) Register(rounds int, maxDuration time.Duration) {
 	flag.IntVar(&f.Rounds, "rounds", rounds, "rounds, the servers or configurations interleaved within each (the report gives medians)")
 	flag.StringVar(&f.LogLevel, "log-level", "info", "log level of dittofs-webhook and the peer (info is the default of both)")
-	flag.IntVar(&f.Nice, "nice", -19, "nice value of the benchmark and all it starts (root only; 0 leaves it), so other work disturbs it less")
+	flag.IntVar(&f.Nice, "nice", -19, "nice value of the benchmark and all it starts (root only; 0 leaves it), "+
+		"so other work disturbs it less")
 	flag.StringVar(&f.Markdown, "markdown", "", "also write the report to this file")
 	flag.BoolVar(&f.Keep, "keep", false, "keep the working folder (binaries, certificates, logs)")
 	flag.DurationVar(&f.MaxDuration, "max-duration", maxDuration, "give up after this long")
