@@ -259,13 +259,12 @@ func (b *bench) measure(ctx context.Context, c *config, per, warmup int) error {
 	}
 	benchkit.WaitQuiet(ctx, 20*time.Second)
 	m0, err := b.calls(ctx)
-	for i := 0; i < 2*per && err == nil; i++ {
-		var d time.Duration
-		if d, err = b.create(ctx, c, i%2 == 0); i%2 == 0 {
-			c.labelled = append(c.labelled, d)
-		} else {
-			c.unlabelled = append(c.unlabelled, d)
+	for i := 0; i < per && err == nil; i++ {
+		var dl, du time.Duration
+		if dl, err = b.create(ctx, c, true); err == nil {
+			du, err = b.create(ctx, c, false)
 		}
+		c.labelled, c.unlabelled = append(c.labelled, dl), append(c.unlabelled, du)
 	}
 	if err != nil {
 		return err

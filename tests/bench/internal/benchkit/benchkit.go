@@ -268,7 +268,6 @@ type ServerSpec struct {
 	LogLevel string // dittofs-webhook and the peer: info or warn
 	CPU      string // taskset CPU list ("1"), run with GOMAXPROCS=1; empty: not pinned
 	Args     []string
-	Env      []string // added to the server's environment (e.g. GOGC=200)
 }
 
 // Server is a running server process; its output goes to a file in the
@@ -303,7 +302,7 @@ func (e *Setup) Start(spec ServerSpec) (*Server, error) {
 	args := []string{e.bins[spec.Kind]}
 	switch spec.Kind {
 	case Ditto:
-		// A metrics port of its own: two dittofs-webhooks may run at once.
+		// A free metrics port: its default, :8080, may be taken.
 		metrics, err := freeAddr()
 		if err != nil {
 			return nil, err
@@ -316,7 +315,7 @@ func (e *Setup) Start(spec ServerSpec) (*Server, error) {
 		args = append(args, "--listen", addr, "--tls-cert-file", crt, "--tls-key-file", key)
 	}
 	args = append(args, spec.Args...)
-	env := append(os.Environ(), spec.Env...)
+	env := os.Environ()
 	if spec.CPU != "" {
 		args = append([]string{"taskset", "-c", spec.CPU}, args...)
 		env = append(env, "GOMAXPROCS=1")
