@@ -1,21 +1,15 @@
 // Command floor is the lower bound of the benchmarks: a TLS HTTP/1.1 server
-// that reads each request body, copies the request uid into a canned
-// "allowed" AdmissionReview response and decodes nothing. Whatever a webhook
-// costs above this is the cost of its decoding, policy and encoding.
+// that reads each body and answers a canned "allowed" AdmissionReview,
+// decoding nothing: what a webhook costs above it is its decoding, policy and
+// encoding. The apiserver rejects an answer for another uid, so the floor
+// copies the one after `"request":{"uid":"`, which the apiserver writes in the
+// first hundred bytes (the benchmark's validate body, in another key order,
+// gets an empty uid: the load generator does not check it).
 //
-// The apiserver rejects a response whose uid is not the request's, so even the
-// floor echoes it, without decoding: the apiserver writes `"request":{"uid":"`
-// within the first hundred bytes of every review, and the floor looks for
-// exactly that in the first 512 bytes. (A body written in another key order,
-// like the benchmark's validate body, gets an empty uid: the load generator
-// does not check it.)
-//
-// GET /count answers how many reviews it has served (the end-to-end benchmark
-// uses it to see that the apiserver calls it). With --mutate-response FILE it
-// answers the mutate path with that canned AdmissionReview instead, "<UID>"
-// replaced by the request's uid: the end-to-end benchmark replays
-// dittofs-webhook's own answer this way, to tell the apiserver's cost of
-// applying a patch from the webhook's cost of computing it.
+// With --mutate-response FILE it answers the mutate path with that canned
+// AdmissionReview, "<UID>" replaced by the request's uid: the end-to-end
+// benchmark replays dittofs-webhook's answer so, to tell the apiserver's cost
+// of applying a patch from the webhook's of computing it.
 //
 //	floor --listen 127.0.0.1:9443 --tls-cert-file tls.crt --tls-key-file tls.key [--mutate-response FILE]
 package main
@@ -24,66 +18,46 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"errors"
 	"flag"
-	"fmt"
-	"io"
+	"log"
 	"net/http"
 	"os"
 	"os/signal"
-	"strconv"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 )
 
-const maxBody = 7 << 20
-
 var (
 	bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 	uidKey  = []byte(`"request":{"uid":"`)
-	head    = []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"`)
-	tail    = []byte(`","allowed":true}}`)
-
-	// mutateHead and mutateTail, when set, answer the mutate path.
+	// The answer is head, the uid, tail; on the mutate path, with
+	// --mutate-response, mutateHead, the uid, mutateTail.
+	head                   = []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"`)
+	tail                   = []byte(`","allowed":true}}`)
 	mutateHead, mutateTail []byte
 )
 
-const mutatePath = "/mutate-apps-v1-statefulset"
-
-var served atomic.Int64
-
 func handle(w http.ResponseWriter, r *http.Request) {
-	if r.Method == http.MethodGet && r.URL.Path == "/count" {
-		_, _ = w.Write([]byte(strconv.FormatInt(served.Load(), 10)))
-		return
-	}
-	served.Add(1)
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()
 	defer bufPool.Put(buf)
-	if _, err := buf.ReadFrom(io.LimitReader(r.Body, maxBody)); err != nil {
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, 7<<20)); err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	var uid []byte
-	if b := buf.Bytes(); len(b) > 0 {
-		if i := bytes.Index(b[:min(len(b), 512)], uidKey); i >= 0 {
-			rest := b[i+len(uidKey):]
-			if j := bytes.IndexByte(rest, '"'); j >= 0 {
-				uid = rest[:j]
-			}
+	b, uid := buf.Bytes(), []byte(nil)
+	if i := bytes.Index(b[:min(len(b), 512)], uidKey); i >= 0 {
+		if u, _, ok := bytes.Cut(b[i+len(uidKey):], []byte(`"`)); ok {
+			uid = u
 		}
 	}
 	h, t := head, tail
-	if mutateHead != nil && r.URL.Path == mutatePath {
+	if mutateHead != nil && r.URL.Path == "/mutate-apps-v1-statefulset" {
 		h, t = mutateHead, mutateTail
 	}
-	out := make([]byte, 0, len(h)+len(uid)+len(t))
-	out = append(append(append(out, h...), uid...), t...)
 	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(out)
+	_, _ = w.Write(append(append(append(make([]byte, 0, len(h)+len(uid)+len(t)), h...), uid...), t...))
 }
 
 func main() {
@@ -95,17 +69,13 @@ func main() {
 	if *mutateResponse != "" {
 		b, err := os.ReadFile(*mutateResponse)
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "floor:", err)
-			os.Exit(2)
+			log.Fatal(err)
 		}
 		var ok bool
-		mutateHead, mutateTail, ok = bytes.Cut(bytes.TrimSpace(b), []byte("<UID>"))
-		if !ok {
-			fmt.Fprintln(os.Stderr, "floor: --mutate-response has no <UID>")
-			os.Exit(2)
+		if mutateHead, mutateTail, ok = bytes.Cut(bytes.TrimSpace(b), []byte("<UID>")); !ok {
+			log.Fatal("--mutate-response has no <UID>")
 		}
 	}
-
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	srv := &http.Server{
@@ -120,17 +90,16 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServeTLS(*certFile, *keyFile) }()
-	select {
-	case err := <-errc:
-		fmt.Fprintln(os.Stderr, "floor:", err)
-		os.Exit(1)
-	case <-ctx.Done():
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	if err := srv.ListenAndServeTLS(*certFile, *keyFile); err != http.ErrServerClosed {
+		log.Fatal(err)
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		os.Exit(1)
-	}
+	<-done
 }

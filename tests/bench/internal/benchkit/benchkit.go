@@ -1,0 +1,656 @@
+// Package benchkit holds what the load and end-to-end benchmarks share: the
+// request bodies and the check that two answers agree, building and running
+// the three servers (dittofs-webhook, the controller-runtime peer and the
+// floor), the flags and set-up of both commands, and reading CPU and memory
+// from /proc.
+package benchkit
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/procfs"
+	"gomodules.xyz/jsonpatch/v2"
+	jsonpatchv4 "gopkg.in/evanphx/json-patch.v4"
+	admissionv1 "k8s.io/api/admission/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+
+	"github.com/dittofs/dittofs-webhook/certs"
+	"github.com/dittofs/dittofs-webhook/policies"
+	"github.com/dittofs/dittofs-webhook/webhook"
+	"github.com/dittofs/dittofs-webhook/webhook/admission"
+)
+
+// Bodies are the benchmark request bodies, derived as benchReviews in
+// webhook/bench_test.go derives them.
+type Bodies struct {
+	// Create is the ~6 KB CREATE of webhook/testdata/bench-create.json: a
+	// labelled StatefulSet that needs the full mutation (M1–M4).
+	Create []byte
+	// Validate is the review the apiserver sends the validating webhook after
+	// applying dittofs-webhook's patch to Create.
+	Validate []byte
+	// Large is Create with ~1,100 env vars in the DittoFS container (~100 KB).
+	Large []byte
+	// Object is Create's request.object.
+	Object []byte
+}
+
+// LoadBodies reads webhook/testdata/bench-create.json and derives the others.
+func LoadBodies(repoRoot string) (*Bodies, error) {
+	create, err := os.ReadFile(filepath.Join(repoRoot, "webhook", "testdata", "bench-create.json"))
+	if err != nil {
+		return nil, err
+	}
+	var rv map[string]any
+	if err := json.Unmarshal(create, &rv); err != nil {
+		return nil, err
+	}
+	req := rv["request"].(map[string]any)
+	obj, _ := json.Marshal(req["object"])
+
+	h := webhook.NewRouter(&admission.Admitter{Policy: policies.DefaultOptions()},
+		webhook.NewMetrics(prometheus.NewRegistry()), slog.New(slog.DiscardHandler))
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	resp, _, err := Post(srv.Client(), srv.URL+webhook.MutatePath, create)
+	if err != nil {
+		return nil, err
+	}
+	mutated, err := ApplyPatch(obj, resp.Response.Patch)
+	if err != nil {
+		return nil, err
+	}
+	var m any
+	_ = json.Unmarshal(mutated, &m)
+	req["object"] = m
+	validate, _ := json.Marshal(rv)
+
+	_ = json.Unmarshal(obj, &m)
+	spec := m.(map[string]any)["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
+	c := spec["containers"].([]any)[0].(map[string]any)
+	env := c["env"].([]any)
+	for i := 0; len(env) < 1100; i++ {
+		env = append(env, map[string]any{"name": "DITTOFS_EXTRA_SETTING_XXXXXXXX" + string(rune('A'+i%26)), "value": strings.Repeat("v", 40)})
+	}
+	c["env"] = env
+	req["object"] = m
+	large, _ := json.Marshal(rv)
+	return &Bodies{Create: create, Validate: validate, Large: large, Object: obj}, nil
+}
+
+// Post sends the review body to url and decodes the v1 AdmissionReview
+// answer; it returns the raw answer too.
+func Post(c *http.Client, url string, body []byte) (*admissionv1.AdmissionReview, []byte, error) {
+	resp, err := c.Post(url, "application/json", bytes.NewReader(body))
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return nil, nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, out, fmt.Errorf("%s: status %d: %.300s", url, resp.StatusCode, out)
+	}
+	var rv admissionv1.AdmissionReview
+	err = json.Unmarshal(out, &rv)
+	if err != nil || rv.APIVersion != "admission.k8s.io/v1" || rv.Kind != "AdmissionReview" || rv.Response == nil {
+		return nil, out, fmt.Errorf("%s: not a v1 AdmissionReview answer (%v): %.300s", url, err, out)
+	}
+	return &rv, out, nil
+}
+
+// ApplyPatch applies a JSON patch as the apiserver does (evanphx/json-patch v4).
+func ApplyPatch(doc, patch []byte) ([]byte, error) {
+	if len(patch) == 0 {
+		return doc, nil
+	}
+	p, err := jsonpatchv4.DecodePatch(patch)
+	if err != nil {
+		return nil, err
+	}
+	return p.Apply(doc)
+}
+
+// Agree checks that dittofs-webhook's and the peer's answers to the review
+// body are the same as far as the apiserver is concerned: both for the
+// request's uid, the same verdict (and code), and, when allowed, the same
+// StatefulSet once each patch is applied. It describes the answers in a line.
+func Agree(body []byte, ours, peer *admissionv1.AdmissionResponse) (string, error) {
+	var req admissionv1.AdmissionReview
+	if err := json.Unmarshal(body, &req); err != nil {
+		return "", err
+	}
+	if ours.UID != req.Request.UID || peer.UID != req.Request.UID {
+		return "", fmt.Errorf("uids %q and %q, want %q", ours.UID, peer.UID, req.Request.UID)
+	}
+	if ours.Allowed != peer.Allowed || !ours.Allowed && code(ours) != code(peer) {
+		return "", fmt.Errorf("dittofs-webhook allowed=%v (%v), the peer allowed=%v (%v)", ours.Allowed, ours.Result, peer.Allowed, peer.Result)
+	}
+	line := fmt.Sprintf("both allowed=%v, %d vs %d warnings", ours.Allowed, len(ours.Warnings), len(peer.Warnings))
+	if !ours.Allowed {
+		return line, nil
+	}
+	obj := req.Request.Object.Raw
+	a, err := ApplyPatch(obj, ours.Patch)
+	if err != nil {
+		return "", fmt.Errorf("applying dittofs-webhook's patch: %w", err)
+	}
+	b, err := ApplyPatch(obj, peer.Patch)
+	if err != nil {
+		return "", fmt.Errorf("applying the peer's patch: %w", err)
+	}
+	same, diffs, err := sameStatefulSet(a, b)
+	if err != nil || !same {
+		return "", fmt.Errorf("the patched objects differ (%v): %v", err, diffs)
+	}
+	line += ", the patched objects equal"
+	if len(diffs) > 0 {
+		line += fmt.Sprintf("; as JSON they differ only where the apiserver makes them equal: %v", diffs)
+	}
+	return line, nil
+}
+
+func code(r *admissionv1.AdmissionResponse) int32 {
+	if r.Result == nil {
+		return 0
+	}
+	return r.Result.Code
+}
+
+// sameStatefulSet reports whether two StatefulSet documents are the same
+// object as the apiserver stores it on CREATE: equal as typed apps/v1 objects
+// once status is dropped (the apiserver resets it). diffs lists where the JSON
+// differs all the same (e.g. a typed round trip writing an empty status).
+func sameStatefulSet(a, b []byte) (same bool, diffs []string, err error) {
+	ops, err := jsonpatch.CreatePatch(a, b)
+	if err != nil || len(ops) == 0 {
+		return err == nil, nil, err
+	}
+	for _, op := range ops {
+		v, _ := json.Marshal(op.Value)
+		diffs = append(diffs, fmt.Sprintf("%s %s %.80s", op.Operation, op.Path, v))
+	}
+	var sa, sb appsv1.StatefulSet
+	if err := errors.Join(json.Unmarshal(a, &sa), json.Unmarshal(b, &sb)); err != nil {
+		return false, diffs, err
+	}
+	sa.Status, sb.Status = appsv1.StatefulSetStatus{}, appsv1.StatefulSetStatus{}
+	return equality.Semantic.DeepEqual(&sa, &sb), diffs, nil
+}
+
+// Kind names one of the servers under test.
+type Kind string
+
+// The servers under test.
+const (
+	Ditto Kind = "dittofs-webhook"
+	Peer  Kind = "controller-runtime"
+	Floor Kind = "floor"
+)
+
+// build builds the three servers into dir with the flags of `make build`
+// (static, trimmed, stripped) and returns their paths.
+func build(repoRoot, dir string) (map[Kind]string, error) {
+	bench := filepath.Join(repoRoot, "tests", "bench")
+	bins := map[Kind]string{}
+	for _, b := range []struct {
+		kind    Kind
+		wd, pkg string
+	}{{Ditto, repoRoot, "./cmd/dittofs-webhook"}, {Peer, bench, "./peer"}, {Floor, bench, "./floor"}} {
+		bins[b.kind] = filepath.Join(dir, string(b.kind))
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bins[b.kind], b.pkg)
+		cmd.Dir = b.wd
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("go build %s: %w\n%s", b.pkg, err, out)
+		}
+	}
+	return bins, nil
+}
+
+// writeCerts writes a development CA and serving certificate into dir and
+// returns the CA's PEM and a pool holding it.
+func writeCerts(dir string) ([]byte, *x509.CertPool, error) {
+	if err := certs.Write(certs.Options{Dir: dir}); err != nil {
+		return nil, nil, err
+	}
+	caPEM, err := os.ReadFile(filepath.Join(dir, certs.CACertFile))
+	if err != nil {
+		return nil, nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, nil, errors.New("bad " + certs.CACertFile)
+	}
+	return caPEM, pool, nil
+}
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// ServerSpec says how to start one server.
+type ServerSpec struct {
+	Kind     Kind
+	Label    string // name in reports; Kind when empty
+	LogLevel string // dittofs-webhook and the peer: info or warn
+	CPU      string // taskset CPU list ("1"), run with GOMAXPROCS=1; empty: not pinned
+	Args     []string
+}
+
+// Server is a running server process; its output goes to a file in the
+// working folder.
+type Server struct {
+	Spec    ServerSpec
+	Label   string
+	Addr    string // host:port of the admission listener
+	cmd     *exec.Cmd
+	logFile *os.File
+	exited  chan error
+}
+
+// URL returns the https URL of path on the server.
+func (s *Server) URL(path string) string { return "https://" + s.Addr + path }
+
+// Pid is the server's process id (taskset execs the server in place).
+func (s *Server) Pid() int { return s.cmd.Process.Pid }
+
+// Start starts a server and waits until it answers TLS on its port (at most
+// 20 s). It dies with the benchmark (Pdeathsig).
+func (e *Setup) Start(spec ServerSpec) (*Server, error) {
+	label := spec.Label
+	if label == "" {
+		label = string(spec.Kind)
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	crt, key := filepath.Join(e.CertDir, certs.CertFile), filepath.Join(e.CertDir, certs.KeyFile)
+	args := []string{e.bins[spec.Kind]}
+	switch spec.Kind {
+	case Ditto:
+		// A free metrics port: its default, :8080, may be taken.
+		metrics, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, "serve", "--listen", addr, "--metrics-listen", metrics,
+			"--tls-cert-file", crt, "--tls-key-file", key, "--log-level", spec.LogLevel)
+	case Peer:
+		args = append(args, "--listen", addr, "--cert-dir", e.CertDir, "--log-level", spec.LogLevel)
+	case Floor:
+		args = append(args, "--listen", addr, "--tls-cert-file", crt, "--tls-key-file", key)
+	}
+	args = append(args, spec.Args...)
+	env := os.Environ()
+	if spec.CPU != "" {
+		args = append([]string{"taskset", "-c", spec.CPU}, args...)
+		env = append(env, "GOMAXPROCS=1")
+	}
+	logFile, err := os.CreateTemp(e.Work, strings.ReplaceAll(label, " ", "_")+"-*.log")
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, err
+	}
+	s := &Server{Spec: spec, Label: label, Addr: addr, cmd: cmd, logFile: logFile, exited: make(chan error, 1)}
+	go func() { s.exited <- cmd.Wait() }()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if !s.Alive() || time.Now().After(deadline) {
+			err := fmt.Errorf("%s did not start (log %s):\n%s", label, logFile.Name(), s.LogTail(20))
+			_ = s.Stop()
+			return nil, err
+		}
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", addr, &tls.Config{InsecureSkipVerify: true})
+		if err == nil {
+			conn.Close()
+			return s, nil
+		}
+	}
+}
+
+// Alive reports whether the server process is still running.
+func (s *Server) Alive() bool {
+	select {
+	case err := <-s.exited:
+		s.exited <- err
+		return false
+	default:
+		return true
+	}
+}
+
+// LogTail returns the last n lines of the server's output (of its last 64 KiB).
+func (s *Server) LogTail(n int) string {
+	b := make([]byte, 64<<10)
+	st, err := s.logFile.Stat()
+	if err == nil {
+		var k int
+		k, err = s.logFile.ReadAt(b, max(0, st.Size()-int64(len(b))))
+		b = b[:k]
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// Stop sends SIGTERM and waits (at most 30 s, then SIGKILL).
+func (s *Server) Stop() error {
+	defer s.logFile.Close()
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-s.exited:
+		s.exited <- err
+		return err
+	case <-time.After(30 * time.Second):
+		_ = s.cmd.Process.Kill()
+		return fmt.Errorf("%s did not stop on SIGTERM within 30 s", s.Label)
+	}
+}
+
+// NewClient returns an HTTP/1.1 keep-alive client trusting the benchmark's
+// CA, keeping up to conns idle connections.
+func (e *Setup) NewClient(conns int) *http.Client {
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig:     &tls.Config{RootCAs: e.Pool},
+		Protocols:           protocols,
+		MaxIdleConns:        conns,
+		MaxIdleConnsPerHost: conns,
+		IdleConnTimeout:     60 * time.Second,
+		DisableCompression:  true,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+	}}
+}
+
+// Flags are the flags both benchmarks take.
+type Flags struct {
+	Rounds, Nice       int
+	LogLevel, Markdown string
+	Keep               bool
+	MaxDuration        time.Duration
+}
+
+// Register defines the flags, with the command's defaults.
+func (f *Flags) Register(rounds int, maxDuration time.Duration) {
+	flag.IntVar(&f.Rounds, "rounds", rounds, "rounds, the servers or configurations interleaved within each (the report gives medians)")
+	flag.StringVar(&f.LogLevel, "log-level", "info", "log level of dittofs-webhook and the peer (info is the default of both)")
+	flag.IntVar(&f.Nice, "nice", -19, "nice value of the benchmark and all it starts (root only; 0 leaves it), "+
+		"so other work disturbs it less")
+	flag.StringVar(&f.Markdown, "markdown", "", "also write the report to this file")
+	flag.BoolVar(&f.Keep, "keep", false, "keep the working folder (binaries, certificates, logs)")
+	flag.DurationVar(&f.MaxDuration, "max-duration", maxDuration, "give up after this long")
+}
+
+// Setup is what both benchmarks start from: the repository, a working
+// folder, the three servers built, a CA and serving certificate, the bodies.
+type Setup struct {
+	Repo, Work, CertDir string
+	CAPEM               []byte
+	Pool                *x509.CertPool
+	Bodies              *Bodies
+	bins                map[Kind]string
+}
+
+const reexecEnv = "DITTOFS_BENCH_REEXEC"
+
+// Main runs a benchmark command once its flags are parsed. As root it first
+// re-executes it under nice, whose priority all it starts inherits; with cpu,
+// under `taskset -c cpu` too (Go's threads inherit the affinity, and
+// GOMAXPROCS follows it). Then it sets up and calls run until it returns, or
+// SIGINT, SIGTERM or -max-duration ends ctx, and prints the report (and
+// writes -markdown).
+func Main(name string, f *Flags, cpu string, run func(context.Context, *Setup) (string, error)) {
+	if err := mainErr(f, cpu, run); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(1)
+	}
+}
+
+func mainErr(f *Flags, cpu string, run func(context.Context, *Setup) (string, error)) (err error) {
+	if os.Geteuid() != 0 {
+		f.Nice = 0
+	}
+	if os.Getenv(reexecEnv) == "" && (cpu != "" || f.Nice != 0) {
+		return reexec(cpu, f.Nice)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, f.MaxDuration)
+	defer cancel()
+	s := &Setup{}
+	if s.Repo, err = FindRepo(); err != nil {
+		return err
+	}
+	if s.Work, err = os.MkdirTemp("", "dittofs-bench-"); err != nil {
+		return err
+	}
+	if f.Keep {
+		Logf("working folder %s (kept)", s.Work)
+	} else {
+		defer os.RemoveAll(s.Work)
+	}
+	Logf("building dittofs-webhook, the peer and the floor")
+	s.CertDir = filepath.Join(s.Work, "certs")
+	if s.bins, err = build(s.Repo, filepath.Join(s.Work, "bin")); err != nil {
+		return err
+	}
+	if s.CAPEM, s.Pool, err = writeCerts(s.CertDir); err != nil {
+		return err
+	}
+	if s.Bodies, err = LoadBodies(s.Repo); err != nil {
+		return err
+	}
+	report, err := run(ctx, s)
+	if err != nil {
+		return err
+	}
+	fmt.Print(report)
+	if f.Markdown != "" {
+		return os.WriteFile(f.Markdown, []byte(report), 0o644)
+	}
+	return nil
+}
+
+func reexec(cpu string, nice int) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	args := append([]string{exe}, os.Args[1:]...)
+	if cpu != "" {
+		args = append([]string{"taskset", "-c", cpu}, args...)
+	}
+	if nice != 0 {
+		args = append([]string{"nice", "-n", strconv.Itoa(nice)}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env = append(os.Environ(), reexecEnv+"=1")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	signal.Ignore(os.Interrupt, syscall.SIGTERM) // the child handles them
+	var ee *exec.ExitError
+	if err := cmd.Run(); errors.As(err, &ee) {
+		os.Exit(ee.ExitCode())
+	} else if err != nil {
+		return fmt.Errorf("re-running under taskset/nice: %w", err)
+	}
+	os.Exit(0)
+	return nil
+}
+
+// FindRepo returns the dittofs-webhook repository root: the first folder at or
+// above the working directory that holds cmd/dittofs-webhook.
+func FindRepo() (string, error) {
+	dir, err := os.Getwd()
+	for ; err == nil; dir = filepath.Dir(dir) {
+		if st, err := os.Stat(filepath.Join(dir, "cmd", "dittofs-webhook")); err == nil && st.IsDir() {
+			return dir, nil
+		}
+		if dir == filepath.Dir(dir) {
+			return "", errors.New("no cmd/dittofs-webhook at or above the working directory: run from the repository")
+		}
+	}
+	return "", err
+}
+
+// Logf logs a timestamped line to stderr.
+func Logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
+
+// Describe is the report's line on the date, the machine (CPUs, model, Go)
+// and the revision (git describe, -dirty with changes).
+func (e *Setup) Describe() string {
+	model := "unknown CPU"
+	info, _ := proc.CPUInfo()
+	if len(info) > 0 {
+		model = info[0].ModelName
+	}
+	rev, _ := exec.Command("git", "-C", e.Repo, "describe", "--always", "--dirty").Output()
+	return fmt.Sprintf("date: %s; machine: %d CPUs, %s, %s; dittofs-webhook revision %s", time.Now().UTC().Format("2006-01-02 15:04 MST"),
+		len(info), model, runtime.Version(), strings.TrimSpace(string(rev)))
+}
+
+var proc, _ = procfs.NewDefaultFS()
+
+// ProcCPU returns the user+system CPU time a process has used.
+func ProcCPU(pid int) (time.Duration, error) {
+	p, err := proc.Proc(pid)
+	if err != nil {
+		return 0, err
+	}
+	st, err := p.Stat()
+	return time.Duration(st.CPUTime() * float64(time.Second)), err
+}
+
+// PeakRSSKB returns a process's peak resident set size (VmHWM) in KiB.
+func PeakRSSKB(pid int) (int64, error) {
+	p, err := proc.Proc(pid)
+	if err != nil {
+		return 0, err
+	}
+	st, err := p.NewStatus()
+	return int64(st.VmHWM / 1024), err
+}
+
+// CPUBusy returns each CPU's busy time from /proc/stat: all but idle and
+// iowait (guest time is already in user).
+func CPUBusy() map[int64]time.Duration {
+	st, _ := proc.Stat()
+	busy := map[int64]time.Duration{}
+	for n, c := range st.CPU {
+		busy[n] = time.Duration((c.User + c.Nice + c.System + c.IRQ + c.SoftIRQ + c.Steal) * float64(time.Second))
+	}
+	return busy
+}
+
+// QuietBudget bounds the time all waits for quiet may take in one run.
+var QuietBudget = 2 * time.Minute
+
+// WaitQuiet waits (at most max, and at most QuietBudget over a run) for half a
+// second in which CPUs 0 and 1 together are busy less than 15% of one CPU:
+// other work on a shared machine disturbs the measurements.
+func WaitQuiet(ctx context.Context, max time.Duration) {
+	start := time.Now()
+	defer func() { QuietBudget -= time.Since(start) }()
+	for deadline := start.Add(min(max, QuietBudget)); ctx.Err() == nil && max > 0 && QuietBudget > 0; {
+		b0 := CPUBusy()
+		WaitCtx(ctx, 500*time.Millisecond)
+		if b1 := CPUBusy(); b1[0]-b0[0]+b1[1]-b0[1] < 75*time.Millisecond {
+			return
+		}
+		if time.Now().After(deadline) {
+			Logf("the machine is busy with other work: measuring anyway (see the 'other work' figures)")
+			return
+		}
+	}
+}
+
+// WaitCtx sleeps d or until ctx ends.
+func WaitCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// Quantile returns the q-quantile of d by nearest rank (q = 1: the maximum).
+func Quantile(d []time.Duration, q float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(d))
+	return s[min(max(int(math.Ceil(q*float64(len(s))))-1, 0), len(s)-1)]
+}
+
+// Median returns the median of v (the mean of the middle two for an even count).
+func Median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(v))
+	return (s[(len(s)-1)/2] + s[len(s)/2]) / 2
+}
+
+// Table writes a markdown table, its first left columns left-aligned and the
+// others right-aligned.
+func Table(w io.Writer, left int, header []string, rows [][]string) {
+	fmt.Fprintf(w, "\n| %s |\n|", strings.Join(header, " | "))
+	for i := range header {
+		fmt.Fprint(w, map[bool]string{true: "---|", false: "---:|"}[i < left])
+	}
+	fmt.Fprintln(w)
+	for _, r := range rows {
+		fmt.Fprintf(w, "| %s |\n", strings.Join(r, " | "))
+	}
+}
+
+// Ms formats d in milliseconds.
+func Ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6) }
+
+// PassFail is a target's result.
+func PassFail(ok bool) string { return map[bool]string{true: "PASS", false: "FAIL"}[ok] }
