@@ -14,6 +14,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 )
 
 // Helpers of the scenarios that run the controllers: they read pods and PVCs
@@ -24,36 +26,14 @@ import (
 // act (they take well under a second on an idle machine).
 const controllerTimeout = 90 * time.Second
 
-func clientset(t testing.TB) kubernetes.Interface {
-	t.Helper()
-	cs, err := kubernetes.NewForConfig(env.restConfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cs
-}
+func clientset(testing.TB) kubernetes.Interface { return env.Client }
 
 // eventually polls cond until it reports done, failing the test with the last
 // state it described after timeout, or at once if kube-controller-manager
 // has died.
 func eventually(t testing.TB, timeout time.Duration, what string, cond func() (done bool, state string)) {
 	t.Helper()
-	t0 := time.Now()
-	for {
-		haltIfStopping()
-		done, state := cond()
-		if done {
-			t.Logf("%s: after %s", what, time.Since(t0).Round(time.Millisecond))
-			return
-		}
-		if err := env.controllerManager.exited(); err != nil {
-			t.Fatalf("waiting until %s: %v; last state:\n%s", what, err, state)
-		}
-		if time.Since(t0) > timeout {
-			t.Fatalf("%s: not after %s; last state:\n%s", what, timeout, state)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	framework.Eventually(t, timeout, what, env.ControllersAlive, cond)
 }
 
 // standInKubelet does, for every pod of the namespace, the one thing of a

@@ -86,7 +86,7 @@ func TestInstalledSample(t *testing.T) {
 	}
 	r := mustKubectl(t, string(raw), "create", "--dry-run=server", "-o", "json", "-n", sampleNamespace, "-f", "-")
 	var mutated appsv1.StatefulSet
-	if err := json.Unmarshal([]byte(r.stdout), &mutated); err != nil {
+	if err := json.Unmarshal([]byte(r.Stdout), &mutated); err != nil {
 		t.Fatalf("kubectl's output is not a StatefulSet: %v\n%s", err, r)
 	}
 	requireVCTs(t, &mutated, "metadata", "content", "cache")
@@ -98,7 +98,7 @@ func TestInstalledSample(t *testing.T) {
 func installedSample(t *testing.T) (string, *appsv1.StatefulSet) {
 	t.Helper()
 	r := mustKubectl(t, "", "kustomize", filepath.Join(env.repoRoot, "deploy", "default"))
-	docs, err := decodeDocs(r.stdout)
+	docs, err := decodeDocs(r.Stdout)
 	if err != nil {
 		t.Fatalf("decoding kubectl kustomize deploy/default: %v", err)
 	}

@@ -85,7 +85,7 @@ func TestMissingStorageDenied(t *testing.T) {
 	m = stsManifest{name: "nocontent", managed: true, vcts: userVCTs()[:1]}
 	r = kubectl(t, m.yaml(), "apply", "-n", ns, "-f", "-")
 	requireDenied(t, r, "content-storage")
-	if containsAll(r.stderr, "metadata-storage") {
+	if containsAll(r.Stderr, "metadata-storage") {
 		t.Errorf("metadata-storage reported although the metadata claim is there:\n%s", r)
 	}
 	requireNotStored(t, ns, "nocontent")
@@ -109,7 +109,7 @@ func TestReapplyUnchangedManifest(t *testing.T) {
 
 	unchanged := func(t *testing.T, r result) {
 		t.Helper()
-		if !r.ok() {
+		if !r.OK() {
 			t.Fatalf("re-applying the unchanged manifest failed:\n%s", r)
 		}
 		requireNoWarning(t, r)
@@ -147,7 +147,7 @@ func TestReapplyUnchangedManifest(t *testing.T) {
 		// After the replace the object has no last-applied annotation any
 		// more, so kubectl itself may warn that it patches it back in.
 		r := mustKubectl(t, m.yaml(), "apply", "-n", ns, "-f", "-")
-		for _, w := range r.warnings() {
+		for _, w := range r.Warnings() {
 			if !containsAll(w, "last-applied-configuration") {
 				t.Errorf("unexpected warning %q:\n%s", w, r)
 			}
@@ -328,7 +328,7 @@ func TestServerDryRun(t *testing.T) {
 	r := mustKubectl(t, m.yaml(), "apply", "--dry-run=server", "-o", "json", "-n", ns, "-f", "-")
 	requireWarning(t, r, "emptyDir")
 	var sts appsv1.StatefulSet
-	if err := json.Unmarshal([]byte(r.stdout), &sts); err != nil {
+	if err := json.Unmarshal([]byte(r.Stdout), &sts); err != nil {
 		t.Fatalf("kubectl's output is not a StatefulSet: %v\n%s", err, r)
 	}
 	requireVCTs(t, &sts, "metadata", "content", "cache")

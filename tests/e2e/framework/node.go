@@ -1,6 +1,6 @@
 //go:build linux
 
-package e2ekit
+package framework
 
 import (
 	"encoding/json"
@@ -145,12 +145,12 @@ func StartNode(cfg NodeConfig, k Kubectl) (_ *Node, err error) {
 	}
 	t0 := time.Now()
 	for {
-		_, _, err := k.Run("", "wait", "--for=condition=Ready", "--timeout=10s", "node/"+n.Name)
-		if err == nil {
+		r := k.RunQuietly("", "wait", "--for=condition=Ready", "--timeout=10s", "node/"+n.Name)
+		if r.OK() {
 			break
 		}
 		if n.kubelet.Exited() || time.Since(t0) > 2*time.Minute {
-			return nil, fmt.Errorf("node %s not Ready (kubelet log %s): %v", n.Name, n.kubelet.LogPath, err)
+			return nil, fmt.Errorf("node %s not Ready (kubelet log %s): %s", n.Name, n.kubelet.LogPath, r)
 		}
 		time.Sleep(time.Second)
 	}

@@ -1,4 +1,4 @@
-package certmanager
+package node
 
 import (
 	"bytes"
@@ -51,15 +51,15 @@ func (h *harness) install() error {
 	var r result
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
 		// kubectl's discovery can lag cert-manager's new CRDs: retry.
-		if r = runKubectl("", "apply", "-k", overlay); r.ok() || time.Now().After(deadline) {
+		if r = runKubectl("", "apply", "-k", overlay); r.OK() || time.Now().After(deadline) {
 			break
 		}
 	}
-	if !r.ok() {
+	if !r.OK() {
 		return fmt.Errorf("installing: %s", r)
 	}
-	fmt.Printf("e2e: kubectl apply -k %s (deploy/default, images: %s)\n%s", overlay, h.image, r.stdout)
-	if r := runKubectl("", "-n", installNamespace, "rollout", "status", "deployment/"+deploymentName, "--timeout=3m"); !r.ok() {
+	fmt.Printf("e2e: kubectl apply -k %s (deploy/default, images: %s)\n%s", overlay, h.image, r.Stdout)
+	if r := runKubectl("", "-n", installNamespace, "rollout", "status", "deployment/"+deploymentName, "--timeout=3m"); !r.OK() {
 		return fmt.Errorf("the Deployment did not become available: %s", r)
 	}
 	fmt.Printf("e2e: the Deployment available %s after the apply\n", time.Since(t0).Round(time.Millisecond))
@@ -99,8 +99,8 @@ images:
 func (h *harness) printWebhookPods() error {
 	r := runKubectl("", "-n", installNamespace, "get", "pods,endpointslices", "-o", "wide")
 	n := runKubectl("", "get", "nodes", "-o", "wide")
-	fmt.Printf("e2e: the webhook's pods and EndpointSlice:\n%s%s", r.stdout, n.stdout)
-	pods, err := h.client.CoreV1().Pods(installNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: webhookSelector})
+	fmt.Printf("e2e: the webhook's pods and EndpointSlice:\n%s%s", r.Stdout, n.Stdout)
+	pods, err := h.Client.CoreV1().Pods(installNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: webhookSelector})
 	if err != nil {
 		return err
 	}
@@ -195,30 +195,30 @@ func testThroughService(t *testing.T) {
 	served0 := admissions(t)
 	mustKubectl(t, "", "create", "namespace", userNamespace)
 	r := mustKubectl(t, statefulSet("through-service", true), "-n", userNamespace, "apply", "-f", "-")
-	if !strings.Contains(r.stderr, `emptyDir volume "cache" removed`) {
-		t.Errorf("the mutating webhook's warning is missing:\n%s", r.stderr)
+	if !strings.Contains(r.Stderr, `emptyDir volume "cache" removed`) {
+		t.Errorf("the mutating webhook's warning is missing:\n%s", r.Stderr)
 	}
 	got := mustKubectl(t, "", "-n", userNamespace, "get", "statefulset", "through-service", "-o",
 		"jsonpath={.spec.volumeClaimTemplates[*].metadata.name} {.spec.persistentVolumeClaimRetentionPolicy.whenDeleted}/{.spec.persistentVolumeClaimRetentionPolicy.whenScaled}")
-	if want := "metadata content cache Retain/Retain"; got.stdout != want {
-		t.Errorf("stored: %q, want %q (mutated through the Service)", got.stdout, want)
+	if want := "metadata content cache Retain/Retain"; got.Stdout != want {
+		t.Errorf("stored: %q, want %q (mutated through the Service)", got.Stdout, want)
 	}
 	denied := runKubectl(statefulSet("no-content", false), "-n", userNamespace, "create", "-f", "-")
-	if denied.ok() || !strings.Contains(denied.stderr, "content-storage") {
+	if denied.OK() || !strings.Contains(denied.Stderr, "content-storage") {
 		t.Errorf("a StatefulSet without content storage was not denied by the validating webhook:\n%s", denied)
 	}
-	if r := runKubectl("", "-n", userNamespace, "get", "statefulset", "no-content"); r.ok() {
+	if r := runKubectl("", "-n", userNamespace, "get", "statefulset", "no-content"); r.OK() {
 		t.Errorf("the denied StatefulSet was stored")
 	}
 	// Re-applying the install now sends its labelled sample through the
 	// webhooks too (on the first apply they did not exist yet): unchanged,
 	// silent.
 	generation := func() string {
-		return mustKubectl(t, "", "-n", "dittofs-sample", "get", "statefulset", "dittofs-sample", "-o", "jsonpath={.metadata.generation}").stdout
+		return mustKubectl(t, "", "-n", "dittofs-sample", "get", "statefulset", "dittofs-sample", "-o", "jsonpath={.metadata.generation}").Stdout
 	}
 	gen0 := generation()
 	re := mustKubectl(t, "", "apply", "-k", filepath.Join(env.artifacts, "install"))
-	if strings.Contains(re.stderr, "Warning") {
+	if strings.Contains(re.Stderr, "Warning") {
 		t.Errorf("re-applying the install warned:\n%s", re)
 	}
 	if gen := generation(); gen != gen0 {
@@ -269,11 +269,11 @@ spec:
 // certificate and both configurations carry its CA, and a few seconds more.
 // Not one admission may fail.
 func measureRenewal(t *testing.T, trigger func(t *testing.T)) {
-	if r := runKubectl("", "get", "namespace", loadNamespace); !r.ok() {
+	if r := runKubectl("", "get", "namespace", loadNamespace); !r.OK() {
 		mustKubectl(t, "", "create", "namespace", loadNamespace)
 	}
 	before := secretData(t, servingSecret)
-	l := startLoad(env.kubeconfig, loadNamespace)
+	l := startLoad(env.Kubeconfig, loadNamespace)
 	defer func() {
 		l.Stop()
 		t.Logf("admissions across the renewal: %s", l)
@@ -388,7 +388,7 @@ func requireCAsInStep(t *testing.T, oldCA, newCA map[string][]byte, oldLeaf, new
 func waitInjected(t *testing.T, want []byte) []byte {
 	t.Helper()
 	ctx := context.Background()
-	arv1 := env.client.AdmissionregistrationV1()
+	arv1 := env.Client.AdmissionregistrationV1()
 	for deadline := time.Now().Add(time.Minute); ; {
 		var bundles [][]byte
 		if m, err := arv1.MutatingWebhookConfigurations().Get(ctx, webhookConfigName, metav1.GetOptions{}); err == nil {
@@ -419,7 +419,7 @@ func waitInjected(t *testing.T, want []byte) []byte {
 // secretData is the data of a Secret in the install's namespace.
 func secretData(t *testing.T, name string) map[string][]byte {
 	t.Helper()
-	s, err := env.client.CoreV1().Secrets(installNamespace).Get(context.Background(), name, metav1.GetOptions{})
+	s, err := env.Client.CoreV1().Secrets(installNamespace).Get(context.Background(), name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
@@ -481,7 +481,7 @@ func admissionsAt(ip string) (float64, error) {
 // webhookPodIPs are the addresses of the Deployment's ready pods.
 func webhookPodIPs(t *testing.T) []string {
 	t.Helper()
-	pods, err := env.client.CoreV1().Pods(installNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: webhookSelector})
+	pods, err := env.Client.CoreV1().Pods(installNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: webhookSelector})
 	if err != nil {
 		t.Fatal(err)
 	}

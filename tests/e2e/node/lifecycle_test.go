@@ -1,4 +1,4 @@
-package certmanager
+package node
 
 import (
 	"context"
@@ -20,7 +20,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/dittofs/dittofs-webhook/tests/e2ekit"
+	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 )
 
 // rolloutAdmissions is how many admissions a rollout must carry at least
@@ -47,10 +47,10 @@ func rollouts() int {
 // server's drain on SIGTERM (--shutdown-drain-period=0), pooled mode only,
 // reporting the failures rather than asserting.
 func TestWebhookLifecycle(t *testing.T) {
-	if r := runKubectl("", "get", "namespace", loadNamespace); !r.ok() {
+	if r := runKubectl("", "get", "namespace", loadNamespace); !r.OK() {
 		mustKubectl(t, "", "create", "namespace", loadNamespace)
 	}
-	pooled, err := env.startAPIServer("kube-apiserver-no-round-trip-lb", map[string]string{"feature-gates": "WebhookRoundTripLoadBalancing=false"})
+	pooled, err := env.StartAPIServer("kube-apiserver-no-round-trip-lb", map[string]string{"feature-gates": "WebhookRoundTripLoadBalancing=false"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestWebhookLifecycle(t *testing.T) {
 		name string
 		run  func(t *testing.T)
 	}{
-		{"rollout restart, 1.37 defaults", func(t *testing.T) { testRolloutRestart(t, env.kubeconfig, true, true) }},
+		{"rollout restart, 1.37 defaults", func(t *testing.T) { testRolloutRestart(t, env.Kubeconfig, true, true) }},
 		{"rollout restart, WebhookRoundTripLoadBalancing=false", func(t *testing.T) { testRolloutRestart(t, pooled, false, true) }},
 		{"delete pod of one replica", testDeletePod},
 		{"one replica killed (SIGKILL)", testReplicaKilled},
@@ -128,7 +128,7 @@ func testRolloutRestart(t *testing.T, kubeconfig string, roundTripLB, strict boo
 
 // startWatchedLoad starts following the webhook's pods and the load through
 // the kube-apiserver of kubeconfig, and returns once the load runs.
-func startWatchedLoad(t *testing.T, kubeconfig string) (*webhookWatch, *e2ekit.Load) {
+func startWatchedLoad(t *testing.T, kubeconfig string) (*webhookWatch, *framework.Load) {
 	t.Helper()
 	w := watchWebhook(t)
 	l := startLoad(kubeconfig, loadNamespace)
@@ -145,7 +145,7 @@ func startWatchedLoad(t *testing.T, kubeconfig string) (*webhookWatch, *e2ekit.L
 func waitOldPodsGone(t *testing.T) {
 	t.Helper()
 	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(200 * time.Millisecond) {
-		pods, err := env.client.CoreV1().Pods(installNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: webhookSelector})
+		pods, err := env.Client.CoreV1().Pods(installNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: webhookSelector})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -161,7 +161,7 @@ func waitOldPodsGone(t *testing.T) {
 // testDeletePod deletes one replica under load (kubectl waits until it is
 // gone); the ReplicaSet replaces it. No admission may fail.
 func testDeletePod(t *testing.T) {
-	w, l := startWatchedLoad(t, env.kubeconfig)
+	w, l := startWatchedLoad(t, env.Kubeconfig)
 	defer w.stop()
 	defer l.Stop()
 	victim := webhookPods(t)[0]
@@ -184,7 +184,7 @@ func testDeletePod(t *testing.T) {
 // may fail once its endpoint is not ready; the kubelet restarts the
 // container.
 func testReplicaKilled(t *testing.T) {
-	w, l := startWatchedLoad(t, env.kubeconfig)
+	w, l := startWatchedLoad(t, env.Kubeconfig)
 	defer w.stop()
 	defer l.Stop()
 	victim := webhookPods(t)[0]
@@ -225,7 +225,7 @@ func testReplicaKilled(t *testing.T) {
 // webhookPods are the Deployment's pods, in name order.
 func webhookPods(t *testing.T) []corev1.Pod {
 	t.Helper()
-	pods, err := env.client.CoreV1().Pods(installNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: webhookSelector})
+	pods, err := env.Client.CoreV1().Pods(installNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: webhookSelector})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +253,7 @@ func watchWebhook(t *testing.T) *webhookWatch {
 	preStop := preStopSleep(t)
 	w := &webhookWatch{stopCh: make(chan struct{}), ips: map[string]string{}, sigterm: map[string]time.Time{},
 		notReady: map[string]time.Time{}, endpointOut: map[string]time.Time{}, count: map[string]float64{}}
-	f := informers.NewSharedInformerFactoryWithOptions(env.client, 0, informers.WithNamespace(installNamespace))
+	f := informers.NewSharedInformerFactoryWithOptions(env.Client, 0, informers.WithNamespace(installNamespace))
 	onPod := func(obj any) {
 		p, ok := obj.(*corev1.Pod)
 		if !ok {
@@ -356,7 +356,7 @@ func (w *webhookWatch) counters() string {
 
 // report is each replica's counter, each SIGTERM, and each failure with
 // its time from the nearest SIGTERM.
-func (w *webhookWatch) report(failures []e2ekit.Failure) string {
+func (w *webhookWatch) report(failures []framework.Failure) string {
 	w.mu.Lock()
 	var terms []string
 	for _, pod := range slices.Sorted(maps.Keys(w.sigterm)) {
@@ -392,7 +392,7 @@ func abs(d time.Duration) time.Duration {
 // preStopSleep is the installed Deployment's preStop sleep, which the
 // kubelet runs before SIGTERM.
 func preStopSleep(t *testing.T) time.Duration {
-	d, err := env.client.AppsV1().Deployments(installNamespace).Get(context.Background(), deploymentName, metav1.GetOptions{})
+	d, err := env.Client.AppsV1().Deployments(installNamespace).Get(context.Background(), deploymentName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,10 +407,10 @@ func preStopSleep(t *testing.T) time.Duration {
 func featureEnabled(t *testing.T, kubeconfig, gate string) bool {
 	t.Helper()
 	r := kubectlOn(kubeconfig, "", "get", "--raw", "/metrics")
-	if !r.ok() {
+	if !r.OK() {
 		t.Fatal(r)
 	}
-	on, found, err := sumMetric(strings.NewReader(r.stdout), "kubernetes_feature_enabled", map[string]string{"name": gate})
+	on, found, err := sumMetric(strings.NewReader(r.Stdout), "kubernetes_feature_enabled", map[string]string{"name": gate})
 	if err != nil || !found {
 		t.Fatalf("the kube-apiserver's metrics have no kubernetes_feature_enabled{name=%q}: %v", gate, err)
 	}
