@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -15,7 +14,11 @@ import (
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
@@ -140,38 +143,48 @@ func (h *harness) installWebhooks() error {
 	if err != nil {
 		return fmt.Errorf("decoding the output of kubectl kustomize deploy/default: %w", err)
 	}
-	var items []any
-	kinds := map[string]int{}
+	clientConfig := func(kind, name string, cc *admissionregistrationv1.WebhookClientConfig) error {
+		if cc.Service == nil || cc.Service.Path == nil {
+			return fmt.Errorf("deploy/default: %s webhook %s has no clientConfig.service.path", kind, name)
+		}
+		url := "https://" + h.server.listen + *cc.Service.Path
+		*cc = admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: h.caPEM}
+		return nil
+	}
+	var mutating []admissionregistrationv1.MutatingWebhookConfiguration
+	var validating []admissionregistrationv1.ValidatingWebhookConfiguration
 	for _, doc := range docs {
-		kind, _ := doc["kind"].(string)
-		if kind != "MutatingWebhookConfiguration" && kind != "ValidatingWebhookConfiguration" {
-			continue
-		}
-		kinds[kind]++
-		webhooks, _ := doc["webhooks"].([]any)
-		if len(webhooks) == 0 {
-			return fmt.Errorf("deploy/default: %s has no webhooks", kind)
-		}
-		for _, w := range webhooks {
-			wh, _ := w.(map[string]any)
-			cc, _ := wh["clientConfig"].(map[string]any)
-			svc, _ := cc["service"].(map[string]any)
-			path, _ := svc["path"].(string)
-			if path == "" {
-				return fmt.Errorf("deploy/default: webhook %v has no clientConfig.service.path", wh["name"])
+		data, _ := json.Marshal(doc)
+		switch doc["kind"] {
+		case "MutatingWebhookConfiguration":
+			var c admissionregistrationv1.MutatingWebhookConfiguration
+			err = json.Unmarshal(data, &c)
+			for i := range c.Webhooks {
+				err = errors.Join(err, clientConfig(c.Kind, c.Webhooks[i].Name, &c.Webhooks[i].ClientConfig))
 			}
-			wh["clientConfig"] = map[string]any{
-				"url":      "https://" + h.server.listen + path,
-				"caBundle": base64.StdEncoding.EncodeToString(h.caPEM),
+			mutating = append(mutating, c)
+		case "ValidatingWebhookConfiguration":
+			var c admissionregistrationv1.ValidatingWebhookConfiguration
+			err = json.Unmarshal(data, &c)
+			for i := range c.Webhooks {
+				err = errors.Join(err, clientConfig(c.Kind, c.Webhooks[i].Name, &c.Webhooks[i].ClientConfig))
 			}
+			validating = append(validating, c)
 		}
-		items = append(items, doc)
+		if err != nil {
+			return err
+		}
 	}
-	if kinds["MutatingWebhookConfiguration"] != 1 || kinds["ValidatingWebhookConfiguration"] != 1 {
-		return fmt.Errorf("deploy/default should render one Mutating and one ValidatingWebhookConfiguration, got %v", kinds)
+	if len(mutating) != 1 || len(validating) != 1 || len(mutating[0].Webhooks) == 0 || len(validating[0].Webhooks) == 0 {
+		return fmt.Errorf("deploy/default should render one Mutating and one ValidatingWebhookConfiguration "+
+			"with webhooks, got %d and %d", len(mutating), len(validating))
 	}
-	h.webhooks, err = json.Marshal(map[string]any{"apiVersion": "v1", "kind": "List", "items": items})
-	if err != nil {
+	list := corev1.List{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "List"}}
+	for _, obj := range []any{mutating[0], validating[0]} {
+		raw, _ := json.Marshal(obj)
+		list.Items = append(list.Items, runtime.RawExtension{Raw: raw})
+	}
+	if h.webhooks, err = json.Marshal(list); err != nil {
 		return err
 	}
 	if r := runKubectl(string(h.webhooks), "create", "-f", "-"); !r.OK() {
