@@ -136,14 +136,14 @@ func strPtr(p *string) string {
 	return *p
 }
 
-// requireMutated checks dittofs(NAME) (an emptyDir cache, any retention) as
-// the mutation stores it: metadata, content and a 5Gi cache template in the
-// metadata template's class, Retain/Retain, the cache mounted at
+// requireMutated checks a StatefulSet with an emptyDir cache as the mutation
+// stores it: metadata, content and a 5Gi cache template in class (the
+// metadata template's; empty: unset), Retain/Retain, the cache mounted at
 // /data/cache, the emptyDir gone.
-func requireMutated(t testing.TB, sts *appsv1.StatefulSet) {
+func requireMutated(t testing.TB, sts *appsv1.StatefulSet, class string) {
 	t.Helper()
 	requireVCTs(t, sts, "metadata", "content", "cache")
-	requireCache(t, sts, defaultCacheSize, "fast")
+	requireCache(t, sts, defaultCacheSize, class)
 	requireRetention(t, sts, "Retain/Retain")
 	requireCacheMounted(t, sts, "dittofs", defaultCacheMount)
 	if volume(sts, "cache") != nil {

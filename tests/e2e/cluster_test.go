@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -128,7 +129,7 @@ func claimUIDs(t testing.TB, ns string, names []string) map[string]types.UID {
 		for _, n := range names {
 			c, ok := have[n]
 			if !ok {
-				return false, "PVCs: " + strings.Join(sortedKeys(have), ", ")
+				return false, "PVCs: " + strings.Join(slices.Sorted(maps.Keys(have)), ", ")
 			}
 			uids[n] = c.UID
 		}
@@ -145,7 +146,7 @@ func claimUIDs(t testing.TB, ns string, names []string) map[string]types.UID {
 func requireClaimsKept(t testing.TB, ns string, uids map[string]types.UID) {
 	t.Helper()
 	have := claims(t, ns)
-	for _, name := range sortedKeys(uids) {
+	for _, name := range slices.Sorted(maps.Keys(uids)) {
 		c, ok := have[name]
 		switch {
 		case !ok:
@@ -255,13 +256,4 @@ func requireOwnedBy(t testing.TB, p *corev1.Pod, set string, uid types.UID) {
 	if ref == nil || ref.Kind != "StatefulSet" || ref.Name != set || ref.UID != uid {
 		t.Errorf("pod %s is controlled by %v, want StatefulSet %s uid %s", p.Name, ref, set, uid)
 	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

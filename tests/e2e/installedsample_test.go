@@ -65,10 +65,7 @@ func TestInstalledSample(t *testing.T) {
 		t.Errorf("created through the webhooks, the stored spec differs (-without +with the webhooks):\n%s", diff)
 	}
 	got := mustGetSTS(t, sampleNamespace, name)
-	requireVCTs(t, got, "metadata", "content", "cache")
-	requireCache(t, got, defaultCacheSize, "")
-	requireRetention(t, got, "Retain/Retain")
-	requireCacheMounted(t, got, "dittofs", defaultCacheMount)
+	requireMutated(t, got, "")
 	if got.Spec.Replicas == nil || *got.Spec.Replicas != 0 {
 		t.Errorf("replicas %v, want 0: installing the webhook must start no pod", got.Spec.Replicas)
 	}

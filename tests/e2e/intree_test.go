@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -113,7 +114,7 @@ func TestInTreePolicies(t *testing.T) {
 	m.emptyDirCache = true
 	mustKubectl(t, m.yaml(), "apply", "-n", ns, "-f", "-")
 	sts = mustGetSTS(t, ns, "fs")
-	requireMutated(t, sts)
+	requireMutated(t, sts, "fast")
 
 	for _, apply := range [][]string{{"apply"}, {"apply", "--server-side", "--force-conflicts"}} {
 		r := mustKubectl(t, m.yaml(), append(apply, "-n", ns, "-f", "-")...)
@@ -379,7 +380,7 @@ func TestInTreeEquivalence(t *testing.T) {
 	}
 	t.Logf("%d of %d fixtures ran through both paths (webhook and in-tree) on kube-apiserver", len(cases), len(fixtures))
 	t.Logf("differences by design everywhere: the webhook's warnings (a MutatingAdmissionPolicy cannot warn; a Deny binding cannot either), its metrics and audit annotations, and the wording of a denial (one VAP message, not a 422 with a cause per violation)")
-	for _, why := range sortedKeys(exceptions) {
+	for _, why := range slices.Sorted(maps.Keys(exceptions)) {
 		t.Logf("named exception: %s: %d fixture(s): %s", why, len(exceptions[why]), strings.Join(exceptions[why], ", "))
 	}
 }

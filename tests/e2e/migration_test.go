@@ -144,7 +144,7 @@ func testMigrate(t *testing.T, labelled bool) {
 	if v, ok := sts.Labels[labelServer]; !ok || v != "old" {
 		t.Errorf("the recreated StatefulSet is not labelled %s=old (labels %v)", labelServer, sts.Labels)
 	}
-	requireMutated(t, sts)
+	requireMutated(t, sts, "fast")
 	for i, oldUID := range oldPods {
 		p := readyPod(t, ns, fmt.Sprintf("old-%d", i), "")
 		if string(p.UID) == oldUID {
