@@ -56,7 +56,7 @@ func standInKubelet(t testing.TB, ns string) {
 			if err == nil {
 				for i := range list.Items {
 					p := &list.Items[i]
-					if p.DeletionTimestamp != nil || podReady(p) {
+					if p.DeletionTimestamp != nil || framework.PodReady(p) {
 						continue
 					}
 					now := metav1.Now()
@@ -80,18 +80,6 @@ func standInKubelet(t testing.TB, ns string) {
 			}
 		}
 	})
-}
-
-func podReady(p *corev1.Pod) bool {
-	if p.Status.Phase != corev1.PodRunning {
-		return false
-	}
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // claimNames are the PVCs the StatefulSet controller makes for a set's
@@ -187,7 +175,7 @@ func readyPod(t testing.TB, ns, name string, notUID types.UID) *corev1.Pod {
 		if err != nil {
 			return false, err.Error()
 		}
-		if p.UID == notUID || p.DeletionTimestamp != nil || !podReady(p) {
+		if p.UID == notUID || p.DeletionTimestamp != nil || !framework.PodReady(p) {
 			return false, fmt.Sprintf("uid %s, phase %s, deleting %v", p.UID, p.Status.Phase, p.DeletionTimestamp != nil)
 		}
 		pod = p

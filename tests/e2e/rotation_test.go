@@ -58,7 +58,7 @@ func TestCertificateRotation(t *testing.T) {
 	}
 
 	for i := 1; i <= rotations; i++ {
-		before, err := env.server.servedCertificate(env.caPEM)
+		before, err := framework.ServedCertificate(env.server.listen, "127.0.0.1", framework.CertPool(t, env.caPEM))
 		if err != nil {
 			t.Fatalf("rotation %d: dialling the server before the swap: %v", i, err)
 		}
@@ -80,7 +80,7 @@ func TestCertificateRotation(t *testing.T) {
 			t.Fatalf("rotation %d: swapping the certificate: %v", i, err)
 		}
 		for {
-			cert, err := env.server.servedCertificate(env.caPEM)
+			cert, err := framework.ServedCertificate(env.server.listen, "127.0.0.1", framework.CertPool(t, env.caPEM))
 			if err == nil && cert.SerialNumber.Cmp(newSerial) == 0 {
 				t.Logf("rotation %d: the new certificate (serial %v) was served %s after the swap",
 					i, newSerial, time.Since(swapped).Round(time.Millisecond))

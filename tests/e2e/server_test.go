@@ -2,10 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/pem"
-	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -73,23 +69,6 @@ func (s *server) stop(timeout time.Duration) error {
 	return s.stopErr
 }
 
-// servedCertificate dials the admission port the way the kube-apiserver does,
-// trusting only the development CA, and returns the leaf certificate served.
-func (s *server) servedCertificate(caPEM []byte) (*x509.Certificate, error) {
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, errors.New("no certificate in the CA bundle")
-	}
-	d := &net.Dialer{Timeout: 2 * time.Second}
-	conn, err := tls.DialWithDialer(d, "tcp", s.listen, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
-	framework.HaltIfStopping()
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	return conn.ConnectionState().PeerCertificates[0], nil
-}
-
 func freePorts(n int) ([]string, error) {
 	var ports []string
 	for range n {
@@ -125,16 +104,8 @@ type servingPair struct {
 	ca, cert, key []byte
 }
 
-func (p servingPair) leaf() (*x509.Certificate, error) {
-	block, _ := pem.Decode(p.cert)
-	if block == nil {
-		return nil, errors.New("tls.crt holds no PEM block")
-	}
-	return x509.ParseCertificate(block.Bytes)
-}
-
 func (p servingPair) serial() *big.Int {
-	c, err := p.leaf()
+	c, err := framework.ParseCertificate(p.cert)
 	if err != nil {
 		return nil
 	}

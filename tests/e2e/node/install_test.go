@@ -3,7 +3,6 @@ package node
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -15,9 +14,10 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 )
 
 const (
@@ -143,10 +143,7 @@ func (h *harness) printWebhookPods() error {
 // serving certificate, a renewal of the CA then of the serving certificate
 // (each under steady admission traffic, with no failed admission allowed).
 func TestCertManagerInstall(t *testing.T) {
-	steps := []struct {
-		name string
-		run  func(t *testing.T)
-	}{
+	framework.Steps{
 		{"issued and injected", testIssuedAndInjected},
 		{"statefulset through the Service", testThroughService},
 		{"serving certificate renewal", func(t *testing.T) {
@@ -163,12 +160,7 @@ func TestCertManagerInstall(t *testing.T) {
 			env.restartCertManager(t, "--feature-gates=CAInjectorMerging=false")
 			testCARenewal(t)
 		}},
-	}
-	for _, s := range steps {
-		if !t.Run(s.name, s.run) {
-			t.Fatalf("%q failed: the later steps depend on it", s.name)
-		}
-	}
+	}.Run(t)
 }
 
 // testIssuedAndInjected checks what cert-manager must do with the install:
@@ -180,7 +172,7 @@ func testIssuedAndInjected(t *testing.T) {
 		"certificate/"+caCertificate, "certificate/"+servingCertificate)
 	bundle := waitInjected(t, secretData(t, servingSecret)["ca.crt"])
 	for _, ip := range webhookPodIPs(t) {
-		leaf, err := servedCertificate(ip, pool(t, bundle))
+		leaf, err := framework.ServedCertificate(net.JoinHostPort(ip, "9443"), serviceDNSName, framework.CertPool(t, bundle))
 		if err != nil {
 			t.Fatalf("the certificate served at %s does not verify for %s against the injected caBundle: %v", ip, serviceDNSName, err)
 		}
@@ -294,25 +286,19 @@ func measureRenewal(t *testing.T, trigger func(t *testing.T)) {
 	newLeaf := leafOf(t, after["tls.crt"])
 	bundle := waitInjected(t, after["ca.crt"])
 	injected := time.Now()
-	var served time.Time
 	// The kubelet rewrites the Secret volume at its next sync of each pod.
-	for deadline := time.Now().Add(2 * time.Minute); served.IsZero(); {
-		var err error
-		renewed := 0
+	framework.Eventually(t, 2*time.Minute, "both replicas serve the renewed certificate", nil, func() (bool, string) {
+		renewed, state := 0, ""
 		for _, ip := range webhookPodIPs(t) {
-			var leaf *x509.Certificate
-			if leaf, err = servedCertificate(ip, pool(t, bundle)); err == nil && leaf.SerialNumber.Cmp(newLeaf.SerialNumber) == 0 {
+			leaf, err := framework.ServedCertificate(net.JoinHostPort(ip, "9443"), serviceDNSName, framework.CertPool(t, bundle))
+			if err == nil && leaf.SerialNumber.Cmp(newLeaf.SerialNumber) == 0 {
 				renewed++
 			}
+			state = fmt.Sprintf("%d of 2 did; last: %v", renewed, err)
 		}
-		if renewed == 2 {
-			served = time.Now()
-		} else if time.Now().After(deadline) {
-			t.Fatalf("the replicas did not serve the renewed certificate within 2 minutes (%d of 2 did; last: %v)", renewed, err)
-		} else {
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
+		return renewed == 2, state
+	})
+	served := time.Now()
 	if !l.RunFor(l.Count()+10, 5*time.Second, time.Minute) {
 		t.Fatalf("the load stopped early: %s", l)
 	}
@@ -339,12 +325,9 @@ func renew(t *testing.T, certificate, secret string) {
 	cond := fmt.Sprintf(`[{"op":"add","path":"/status/conditions/-","value":{"type":"Issuing","status":"True","reason":"ManuallyTriggered","message":"Certificate re-issuance manually triggered","lastTransitionTime":%q}}]`,
 		time.Now().UTC().Format(time.RFC3339))
 	mustKubectl(t, "", "-n", installNamespace, "patch", "certificate", certificate, "--subresource=status", "--type=json", "-p", cond)
-	for deadline := time.Now().Add(time.Minute); bytes.Equal(secretData(t, secret)["tls.crt"], before); {
-		if time.Now().After(deadline) {
-			t.Fatalf("cert-manager did not renew %s within a minute", certificate)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	framework.Eventually(t, time.Minute, "cert-manager renewed "+certificate, env.ControllersAlive, func() (bool, string) {
+		return !bytes.Equal(secretData(t, secret)["tls.crt"], before), "Secret " + secret + " unchanged"
+	})
 	mustKubectl(t, "", "-n", installNamespace, "wait", "--for=condition=Ready", "--timeout=1m", "certificate/"+certificate)
 }
 
@@ -376,7 +359,7 @@ func requireCAsInStep(t *testing.T, oldCA, newCA map[string][]byte, oldLeaf, new
 		{"the serving certificate issued after the CA renewal, against the old CA", newLeaf, oldCA["tls.crt"]},
 		{"the serving certificate issued before the CA renewal, against the new CA", oldLeaf, newCA["tls.crt"]},
 	} {
-		if _, err := leafOf(t, c.leaf).Verify(x509.VerifyOptions{DNSName: serviceDNSName, Roots: pool(t, c.ca)}); err != nil {
+		if _, err := leafOf(t, c.leaf).Verify(x509.VerifyOptions{DNSName: serviceDNSName, Roots: framework.CertPool(t, c.ca)}); err != nil {
 			t.Errorf("%s: %v", c.what, err)
 		}
 	}
@@ -389,31 +372,27 @@ func waitInjected(t *testing.T, want []byte) []byte {
 	t.Helper()
 	ctx := context.Background()
 	arv1 := env.Client.AdmissionregistrationV1()
-	for deadline := time.Now().Add(time.Minute); ; {
-		var bundles [][]byte
-		if m, err := arv1.MutatingWebhookConfigurations().Get(ctx, webhookConfigName, metav1.GetOptions{}); err == nil {
-			for _, w := range m.Webhooks {
-				bundles = append(bundles, w.ClientConfig.CABundle)
+	var bundles [][]byte
+	framework.Eventually(t, time.Minute, "cainjector put the serving Secret's ca.crt into both webhook configurations",
+		nil, func() (bool, string) {
+			bundles = nil
+			if m, err := arv1.MutatingWebhookConfigurations().Get(ctx, webhookConfigName, metav1.GetOptions{}); err == nil {
+				for _, w := range m.Webhooks {
+					bundles = append(bundles, w.ClientConfig.CABundle)
+				}
 			}
-		}
-		if v, err := arv1.ValidatingWebhookConfigurations().Get(ctx, webhookConfigName, metav1.GetOptions{}); err == nil {
-			for _, w := range v.Webhooks {
-				bundles = append(bundles, w.ClientConfig.CABundle)
+			if v, err := arv1.ValidatingWebhookConfigurations().Get(ctx, webhookConfigName, metav1.GetOptions{}); err == nil {
+				for _, w := range v.Webhooks {
+					bundles = append(bundles, w.ClientConfig.CABundle)
+				}
 			}
-		}
-		injected := len(bundles) == 2
-		for _, b := range bundles {
-			injected = injected && bytes.Equal(b, bundles[0]) && holds(b, want)
-		}
-		if injected {
-			return bundles[0]
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("cainjector did not put the serving Secret's ca.crt (%s) into both webhook configurations within a minute: %s",
-				describe(want), strings.Join(mapSlice(bundles, describe), "; "))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+			injected := len(bundles) == 2
+			for _, b := range bundles {
+				injected = injected && bytes.Equal(b, bundles[0]) && holds(b, want)
+			}
+			return injected, fmt.Sprintf("want %s, have %s", describe(want), strings.Join(mapSlice(bundles, describe), "; "))
+		})
+	return bundles[0]
 }
 
 // secretData is the data of a Secret in the install's namespace.
@@ -431,24 +410,11 @@ func secretData(t *testing.T, name string) map[string][]byte {
 
 func leafOf(t *testing.T, certPEM []byte) *x509.Certificate {
 	t.Helper()
-	block, _ := pem.Decode(certPEM)
-	if block == nil {
-		t.Fatalf("no PEM certificate in %q", certPEM)
-	}
-	c, err := x509.ParseCertificate(block.Bytes)
+	c, err := framework.ParseCertificate(certPEM)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v in %q", err, certPEM)
 	}
 	return c
-}
-
-func pool(t *testing.T, pemCerts []byte) *x509.CertPool {
-	t.Helper()
-	p := x509.NewCertPool()
-	if !p.AppendCertsFromPEM(pemCerts) {
-		t.Fatalf("no certificate in the bundle %q", pemCerts)
-	}
-	return p
 }
 
 // admissions is the webhook's count of admission requests (all webhooks and
@@ -487,33 +453,11 @@ func webhookPodIPs(t *testing.T) []string {
 	}
 	var ips []string
 	for _, p := range pods.Items {
-		if p.DeletionTimestamp == nil && podReady(&p) {
+		if p.DeletionTimestamp == nil && framework.PodReady(&p) {
 			ips = append(ips, p.Status.PodIP)
 		}
 	}
 	return ips
-}
-
-// podReady reports whether the pod's Ready condition is true.
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
-// servedCertificate is the leaf the server at ip presents to a client asking
-// for the Service's name, verified against roots (the injected caBundle).
-func servedCertificate(ip string, roots *x509.CertPool) (*x509.Certificate, error) {
-	d := &net.Dialer{Timeout: 2 * time.Second}
-	conn, err := tls.DialWithDialer(d, "tcp", net.JoinHostPort(ip, "9443"), &tls.Config{ServerName: serviceDNSName, RootCAs: roots})
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	return conn.ConnectionState().PeerCertificates[0], nil
 }
 
 // describe names the certificates of a PEM bundle, for messages.

@@ -54,30 +54,20 @@ func TestWebhookLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	steps := []struct {
-		name string
-		run  func(t *testing.T)
-	}{
+	steps := framework.Steps{
 		{"rollout restart, 1.37 defaults", func(t *testing.T) { testRolloutRestart(t, env.Kubeconfig, true, true) }},
 		{"rollout restart, WebhookRoundTripLoadBalancing=false", func(t *testing.T) { testRolloutRestart(t, pooled, false, true) }},
 		{"delete pod of one replica", testDeletePod},
 		{"one replica killed (SIGKILL)", testReplicaKilled},
 	}
 	if os.Getenv("E2E_NO_DRAIN") != "" {
-		steps = append([]struct {
-			name string
-			run  func(t *testing.T)
-		}{{"rollout restart without the drain, WebhookRoundTripLoadBalancing=false (reported, not asserted)", func(t *testing.T) {
+		steps = append(framework.Steps{{"rollout restart without the drain, WebhookRoundTripLoadBalancing=false (reported, not asserted)", func(t *testing.T) {
 			reinstall(t, "--shutdown-drain-period=0")
 			defer reinstall(t, "")
 			testRolloutRestart(t, pooled, false, false)
 		}}}, steps...)
 	}
-	for _, s := range steps {
-		if !t.Run(s.name, s.run) {
-			t.Fatalf("%q failed: the later steps depend on it", s.name)
-		}
-	}
+	steps.Run(t)
 }
 
 // reinstall applies the install's overlay again with arg added to the
@@ -91,8 +81,7 @@ func reinstall(t *testing.T, arg string) {
 		t.Fatal(err)
 	}
 	mustKubectl(t, "", "apply", "-k", dir)
-	mustKubectl(t, "", "-n", installNamespace, "rollout", "status", "deployment/"+deploymentName, "--timeout=110s")
-	waitOldPodsGone(t)
+	waitRolledOut(t)
 }
 
 // testRolloutRestart runs `kubectl rollout restart` of the Deployment under
@@ -109,8 +98,7 @@ func testRolloutRestart(t *testing.T, kubeconfig string, roundTripLB, strict boo
 		w, l := startWatchedLoad(t, kubeconfig)
 		t0 := time.Now()
 		mustKubectl(t, "", "-n", installNamespace, "rollout", "restart", "deployment/"+deploymentName)
-		mustKubectl(t, "", "-n", installNamespace, "rollout", "status", "deployment/"+deploymentName, "--timeout=110s")
-		waitOldPodsGone(t)
+		waitRolledOut(t)
 		took := time.Since(t0)
 		ok := l.RunFor(rolloutAdmissions, 2*time.Second, 2*time.Minute)
 		l.Stop()
@@ -140,22 +128,16 @@ func startWatchedLoad(t *testing.T, kubeconfig string) (*webhookWatch, *framewor
 	return w, l
 }
 
-// waitOldPodsGone waits until only the Deployment's current pods are left:
-// `rollout status` returns while the old ones still terminate.
-func waitOldPodsGone(t *testing.T) {
+// waitRolledOut waits until the Deployment is rolled out and only its
+// current pods are left: `rollout status` returns while the old ones still
+// terminate.
+func waitRolledOut(t *testing.T) {
 	t.Helper()
-	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(200 * time.Millisecond) {
-		pods, err := env.Client.CoreV1().Pods(installNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: webhookSelector})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(pods.Items) == 2 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d webhook pods 2 minutes after the rollout, want 2", len(pods.Items))
-		}
-	}
+	mustKubectl(t, "", "-n", installNamespace, "rollout", "status", "deployment/"+deploymentName, "--timeout=110s")
+	framework.Eventually(t, 2*time.Minute, "the old webhook pods are gone", env.ControllersAlive, func() (bool, string) {
+		n := len(webhookPods(t))
+		return n == 2, fmt.Sprintf("%d webhook pods, want 2", n)
+	})
 }
 
 // testDeletePod deletes one replica under load (kubectl waits until it is
@@ -166,8 +148,7 @@ func testDeletePod(t *testing.T) {
 	defer l.Stop()
 	victim := webhookPods(t)[0]
 	mustKubectl(t, "", "-n", installNamespace, "delete", "pod", victim.Name)
-	mustKubectl(t, "", "-n", installNamespace, "rollout", "status", "deployment/"+deploymentName, "--timeout=110s")
-	waitOldPodsGone(t)
+	waitRolledOut(t)
 	l.RunFor(l.Count()+rolloutAdmissions, 2*time.Second, 2*time.Minute)
 	l.Stop()
 	t.Logf("kubectl delete pod %s: %s, %.0f/s; %s", victim.Name, l, l.Rate(), w.report(l.FailedAttempts()))
@@ -267,7 +248,7 @@ func watchWebhook(t *testing.T) *webhookWatch {
 		if _, seen := w.sigterm[p.Name]; p.DeletionTimestamp != nil && !seen {
 			w.sigterm[p.Name] = time.Now().Add(preStop)
 		}
-		if _, seen := w.notReady[p.Name]; !podReady(p) && !seen && p.Status.PodIP != "" {
+		if _, seen := w.notReady[p.Name]; !framework.PodReady(p) && !seen && p.Status.PodIP != "" {
 			w.notReady[p.Name] = time.Now()
 		}
 	}
