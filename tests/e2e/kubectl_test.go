@@ -204,28 +204,21 @@ func (h *harness) installWebhooks() error {
 func (h *harness) waitWebhooks(effective bool, timeout time.Duration) error {
 	mutateProbe := stsManifest{name: "probe", managed: true, vcts: userVCTs()}.yaml()
 	validateProbe := stsManifest{name: "probe-invalid", managed: true, vcts: []vctSpec{{name: "content", size: "1Gi"}}}.yaml()
-	deadline := time.Now().Add(timeout)
-	for {
+	err := framework.Poll(timeout, nil, func() (bool, string) {
 		m := runKubectl(mutateProbe, "create", "--dry-run=server", "-o", "json", "-n", probeNamespace, "-f", "-")
 		v := runKubectl(validateProbe, "create", "--dry-run=server", "-o", "json", "-n", probeNamespace, "-f", "-")
-		mutated := false
-		if m.OK() {
-			var sts appsv1.StatefulSet
-			mutated = json.Unmarshal([]byte(m.Stdout), &sts) == nil && vct(&sts, "cache") != nil
-		}
+		var sts appsv1.StatefulSet
+		mutated := m.OK() && json.Unmarshal([]byte(m.Stdout), &sts) == nil && vct(&sts, "cache") != nil
 		denied := !v.OK() && strings.Contains(v.Stderr, "metadata-storage")
-		if effective && mutated && denied {
-			return nil
+		if effective {
+			return mutated && denied, m.String() + "\n" + v.String()
 		}
-		if !effective && m.OK() && !mutated && v.OK() {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("webhooks not %s after %s; last probes:\n%s\n%s",
-				map[bool]string{true: "effective", false: "gone"}[effective], timeout, m, v)
-		}
-		time.Sleep(200 * time.Millisecond)
+		return m.OK() && !mutated && v.OK(), m.String() + "\n" + v.String()
+	})
+	if err != nil {
+		return fmt.Errorf("webhooks not %s: %w", map[bool]string{true: "effective", false: "gone"}[effective], err)
 	}
+	return nil
 }
 
 // withoutWebhooks deletes the two webhook configurations, waits until the

@@ -235,23 +235,19 @@ func WorkDir(prefix string) (string, error) {
 // WaitHTTP polls url with client until it answers 200, failing when the
 // process exits first or timeout passes.
 func (p *Process) WaitHTTP(client *http.Client, url string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
+	alive := func() error {
 		if p.Exited() {
-			return fmt.Errorf("%s exited before %s answered: %v (log %s)", p.Cmd.Path, url, p.Err, p.LogPath)
+			return fmt.Errorf("%s exited: %v (log %s)", p.Cmd.Path, p.Err, p.LogPath)
 		}
-		resp, err := client.Get(url)
-		if err == nil {
-			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("%s: %s %s", url, resp.Status, body)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not ready within %s: %v (log %s)", p.Cmd.Path, timeout, err, p.LogPath)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return nil
 	}
+	return Poll(timeout, alive, func() (bool, string) {
+		resp, err := client.Get(url)
+		if err != nil {
+			return false, err.Error()
+		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, fmt.Sprintf("%s: %s %s", url, resp.Status, body)
+	})
 }

@@ -177,29 +177,37 @@ func Indent(s string) string {
 	return b.String()
 }
 
-// Eventually polls cond every interval until it reports done, failing the
-// test with the last state it described after timeout, or at once when
-// alive (if not nil) reports an error (a controller it waits for has died).
-func Eventually(t testing.TB, timeout time.Duration, what string, alive func() error, cond func() (done bool, state string)) {
-	t.Helper()
+// Poll calls cond every 200 ms until it reports done, and returns an error
+// with the last state it described once timeout has passed, or as soon as
+// alive (if not nil) reports one (a program it waits for has died).
+func Poll(timeout time.Duration, alive func() error, cond func() (done bool, state string)) error {
 	t0 := time.Now()
 	for {
 		HaltIfStopping()
 		done, state := cond()
 		if done {
-			t.Logf("%s: after %s", what, time.Since(t0).Round(time.Millisecond))
-			return
+			return nil
 		}
 		if alive != nil {
 			if err := alive(); err != nil {
-				t.Fatalf("waiting until %s: %v; last state:\n%s", what, err, state)
+				return fmt.Errorf("%v; last state:\n%s", err, state)
 			}
 		}
 		if time.Since(t0) > timeout {
-			t.Fatalf("%s: not after %s; last state:\n%s", what, timeout, state)
+			return fmt.Errorf("not after %s; last state:\n%s", timeout, state)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// Eventually is Poll for a test: it fails the test when Poll does.
+func Eventually(t testing.TB, timeout time.Duration, what string, alive func() error, cond func() (done bool, state string)) {
+	t.Helper()
+	t0 := time.Now()
+	if err := Poll(timeout, alive, cond); err != nil {
+		t.Fatalf("waiting until %s: %v", what, err)
+	}
+	t.Logf("%s: after %s", what, time.Since(t0).Round(time.Millisecond))
 }
 
 // GoModDir downloads a module through the Go module proxy (or finds it in the

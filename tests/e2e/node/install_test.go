@@ -49,14 +49,12 @@ func (h *harness) install() error {
 	}
 	t0 := time.Now()
 	var r result
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
-		// kubectl's discovery can lag cert-manager's new CRDs: retry.
-		if r = runKubectl("", "apply", "-k", overlay); r.OK() || time.Now().After(deadline) {
-			break
-		}
-	}
-	if !r.OK() {
-		return fmt.Errorf("installing: %s", r)
+	// kubectl's discovery can lag cert-manager's new CRDs: retry.
+	if err := framework.Poll(time.Minute, nil, func() (bool, string) {
+		r = runKubectl("", "apply", "-k", overlay)
+		return r.OK(), r.String()
+	}); err != nil {
+		return fmt.Errorf("installing: %w", err)
 	}
 	fmt.Printf("e2e: kubectl apply -k %s (deploy/default, images: %s)\n%s", overlay, h.image, r.Stdout)
 	if r := runKubectl("", "-n", installNamespace, "rollout", "status", "deployment/"+deploymentName, "--timeout=3m"); !r.OK() {
