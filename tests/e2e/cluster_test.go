@@ -204,24 +204,14 @@ func podGone(t testing.TB, ns, name string) {
 // and that the container mounts it at path, once.
 func requirePodMountsCache(t testing.TB, p *corev1.Pod, containerName, claim, path string) {
 	t.Helper()
-	var vol *corev1.Volume
-	for i := range p.Spec.Volumes {
-		if p.Spec.Volumes[i].Name == "cache" {
-			vol = &p.Spec.Volumes[i]
-		}
-	}
+	vol := named(p.Spec.Volumes, "cache", func(v *corev1.Volume) string { return v.Name })
 	switch {
 	case vol == nil:
 		t.Errorf("pod %s has no volume cache; volumes:\n%s", p.Name, toYAML(p.Spec.Volumes))
 	case vol.PersistentVolumeClaim == nil || vol.PersistentVolumeClaim.ClaimName != claim:
 		t.Errorf("pod %s's volume cache is not the claim %s:\n%s", p.Name, claim, toYAML(vol))
 	}
-	var c *corev1.Container
-	for i := range p.Spec.Containers {
-		if p.Spec.Containers[i].Name == containerName {
-			c = &p.Spec.Containers[i]
-		}
-	}
+	c := named(p.Spec.Containers, containerName, func(c *corev1.Container) string { return c.Name })
 	if c == nil {
 		t.Fatalf("pod %s has no container %s", p.Name, containerName)
 	}
