@@ -15,7 +15,7 @@ import (
 // every one of parts.
 func requireWarning(t testing.TB, r result, parts ...string) {
 	t.Helper()
-	for _, w := range r.warnings() {
+	for _, w := range r.Warnings() {
 		if containsAll(w, parts...) {
 			return
 		}
@@ -26,7 +26,7 @@ func requireWarning(t testing.TB, r result, parts ...string) {
 // requireNoWarning fails if kubectl printed any "Warning:" line.
 func requireNoWarning(t testing.TB, r result) {
 	t.Helper()
-	if w := r.warnings(); len(w) > 0 {
+	if w := r.Warnings(); len(w) > 0 {
 		t.Errorf("kubectl printed %d warning(s), want none:\n%s", len(w), r)
 	}
 }
@@ -35,10 +35,10 @@ func requireNoWarning(t testing.TB, r result) {
 // every one of parts.
 func requireDenied(t testing.TB, r result, parts ...string) {
 	t.Helper()
-	if r.ok() {
+	if r.OK() {
 		t.Fatalf("kubectl succeeded, want it denied:\n%s", r)
 	}
-	if !containsAll(r.stderr, parts...) {
+	if !containsAll(r.Stderr, parts...) {
 		t.Errorf("kubectl's error does not contain all of %q:\n%s", parts, r)
 	}
 }
@@ -136,14 +136,14 @@ func strPtr(p *string) string {
 	return *p
 }
 
-// requireMutated checks dittofs(NAME) (an emptyDir cache, any retention) as
-// the mutation stores it: metadata, content and a 5Gi cache template in the
-// metadata template's class, Retain/Retain, the cache mounted at
+// requireMutated checks a StatefulSet with an emptyDir cache as the mutation
+// stores it: metadata, content and a 5Gi cache template in class (the
+// metadata template's; empty: unset), Retain/Retain, the cache mounted at
 // /data/cache, the emptyDir gone.
-func requireMutated(t testing.TB, sts *appsv1.StatefulSet) {
+func requireMutated(t testing.TB, sts *appsv1.StatefulSet, class string) {
 	t.Helper()
 	requireVCTs(t, sts, "metadata", "content", "cache")
-	requireCache(t, sts, defaultCacheSize, "fast")
+	requireCache(t, sts, defaultCacheSize, class)
 	requireRetention(t, sts, "Retain/Retain")
 	requireCacheMounted(t, sts, "dittofs", defaultCacheMount)
 	if volume(sts, "cache") != nil {

@@ -70,7 +70,7 @@ func TestAuditReportsApplied(t *testing.T) {
 	runStep(t, dir, "kubectl get sts -A -o yaml | "+audit+" -o report | kubectl apply --validate=strict -f -")
 
 	var list reportsv1alpha1.ReportList
-	out := mustKubectl(t, "", "get", "reports.openreports.io", "-n", ns, "-o", "json").stdout
+	out := mustKubectl(t, "", "get", "reports.openreports.io", "-n", ns, "-o", "json").Stdout
 	if err := json.Unmarshal([]byte(out), &list); err != nil {
 		t.Fatalf("the Reports read back do not decode as OpenReports Reports: %v\n%s", err, out)
 	}

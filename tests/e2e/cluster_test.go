@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -14,6 +15,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 )
 
 // Helpers of the scenarios that run the controllers: they read pods and PVCs
@@ -24,36 +27,14 @@ import (
 // act (they take well under a second on an idle machine).
 const controllerTimeout = 90 * time.Second
 
-func clientset(t testing.TB) kubernetes.Interface {
-	t.Helper()
-	cs, err := kubernetes.NewForConfig(env.restConfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cs
-}
+func clientset(testing.TB) kubernetes.Interface { return env.Client }
 
 // eventually polls cond until it reports done, failing the test with the last
 // state it described after timeout, or at once if kube-controller-manager
 // has died.
 func eventually(t testing.TB, timeout time.Duration, what string, cond func() (done bool, state string)) {
 	t.Helper()
-	t0 := time.Now()
-	for {
-		haltIfStopping()
-		done, state := cond()
-		if done {
-			t.Logf("%s: after %s", what, time.Since(t0).Round(time.Millisecond))
-			return
-		}
-		if err := env.controllerManager.exited(); err != nil {
-			t.Fatalf("waiting until %s: %v; last state:\n%s", what, err, state)
-		}
-		if time.Since(t0) > timeout {
-			t.Fatalf("%s: not after %s; last state:\n%s", what, timeout, state)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	framework.Eventually(t, timeout, what, env.ControllersAlive, cond)
 }
 
 // standInKubelet does, for every pod of the namespace, the one thing of a
@@ -75,7 +56,7 @@ func standInKubelet(t testing.TB, ns string) {
 			if err == nil {
 				for i := range list.Items {
 					p := &list.Items[i]
-					if p.DeletionTimestamp != nil || podReady(p) {
+					if p.DeletionTimestamp != nil || framework.PodReady(p) {
 						continue
 					}
 					now := metav1.Now()
@@ -99,18 +80,6 @@ func standInKubelet(t testing.TB, ns string) {
 			}
 		}
 	})
-}
-
-func podReady(p *corev1.Pod) bool {
-	if p.Status.Phase != corev1.PodRunning {
-		return false
-	}
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // claimNames are the PVCs the StatefulSet controller makes for a set's
@@ -148,7 +117,7 @@ func claimUIDs(t testing.TB, ns string, names []string) map[string]types.UID {
 		for _, n := range names {
 			c, ok := have[n]
 			if !ok {
-				return false, "PVCs: " + strings.Join(sortedKeys(have), ", ")
+				return false, "PVCs: " + strings.Join(slices.Sorted(maps.Keys(have)), ", ")
 			}
 			uids[n] = c.UID
 		}
@@ -165,7 +134,7 @@ func claimUIDs(t testing.TB, ns string, names []string) map[string]types.UID {
 func requireClaimsKept(t testing.TB, ns string, uids map[string]types.UID) {
 	t.Helper()
 	have := claims(t, ns)
-	for _, name := range sortedKeys(uids) {
+	for _, name := range slices.Sorted(maps.Keys(uids)) {
 		c, ok := have[name]
 		switch {
 		case !ok:
@@ -206,7 +175,7 @@ func readyPod(t testing.TB, ns, name string, notUID types.UID) *corev1.Pod {
 		if err != nil {
 			return false, err.Error()
 		}
-		if p.UID == notUID || p.DeletionTimestamp != nil || !podReady(p) {
+		if p.UID == notUID || p.DeletionTimestamp != nil || !framework.PodReady(p) {
 			return false, fmt.Sprintf("uid %s, phase %s, deleting %v", p.UID, p.Status.Phase, p.DeletionTimestamp != nil)
 		}
 		pod = p
@@ -235,24 +204,14 @@ func podGone(t testing.TB, ns, name string) {
 // and that the container mounts it at path, once.
 func requirePodMountsCache(t testing.TB, p *corev1.Pod, containerName, claim, path string) {
 	t.Helper()
-	var vol *corev1.Volume
-	for i := range p.Spec.Volumes {
-		if p.Spec.Volumes[i].Name == "cache" {
-			vol = &p.Spec.Volumes[i]
-		}
-	}
+	vol := named(p.Spec.Volumes, "cache", func(v *corev1.Volume) string { return v.Name })
 	switch {
 	case vol == nil:
 		t.Errorf("pod %s has no volume cache; volumes:\n%s", p.Name, toYAML(p.Spec.Volumes))
 	case vol.PersistentVolumeClaim == nil || vol.PersistentVolumeClaim.ClaimName != claim:
 		t.Errorf("pod %s's volume cache is not the claim %s:\n%s", p.Name, claim, toYAML(vol))
 	}
-	var c *corev1.Container
-	for i := range p.Spec.Containers {
-		if p.Spec.Containers[i].Name == containerName {
-			c = &p.Spec.Containers[i]
-		}
-	}
+	c := named(p.Spec.Containers, containerName, func(c *corev1.Container) string { return c.Name })
 	if c == nil {
 		t.Fatalf("pod %s has no container %s", p.Name, containerName)
 	}
@@ -275,13 +234,4 @@ func requireOwnedBy(t testing.TB, p *corev1.Pod, set string, uid types.UID) {
 	if ref == nil || ref.Kind != "StatefulSet" || ref.Name != set || ref.UID != uid {
 		t.Errorf("pod %s is controlled by %v, want StatefulSet %s uid %s", p.Name, ref, set, uid)
 	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

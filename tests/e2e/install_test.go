@@ -1,13 +1,12 @@
 package e2e
 
 import (
-	"encoding/json"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 )
 
 // Where the CRDs the install needs come from: the projects' own Go modules,
@@ -47,7 +46,7 @@ func TestInstallManifests(t *testing.T) {
 // harness's webhook configurations out of the way.
 func prepareDryRun(t *testing.T, namespaces ...string) {
 	t.Helper()
-	cm, err := goModDir(t, certManagerModule)
+	cm, err := framework.GoModDir(certManagerModule)
 	if err != nil {
 		t.Fatalf("cert-manager's CRDs: %v", err)
 	}
@@ -60,7 +59,7 @@ func prepareDryRun(t *testing.T, namespaces ...string) {
 	// client-side apply, whose last-applied annotation would make kubectl
 	// warn that it cannot migrate it to server-side apply in a dry run.)
 	for _, ns := range namespaces {
-		if r := mustKubectl(t, "", "get", "namespace", ns, "--ignore-not-found", "-o", "name"); r.stdout == "" {
+		if r := mustKubectl(t, "", "get", "namespace", ns, "--ignore-not-found", "-o", "name"); r.Stdout == "" {
 			mustKubectl(t, "", "create", "namespace", ns)
 		}
 	}
@@ -74,7 +73,7 @@ func prepareDryRun(t *testing.T, namespaces ...string) {
 // CRDs, skipping the test where they cannot be had.
 func installPromOperatorCRDs(t *testing.T) {
 	t.Helper()
-	po, err := goModDir(t, promOperatorModule)
+	po, err := framework.GoModDir(promOperatorModule)
 	if err != nil {
 		t.Skipf("the Prometheus Operator's CRDs (ServiceMonitor, PrometheusRule) are not obtainable here: %v", err)
 	}
@@ -87,7 +86,7 @@ func serverDryRun(t *testing.T, overlay string) {
 	t.Helper()
 	dir := filepath.Join(env.repoRoot, "deploy", overlay)
 	rendered := mustKubectl(t, "", "kustomize", dir)
-	serverDryRunOf(t, "deploy/"+overlay, rendered.stdout, "", "-k", dir)
+	serverDryRunOf(t, "deploy/"+overlay, rendered.Stdout, "", "-k", dir)
 }
 
 // serverDryRunOf runs `kubectl apply --server-side --dry-run=server` with
@@ -102,7 +101,7 @@ func serverDryRunOf(t *testing.T, what, rendered, stdin string, source ...string
 	r := mustKubectl(t, stdin, append([]string{"apply", "--server-side", "--dry-run=server"}, source...)...)
 	requireNoWarning(t, r)
 	var lines []string
-	for _, l := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+	for _, l := range strings.Split(strings.TrimSpace(r.Stdout), "\n") {
 		if l = strings.TrimSpace(l); l != "" {
 			lines = append(lines, l)
 		}
@@ -163,23 +162,4 @@ func matchesAny(name string, parts []string) bool {
 		}
 	}
 	return false
-}
-
-// goModDir downloads a module through the Go module proxy (or finds it in the
-// module cache) and returns its directory.
-func goModDir(t *testing.T, module string) (string, error) {
-	t.Helper()
-	cmd := exec.Command("go", "mod", "download", "-json", module)
-	cmd.Dir = t.TempDir() // outside any module: nothing to resolve against
-	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod")
-	out, runErr := cmd.Output()
-	var info struct{ Dir, Error string }
-	if err := json.Unmarshal(out, &info); err != nil {
-		return "", fmt.Errorf("go mod download -json %s: %v (%v)", module, runErr, err)
-	}
-	if info.Error != "" || info.Dir == "" {
-		return "", fmt.Errorf("go mod download %s: %s", module, info.Error)
-	}
-	t.Logf("%s is in %s", module, info.Dir)
-	return info.Dir, nil
 }

@@ -65,10 +65,7 @@ func TestInstalledSample(t *testing.T) {
 		t.Errorf("created through the webhooks, the stored spec differs (-without +with the webhooks):\n%s", diff)
 	}
 	got := mustGetSTS(t, sampleNamespace, name)
-	requireVCTs(t, got, "metadata", "content", "cache")
-	requireCache(t, got, defaultCacheSize, "")
-	requireRetention(t, got, "Retain/Retain")
-	requireCacheMounted(t, got, "dittofs", defaultCacheMount)
+	requireMutated(t, got, "")
 	if got.Spec.Replicas == nil || *got.Spec.Replicas != 0 {
 		t.Errorf("replicas %v, want 0: installing the webhook must start no pod", got.Spec.Replicas)
 	}
@@ -86,7 +83,7 @@ func TestInstalledSample(t *testing.T) {
 	}
 	r := mustKubectl(t, string(raw), "create", "--dry-run=server", "-o", "json", "-n", sampleNamespace, "-f", "-")
 	var mutated appsv1.StatefulSet
-	if err := json.Unmarshal([]byte(r.stdout), &mutated); err != nil {
+	if err := json.Unmarshal([]byte(r.Stdout), &mutated); err != nil {
 		t.Fatalf("kubectl's output is not a StatefulSet: %v\n%s", err, r)
 	}
 	requireVCTs(t, &mutated, "metadata", "content", "cache")
@@ -98,7 +95,7 @@ func TestInstalledSample(t *testing.T) {
 func installedSample(t *testing.T) (string, *appsv1.StatefulSet) {
 	t.Helper()
 	r := mustKubectl(t, "", "kustomize", filepath.Join(env.repoRoot, "deploy", "default"))
-	docs, err := decodeDocs(r.stdout)
+	docs, err := decodeDocs(r.Stdout)
 	if err != nil {
 		t.Fatalf("decoding kubectl kustomize deploy/default: %v", err)
 	}

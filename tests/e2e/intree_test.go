@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -113,7 +114,7 @@ func TestInTreePolicies(t *testing.T) {
 	m.emptyDirCache = true
 	mustKubectl(t, m.yaml(), "apply", "-n", ns, "-f", "-")
 	sts = mustGetSTS(t, ns, "fs")
-	requireMutated(t, sts)
+	requireMutated(t, sts, "fast")
 
 	for _, apply := range [][]string{{"apply"}, {"apply", "--server-side", "--force-conflicts"}} {
 		r := mustKubectl(t, m.yaml(), append(apply, "-n", ns, "-f", "-")...)
@@ -142,8 +143,8 @@ func TestInTreeWarn(t *testing.T) {
 	eventually(t, time.Minute, "the warn-only policies mutate and warn", func() (bool, string) {
 		r := kubectl(t, noContent.yaml(), "create", "--dry-run=server", "-o", "json", "-n", ns, "-f", "-")
 		var sts appsv1.StatefulSet
-		mutated := r.ok() && json.Unmarshal([]byte(r.stdout), &sts) == nil && vct(&sts, "cache") != nil
-		return mutated && strings.Contains(r.stderr, "content-storage"), r.String()
+		mutated := r.OK() && json.Unmarshal([]byte(r.Stdout), &sts) == nil && vct(&sts, "cache") != nil
+		return mutated && strings.Contains(r.Stderr, "content-storage"), r.String()
 	})
 	r := mustKubectl(t, noContent.yaml(), "create", "-n", ns, "-f", "-")
 	requireWarning(t, r, "content-storage")
@@ -283,15 +284,15 @@ func (c equivalenceCase) run(t *testing.T, ns string) outcome {
 		args = append(args, "--dry-run=server")
 	}
 	r := kubectlRetryConflict(t, asStored(t, c.req.Object, c.name, ns), args...)
-	if r.ok() {
-		return outcome{stored: normalize(t, r.stdout)}
+	if r.OK() {
+		return outcome{stored: normalize(t, r.Stdout)}
 	}
-	if rules := deniedRules(r.stderr); len(rules) > 0 {
+	if rules := deniedRules(r.Stderr); len(rules) > 0 {
 		return outcome{rules: rules}
 	}
 	// Warnings are the webhook's alone (by design): the refusal is the rest.
 	var refusal []string
-	for _, l := range strings.Split(r.stderr, "\n") {
+	for _, l := range strings.Split(r.Stderr, "\n") {
 		if !strings.HasPrefix(l, "Warning: ") {
 			refusal = append(refusal, strings.ReplaceAll(l, ns, "NS"))
 		}
@@ -335,8 +336,8 @@ func TestInTreeEquivalence(t *testing.T) {
 			return false
 		}
 		for _, ns := range []string{nsWebhook, nsInTree} {
-			if r := kubectl(t, asStored(t, c.req.OldObject, c.name, ns), "create", "--validate=false", "-n", ns, "-f", "-"); !r.ok() {
-				exceptions[badOld] = append(exceptions[badOld], c.fixture.Name+" ("+strings.TrimSpace(r.stderr)+")")
+			if r := kubectl(t, asStored(t, c.req.OldObject, c.name, ns), "create", "--validate=false", "-n", ns, "-f", "-"); !r.OK() {
+				exceptions[badOld] = append(exceptions[badOld], c.fixture.Name+" ("+strings.TrimSpace(r.Stderr)+")")
 				return true
 			}
 		}
@@ -379,7 +380,7 @@ func TestInTreeEquivalence(t *testing.T) {
 	}
 	t.Logf("%d of %d fixtures ran through both paths (webhook and in-tree) on kube-apiserver", len(cases), len(fixtures))
 	t.Logf("differences by design everywhere: the webhook's warnings (a MutatingAdmissionPolicy cannot warn; a Deny binding cannot either), its metrics and audit annotations, and the wording of a denial (one VAP message, not a 422 with a cause per violation)")
-	for _, why := range sortedKeys(exceptions) {
+	for _, why := range slices.Sorted(maps.Keys(exceptions)) {
 		t.Logf("named exception: %s: %d fixture(s): %s", why, len(exceptions[why]), strings.Join(exceptions[why], ", "))
 	}
 }

@@ -2,13 +2,11 @@ package e2e
 
 import (
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -16,130 +14,34 @@ import (
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
-	"github.com/dittofs/dittofs-webhook/tests/e2ekit"
+	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 )
 
-// kubectlTimeout bounds one kubectl command; nothing here should take more
-// than a few seconds.
-const kubectlTimeout = 2 * time.Minute
-
 // result is what one kubectl command did.
-type result struct {
-	args   []string
-	stdin  string
-	stdout string
-	stderr string
-	code   int   // exit status; -1 when kubectl did not run to the end
-	err    error // kubectl could not be run or was killed (timeout)
-}
-
-func (r result) ok() bool { return r.err == nil && r.code == 0 }
-
-func (r result) command() string { return "kubectl " + strings.Join(r.args, " ") }
-
-// String is the whole story of a command, for failure messages.
-func (r result) String() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "$ %s", r.command())
-	if r.stdin != "" {
-		fmt.Fprintf(&b, " <<EOF\n%sEOF", ensureNewline(r.stdin))
-	}
-	fmt.Fprintf(&b, "\nexit status: %d", r.code)
-	if r.err != nil {
-		fmt.Fprintf(&b, " (%v)", r.err)
-	}
-	fmt.Fprintf(&b, "\nstdout:\n%s", indent(r.stdout))
-	fmt.Fprintf(&b, "stderr:\n%s", indent(r.stderr))
-	return b.String()
-}
-
-// brief is the log line of a command: what was run, how it ended, what it
-// printed on stderr and, when short, on stdout.
-func (r result) brief() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "$ %s  → exit %d", r.command(), r.code)
-	if r.err != nil {
-		fmt.Fprintf(&b, " (%v)", r.err)
-	}
-	b.WriteString("\n")
-	if s := strings.TrimSpace(r.stdout); s != "" {
-		if len(s) <= 400 {
-			b.WriteString(indent(r.stdout))
-		} else {
-			fmt.Fprintf(&b, "  | (%d bytes on stdout)\n", len(r.stdout))
-		}
-	}
-	if strings.TrimSpace(r.stderr) != "" {
-		b.WriteString(indent(r.stderr))
-	}
-	return strings.TrimRight(b.String(), "\n")
-}
-
-// warnings are the lines kubectl printed for the apiserver's warning headers
-// (admission webhooks' warnings among them): "Warning: ..." on stderr.
-func (r result) warnings() []string {
-	var w []string
-	for _, l := range strings.Split(r.stderr, "\n") {
-		if strings.HasPrefix(l, "Warning: ") {
-			w = append(w, strings.TrimPrefix(l, "Warning: "))
-		}
-	}
-	return w
-}
-
-func indent(s string) string {
-	if strings.TrimSpace(s) == "" {
-		return "  | (nothing)\n"
-	}
-	var b strings.Builder
-	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
-		b.WriteString("  | " + l + "\n")
-	}
-	return b.String()
-}
-
-func ensureNewline(s string) string {
-	if strings.HasSuffix(s, "\n") {
-		return s
-	}
-	return s + "\n"
-}
+type result = framework.Result
 
 // runKubectl runs the built kubectl as the e2e admin user.
-func runKubectl(stdin string, args ...string) result {
-	haltIfStopping()
-	r := result{args: args, stdin: stdin, code: -1}
-	k := e2ekit.Kubectl{Bin: env.kubectlBin, Kubeconfig: env.kubeconfig, CacheDir: env.cacheDir,
-		Home: filepath.Join(env.artifacts, "home"), Dir: env.repoRoot, Timeout: kubectlTimeout}
-	var err error
-	r.stdout, r.stderr, err = k.Run(stdin, args...)
-	haltIfStopping()
-	var exit *exec.ExitError
-	switch {
-	case err == nil:
-		r.code = 0
-	case errors.As(err, &exit):
-		r.code = exit.ExitCode()
-	default:
-		r.err = err
-	}
-	return r
-}
+func runKubectl(stdin string, args ...string) result { return env.Kubectl.Run(stdin, args...) }
 
 // kubectl runs kubectl for a test and logs what it printed. A kubectl that
 // cannot run at all fails the test; its exit status is the caller's to judge.
 func kubectl(t testing.TB, stdin string, args ...string) result {
 	t.Helper()
-	r := runKubectl(stdin, args...)
-	t.Log(r.brief())
-	if r.err != nil {
-		t.Fatalf("kubectl did not run to the end:\n%s", r)
-	}
-	return r
+	return env.Kubectl.T(t, stdin, args...)
+}
+
+// mustKubectl is kubectl for a command that must succeed.
+func mustKubectl(t testing.TB, stdin string, args ...string) result {
+	t.Helper()
+	return env.Kubectl.Must(t, stdin, args...)
 }
 
 // kubectlRetryConflict is kubectl for a replace: kubectl replace sends the
@@ -150,18 +52,8 @@ func kubectl(t testing.TB, stdin string, args ...string) result {
 func kubectlRetryConflict(t testing.TB, stdin string, args ...string) result {
 	t.Helper()
 	r := kubectl(t, stdin, args...)
-	for try := 1; try < 5 && !r.ok() && strings.Contains(r.stderr, "Error from server (Conflict)"); try++ {
+	for try := 1; try < 5 && !r.OK() && strings.Contains(r.Stderr, "Error from server (Conflict)"); try++ {
 		r = kubectl(t, stdin, args...)
-	}
-	return r
-}
-
-// mustKubectl is kubectl for a command that must succeed.
-func mustKubectl(t testing.TB, stdin string, args ...string) result {
-	t.Helper()
-	r := kubectl(t, stdin, args...)
-	if !r.ok() {
-		t.Fatalf("kubectl failed:\n%s", r)
 	}
 	return r
 }
@@ -188,12 +80,12 @@ func newNamespace(t testing.TB) string {
 func getSTS(t testing.TB, ns, name string) *appsv1.StatefulSet {
 	t.Helper()
 	r := mustKubectl(t, "", "get", "statefulset", name, "-n", ns, "-o", "json", "--ignore-not-found")
-	if strings.TrimSpace(r.stdout) == "" {
+	if strings.TrimSpace(r.Stdout) == "" {
 		return nil
 	}
 	var sts appsv1.StatefulSet
-	if err := json.Unmarshal([]byte(r.stdout), &sts); err != nil {
-		t.Fatalf("decoding the stored StatefulSet: %v\n%s", err, r.stdout)
+	if err := json.Unmarshal([]byte(r.Stdout), &sts); err != nil {
+		t.Fatalf("decoding the stored StatefulSet: %v\n%s", err, r.Stdout)
 	}
 	return &sts
 }
@@ -214,7 +106,7 @@ func getRaw(t testing.TB, kind, ns, name string) map[string]any {
 	t.Helper()
 	r := mustKubectl(t, "", "get", kind, name, "-n", ns, "-o", "json")
 	var obj map[string]any
-	if err := json.Unmarshal([]byte(r.stdout), &obj); err != nil {
+	if err := json.Unmarshal([]byte(r.Stdout), &obj); err != nil {
 		t.Fatalf("decoding %s %s/%s: %v", kind, ns, name, err)
 	}
 	return obj
@@ -244,51 +136,61 @@ func decodeDocs(data string) ([]map[string]any, error) {
 // Everything else (names, rules, selectors, policies) is as shipped.
 func (h *harness) installWebhooks() error {
 	r := runKubectl("", "kustomize", filepath.Join(h.repoRoot, "deploy", "default"))
-	if !r.ok() {
+	if !r.OK() {
 		return fmt.Errorf("rendering deploy/default:\n%s", r)
 	}
-	docs, err := decodeDocs(r.stdout)
+	docs, err := decodeDocs(r.Stdout)
 	if err != nil {
 		return fmt.Errorf("decoding the output of kubectl kustomize deploy/default: %w", err)
 	}
-	var items []any
-	kinds := map[string]int{}
+	clientConfig := func(kind, name string, cc *admissionregistrationv1.WebhookClientConfig) error {
+		if cc.Service == nil || cc.Service.Path == nil {
+			return fmt.Errorf("deploy/default: %s webhook %s has no clientConfig.service.path", kind, name)
+		}
+		url := "https://" + h.server.listen + *cc.Service.Path
+		*cc = admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: h.caPEM}
+		return nil
+	}
+	var mutating []admissionregistrationv1.MutatingWebhookConfiguration
+	var validating []admissionregistrationv1.ValidatingWebhookConfiguration
 	for _, doc := range docs {
-		kind, _ := doc["kind"].(string)
-		if kind != "MutatingWebhookConfiguration" && kind != "ValidatingWebhookConfiguration" {
-			continue
-		}
-		kinds[kind]++
-		webhooks, _ := doc["webhooks"].([]any)
-		if len(webhooks) == 0 {
-			return fmt.Errorf("deploy/default: %s has no webhooks", kind)
-		}
-		for _, w := range webhooks {
-			wh, _ := w.(map[string]any)
-			cc, _ := wh["clientConfig"].(map[string]any)
-			svc, _ := cc["service"].(map[string]any)
-			path, _ := svc["path"].(string)
-			if path == "" {
-				return fmt.Errorf("deploy/default: webhook %v has no clientConfig.service.path", wh["name"])
+		data, _ := json.Marshal(doc)
+		switch doc["kind"] {
+		case "MutatingWebhookConfiguration":
+			var c admissionregistrationv1.MutatingWebhookConfiguration
+			err = json.Unmarshal(data, &c)
+			for i := range c.Webhooks {
+				err = errors.Join(err, clientConfig(c.Kind, c.Webhooks[i].Name, &c.Webhooks[i].ClientConfig))
 			}
-			wh["clientConfig"] = map[string]any{
-				"url":      "https://" + h.server.listen + path,
-				"caBundle": base64.StdEncoding.EncodeToString(h.caPEM),
+			mutating = append(mutating, c)
+		case "ValidatingWebhookConfiguration":
+			var c admissionregistrationv1.ValidatingWebhookConfiguration
+			err = json.Unmarshal(data, &c)
+			for i := range c.Webhooks {
+				err = errors.Join(err, clientConfig(c.Kind, c.Webhooks[i].Name, &c.Webhooks[i].ClientConfig))
 			}
+			validating = append(validating, c)
 		}
-		items = append(items, doc)
+		if err != nil {
+			return err
+		}
 	}
-	if kinds["MutatingWebhookConfiguration"] != 1 || kinds["ValidatingWebhookConfiguration"] != 1 {
-		return fmt.Errorf("deploy/default should render one Mutating and one ValidatingWebhookConfiguration, got %v", kinds)
+	if len(mutating) != 1 || len(validating) != 1 || len(mutating[0].Webhooks) == 0 || len(validating[0].Webhooks) == 0 {
+		return fmt.Errorf("deploy/default should render one Mutating and one ValidatingWebhookConfiguration "+
+			"with webhooks, got %d and %d", len(mutating), len(validating))
 	}
-	h.webhooks, err = json.Marshal(map[string]any{"apiVersion": "v1", "kind": "List", "items": items})
-	if err != nil {
+	list := corev1.List{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "List"}}
+	for _, obj := range []any{mutating[0], validating[0]} {
+		raw, _ := json.Marshal(obj)
+		list.Items = append(list.Items, runtime.RawExtension{Raw: raw})
+	}
+	if h.webhooks, err = json.Marshal(list); err != nil {
 		return err
 	}
-	if r := runKubectl(string(h.webhooks), "create", "-f", "-"); !r.ok() {
+	if r := runKubectl(string(h.webhooks), "create", "-f", "-"); !r.OK() {
 		return fmt.Errorf("creating the webhook configurations:\n%s", r)
 	}
-	if r := runKubectl("", "create", "namespace", probeNamespace); !r.ok() {
+	if r := runKubectl("", "create", "namespace", probeNamespace); !r.OK() {
 		return fmt.Errorf("creating the probe namespace:\n%s", r)
 	}
 	return h.waitWebhooks(true, time.Minute)
@@ -302,28 +204,21 @@ func (h *harness) installWebhooks() error {
 func (h *harness) waitWebhooks(effective bool, timeout time.Duration) error {
 	mutateProbe := stsManifest{name: "probe", managed: true, vcts: userVCTs()}.yaml()
 	validateProbe := stsManifest{name: "probe-invalid", managed: true, vcts: []vctSpec{{name: "content", size: "1Gi"}}}.yaml()
-	deadline := time.Now().Add(timeout)
-	for {
+	err := framework.Poll(timeout, nil, func() (bool, string) {
 		m := runKubectl(mutateProbe, "create", "--dry-run=server", "-o", "json", "-n", probeNamespace, "-f", "-")
 		v := runKubectl(validateProbe, "create", "--dry-run=server", "-o", "json", "-n", probeNamespace, "-f", "-")
-		mutated := false
-		if m.ok() {
-			var sts appsv1.StatefulSet
-			mutated = json.Unmarshal([]byte(m.stdout), &sts) == nil && vct(&sts, "cache") != nil
+		var sts appsv1.StatefulSet
+		mutated := m.OK() && json.Unmarshal([]byte(m.Stdout), &sts) == nil && vct(&sts, "cache") != nil
+		denied := !v.OK() && strings.Contains(v.Stderr, "metadata-storage")
+		if effective {
+			return mutated && denied, m.String() + "\n" + v.String()
 		}
-		denied := !v.ok() && strings.Contains(v.stderr, "metadata-storage")
-		if effective && mutated && denied {
-			return nil
-		}
-		if !effective && m.ok() && !mutated && v.ok() {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("webhooks not %s after %s; last probes:\n%s\n%s",
-				map[bool]string{true: "effective", false: "gone"}[effective], timeout, m, v)
-		}
-		time.Sleep(200 * time.Millisecond)
+		return m.OK() && !mutated && v.OK(), m.String() + "\n" + v.String()
+	})
+	if err != nil {
+		return fmt.Errorf("webhooks not %s: %w", map[bool]string{true: "effective", false: "gone"}[effective], err)
 	}
+	return nil
 }
 
 // withoutWebhooks deletes the two webhook configurations, waits until the

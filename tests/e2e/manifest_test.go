@@ -2,7 +2,8 @@ package e2e
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -80,12 +81,7 @@ func (m stsManifest) yaml() string {
 	}
 	if len(m.annotations) > 0 {
 		p("  annotations:")
-		keys := make([]string, 0, len(m.annotations))
-		for k := range m.annotations {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
+		for _, k := range slices.Sorted(maps.Keys(m.annotations)) {
 			p("    %s: %q", k, m.annotations[k])
 		}
 	}
@@ -150,13 +146,18 @@ func (m stsManifest) yaml() string {
 	return b.String()
 }
 
-func vct(sts *appsv1.StatefulSet, name string) *corev1.PersistentVolumeClaim {
-	for i := range sts.Spec.VolumeClaimTemplates {
-		if sts.Spec.VolumeClaimTemplates[i].Name == name {
-			return &sts.Spec.VolumeClaimTemplates[i]
+// named is the item of items called name, or nil.
+func named[T any](items []T, name string, nameOf func(*T) string) *T {
+	for i := range items {
+		if nameOf(&items[i]) == name {
+			return &items[i]
 		}
 	}
 	return nil
+}
+
+func vct(sts *appsv1.StatefulSet, name string) *corev1.PersistentVolumeClaim {
+	return named(sts.Spec.VolumeClaimTemplates, name, func(c *corev1.PersistentVolumeClaim) string { return c.Name })
 }
 
 func vctNames(sts *appsv1.StatefulSet) []string {
@@ -168,21 +169,11 @@ func vctNames(sts *appsv1.StatefulSet) []string {
 }
 
 func volume(sts *appsv1.StatefulSet, name string) *corev1.Volume {
-	for i := range sts.Spec.Template.Spec.Volumes {
-		if sts.Spec.Template.Spec.Volumes[i].Name == name {
-			return &sts.Spec.Template.Spec.Volumes[i]
-		}
-	}
-	return nil
+	return named(sts.Spec.Template.Spec.Volumes, name, func(v *corev1.Volume) string { return v.Name })
 }
 
 func container(sts *appsv1.StatefulSet, name string) *corev1.Container {
-	for i := range sts.Spec.Template.Spec.Containers {
-		if sts.Spec.Template.Spec.Containers[i].Name == name {
-			return &sts.Spec.Template.Spec.Containers[i]
-		}
-	}
-	return nil
+	return named(sts.Spec.Template.Spec.Containers, name, func(c *corev1.Container) string { return c.Name })
 }
 
 // mountOf returns the container's mount of the volume name, or nil.
@@ -190,12 +181,7 @@ func mountOf(c *corev1.Container, name string) *corev1.VolumeMount {
 	if c == nil {
 		return nil
 	}
-	for i := range c.VolumeMounts {
-		if c.VolumeMounts[i].Name == name {
-			return &c.VolumeMounts[i]
-		}
-	}
-	return nil
+	return named(c.VolumeMounts, name, func(m *corev1.VolumeMount) string { return m.Name })
 }
 
 func retention(sts *appsv1.StatefulSet) string {

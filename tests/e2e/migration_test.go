@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 )
 
 // migrationStepTimeout bounds one step of the migration script (its
@@ -78,13 +80,13 @@ func testMigrate(t *testing.T, labelled bool) {
 	// As the README tells a user: what is stored, through eval --recreate.
 	var manifest, script string
 	if labelled {
-		stored := mustKubectl(t, "", "get", "statefulsets", "-n", ns, "-l", labelServer, "-o", "yaml").stdout
+		stored := mustKubectl(t, "", "get", "statefulsets", "-n", ns, "-l", labelServer, "-o", "yaml").Stdout
 		manifest, script = recreateSteps(t, stored)
 	} else {
 		// Labelling it in place is denied: an update cannot add the cache.
 		r := kubectl(t, "", "label", "statefulset", "old", "-n", ns, labelServer+"=old")
 		requireDenied(t, r, "cache-storage", "--cascade=orphan")
-		stored := mustKubectl(t, "", "get", "statefulset", "old", "-n", ns, "-o", "yaml").stdout
+		stored := mustKubectl(t, "", "get", "statefulset", "old", "-n", ns, "-o", "yaml").Stdout
 		// eval --recreate says it is not managed and what to do ...
 		manifest, script = recreateSteps(t, stored)
 		if manifest != "" || len(scriptCommands(script)) > 0 {
@@ -142,7 +144,7 @@ func testMigrate(t *testing.T, labelled bool) {
 	if v, ok := sts.Labels[labelServer]; !ok || v != "old" {
 		t.Errorf("the recreated StatefulSet is not labelled %s=old (labels %v)", labelServer, sts.Labels)
 	}
-	requireMutated(t, sts)
+	requireMutated(t, sts, "fast")
 	for i, oldUID := range oldPods {
 		p := readyPod(t, ns, fmt.Sprintf("old-%d", i), "")
 		if string(p.UID) == oldUID {
@@ -179,7 +181,7 @@ func recreateSteps(t *testing.T, stored string, flags ...string) (manifest, scri
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
-	t.Logf("$ dittofs-webhook %s  → %v\nstdout:\n%sstderr:\n%s", strings.Join(args, " "), err, indent(stdout.String()), indent(stderr.String()))
+	t.Logf("$ dittofs-webhook %s  → %v\nstdout:\n%sstderr:\n%s", strings.Join(args, " "), err, framework.Indent(stdout.String()), framework.Indent(stderr.String()))
 	var exit *exec.ExitError
 	if err != nil && !errors.As(err, &exit) || exit != nil && exit.ExitCode() == 2 {
 		t.Fatalf("dittofs-webhook eval --recreate could not read the stored StatefulSets: %v", err)
@@ -204,21 +206,21 @@ func scriptCommands(script string) []string {
 // e2e admin's. It must succeed; it returns what the step printed.
 func runStep(t *testing.T, dir, line string) string {
 	t.Helper()
-	haltIfStopping()
+	framework.HaltIfStopping()
 	ctx, cancel := context.WithTimeout(context.Background(), migrationStepTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", "-c", line)
 	cmd.Dir = dir
 	cmd.Env = []string{
 		"PATH=" + env.assets + string(os.PathListSeparator) + os.Getenv("PATH"),
-		"KUBECONFIG=" + env.kubeconfig,
+		"KUBECONFIG=" + env.Kubeconfig,
 		"HOME=" + filepath.Join(env.artifacts, "home"),
 		"LANG=C",
 	}
 	t0 := time.Now()
 	out, err := cmd.CombinedOutput()
-	haltIfStopping()
-	t.Logf("$ %s  → %v (%s)\n%s", line, err, time.Since(t0).Round(time.Millisecond), indent(string(out)))
+	framework.HaltIfStopping()
+	t.Logf("$ %s  → %v (%s)\n%s", line, err, time.Since(t0).Round(time.Millisecond), framework.Indent(string(out)))
 	if err != nil {
 		t.Fatalf("migration step failed: %s: %v\n%s", line, err, out)
 	}

@@ -19,7 +19,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/dittofs/dittofs-webhook/tests"
-	"github.com/dittofs/dittofs-webhook/tests/e2ekit"
+	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 )
 
 const (
@@ -47,7 +47,7 @@ const (
 // certificate within 10 s (SPEC §5).
 func TestCertificateRotation(t *testing.T) {
 	ns := newNamespace(t)
-	cs, err := kubernetes.NewForConfig(env.restConfig)
+	cs, err := kubernetes.NewForConfig(env.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestCertificateRotation(t *testing.T) {
 	}
 
 	for i := 1; i <= rotations; i++ {
-		before, err := env.server.servedCertificate(env.caPEM)
+		before, err := framework.ServedCertificate(env.server.listen, "127.0.0.1", framework.CertPool(t, env.caPEM))
 		if err != nil {
 			t.Fatalf("rotation %d: dialling the server before the swap: %v", i, err)
 		}
@@ -80,14 +80,14 @@ func TestCertificateRotation(t *testing.T) {
 			t.Fatalf("rotation %d: swapping the certificate: %v", i, err)
 		}
 		for {
-			cert, err := env.server.servedCertificate(env.caPEM)
+			cert, err := framework.ServedCertificate(env.server.listen, "127.0.0.1", framework.CertPool(t, env.caPEM))
 			if err == nil && cert.SerialNumber.Cmp(newSerial) == 0 {
 				t.Logf("rotation %d: the new certificate (serial %v) was served %s after the swap",
 					i, newSerial, time.Since(swapped).Round(time.Millisecond))
 				break
 			}
 			if time.Since(swapped) > reloadWithin {
-				env.server.printLogTail(os.Stderr, 20)
+				env.server.proc.PrintLogTail(os.Stderr, 20)
 				t.Fatalf("rotation %d: %s after the swap the server still serves serial %v (dial error: %v), want the new serial %v",
 					i, reloadWithin, serialOf(cert), err, newSerial)
 			}
@@ -115,7 +115,7 @@ func serialOf(c *x509.Certificate) string {
 // startLoad creates and deletes labelled StatefulSets through the apiserver,
 // one at a time per worker, each create going through both webhooks. It is
 // bounded by loadFor and loadMaxCycles and stops by itself.
-func startLoad(t *testing.T, cs kubernetes.Interface, ns string) *e2ekit.Load {
+func startLoad(t *testing.T, cs kubernetes.Interface, ns string) *framework.Load {
 	t.Helper()
 	var template appsv1.StatefulSet
 	if err := yaml.Unmarshal([]byte(dittofs("load").yaml()), &template); err != nil {
@@ -129,8 +129,8 @@ func startLoad(t *testing.T, cs kubernetes.Interface, ns string) *e2ekit.Load {
 	ctx, cancel := context.WithTimeout(context.Background(), loadFor)
 	t.Cleanup(cancel)
 	stsClient := cs.AppsV1().StatefulSets(ns)
-	return e2ekit.StartLoad(ctx, "create/delete cycles", loadWorkers, loadMaxCycles, func(ctx context.Context, worker, i int) error {
-		defer haltIfStopping()
+	return framework.StartLoad(ctx, "create/delete cycles", loadWorkers, loadMaxCycles, func(ctx context.Context, worker, i int) error {
+		defer framework.HaltIfStopping()
 		sts := template.DeepCopy()
 		sts.Name = fmt.Sprintf("load-%d-%d", worker, i)
 		created, err := stsClient.Create(ctx, sts, metav1.CreateOptions{})

@@ -23,7 +23,7 @@ func TestWarnOnlyRollout(t *testing.T) {
 	ns := newNamespace(t)
 	r := mustKubectl(t, nocontent, "create", "-n", ns, "-f", "-")
 	requireWarning(t, r, "content-storage: spec.volumeClaimTemplates: Required value", "denied under deny")
-	if n := len(r.warnings()); n != 1 {
+	if n := len(r.Warnings()); n != 1 {
 		t.Errorf("%d warnings, want one (content-storage):\n%s", n, r)
 	}
 	requireVCTs(t, mustGetSTS(t, ns, "nocontent"), "metadata", "cache")
@@ -55,7 +55,7 @@ func TestWarnOnlyRollout(t *testing.T) {
 // allowed, the enforcing server still answers.
 func withWarnOnlyServer(t *testing.T, probe string) (warn *server, restore func()) {
 	t.Helper()
-	warn, err := startServer(env.artifacts, env.server.bin, env.tlsDir, "--validation-action", "warn")
+	warn, err := startServer(env.artifacts, env.server.proc.Cmd.Path, env.tlsDir, "--validation-action", "warn")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func withWarnOnlyServer(t *testing.T, probe string) (warn *server, restore func(
 	}
 	t.Cleanup(restore)
 	deadline := time.Now().Add(time.Minute)
-	for !runKubectl(probe, "create", "--dry-run=server", "-n", probeNamespace, "-f", "-").ok() {
+	for !runKubectl(probe, "create", "--dry-run=server", "-n", probeNamespace, "-f", "-").OK() {
 		if time.Now().After(deadline) {
 			t.Fatal("the webhooks were not pointed at the warn server within a minute")
 		}

@@ -1,4 +1,4 @@
-package certmanager
+package node
 
 import (
 	"strings"
@@ -15,10 +15,10 @@ func TestUninstall(t *testing.T) {
 	mustKubectl(t, "", "-n", installNamespace, "scale", "deployment/"+deploymentName, "--replicas=0")
 	mustKubectl(t, "", "-n", installNamespace, "wait", "--for=delete", "pod", "-l", webhookSelector, "--timeout=2m")
 	blocked := runKubectl(statefulSet("while-down", true), "-n", userNamespace, "create", "-f", "-")
-	if blocked.ok() || !strings.Contains(blocked.stderr, "failed calling webhook") {
+	if blocked.OK() || !strings.Contains(blocked.Stderr, "failed calling webhook") {
 		t.Errorf("with the configurations left and no server, a labelled StatefulSet was not refused:\n%s", blocked)
 	}
-	t.Logf("with the server gone and the configurations left, kubectl create: %s", strings.TrimSpace(blocked.stderr))
+	t.Logf("with the server gone and the configurations left, kubectl create: %s", strings.TrimSpace(blocked.Stderr))
 	// The README: configurations first, then the rest. (--wait=false: no
 	// namespace controller runs here to finish deleting the namespaces.)
 	mustKubectl(t, "", "delete", "mutatingwebhookconfiguration", webhookConfigName)
@@ -26,14 +26,14 @@ func TestUninstall(t *testing.T) {
 	mustKubectl(t, statefulSet("after-uninstall", true), "-n", userNamespace, "create", "-f", "-")
 	mustKubectl(t, "", "delete", "-k", "deploy/default", "--ignore-not-found", "--wait=false")
 	for _, kind := range []string{"certificate/" + servingCertificate, "certificate/" + caCertificate, "issuer/dittofs-webhook-ca", "issuer/dittofs-webhook-selfsigned", "service/" + serviceName, "deployment/dittofs-webhook"} {
-		if r := runKubectl("", "-n", installNamespace, "get", kind, "--ignore-not-found", "-o", "name"); !r.ok() || r.stdout != "" {
+		if r := runKubectl("", "-n", installNamespace, "get", kind, "--ignore-not-found", "-o", "name"); !r.OK() || r.Stdout != "" {
 			t.Errorf("%s is still there after the uninstall: %s", kind, r)
 		}
 	}
 	// The user's StatefulSet created through the webhook stays as it was.
 	got := mustKubectl(t, "", "-n", userNamespace, "get", "statefulset", "through-service", "-o",
 		"jsonpath={.spec.persistentVolumeClaimRetentionPolicy.whenDeleted}/{.spec.persistentVolumeClaimRetentionPolicy.whenScaled}")
-	if got.stdout != "Retain/Retain" {
-		t.Errorf("the user's StatefulSet after the uninstall: retention %q", got.stdout)
+	if got.Stdout != "Retain/Retain" {
+		t.Errorf("the user's StatefulSet after the uninstall: retention %q", got.Stdout)
 	}
 }

@@ -1,4 +1,4 @@
-package certmanager
+package node
 
 import (
 	"context"
@@ -20,7 +20,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/dittofs/dittofs-webhook/tests/e2ekit"
+	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 )
 
 // rolloutAdmissions is how many admissions a rollout must carry at least
@@ -47,37 +47,27 @@ func rollouts() int {
 // server's drain on SIGTERM (--shutdown-drain-period=0), pooled mode only,
 // reporting the failures rather than asserting.
 func TestWebhookLifecycle(t *testing.T) {
-	if r := runKubectl("", "get", "namespace", loadNamespace); !r.ok() {
+	if r := runKubectl("", "get", "namespace", loadNamespace); !r.OK() {
 		mustKubectl(t, "", "create", "namespace", loadNamespace)
 	}
-	pooled, err := env.startAPIServer("kube-apiserver-no-round-trip-lb", map[string]string{"feature-gates": "WebhookRoundTripLoadBalancing=false"})
+	pooled, err := env.StartAPIServer("kube-apiserver-no-round-trip-lb", map[string]string{"feature-gates": "WebhookRoundTripLoadBalancing=false"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	steps := []struct {
-		name string
-		run  func(t *testing.T)
-	}{
-		{"rollout restart, 1.37 defaults", func(t *testing.T) { testRolloutRestart(t, env.kubeconfig, true, true) }},
+	steps := framework.Steps{
+		{"rollout restart, 1.37 defaults", func(t *testing.T) { testRolloutRestart(t, env.Kubeconfig, true, true) }},
 		{"rollout restart, WebhookRoundTripLoadBalancing=false", func(t *testing.T) { testRolloutRestart(t, pooled, false, true) }},
 		{"delete pod of one replica", testDeletePod},
 		{"one replica killed (SIGKILL)", testReplicaKilled},
 	}
 	if os.Getenv("E2E_NO_DRAIN") != "" {
-		steps = append([]struct {
-			name string
-			run  func(t *testing.T)
-		}{{"rollout restart without the drain, WebhookRoundTripLoadBalancing=false (reported, not asserted)", func(t *testing.T) {
+		steps = append(framework.Steps{{"rollout restart without the drain, WebhookRoundTripLoadBalancing=false (reported, not asserted)", func(t *testing.T) {
 			reinstall(t, "--shutdown-drain-period=0")
 			defer reinstall(t, "")
 			testRolloutRestart(t, pooled, false, false)
 		}}}, steps...)
 	}
-	for _, s := range steps {
-		if !t.Run(s.name, s.run) {
-			t.Fatalf("%q failed: the later steps depend on it", s.name)
-		}
-	}
+	steps.Run(t)
 }
 
 // reinstall applies the install's overlay again with arg added to the
@@ -91,8 +81,7 @@ func reinstall(t *testing.T, arg string) {
 		t.Fatal(err)
 	}
 	mustKubectl(t, "", "apply", "-k", dir)
-	mustKubectl(t, "", "-n", installNamespace, "rollout", "status", "deployment/"+deploymentName, "--timeout=110s")
-	waitOldPodsGone(t)
+	waitRolledOut(t)
 }
 
 // testRolloutRestart runs `kubectl rollout restart` of the Deployment under
@@ -109,8 +98,7 @@ func testRolloutRestart(t *testing.T, kubeconfig string, roundTripLB, strict boo
 		w, l := startWatchedLoad(t, kubeconfig)
 		t0 := time.Now()
 		mustKubectl(t, "", "-n", installNamespace, "rollout", "restart", "deployment/"+deploymentName)
-		mustKubectl(t, "", "-n", installNamespace, "rollout", "status", "deployment/"+deploymentName, "--timeout=110s")
-		waitOldPodsGone(t)
+		waitRolledOut(t)
 		took := time.Since(t0)
 		ok := l.RunFor(rolloutAdmissions, 2*time.Second, 2*time.Minute)
 		l.Stop()
@@ -128,7 +116,7 @@ func testRolloutRestart(t *testing.T, kubeconfig string, roundTripLB, strict boo
 
 // startWatchedLoad starts following the webhook's pods and the load through
 // the kube-apiserver of kubeconfig, and returns once the load runs.
-func startWatchedLoad(t *testing.T, kubeconfig string) (*webhookWatch, *e2ekit.Load) {
+func startWatchedLoad(t *testing.T, kubeconfig string) (*webhookWatch, *framework.Load) {
 	t.Helper()
 	w := watchWebhook(t)
 	l := startLoad(kubeconfig, loadNamespace)
@@ -140,34 +128,27 @@ func startWatchedLoad(t *testing.T, kubeconfig string) (*webhookWatch, *e2ekit.L
 	return w, l
 }
 
-// waitOldPodsGone waits until only the Deployment's current pods are left:
-// `rollout status` returns while the old ones still terminate.
-func waitOldPodsGone(t *testing.T) {
+// waitRolledOut waits until the Deployment is rolled out and only its
+// current pods are left: `rollout status` returns while the old ones still
+// terminate.
+func waitRolledOut(t *testing.T) {
 	t.Helper()
-	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(200 * time.Millisecond) {
-		pods, err := env.client.CoreV1().Pods(installNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: webhookSelector})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(pods.Items) == 2 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d webhook pods 2 minutes after the rollout, want 2", len(pods.Items))
-		}
-	}
+	mustKubectl(t, "", "-n", installNamespace, "rollout", "status", "deployment/"+deploymentName, "--timeout=110s")
+	framework.Eventually(t, 2*time.Minute, "the old webhook pods are gone", env.ControllersAlive, func() (bool, string) {
+		n := len(webhookPods(t))
+		return n == 2, fmt.Sprintf("%d webhook pods, want 2", n)
+	})
 }
 
 // testDeletePod deletes one replica under load (kubectl waits until it is
 // gone); the ReplicaSet replaces it. No admission may fail.
 func testDeletePod(t *testing.T) {
-	w, l := startWatchedLoad(t, env.kubeconfig)
+	w, l := startWatchedLoad(t, env.Kubeconfig)
 	defer w.stop()
 	defer l.Stop()
 	victim := webhookPods(t)[0]
 	mustKubectl(t, "", "-n", installNamespace, "delete", "pod", victim.Name)
-	mustKubectl(t, "", "-n", installNamespace, "rollout", "status", "deployment/"+deploymentName, "--timeout=110s")
-	waitOldPodsGone(t)
+	waitRolledOut(t)
 	l.RunFor(l.Count()+rolloutAdmissions, 2*time.Second, 2*time.Minute)
 	l.Stop()
 	t.Logf("kubectl delete pod %s: %s, %.0f/s; %s", victim.Name, l, l.Rate(), w.report(l.FailedAttempts()))
@@ -184,7 +165,7 @@ func testDeletePod(t *testing.T) {
 // may fail once its endpoint is not ready; the kubelet restarts the
 // container.
 func testReplicaKilled(t *testing.T) {
-	w, l := startWatchedLoad(t, env.kubeconfig)
+	w, l := startWatchedLoad(t, env.Kubeconfig)
 	defer w.stop()
 	defer l.Stop()
 	victim := webhookPods(t)[0]
@@ -225,7 +206,7 @@ func testReplicaKilled(t *testing.T) {
 // webhookPods are the Deployment's pods, in name order.
 func webhookPods(t *testing.T) []corev1.Pod {
 	t.Helper()
-	pods, err := env.client.CoreV1().Pods(installNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: webhookSelector})
+	pods, err := env.Client.CoreV1().Pods(installNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: webhookSelector})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +234,7 @@ func watchWebhook(t *testing.T) *webhookWatch {
 	preStop := preStopSleep(t)
 	w := &webhookWatch{stopCh: make(chan struct{}), ips: map[string]string{}, sigterm: map[string]time.Time{},
 		notReady: map[string]time.Time{}, endpointOut: map[string]time.Time{}, count: map[string]float64{}}
-	f := informers.NewSharedInformerFactoryWithOptions(env.client, 0, informers.WithNamespace(installNamespace))
+	f := informers.NewSharedInformerFactoryWithOptions(env.Client, 0, informers.WithNamespace(installNamespace))
 	onPod := func(obj any) {
 		p, ok := obj.(*corev1.Pod)
 		if !ok {
@@ -267,7 +248,7 @@ func watchWebhook(t *testing.T) *webhookWatch {
 		if _, seen := w.sigterm[p.Name]; p.DeletionTimestamp != nil && !seen {
 			w.sigterm[p.Name] = time.Now().Add(preStop)
 		}
-		if _, seen := w.notReady[p.Name]; !podReady(p) && !seen && p.Status.PodIP != "" {
+		if _, seen := w.notReady[p.Name]; !framework.PodReady(p) && !seen && p.Status.PodIP != "" {
 			w.notReady[p.Name] = time.Now()
 		}
 	}
@@ -356,7 +337,7 @@ func (w *webhookWatch) counters() string {
 
 // report is each replica's counter, each SIGTERM, and each failure with
 // its time from the nearest SIGTERM.
-func (w *webhookWatch) report(failures []e2ekit.Failure) string {
+func (w *webhookWatch) report(failures []framework.Failure) string {
 	w.mu.Lock()
 	var terms []string
 	for _, pod := range slices.Sorted(maps.Keys(w.sigterm)) {
@@ -392,7 +373,7 @@ func abs(d time.Duration) time.Duration {
 // preStopSleep is the installed Deployment's preStop sleep, which the
 // kubelet runs before SIGTERM.
 func preStopSleep(t *testing.T) time.Duration {
-	d, err := env.client.AppsV1().Deployments(installNamespace).Get(context.Background(), deploymentName, metav1.GetOptions{})
+	d, err := env.Client.AppsV1().Deployments(installNamespace).Get(context.Background(), deploymentName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,10 +388,10 @@ func preStopSleep(t *testing.T) time.Duration {
 func featureEnabled(t *testing.T, kubeconfig, gate string) bool {
 	t.Helper()
 	r := kubectlOn(kubeconfig, "", "get", "--raw", "/metrics")
-	if !r.ok() {
+	if !r.OK() {
 		t.Fatal(r)
 	}
-	on, found, err := sumMetric(strings.NewReader(r.stdout), "kubernetes_feature_enabled", map[string]string{"name": gate})
+	on, found, err := sumMetric(strings.NewReader(r.Stdout), "kubernetes_feature_enabled", map[string]string{"name": gate})
 	if err != nil || !found {
 		t.Fatalf("the kube-apiserver's metrics have no kubernetes_feature_enabled{name=%q}: %v", gate, err)
 	}

@@ -1,4 +1,4 @@
-package e2ekit
+package framework
 
 import (
 	"bufio"

@@ -1,6 +1,6 @@
 //go:build linux
 
-package e2ekit
+package framework
 
 import (
 	"encoding/json"
@@ -144,15 +144,17 @@ func StartNode(cfg NodeConfig, k Kubectl) (_ *Node, err error) {
 		return nil, err
 	}
 	t0 := time.Now()
-	for {
-		_, _, err := k.Run("", "wait", "--for=condition=Ready", "--timeout=10s", "node/"+n.Name)
-		if err == nil {
-			break
+	kubelet := func() error {
+		if n.kubelet.Exited() {
+			return fmt.Errorf("the kubelet exited: %v", n.kubelet.Err)
 		}
-		if n.kubelet.Exited() || time.Since(t0) > 2*time.Minute {
-			return nil, fmt.Errorf("node %s not Ready (kubelet log %s): %v", n.Name, n.kubelet.LogPath, err)
-		}
-		time.Sleep(time.Second)
+		return nil
+	}
+	if err := Poll(2*time.Minute, kubelet, func() (bool, string) {
+		r := k.Run("", "wait", "--for=condition=Ready", "--timeout=10s", "node/"+n.Name)
+		return r.OK(), r.String()
+	}); err != nil {
+		return nil, fmt.Errorf("node %s not Ready (kubelet log %s): %w", n.Name, n.kubelet.LogPath, err)
 	}
 	fmt.Printf("e2e: node %s Ready %s after the kubelet started (node IP %s, pods %s, kubelet root %s)\n",
 		n.Name, time.Since(t0).Round(time.Millisecond), n.IP, n.PodCIDR, n.path("kubelet"))

@@ -1,4 +1,4 @@
-package certmanager
+package node
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
 
-	"github.com/dittofs/dittofs-webhook/tests/e2ekit"
+	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 )
 
 // loadWorkers is how many clients make admissions concurrently
@@ -32,7 +32,7 @@ func loadWorkers() int {
 // kubeconfig, which calls both webhooks (sideEffects: None allows dry runs)
 // and must answer with the cache template injected. The clients are
 // client-go's, with no client-side rate limit.
-func startLoad(kubeconfig, ns string) *e2ekit.Load {
+func startLoad(kubeconfig, ns string) *framework.Load {
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	var cs kubernetes.Interface
 	if err == nil {
@@ -44,7 +44,7 @@ func startLoad(kubeconfig, ns string) *e2ekit.Load {
 	if err == nil {
 		err = yaml.Unmarshal([]byte(statefulSet("load", true)), &sts)
 	}
-	return e2ekit.StartLoad(context.Background(), "admissions attempted (server-side dry-run creates, each through both webhooks)", loadWorkers(), 0,
+	return framework.StartLoad(context.Background(), "admissions attempted (server-side dry-run creates, each through both webhooks)", loadWorkers(), 0,
 		func(ctx context.Context, worker, i int) error {
 			if err != nil {
 				return err

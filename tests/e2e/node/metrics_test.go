@@ -1,4 +1,4 @@
-package certmanager
+package node
 
 import (
 	"fmt"

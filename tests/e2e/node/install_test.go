@@ -1,9 +1,8 @@
-package certmanager
+package node
 
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -15,9 +14,10 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 )
 
 const (
@@ -49,17 +49,15 @@ func (h *harness) install() error {
 	}
 	t0 := time.Now()
 	var r result
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
-		// kubectl's discovery can lag cert-manager's new CRDs: retry.
-		if r = runKubectl("", "apply", "-k", overlay); r.ok() || time.Now().After(deadline) {
-			break
-		}
+	// kubectl's discovery can lag cert-manager's new CRDs: retry.
+	if err := framework.Poll(time.Minute, nil, func() (bool, string) {
+		r = runKubectl("", "apply", "-k", overlay)
+		return r.OK(), r.String()
+	}); err != nil {
+		return fmt.Errorf("installing: %w", err)
 	}
-	if !r.ok() {
-		return fmt.Errorf("installing: %s", r)
-	}
-	fmt.Printf("e2e: kubectl apply -k %s (deploy/default, images: %s)\n%s", overlay, h.image, r.stdout)
-	if r := runKubectl("", "-n", installNamespace, "rollout", "status", "deployment/"+deploymentName, "--timeout=3m"); !r.ok() {
+	fmt.Printf("e2e: kubectl apply -k %s (deploy/default, images: %s)\n%s", overlay, h.image, r.Stdout)
+	if r := runKubectl("", "-n", installNamespace, "rollout", "status", "deployment/"+deploymentName, "--timeout=3m"); !r.OK() {
 		return fmt.Errorf("the Deployment did not become available: %s", r)
 	}
 	fmt.Printf("e2e: the Deployment available %s after the apply\n", time.Since(t0).Round(time.Millisecond))
@@ -99,8 +97,8 @@ images:
 func (h *harness) printWebhookPods() error {
 	r := runKubectl("", "-n", installNamespace, "get", "pods,endpointslices", "-o", "wide")
 	n := runKubectl("", "get", "nodes", "-o", "wide")
-	fmt.Printf("e2e: the webhook's pods and EndpointSlice:\n%s%s", r.stdout, n.stdout)
-	pods, err := h.client.CoreV1().Pods(installNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: webhookSelector})
+	fmt.Printf("e2e: the webhook's pods and EndpointSlice:\n%s%s", r.Stdout, n.Stdout)
+	pods, err := h.Client.CoreV1().Pods(installNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: webhookSelector})
 	if err != nil {
 		return err
 	}
@@ -143,10 +141,7 @@ func (h *harness) printWebhookPods() error {
 // serving certificate, a renewal of the CA then of the serving certificate
 // (each under steady admission traffic, with no failed admission allowed).
 func TestCertManagerInstall(t *testing.T) {
-	steps := []struct {
-		name string
-		run  func(t *testing.T)
-	}{
+	framework.Steps{
 		{"issued and injected", testIssuedAndInjected},
 		{"statefulset through the Service", testThroughService},
 		{"serving certificate renewal", func(t *testing.T) {
@@ -163,12 +158,7 @@ func TestCertManagerInstall(t *testing.T) {
 			env.restartCertManager(t, "--feature-gates=CAInjectorMerging=false")
 			testCARenewal(t)
 		}},
-	}
-	for _, s := range steps {
-		if !t.Run(s.name, s.run) {
-			t.Fatalf("%q failed: the later steps depend on it", s.name)
-		}
-	}
+	}.Run(t)
 }
 
 // testIssuedAndInjected checks what cert-manager must do with the install:
@@ -180,7 +170,7 @@ func testIssuedAndInjected(t *testing.T) {
 		"certificate/"+caCertificate, "certificate/"+servingCertificate)
 	bundle := waitInjected(t, secretData(t, servingSecret)["ca.crt"])
 	for _, ip := range webhookPodIPs(t) {
-		leaf, err := servedCertificate(ip, pool(t, bundle))
+		leaf, err := framework.ServedCertificate(net.JoinHostPort(ip, "9443"), serviceDNSName, framework.CertPool(t, bundle))
 		if err != nil {
 			t.Fatalf("the certificate served at %s does not verify for %s against the injected caBundle: %v", ip, serviceDNSName, err)
 		}
@@ -195,30 +185,30 @@ func testThroughService(t *testing.T) {
 	served0 := admissions(t)
 	mustKubectl(t, "", "create", "namespace", userNamespace)
 	r := mustKubectl(t, statefulSet("through-service", true), "-n", userNamespace, "apply", "-f", "-")
-	if !strings.Contains(r.stderr, `emptyDir volume "cache" removed`) {
-		t.Errorf("the mutating webhook's warning is missing:\n%s", r.stderr)
+	if !strings.Contains(r.Stderr, `emptyDir volume "cache" removed`) {
+		t.Errorf("the mutating webhook's warning is missing:\n%s", r.Stderr)
 	}
 	got := mustKubectl(t, "", "-n", userNamespace, "get", "statefulset", "through-service", "-o",
 		"jsonpath={.spec.volumeClaimTemplates[*].metadata.name} {.spec.persistentVolumeClaimRetentionPolicy.whenDeleted}/{.spec.persistentVolumeClaimRetentionPolicy.whenScaled}")
-	if want := "metadata content cache Retain/Retain"; got.stdout != want {
-		t.Errorf("stored: %q, want %q (mutated through the Service)", got.stdout, want)
+	if want := "metadata content cache Retain/Retain"; got.Stdout != want {
+		t.Errorf("stored: %q, want %q (mutated through the Service)", got.Stdout, want)
 	}
 	denied := runKubectl(statefulSet("no-content", false), "-n", userNamespace, "create", "-f", "-")
-	if denied.ok() || !strings.Contains(denied.stderr, "content-storage") {
+	if denied.OK() || !strings.Contains(denied.Stderr, "content-storage") {
 		t.Errorf("a StatefulSet without content storage was not denied by the validating webhook:\n%s", denied)
 	}
-	if r := runKubectl("", "-n", userNamespace, "get", "statefulset", "no-content"); r.ok() {
+	if r := runKubectl("", "-n", userNamespace, "get", "statefulset", "no-content"); r.OK() {
 		t.Errorf("the denied StatefulSet was stored")
 	}
 	// Re-applying the install now sends its labelled sample through the
 	// webhooks too (on the first apply they did not exist yet): unchanged,
 	// silent.
 	generation := func() string {
-		return mustKubectl(t, "", "-n", "dittofs-sample", "get", "statefulset", "dittofs-sample", "-o", "jsonpath={.metadata.generation}").stdout
+		return mustKubectl(t, "", "-n", "dittofs-sample", "get", "statefulset", "dittofs-sample", "-o", "jsonpath={.metadata.generation}").Stdout
 	}
 	gen0 := generation()
 	re := mustKubectl(t, "", "apply", "-k", filepath.Join(env.artifacts, "install"))
-	if strings.Contains(re.stderr, "Warning") {
+	if strings.Contains(re.Stderr, "Warning") {
 		t.Errorf("re-applying the install warned:\n%s", re)
 	}
 	if gen := generation(); gen != gen0 {
@@ -269,11 +259,11 @@ spec:
 // certificate and both configurations carry its CA, and a few seconds more.
 // Not one admission may fail.
 func measureRenewal(t *testing.T, trigger func(t *testing.T)) {
-	if r := runKubectl("", "get", "namespace", loadNamespace); !r.ok() {
+	if r := runKubectl("", "get", "namespace", loadNamespace); !r.OK() {
 		mustKubectl(t, "", "create", "namespace", loadNamespace)
 	}
 	before := secretData(t, servingSecret)
-	l := startLoad(env.kubeconfig, loadNamespace)
+	l := startLoad(env.Kubeconfig, loadNamespace)
 	defer func() {
 		l.Stop()
 		t.Logf("admissions across the renewal: %s", l)
@@ -294,25 +284,19 @@ func measureRenewal(t *testing.T, trigger func(t *testing.T)) {
 	newLeaf := leafOf(t, after["tls.crt"])
 	bundle := waitInjected(t, after["ca.crt"])
 	injected := time.Now()
-	var served time.Time
 	// The kubelet rewrites the Secret volume at its next sync of each pod.
-	for deadline := time.Now().Add(2 * time.Minute); served.IsZero(); {
-		var err error
-		renewed := 0
+	framework.Eventually(t, 2*time.Minute, "both replicas serve the renewed certificate", nil, func() (bool, string) {
+		renewed, state := 0, ""
 		for _, ip := range webhookPodIPs(t) {
-			var leaf *x509.Certificate
-			if leaf, err = servedCertificate(ip, pool(t, bundle)); err == nil && leaf.SerialNumber.Cmp(newLeaf.SerialNumber) == 0 {
+			leaf, err := framework.ServedCertificate(net.JoinHostPort(ip, "9443"), serviceDNSName, framework.CertPool(t, bundle))
+			if err == nil && leaf.SerialNumber.Cmp(newLeaf.SerialNumber) == 0 {
 				renewed++
 			}
+			state = fmt.Sprintf("%d of 2 did; last: %v", renewed, err)
 		}
-		if renewed == 2 {
-			served = time.Now()
-		} else if time.Now().After(deadline) {
-			t.Fatalf("the replicas did not serve the renewed certificate within 2 minutes (%d of 2 did; last: %v)", renewed, err)
-		} else {
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
+		return renewed == 2, state
+	})
+	served := time.Now()
 	if !l.RunFor(l.Count()+10, 5*time.Second, time.Minute) {
 		t.Fatalf("the load stopped early: %s", l)
 	}
@@ -339,12 +323,9 @@ func renew(t *testing.T, certificate, secret string) {
 	cond := fmt.Sprintf(`[{"op":"add","path":"/status/conditions/-","value":{"type":"Issuing","status":"True","reason":"ManuallyTriggered","message":"Certificate re-issuance manually triggered","lastTransitionTime":%q}}]`,
 		time.Now().UTC().Format(time.RFC3339))
 	mustKubectl(t, "", "-n", installNamespace, "patch", "certificate", certificate, "--subresource=status", "--type=json", "-p", cond)
-	for deadline := time.Now().Add(time.Minute); bytes.Equal(secretData(t, secret)["tls.crt"], before); {
-		if time.Now().After(deadline) {
-			t.Fatalf("cert-manager did not renew %s within a minute", certificate)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	framework.Eventually(t, time.Minute, "cert-manager renewed "+certificate, env.ControllersAlive, func() (bool, string) {
+		return !bytes.Equal(secretData(t, secret)["tls.crt"], before), "Secret " + secret + " unchanged"
+	})
 	mustKubectl(t, "", "-n", installNamespace, "wait", "--for=condition=Ready", "--timeout=1m", "certificate/"+certificate)
 }
 
@@ -376,7 +357,7 @@ func requireCAsInStep(t *testing.T, oldCA, newCA map[string][]byte, oldLeaf, new
 		{"the serving certificate issued after the CA renewal, against the old CA", newLeaf, oldCA["tls.crt"]},
 		{"the serving certificate issued before the CA renewal, against the new CA", oldLeaf, newCA["tls.crt"]},
 	} {
-		if _, err := leafOf(t, c.leaf).Verify(x509.VerifyOptions{DNSName: serviceDNSName, Roots: pool(t, c.ca)}); err != nil {
+		if _, err := leafOf(t, c.leaf).Verify(x509.VerifyOptions{DNSName: serviceDNSName, Roots: framework.CertPool(t, c.ca)}); err != nil {
 			t.Errorf("%s: %v", c.what, err)
 		}
 	}
@@ -388,38 +369,34 @@ func requireCAsInStep(t *testing.T, oldCA, newCA map[string][]byte, oldLeaf, new
 func waitInjected(t *testing.T, want []byte) []byte {
 	t.Helper()
 	ctx := context.Background()
-	arv1 := env.client.AdmissionregistrationV1()
-	for deadline := time.Now().Add(time.Minute); ; {
-		var bundles [][]byte
-		if m, err := arv1.MutatingWebhookConfigurations().Get(ctx, webhookConfigName, metav1.GetOptions{}); err == nil {
-			for _, w := range m.Webhooks {
-				bundles = append(bundles, w.ClientConfig.CABundle)
+	arv1 := env.Client.AdmissionregistrationV1()
+	var bundles [][]byte
+	framework.Eventually(t, time.Minute, "cainjector put the serving Secret's ca.crt into both webhook configurations",
+		nil, func() (bool, string) {
+			bundles = nil
+			if m, err := arv1.MutatingWebhookConfigurations().Get(ctx, webhookConfigName, metav1.GetOptions{}); err == nil {
+				for _, w := range m.Webhooks {
+					bundles = append(bundles, w.ClientConfig.CABundle)
+				}
 			}
-		}
-		if v, err := arv1.ValidatingWebhookConfigurations().Get(ctx, webhookConfigName, metav1.GetOptions{}); err == nil {
-			for _, w := range v.Webhooks {
-				bundles = append(bundles, w.ClientConfig.CABundle)
+			if v, err := arv1.ValidatingWebhookConfigurations().Get(ctx, webhookConfigName, metav1.GetOptions{}); err == nil {
+				for _, w := range v.Webhooks {
+					bundles = append(bundles, w.ClientConfig.CABundle)
+				}
 			}
-		}
-		injected := len(bundles) == 2
-		for _, b := range bundles {
-			injected = injected && bytes.Equal(b, bundles[0]) && holds(b, want)
-		}
-		if injected {
-			return bundles[0]
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("cainjector did not put the serving Secret's ca.crt (%s) into both webhook configurations within a minute: %s",
-				describe(want), strings.Join(mapSlice(bundles, describe), "; "))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+			injected := len(bundles) == 2
+			for _, b := range bundles {
+				injected = injected && bytes.Equal(b, bundles[0]) && holds(b, want)
+			}
+			return injected, fmt.Sprintf("want %s, have %s", describe(want), strings.Join(mapSlice(bundles, describe), "; "))
+		})
+	return bundles[0]
 }
 
 // secretData is the data of a Secret in the install's namespace.
 func secretData(t *testing.T, name string) map[string][]byte {
 	t.Helper()
-	s, err := env.client.CoreV1().Secrets(installNamespace).Get(context.Background(), name, metav1.GetOptions{})
+	s, err := env.Client.CoreV1().Secrets(installNamespace).Get(context.Background(), name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
@@ -431,24 +408,11 @@ func secretData(t *testing.T, name string) map[string][]byte {
 
 func leafOf(t *testing.T, certPEM []byte) *x509.Certificate {
 	t.Helper()
-	block, _ := pem.Decode(certPEM)
-	if block == nil {
-		t.Fatalf("no PEM certificate in %q", certPEM)
-	}
-	c, err := x509.ParseCertificate(block.Bytes)
+	c, err := framework.ParseCertificate(certPEM)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v in %q", err, certPEM)
 	}
 	return c
-}
-
-func pool(t *testing.T, pemCerts []byte) *x509.CertPool {
-	t.Helper()
-	p := x509.NewCertPool()
-	if !p.AppendCertsFromPEM(pemCerts) {
-		t.Fatalf("no certificate in the bundle %q", pemCerts)
-	}
-	return p
 }
 
 // admissions is the webhook's count of admission requests (all webhooks and
@@ -481,39 +445,17 @@ func admissionsAt(ip string) (float64, error) {
 // webhookPodIPs are the addresses of the Deployment's ready pods.
 func webhookPodIPs(t *testing.T) []string {
 	t.Helper()
-	pods, err := env.client.CoreV1().Pods(installNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: webhookSelector})
+	pods, err := env.Client.CoreV1().Pods(installNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: webhookSelector})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var ips []string
 	for _, p := range pods.Items {
-		if p.DeletionTimestamp == nil && podReady(&p) {
+		if p.DeletionTimestamp == nil && framework.PodReady(&p) {
 			ips = append(ips, p.Status.PodIP)
 		}
 	}
 	return ips
-}
-
-// podReady reports whether the pod's Ready condition is true.
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
-// servedCertificate is the leaf the server at ip presents to a client asking
-// for the Service's name, verified against roots (the injected caBundle).
-func servedCertificate(ip string, roots *x509.CertPool) (*x509.Certificate, error) {
-	d := &net.Dialer{Timeout: 2 * time.Second}
-	conn, err := tls.DialWithDialer(d, "tcp", net.JoinHostPort(ip, "9443"), &tls.Config{ServerName: serviceDNSName, RootCAs: roots})
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	return conn.ConnectionState().PeerCertificates[0], nil
 }
 
 // describe names the certificates of a PEM bundle, for messages.

@@ -1,4 +1,4 @@
-package certmanager
+package node
 
 import (
 	"fmt"
@@ -81,10 +81,10 @@ func TestCacheOutlivesThePod(t *testing.T) {
 	mustKubectl(t, "", "create", "namespace", ns)
 	manifest := cacheStatefulSet(true)
 	r := mustKubectl(t, manifest, "-n", ns, "apply", "-f", "-")
-	t.Logf("kubectl apply printed: %s", strings.TrimSpace(r.stderr))
+	t.Logf("kubectl apply printed: %s", strings.TrimSpace(r.Stderr))
 	stored := mustKubectl(t, "", "-n", ns, "get", "statefulset", "fs", "-o",
 		`jsonpath={.spec.volumeClaimTemplates[*].metadata.name} {.spec.persistentVolumeClaimRetentionPolicy.whenDeleted}/{.spec.persistentVolumeClaimRetentionPolicy.whenScaled} {.spec.template.spec.containers[0].volumeMounts[*].mountPath}`)
-	t.Logf("stored: %s", stored.stdout)
+	t.Logf("stored: %s", stored.Stdout)
 
 	var lines []string // every line written so far, in order
 	claims := ""
@@ -101,7 +101,7 @@ func TestCacheOutlivesThePod(t *testing.T) {
 				t.Errorf("%s: /data/%s holds %q, want %q (every line written before)", what, d, found[d], want)
 			}
 		}
-		c := mustKubectl(t, "", "-n", ns, "get", "pvc", "-o", "custom-columns=CLAIM:.metadata.name,UID:.metadata.uid,VOLUME:.spec.volumeName", "--no-headers").stdout
+		c := mustKubectl(t, "", "-n", ns, "get", "pvc", "-o", "custom-columns=CLAIM:.metadata.name,UID:.metadata.uid,VOLUME:.spec.volumeName", "--no-headers").Stdout
 		t.Logf("%s: claims\n%s", what, c)
 		if claims != "" && c != claims {
 			t.Errorf("%s: the claims changed:\n%s\nwere\n%s", what, c, claims)
@@ -143,7 +143,7 @@ func waitStarted(t *testing.T, ns string) map[string]string {
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(500 * time.Millisecond) {
 		r := runKubectl("", "-n", ns, "logs", "fs-0")
 		found := map[string]string{}
-		for l := range strings.SplitSeq(r.stdout, "\n") {
+		for l := range strings.SplitSeq(r.Stdout, "\n") {
 			if rest, ok := strings.CutPrefix(l, "found /data/"); ok {
 				d, v, _ := strings.Cut(rest, ": ")
 				found[d] = v

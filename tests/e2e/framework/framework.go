@@ -1,25 +1,24 @@
-// Package e2ekit holds what the end-to-end suites (tests/e2e and
-// tests/e2e/certmanager, each its own module) share: the watchdog that tears
-// a control plane down before `go test -timeout` can kill the test binary,
-// the TestMain lifecycle around it, a Secret-style certificate directory,
-// steady load through the webhooks, running kubectl and other programs, and a
-// node (containerd, kubelet, kube-scheduler) on this machine. It depends on
-// the standard library only.
-package e2ekit
+// Package framework is what the end-to-end suites (tests/e2e, the real
+// kube-apiserver driven by kubectl, and tests/e2e/node, the install on a real
+// node) are built on, in the manner of Kubernetes' test/e2e/framework: one
+// control plane starter (etcd, kube-apiserver, optionally
+// kube-controller-manager), one kubectl runner, one process type with its log,
+// one Eventually, the watchdog and TestMain lifecycle that tear everything
+// down before `go test -timeout` can kill the test binary, a Secret-style
+// certificate directory, steady load through the webhooks, and a node
+// (containerd, kubelet, kube-scheduler) on this machine.
+package framework
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"maps"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -242,36 +241,6 @@ func (l *Load) String() string {
 	return fmt.Sprintf("%d %s in %s, %d failed", l.attempts, l.what, l.span().Round(time.Millisecond), len(l.failures))
 }
 
-// Kubectl runs a kubectl binary as the test cluster's admin. Nothing from the
-// caller's environment (KUBECONFIG, ~/.kube, KUBECTL_*) changes what it does:
-// it gets its own kubeconfig, discovery cache and home.
-type Kubectl struct {
-	Bin, Kubeconfig, CacheDir, Home string
-	// Dir is where it runs (relative paths in -f, -k); Timeout bounds a call.
-	Dir     string
-	Timeout time.Duration
-}
-
-// Run runs kubectl with args and stdin (none when empty). err is nil, an
-// *exec.ExitError for a non-zero exit, or says it was killed at the timeout.
-func (k Kubectl) Run(stdin string, args ...string) (stdout, stderr string, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), k.Timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, k.Bin, append([]string{"--kubeconfig", k.Kubeconfig, "--cache-dir", k.CacheDir}, args...)...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + k.Home, "LANG=C"}
-	cmd.Dir = k.Dir
-	if stdin != "" {
-		cmd.Stdin = strings.NewReader(stdin)
-	}
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err = cmd.Run()
-	if err != nil && ctx.Err() != nil {
-		err = fmt.Errorf("killed after %s", k.Timeout)
-	}
-	return out.String(), errOut.String(), err
-}
-
 // Suite is what an end-to-end TestMain runs its tests between.
 type Suite struct {
 	// SetUp starts the environment; Stop stops it, safe on a partly set-up
@@ -284,9 +253,6 @@ type Suite struct {
 	// prints what helps after a failed test (log tails).
 	Ready     func() string
 	OnFailure func()
-	// Stopping is set when the watchdog tears down, so that calls into the
-	// dying control plane can block instead of failing tests.
-	Stopping *atomic.Bool
 }
 
 // Main runs m between s.SetUp and s.Stop and returns the exit code. The
@@ -310,7 +276,7 @@ func Main(m *testing.M, s Suite) int {
 	})
 	ctx, stopWatching := context.WithCancel(context.Background())
 	defer stopWatching()
-	go Watchdog(ctx, start, func() { s.Stopping.Store(true); failed.Store(true); teardown() })
+	go Watchdog(ctx, start, func() { Stopping.Store(true); failed.Store(true); teardown() })
 
 	if err := s.SetUp(); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: setting up: %v\n", err)

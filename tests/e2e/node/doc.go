@@ -6,7 +6,7 @@
 // TestMain starts its own etcd and kube-apiserver (built by
 // tests/tools/build.sh), kube-controller-manager (the Deployment,
 // ReplicaSet, StatefulSet, EndpointSlice, volume binding, garbage-collector,
-// node-lifecycle and ServiceAccount controllers), a node (e2ekit.Node:
+// node-lifecycle and ServiceAccount controllers), a node (framework.Node:
 // containerd v2.3 with runc and a CNI bridge on 198.18.0.0/15, kubelet and
 // kube-scheduler v1.37.2, the pause, busybox and webhook images imported),
 // the controllers and cainjector of cert-manager v1.21 (tests/tools/certmanager),
@@ -26,4 +26,4 @@
 //
 // Needs root (containerd, kubelet, network interfaces) and the Debian
 // packages tests/tools/setup.sh installs; skipped in -short mode.
-package certmanager
+package node

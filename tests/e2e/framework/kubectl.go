@@ -1,0 +1,226 @@
+package framework
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Stopping is set when the watchdog is tearing everything down on a signal or
+// a timeout: from then on nothing talks to the dying apiserver (see
+// HaltIfStopping), so no test reports the teardown as its own failure.
+var Stopping atomic.Bool
+
+// HaltIfStopping blocks the calling goroutine for good once the watchdog is
+// tearing down: the process is about to exit.
+func HaltIfStopping() {
+	if Stopping.Load() {
+		select {}
+	}
+}
+
+// Kubectl runs a kubectl binary as the test cluster's admin. Nothing from the
+// caller's environment (KUBECONFIG, ~/.kube, KUBECTL_*) changes what it does:
+// it gets its own kubeconfig, discovery cache and home.
+type Kubectl struct {
+	Bin, Kubeconfig, CacheDir, Home string
+	// Dir is where it runs (relative paths in -f, -k); Timeout bounds a call.
+	Dir     string
+	Timeout time.Duration
+}
+
+// On is the same kubectl as the admin of another kubeconfig.
+func (k Kubectl) On(kubeconfig string) Kubectl {
+	k.Kubeconfig = kubeconfig
+	return k
+}
+
+// Run runs kubectl with args and stdin (none when empty). Result.Err is set
+// when kubectl could not run or was killed at the timeout; a non-zero exit is
+// Result.Code. It blocks once the watchdog tears down (RunQuietly does not).
+func (k Kubectl) Run(stdin string, args ...string) Result {
+	HaltIfStopping()
+	r := k.RunQuietly(stdin, args...)
+	HaltIfStopping()
+	return r
+}
+
+// RunQuietly is Run for the teardown itself.
+func (k Kubectl) RunQuietly(stdin string, args ...string) Result {
+	r := Result{Args: args, Stdin: stdin, Code: -1}
+	ctx, cancel := context.WithTimeout(context.Background(), k.Timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, k.Bin, append([]string{"--kubeconfig", k.Kubeconfig, "--cache-dir", k.CacheDir}, args...)...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + k.Home, "LANG=C"}
+	cmd.Dir = k.Dir
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	r.Stdout, r.Stderr = out.String(), errOut.String()
+	var exit *exec.ExitError
+	switch {
+	case err != nil && ctx.Err() != nil:
+		r.Err = fmt.Errorf("killed after %s", k.Timeout)
+	case err == nil:
+		r.Code = 0
+	case errors.As(err, &exit):
+		r.Code = exit.ExitCode()
+	default:
+		r.Err = err
+	}
+	return r
+}
+
+// T runs kubectl for a test and logs what it printed. A kubectl that cannot
+// run at all fails the test; its exit status is the caller's to judge.
+func (k Kubectl) T(t testing.TB, stdin string, args ...string) Result {
+	t.Helper()
+	r := k.Run(stdin, args...)
+	t.Log(r.Brief())
+	if r.Err != nil {
+		t.Fatalf("kubectl did not run to the end:\n%s", r)
+	}
+	return r
+}
+
+// Must is T for a command that must succeed.
+func (k Kubectl) Must(t testing.TB, stdin string, args ...string) Result {
+	t.Helper()
+	r := k.T(t, stdin, args...)
+	if !r.OK() {
+		t.Fatalf("kubectl failed:\n%s", r)
+	}
+	return r
+}
+
+// Result is what one kubectl command did.
+type Result struct {
+	Args           []string
+	Stdin          string
+	Stdout, Stderr string
+	Code           int   // exit status; -1 when kubectl did not run to the end
+	Err            error // kubectl could not be run or was killed (timeout)
+}
+
+// OK reports whether kubectl ran and exited 0.
+func (r Result) OK() bool { return r.Err == nil && r.Code == 0 }
+
+func (r Result) command() string { return "kubectl " + strings.Join(r.Args, " ") }
+
+// String is the whole story of a command, for failure messages.
+func (r Result) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "$ %s", r.command())
+	if r.Stdin != "" {
+		fmt.Fprintf(&b, " <<EOF\n%sEOF", strings.TrimSuffix(r.Stdin, "\n")+"\n")
+	}
+	fmt.Fprintf(&b, "\nexit status: %d", r.Code)
+	if r.Err != nil {
+		fmt.Fprintf(&b, " (%v)", r.Err)
+	}
+	fmt.Fprintf(&b, "\nstdout:\n%sstderr:\n%s", Indent(r.Stdout), Indent(r.Stderr))
+	return b.String()
+}
+
+// Brief is the log line of a command: what was run, how it ended, what it
+// printed on stderr and, when short, on stdout.
+func (r Result) Brief() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "$ %s  → exit %d", r.command(), r.Code)
+	if r.Err != nil {
+		fmt.Fprintf(&b, " (%v)", r.Err)
+	}
+	b.WriteString("\n")
+	if s := strings.TrimSpace(r.Stdout); len(s) > 400 {
+		fmt.Fprintf(&b, "  | (%d bytes on stdout)\n", len(r.Stdout))
+	} else if s != "" {
+		b.WriteString(Indent(r.Stdout))
+	}
+	if strings.TrimSpace(r.Stderr) != "" {
+		b.WriteString(Indent(r.Stderr))
+	}
+	return strings.TrimRight(b.String(), "\n")
+}
+
+// Warnings are the lines kubectl printed for the apiserver's warning headers
+// (admission webhooks' warnings among them): "Warning: ..." on stderr.
+func (r Result) Warnings() []string {
+	var w []string
+	for _, l := range strings.Split(r.Stderr, "\n") {
+		if s, ok := strings.CutPrefix(l, "Warning: "); ok {
+			w = append(w, s)
+		}
+	}
+	return w
+}
+
+// Indent prefixes each line of s with "  | " for a log; "(nothing)" when empty.
+func Indent(s string) string {
+	if strings.TrimSpace(s) == "" {
+		return "  | (nothing)\n"
+	}
+	var b strings.Builder
+	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		b.WriteString("  | " + l + "\n")
+	}
+	return b.String()
+}
+
+// Poll calls cond every 200 ms until it reports done, and returns an error
+// with the last state it described once timeout has passed, or as soon as
+// alive (if not nil) reports one (a program it waits for has died).
+func Poll(timeout time.Duration, alive func() error, cond func() (done bool, state string)) error {
+	t0 := time.Now()
+	for {
+		HaltIfStopping()
+		done, state := cond()
+		if done {
+			return nil
+		}
+		if alive != nil {
+			if err := alive(); err != nil {
+				return fmt.Errorf("%v; last state:\n%s", err, state)
+			}
+		}
+		if time.Since(t0) > timeout {
+			return fmt.Errorf("not after %s; last state:\n%s", timeout, state)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// Eventually is Poll for a test: it fails the test when Poll does.
+func Eventually(t testing.TB, timeout time.Duration, what string, alive func() error, cond func() (done bool, state string)) {
+	t.Helper()
+	t0 := time.Now()
+	if err := Poll(timeout, alive, cond); err != nil {
+		t.Fatalf("waiting until %s: %v", what, err)
+	}
+	t.Logf("%s: after %s", what, time.Since(t0).Round(time.Millisecond))
+}
+
+// GoModDir downloads a module through the Go module proxy (or finds it in the
+// module cache) and returns its directory: the CRDs the tests install come
+// from the projects' own Go modules, the one registry reachable here.
+func GoModDir(module string) (string, error) {
+	cmd := exec.Command("go", "mod", "download", "-json", module)
+	cmd.Dir = os.TempDir() // outside any module: nothing to resolve against
+	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod")
+	out, runErr := cmd.Output()
+	var info struct{ Dir, Error string }
+	if err := json.Unmarshal(out, &info); err != nil || info.Error != "" || info.Dir == "" {
+		return "", fmt.Errorf("go mod download %s: %v %v %s", module, runErr, err, info.Error)
+	}
+	return info.Dir, nil
+}

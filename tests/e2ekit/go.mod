@@ -1,3 +1,0 @@
-module github.com/dittofs/dittofs-webhook/tests/e2ekit
-
-go 1.26.0
