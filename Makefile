@@ -119,10 +119,10 @@ soak: ## a SOAK-long run at a fixed rate: 0 errors, RSS and goroutines flat (fig
 
 bench: ## Go micro-benchmarks, then dittofs-webhook vs controller-runtime vs a floor under load (~9 min; docs/performance.md)
 	go test -run '^$$' -bench . -benchmem ./...
-	cd tests/bench && go test -count=1 ./... && go run ./cmd/loadbench
+	cd tests/e2e && go test -count=1 ./bench/... && go run ./bench/cmd/loadbench
 
 bench-e2e: kube-bins ## latency the webhooks add to a StatefulSet create through a real kube-apiserver (~1.5 min)
-	cd tests/bench && go run ./cmd/e2ebench
+	cd tests/e2e && go run ./bench/cmd/e2ebench
 
 ##@ Tools (built from Go modules, cached by version in .bin)
 

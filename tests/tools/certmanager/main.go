@@ -1,7 +1,7 @@
 // Command certmanager-e2e runs the parts of cert-manager that the dittofs-webhook
 // install needs — the controllers that issue and renew Certificates from a
 // self-signed and a CA Issuer, and cainjector — in one process, for the
-// end-to-end tests (tests/e2e/certmanager). It is built from cert-manager's
+// end-to-end tests (tests/e2e/node). It is built from cert-manager's
 // own Go module, at the release whose CRDs the tests install: the module proxy
 // does not serve cert-manager's binaries (cmd/ is a set of separate modules),
 // but it serves pkg/, which holds every controller.

@@ -1,7 +1,7 @@
 // Command loadbench is the side-by-side load comparison of `make bench`:
 // dittofs-webhook (the real binary), the same policy written the usual
-// controller-runtime way (tests/bench/peer) and a floor that decodes nothing
-// (tests/bench/floor), each pinned to CPU 1 with GOMAXPROCS=1 while the load
+// controller-runtime way (tests/e2e/bench/peer) and a floor that decodes nothing
+// (tests/e2e/bench/floor), each pinned to CPU 1 with GOMAXPROCS=1 while the load
 // generator (vegeta's library, this process) runs on CPU 0.
 //
 // For each round, each body and each server (interleaved: A, B, C, A, B, C, …)
@@ -18,7 +18,7 @@
 // targets (PASS/FAIL). Before measuring a body, it checks that the peer and
 // dittofs-webhook give equivalent answers on it.
 //
-// Run it from anywhere in the repository: go run ./cmd/loadbench (in tests/bench).
+// Run it from anywhere in the repository: go run ./bench/cmd/loadbench (in tests/e2e).
 package main
 
 import (
@@ -39,7 +39,7 @@ import (
 	"golang.org/x/sys/unix"
 	admissionv1 "k8s.io/api/admission/v1"
 
-	"github.com/dittofs/dittofs-webhook/tests/bench/internal/benchkit"
+	"github.com/dittofs/dittofs-webhook/tests/e2e/bench/internal/benchkit"
 	"github.com/dittofs/dittofs-webhook/webhook"
 )
 

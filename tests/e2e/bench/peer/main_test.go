@@ -11,7 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/dittofs/dittofs-webhook/policies"
-	"github.com/dittofs/dittofs-webhook/tests/bench/internal/benchkit"
+	"github.com/dittofs/dittofs-webhook/tests/e2e/bench/internal/benchkit"
 	dwebhook "github.com/dittofs/dittofs-webhook/webhook"
 	dadmission "github.com/dittofs/dittofs-webhook/webhook/admission"
 )

@@ -218,7 +218,7 @@ const (
 // build builds the three servers into dir with the flags of `make build`
 // (static, trimmed, stripped) and returns their paths.
 func build(repoRoot, dir string) (map[Kind]string, error) {
-	bench := filepath.Join(repoRoot, "tests", "bench")
+	bench := filepath.Join(repoRoot, "tests", "e2e", "bench")
 	bins := map[Kind]string{}
 	for _, b := range []struct {
 		kind    Kind

@@ -8,7 +8,7 @@
 // dittofs-webhook with the policies. Unlabelled creates, which the
 // objectSelector keeps from the webhooks, alternate with the labelled ones.
 //
-// Run it from tests/bench: go run ./cmd/e2ebench (or make bench-e2e).
+// Run it from tests/e2e: go run ./bench/cmd/e2ebench (or make bench-e2e).
 package main
 
 import (
@@ -44,7 +44,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 
-	"github.com/dittofs/dittofs-webhook/tests/bench/internal/benchkit"
+	"github.com/dittofs/dittofs-webhook/tests/e2e/bench/internal/benchkit"
 	"github.com/dittofs/dittofs-webhook/webhook"
 )
 
