@@ -244,7 +244,7 @@ func LoadFixture(path string) (Fixture, error) {
 		if len(f.Review) > 0 {
 			return f, fmt.Errorf("%s: review and operation are exclusive: a fixture writes the whole review or only its case", path)
 		}
-		if f.Review, err = f.envelope(); err != nil {
+		if f.Review, err = f.envelope(fixtureUID(f.Name)); err != nil {
 			return f, fmt.Errorf("%s: %w", path, err)
 		}
 	} else if len(f.Object) > 0 || len(f.OldObject) > 0 || f.DryRun || f.SubResource != "" || f.Kind != nil || f.Resource != nil {
@@ -438,12 +438,31 @@ var (
 	fixtureUser = authenticationv1.UserInfo{Username: "kubernetes-admin", Groups: []string{"kubeadm:cluster-admins", "system:authenticated"}}
 )
 
+// NewReview is the AdmissionReview a kube-apiserver sends for op (CREATE,
+// UPDATE, DELETE or CONNECT) of an apps/v1 StatefulSet, as a fixture's loader
+// wraps it: for the tests that build their requests in Go.
+func NewReview(uid, op string, object, oldObject json.RawMessage) []byte {
+	b, err := (&Fixture{Operation: op, Object: object, OldObject: oldObject}).envelope(uid)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// ManagedStatefulSet is a managed StatefulSet that needs every mutation: no
+// cache template, no mount, an emptyDir cache volume, no retention policy.
+const ManagedStatefulSet = `{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"fs","namespace":"default",` +
+	`"labels":{"dittofs.com/server":"fs"}},"spec":{"serviceName":"fs","template":{"spec":{"containers":[{"name":"dittofs",` +
+	`"image":"d"}],"volumes":[{"name":"cache","emptyDir":{}}]}},"volumeClaimTemplates":[{"metadata":{"name":"metadata"},` +
+	`"spec":{"resources":{"requests":{"storage":"1Gi"}}}},{"metadata":{"name":"content"},"spec":{"resources":{"requests":` +
+	`{"storage":"1Gi"}}}}]}}`
+
 // envelope wraps the fixture's case in the AdmissionReview a kube-apiserver
-// sends for it: a uid unique to the file, the kinds and resources (apps/v1
+// sends for it: uid (unique to the file), the kinds and resources (apps/v1
 // statefulsets unless overridden), the name and namespace of the object (of
 // the old object on DELETE), kubeadm's admin as the user, and the options
 // the apiserver fills in for the operation (what kubectl sends).
-func (f *Fixture) envelope() ([]byte, error) {
+func (f *Fixture) envelope(uid string) ([]byte, error) {
 	kind, res := statefulSetKind, statefulSetResource
 	if f.Kind != nil {
 		kind = *f.Kind
@@ -490,7 +509,7 @@ func (f *Fixture) envelope() ([]byte, error) {
 	return json.Marshal(admissionv1.AdmissionReview{
 		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
 		Request: &admissionv1.AdmissionRequest{
-			UID:                types.UID(fixtureUID(f.Name)),
+			UID:                types.UID(uid),
 			Kind:               kind,
 			Resource:           res,
 			SubResource:        f.SubResource,
