@@ -20,13 +20,13 @@ import (
 	"sort"
 	"strings"
 
-	yaml "go.yaml.in/yaml/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/yaml"
 
 	"github.com/dittofs/dittofs-webhook/policies"
 )
@@ -229,7 +229,7 @@ func LoadFixture(path string) (Fixture, error) {
 	if err != nil {
 		return f, err
 	}
-	js, err := YAMLToJSON(data)
+	js, err := yaml.YAMLToJSONStrict(data) // a duplicate key is an error
 	if err != nil {
 		return f, fmt.Errorf("%s: %w", path, err)
 	}
@@ -545,49 +545,4 @@ func fixtureUID(name string) string {
 	h[6] = h[6]&0x0f | 0x50
 	h[8] = h[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
-}
-
-// YAMLToJSON converts one YAML document to JSON. YAML 1.1 rules apply (as in
-// sigs.k8s.io/yaml): quote strings such as y, n, on, off, yes, no and 012.
-func YAMLToJSON(data []byte) ([]byte, error) {
-	var v any
-	if err := yaml.Unmarshal(data, &v); err != nil {
-		return nil, err
-	}
-	v, err := jsonValue(v, "")
-	if err != nil {
-		return nil, err
-	}
-	return json.Marshal(v)
-}
-
-func jsonValue(v any, path string) (any, error) {
-	switch t := v.(type) {
-	case map[any]any:
-		m := make(map[string]any, len(t))
-		for k, e := range t {
-			ks, ok := k.(string)
-			if !ok {
-				return nil, fmt.Errorf("%s: non-string key %v (%T): quote it", path, k, k)
-			}
-			c, err := jsonValue(e, path+"/"+ks)
-			if err != nil {
-				return nil, err
-			}
-			m[ks] = c
-		}
-		return m, nil
-	case []any:
-		s := make([]any, len(t))
-		for i, e := range t {
-			c, err := jsonValue(e, fmt.Sprintf("%s/%d", path, i))
-			if err != nil {
-				return nil, err
-			}
-			s[i] = c
-		}
-		return s, nil
-	default:
-		return v, nil
-	}
 }
