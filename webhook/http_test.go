@@ -55,7 +55,8 @@ func TestHostileInput(t *testing.T) {
 	}
 	sts := `"kind":{"group":"apps","version":"v1","kind":"StatefulSet"},"operation":"CREATE"`
 	labelled := func(spec string) []byte {
-		return reviewOf(json.RawMessage(`{"metadata":{"labels":{"dittofs.com/server":"fs"},"creationTimestamp":"yesterday"},"spec":` + spec + `}`))
+		meta := `{"labels":{"dittofs.com/server":"fs"},"creationTimestamp":"yesterday"}`
+		return reviewOf(json.RawMessage(`{"metadata":` + meta + `,"spec":` + spec + `}`))
 	}
 	container := func(c string) string { return `{"template":{"spec":{"containers":[{"name":"dittofs",` + c + `}]}}}` }
 	for _, tc := range []struct {
@@ -76,23 +77,43 @@ func TestHostileInput(t *testing.T) {
 		// A request without an operation is no CREATE or UPDATE: allowed.
 		{name: "huge array", body: envelope(`{"uid":"u","junk":[` + strings.Repeat("1,", 500000) + `1]}`), wantStatus: 200},
 		{name: "uid not a string", body: envelope(`{"uid":5}`), wantStatus: 400, wantReason: reasonNotReview},
-		{name: "duplicate keys", body: envelope(`{"uid":"u","uid":"v",` + sts + `,"object":{}}`), wantStatus: 400, wantReason: reasonNotReview},
+		{
+			name:       "duplicate keys",
+			body:       envelope(`{"uid":"u","uid":"v",` + sts + `,"object":{}}`),
+			wantStatus: 400, wantReason: reasonNotReview,
+		},
 		{
 			name:       "duplicate member deep in the object",
 			body:       envelope(`{"uid":"u",` + sts + `,"object":{"spec":` + container(`"env":[{"name":"A","name":"B"}]`) + `}}`),
 			wantStatus: 400, wantReason: reasonNotReview,
 		},
-		{name: "invalid UTF-8 in a string", body: envelope(`{"uid":"u",` + sts + `,"object":{"metadata":{"name":"fs` + "\xff" + `"}}}`), wantStatus: 400, wantReason: reasonNotReview},
-		{name: "invalid UTF-8 replaced by encoding/json", body: reviewOf(map[string]any{"metadata": map[string]any{"name": "fs\xff\xfe"}}), wantStatus: 200},
+		{
+			name:       "invalid UTF-8 in a string",
+			body:       envelope(`{"uid":"u",` + sts + `,"object":{"metadata":{"name":"fs` + "\xff" + `"}}}`),
+			wantStatus: 400, wantReason: reasonNotReview,
+		},
+		{
+			name:       "invalid UTF-8 replaced by encoding/json",
+			body:       reviewOf(map[string]any{"metadata": map[string]any{"name": "fs\xff\xfe"}}),
+			wantStatus: 200,
+		},
 		{name: "object null", body: reviewOf(nil), wantStatus: 200, wantCode: 400, wantReason: "bad_object"},
 		{name: "object a string", body: reviewOf("sts"), wantStatus: 200, wantCode: 400, wantReason: "bad_object"},
-		{name: "a volumeClaimTemplate's spec a string", body: reviewOf(json.RawMessage(`{"spec":{"volumeClaimTemplates":[{"spec":"x"}]}}`)), wantStatus: 200, wantCode: 400, wantReason: "bad_object"},
+		{
+			name:       "a volumeClaimTemplate's spec a string",
+			body:       reviewOf(json.RawMessage(`{"spec":{"volumeClaimTemplates":[{"spec":"x"}]}}`)),
+			wantStatus: 200, wantCode: 400, wantReason: "bad_object",
+		},
 		// The apiserver decodes and schema-checks every object before admission:
 		// fields the policies do not read are not checked again (SPEC §4).
 		{name: "replicas a string, a bad timestamp", body: labelled(`{"replicas":"three"}`), wantStatus: 200},
 		{name: "replicas not an integer", body: labelled(`{"replicas":1.5}`), wantStatus: 200},
 		{name: "container image a number", body: labelled(container(`"image":5`)), wantStatus: 200},
-		{name: "bad quantity in a container's limits", body: labelled(container(`"resources":{"limits":{"memory":"lots"}}`)), wantStatus: 200},
+		{
+			name:       "bad quantity in a container's limits",
+			body:       labelled(container(`"resources":{"limits":{"memory":"lots"}}`)),
+			wantStatus: 200,
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h, m := newTestHandler(tests.WebhookMutate, nil)
