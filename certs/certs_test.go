@@ -10,13 +10,31 @@ import (
 	"errors"
 	"io/fs"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 )
+
+func mustCA(t *testing.T, validity time.Duration) *CA {
+	t.Helper()
+	ca, err := NewCA(validity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+// issue is ca.Issue, failing t on an error.
+func issue(t *testing.T, ca *CA, hosts []string, validity time.Duration) (certPEM, keyPEM []byte) {
+	t.Helper()
+	certPEM, keyPEM, err := ca.Issue(hosts, validity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certPEM, keyPEM
+}
 
 func parseCert(t *testing.T, certPEM []byte) *x509.Certificate {
 	t.Helper()
@@ -47,149 +65,95 @@ func writeTestFile(t *testing.T, dir, name string, data []byte) {
 	}
 }
 
+// verifyHosts checks that the serving pair in dir verifies against the CA of
+// dir for every host.
+func verifyHosts(t *testing.T, dir string, hosts []string) {
+	t.Helper()
+	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := LoadCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, host := range hosts {
+		if err := verify(pair.Leaf, ca.Pool(), host); err != nil {
+			t.Errorf("%s: %v", host, err)
+		}
+	}
+}
+
 func verify(cert *x509.Certificate, pool *x509.CertPool, host string) error {
-	_, err := cert.Verify(x509.VerifyOptions{
-		Roots:     pool,
-		DNSName:   host,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	})
+	_, err := cert.Verify(x509.VerifyOptions{Roots: pool, DNSName: host, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
 	return err
 }
 
 func TestIssue(t *testing.T) {
-	ca, err := NewCA(0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca := mustCA(t, 0)
 	if !ca.Cert.IsCA || ca.Cert.KeyUsage&x509.KeyUsageCertSign == 0 {
 		t.Fatalf("CA certificate: IsCA=%v KeyUsage=%v", ca.Cert.IsCA, ca.Cert.KeyUsage)
 	}
 	hosts := append(DefaultHosts(), "localhost") // a duplicate is harmless
-	certPEM, keyPEM, err := ca.Issue(hosts, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	certPEM, keyPEM := issue(t, ca, hosts, 0)
 	cert := parseCert(t, certPEM)
-
-	t.Run("verifies for each default host", func(t *testing.T) {
-		for _, host := range DefaultHosts() {
-			if err := verify(cert, ca.Pool(), host); err != nil {
-				t.Errorf("%s: %v", host, err)
-			}
+	for _, host := range DefaultHosts() {
+		if err := verify(cert, ca.Pool(), host); err != nil {
+			t.Errorf("%s: %v", host, err)
 		}
-	})
-
-	t.Run("rejects other hosts and other CAs", func(t *testing.T) {
-		other, err := NewCA(0)
-		if err != nil {
-			t.Fatal(err)
+	}
+	other := mustCA(t, 0)
+	for name, pool := range map[string]*x509.CertPool{"example.com": ca.Pool(), "10.0.0.1": ca.Pool(), "localhost": other.Pool()} {
+		if verify(cert, pool, name) == nil {
+			t.Errorf("%s: verified, want an error (unknown host or other CA)", name)
 		}
-		for _, tc := range []struct {
-			name string
-			pool *x509.CertPool
-			host string
-		}{
-			{"unknown name", ca.Pool(), "example.com"},
-			{"unknown IP", ca.Pool(), "10.0.0.1"},
-			{"other CA", other.Pool(), "localhost"},
-		} {
-			if verify(cert, tc.pool, tc.host) == nil {
-				t.Errorf("%s: verified, want an error", tc.name)
-			}
+	}
+	if !slices.EqualFunc(cert.IPAddresses, []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")}, net.IP.Equal) {
+		t.Errorf("IPAddresses = %v, want 127.0.0.1 and ::1", cert.IPAddresses)
+	}
+	if len(cert.DNSNames) != 5 || slices.ContainsFunc(cert.DNSNames, func(n string) bool { return net.ParseIP(n) != nil }) {
+		t.Errorf("DNSNames = %v, want the 5 default names once each, no IP", cert.DNSNames)
+	}
+	_, otherKey := issue(t, ca, []string{"localhost"}, time.Hour)
+	_, mismatch := tls.X509KeyPair(certPEM, otherKey)
+	_, pairErr := tls.X509KeyPair(certPEM, keyPEM)
+	again, _ := issue(t, ca, hosts, 0)
+	short := mustCA(t, 48*time.Hour)
+	clamped, _ := issue(t, short, []string{"localhost"}, 0)
+	for _, c := range []struct {
+		name string
+		ok   bool
+	}{
+		{"CommonName is the first host", cert.Subject.CommonName == "localhost"},
+		{"not a CA", !cert.IsCA},
+		{"KeyUsage is DigitalSignature", cert.KeyUsage == x509.KeyUsageDigitalSignature},
+		{"ExtKeyUsage is ServerAuth", slices.Equal(cert.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth})},
+		{"ECDSA P-256", cert.PublicKeyAlgorithm == x509.ECDSA && cert.PublicKey.(*ecdsa.PublicKey).Curve == elliptic.P256()},
+		{"serial is positive and at most 128 bits", cert.SerialNumber.Sign() > 0 && cert.SerialNumber.BitLen() <= 128},
+		{"NotBefore is in the past", cert.NotBefore.Before(time.Now().Add(-time.Minute))},
+		{"valid for about a year", time.Until(cert.NotAfter) > DefaultValidity-time.Minute && time.Until(cert.NotAfter) <= DefaultValidity},
+		{"not beyond the CA", !cert.NotAfter.After(ca.Cert.NotAfter)},
+		{"clamped to the CA", parseCert(t, clamped).NotAfter.Equal(short.Cert.NotAfter)},
+		{"the key pair matches", pairErr == nil},
+		{"another key does not", mismatch != nil},
+		{"unique serials", parseCert(t, again).SerialNumber.Cmp(cert.SerialNumber) != 0},
+	} {
+		if !c.ok {
+			t.Errorf("%s: false", c.name)
 		}
-	})
-
-	t.Run("fields", func(t *testing.T) {
-		wantIPs := []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")}
-		if len(cert.IPAddresses) != len(wantIPs) {
-			t.Fatalf("IPAddresses = %v, want %v", cert.IPAddresses, wantIPs)
+	}
+	for name, args := range map[string]struct {
+		hosts    []string
+		validity time.Duration
+	}{
+		"no hosts":          {nil, 0},
+		"empty host":        {[]string{"localhost", ""}, 0},
+		"negative validity": {[]string{"localhost"}, -time.Hour},
+	} {
+		if _, _, err := ca.Issue(args.hosts, args.validity); err == nil {
+			t.Errorf("Issue with %s: no error", name)
 		}
-		for i, ip := range wantIPs {
-			if !cert.IPAddresses[i].Equal(ip) {
-				t.Errorf("IPAddresses[%d] = %v, want %v", i, cert.IPAddresses[i], ip)
-			}
-		}
-		if len(cert.DNSNames) != 5 {
-			t.Errorf("DNSNames = %v, want the 5 default names once each", cert.DNSNames)
-		}
-		for _, name := range cert.DNSNames {
-			if net.ParseIP(name) != nil {
-				t.Errorf("IP %s in DNSNames", name)
-			}
-		}
-		checks := []struct {
-			name string
-			ok   bool
-		}{
-			{"CommonName is the first host", cert.Subject.CommonName == "localhost"},
-			{"not a CA", !cert.IsCA},
-			{"KeyUsage is DigitalSignature", cert.KeyUsage == x509.KeyUsageDigitalSignature},
-			{"ExtKeyUsage is ServerAuth", len(cert.ExtKeyUsage) == 1 && cert.ExtKeyUsage[0] == x509.ExtKeyUsageServerAuth},
-			{"ECDSA P-256", cert.PublicKeyAlgorithm == x509.ECDSA && cert.PublicKey.(*ecdsa.PublicKey).Curve == elliptic.P256()},
-			{"serial is positive and at most 128 bits", cert.SerialNumber.Sign() > 0 && cert.SerialNumber.BitLen() <= 128},
-			{"NotBefore is in the past", cert.NotBefore.Before(time.Now().Add(-time.Minute))},
-			{"valid for about a year", time.Until(cert.NotAfter) > DefaultValidity-time.Minute && time.Until(cert.NotAfter) <= DefaultValidity},
-			{"not beyond the CA", !cert.NotAfter.After(ca.Cert.NotAfter)},
-		}
-		for _, c := range checks {
-			if !c.ok {
-				t.Errorf("%s: false", c.name)
-			}
-		}
-	})
-
-	t.Run("key pair matches", func(t *testing.T) {
-		if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
-			t.Fatal(err)
-		}
-		_, otherKey, err := ca.Issue([]string{"localhost"}, time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tls.X509KeyPair(certPEM, otherKey); err == nil {
-			t.Fatal("certificate paired with another key: no error")
-		}
-	})
-
-	t.Run("unique serials", func(t *testing.T) {
-		again, _, err := ca.Issue(hosts, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if parseCert(t, again).SerialNumber.Cmp(cert.SerialNumber) == 0 {
-			t.Fatal("two certificates with the same serial")
-		}
-	})
-
-	t.Run("clamped to the CA", func(t *testing.T) {
-		short, err := NewCA(48 * time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		certPEM, _, err := short.Issue([]string{"localhost"}, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := parseCert(t, certPEM).NotAfter; !got.Equal(short.Cert.NotAfter) {
-			t.Fatalf("NotAfter = %v, want the CA's %v", got, short.Cert.NotAfter)
-		}
-	})
-
-	t.Run("bad arguments", func(t *testing.T) {
-		for _, tc := range []struct {
-			name     string
-			hosts    []string
-			validity time.Duration
-		}{
-			{"no hosts", nil, 0},
-			{"empty host", []string{"localhost", ""}, 0},
-			{"negative validity", []string{"localhost"}, -time.Hour},
-		} {
-			if _, _, err := ca.Issue(tc.hosts, tc.validity); err == nil {
-				t.Errorf("%s: no error", tc.name)
-			}
-		}
-	})
+	}
 }
 
 func TestWrite(t *testing.T) {
@@ -197,101 +161,63 @@ func TestWrite(t *testing.T) {
 	if err := Write(Options{Dir: dir}); err != nil {
 		t.Fatal(err)
 	}
+	for name, mode := range map[string]fs.FileMode{"": 0o700 | fs.ModeDir, CACertFile: 0o644, CAKeyFile: 0o600, CertFile: 0o644, KeyFile: 0o600} {
+		if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Mode() != mode {
+			t.Errorf("%q: %v, want mode %v", name, err, mode)
+		}
+	}
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) != 4 {
+		t.Errorf("%d entries in %s, want 4 (no temporary files left): %v", len(entries), dir, err)
+	}
+	verifyHosts(t, dir, DefaultHosts())
 
-	t.Run("file modes", func(t *testing.T) {
-		for _, tc := range []struct {
-			name string
-			mode fs.FileMode
-		}{
-			{"", 0o700 | fs.ModeDir},
-			{CACertFile, 0o644},
-			{CAKeyFile, 0o600},
-			{CertFile, 0o644},
-			{KeyFile, 0o600},
-		} {
-			fi, err := os.Stat(filepath.Join(dir, tc.name))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if fi.Mode() != tc.mode {
-				t.Errorf("%q: mode %v, want %v", tc.name, fi.Mode(), tc.mode)
-			}
+	// A second Issue from the loaded CA verifies against the same ca.crt.
+	ca, err := LoadCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, _ := issue(t, ca, []string{"rotated.example", "127.0.0.1"}, time.Hour)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(readFile(t, dir, CACertFile))
+	for _, host := range []string{"rotated.example", "127.0.0.1"} {
+		if err := verify(parseCert(t, certPEM), pool, host); err != nil {
+			t.Errorf("%s: %v", host, err)
 		}
-		entries, err := os.ReadDir(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(entries) != 4 {
-			t.Errorf("%d entries in %s, want 4 (no temporary files left)", len(entries), dir)
-		}
-	})
-
-	t.Run("serving pair verifies against ca.crt", func(t *testing.T) {
-		pair, err := tls.LoadX509KeyPair(filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile))
-		if err != nil {
-			t.Fatal(err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(readFile(t, dir, CACertFile)) {
-			t.Fatal("ca.crt: no certificate")
-		}
-		for _, host := range DefaultHosts() {
-			if err := verify(pair.Leaf, pool, host); err != nil {
-				t.Errorf("%s: %v", host, err)
-			}
-		}
-	})
-
-	t.Run("TLS handshake", func(t *testing.T) {
-		pair, err := tls.LoadX509KeyPair(filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile))
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
-		srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
-		srv.StartTLS()
-		defer srv.Close()
-		ca, err := LoadCA(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{
-			RootCAs:    ca.Pool(),
-			ServerName: "dittofs-webhook.dittofs-webhook.svc",
-		}}}
-		resp, err := client.Get(srv.URL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-	})
-
-	t.Run("second Issue from LoadCA verifies against the same pool", func(t *testing.T) {
-		ca, err := LoadCA(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		certPEM, keyPEM, err := ca.Issue([]string{"rotated.example", "127.0.0.1"}, time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
-			t.Fatal(err)
-		}
-		pool := x509.NewCertPool()
-		pool.AppendCertsFromPEM(readFile(t, dir, CACertFile))
-		for _, host := range []string{"rotated.example", "127.0.0.1"} {
-			if err := verify(parseCert(t, certPEM), pool, host); err != nil {
-				t.Errorf("%s: %v", host, err)
-			}
-		}
-	})
+	}
 }
 
 // TestWriteReuse checks what Write keeps and what it replaces when the
 // directory already has files in it.
 func TestWriteReuse(t *testing.T) {
 	files := []string{CACertFile, CAKeyFile, CertFile, KeyFile}
+	serving := []string{CertFile, KeyFile}
+	// servingFrom replaces the serving pair (or only its key) with one the
+	// CA of dir (another CA when other) issues for validity.
+	servingFrom := func(other, keyOnly bool, validity time.Duration) func(*testing.T, string) {
+		return func(t *testing.T, dir string) {
+			ca, err := LoadCA(dir)
+			if other {
+				ca, err = NewCA(0)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			certPEM, keyPEM := issue(t, ca, DefaultHosts(), validity)
+			writeTestFile(t, dir, KeyFile, keyPEM)
+			if !keyOnly {
+				writeTestFile(t, dir, CertFile, certPEM)
+			}
+		}
+	}
+	remove := func(names ...string) func(*testing.T, string) {
+		return func(t *testing.T, dir string) {
+			for _, name := range names {
+				if err := os.Remove(filepath.Join(dir, name)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
 	for _, tc := range []struct {
 		name string
 		// prepare changes dir, which holds the output of Write(Options{Dir: dir}).
@@ -301,88 +227,14 @@ func TestWriteReuse(t *testing.T) {
 		// stay byte for byte the same.
 		changed []string
 	}{
-		{
-			name:    "idempotent",
-			prepare: func(*testing.T, string) {},
-		},
-		{
-			name:    "subset of hosts",
-			prepare: func(*testing.T, string) {},
-			opts:    Options{Hosts: []string{"localhost", "::1"}},
-		},
-		{
-			name:    "new host",
-			prepare: func(*testing.T, string) {},
-			opts:    Options{Hosts: append(DefaultHosts(), "webhook.example")},
-			changed: []string{CertFile, KeyFile},
-		},
-		{
-			name: "expiring serving certificate",
-			prepare: func(t *testing.T, dir string) {
-				ca, err := LoadCA(dir)
-				if err != nil {
-					t.Fatal(err)
-				}
-				certPEM, keyPEM, err := ca.Issue(DefaultHosts(), time.Hour)
-				if err != nil {
-					t.Fatal(err)
-				}
-				writeTestFile(t, dir, KeyFile, keyPEM)
-				writeTestFile(t, dir, CertFile, certPEM)
-			},
-			changed: []string{CertFile, KeyFile},
-		},
-		{
-			name: "serving certificate from another CA",
-			prepare: func(t *testing.T, dir string) {
-				other, err := NewCA(0)
-				if err != nil {
-					t.Fatal(err)
-				}
-				certPEM, keyPEM, err := other.Issue(DefaultHosts(), 0)
-				if err != nil {
-					t.Fatal(err)
-				}
-				writeTestFile(t, dir, KeyFile, keyPEM)
-				writeTestFile(t, dir, CertFile, certPEM)
-			},
-			changed: []string{CertFile, KeyFile},
-		},
-		{
-			name: "mismatched serving key",
-			prepare: func(t *testing.T, dir string) {
-				ca, err := LoadCA(dir)
-				if err != nil {
-					t.Fatal(err)
-				}
-				_, keyPEM, err := ca.Issue(DefaultHosts(), 0)
-				if err != nil {
-					t.Fatal(err)
-				}
-				writeTestFile(t, dir, KeyFile, keyPEM)
-			},
-			changed: []string{CertFile, KeyFile},
-		},
-		{
-			name: "serving pair missing",
-			prepare: func(t *testing.T, dir string) {
-				for _, name := range []string{CertFile, KeyFile} {
-					if err := os.Remove(filepath.Join(dir, name)); err != nil {
-						t.Fatal(err)
-					}
-				}
-			},
-			changed: []string{CertFile, KeyFile},
-		},
-		{
-			name: "CA key missing",
-			prepare: func(t *testing.T, dir string) {
-				if err := os.Remove(filepath.Join(dir, CAKeyFile)); err != nil {
-					t.Fatal(err)
-				}
-			},
-			changed: files,
-		},
+		{name: "idempotent"},
+		{name: "subset of hosts", opts: Options{Hosts: []string{"localhost", "::1"}}},
+		{name: "new host", opts: Options{Hosts: append(DefaultHosts(), "webhook.example")}, changed: serving},
+		{name: "expiring serving certificate", prepare: servingFrom(false, false, time.Hour), changed: serving},
+		{name: "serving certificate from another CA", prepare: servingFrom(true, false, 0), changed: serving},
+		{name: "mismatched serving key", prepare: servingFrom(false, true, 0), changed: serving},
+		{name: "serving pair missing", prepare: remove(CertFile, KeyFile), changed: serving},
+		{name: "CA key missing", prepare: remove(CAKeyFile), changed: files},
 		{
 			name: "expiring CA",
 			prepare: func(t *testing.T, dir string) {
@@ -402,95 +254,57 @@ func TestWriteReuse(t *testing.T) {
 			if err := Write(Options{Dir: dir}); err != nil {
 				t.Fatal(err)
 			}
-			tc.prepare(t, dir)
+			if tc.prepare != nil {
+				tc.prepare(t, dir)
+			}
 			before := map[string][]byte{}
 			for _, name := range files {
 				before[name], _ = os.ReadFile(filepath.Join(dir, name))
 			}
-
 			tc.opts.Dir = dir
 			if err := Write(tc.opts); err != nil {
 				t.Fatal(err)
 			}
-
 			for _, name := range files {
-				want := !contains(tc.changed, name)
-				if got := bytes.Equal(before[name], readFile(t, dir, name)); got != want {
+				if got, want := bytes.Equal(before[name], readFile(t, dir, name)), !slices.Contains(tc.changed, name); got != want {
 					t.Errorf("%s unchanged = %v, want %v", name, got, want)
 				}
 			}
-			ca, err := LoadCA(dir)
-			if err != nil {
-				t.Fatal(err)
+			if tc.opts.Hosts == nil {
+				tc.opts.Hosts = DefaultHosts()
 			}
-			pair, err := tls.LoadX509KeyPair(filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile))
-			if err != nil {
-				t.Fatal(err)
-			}
-			hosts := tc.opts.Hosts
-			if hosts == nil {
-				hosts = DefaultHosts()
-			}
-			for _, host := range hosts {
-				if err := verify(pair.Leaf, ca.Pool(), host); err != nil {
-					t.Errorf("%s: %v", host, err)
-				}
-			}
+			verifyHosts(t, dir, tc.opts.Hosts)
 		})
 	}
 }
 
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
-}
-
+// TestWriteErrors: a bad directory or bad options are an error and no serving
+// pair is written; LoadCA refuses a missing CA (fs.ErrNotExist) and a serving
+// pair stored as a CA (Issue would make certificates no client accepts).
 func TestWriteErrors(t *testing.T) {
+	a, b := mustCA(t, 0), mustCA(t, 0)
+	leaf, leafKey := issue(t, a, []string{"localhost"}, 0)
 	for _, tc := range []struct {
-		name    string
-		prepare func(t *testing.T, dir string)
-		opts    Options
+		name   string
+		caCert []byte
+		caKey  []byte
+		opts   Options
 	}{
-		{
-			name: "corrupt CA is not overwritten",
-			prepare: func(t *testing.T, dir string) {
-				writeTestFile(t, dir, CACertFile, []byte("garbage"))
-				writeTestFile(t, dir, CAKeyFile, []byte("garbage"))
-			},
-		},
-		{
-			name: "CA key does not match",
-			prepare: func(t *testing.T, dir string) {
-				a, err := NewCA(0)
-				if err != nil {
-					t.Fatal(err)
-				}
-				b, err := NewCA(0)
-				if err != nil {
-					t.Fatal(err)
-				}
-				writeTestFile(t, dir, CACertFile, a.CertPEM)
-				writeTestFile(t, dir, CAKeyFile, b.KeyPEM)
-			},
-		},
-		{
-			name:    "no hosts",
-			prepare: func(*testing.T, string) {},
-			opts:    Options{Hosts: []string{}},
-		},
-		{
-			name:    "negative validity",
-			prepare: func(*testing.T, string) {},
-			opts:    Options{Validity: -time.Hour},
-		},
+		{name: "corrupt CA is not overwritten", caCert: []byte("garbage"), caKey: []byte("garbage")},
+		{name: "CA key does not match", caCert: a.CertPEM, caKey: b.KeyPEM},
+		{name: "a serving pair as the CA", caCert: leaf, caKey: leafKey},
+		{name: "no hosts", opts: Options{Hosts: []string{}}},
+		{name: "negative validity", opts: Options{Validity: -time.Hour}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			tc.prepare(t, dir)
+			if tc.caCert != nil {
+				writeTestFile(t, dir, CACertFile, tc.caCert)
+				writeTestFile(t, dir, CAKeyFile, tc.caKey)
+				if _, err := LoadCA(dir); err == nil {
+					t.Error("LoadCA: no error")
+				}
+			}
 			tc.opts.Dir = dir
 			if err := Write(tc.opts); err == nil {
 				t.Fatal("no error")
@@ -500,30 +314,8 @@ func TestWriteErrors(t *testing.T) {
 			}
 		})
 	}
-}
-
-func TestLoadCAMissing(t *testing.T) {
 	if _, err := LoadCA(t.TempDir()); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("LoadCA(empty dir) = %v, want fs.ErrNotExist", err)
-	}
-}
-
-// TestLoadCANotCA refuses a serving pair stored as a CA: Issue would make
-// certificates that no client accepts.
-func TestLoadCANotCA(t *testing.T) {
-	ca, err := NewCA(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM, keyPEM, err := ca.Issue([]string{"localhost"}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	writeTestFile(t, dir, CACertFile, certPEM)
-	writeTestFile(t, dir, CAKeyFile, keyPEM)
-	if _, err := LoadCA(dir); err == nil {
-		t.Fatal("no error")
 	}
 }
 

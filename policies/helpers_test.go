@@ -94,7 +94,12 @@ func withAnnotation(k, v string) tweak {
 }
 
 func withLabel(k, v string) tweak {
-	return func(s *appsv1.StatefulSet) { s.Labels[k] = v }
+	return func(s *appsv1.StatefulSet) {
+		if s.Labels == nil {
+			s.Labels = map[string]string{}
+		}
+		s.Labels[k] = v
+	}
 }
 
 func withoutLabel(k string) tweak {
@@ -156,17 +161,6 @@ const (
 	retain = appsv1.RetainPersistentVolumeClaimRetentionPolicyType
 	del    = appsv1.DeletePersistentVolumeClaimRetentionPolicyType
 )
-
-// container is a container mounting the given name=path pairs (none: no
-// volumeMounts at all).
-func container(name string, mounts ...string) corev1.Container {
-	c := corev1.Container{Name: name, Image: "example.com/" + name + ":1"}
-	for _, m := range mounts {
-		n, p, _ := strings.Cut(m, "=")
-		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: n, MountPath: p})
-	}
-	return c
-}
 
 func withContainers(cs ...corev1.Container) tweak {
 	return func(s *appsv1.StatefulSet) { s.Spec.Template.Spec.Containers = cs }
@@ -243,15 +237,6 @@ func mustJSON(t *testing.T, v any) []byte {
 	return b
 }
 
-func indentJSON(b []byte) string {
-	var v any
-	if err := json.Unmarshal(b, &v); err != nil {
-		return string(b)
-	}
-	out, _ := json.MarshalIndent(v, "", "  ")
-	return string(out)
-}
-
 // view is what the policies read of s, decoded as the server decodes it.
 func view(t *testing.T, s *appsv1.StatefulSet) *policies.StatefulSet {
 	t.Helper()
@@ -263,4 +248,12 @@ func view(t *testing.T, s *appsv1.StatefulSet) *policies.StatefulSet {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// orCreate is op, CREATE when empty.
+func orCreate(op policies.Operation) policies.Operation {
+	if op == "" {
+		return policies.Create
+	}
+	return op
 }

@@ -386,17 +386,20 @@ func CheckPatchScope(before, after []byte, ops []jsonpatch.Operation) []string {
 	if !isSubsequence(asList(bv), asList(av)) {
 		p.add("volumeClaimTemplates were changed, not only added to:\n  before %s\n  after  %s", mustJSON(bv), mustJSON(av))
 	}
-	// volumes: only those named cache removed.
+	// volumes: some of those named cache removed, nothing else changed.
 	bvol, _ := Lookup(b, "/spec/template/spec/volumes")
 	avol, _ := Lookup(a, "/spec/template/spec/volumes")
-	var kept []any
-	for _, v := range asList(bvol) {
-		if m, ok := v.(map[string]any); ok && m["name"] == policies.CacheVolume {
-			continue
+	notCache := func(vs []any) []any {
+		var kept []any
+		for _, v := range vs {
+			if m, ok := v.(map[string]any); !ok || m["name"] != policies.CacheVolume {
+				kept = append(kept, v)
+			}
 		}
-		kept = append(kept, v)
+		return kept
 	}
-	if d := cmp.Diff(kept, asList(avol), cmpopts.EquateEmpty()); d != "" {
+	d := cmp.Diff(notCache(asList(bvol)), notCache(asList(avol)), cmpopts.EquateEmpty())
+	if d != "" || !isSubsequence(asList(avol), asList(bvol)) {
 		p.add("volumes other than cache were changed (-before +after):\n%s", d)
 	}
 	// volumeMounts: appended to only.

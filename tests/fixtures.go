@@ -20,13 +20,13 @@ import (
 	"sort"
 	"strings"
 
-	yaml "go.yaml.in/yaml/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/yaml"
 
 	"github.com/dittofs/dittofs-webhook/policies"
 )
@@ -229,7 +229,7 @@ func LoadFixture(path string) (Fixture, error) {
 	if err != nil {
 		return f, err
 	}
-	js, err := YAMLToJSON(data)
+	js, err := yaml.YAMLToJSONStrict(data) // a duplicate key is an error
 	if err != nil {
 		return f, fmt.Errorf("%s: %w", path, err)
 	}
@@ -244,7 +244,7 @@ func LoadFixture(path string) (Fixture, error) {
 		if len(f.Review) > 0 {
 			return f, fmt.Errorf("%s: review and operation are exclusive: a fixture writes the whole review or only its case", path)
 		}
-		if f.Review, err = f.envelope(); err != nil {
+		if f.Review, err = f.envelope(fixtureUID(f.Name)); err != nil {
 			return f, fmt.Errorf("%s: %w", path, err)
 		}
 	} else if len(f.Object) > 0 || len(f.OldObject) > 0 || f.DryRun || f.SubResource != "" || f.Kind != nil || f.Resource != nil {
@@ -438,12 +438,31 @@ var (
 	fixtureUser = authenticationv1.UserInfo{Username: "kubernetes-admin", Groups: []string{"kubeadm:cluster-admins", "system:authenticated"}}
 )
 
+// NewReview is the AdmissionReview a kube-apiserver sends for op (CREATE,
+// UPDATE, DELETE or CONNECT) of an apps/v1 StatefulSet, as a fixture's loader
+// wraps it: for the tests that build their requests in Go.
+func NewReview(uid, op string, object, oldObject json.RawMessage) []byte {
+	b, err := (&Fixture{Operation: op, Object: object, OldObject: oldObject}).envelope(uid)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// ManagedStatefulSet is a managed StatefulSet that needs every mutation: no
+// cache template, no mount, an emptyDir cache volume, no retention policy.
+const ManagedStatefulSet = `{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"fs","namespace":"default",` +
+	`"labels":{"dittofs.com/server":"fs"}},"spec":{"serviceName":"fs","template":{"spec":{"containers":[{"name":"dittofs",` +
+	`"image":"d"}],"volumes":[{"name":"cache","emptyDir":{}}]}},"volumeClaimTemplates":[{"metadata":{"name":"metadata"},` +
+	`"spec":{"resources":{"requests":{"storage":"1Gi"}}}},{"metadata":{"name":"content"},"spec":{"resources":{"requests":` +
+	`{"storage":"1Gi"}}}}]}}`
+
 // envelope wraps the fixture's case in the AdmissionReview a kube-apiserver
-// sends for it: a uid unique to the file, the kinds and resources (apps/v1
+// sends for it: uid (unique to the file), the kinds and resources (apps/v1
 // statefulsets unless overridden), the name and namespace of the object (of
 // the old object on DELETE), kubeadm's admin as the user, and the options
 // the apiserver fills in for the operation (what kubectl sends).
-func (f *Fixture) envelope() ([]byte, error) {
+func (f *Fixture) envelope(uid string) ([]byte, error) {
 	kind, res := statefulSetKind, statefulSetResource
 	if f.Kind != nil {
 		kind = *f.Kind
@@ -490,7 +509,7 @@ func (f *Fixture) envelope() ([]byte, error) {
 	return json.Marshal(admissionv1.AdmissionReview{
 		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
 		Request: &admissionv1.AdmissionRequest{
-			UID:                types.UID(fixtureUID(f.Name)),
+			UID:                types.UID(uid),
 			Kind:               kind,
 			Resource:           res,
 			SubResource:        f.SubResource,
@@ -526,49 +545,4 @@ func fixtureUID(name string) string {
 	h[6] = h[6]&0x0f | 0x50
 	h[8] = h[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
-}
-
-// YAMLToJSON converts one YAML document to JSON. YAML 1.1 rules apply (as in
-// sigs.k8s.io/yaml): quote strings such as y, n, on, off, yes, no and 012.
-func YAMLToJSON(data []byte) ([]byte, error) {
-	var v any
-	if err := yaml.Unmarshal(data, &v); err != nil {
-		return nil, err
-	}
-	v, err := jsonValue(v, "")
-	if err != nil {
-		return nil, err
-	}
-	return json.Marshal(v)
-}
-
-func jsonValue(v any, path string) (any, error) {
-	switch t := v.(type) {
-	case map[any]any:
-		m := make(map[string]any, len(t))
-		for k, e := range t {
-			ks, ok := k.(string)
-			if !ok {
-				return nil, fmt.Errorf("%s: non-string key %v (%T): quote it", path, k, k)
-			}
-			c, err := jsonValue(e, path+"/"+ks)
-			if err != nil {
-				return nil, err
-			}
-			m[ks] = c
-		}
-		return m, nil
-	case []any:
-		s := make([]any, len(t))
-		for i, e := range t {
-			c, err := jsonValue(e, fmt.Sprintf("%s/%d", path, i))
-			if err != nil {
-				return nil, err
-			}
-			s[i] = c
-		}
-		return s, nil
-	default:
-		return v, nil
-	}
 }

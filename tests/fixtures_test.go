@@ -263,23 +263,7 @@ func (s *testServer) send(t *testing.T, wh, method, contentType string, body []b
 	return resp.StatusCode, out
 }
 
-func (s *testServer) scrape(t *testing.T) []Sample {
-	t.Helper()
-	resp, err := s.client.Get(s.metrics + "/metrics")
-	if err != nil {
-		t.Fatalf("scraping metrics: %v", err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	samples, err := ParseMetrics(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return samples
-}
+func (s *testServer) scrape(t *testing.T) []Sample { return Scrape(t, s.metrics+"/metrics") }
 
 // TestLoadFixtures checks the loader: every file is a fixture, and a bad one
 // is an error naming it.
@@ -322,7 +306,7 @@ func TestLoadFixtures(t *testing.T) {
 		"no-description.yaml": "webhook: mutate\nreview: {request: {uid: a}}\nexpect: {allowed: true}\n",
 		"bad-metric.yaml":     "description: x\nwebhook: mutate\nreview: {request: {uid: a}}\nexpect: {allowed: true, metrics: {'x{a=b}': 1}}\n",
 		"validate-then.yaml":  "description: x\nwebhook: validate\nreview: {request: {uid: a}}\nexpect: {allowed: true, thenValidate: {allowed: true}}\n",
-		"int-key.yaml":        "description: x\nwebhook: mutate\nreview: {request: {uid: a, 1: b}}\nexpect: {allowed: true}\n",
+		"duplicate-key.yaml":  "description: x\nwebhook: mutate\nwebhook: validate\nreview: {request: {uid: a}}\nexpect: {allowed: true}\n",
 		"review-and-op.yaml":  "description: x\nwebhook: mutate\noperation: CREATE\nobject: {}\nreview: {request: {uid: a}}\nexpect: {allowed: true}\n",
 		"object-no-op.yaml":   "description: x\nwebhook: mutate\nobject: {}\nexpect: {allowed: true}\n",
 		"bad-operation.yaml":  "description: x\nwebhook: mutate\noperation: PATCH\nobject: {}\nexpect: {allowed: true}\n",

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 
 	dto "github.com/prometheus/client_model/go"
@@ -20,29 +19,6 @@ type Sample struct {
 	Name   string
 	Labels map[string]string
 	Value  float64
-}
-
-// String formats the sample as a line of the exposition: name{labels} value.
-func (s Sample) String() string {
-	keys := make([]string, 0, len(s.Labels))
-	for k := range s.Labels {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	b.WriteString(s.Name)
-	if len(keys) > 0 {
-		b.WriteByte('{')
-		for i, k := range keys {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			fmt.Fprintf(&b, "%s=%q", k, s.Labels[k])
-		}
-		b.WriteByte('}')
-	}
-	fmt.Fprintf(&b, " %v", s.Value)
-	return b.String()
 }
 
 // ParseMetrics reads the samples of a Prometheus text exposition (the format

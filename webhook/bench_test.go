@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/dittofs/dittofs-webhook/policies"
-
+	"github.com/dittofs/dittofs-webhook/tests"
 	"github.com/dittofs/dittofs-webhook/webhook/admission"
 )
 
@@ -57,6 +57,11 @@ func benchReviews(tb testing.TB) (create, validate, large []byte) {
 	return create, validate, large
 }
 
+func handler(webhook string, admit func(*admission.Request) admission.Response) *Handler {
+	h, _ := newTestHandler(webhook, admit)
+	return h
+}
+
 func benchHandler(b *testing.B, h http.Handler, body []byte) {
 	b.Helper()
 	b.ReportAllocs()
@@ -77,19 +82,19 @@ func benchHandler(b *testing.B, h http.Handler, body []byte) {
 func BenchmarkMutate(b *testing.B) {
 	create, _, _ := benchReviews(b)
 	a := &admission.Admitter{Policy: policies.DefaultOptions()}
-	benchHandler(b, &Handler{Webhook: "mutate", Admit: a.Mutate, Metrics: NewMetrics(prometheusRegistry()), Log: discardLog}, create)
+	benchHandler(b, handler(tests.WebhookMutate, a.Mutate), create)
 }
 
 func BenchmarkValidate(b *testing.B) {
 	_, validate, _ := benchReviews(b)
 	a := &admission.Admitter{Policy: policies.DefaultOptions()}
-	benchHandler(b, &Handler{Webhook: "validate", Admit: a.Validate, Metrics: NewMetrics(prometheusRegistry()), Log: discardLog}, validate)
+	benchHandler(b, handler(tests.WebhookValidate, a.Validate), validate)
 }
 
 func BenchmarkMutateLarge(b *testing.B) {
 	_, _, large := benchReviews(b)
 	a := &admission.Admitter{Policy: policies.DefaultOptions()}
-	benchHandler(b, &Handler{Webhook: "mutate", Admit: a.Mutate, Metrics: NewMetrics(prometheusRegistry()), Log: discardLog}, large)
+	benchHandler(b, handler(tests.WebhookMutate, a.Mutate), large)
 }
 
 func BenchmarkDecodeReview(b *testing.B) {

@@ -3,7 +3,6 @@ package webhook
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -13,9 +12,12 @@ import (
 	"log/slog"
 	"net/http"
 	"reflect"
-	"sync"
 	"testing"
 	"time"
+
+	admissionv1 "k8s.io/api/admission/v1"
+
+	"github.com/dittofs/dittofs-webhook/tests"
 )
 
 // keptAlive is one client connection to the admission port, used for request
@@ -29,7 +31,7 @@ type keptAlive struct {
 func (ts *testServer) dialKeptAlive(t *testing.T) *keptAlive {
 	t.Helper()
 	pool := x509.NewCertPool()
-	pool.AddCert(ts.ca.Cert)
+	pool.AddCert(ts.CA.Cert)
 	conn, err := tls.Dial("tcp", ts.admission, &tls.Config{RootCAs: pool, NextProtos: []string{"http/1.1"}})
 	if err != nil {
 		t.Fatal(err)
@@ -41,9 +43,7 @@ func (ts *testServer) dialKeptAlive(t *testing.T) *keptAlive {
 // roundTrip sends one AdmissionReview with the given uid and reads the whole
 // answer. An error is what the apiserver would get: no complete answer.
 func (k *keptAlive) roundTrip(uid string) (*http.Response, error) {
-	req := stsRequest("CREATE", map[string]any{})
-	req["uid"] = uid
-	r, _ := http.NewRequest(http.MethodPost, "https://"+k.addr+MutatePath, bytes.NewReader(review(req)))
+	r, _ := http.NewRequest(http.MethodPost, "https://"+k.addr+MutatePath, bytes.NewReader(emptyReview(uid)))
 	r.Header.Set("Content-Type", "application/json")
 	_ = k.conn.SetDeadline(time.Now().Add(5 * time.Second))
 	if err := r.Write(k.conn); err != nil {
@@ -54,11 +54,11 @@ func (k *keptAlive) roundTrip(uid string) (*http.Response, error) {
 		return nil, fmt.Errorf("read: %w", err)
 	}
 	defer resp.Body.Close()
-	var rr reviewResponse
-	if err := json.NewDecoder(resp.Body).Decode(&rr); err != nil {
-		return nil, fmt.Errorf("body: %w", err)
+	var rr admissionv1.AdmissionReview
+	if err := json.NewDecoder(resp.Body).Decode(&rr); err != nil || rr.Response == nil {
+		return nil, fmt.Errorf("body: %v", err)
 	}
-	if resp.StatusCode != http.StatusOK || rr.Response.UID != uid {
+	if resp.StatusCode != http.StatusOK || string(rr.Response.UID) != uid {
 		return nil, fmt.Errorf("HTTP %d for uid %q, want 200 for %q", resp.StatusCode, rr.Response.UID, uid)
 	}
 	return resp, nil
@@ -73,22 +73,6 @@ func (k *keptAlive) closedByServer() error {
 	}
 	return nil
 }
-
-// logRecorder keeps the records logged, for the drain's begin and end lines.
-type logRecorder struct {
-	mu      sync.Mutex
-	records []slog.Record
-}
-
-func (l *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
-func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.records = append(l.records, r.Clone())
-	return nil
-}
-func (l *logRecorder) WithAttrs([]slog.Attr) slog.Handler { return l }
-func (l *logRecorder) WithGroup(string) slog.Handler      { return l }
 
 // drained returns the attributes of the "drained" lines.
 func (l *logRecorder) drained() []map[string]string {
@@ -135,24 +119,8 @@ func (ts *testServer) stillRunning(t *testing.T, why string) {
 func (ts *testServer) beginShutdown(t *testing.T) {
 	t.Helper()
 	ts.cancel()
-	waitFor(t, 5*time.Second, func() (int, bool) { s := getStatus(t, "http://"+ts.metrics+"/readyz"); return s, s != 200 })
+	tests.Eventually(t, 5*time.Second, func() (int, bool) { s := ts.ready(); return s, s != 200 })
 	time.Sleep(100 * time.Millisecond)
-}
-
-// waitRun waits for Run to return nil within d, and checks that no server or
-// drain goroutine is left.
-func (ts *testServer) waitRun(t *testing.T, d time.Duration) {
-	t.Helper()
-	select {
-	case err := <-ts.done:
-		ts.done <- nil // for the cleanup
-		if err != nil {
-			t.Fatalf("Run = %v", err)
-		}
-	case <-time.After(d):
-		t.Fatalf("Run did not return within %s", d)
-	}
-	noGoroutines(t, "server", "net/http.(*conn).serve", "net/http.(*Server).Serve", "webhook.Run", "webhook.(*drain)")
 }
 
 // TestDrainAnswersKeptAliveConnection is the rollout race of issue 22, made
@@ -218,13 +186,13 @@ func TestDrainAnswersKeptAliveConnection(t *testing.T) {
 func TestDrainServesNewConnections(t *testing.T) {
 	ts := startServer(t, func(o *Options) { o.DrainPeriod = 2 * time.Second })
 	ts.beginShutdown(t)
-	c := ts.client()
+	c := ts.Client()
 	defer c.CloseIdleConnections()
-	resp := ts.post(t, c, MutatePath, review(stsRequest("CREATE", map[string]any{})))
+	resp := ts.post(t, c)
 	if resp.StatusCode != 200 || !resp.Close {
 		t.Errorf("new connection during the drain: HTTP %d, Connection: close %t; want 200 and true", resp.StatusCode, resp.Close)
 	}
-	if got := getStatus(t, "http://"+ts.metrics+"/readyz"); got != http.StatusServiceUnavailable {
+	if got := ts.ready(); got != http.StatusServiceUnavailable {
 		t.Errorf("/readyz = %d during the drain, want 503", got)
 	}
 	ts.stillRunning(t, "before the end of the drain period")

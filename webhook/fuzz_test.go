@@ -1,19 +1,15 @@
 package webhook
 
 import (
-	"bytes"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	admissionv1 "k8s.io/api/admission/v1"
 
 	"github.com/dittofs/dittofs-webhook/policies"
 	"github.com/dittofs/dittofs-webhook/tests"
-
 	"github.com/dittofs/dittofs-webhook/webhook/admission"
 )
 
@@ -35,25 +31,25 @@ func fuzzSeeds(f *testing.F) {
 		}
 	}
 	f.Add([]byte(`{}`))
-	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","operation":"UPDATE","kind":{"group":"apps","version":"v1","kind":"StatefulSet"},"object":{"metadata":{"labels":{"dittofs.com/server":""}}},"oldObject":{"metadata":{"labels":{"dittofs.com/server":""}},"spec":{"volumeClaimTemplates":[{"metadata":{"name":"cache"}}]}}}}`))
+	f.Add(tests.NewReview("u", "UPDATE", []byte(`{"metadata":{"labels":{"dittofs.com/server":""}}}`),
+		[]byte(`{"metadata":{"labels":{"dittofs.com/server":""}},"spec":{"volumeClaimTemplates":[{"metadata":{"name":"cache"}}]}}`)))
 }
 
 // FuzzHandler sends arbitrary bodies to both webhooks. Whatever the body: no
 // panic reaches the recovery (a panic is a bug even if recovered), every
-// answer is a 200 AdmissionReview echoing the uid or a one-line 400, and a
-// patch applies (with the apiserver's patch library) to the object it was
-// computed for and is idempotent.
+// answer is a one-line 400 or a 200 AdmissionReview that passes the checks
+// every fixture's answer passes (tests.Expect.Check: the uid echoed, patch
+// and patchType together, no patch on a denial or from the validating
+// webhook, a patch that applies and touches only SPEC §2's paths), and a
+// patch is idempotent.
 func FuzzHandler(f *testing.F) {
 	fuzzSeeds(f)
 	a := &admission.Admitter{Policy: policies.DefaultOptions()}
-	mh, mm := newTestHandler(a.Mutate)
-	vh, vm := newTestHandler(a.Validate)
+	mh, mm := newTestHandler(tests.WebhookMutate, a.Mutate)
+	vh, vm := newTestHandler(tests.WebhookValidate, a.Validate)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		for _, h := range []*Handler{mh, vh} {
-			r := httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(body))
-			r.Header.Set("Content-Type", "application/json")
-			w := httptest.NewRecorder()
-			h.ServeHTTP(w, r)
+			w := serve(h, body)
 			if p := testutil.ToFloat64(mm.panics) + testutil.ToFloat64(vm.panics); p != 0 {
 				t.Fatalf("handler panicked on %q", body)
 			}
@@ -64,59 +60,49 @@ func FuzzHandler(f *testing.F) {
 			default:
 				t.Fatalf("status %d", w.Code)
 			}
-			var rr reviewResponse
-			if err := json.Unmarshal(w.Body.Bytes(), &rr); err != nil {
-				t.Fatalf("200 response is not JSON: %v", err)
-			}
-			req, err := admission.DecodeReview(body)
-			if err != nil {
+			if _, err := admission.DecodeReview(body); err != nil {
 				t.Fatalf("200 for a body that does not decode: %v", err)
 			}
-			if rr.Response.UID != string(req.UID) {
-				t.Fatalf("uid %q, want %q", rr.Response.UID, req.UID)
+			fx := tests.Fixture{Review: body}
+			req, err := fx.Request()
+			if err != nil || req == nil {
+				t.Fatalf("200 for a body without a request: %v", err)
 			}
-			// The answer is a v1 AdmissionReview as the apiserver decodes it.
-			var typed admissionv1.AdmissionReview
-			if err := json.Unmarshal(w.Body.Bytes(), &typed); err != nil || typed.Response == nil || typed.APIVersion != "admission.k8s.io/v1" || typed.Kind != "AdmissionReview" {
-				t.Fatalf("200 response is not a v1 AdmissionReview (%v): %s", err, w.Body)
+			ans, err := tests.ParseAnswer(req, w.Code, w.Body.Bytes())
+			if err != nil {
+				t.Fatalf("%v: %s", err, w.Body)
 			}
-			if typed.Response.Allowed != (typed.Response.Result == nil) || (len(typed.Response.Patch) > 0) != (typed.Response.PatchType != nil) {
-				t.Fatalf("inconsistent response: %s", w.Body)
+			resp := ans.Response()
+			// The apiserver always sends a spec; without one the patch adds
+			// it (TestPatchAppliesWithoutSpec), outside SPEC §2's paths.
+			var obj struct{ Spec map[string]any }
+			scoped := req
+			if json.Unmarshal(req.Object, &obj) != nil || obj.Spec == nil {
+				scoped = nil
 			}
-			if len(rr.Response.Patch) == 0 {
+			for _, p := range (&tests.Expect{}).Check(h.Webhook, scoped, ans) {
+				t.Error(p)
+			}
+			if string(resp.UID) != req.UID {
+				t.Errorf("uid %q, want %q", resp.UID, req.UID)
+			}
+			if resp.Allowed != (resp.Result == nil) {
+				t.Errorf("allowed %v with status %+v", resp.Allowed, resp.Result)
+			}
+			if len(ans.Patch) == 0 {
 				continue
 			}
-			checkPatchApplies(t, body, rr.Response.Patch, a)
+			again, err := fx.WithObject(ans.Object, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			r2, err := admission.DecodeReview(again)
+			if err != nil {
+				t.Fatalf("patched review does not decode: %v", err)
+			}
+			if p := a.Mutate(r2).Patch; len(p) > 0 {
+				t.Fatalf("not idempotent: second patch %v\nfirst patch %s", p, resp.Patch)
+			}
 		}
 	})
-}
-
-// checkPatchApplies applies the patch to the request's object and mutates the
-// result again: no second patch may come back.
-func checkPatchApplies(t *testing.T, body, patch []byte, a *admission.Admitter) {
-	t.Helper()
-	var rv struct {
-		Request map[string]json.RawMessage `json:"request"`
-	}
-	if err := json.Unmarshal(body, &rv); err != nil {
-		t.Fatal(err)
-	}
-	var ops []jsonpatchOp
-	if err := json.Unmarshal(patch, &ops); err != nil {
-		t.Fatalf("patch is not a JSON patch: %v", err)
-	}
-	patched, err := admission.ApplyPatch(rv.Request["object"], toOps(ops))
-	if err != nil {
-		t.Fatalf("patch does not apply: %v\npatch: %s", err, patch)
-	}
-	rv.Request["object"] = patched
-	again, _ := json.Marshal(map[string]any{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": rv.Request})
-	req, err := admission.DecodeReview(again)
-	if err != nil {
-		t.Fatalf("patched review does not decode: %v", err)
-	}
-	if resp := a.Mutate(req); len(resp.Patch) > 0 {
-		p, _ := json.Marshal(resp.Patch)
-		t.Fatalf("not idempotent: second patch %s\nfirst patch %s", p, patch)
-	}
 }

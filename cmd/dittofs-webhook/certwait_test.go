@@ -8,76 +8,52 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"net/http"
 	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dittofs/dittofs-webhook/tests"
 )
 
-// TestServeWaitsForCertificate: started with an empty Secret-volume
-// directory, the process stays up, alive but not ready, fails TLS handshakes
-// and logs why; when the kubelet-style ..data swap brings the pair it is
-// served within 10 s (default poll), /readyz turns 200, admission works, and
-// SIGTERM still exits 0.
+// TestServeWaitsForCertificate: started with an empty certificate directory,
+// the process stays up, alive but not ready, fails TLS handshakes and logs
+// why; when the kubelet-style ..data swap brings the pair it is served within
+// 10 s (default poll), /readyz turns 200, admission works, and SIGTERM still
+// exits 0.
 func TestServeWaitsForCertificate(t *testing.T) {
 	s := launch(t, false)
-
-	deadline := time.Now().Add(10 * time.Second)
-	for status(s.metrics, "/healthz") != 200 {
+	tests.Eventually(t, 10*time.Second, func() (int, bool) {
 		select {
 		case err := <-s.exited:
 			t.Fatalf("exited (%v) without a certificate instead of waiting for one", err)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("/healthz not 200 within 10 s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if got := readyz(s.metrics); got != 503 {
+		h := tests.HTTPStatus("http://" + s.metrics + "/healthz")
+		return h, h == 200
+	})
+	if got := s.ready(); got != 503 {
 		t.Errorf("/readyz = %d without a certificate, want 503", got)
 	}
 	if conn, err := tls.Dial("tcp", s.admission, &tls.Config{InsecureSkipVerify: true}); err == nil { //nolint:gosec // any certificate would do
 		conn.Close()
 		t.Error("TLS handshake succeeded without a certificate")
 	}
-	for !strings.Contains(s.logText(), `"level":"ERROR"`) { // the log is flushed within a second
-		if time.Now().After(deadline) {
-			t.Fatal("no error logged for the missing certificate")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	// The log is flushed within a second.
+	tests.Eventually(t, 10*time.Second, func() (string, bool) { l := s.logw.read(); return l, strings.Contains(l, `"level":"ERROR"`) })
 
-	s.rotate(t, nil)
-	start := time.Now()
-	for readyz(s.metrics) != 200 {
-		if time.Since(start) > 10*time.Second {
-			t.Fatal("/readyz not 200 within 10 s of the certificate appearing")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Logf("ready %s after the certificate appeared", time.Since(start).Round(time.Millisecond))
+	s.Write(t, s.Issue(t))
+	s.waitReady(t, 10*time.Second)
 	if err := post(s.client(false), s.admission, "after-wait"); err != nil {
 		t.Fatalf("admission once the certificate is loaded: %v", err)
 	}
-	if got := s.metric(t, `dittofs_webhook_tls_certificate_reloads_total{result="success"}`); got != 1 {
-		t.Errorf("reloads{success} = %v, want 1 (the first load)", got)
+	if ok, bad := s.metric(t, success), s.metric(t, failure); ok != 1 || bad != 1 {
+		t.Errorf("reloads{success} %v, {failure} %v; want 1 (the first load) and 1 (missing files, counted once)", ok, bad)
 	}
-	if got := s.metric(t, `dittofs_webhook_tls_certificate_reloads_total{result="failure"}`); got != 1 {
-		t.Errorf("reloads{failure} = %v, want 1 (missing files, counted once)", got)
-	}
-
 	must(t, s.cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case err := <-s.exited:
-		s.exited <- err // for the cleanup
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("no exit after SIGTERM")
+	if err := s.exit(t, 30*time.Second); err != nil {
+		t.Fatalf("exit after SIGTERM: %v", err)
 	}
 }
 
@@ -113,13 +89,4 @@ func TestServeBadFlagValueExits2(t *testing.T) {
 			}
 		})
 	}
-}
-
-func status(addr, path string) int {
-	resp, err := http.Get("http://" + addr + path)
-	if err != nil {
-		return 0
-	}
-	resp.Body.Close()
-	return resp.StatusCode
 }

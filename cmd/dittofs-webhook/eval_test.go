@@ -40,7 +40,6 @@ func objects(t *testing.T, name string, data []byte) []any {
 	return out
 }
 
-// hasOutputFlag reports whether args choose an output format.
 // hasOutputFlag reports whether args choose what is printed: an output
 // format, or --recreate (the manifests of what needs recreating only).
 func hasOutputFlag(args []string) bool {
@@ -134,130 +133,13 @@ func TestEvalOutputsAgree(t *testing.T) {
 	}
 }
 
-const labelledSTS = `apiVersion: apps/v1
-kind: StatefulSet
-metadata:
-  name: fs
-  namespace: prod
-  labels:
-    dittofs.com/server: fs
-spec:
-  template:
-    spec:
-      containers:
-      - name: dittofs
-  volumeClaimTemplates:
-  - metadata:
-      name: metadata
-    spec:
-      resources:
-        requests:
-          storage: 1Gi
-  - metadata:
-      name: content
-    spec:
-      resources:
-        requests:
-          storage: 1Gi
-`
-
-// Command-line and input errors: exit 2, a message naming the problem, and
-// nothing on stdout (a pipeline never gets half an output).
-func TestEvalUsageErrors(t *testing.T) {
-	dir := t.TempDir()
-	write := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
+// TestEvalCRLF: a byte-order mark and CRLF line ends (which a txtar case
+// cannot hold) are read; lines end as kubectl's splitter leaves them, without
+// the CR.
+func TestEvalCRLF(t *testing.T) {
+	sts := "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: fs\n  labels:\n    dittofs.com/server: fs\n"
+	got := runEval(nil, []byte("\xef\xbb\xbf"+strings.ReplaceAll("kind: ConfigMap\n---\n"+sts, "\n", "\r\n")))
+	if got.code != 1 || !strings.HasPrefix(got.stdout, "kind: ConfigMap\n---\n") || !strings.Contains(got.stdout, "name: cache") {
+		t.Errorf("exit %d, stderr %q, stdout:\n%q", got.code, got.stderr, got.stdout)
 	}
-	sts := write("sts.yaml", labelledSTS)
-	other := write("other.yaml", strings.ReplaceAll(labelledSTS, "name: fs", "name: other"))
-	noNS := write("no-ns.yaml", strings.ReplaceAll(labelledSTS, "  namespace: prod\n", ""))
-	twice := write("twice.yaml", labelledSTS+"---\n"+strings.ReplaceAll(labelledSTS, "namespace: prod", "namespace: dev"))
-	empty := filepath.Join(dir, "empty")
-	if err := os.Mkdir(empty, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct {
-		name  string
-		args  []string
-		stdin string
-		want  string
-	}{
-		{"positional argument", []string{sts}, "", "unexpected arguments"},
-		{"unknown flag", []string{"--kubeconfig", "x"}, "", "flag provided but not defined"},
-		{"bad default cache size", []string{"--default-cache-size", "0", "-f", sts}, "", "--default-cache-size must be a positive quantity"},
-		{"relative mount path", []string{"--cache-mount-path", "cache", "-f", sts}, "", "--cache-mount-path"},
-		{"stdin twice", []string{"-f", "-", "-f", "-"}, labelledSTS, "stdin can be read only once"},
-		{"directory without manifests", []string{"-f", empty}, "", "no *.yaml, *.yml or *.json file"},
-		{"old matches no input", []string{"-f", sts, "--old", other}, "", "no StatefulSet of the input has the namespace and name of prod/other"},
-		{"old missing", []string{"-f", sts, "--old", filepath.Join(dir, "nope.yaml")}, "", "nope.yaml: no such file or directory"},
-		{"old empty", []string{"-f", sts, "--old", write("empty.yaml", "# nothing\n")}, "", "no StatefulSet in it"},
-		{"old ambiguous without namespace", []string{"-f", noNS, "--old", twice}, "", "could be any of 2 objects"},
-		{"old twice the same", []string{"-f", sts, "--old", sts, "--old", sts}, "", "is there 2 times"},
-		{"not an object", []string{}, "- a\n- b\n", "<stdin>:1: not a Kubernetes object"},
-		{"json stream error", []string{}, "{\"kind\": \"ConfigMap\"}\n{\"kind\": \"ConfigMap\",\n\"data\": }\n", "<stdin>:3: json: invalid character '}'"},
-		{"yaml error in second document", []string{}, "kind: ConfigMap\n---\n# comment\nkind: ConfigMap\n data: x\n", "<stdin>:5: yaml:"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got := runEval(tc.args, []byte(tc.stdin))
-			if got.code != 2 || !strings.Contains(got.stderr, tc.want) || got.stdout != "" {
-				t.Errorf("exit %d, stderr %q, stdout %q; want 2, %q and no output", got.code, got.stderr, got.stdout, tc.want)
-			}
-		})
-	}
-}
-
-func TestEvalInputForms(t *testing.T) {
-	t.Run("help", func(t *testing.T) {
-		got := runEval([]string{"-h"}, nil)
-		if got.code != 0 || !strings.Contains(got.stderr, "Usage: dittofs-webhook eval") || !strings.Contains(got.stderr, "-old FILE") {
-			t.Errorf("exit %d, stderr %q", got.code, got.stderr)
-		}
-	})
-	t.Run("both flag forms", func(t *testing.T) {
-		dir := t.TempDir()
-		p := filepath.Join(dir, "sts.yaml")
-		if err := os.WriteFile(p, []byte(labelledSTS), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		a := runEval([]string{"-f", p, "-o", "json"}, nil)
-		b := runEval([]string{"--f=" + p, "--o=json"}, nil)
-		if a.code != 0 || a != b {
-			t.Errorf("-f/-o and --f=/--o= differ: %+v, %+v", a, b)
-		}
-	})
-	t.Run("namespace-less manifest matches the stored object", func(t *testing.T) {
-		dir := t.TempDir()
-		stored := runEval(nil, []byte(labelledSTS))
-		p := filepath.Join(dir, "stored.yaml")
-		if err := os.WriteFile(p, []byte(stored.stdout), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		got := runEval([]string{"--old", p}, []byte(strings.ReplaceAll(labelledSTS, "  namespace: prod\n", "")))
-		if got.code != 0 || got.stderr != "" || !strings.Contains(got.stdout, "name: cache") {
-			t.Errorf("exit %d, stderr %q, stdout:\n%s", got.code, got.stderr, got.stdout)
-		}
-		patch := runEval([]string{"--old", p, "-o", "patch"}, []byte(labelledSTS))
-		if !strings.Contains(patch.stdout, `"operation": "UPDATE"`) {
-			t.Errorf("not an UPDATE: %s", patch.stdout)
-		}
-	})
-	t.Run("CRLF and a byte-order mark", func(t *testing.T) {
-		in := "\xef\xbb\xbf" + strings.ReplaceAll("kind: ConfigMap\n---\n"+labelledSTS, "\n", "\r\n")
-		got := runEval(nil, []byte(in))
-		// Lines end as kubectl's splitter leaves them: without the CR.
-		if got.code != 0 || !strings.HasPrefix(got.stdout, "kind: ConfigMap\n---\n") || !strings.Contains(got.stdout, "name: cache") {
-			t.Errorf("exit %d, stderr %q, stdout:\n%q", got.code, got.stderr, got.stdout)
-		}
-	})
-	t.Run("leading separator and comments", func(t *testing.T) {
-		in := "# rendered by kustomize\n---\n" + "kind: ConfigMap # trailing\n---   # next\n--- \nkind: Secret\n"
-		got := runEval(nil, []byte(in))
-		if want := "kind: ConfigMap # trailing\n---\nkind: Secret\n"; got.code != 0 || got.stdout != want {
-			t.Errorf("exit %d, stderr %q, stdout %q; want %q", got.code, got.stderr, got.stdout, want)
-		}
-	})
 }

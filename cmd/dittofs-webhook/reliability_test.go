@@ -6,7 +6,6 @@ package main
 // and every loop is bounded in count and time.
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
@@ -26,7 +25,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dittofs/dittofs-webhook/certs"
+	"github.com/dittofs/dittofs-webhook/tests"
 )
 
 var (
@@ -64,13 +63,12 @@ func binary(t *testing.T) string {
 	return binPath
 }
 
-// server is a dittofs-webhook serve process with Secret-volume-style certs.
+// server is a dittofs-webhook serve process on a Secret-volume certificate
+// directory.
 type server struct {
+	*tests.SecretVolume
 	cmd                *exec.Cmd
 	admission, metrics string
-	ca                 *certs.CA
-	dir                string
-	logs               *bytes.Buffer
 	logw               *syncWriter
 	exited             chan error
 }
@@ -85,29 +83,18 @@ func freePort(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// launch starts the binary on a Secret-style certificate directory — with a
-// first pair in it when withPair — and kills it when the test ends.
+// launch starts the binary — with a first pair in its certificate directory
+// when withPair — and kills it when the test ends.
 func launch(t *testing.T, withPair bool, args ...string) *server {
 	t.Helper()
-	ca, err := certs.NewCA(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &server{ca: ca, dir: t.TempDir(), logs: &bytes.Buffer{}, exited: make(chan error, 1)}
+	s := &server{SecretVolume: tests.NewSecretVolume(t, t.TempDir()), logw: &syncWriter{w: &bytes.Buffer{}}, exited: make(chan error, 1)}
 	if withPair {
-		s.rotate(t, nil)
-	}
-	// The links the Secret volume shows, dangling until ..data exists.
-	for _, f := range []string{"tls.crt", "tls.key"} {
-		if err := os.Symlink(filepath.Join("..data", f), filepath.Join(s.dir, f)); err != nil {
-			t.Fatal(err)
-		}
+		s.Write(t, s.Issue(t))
 	}
 	s.admission, s.metrics = freePort(t), freePort(t)
 	args = append([]string{"serve", "--listen", s.admission, "--metrics-listen", s.metrics,
-		"--tls-cert-file", filepath.Join(s.dir, "tls.crt"), "--tls-key-file", filepath.Join(s.dir, "tls.key")}, args...)
+		"--tls-cert-file", s.CertFile(), "--tls-key-file", s.KeyFile()}, args...)
 	s.cmd = exec.Command(binary(t), args...)
-	s.logw = &syncWriter{w: s.logs}
 	s.cmd.Stdout, s.cmd.Stderr = s.logw, s.logw
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -117,7 +104,7 @@ func launch(t *testing.T, withPair bool, args ...string) *server {
 		_ = s.cmd.Process.Kill()
 		<-s.exited
 		if t.Failed() {
-			t.Logf("server logs:\n%s", s.logText())
+			t.Logf("server logs:\n%s", s.logw.read())
 		}
 	})
 	return s
@@ -127,17 +114,37 @@ func launch(t *testing.T, withPair bool, args ...string) *server {
 func startBinary(t *testing.T, extra ...string) *server {
 	t.Helper()
 	s := launch(t, true, append([]string{"--log-level", "warn"}, extra...)...)
-	deadline := time.Now().Add(10 * time.Second)
-	for readyz(s.metrics) != 200 {
-		if time.Now().After(deadline) {
-			t.Fatalf("server not ready; logs:\n%s", s.logText())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	s.waitReady(t, 10*time.Second)
 	return s
 }
 
-func (s *server) logText() string { return s.logw.read() }
+func (s *server) ready() int { return tests.HTTPStatus("http://" + s.metrics + "/readyz") }
+
+func (s *server) waitReady(t *testing.T, d time.Duration) {
+	t.Helper()
+	tests.Eventually(t, d, func() (int, bool) { r := s.ready(); return r, r == 200 })
+}
+
+// metric sums the series a selector matches on /metrics.
+func (s *server) metric(t *testing.T, selector string) float64 {
+	t.Helper()
+	return tests.Metric(t, "http://"+s.metrics+"/metrics", selector)
+}
+
+func (s *server) serial(t *testing.T) string { return tests.ServedSerial(t, s.admission) }
+
+// exit waits for the process to exit within d and returns how.
+func (s *server) exit(t *testing.T, d time.Duration) error {
+	t.Helper()
+	select {
+	case err := <-s.exited:
+		s.exited <- err // for the cleanup
+		return err
+	case <-time.After(d):
+		t.Fatalf("no exit within %s", d)
+		return nil
+	}
+}
 
 type syncWriter struct {
 	mu sync.Mutex
@@ -150,24 +157,6 @@ func (w *syncWriter) Write(p []byte) (int, error) {
 	return w.w.Write(p)
 }
 
-// rotate swaps in a new pair as the kubelet does for a Secret volume.
-func (s *server) rotate(t *testing.T, pair [][]byte) {
-	t.Helper()
-	if pair == nil {
-		crt, key, err := s.ca.Issue([]string{"127.0.0.1"}, time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pair = [][]byte{crt, key}
-	}
-	stamp := fmt.Sprintf("..%d", time.Now().UnixNano())
-	must(t, os.Mkdir(filepath.Join(s.dir, stamp), 0o755))
-	must(t, os.WriteFile(filepath.Join(s.dir, stamp, "tls.crt"), pair[0], 0o600))
-	must(t, os.WriteFile(filepath.Join(s.dir, stamp, "tls.key"), pair[1], 0o600))
-	must(t, os.Symlink(stamp, filepath.Join(s.dir, "..data_tmp")))
-	must(t, os.Rename(filepath.Join(s.dir, "..data_tmp"), filepath.Join(s.dir, "..data")))
-}
-
 func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
@@ -175,78 +164,33 @@ func must(t *testing.T, err error) {
 	}
 }
 
+// client is a client of the admission port; without keepAlive every request
+// dials (and handshakes) again.
 func (s *server) client(keepAlive bool) *http.Client {
-	pool := x509.NewCertPool()
-	pool.AddCert(s.ca.Cert)
-	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: pool}, DisableKeepAlives: !keepAlive, MaxIdleConnsPerHost: 4,
-	}}
+	c := s.Client()
+	tr := c.Transport.(*http.Transport)
+	tr.DisableKeepAlives, tr.MaxIdleConnsPerHost = !keepAlive, 4
+	return c
 }
 
-func (s *server) serial(t *testing.T) string {
-	t.Helper()
-	conn, err := tls.Dial("tcp", s.admission, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // reading the served certificate
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	return conn.ConnectionState().PeerCertificates[0].SerialNumber.String()
-}
-
-func readyz(addr string) int {
-	resp, err := http.Get("http://" + addr + "/readyz")
-	if err != nil {
-		return 0
-	}
-	resp.Body.Close()
-	return resp.StatusCode
-}
-
-// metric scrapes one sample ("name" or `name{labels}` exactly as exposed).
-func (s *server) metric(t *testing.T, sample string) float64 {
-	t.Helper()
-	resp, err := http.Get("http://" + s.metrics + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), sample+" "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
-		}
-	}
-	return -1
-}
-
-// reviewBody is a managed StatefulSet CREATE that needs the full mutation.
-func reviewBody(uid string) []byte {
-	return []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"` + uid + `",` +
-		`"kind":{"group":"apps","version":"v1","kind":"StatefulSet"},"resource":{"group":"apps","version":"v1","resource":"statefulsets"},` +
-		`"name":"fs","namespace":"default","operation":"CREATE","object":{"apiVersion":"apps/v1","kind":"StatefulSet",` +
-		`"metadata":{"name":"fs","namespace":"default","labels":{"dittofs.com/server":"fs"}},"spec":{"serviceName":"fs",` +
-		`"template":{"spec":{"containers":[{"name":"dittofs","image":"d"}],"volumes":[{"name":"cache","emptyDir":{}}]}},` +
-		`"volumeClaimTemplates":[{"metadata":{"name":"metadata"},"spec":{"resources":{"requests":{"storage":"1Gi"}}}},` +
-		`{"metadata":{"name":"content"},"spec":{"resources":{"requests":{"storage":"1Gi"}}}}]}}}}`)
-}
-
-// post sends one review and checks the answer echoes the uid with a patch.
+// post sends one review of a StatefulSet that needs every mutation, and
+// checks the answer echoes the uid with a patch.
 func post(c *http.Client, addr, uid string) error {
-	resp, err := c.Post("https://"+addr+"/mutate-apps-v1-statefulset", "application/json", bytes.NewReader(reviewBody(uid)))
+	body := tests.NewReview(uid, "CREATE", []byte(tests.ManagedStatefulSet), nil)
+	resp, err := c.Post("https://"+addr+"/mutate-apps-v1-statefulset", "application/json", bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
 		return err
 	}
 	if resp.StatusCode != 200 {
-		return &statusError{resp.StatusCode, string(body)}
+		return &statusError{resp.StatusCode, string(answer)}
 	}
-	if !bytes.Contains(body, []byte(`"uid":"`+uid+`"`)) || !bytes.Contains(body, []byte(`"patchType":"JSONPatch"`)) {
-		return fmt.Errorf("unexpected answer: %s", body)
+	if !bytes.Contains(answer, []byte(`"uid":"`+uid+`"`)) || !bytes.Contains(answer, []byte(`"patchType":"JSONPatch"`)) {
+		return fmt.Errorf("unexpected answer: %s", answer)
 	}
 	return nil
 }
@@ -314,9 +258,16 @@ func startLoad(s *server, clients int, limit int64, interval time.Duration) *loa
 
 func (l *load) finish() { close(l.stop); l.wg.Wait() }
 
+const (
+	expiry  = "dittofs_webhook_tls_certificate_expiry_timestamp_seconds"
+	success = `dittofs_webhook_tls_certificate_reloads_total{result="success"}`
+	failure = `dittofs_webhook_tls_certificate_reloads_total{result="failure"}`
+)
+
 // TestRotationUnderLoad: 4 clients send continuously while the certificate is
 // rotated twice by symlink swap: no request fails, the new certificate is
-// served within 10 s each time, and the expiry gauge follows.
+// served within 10 s each time, and the expiry gauge follows; a corrupt pair
+// is counted and the old one keeps serving.
 func TestRotationUnderLoad(t *testing.T) {
 	s := startBinary(t)
 	l := startLoad(s, 4, 1_000_000, 0)
@@ -326,31 +277,17 @@ func TestRotationUnderLoad(t *testing.T) {
 		}
 	}()
 	for round := 1; round <= 2; round++ {
-		time.Sleep(1100 * time.Millisecond)
-		before, expiry := s.serial(t), s.metric(t, "dittofs_webhook_tls_certificate_expiry_timestamp_seconds")
-		s.rotate(t, nil)
-		start := time.Now()
-		for s.serial(t) == before {
-			if time.Since(start) > 10*time.Second {
-				t.Fatalf("round %d: new certificate not served within 10 s", round)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		t.Logf("round %d: new certificate served after %s", round, time.Since(start).Round(time.Millisecond))
-		if got := s.metric(t, "dittofs_webhook_tls_certificate_expiry_timestamp_seconds"); got <= expiry {
-			t.Errorf("round %d: expiry gauge %v not moved past %v", round, got, expiry)
+		time.Sleep(1100 * time.Millisecond) // a NotAfter one second later
+		before, gauge := s.serial(t), s.metric(t, expiry)
+		s.Write(t, s.Issue(t))
+		tests.Eventually(t, 10*time.Second, func() (string, bool) { v := s.serial(t); return v, v != before })
+		if got := s.metric(t, expiry); got <= gauge {
+			t.Errorf("round %d: expiry gauge %v not moved past %v", round, got, gauge)
 		}
 	}
-	// A corrupt pair under load: counted, the old one keeps serving.
 	served := s.serial(t)
-	s.rotate(t, [][]byte{[]byte("garbage"), []byte("garbage")})
-	deadline := time.Now().Add(10 * time.Second)
-	for s.metric(t, `dittofs_webhook_tls_certificate_reloads_total{result="failure"}`) < 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("bad pair not counted within 10 s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	s.Write(t, tests.GarbagePair)
+	tests.Eventually(t, 10*time.Second, func() (float64, bool) { v := s.metric(t, failure); return v, v >= 1 })
 	time.Sleep(500 * time.Millisecond)
 	l.finish()
 	if got := s.serial(t); got != served {
@@ -360,7 +297,7 @@ func TestRotationUnderLoad(t *testing.T) {
 	if l.failed.Load() != 0 || l.ok.Load() < 100 {
 		t.Fatalf("%d failed of %d (first errors: %v)", l.failed.Load(), l.ok.Load()+l.failed.Load(), l.errs)
 	}
-	if got := s.metric(t, `dittofs_webhook_tls_certificate_reloads_total{result="success"}`); got != 2 {
+	if got := s.metric(t, success); got != 2 {
 		t.Errorf("reloads{success} = %v, want 2", got)
 	}
 }
@@ -380,7 +317,7 @@ func TestSIGTERMWithRequestsInFlight(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 
 	// A request whose body is still arriving when SIGTERM comes.
-	body := reviewBody("in-flight")
+	body := tests.NewReview("in-flight", "CREATE", []byte(tests.ManagedStatefulSet), nil)
 	pr, pw := io.Pipe()
 	inflight := make(chan error, 1)
 	go func() {
@@ -402,13 +339,7 @@ func TestSIGTERMWithRequestsInFlight(t *testing.T) {
 
 	sent := time.Now()
 	must(t, s.cmd.Process.Signal(syscall.SIGTERM))
-	deadline := time.Now().Add(5 * time.Second)
-	for readyz(s.metrics) == 200 {
-		if time.Now().After(deadline) {
-			t.Fatal("/readyz still 200 after SIGTERM")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	tests.Eventually(t, 5*time.Second, func() (int, bool) { r := s.ready(); return r, r != 200 })
 	select {
 	case err := <-s.exited:
 		t.Fatalf("exited (%v) with a request in flight", err)
@@ -427,13 +358,7 @@ func TestSIGTERMWithRequestsInFlight(t *testing.T) {
 	if err := <-inflight; err != nil {
 		t.Fatalf("in-flight request: %v", err)
 	}
-	var exitErr error
-	select {
-	case exitErr = <-s.exited:
-	case <-time.After(drain + timeout + 2*time.Second):
-		t.Fatal("no exit within the drain period and the shutdown timeout")
-	}
-	s.exited <- exitErr // for the cleanup
+	exitErr := s.exit(t, drain+timeout+2*time.Second)
 	took := time.Since(sent)
 	l.finish()
 	if exitErr != nil {
@@ -482,7 +407,7 @@ func TestSlowClientsAreCutOff(t *testing.T) {
 
 	// Slowloris: TLS done, then one header byte every 500 ms.
 	pool := x509.NewCertPool()
-	pool.AddCert(s.ca.Cert)
+	pool.AddCert(s.CA.Cert)
 	conn, err := tls.Dial("tcp", s.admission, &tls.Config{RootCAs: pool})
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 
 	"gomodules.xyz/jsonpatch/v2"
@@ -79,6 +80,27 @@ func TestPatchAppliesWithoutSpec(t *testing.T) {
 			if err != nil || !bytes.Contains(out, []byte(`"name":"cache"`)) {
 				t.Errorf("%s: patch does not apply (%v): %s", obj, err, out)
 			}
+		}
+	}
+}
+
+func TestEvaluateErrors(t *testing.T) {
+	a := &admission.Admitter{Policy: policies.DefaultOptions()}
+	sts := `{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"fs","labels":{"dittofs.com/server":""}}}`
+	for _, tc := range []struct {
+		name, op, object, old, want string
+	}{
+		{"object does not decode", "CREATE", `{"metadata":{"labels":[]}}`, "", "does not decode"},
+		{"old object does not decode", "UPDATE", sts, `{"spec":{"volumeClaimTemplates":{}}}`, "does not decode"},
+		{"update without old object", "UPDATE", sts, "", "needs the old object"},
+		{"not a StatefulSet", "CREATE", `{"apiVersion":"v1","kind":"Service","metadata":{"labels":{"dittofs.com/server":""}}}`, "", "not an apps/v1 StatefulSet"},
+	} {
+		var old []byte
+		if tc.old != "" {
+			old = []byte(tc.old)
+		}
+		if _, err := a.Evaluate(tc.op, []byte(tc.object), old); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want one containing %q", tc.name, err, tc.want)
 		}
 	}
 }

@@ -246,31 +246,13 @@ func asInputError(err error, target **InputError) bool {
 	return ok
 }
 
-// twoSets is a failing and a passing StatefulSet, and an unlabelled one.
+// twoSets is a failing and a passing StatefulSet, and an unlabelled one. The
+// text output of such a set is tests/eval/audit-text.txtar's golden.
 func twoSets(t *testing.T) *AuditResult {
 	t.Helper()
 	failing := replace("name: fs\n", "name: old\n")(withoutTemplate("cache")(storedSTS))
 	unlabelled := replace("name: fs\n", "name: plain\n")(replace("  labels:\n    dittofs.com/server: fs\n", "")(storedSTS))
 	return auditString(t, false, storedSTS, failing, unlabelled)
-}
-
-func TestWriteAuditText(t *testing.T) {
-	r := twoSets(t)
-	var buf bytes.Buffer
-	if err := WriteAuditText(&buf, r); err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
-	if len(lines) != 2 {
-		t.Fatalf("%d lines, want one per audited StatefulSet:\n%s", len(lines), buf.String())
-	}
-	if lines[0] != "prod/fs: pass" {
-		t.Errorf("line 1 %q, want prod/fs: pass", lines[0])
-	}
-	// The failing rule, and its fix: the recreate procedure.
-	if want := "prod/old: fail (" + policies.RuleCacheStorage + "): " + policies.RuleCacheStorage + ": " + policies.RecreateAdvice(r.Audited[1].View); lines[1] != want {
-		t.Errorf("line 2\n%q, want\n%q", lines[1], want)
-	}
 }
 
 func TestReports(t *testing.T) {
