@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +18,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/dittofs/dittofs-webhook/tests"
 	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 )
 
@@ -438,8 +440,11 @@ func admissionsAt(ip string) (float64, error) {
 		return 0, err
 	}
 	defer resp.Body.Close()
-	n, _, err := sumMetric(resp.Body, "dittofs_webhook_admission_requests_total", nil)
-	return n, err
+	samples, err := tests.ReadMetrics(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return 0, err
+	}
+	return tests.SumMetric(samples, "dittofs_webhook_admission_requests_total")
 }
 
 // webhookPodIPs are the addresses of the Deployment's ready pods.

@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/dittofs/dittofs-webhook/tests"
 	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 )
 
@@ -391,9 +392,12 @@ func featureEnabled(t *testing.T, kubeconfig, gate string) bool {
 	if !r.OK() {
 		t.Fatal(r)
 	}
-	on, found, err := sumMetric(strings.NewReader(r.Stdout), "kubernetes_feature_enabled", map[string]string{"name": gate})
-	if err != nil || !found {
+	samples, err := tests.ReadMetrics(strings.NewReader(r.Stdout))
+	i := slices.IndexFunc(samples, func(s tests.Sample) bool {
+		return s.Name == "kubernetes_feature_enabled" && s.Labels["name"] == gate
+	})
+	if err != nil || i < 0 {
 		t.Fatalf("the kube-apiserver's metrics have no kubernetes_feature_enabled{name=%q}: %v", gate, err)
 	}
-	return on == 1
+	return samples[i].Value == 1
 }

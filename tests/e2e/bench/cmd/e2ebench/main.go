@@ -27,8 +27,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -44,6 +42,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 
+	"github.com/dittofs/dittofs-webhook/tests"
 	"github.com/dittofs/dittofs-webhook/tests/e2e/bench/internal/benchkit"
 	"github.com/dittofs/dittofs-webhook/webhook"
 )
@@ -438,20 +437,21 @@ func (b *bench) calls(ctx context.Context) (calls, error) {
 	if err != nil {
 		return out, fmt.Errorf("reading the apiserver's metrics: %w", err)
 	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(bytes.NewReader(raw))
+	samples, err := tests.ReadMetrics(bytes.NewReader(raw))
 	if err != nil {
 		return out, fmt.Errorf("the apiserver's metrics: %w", err)
 	}
-	for _, m := range families["apiserver_admission_webhook_admission_duration_seconds"].GetMetric() {
-		labels := map[string]string{}
-		for _, l := range m.GetLabel() {
-			labels[l.GetName()] = l.GetValue()
+	const histogram = "apiserver_admission_webhook_admission_duration_seconds"
+	for _, m := range samples {
+		if !strings.HasSuffix(m.Labels["name"], ".statefulsets.dittofs.com") || m.Labels["operation"] != "CREATE" {
+			continue
 		}
-		if strings.HasSuffix(labels["name"], ".statefulsets.dittofs.com") && labels["operation"] == "CREATE" {
-			i := map[string]int{"admit": 0, "validating": 2}[labels["type"]]
-			out[i] += float64(m.GetHistogram().GetSampleCount())
-			out[i+1] += m.GetHistogram().GetSampleSum()
+		i := map[string]int{"admit": 0, "validating": 2}[m.Labels["type"]]
+		switch m.Name {
+		case histogram + "_count":
+			out[i] += m.Value
+		case histogram + "_sum":
+			out[i+1] += m.Value
 		}
 	}
 	return out, nil
