@@ -161,7 +161,7 @@ func metricLines(name string) string {
 	var lines []string
 	for _, s := range samples {
 		if s.Name == name {
-			lines = append(lines, s.String())
+			lines = append(lines, fmt.Sprintf("%v %g", s.Labels, s.Value)) // fmt prints a map sorted by key
 		}
 	}
 	if len(lines) == 0 {
