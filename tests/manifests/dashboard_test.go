@@ -178,10 +178,10 @@ func TestDashboard(t *testing.T) {
 
 	t.Run("both installs ship it to the Grafana sidecar", func(t *testing.T) {
 		for _, r := range []*rendering{render(t, "deploy/monitoring"), renderHelm(t, helmMonitoringInstall.release)} {
-			cm := decode[corev1.ConfigMap](t, r.only(t, "ConfigMap"))
-			expect(t, r.dir+": ConfigMap label "+grafanaSidecarLabel, cm.Labels[grafanaSidecarLabel], "1")
-			if cm.Data[dashboardKey] != string(raw) {
-				t.Errorf("%s: ConfigMap %s data[%s] is not %s", r.dir, cm.Name, dashboardKey, dashboardFile)
+			cm := one[corev1.ConfigMap](t, r)
+			if cm.Labels[grafanaSidecarLabel] != "1" || cm.Data[dashboardKey] != string(raw) {
+				t.Errorf("%s: ConfigMap %s: label %s %q, want 1; data[%s] must be %s", r.dir, cm.Name,
+					grafanaSidecarLabel, cm.Labels[grafanaSidecarLabel], dashboardKey, dashboardFile)
 			}
 		}
 	})
@@ -320,10 +320,10 @@ func TestDashboard(t *testing.T) {
 		ok   func(e parser.Expr) bool
 	}{
 		{"request rate by webhook and result", func(e parser.Expr) bool {
-			return reads(e, "dittofs_webhook_admission_requests_total") && slices.Contains(calls(e), "rate") && groupsBy(e, "webhook", "allowed")
+			return reads(e, "dittofs_webhook_admission_requests_total") && calls(e, "rate") && groupsBy(e, "webhook", "allowed")
 		}},
 		{"latency quantiles from the histogram", func(e parser.Expr) bool {
-			return reads(e, "dittofs_webhook_admission_duration_seconds_bucket") && len(quantiles(e)) > 0 && groupsBy(e, "le")
+			return reads(e, "dittofs_webhook_admission_duration_seconds_bucket") && calls(e, "histogram_quantile") && groupsBy(e, "le")
 		}},
 		{"denials and warnings by rule", func(e parser.Expr) bool {
 			return reads(e, "dittofs_webhook_violations_total") && groupsBy(e, "rule", "action")
@@ -335,7 +335,7 @@ func TestDashboard(t *testing.T) {
 			return reads(e, "dittofs_webhook_bad_requests_total") && groupsBy(e, "reason")
 		}},
 		{"certificate expiry", func(e parser.Expr) bool {
-			return reads(e, "dittofs_webhook_tls_certificate_expiry_timestamp_seconds") && slices.Contains(calls(e), "time")
+			return reads(e, "dittofs_webhook_tls_certificate_expiry_timestamp_seconds") && calls(e, "time")
 		}},
 		{"certificate reload failures", func(e parser.Expr) bool {
 			return reads(e, "dittofs_webhook_tls_certificate_reloads_total", "result", "failure")
@@ -364,18 +364,9 @@ func dsString(ds *common.DataSourceRef) string {
 
 // groupsBy reports whether e aggregates by (at least) the labels given.
 func groupsBy(e parser.Expr, want ...string) bool {
-	found := false
-	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
-		if a, ok := n.(*parser.AggregateExpr); ok && !a.Without {
-			ok := true
-			for _, l := range want {
-				ok = ok && slices.Contains(a.Grouping, l)
-			}
-			found = found || ok
-		}
-		return nil
+	return slices.ContainsFunc(nodes[*parser.AggregateExpr](e), func(a *parser.AggregateExpr) bool {
+		return !a.Without && !slices.ContainsFunc(want, func(l string) bool { return !slices.Contains(a.Grouping, l) })
 	})
-	return found
 }
 
 // metricNameRE finds the metric names the server's Go code registers.
@@ -481,13 +472,11 @@ func panel(d map[string]any, i int) map[string]any {
 func TestDurationBucketsReachWebhookTimeout(t *testing.T) {
 	last := dittofswebhook.DurationBuckets[len(dittofswebhook.DurationBuckets)-1]
 	for _, r := range []*rendering{render(t, "deploy/default"), renderHelm(t, defaultRelease)} {
-		mwc := decode[admissionregistrationv1.MutatingWebhookConfiguration](t, r.only(t, "MutatingWebhookConfiguration"))
-		vwc := decode[admissionregistrationv1.ValidatingWebhookConfiguration](t, r.only(t, "ValidatingWebhookConfiguration"))
 		var timeouts []*int32
-		for _, w := range mwc.Webhooks {
+		for _, w := range one[admissionregistrationv1.MutatingWebhookConfiguration](t, r).Webhooks {
 			timeouts = append(timeouts, w.TimeoutSeconds)
 		}
-		for _, w := range vwc.Webhooks {
+		for _, w := range one[admissionregistrationv1.ValidatingWebhookConfiguration](t, r).Webhooks {
 			timeouts = append(timeouts, w.TimeoutSeconds)
 		}
 		for _, s := range timeouts {
