@@ -15,7 +15,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
 	"github.com/grafana/grafana-foundation-sdk/go/cog"
 	"github.com/grafana/grafana-foundation-sdk/go/cog/variants"
 	"github.com/grafana/grafana-foundation-sdk/go/common"
@@ -28,6 +27,7 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
 
 	dittofswebhook "github.com/dittofs/dittofs-webhook/webhook"
 )
@@ -54,10 +54,7 @@ func TestSharedFilesIdentical(t *testing.T) {
 	for _, f := range sharedFiles {
 		a, errA := os.ReadFile(filepath.Join(repoRoot, f.kustomize))
 		b, errB := os.ReadFile(filepath.Join(repoRoot, f.chart))
-		if errA != nil || errB != nil {
-			t.Fatalf("reading %s and %s: %v %v", f.kustomize, f.chart, errA, errB)
-		}
-		if !bytes.Equal(a, b) {
+		if errA != nil || errB != nil || !bytes.Equal(a, b) {
 			t.Errorf("%s and %s differ: edit the first, then cp it to the second", f.kustomize, f.chart)
 		}
 	}
@@ -222,16 +219,13 @@ func TestDashboard(t *testing.T) {
 	if dsVar == "" {
 		t.Fatalf("no data source variable: the dashboard would be tied to one Grafana's data source uid")
 	}
-	wantDS := datasource("prometheus", "${"+dsVar+"}")
+	wantDS := &common.DataSourceRef{Type: ptr.To("prometheus"), Uid: ptr.To("${" + dsVar + "}")}
 	for _, v := range d.Templating.List {
 		if v.Type != dashboard.VariableTypeQuery {
 			continue
 		}
 		// label_values(SELECTOR, label): the selector is PromQL.
-		def := ""
-		if v.Definition != nil {
-			def = *v.Definition
-		}
+		def := ptr.Deref(v.Definition, "")
 		inner, ok := strings.CutPrefix(def, "label_values(")
 		i := strings.LastIndex(inner, ",")
 		if !ok || i < 0 {
@@ -239,19 +233,13 @@ func TestDashboard(t *testing.T) {
 			continue
 		}
 		parse("variable "+v.Name, inner[:i])
-		if !cmp.Equal(v.Datasource, wantDS) {
-			t.Errorf("variable %s: datasource %s, want %s", v.Name, dsString(v.Datasource), dsString(wantDS))
-		}
+		diff(t, "variable "+v.Name+" datasource", wantDS, v.Datasource)
 	}
 	variableQueries := len(queries)
 
 	ids := map[uint32]bool{}
 	for _, pn := range panels {
-		title := ""
-		if pn.Title != nil {
-			title = *pn.Title
-		}
-		where := "panel " + title
+		where := "panel " + ptr.Deref(pn.Title, "")
 		if pn.Id == nil || ids[*pn.Id] {
 			t.Errorf("%s: no id, or one used twice", where)
 		} else {
@@ -260,9 +248,7 @@ func TestDashboard(t *testing.T) {
 		if g := pn.GridPos; g == nil || g.W == 0 || g.H == 0 || g.X+g.W > 24 {
 			t.Errorf("%s: gridPos %+v is not within the 24 columns", where, g)
 		}
-		if !cmp.Equal(pn.Datasource, wantDS) {
-			t.Errorf("%s: datasource %s, want %s", where, dsString(pn.Datasource), dsString(wantDS))
-		}
+		diff(t, where+" datasource", wantDS, pn.Datasource)
 		if len(pn.Targets) == 0 {
 			t.Errorf("%s: no query", where)
 		}
@@ -272,8 +258,8 @@ func TestDashboard(t *testing.T) {
 				t.Errorf("%s: a %T query, not a Prometheus one", where, tg)
 				continue
 			}
-			if q.Datasource != nil && !cmp.Equal(q.Datasource, wantDS) {
-				t.Errorf("%s query %s: datasource %s, want %s", where, deref(q.RefId), dsString(q.Datasource), dsString(wantDS))
+			if q.Datasource != nil {
+				diff(t, where+" query "+ptr.Deref(q.RefId, "")+" datasource", wantDS, q.Datasource)
 			}
 			parse(where, q.Expr)
 		}
@@ -351,17 +337,6 @@ func TestDashboard(t *testing.T) {
 	t.Logf("%s: %d panel queries, %d variable queries, all parsed", dashboardFile, len(panelQueries), variableQueries)
 }
 
-func datasource(typ, uid string) *common.DataSourceRef {
-	return &common.DataSourceRef{Type: &typ, Uid: &uid}
-}
-
-func dsString(ds *common.DataSourceRef) string {
-	if ds == nil || ds.Type == nil || ds.Uid == nil {
-		return fmt.Sprintf("%+v", ds)
-	}
-	return *ds.Type + "/" + *ds.Uid
-}
-
 // groupsBy reports whether e aggregates by (at least) the labels given.
 func groupsBy(e parser.Expr, want ...string) bool {
 	return slices.ContainsFunc(nodes[*parser.AggregateExpr](e), func(a *parser.AggregateExpr) bool {
@@ -411,13 +386,6 @@ func TestServerMetricsList(t *testing.T) {
 			t.Errorf("serverMetrics lists %s, which no Go file of the server names", name)
 		}
 	}
-}
-
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
 }
 
 // The strict decoding bites: the dashboard with one unknown or mistyped

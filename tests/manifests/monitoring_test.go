@@ -47,12 +47,9 @@ func knownSeries(name string) bool {
 
 // alertRule is one alerting rule with its parsed expression.
 type alertRule struct {
-	group, name string
-	expr        parser.Expr
-	exprText    string
-	forText     string
-	labels      map[string]string
-	annotations map[string]string
+	monitoringv1.Rule
+	name string
+	expr parser.Expr
 }
 
 // nodes returns the nodes of type T of the expression e.
@@ -134,30 +131,20 @@ func checkMonitoring(t *testing.T, r *rendering, in *install) {
 			t.Fatalf("ServiceMonitor has %d endpoints, want 1", len(sm.Spec.Endpoints))
 		}
 		ep := sm.Spec.Endpoints[0]
-		var port *corev1.ServicePort
-		for i := range in.svc.Spec.Ports {
-			if in.svc.Spec.Ports[i].Name == ep.Port {
-				port = &in.svc.Spec.Ports[i]
-			}
-		}
-		if port == nil {
+		i := slices.IndexFunc(in.svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == ep.Port })
+		if i < 0 {
 			t.Fatalf("ServiceMonitor endpoint port %q is not a port name of the Service", ep.Port)
 		}
+		port := in.svc.Spec.Ports[i]
 		metrics := in.flagPort(t, "metrics-listen")
 		if cp, ok := containerPort(in.container, port.TargetPort); !ok || cp.ContainerPort != metrics {
 			t.Errorf("ServiceMonitor scrapes Service port %q, which targets %s, not the --metrics-listen port %d",
 				ep.Port, port.TargetPort.String(), metrics)
 		}
-		if ep.Path != "" && ep.Path != "/metrics" {
-			t.Errorf("ServiceMonitor path %q, want /metrics", ep.Path)
-		}
-		if s := ep.Scheme.String(); s != "" && s != "http" {
-			t.Errorf("ServiceMonitor scheme %q: the metrics listener is plain HTTP", s)
-		}
-		if ep.Interval != "" {
-			if _, err := model.ParseDuration(string(ep.Interval)); err != nil {
-				t.Errorf("ServiceMonitor interval %q: %v", ep.Interval, err)
-			}
+		if _, err := model.ParseDuration(string(ep.Interval) + map[bool]string{true: "0s"}[ep.Interval == ""]); err != nil ||
+			(ep.Path != "" && ep.Path != "/metrics") || (ep.Scheme.String() != "" && ep.Scheme.String() != "http") {
+			t.Errorf("ServiceMonitor path %q (want /metrics), scheme %q (the metrics listener is plain HTTP), interval %q (%v)",
+				ep.Path, ep.Scheme.String(), ep.Interval, err)
 		}
 	})
 
@@ -166,18 +153,12 @@ func checkMonitoring(t *testing.T, r *rendering, in *install) {
 	p := parser.NewParser(parser.Options{})
 	for _, g := range rule.Spec.Groups {
 		for _, rl := range g.Rules {
-			a := alertRule{group: g.Name, name: rl.Alert, exprText: rl.Expr.String(), forText: string(ptr.Deref(rl.For, "")), labels: rl.Labels, annotations: rl.Annotations}
-			if rl.Alert == "" {
-				t.Errorf("group %s: rule %q is not an alert; recording rules belong in their own file", g.Name, rl.Record)
+			expr, err := p.ParseExpr(rl.Expr.String())
+			if rl.Alert == "" || err != nil {
+				t.Errorf("group %s: rule %q (alert %q): only alerts belong here, parsed (%v)\n%s", g.Name, rl.Record, rl.Alert, err, rl.Expr.String())
 				continue
 			}
-			expr, err := p.ParseExpr(a.exprText)
-			if err != nil {
-				t.Errorf("alert %s: expr does not parse: %v\n%s", rl.Alert, err, a.exprText)
-				continue
-			}
-			a.expr = expr
-			alerts = append(alerts, a)
+			alerts = append(alerts, alertRule{rl, rl.Alert, expr})
 		}
 	}
 	if len(alerts) == 0 {
@@ -194,18 +175,14 @@ func checkMonitoring(t *testing.T, r *rendering, in *install) {
 			if !alertNameRE.MatchString(a.name) {
 				t.Errorf("alert %s: name does not match %s", a.name, alertNameRE)
 			}
-			if !slices.Contains([]string{"critical", "warning", "info"}, a.labels["severity"]) {
-				t.Errorf("alert %s: severity label %q, want critical, warning or info", a.name, a.labels["severity"])
+			if !slices.Contains([]string{"critical", "warning", "info"}, a.Labels["severity"]) {
+				t.Errorf("alert %s: severity label %q, want critical, warning or info", a.name, a.Labels["severity"])
 			}
-			for _, k := range []string{"summary", "description"} {
-				if strings.TrimSpace(a.annotations[k]) == "" {
-					t.Errorf("alert %s: no %s annotation", a.name, k)
-				}
+			if strings.TrimSpace(a.Annotations["summary"]) == "" || strings.TrimSpace(a.Annotations["description"]) == "" {
+				t.Errorf("alert %s: no summary or no description annotation", a.name)
 			}
-			if a.forText != "" {
-				if _, err := model.ParseDuration(a.forText); err != nil {
-					t.Errorf("alert %s: for %q: %v", a.name, a.forText, err)
-				}
+			if _, err := model.ParseDuration(string(ptr.Deref(a.For, "0s"))); err != nil {
+				t.Errorf("alert %s: for %q: %v", a.name, *a.For, err)
 			}
 			if a.expr.Type() != parser.ValueTypeVector {
 				t.Errorf("alert %s: expr is a %s, want an instant vector", a.name, a.expr.Type())
