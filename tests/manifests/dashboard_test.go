@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -176,9 +177,9 @@ func TestDashboard(t *testing.T) {
 	t.Run("both installs ship it to the Grafana sidecar", func(t *testing.T) {
 		for _, r := range []*rendering{render(t, "deploy/monitoring"), renderHelm(t, helmMonitoringInstall.release)} {
 			cm := one[corev1.ConfigMap](t, r)
-			if cm.Labels[grafanaSidecarLabel] != "1" || cm.Data[dashboardKey] != string(raw) {
-				t.Errorf("%s: ConfigMap %s: label %s %q, want 1; data[%s] must be %s", r.dir, cm.Name,
-					grafanaSidecarLabel, cm.Labels[grafanaSidecarLabel], dashboardKey, dashboardFile)
+			diff(t, r.dir+": ConfigMap label "+grafanaSidecarLabel, "1", cm.Labels[grafanaSidecarLabel])
+			if cm.Data[dashboardKey] != string(raw) {
+				t.Errorf("%s: ConfigMap %s data[%s] is not %s", r.dir, cm.Name, dashboardKey, dashboardFile)
 			}
 		}
 	})
@@ -395,43 +396,28 @@ func TestDashboardDecodingIsStrict(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct {
-		name  string
-		tweak func(d map[string]any)
-	}{
-		{"unknown top-level field", func(d map[string]any) { d["refreshh"] = "30s" }},
-		{"mistyped top-level field", func(d map[string]any) { d["schemaVersion"] = "39" }},
-		{"unknown panel field", func(d map[string]any) { panel(d, 0)["tittle"] = "x" }},
-		{"mistyped panel field", func(d map[string]any) { panel(d, 0)["title"] = 5 }},
-		{"unknown stat option", func(d map[string]any) { panel(d, 0)["options"].(map[string]any)["colourMode"] = "value" }},
-		{"unknown time series option", func(d map[string]any) { panel(d, 4)["options"].(map[string]any)["legendd"] = map[string]any{} }},
-		{"unknown query field", func(d map[string]any) {
-			panel(d, 0)["targets"].([]any)[0].(map[string]any)["exprr"] = "up"
-		}},
-		{"unknown variable field", func(d map[string]any) {
-			d["templating"].(map[string]any)["list"].([]any)[0].(map[string]any)["lable"] = "x"
-		}},
+	for name, patch := range map[string]string{ // a JSON patch "add" at path, of value
+		"unknown top-level field":    `"/refreshh", "value": "30s"`,
+		"mistyped top-level field":   `"/schemaVersion", "value": "39"`,
+		"unknown panel field":        `"/panels/0/tittle", "value": "x"`,
+		"mistyped panel field":       `"/panels/0/title", "value": 5`,
+		"unknown stat option":        `"/panels/0/options/colourMode", "value": "value"`,
+		"unknown time series option": `"/panels/4/options/legendd", "value": {}`,
+		"unknown query field":        `"/panels/0/targets/0/exprr", "value": "up"`,
+		"unknown variable field":     `"/templating/list/0/lable", "value": "x"`,
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var d map[string]any
-			if err := json.Unmarshal(raw, &d); err != nil {
-				t.Fatal(err)
-			}
-			tc.tweak(d)
-			b, err := json.Marshal(d)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, _, err := decodeDashboard(b); err == nil {
-				t.Errorf("the dashboard decodes with %s", tc.name)
-			}
-		})
+		p, err := jsonpatch.DecodePatch([]byte(`[{"op": "add", "path": ` + patch + `}]`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := p.Apply(raw)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if _, _, err := decodeDashboard(b); err == nil {
+			t.Errorf("the dashboard decodes with %s", name)
+		}
 	}
-}
-
-// panel is the i-th top-level panel of a dashboard decoded as a map.
-func panel(d map[string]any, i int) map[string]any {
-	return d["panels"].([]any)[i].(map[string]any)
 }
 
 // The admission-duration histogram reaches the webhooks' timeoutSeconds: a

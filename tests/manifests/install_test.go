@@ -61,11 +61,15 @@ func loadInstallAs(t *testing.T, rendered *rendering, namespace, namePrefix stri
 		mwc: one[admissionregistrationv1.MutatingWebhookConfiguration](t, r),
 		vwc: one[admissionregistrationv1.ValidatingWebhookConfiguration](t, r),
 	}
-	if ns := all[corev1.Namespace](r); len(ns) != map[bool]int{true: 1}[kustomize] {
-		t.Fatalf("%s renders %d Namespaces: kustomize creates the install's, Helm cannot", r.dir, len(ns))
-	} else if kustomize && ns[0].Name != namespace {
-		t.Errorf("Namespace %s, want %s", ns[0].Name, namespace)
+	var wantNS []string // kustomize creates the install's namespace; Helm cannot
+	if kustomize {
+		wantNS = []string{namespace}
 	}
+	var gotNS []string
+	for _, ns := range all[corev1.Namespace](r) {
+		gotNS = append(gotNS, ns.Name)
+	}
+	diff(t, r.dir+" Namespaces", wantNS, gotNS)
 	if n := len(in.dep.Spec.Template.Spec.Containers); n != 1 {
 		t.Fatalf("%s: the Deployment's pod has %d containers, want the webhook server's alone", r.dir, n)
 	}

@@ -141,7 +141,8 @@ func checkMonitoring(t *testing.T, r *rendering, in *install) {
 			t.Errorf("ServiceMonitor scrapes Service port %q, which targets %s, not the --metrics-listen port %d",
 				ep.Port, port.TargetPort.String(), metrics)
 		}
-		if _, err := model.ParseDuration(string(ep.Interval) + map[bool]string{true: "0s"}[ep.Interval == ""]); err != nil ||
+		_, err := model.ParseDuration(string(ep.Interval))
+		if (ep.Interval != "" && err != nil) ||
 			(ep.Path != "" && ep.Path != "/metrics") || (ep.Scheme.String() != "" && ep.Scheme.String() != "http") {
 			t.Errorf("ServiceMonitor path %q (want /metrics), scheme %q (the metrics listener is plain HTTP), interval %q (%v)",
 				ep.Path, ep.Scheme.String(), ep.Interval, err)
