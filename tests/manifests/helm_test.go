@@ -193,14 +193,16 @@ var helmValueCases = []struct {
 image: {repository: registry.example/dittofs-webhook, tag: v1.2.3, pullPolicy: IfNotPresent, pullSecrets: [{name: regcred}]}`,
 		func(t *testing.T, r *rendering, dep *appsv1.Deployment, c *corev1.Container, _ map[string]string) {
 			diff(t, "image, pull policy, pull secrets, version label",
-				[]any{"registry.example/dittofs-webhook:v1.2.3", corev1.PullIfNotPresent, []corev1.LocalObjectReference{{Name: "regcred"}}, "v1.2.3"},
+				[]any{"registry.example/dittofs-webhook:v1.2.3", corev1.PullIfNotPresent,
+					[]corev1.LocalObjectReference{{Name: "regcred"}}, "v1.2.3"},
 				[]any{c.Image, c.ImagePullPolicy, dep.Spec.Template.Spec.ImagePullSecrets, dep.Labels["app.kubernetes.io/version"]})
 		}},
 	{"image by digest", `
 image: {tag: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}`,
 		func(t *testing.T, r *rendering, dep *appsv1.Deployment, c *corev1.Container, _ map[string]string) {
-			diff(t, "image, pull policy", []any{"ghcr.io/dittofs/dittofs-webhook@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
-				corev1.PullPolicy("")}, []any{c.Image, c.ImagePullPolicy})
+			diff(t, "image, pull policy", []any{"ghcr.io/dittofs/dittofs-webhook@" +
+				"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", corev1.PullPolicy("")},
+				[]any{c.Image, c.ImagePullPolicy})
 		}},
 	{"3 replicas", `replicas: 3`,
 		func(t *testing.T, r *rendering, dep *appsv1.Deployment, c *corev1.Container, _ map[string]string) {
@@ -228,8 +230,10 @@ topologySpreadConstraints: [{maxSkew: 2, topologyKey: topology.kubernetes.io/zon
 			pod := dep.Spec.Template.Spec
 			diff(t, "nodeSelector, tolerations, topologySpreadConstraints", []any{
 				map[string]string{"node-role.kubernetes.io/control-plane": ""},
-				[]corev1.Toleration{{Key: "node-role.kubernetes.io/control-plane", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}},
-				[]corev1.TopologySpreadConstraint{{MaxSkew: 2, TopologyKey: "topology.kubernetes.io/zone", WhenUnsatisfiable: corev1.DoNotSchedule}},
+				[]corev1.Toleration{{Key: "node-role.kubernetes.io/control-plane", Operator: corev1.TolerationOpExists,
+					Effect: corev1.TaintEffectNoSchedule}},
+				[]corev1.TopologySpreadConstraint{{MaxSkew: 2, TopologyKey: "topology.kubernetes.io/zone",
+					WhenUnsatisfiable: corev1.DoNotSchedule}},
 			}, []any{pod.NodeSelector, pod.Tolerations, pod.TopologySpreadConstraints})
 			if pod.Affinity == nil || pod.Affinity.NodeAffinity == nil || pod.Affinity.PodAntiAffinity != nil {
 				t.Errorf("affinity = %+v, want the nodeAffinity given, instead of the default podAntiAffinity", pod.Affinity)
@@ -323,17 +327,30 @@ func TestHelmValues(t *testing.T) {
 // (the JSON pointer).
 func TestHelmSchemaRejectsTypos(t *testing.T) {
 	for values, at := range map[string]string{
-		`replica: 2`: "", `image: {tga: v1.2.3}`: "/image", `image: {pullPolicy: Sometimes}`: "/image/pullPolicy",
-		`image: {pullSecrets: [regcred]}`: "/image/pullSecrets/0", `replicas: "2"`: "/replicas", `replicas: 0`: "/replicas",
-		`resources: {limit: {cpu: "1"}}`: "/resources", `resources: {requests: {cpus: 1}}`: "/resources/requests",
-		`tolerations: [{key: a, operater: Exists}]`: "/tolerations/0", `affinity: {podAntiAfinity: {}}`: "/affinity",
-		`webhooks: {failurePolicy: fail}`: "/webhooks/failurePolicy", `webhooks: {timeoutSeconds: 60}`: "/webhooks/timeoutSeconds",
-		`webhooks: {excludedNamespace: [monitoring]}`: "/webhooks", `webhooks: {excludedNamespaces: [Monitoring]}`: "/webhooks/excludedNamespaces/0",
-		`server: {validationAction: audit}`: "/server/validationAction", `server: {validation-action: warn}`: "/server",
-		`server: {defaultCacheSize: 0Gi}`: "/server/defaultCacheSize", `server: {defaultCacheSize: 5}`: "/server/defaultCacheSize",
-		`server: {cacheMountPath: data/cache}`: "/server/cacheMountPath", `server: {logLevel: verbose}`: "/server/logLevel",
-		`certManager: {issuer: {kind: Vault}}`: "/certManager/issuer/kind", `certManager: {issuerRef: {name: x}}`: "/certManager",
-		`monitoring: {serviceMonitor: {enable: true}}`: "/monitoring/serviceMonitor", `monitoring: {grafana: {enabled: true}}`: "/monitoring",
+		`replica: 2`:                                   "",
+		`image: {tga: v1.2.3}`:                         "/image",
+		`image: {pullPolicy: Sometimes}`:               "/image/pullPolicy",
+		`image: {pullSecrets: [regcred]}`:              "/image/pullSecrets/0",
+		`replicas: "2"`:                                "/replicas",
+		`replicas: 0`:                                  "/replicas",
+		`resources: {limit: {cpu: "1"}}`:               "/resources",
+		`resources: {requests: {cpus: 1}}`:             "/resources/requests",
+		`tolerations: [{key: a, operater: Exists}]`:    "/tolerations/0",
+		`affinity: {podAntiAfinity: {}}`:               "/affinity",
+		`webhooks: {failurePolicy: fail}`:              "/webhooks/failurePolicy",
+		`webhooks: {timeoutSeconds: 60}`:               "/webhooks/timeoutSeconds",
+		`webhooks: {excludedNamespace: [monitoring]}`:  "/webhooks",
+		`webhooks: {excludedNamespaces: [Monitoring]}`: "/webhooks/excludedNamespaces/0",
+		`server: {validationAction: audit}`:            "/server/validationAction",
+		`server: {validation-action: warn}`:            "/server",
+		`server: {defaultCacheSize: 0Gi}`:              "/server/defaultCacheSize",
+		`server: {defaultCacheSize: 5}`:                "/server/defaultCacheSize",
+		`server: {cacheMountPath: data/cache}`:         "/server/cacheMountPath",
+		`server: {logLevel: verbose}`:                  "/server/logLevel",
+		`certManager: {issuer: {kind: Vault}}`:         "/certManager/issuer/kind",
+		`certManager: {issuerRef: {name: x}}`:          "/certManager",
+		`monitoring: {serviceMonitor: {enable: true}}`: "/monitoring/serviceMonitor",
+		`monitoring: {grafana: {enabled: true}}`:       "/monitoring",
 		`monitoring: {dashboard: {enabled: "yes"}}`:    "/monitoring/dashboard/enabled",
 		`monitoring: {serviceMonitor: {interval: 30}}`: "/monitoring/serviceMonitor/interval",
 	} {
