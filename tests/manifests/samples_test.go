@@ -83,21 +83,17 @@ func TestSamples(t *testing.T) {
 	if sts.Namespace != "" {
 		ns = nsLabels(sts.Namespace)
 	}
-	checkSample(t, r, sts, ns, []string{"metadata", "content"}, loadInstall(t, render(t, "deploy/default")).webhooks(t))
+	in := loadInstall(t, render(t, "deploy/default"))
+	checkSample(t, r, sts, ns, []string{"metadata", "content"}, in.webhooks(t))
 	if !slices.ContainsFunc(sts.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == "cache" && v.EmptyDir != nil }) ||
 		sts.Spec.PersistentVolumeClaimRetentionPolicy != nil {
 		t.Errorf("the sample must have an emptyDir volume named cache and no retention policy: the webhook's M3 and default show")
 	}
 
-	var stdout, stderr bytes.Buffer
-	cmd := exec.Command(serverBinary(t), "eval", "-f", filepath.Join(repoRoot, sampleFile), "-o", "yaml")
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("dittofs-webhook eval -f %s: %v (want exit 0: allowed)\n%s", sampleFile, err, stderr.String())
-	}
+	stdout, stderr := runEval(t, in, filepath.Join(repoRoot, sampleFile), "-o", "yaml")
 	var out appsv1.StatefulSet
-	if err := yaml.Unmarshal(bytes.TrimPrefix(bytes.TrimSpace(stdout.Bytes()), []byte("---")), &out); err != nil {
-		t.Fatalf("eval output is not a StatefulSet: %v\n%s", err, stdout.String())
+	if err := yaml.Unmarshal([]byte(strings.TrimPrefix(strings.TrimSpace(stdout), "---")), &out); err != nil {
+		t.Fatalf("eval output is not a StatefulSet: %v\n%s", err, stdout)
 	}
 	var names []string
 	for _, vct := range out.Spec.VolumeClaimTemplates {
@@ -106,8 +102,8 @@ func TestSamples(t *testing.T) {
 	diff(t, "volumeClaimTemplates and retention after the webhook", []any{[]string{"metadata", "content", "cache"}, retainRetain},
 		[]any{names, out.Spec.PersistentVolumeClaimRetentionPolicy})
 	if slices.ContainsFunc(out.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == "cache" }) ||
-		!strings.Contains(stderr.String(), "emptyDir") {
-		t.Errorf("the emptyDir cache volume must be gone after the webhook, with a warning; stderr:\n%s", stderr.String())
+		!strings.Contains(stderr, "emptyDir") {
+		t.Errorf("the emptyDir cache volume must be gone after the webhook, with a warning; stderr:\n%s", stderr)
 	}
 }
 
