@@ -310,7 +310,11 @@ func TestDashboard(t *testing.T) {
 			return reads(e, "dittofs_webhook_admission_requests_total") && calls(e, "rate") && groupsBy(e, "webhook", "allowed")
 		}},
 		{"latency quantiles from the histogram", func(e parser.Expr) bool {
-			return reads(e, "dittofs_webhook_admission_duration_seconds_bucket") && calls(e, "histogram_quantile") && groupsBy(e, "le")
+			return reads(e, "dittofs_webhook_admission_duration_seconds_bucket") && groupsBy(e, "le") &&
+				slices.ContainsFunc(nodes[*parser.Call](e), func(c *parser.Call) bool {
+					_, literal := c.Args[0].(*parser.NumberLiteral)
+					return c.Func.Name == "histogram_quantile" && literal
+				})
 		}},
 		{"denials and warnings by rule", func(e parser.Expr) bool {
 			return reads(e, "dittofs_webhook_violations_total") && groupsBy(e, "rule", "action")

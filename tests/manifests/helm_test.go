@@ -372,7 +372,9 @@ func TestHelmValuesDocumented(t *testing.T) {
 	read := func(name string, v any) string {
 		raw, err := os.ReadFile(filepath.Join(repoRoot, name))
 		if err == nil && v != nil {
-			err = yaml.UnmarshalStrict(raw, v)
+			if raw, err = yaml.YAMLToJSON(raw); err == nil {
+				err = decodeStrict(raw, v)
+			}
 		}
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
