@@ -19,6 +19,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+
+	dittofswebhook "github.com/dittofs/dittofs-webhook/webhook"
 )
 
 // install is a rendering of the webhook's install (a kustomize overlay or
@@ -284,6 +286,13 @@ func checkWebhooks(t *testing.T, in *install) {
 			slices.Sort(got.Rules[i].Operations) // in any order
 		}
 		diff(t, name+" webhook", want, got)
+		// The admission-duration histogram reaches timeoutSeconds: a request
+		// slower than the last finite bucket is only in +Inf, so the latency
+		// panel and the alerts could not tell 3 s from a timeout.
+		if last := dittofswebhook.DurationBuckets[len(dittofswebhook.DurationBuckets)-1]; float64(ptr.Deref(w.TimeoutSeconds, 10)) > last {
+			t.Errorf("%s: timeoutSeconds %d, but the duration histogram's last finite bucket is %gs (webhook.DurationBuckets)",
+				name, ptr.Deref(w.TimeoutSeconds, 10), last)
+		}
 		// The namespaceSelector must leave out kube-system and the webhook's
 		// own namespace (no admission deadlock) and nothing else a user may
 		// run DittoFS in.
