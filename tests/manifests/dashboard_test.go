@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -15,7 +16,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
 	"github.com/grafana/grafana-foundation-sdk/go/cog"
 	"github.com/grafana/grafana-foundation-sdk/go/cog/variants"
 	"github.com/grafana/grafana-foundation-sdk/go/common"
@@ -26,10 +26,8 @@ import (
 	"github.com/grafana/grafana-foundation-sdk/go/timeseries"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
-
-	dittofswebhook "github.com/dittofs/dittofs-webhook/webhook"
+	"k8s.io/utils/ptr"
 )
 
 // The Grafana dashboard and the alerts are written once for kustomize and
@@ -54,10 +52,7 @@ func TestSharedFilesIdentical(t *testing.T) {
 	for _, f := range sharedFiles {
 		a, errA := os.ReadFile(filepath.Join(repoRoot, f.kustomize))
 		b, errB := os.ReadFile(filepath.Join(repoRoot, f.chart))
-		if errA != nil || errB != nil {
-			t.Fatalf("reading %s and %s: %v %v", f.kustomize, f.chart, errA, errB)
-		}
-		if !bytes.Equal(a, b) {
+		if errA != nil || errB != nil || !bytes.Equal(a, b) {
 			t.Errorf("%s and %s differ: edit the first, then cp it to the second", f.kustomize, f.chart)
 		}
 	}
@@ -178,8 +173,8 @@ func TestDashboard(t *testing.T) {
 
 	t.Run("both installs ship it to the Grafana sidecar", func(t *testing.T) {
 		for _, r := range []*rendering{render(t, "deploy/monitoring"), renderHelm(t, helmMonitoringInstall.release)} {
-			cm := decode[corev1.ConfigMap](t, r.only(t, "ConfigMap"))
-			expect(t, r.dir+": ConfigMap label "+grafanaSidecarLabel, cm.Labels[grafanaSidecarLabel], "1")
+			cm := one[corev1.ConfigMap](t, r)
+			diff(t, r.dir+": ConfigMap label "+grafanaSidecarLabel, "1", cm.Labels[grafanaSidecarLabel])
 			if cm.Data[dashboardKey] != string(raw) {
 				t.Errorf("%s: ConfigMap %s data[%s] is not %s", r.dir, cm.Name, dashboardKey, dashboardFile)
 			}
@@ -222,16 +217,13 @@ func TestDashboard(t *testing.T) {
 	if dsVar == "" {
 		t.Fatalf("no data source variable: the dashboard would be tied to one Grafana's data source uid")
 	}
-	wantDS := datasource("prometheus", "${"+dsVar+"}")
+	wantDS := &common.DataSourceRef{Type: ptr.To("prometheus"), Uid: ptr.To("${" + dsVar + "}")}
 	for _, v := range d.Templating.List {
 		if v.Type != dashboard.VariableTypeQuery {
 			continue
 		}
 		// label_values(SELECTOR, label): the selector is PromQL.
-		def := ""
-		if v.Definition != nil {
-			def = *v.Definition
-		}
+		def := ptr.Deref(v.Definition, "")
 		inner, ok := strings.CutPrefix(def, "label_values(")
 		i := strings.LastIndex(inner, ",")
 		if !ok || i < 0 {
@@ -239,19 +231,13 @@ func TestDashboard(t *testing.T) {
 			continue
 		}
 		parse("variable "+v.Name, inner[:i])
-		if !cmp.Equal(v.Datasource, wantDS) {
-			t.Errorf("variable %s: datasource %s, want %s", v.Name, dsString(v.Datasource), dsString(wantDS))
-		}
+		diff(t, "variable "+v.Name+" datasource", wantDS, v.Datasource)
 	}
 	variableQueries := len(queries)
 
 	ids := map[uint32]bool{}
 	for _, pn := range panels {
-		title := ""
-		if pn.Title != nil {
-			title = *pn.Title
-		}
-		where := "panel " + title
+		where := "panel " + ptr.Deref(pn.Title, "")
 		if pn.Id == nil || ids[*pn.Id] {
 			t.Errorf("%s: no id, or one used twice", where)
 		} else {
@@ -260,9 +246,7 @@ func TestDashboard(t *testing.T) {
 		if g := pn.GridPos; g == nil || g.W == 0 || g.H == 0 || g.X+g.W > 24 {
 			t.Errorf("%s: gridPos %+v is not within the 24 columns", where, g)
 		}
-		if !cmp.Equal(pn.Datasource, wantDS) {
-			t.Errorf("%s: datasource %s, want %s", where, dsString(pn.Datasource), dsString(wantDS))
-		}
+		diff(t, where+" datasource", wantDS, pn.Datasource)
 		if len(pn.Targets) == 0 {
 			t.Errorf("%s: no query", where)
 		}
@@ -272,8 +256,8 @@ func TestDashboard(t *testing.T) {
 				t.Errorf("%s: a %T query, not a Prometheus one", where, tg)
 				continue
 			}
-			if q.Datasource != nil && !cmp.Equal(q.Datasource, wantDS) {
-				t.Errorf("%s query %s: datasource %s, want %s", where, deref(q.RefId), dsString(q.Datasource), dsString(wantDS))
+			if q.Datasource != nil {
+				diff(t, where+" query "+ptr.Deref(q.RefId, "")+" datasource", wantDS, q.Datasource)
 			}
 			parse(where, q.Expr)
 		}
@@ -320,10 +304,14 @@ func TestDashboard(t *testing.T) {
 		ok   func(e parser.Expr) bool
 	}{
 		{"request rate by webhook and result", func(e parser.Expr) bool {
-			return reads(e, "dittofs_webhook_admission_requests_total") && slices.Contains(calls(e), "rate") && groupsBy(e, "webhook", "allowed")
+			return reads(e, "dittofs_webhook_admission_requests_total") && calls(e, "rate") && groupsBy(e, "webhook", "allowed")
 		}},
 		{"latency quantiles from the histogram", func(e parser.Expr) bool {
-			return reads(e, "dittofs_webhook_admission_duration_seconds_bucket") && len(quantiles(e)) > 0 && groupsBy(e, "le")
+			return reads(e, "dittofs_webhook_admission_duration_seconds_bucket") && groupsBy(e, "le") &&
+				slices.ContainsFunc(nodes[*parser.Call](e), func(c *parser.Call) bool {
+					_, literal := c.Args[0].(*parser.NumberLiteral)
+					return c.Func.Name == "histogram_quantile" && literal
+				})
 		}},
 		{"denials and warnings by rule", func(e parser.Expr) bool {
 			return reads(e, "dittofs_webhook_violations_total") && groupsBy(e, "rule", "action")
@@ -335,7 +323,7 @@ func TestDashboard(t *testing.T) {
 			return reads(e, "dittofs_webhook_bad_requests_total") && groupsBy(e, "reason")
 		}},
 		{"certificate expiry", func(e parser.Expr) bool {
-			return reads(e, "dittofs_webhook_tls_certificate_expiry_timestamp_seconds") && slices.Contains(calls(e), "time")
+			return reads(e, "dittofs_webhook_tls_certificate_expiry_timestamp_seconds") && calls(e, "time")
 		}},
 		{"certificate reload failures", func(e parser.Expr) bool {
 			return reads(e, "dittofs_webhook_tls_certificate_reloads_total", "result", "failure")
@@ -351,31 +339,11 @@ func TestDashboard(t *testing.T) {
 	t.Logf("%s: %d panel queries, %d variable queries, all parsed", dashboardFile, len(panelQueries), variableQueries)
 }
 
-func datasource(typ, uid string) *common.DataSourceRef {
-	return &common.DataSourceRef{Type: &typ, Uid: &uid}
-}
-
-func dsString(ds *common.DataSourceRef) string {
-	if ds == nil || ds.Type == nil || ds.Uid == nil {
-		return fmt.Sprintf("%+v", ds)
-	}
-	return *ds.Type + "/" + *ds.Uid
-}
-
 // groupsBy reports whether e aggregates by (at least) the labels given.
 func groupsBy(e parser.Expr, want ...string) bool {
-	found := false
-	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
-		if a, ok := n.(*parser.AggregateExpr); ok && !a.Without {
-			ok := true
-			for _, l := range want {
-				ok = ok && slices.Contains(a.Grouping, l)
-			}
-			found = found || ok
-		}
-		return nil
+	return slices.ContainsFunc(nodes[*parser.AggregateExpr](e), func(a *parser.AggregateExpr) bool {
+		return !a.Without && !slices.ContainsFunc(want, func(l string) bool { return !slices.Contains(a.Grouping, l) })
 	})
-	return found
 }
 
 // metricNameRE finds the metric names the server's Go code registers.
@@ -422,13 +390,6 @@ func TestServerMetricsList(t *testing.T) {
 	}
 }
 
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
-}
-
 // The strict decoding bites: the dashboard with one unknown or mistyped
 // field, wherever it is, does not decode.
 func TestDashboardDecodingIsStrict(t *testing.T) {
@@ -436,68 +397,26 @@ func TestDashboardDecodingIsStrict(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct {
-		name  string
-		tweak func(d map[string]any)
-	}{
-		{"unknown top-level field", func(d map[string]any) { d["refreshh"] = "30s" }},
-		{"mistyped top-level field", func(d map[string]any) { d["schemaVersion"] = "39" }},
-		{"unknown panel field", func(d map[string]any) { panel(d, 0)["tittle"] = "x" }},
-		{"mistyped panel field", func(d map[string]any) { panel(d, 0)["title"] = 5 }},
-		{"unknown stat option", func(d map[string]any) { panel(d, 0)["options"].(map[string]any)["colourMode"] = "value" }},
-		{"unknown time series option", func(d map[string]any) { panel(d, 4)["options"].(map[string]any)["legendd"] = map[string]any{} }},
-		{"unknown query field", func(d map[string]any) {
-			panel(d, 0)["targets"].([]any)[0].(map[string]any)["exprr"] = "up"
-		}},
-		{"unknown variable field", func(d map[string]any) {
-			d["templating"].(map[string]any)["list"].([]any)[0].(map[string]any)["lable"] = "x"
-		}},
+	for name, patch := range map[string]string{ // a JSON patch "add" at path, of value
+		"unknown top-level field":    `"/refreshh", "value": "30s"`,
+		"mistyped top-level field":   `"/schemaVersion", "value": "39"`,
+		"unknown panel field":        `"/panels/0/tittle", "value": "x"`,
+		"mistyped panel field":       `"/panels/0/title", "value": 5`,
+		"unknown stat option":        `"/panels/0/options/colourMode", "value": "value"`,
+		"unknown time series option": `"/panels/4/options/legendd", "value": {}`,
+		"unknown query field":        `"/panels/0/targets/0/exprr", "value": "up"`,
+		"unknown variable field":     `"/templating/list/0/lable", "value": "x"`,
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var d map[string]any
-			if err := json.Unmarshal(raw, &d); err != nil {
-				t.Fatal(err)
-			}
-			tc.tweak(d)
-			b, err := json.Marshal(d)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, _, err := decodeDashboard(b); err == nil {
-				t.Errorf("the dashboard decodes with %s", tc.name)
-			}
-		})
-	}
-}
-
-// panel is the i-th top-level panel of a dashboard decoded as a map.
-func panel(d map[string]any, i int) map[string]any {
-	return d["panels"].([]any)[i].(map[string]any)
-}
-
-// The admission-duration histogram reaches the webhooks' timeoutSeconds: a
-// request slower than the last finite bucket is only in +Inf, so the
-// latency panel and the alerts could not tell 3 s from a timeout.
-func TestDurationBucketsReachWebhookTimeout(t *testing.T) {
-	last := dittofswebhook.DurationBuckets[len(dittofswebhook.DurationBuckets)-1]
-	for _, r := range []*rendering{render(t, "deploy/default"), renderHelm(t, defaultRelease)} {
-		mwc := decode[admissionregistrationv1.MutatingWebhookConfiguration](t, r.only(t, "MutatingWebhookConfiguration"))
-		vwc := decode[admissionregistrationv1.ValidatingWebhookConfiguration](t, r.only(t, "ValidatingWebhookConfiguration"))
-		var timeouts []*int32
-		for _, w := range mwc.Webhooks {
-			timeouts = append(timeouts, w.TimeoutSeconds)
+		p, err := jsonpatch.DecodePatch([]byte(`[{"op": "add", "path": ` + patch + `}]`))
+		if err != nil {
+			t.Fatal(err)
 		}
-		for _, w := range vwc.Webhooks {
-			timeouts = append(timeouts, w.TimeoutSeconds)
+		b, err := p.Apply(raw)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
 		}
-		for _, s := range timeouts {
-			if s == nil {
-				t.Errorf("%s: a webhook without timeoutSeconds (the API's default is 10 s)", r.dir)
-				continue
-			}
-			if float64(*s) > last {
-				t.Errorf("%s: timeoutSeconds %d, but the duration histogram's last finite bucket is %gs (webhook.DurationBuckets)", r.dir, *s, last)
-			}
+		if _, _, err := decodeDashboard(b); err == nil {
+			t.Errorf("the dashboard decodes with %s", name)
 		}
 	}
 }

@@ -1,49 +1,26 @@
 package manifests
 
 import (
-	"bufio"
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
-	"sync"
 	"testing"
 
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	"github.com/google/go-cmp/cmp"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 )
-
-// chartDir is the Helm chart (SPEC §6), relative to the repository root.
-const chartDir = "deploy/helm/dittofs-webhook"
-
-// helmRelease is one `helm template` of the chart.
-type helmRelease struct {
-	name, namespace string
-	values          string // YAML given with -f; empty for the chart's defaults
-	// apiVersions are the APIs the cluster serves beyond Helm's defaults
-	// (--api-versions), as .Capabilities.APIVersions sees them.
-	apiVersions []string
-}
-
-func (h helmRelease) String() string {
-	return fmt.Sprintf("helm template %s %s -n %s", h.name, chartDir, h.namespace)
-}
-
-// with returns h with values (YAML) instead of its own.
-func (h helmRelease) with(values string) helmRelease {
-	h.values = values
-	return h
-}
-
-// defaultRelease is the install docs/install-helm.md shows: release and
-// namespace dittofs-webhook, which gives every object the name it has in
-// deploy/default.
-var defaultRelease = helmRelease{name: "dittofs-webhook", namespace: installNamespace}
 
 // monitoringValues turns on everything the chart has for monitoring.
 const monitoringValues = `
@@ -61,8 +38,9 @@ type helmInstall struct {
 	namePrefix string // the chart's object names: the release name, or RELEASE-dittofs-webhook
 }
 
-func (h helmInstall) layout() layout {
-	return layout{namespace: h.release.namespace, namePrefix: h.namePrefix}
+func (h helmInstall) load(t *testing.T) *install {
+	t.Helper()
+	return loadInstallAs(t, renderHelm(t, h.release), h.release.namespace, h.namePrefix, false)
 }
 
 // helmMonitoringInstall has everything on, under another release name and
@@ -80,109 +58,6 @@ webhooks: {excludedNamespaces: [flux-system]}
 `), "dittofs-webhook"},
 }
 
-// The helm CLI, built once per test binary by tests/tools/build-helm.sh
-// (which does nothing when the binary of the pinned version exists).
-var helmCLI struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-func helmPath(t *testing.T) string {
-	t.Helper()
-	helmCLI.once.Do(func() {
-		cmd := exec.Command(filepath.Join(repoRoot, "tests", "tools", "build-helm.sh"))
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			helmCLI.err = fmt.Errorf("tests/tools/build-helm.sh: %v\n%s", err, stderr.String())
-			return
-		}
-		helmCLI.path = strings.TrimSpace(string(out))
-	})
-	if helmCLI.err != nil {
-		t.Fatal(helmCLI.err)
-	}
-	return helmCLI.path
-}
-
-// runHelm runs the helm CLI with its state in a temporary directory, and with
-// a proxy that refuses every connection: nothing here may reach the network
-// (a schema $ref to a URL, a chart dependency), and if anything tried, the
-// test would fail instead of downloading.
-func runHelm(t *testing.T, stdin string, args ...string) (stdout, stderr string, err error) {
-	t.Helper()
-	home := t.TempDir()
-	cmd := exec.Command(helmPath(t), args...)
-	cmd.Stdin = strings.NewReader(stdin)
-	cmd.Env = append(os.Environ(),
-		"HELM_CACHE_HOME="+filepath.Join(home, "cache"),
-		"HELM_CONFIG_HOME="+filepath.Join(home, "config"),
-		"HELM_DATA_HOME="+filepath.Join(home, "data"),
-		"KUBECONFIG="+filepath.Join(home, "kubeconfig"),
-		"HTTP_PROXY=http://127.0.0.1:9", "HTTPS_PROXY=http://127.0.0.1:9", "NO_PROXY=",
-		"http_proxy=http://127.0.0.1:9", "https_proxy=http://127.0.0.1:9", "no_proxy=",
-	)
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err = cmd.Run()
-	return out.String(), errOut.String(), err
-}
-
-// runHelmOn runs a helm command on the chart for h, its values (if any)
-// given on stdin: -f takes a comma-separated list, so no file name is safe
-// that a test name made.
-func runHelmOn(t *testing.T, h helmRelease, cmd ...string) (stdout, stderr string, err error) {
-	t.Helper()
-	args := append(cmd, filepath.Join(repoRoot, chartDir), "--namespace", h.namespace)
-	if h.values != "" {
-		args = append(args, "--values", "-")
-	}
-	for _, v := range h.apiVersions {
-		args = append(args, "--api-versions", v)
-	}
-	return runHelm(t, h.values, args...)
-}
-
-// helmTemplate runs helm template for h and returns its output.
-func helmTemplate(t *testing.T, h helmRelease) (stdout, stderr string, err error) {
-	t.Helper()
-	return runHelmOn(t, h, "template", h.name)
-}
-
-// renderHelm renders the chart as `helm install` would install it.
-func renderHelm(t *testing.T, h helmRelease) *rendering {
-	t.Helper()
-	out, stderr, err := helmTemplate(t, h)
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", h, err, stderr)
-	}
-	r := &rendering{dir: h.String()}
-	docs := utilyaml.NewYAMLReader(bufio.NewReader(strings.NewReader(out)))
-	for {
-		doc, err := docs.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("%s: reading its output: %v", h, err)
-		}
-		raw, err := yaml.YAMLToJSON(doc)
-		if err != nil {
-			t.Fatalf("%s: a document is not YAML: %v\n%s", h, err, doc)
-		}
-		if s := string(bytes.TrimSpace(raw)); s == "null" || s == "" {
-			continue // a template that rendered nothing, or only comments
-		}
-		r.add(t, raw)
-	}
-	if len(r.objs) == 0 {
-		t.Fatalf("%s rendered nothing", h)
-	}
-	return r
-}
-
 func TestHelmLint(t *testing.T) {
 	releases := []helmRelease{defaultRelease}
 	for _, h := range helmInstalls {
@@ -193,8 +68,7 @@ func TestHelmLint(t *testing.T) {
 	}
 	for _, h := range releases {
 		// --strict: a warning (an unknown value, a deprecated API) fails too.
-		out, stderr, err := runHelmOn(t, h, "lint", "--strict")
-		if err != nil {
+		if out, stderr, err := helm(t, h, "lint", "--strict"); err != nil {
 			t.Errorf("helm lint --strict with values %q: %v\n%s%s", h.values, err, out, stderr)
 		}
 	}
@@ -208,18 +82,12 @@ func TestHelmLint(t *testing.T) {
 // inherits every property the kustomize tree is checked for, and drifts from
 // it in no field (a fix made in deploy/base must be made in the chart too).
 func TestHelmRendersTheKustomizeInstall(t *testing.T) {
-	for _, c := range []struct {
-		overlay string
-		values  string
-	}{
-		{"deploy/default", ""},
-		{"deploy/monitoring", monitoringValues},
-		{"deploy/rollout-warn", "server: {validationAction: warn}"},
+	for overlay, values := range map[string]string{
+		"deploy/default": "", "deploy/monitoring": monitoringValues, "deploy/rollout-warn": "server: {validationAction: warn}",
 	} {
-		t.Run(c.overlay, func(t *testing.T) {
-			_, kust := render(t, c.overlay).split(sampleNamespace)
-			chart := renderHelm(t, defaultRelease.with(c.values))
-			compareRenderings(t, kust, chart)
+		t.Run(overlay, func(t *testing.T) {
+			_, kust := render(t, overlay).split(sampleNamespace)
+			compareRenderings(t, kust, renderHelm(t, defaultRelease.with(values)))
 		})
 	}
 }
@@ -261,10 +129,9 @@ func compareRenderings(t *testing.T, kust, chart *rendering) {
 			t.Errorf("%s differs between %s and the chart (-kustomize +chart):\n%s", o, kust.dir, d)
 		}
 		for path, kl := range klabels {
-			cl := clabels[path]
 			for name, v := range kl {
-				if !kustomizeOnlyLabels[name] && cl[name] != v {
-					t.Errorf("%s: %s[%q] = %v in the chart, %v in %s", o, path, name, cl[name], v, kust.dir)
+				if !kustomizeOnlyLabels[name] && clabels[path][name] != v {
+					t.Errorf("%s: %s[%q] = %v in the chart, %v in %s", o, path, name, clabels[path][name], v, kust.dir)
 				}
 			}
 		}
@@ -298,12 +165,10 @@ func splitLabels(t *testing.T, o object) (any, map[string]map[string]any) {
 	walk = func(path string, v any) {
 		switch x := v.(type) {
 		case map[string]any:
-			if strings.HasSuffix(path, "metadata") || path == "metadata" {
-				if l, ok := x["labels"].(map[string]any); ok {
-					labels[strings.TrimPrefix(path+".labels", ".")] = l
-					delete(x, "labels")
-				}
-			} else {
+			if l, ok := x["labels"].(map[string]any); ok && strings.HasSuffix(path, "metadata") {
+				labels[strings.TrimPrefix(path+".labels", ".")] = l
+				delete(x, "labels")
+			} else if !strings.HasSuffix(path, "metadata") {
 				delete(x, "app.kubernetes.io/instance")
 			}
 			for k, c := range x {
@@ -317,4 +182,272 @@ func splitLabels(t *testing.T, o object) (any, map[string]map[string]any) {
 	}
 	walk("", v)
 	return v, labels
+}
+
+// helmValueCases are non-default values, each with what it must render.
+var helmValueCases = []struct {
+	name, values string // YAML
+	check        func(t *testing.T, r *rendering, dep *appsv1.Deployment, c *corev1.Container, flags map[string]string)
+}{
+	{"image from a private registry", `
+image: {repository: registry.example/dittofs-webhook, tag: v1.2.3, pullPolicy: IfNotPresent, pullSecrets: [{name: regcred}]}`,
+		func(t *testing.T, r *rendering, dep *appsv1.Deployment, c *corev1.Container, _ map[string]string) {
+			diff(t, "image, pull policy, pull secrets, version label",
+				[]any{"registry.example/dittofs-webhook:v1.2.3", corev1.PullIfNotPresent,
+					[]corev1.LocalObjectReference{{Name: "regcred"}}, "v1.2.3"},
+				[]any{c.Image, c.ImagePullPolicy, dep.Spec.Template.Spec.ImagePullSecrets, dep.Labels["app.kubernetes.io/version"]})
+		}},
+	{"image by digest", `
+image: {tag: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}`,
+		func(t *testing.T, r *rendering, dep *appsv1.Deployment, c *corev1.Container, _ map[string]string) {
+			diff(t, "image, pull policy", []any{"ghcr.io/dittofs/dittofs-webhook@" +
+				"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", corev1.PullPolicy("")},
+				[]any{c.Image, c.ImagePullPolicy})
+		}},
+	{"3 replicas", `replicas: 3`,
+		func(t *testing.T, r *rendering, dep *appsv1.Deployment, c *corev1.Container, _ map[string]string) {
+			diff(t, "replicas, PodDisruptionBudgets", []any{ptr.To[int32](3), 1},
+				[]any{dep.Spec.Replicas, len(all[policyv1.PodDisruptionBudget](r))})
+		}},
+	{"1 replica: no PodDisruptionBudget, which would block every drain", `replicas: 1`,
+		func(t *testing.T, r *rendering, dep *appsv1.Deployment, c *corev1.Container, _ map[string]string) {
+			diff(t, "replicas, PodDisruptionBudgets", []any{ptr.To[int32](1), 0},
+				[]any{dep.Spec.Replicas, len(all[policyv1.PodDisruptionBudget](r))})
+		}},
+	{"resources", `
+resources: {requests: {cpu: 100m, memory: 128Mi}, limits: {cpu: "2", memory: 512Mi}}`,
+		func(t *testing.T, r *rendering, dep *appsv1.Deployment, c *corev1.Container, _ map[string]string) {
+			res := c.Resources
+			diff(t, "resources", []string{"100m", "128Mi", "2", "512Mi"},
+				[]string{res.Requests.Cpu().String(), res.Requests.Memory().String(), res.Limits.Cpu().String(), res.Limits.Memory().String()})
+		}},
+	{"scheduling: nodeSelector, tolerations, affinity and spread replace the defaults", `
+nodeSelector: {node-role.kubernetes.io/control-plane: ""}
+tolerations: [{key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}]
+affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: kubernetes.io/arch, operator: In, values: [arm64]}]}]}}}
+topologySpreadConstraints: [{maxSkew: 2, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule}]`,
+		func(t *testing.T, r *rendering, dep *appsv1.Deployment, c *corev1.Container, _ map[string]string) {
+			pod := dep.Spec.Template.Spec
+			diff(t, "nodeSelector, tolerations, topologySpreadConstraints", []any{
+				map[string]string{"node-role.kubernetes.io/control-plane": ""},
+				[]corev1.Toleration{{Key: "node-role.kubernetes.io/control-plane", Operator: corev1.TolerationOpExists,
+					Effect: corev1.TaintEffectNoSchedule}},
+				[]corev1.TopologySpreadConstraint{{MaxSkew: 2, TopologyKey: "topology.kubernetes.io/zone",
+					WhenUnsatisfiable: corev1.DoNotSchedule}},
+			}, []any{pod.NodeSelector, pod.Tolerations, pod.TopologySpreadConstraints})
+			if pod.Affinity == nil || pod.Affinity.NodeAffinity == nil || pod.Affinity.PodAntiAffinity != nil {
+				t.Errorf("affinity = %+v, want the nodeAffinity given, instead of the default podAntiAffinity", pod.Affinity)
+			}
+		}},
+	{"webhooks: failurePolicy, timeout, excluded namespaces", `
+webhooks: {failurePolicy: Ignore, timeoutSeconds: 10, excludedNamespaces: [flux-system, monitoring, kube-system]}`,
+		func(t *testing.T, r *rendering, dep *appsv1.Deployment, c *corev1.Container, _ map[string]string) {
+			m := one[admissionregistrationv1.MutatingWebhookConfiguration](t, r).Webhooks[0]
+			v := one[admissionregistrationv1.ValidatingWebhookConfiguration](t, r).Webhooks[0]
+			// kube-system is excluded once, whoever names it.
+			sel := "kubernetes.io/metadata.name notin (dittofs-webhook,flux-system,kube-system,monitoring)"
+			ignore := ptr.To(admissionregistrationv1.Ignore)
+			diff(t, "failurePolicy, timeoutSeconds, namespaceSelector (mutating, validating)",
+				[]any{ignore, ignore, ptr.To[int32](10), ptr.To[int32](10), sel, sel},
+				[]any{m.FailurePolicy, v.FailurePolicy, m.TimeoutSeconds, v.TimeoutSeconds,
+					metav1.FormatLabelSelector(m.NamespaceSelector), metav1.FormatLabelSelector(v.NamespaceSelector)})
+		}},
+	{"server flags", `
+server: {defaultCacheSize: 20Gi, cacheMountPath: /var/cache/dittofs, logFormat: text, logLevel: debug, validationAction: warn}`,
+		func(t *testing.T, r *rendering, dep *appsv1.Deployment, c *corev1.Container, flags map[string]string) {
+			for flag, want := range map[string]string{"default-cache-size": "20Gi", "cache-mount-path": "/var/cache/dittofs",
+				"log-format": "text", "log-level": "debug", "validation-action": "warn"} {
+				diff(t, "--"+flag, want, flags[flag])
+			}
+		}},
+	{"an existing ClusterIssuer instead of the chart's CA", `
+certManager: {issuer: {name: corp-ca, kind: ClusterIssuer}}`,
+		func(t *testing.T, r *rendering, dep *appsv1.Deployment, c *corev1.Container, _ map[string]string) {
+			cert := one[cmapi.Certificate](t, r)
+			diff(t, "Issuers, issuerRef, inject-ca-from, secretName", []any{0,
+				cmmeta.IssuerReference{Name: "corp-ca", Kind: "ClusterIssuer", Group: "cert-manager.io"},
+				cert.Namespace + "/" + cert.Name, dep.Spec.Template.Spec.Volumes[0].Secret.SecretName,
+			}, []any{len(all[cmapi.Issuer](r)), cert.Spec.IssuerRef,
+				one[admissionregistrationv1.MutatingWebhookConfiguration](t, r).Annotations[injectCAFrom], cert.Spec.SecretName})
+		}},
+	{"an existing Issuer of another group", `
+certManager: {issuer: {name: vault, kind: Issuer, group: cert-manager.example}}`,
+		func(t *testing.T, r *rendering, dep *appsv1.Deployment, c *corev1.Container, _ map[string]string) {
+			diff(t, "Issuers, issuerRef", []any{0, cmmeta.IssuerReference{Name: "vault", Kind: "Issuer", Group: "cert-manager.example"}},
+				[]any{len(all[cmapi.Issuer](r)), one[cmapi.Certificate](t, r).Spec.IssuerRef})
+		}},
+	{"monitoring with the labels a Prometheus and a Grafana select by", `
+monitoring:
+  serviceMonitor: {enabled: true, interval: 1m, labels: {release: kube-prometheus-stack}}
+  prometheusRule: {enabled: true, labels: {release: kube-prometheus-stack}}
+  dashboard: {enabled: true, namespace: grafana, labels: {team: storage}, annotations: {grafana_folder: DittoFS}}`,
+		func(t *testing.T, r *rendering, dep *appsv1.Deployment, c *corev1.Container, _ map[string]string) {
+			sm, pr, cm := one[monitoringv1.ServiceMonitor](t, r), one[monitoringv1.PrometheusRule](t, r), one[corev1.ConfigMap](t, r)
+			diff(t, "release labels, interval, dashboard namespace, labels and annotations", []any{
+				"kube-prometheus-stack", monitoringv1.Duration("1m"), "kube-prometheus-stack",
+				"grafana", "1", "storage", map[string]string{"grafana_folder": "DittoFS"},
+			}, []any{sm.Labels["release"], sm.Spec.Endpoints[0].Interval, pr.Labels["release"],
+				cm.Namespace, cm.Labels["grafana_dashboard"], cm.Labels["team"], cm.Annotations})
+		}},
+	{"monitoring off (the default)", ``,
+		func(t *testing.T, r *rendering, dep *appsv1.Deployment, c *corev1.Container, _ map[string]string) {
+			diff(t, "ServiceMonitors, PrometheusRules, ConfigMaps", []int{0, 0, 0}, []int{len(all[monitoringv1.ServiceMonitor](r)),
+				len(all[monitoringv1.PrometheusRule](r)), len(all[corev1.ConfigMap](r))})
+		}},
+	{"fullnameOverride names every object", `fullnameOverride: dfs-admission`,
+		func(t *testing.T, r *rendering, dep *appsv1.Deployment, c *corev1.Container, _ map[string]string) {
+			for _, o := range r.objs {
+				if !strings.HasPrefix(o.Name, "dfs-admission") {
+					t.Errorf("%s: name does not start with the fullnameOverride", o)
+				}
+			}
+			diff(t, "webhook service, serving Certificate dnsNames", []any{"dfs-admission",
+				[]string{"dfs-admission." + installNamespace + ".svc", "dfs-admission." + installNamespace + ".svc.cluster.local"}},
+				[]any{one[admissionregistrationv1.MutatingWebhookConfiguration](t, r).Webhooks[0].ClientConfig.Service.Name,
+					named[cmapi.Certificate](r, installNamespace, "dfs-admission-serving-cert").Spec.DNSNames})
+		}},
+}
+
+func TestHelmValues(t *testing.T) {
+	for _, c := range helmValueCases {
+		t.Run(c.name, func(t *testing.T) {
+			r := renderHelm(t, defaultRelease.with(c.values))
+			dep := one[appsv1.Deployment](t, r)
+			flags, problems := parseServeArgs(dep.Spec.Template.Spec.Containers[0].Args)
+			for _, p := range problems {
+				t.Errorf("container args: %s", p)
+			}
+			c.check(t, r, dep, &dep.Spec.Template.Spec.Containers[0], flags)
+		})
+	}
+}
+
+// TestHelmSchemaRejectsTypos: values.schema.json fails `helm template` (and
+// so `helm install`) on a misspelled key or a bad value, and names where
+// (the JSON pointer).
+func TestHelmSchemaRejectsTypos(t *testing.T) {
+	for values, at := range map[string]string{
+		`replica: 2`:                                   "",
+		`image: {tga: v1.2.3}`:                         "/image",
+		`image: {pullPolicy: Sometimes}`:               "/image/pullPolicy",
+		`image: {pullSecrets: [regcred]}`:              "/image/pullSecrets/0",
+		`replicas: "2"`:                                "/replicas",
+		`replicas: 0`:                                  "/replicas",
+		`resources: {limit: {cpu: "1"}}`:               "/resources",
+		`resources: {requests: {cpus: 1}}`:             "/resources/requests",
+		`tolerations: [{key: a, operater: Exists}]`:    "/tolerations/0",
+		`affinity: {podAntiAfinity: {}}`:               "/affinity",
+		`webhooks: {failurePolicy: fail}`:              "/webhooks/failurePolicy",
+		`webhooks: {timeoutSeconds: 60}`:               "/webhooks/timeoutSeconds",
+		`webhooks: {excludedNamespace: [monitoring]}`:  "/webhooks",
+		`webhooks: {excludedNamespaces: [Monitoring]}`: "/webhooks/excludedNamespaces/0",
+		`server: {validationAction: audit}`:            "/server/validationAction",
+		`server: {validation-action: warn}`:            "/server",
+		`server: {defaultCacheSize: 0Gi}`:              "/server/defaultCacheSize",
+		`server: {defaultCacheSize: 5}`:                "/server/defaultCacheSize",
+		`server: {cacheMountPath: data/cache}`:         "/server/cacheMountPath",
+		`server: {logLevel: verbose}`:                  "/server/logLevel",
+		`certManager: {issuer: {kind: Vault}}`:         "/certManager/issuer/kind",
+		`certManager: {issuerRef: {name: x}}`:          "/certManager",
+		`monitoring: {serviceMonitor: {enable: true}}`: "/monitoring/serviceMonitor",
+		`monitoring: {grafana: {enabled: true}}`:       "/monitoring",
+		`monitoring: {dashboard: {enabled: "yes"}}`:    "/monitoring/dashboard/enabled",
+		`monitoring: {serviceMonitor: {interval: 30}}`: "/monitoring/serviceMonitor/interval",
+	} {
+		t.Run(values, func(t *testing.T) {
+			_, stderr, err := helm(t, defaultRelease.with(values), "template", defaultRelease.name)
+			// The validator's errors read "at '/json/pointer': ...".
+			if err == nil || !strings.Contains(stderr, "schema") || !strings.Contains(stderr, "at '"+at+"'") {
+				t.Errorf("helm template (err %v) did not fail by the schema at %q:\n%s", err, at, stderr)
+			}
+		})
+	}
+}
+
+// TestHelmValuesDocumented: every value of values.yaml is in the values
+// table of docs/install-helm.md (and in the schema: the defaults validate,
+// TestHelmLint), and every key the schema accepts is in values.yaml, which
+// so shows every setting.
+func TestHelmValuesDocumented(t *testing.T) {
+	read := func(name string, v any) string {
+		raw, err := os.ReadFile(filepath.Join(repoRoot, name))
+		if err == nil && v != nil {
+			if raw, err = yaml.YAMLToJSON(raw); err == nil {
+				err = decodeStrict(raw, v)
+			}
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		return string(raw)
+	}
+	var values map[string]any
+	var schema jsonSchema
+	read(chartDir+"/values.yaml", &values)
+	read(chartDir+"/values.schema.json", &schema)
+	doc := read("docs/install-helm.md", nil)
+	valuePaths := leafPaths("", values)
+	for _, p := range valuePaths {
+		if !strings.Contains(doc, "`"+p+"`") {
+			t.Errorf("docs/install-helm.md does not document the value `%s`", p)
+		}
+	}
+	for _, p := range schema.paths("") {
+		shown := func(v string) bool { return v == p || strings.HasPrefix(v, p+".") || strings.HasPrefix(p, v+".") }
+		if p != "global" && !slices.ContainsFunc(valuePaths, shown) { // global is Helm's, for parent charts
+			t.Errorf("the schema accepts %s, which values.yaml does not show", p)
+		}
+	}
+}
+
+// leafPaths returns the dotted paths of the values that are not maps with
+// keys; resources is one value (its requests and limits are Kubernetes').
+func leafPaths(prefix string, v any) []string {
+	m, ok := v.(map[string]any)
+	if !ok || len(m) == 0 || prefix == "resources" {
+		return []string{prefix}
+	}
+	var out []string
+	for k, c := range m {
+		out = append(out, leafPaths(strings.TrimPrefix(prefix+"."+k, "."), c)...)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// jsonSchema is the JSON schema vocabulary values.schema.json may use: it
+// decodes strictly, so a misspelled keyword (which a validator ignores) fails.
+type jsonSchema struct {
+	Schema               string                 `json:"$schema"`
+	Ref                  string                 `json:"$ref"`
+	Title                string                 `json:"title"`
+	Description          string                 `json:"description"`
+	Type                 any                    `json:"type"`
+	Properties           map[string]*jsonSchema `json:"properties"`
+	AdditionalProperties any                    `json:"additionalProperties"`
+	Required             []string               `json:"required"`
+	Items                *jsonSchema            `json:"items"`
+	Enum                 []any                  `json:"enum"`
+	Const                any                    `json:"const"`
+	AnyOf                []*jsonSchema          `json:"anyOf"`
+	Pattern              string                 `json:"pattern"`
+	PropertyNames        *jsonSchema            `json:"propertyNames"`
+	PatternProperties    map[string]*jsonSchema `json:"patternProperties"`
+	MinLength            *int                   `json:"minLength"`
+	MaxLength            *int                   `json:"maxLength"`
+	Minimum              *float64               `json:"minimum"`
+	Maximum              *float64               `json:"maximum"`
+	UniqueItems          bool                   `json:"uniqueItems"`
+	Definitions          map[string]*jsonSchema `json:"definitions"`
+}
+
+// paths returns the dotted paths of the properties s declares, nested.
+func (s *jsonSchema) paths(prefix string) []string {
+	var out []string
+	for k, p := range s.Properties {
+		path := strings.TrimPrefix(prefix+"."+k, ".")
+		out = append(out, path)
+		out = append(out, p.paths(path)...)
+	}
+	return out
 }

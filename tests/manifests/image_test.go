@@ -19,6 +19,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/moby/buildkit/frontend/dockerfile/parser"
+	"github.com/moby/buildkit/frontend/dockerfile/shell"
+	"github.com/moby/patternmatcher"
+	"github.com/moby/patternmatcher/ignorefile"
 )
 
 // serverPkg is the main package the image's binary is built from.
@@ -70,20 +75,22 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// readImageFS returns the image's file paths and the path of its binary,
-// copied out.
-func readImageFS(t *testing.T) (bin string, files []string) {
+// serverBinary returns the image's binary, copied out, to run on this
+// machine, and the image's file paths.
+func serverBinary(t *testing.T) string {
 	t.Helper()
 	img := imageUnderTest(t)
 	imageFS.once.Do(func() { imageFS.err = exportImage(img) })
 	if imageFS.err != nil {
 		t.Fatalf("reading the file system of %s: %v", img, imageFS.err)
 	}
-	bin = filepath.Join(imageFS.dir, "dittofs-webhook")
 	if !slices.Contains(imageFS.files, "/dittofs-webhook") {
 		t.Fatalf("no /dittofs-webhook in %s", img)
 	}
-	return bin, imageFS.files
+	if runtime.GOOS != "linux" {
+		t.Skipf("cannot run a linux binary on %s", runtime.GOOS)
+	}
+	return filepath.Join(imageFS.dir, "dittofs-webhook")
 }
 
 // exportImage streams `podman export` of a container of img (never started)
@@ -116,16 +123,21 @@ func exportImage(img string) error {
 			h, err := fs.Next()
 			if errors.Is(err, io.EOF) {
 				return nil
-			}
-			if err != nil {
+			} else if err != nil {
 				return err
 			}
 			name := "/" + strings.TrimPrefix(path.Clean(h.Name), "/")
 			imageFS.files = append(imageFS.files, name)
-			if name == "/dittofs-webhook" {
-				if err := copyFile(filepath.Join(dir, "dittofs-webhook"), fs); err != nil {
-					return err
-				}
+			if name != "/dittofs-webhook" {
+				continue
+			}
+			f, err := os.OpenFile(filepath.Join(dir, "dittofs-webhook"), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o755)
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(f, fs)
+			if err := errors.Join(err, f.Close()); err != nil {
+				return err
 			}
 		}
 	}()
@@ -134,26 +146,6 @@ func exportImage(img string) error {
 		return fmt.Errorf("podman export: %v\n%s", err, stderr.String())
 	}
 	return readErr
-}
-
-// copyFile writes what r holds to a new executable file name.
-func copyFile(name string, r io.Reader) error {
-	f, err := os.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o755)
-	if err != nil {
-		return err
-	}
-	_, err = io.Copy(f, r)
-	return errors.Join(err, f.Close())
-}
-
-// serverBinary returns the image's binary, to run on this machine.
-func serverBinary(t *testing.T) string {
-	t.Helper()
-	bin, _ := readImageFS(t)
-	if runtime.GOOS != "linux" {
-		t.Skipf("cannot run a linux binary on %s", runtime.GOOS)
-	}
-	return bin
 }
 
 // TestImage checks the built image, not the Dockerfile's text (SPEC §6): its
@@ -165,11 +157,10 @@ func TestImage(t *testing.T) {
 	var inspect []struct {
 		ID     string `json:"Id"`
 		Config struct {
-			User         string
-			Entrypoint   []string
-			Cmd          []string
-			ExposedPorts map[string]struct{}
-			Labels       map[string]string
+			User            string
+			Entrypoint, Cmd []string
+			ExposedPorts    map[string]*struct{}
+			Labels          map[string]string
 		}
 	}
 	if err := json.Unmarshal(podman(t, "image", "inspect", img), &inspect); err != nil || len(inspect) != 1 {
@@ -177,27 +168,21 @@ func TestImage(t *testing.T) {
 	}
 	cfg := inspect[0].Config
 	t.Logf("image %s: id %s, user %s, entrypoint %v, ports %v", img, inspect[0].ID, cfg.User, cfg.Entrypoint, cfg.ExposedPorts)
-	if cfg.User != "65532:65532" {
-		t.Errorf("user %q, want 65532:65532 (numeric, so runAsNonRoot can verify it)", cfg.User)
-	}
-	if !slices.Equal(cfg.Entrypoint, []string{"/dittofs-webhook"}) || !slices.Equal(cfg.Cmd, []string{"serve"}) {
-		t.Errorf("entrypoint %v cmd %v, want [/dittofs-webhook] [serve]", cfg.Entrypoint, cfg.Cmd)
-	}
 	_, tag, _ := strings.Cut(img, ":")
-	if cfg.Labels["org.opencontainers.image.title"] != "dittofs-webhook" || cfg.Labels["org.opencontainers.image.version"] != tag {
-		t.Errorf("labels %v: want title dittofs-webhook and version %q", cfg.Labels, tag)
-	}
+	// A numeric user, so runAsNonRoot can verify it.
+	diff(t, "user, entrypoint, cmd, title and version labels",
+		[]any{"65532:65532", []string{"/dittofs-webhook"}, []string{"serve"}, "dittofs-webhook", tag},
+		[]any{cfg.User, cfg.Entrypoint, cfg.Cmd, cfg.Labels["org.opencontainers.image.title"], cfg.Labels["org.opencontainers.image.version"]})
 
 	t.Run("the Deployment runs it as its user, with its entrypoint, on its ports", func(t *testing.T) {
 		in := loadInstall(t, render(t, "deploy/default"))
 		sc := in.container.SecurityContext
-		expect(t, "container runAsUser:runAsGroup", fmt.Sprintf("%d:%d", *sc.RunAsUser, *sc.RunAsGroup), cfg.User)
+		diff(t, "container runAsUser:runAsGroup", cfg.User, fmt.Sprintf("%d:%d", *sc.RunAsUser, *sc.RunAsGroup))
 		if in.container.Command != nil {
 			t.Errorf("the Deployment overrides the image ENTRYPOINT with %q", in.container.Command)
 		}
 		for _, flag := range []string{"listen", "metrics-listen"} {
-			p := fmt.Sprintf("%d/tcp", in.flagPort(t, flag))
-			if _, ok := cfg.ExposedPorts[p]; !ok {
+			if p := fmt.Sprintf("%d/tcp", in.flagPort(t, flag)); cfg.ExposedPorts[p] == nil {
 				t.Errorf("the image exposes %v, not the --%s port %s", cfg.ExposedPorts, flag, p)
 			}
 		}
@@ -210,8 +195,8 @@ func TestImage(t *testing.T) {
 		t.Errorf("podman run %s version printed %q, want the build's version %q", img, out, tag)
 	}
 
-	bin, files := readImageFS(t)
-	for _, name := range files {
+	bin := serverBinary(t)
+	for _, name := range imageFS.files {
 		if slices.Contains([]string{"sh", "bash", "busybox", "ash", "dash"}, path.Base(name)) {
 			t.Errorf("the image has a shell: %s", name)
 		}
@@ -232,40 +217,139 @@ func TestImage(t *testing.T) {
 			t.Errorf("/dittofs-webhook needs shared libraries %v", libs)
 		}
 		// -ldflags -s -w: no symbol table, no DWARF.
-		var debug []string
 		for _, s := range f.Sections {
 			if s.Name == ".symtab" || strings.HasPrefix(s.Name, ".debug_") || strings.HasPrefix(s.Name, ".zdebug_") {
-				debug = append(debug, s.Name)
+				t.Errorf("/dittofs-webhook has section %q: not built with -ldflags \"-s -w\"", s.Name)
 			}
-		}
-		if len(debug) > 0 {
-			t.Errorf("/dittofs-webhook has sections %q: not built with -ldflags \"-s -w\"", debug)
 		}
 		info, err := buildinfo.ReadFile(bin)
 		if err != nil {
 			t.Fatalf("read build info: %v", err)
 		}
-		expect(t, "main package", info.Path, serverPkg)
 		settings := map[string]string{}
 		for _, s := range info.Settings {
 			settings[s.Key] = s.Value
 		}
-		for k, v := range map[string]string{"CGO_ENABLED": "0", "-trimpath": "true", "GOOS": "linux", "GOARCH": runtime.GOARCH} {
-			expect(t, "build setting "+k, settings[k], v)
-		}
+		diff(t, "main package, build settings CGO_ENABLED, -trimpath, GOOS, GOARCH",
+			[]string{serverPkg, "0", "true", "linux", runtime.GOARCH},
+			[]string{info.Path, settings["CGO_ENABLED"], settings["-trimpath"], settings["GOOS"], settings["GOARCH"]})
 	})
 }
 
 // TestDeploymentFlagsExist asks the image's binary for its serve flags:
 // every flag the Deployment passes must be one of them.
 func TestDeploymentFlagsExist(t *testing.T) {
-	bin := serverBinary(t)
-	out, _ := exec.Command(bin, "serve", "--help").CombinedOutput() // exit status varies with the flag library
-	in := loadInstall(t, render(t, "deploy/default"))
-	for _, a := range in.container.Args[1:] {
+	out, _ := exec.Command(serverBinary(t), "serve", "--help").CombinedOutput() // exit status varies with the flag library
+	for _, a := range loadInstall(t, render(t, "deploy/default")).container.Args[1:] {
 		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
 		if !regexp.MustCompile(`(?m)(^|\s)--?` + regexp.QuoteMeta(name) + `(\s|=|$)`).Match(out) {
 			t.Errorf("the Deployment passes --%s, which `dittofs-webhook serve --help` does not list:\n%s", name, out)
+		}
+	}
+}
+
+// TestDockerfile checks, with BuildKit's own parser, what the built image
+// cannot tell: the base images are build args whose defaults are the public
+// images (make image passes local stand-ins), and the go build step caches
+// the modules and the build cache.
+func TestDockerfile(t *testing.T) {
+	f, err := os.Open(filepath.Join(repoRoot, "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	res, err := parser.Parse(f)
+	if err != nil {
+		t.Fatalf("parse Dockerfile: %v", err)
+	}
+	for _, w := range res.Warnings {
+		t.Errorf("Dockerfile line %v: %s", w.Location, w.Short)
+	}
+	lex := shell.NewLex('\\')
+	var globalArgs, froms []string // NAME=VALUE of the ARGs before the first FROM; each stage's base, expanded
+	var goBuilds []*parser.Node
+	for _, n := range res.AST.Children {
+		switch strings.ToLower(n.Value) {
+		case "arg":
+			for a := n.Next; a != nil && len(froms) == 0; a = a.Next {
+				if name, value, ok := strings.Cut(a.Value, "="); ok {
+					v, _, err := lex.ProcessWord(value, shell.EnvsFromSlice(globalArgs))
+					if err != nil {
+						t.Fatalf("Dockerfile line %d: %v", n.StartLine, err)
+					}
+					globalArgs = append(globalArgs, name+"="+v)
+				}
+			}
+		case "from":
+			base, _, err := lex.ProcessWord(n.Next.Value, shell.EnvsFromSlice(globalArgs))
+			if err != nil {
+				t.Fatalf("Dockerfile line %d: %v", n.StartLine, err)
+			}
+			froms = append(froms, base)
+		case "run":
+			if regexp.MustCompile(`\bgo\s+build\b`).MatchString(n.Original) {
+				goBuilds = append(goBuilds, n)
+			}
+		}
+	}
+	diff(t, "base images (builder, runtime)", []string{"golang:1.26", "gcr.io/distroless/static-debian12:nonroot"}, froms)
+	if len(goBuilds) != 1 {
+		t.Fatalf("Dockerfile has %d RUN instructions with `go build`, want 1", len(goBuilds))
+	}
+	for _, target := range []string{"/go/pkg/mod", "/root/.cache/go-build"} {
+		if !slices.ContainsFunc(goBuilds[0].Flags, func(f string) bool {
+			return strings.HasPrefix(f, "--mount=") && strings.Contains(f, "type=cache") && strings.Contains(f, "target="+target)
+		}) {
+			t.Errorf("the go build RUN has no cache mount on %s (flags %q)", target, goBuilds[0].Flags)
+		}
+	}
+}
+
+// TestDockerignore checks that the build context keeps every file the
+// binary's build reads, matching .dockerignore as BuildKit does
+// (moby/patternmatcher).
+func TestDockerignore(t *testing.T) {
+	f, err := os.Open(filepath.Join(repoRoot, ".dockerignore"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	patterns, err := ignorefile.ReadAll(f)
+	if err != nil {
+		t.Fatalf("read .dockerignore: %v", err)
+	}
+	pm, err := patternmatcher.New(patterns)
+	if err != nil {
+		t.Fatalf(".dockerignore: %v", err)
+	}
+	cmd := exec.Command("go", "list", "-deps", "-json=Dir,GoFiles,EmbedFiles,Module", serverPkg)
+	cmd.Dir = repoRoot
+	cmd.Env = append(os.Environ(), "GOWORK=off", "CGO_ENABLED=0", "GOOS=linux")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, stderrOf(err))
+	}
+	root, _ := filepath.Abs(repoRoot)
+	want := map[string]bool{"go.mod": false, "go.sum": false, // false: kept in the context
+		".git/HEAD": true, "tests/manifests/go.mod": true, "deploy/default/kustomization.yaml": true}
+	for dec := json.NewDecoder(bytes.NewReader(out)); dec.More(); {
+		var p struct {
+			Dir                 string
+			GoFiles, EmbedFiles []string
+			Module              *struct{ Main bool }
+		}
+		if err := dec.Decode(&p); err != nil {
+			t.Fatalf("go list output: %v", err)
+		}
+		for _, f := range slices.Concat(p.GoFiles, p.EmbedFiles) {
+			if rel, _ := filepath.Rel(root, filepath.Join(p.Dir, f)); p.Module != nil && p.Module.Main {
+				want[filepath.ToSlash(rel)] = false
+			}
+		}
+	}
+	for f, ignore := range want {
+		if m, err := pm.MatchesOrParentMatches(f); err != nil || m != ignore {
+			t.Errorf(".dockerignore leaves %s out of the build context: %v, want %v (%v)", f, m, ignore, err)
 		}
 	}
 }

@@ -24,20 +24,14 @@ type inTreePolicies struct {
 
 func decodeInTree(t *testing.T, r *rendering) inTreePolicies {
 	t.Helper()
-	var kinds []string
-	for _, o := range r.objs {
-		kinds = append(kinds, o.Kind)
-	}
-	slices.Sort(kinds)
-	want := []string{"MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
-	if !slices.Equal(kinds, want) {
-		t.Fatalf("%s renders %v; the in-tree install is exactly %v (no server, no certificates)", r.dir, kinds, want)
+	if len(r.objs) != 4 {
+		t.Fatalf("%s renders %v; the in-tree install is exactly the two policies and their bindings (no server, no certificates)", r.dir, r.objs)
 	}
 	p := inTreePolicies{
-		mutating:    decode[admissionregistrationv1.MutatingAdmissionPolicy](t, r.only(t, "MutatingAdmissionPolicy")),
-		mutatingB:   decode[admissionregistrationv1.MutatingAdmissionPolicyBinding](t, r.only(t, "MutatingAdmissionPolicyBinding")),
-		validating:  decode[admissionregistrationv1.ValidatingAdmissionPolicy](t, r.only(t, "ValidatingAdmissionPolicy")),
-		validatingB: decode[admissionregistrationv1.ValidatingAdmissionPolicyBinding](t, r.only(t, "ValidatingAdmissionPolicyBinding")),
+		mutating:    one[admissionregistrationv1.MutatingAdmissionPolicy](t, r),
+		mutatingB:   one[admissionregistrationv1.MutatingAdmissionPolicyBinding](t, r),
+		validating:  one[admissionregistrationv1.ValidatingAdmissionPolicy](t, r),
+		validatingB: one[admissionregistrationv1.ValidatingAdmissionPolicyBinding](t, r),
 	}
 	if p.mutatingB.Spec.PolicyName != p.mutating.Name || p.validatingB.Spec.PolicyName != p.validating.Name {
 		t.Errorf("%s: a binding names another policy", r.dir)
@@ -69,18 +63,12 @@ func (p inTreePolicies) settings(t *testing.T) (size, mount string, excluded []s
 // The in-tree policies select what the webhooks select (SPEC §7): the same
 // label, the same namespace exclusions, the same rules and operations.
 func TestInTreeKustomize(t *testing.T) {
-	webhooks := render(t, "deploy/default")
-	mwc := decode[admissionregistrationv1.MutatingWebhookConfiguration](t, webhooks.only(t, "MutatingWebhookConfiguration"))
-	wh := mwc.Webhooks[0]
+	wh := one[admissionregistrationv1.MutatingWebhookConfiguration](t, render(t, "deploy/default")).Webhooks[0]
 
 	p := decodeInTree(t, render(t, "deploy/in-tree"))
 	mc := p.mutating.Spec.MatchConstraints
-	if d := cmp.Diff(wh.ObjectSelector, mc.ObjectSelector); d != "" {
-		t.Errorf("objectSelector differs from the webhooks' (-webhook +in-tree):\n%s", d)
-	}
-	if d := cmp.Diff(wh.NamespaceSelector, mc.NamespaceSelector); d != "" {
-		t.Errorf("namespaceSelector differs from the webhooks' (-webhook +in-tree):\n%s", d)
-	}
+	diff(t, "in-tree objectSelector, namespaceSelector (the webhooks')", []any{wh.ObjectSelector, wh.NamespaceSelector},
+		[]any{mc.ObjectSelector, mc.NamespaceSelector})
 	if len(mc.ResourceRules) != 1 || !slices.Equal(mc.ResourceRules[0].Resources, wh.Rules[0].Resources) ||
 		!slices.Equal(mc.ResourceRules[0].Operations, wh.Rules[0].Operations) {
 		t.Errorf("resource rules %+v differ from the webhooks' %+v", mc.ResourceRules, wh.Rules)
@@ -111,14 +99,7 @@ func TestHelmInTreeMode(t *testing.T) {
 	inTree := helmRelease{name: "dittofs-webhook", namespace: installNamespace, values: "mode: inTree\n", apiVersions: []string{mapAPI}}
 	p := decodeInTree(t, renderHelm(t, inTree))
 	k := decodeInTree(t, render(t, "deploy/in-tree"))
-	for _, d := range []string{
-		cmp.Diff(k.mutating, p.mutating), cmp.Diff(k.mutatingB, p.mutatingB),
-		cmp.Diff(k.validating, p.validating), cmp.Diff(k.validatingB, p.validatingB),
-	} {
-		if d != "" {
-			t.Errorf("the chart's inTree mode and deploy/in-tree render different policies (-kustomize +helm):\n%s", d)
-		}
-	}
+	diff(t, "the chart's inTree mode and deploy/in-tree (kustomize: want)", k, p, cmp.AllowUnexported(inTreePolicies{}))
 	size, mount, excluded, actions := p.settings(t)
 	if size != "5Gi" || mount != "/data/cache" || !slices.Equal(excluded, []string{"kube-system", installNamespace}) ||
 		!slices.Equal(actions, []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny}) {
@@ -138,14 +119,13 @@ webhooks: {excludedNamespaces: [legacy]}
 
 	refused := inTree
 	refused.apiVersions = nil
-	if _, stderr, err := helmTemplate(t, refused); err == nil || !strings.Contains(stderr, "MutatingAdmissionPolicy") {
+	if _, stderr, err := helm(t, refused, "template", refused.name); err == nil || !strings.Contains(stderr, "MutatingAdmissionPolicy") {
 		t.Errorf("mode=inTree on a cluster without %s: err %v, want a refusal naming the API\n%s", mapAPI, err, stderr)
 	}
 
 	// The default mode renders no policy.
-	for _, o := range renderHelm(t, defaultRelease).objs {
-		if strings.HasSuffix(o.Kind, "AdmissionPolicy") || strings.HasSuffix(o.Kind, "AdmissionPolicyBinding") {
-			t.Errorf("mode webhook renders %s", o)
-		}
+	if r := renderHelm(t, defaultRelease); len(all[admissionregistrationv1.MutatingAdmissionPolicy](r))+
+		len(all[admissionregistrationv1.ValidatingAdmissionPolicy](r)) > 0 {
+		t.Errorf("mode webhook renders an admission policy")
 	}
 }

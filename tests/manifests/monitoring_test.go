@@ -1,10 +1,15 @@
 package manifests
 
 import (
+	"context"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/promqltest"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"github.com/prometheus/common/model"
@@ -42,70 +47,49 @@ func knownSeries(name string) bool {
 
 // alertRule is one alerting rule with its parsed expression.
 type alertRule struct {
-	group, name string
-	expr        parser.Expr
-	exprText    string
-	forText     string
-	labels      map[string]string
-	annotations map[string]string
+	monitoringv1.Rule
+	name string
+	expr parser.Expr
+}
+
+// nodes returns the nodes of type T of the expression e.
+func nodes[T parser.Node](e parser.Expr) []T {
+	var out []T
+	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+		if v, ok := n.(T); ok {
+			out = append(out, v)
+		}
+		return nil
+	})
+	return out
 }
 
 // selectors returns the vector selectors of the expression e.
-func selectors(e parser.Expr) []*parser.VectorSelector {
-	var out []*parser.VectorSelector
-	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
-		if vs, ok := n.(*parser.VectorSelector); ok {
-			out = append(out, vs)
-		}
-		return nil
-	})
-	return out
-}
+func selectors(e parser.Expr) []*parser.VectorSelector { return nodes[*parser.VectorSelector](e) }
 
-// calls returns the names of the functions the expression e calls.
-func calls(e parser.Expr) []string {
-	var out []string
-	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
-		if c, ok := n.(*parser.Call); ok {
-			out = append(out, c.Func.Name)
+// calls reports whether the expression e calls fn (with a first argument
+// arg, if given: a quantile of histogram_quantile).
+func calls(e parser.Expr, fn string, arg ...float64) bool {
+	return slices.ContainsFunc(nodes[*parser.Call](e), func(c *parser.Call) bool {
+		if c.Func.Name != fn || len(arg) == 0 {
+			return c.Func.Name == fn
 		}
-		return nil
+		q, ok := c.Args[0].(*parser.NumberLiteral)
+		return ok && q.Val == arg[0]
 	})
-	return out
-}
-
-// quantiles returns the quantiles e takes with histogram_quantile.
-func quantiles(e parser.Expr) []float64 {
-	var out []float64
-	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
-		if c, ok := n.(*parser.Call); ok && c.Func.Name == "histogram_quantile" {
-			if q, ok := c.Args[0].(*parser.NumberLiteral); ok {
-				out = append(out, q.Val)
-			}
-		}
-		return nil
-	})
-	return out
 }
 
 // reads reports whether the expression e reads metric with a matcher
 // label=value for each pair of want (label, value, label, value, ...).
 func reads(e parser.Expr, metric string, want ...string) bool {
-	for _, vs := range selectors(e) {
-		if vs.Name != metric {
-			continue
-		}
-		ok := true
+	return slices.ContainsFunc(selectors(e), func(vs *parser.VectorSelector) bool {
 		for i := 0; i+1 < len(want); i += 2 {
 			if !hasMatcher(vs, want[i], want[i+1]) {
-				ok = false
+				return false
 			}
 		}
-		if ok {
-			return true
-		}
-	}
-	return false
+		return vs.Name == metric
+	})
 }
 
 func hasMatcher(vs *parser.VectorSelector, name, value string) bool {
@@ -127,16 +111,15 @@ func TestMonitoring(t *testing.T) {
 		r := render(t, "deploy/monitoring")
 		checkMonitoring(t, r, loadInstall(t, r))
 	})
-	h := helmMonitoringInstall
-	t.Run("helm "+h.name, func(t *testing.T) {
-		r := renderHelm(t, h.release)
-		checkMonitoring(t, r, loadInstallAs(t, r, h.layout()))
+	t.Run("helm "+helmMonitoringInstall.name, func(t *testing.T) {
+		in := helmMonitoringInstall.load(t)
+		checkMonitoring(t, in.all, in)
 	})
 }
 
 func checkMonitoring(t *testing.T, r *rendering, in *install) {
 	t.Run("ServiceMonitor scrapes the metrics port", func(t *testing.T) {
-		sm := decode[monitoringv1.ServiceMonitor](t, r.only(t, "ServiceMonitor"))
+		sm := one[monitoringv1.ServiceMonitor](t, r)
 		ns := sm.Spec.NamespaceSelector
 		if !ns.Any && !slices.Contains(ns.MatchNames, in.svc.Namespace) && !(len(ns.MatchNames) == 0 && sm.Namespace == in.svc.Namespace) {
 			t.Errorf("ServiceMonitor namespaceSelector %+v does not cover the Service's namespace %s", ns, in.svc.Namespace)
@@ -148,50 +131,35 @@ func checkMonitoring(t *testing.T, r *rendering, in *install) {
 			t.Fatalf("ServiceMonitor has %d endpoints, want 1", len(sm.Spec.Endpoints))
 		}
 		ep := sm.Spec.Endpoints[0]
-		var port *corev1.ServicePort
-		for i := range in.svc.Spec.Ports {
-			if in.svc.Spec.Ports[i].Name == ep.Port {
-				port = &in.svc.Spec.Ports[i]
-			}
-		}
-		if port == nil {
+		i := slices.IndexFunc(in.svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == ep.Port })
+		if i < 0 {
 			t.Fatalf("ServiceMonitor endpoint port %q is not a port name of the Service", ep.Port)
 		}
+		port := in.svc.Spec.Ports[i]
 		metrics := in.flagPort(t, "metrics-listen")
 		if cp, ok := containerPort(in.container, port.TargetPort); !ok || cp.ContainerPort != metrics {
 			t.Errorf("ServiceMonitor scrapes Service port %q, which targets %s, not the --metrics-listen port %d",
 				ep.Port, port.TargetPort.String(), metrics)
 		}
-		if ep.Path != "" && ep.Path != "/metrics" {
-			t.Errorf("ServiceMonitor path %q, want /metrics", ep.Path)
-		}
-		if s := ep.Scheme.String(); s != "" && s != "http" {
-			t.Errorf("ServiceMonitor scheme %q: the metrics listener is plain HTTP", s)
-		}
-		if ep.Interval != "" {
-			if _, err := model.ParseDuration(string(ep.Interval)); err != nil {
-				t.Errorf("ServiceMonitor interval %q: %v", ep.Interval, err)
-			}
+		_, err := model.ParseDuration(string(ep.Interval))
+		if (ep.Interval != "" && err != nil) ||
+			(ep.Path != "" && ep.Path != "/metrics") || (ep.Scheme.String() != "" && ep.Scheme.String() != "http") {
+			t.Errorf("ServiceMonitor path %q (want /metrics), scheme %q (the metrics listener is plain HTTP), interval %q (%v)",
+				ep.Path, ep.Scheme.String(), ep.Interval, err)
 		}
 	})
 
-	rule := decode[monitoringv1.PrometheusRule](t, r.only(t, "PrometheusRule"))
+	rule := one[monitoringv1.PrometheusRule](t, r)
 	var alerts []alertRule
 	p := parser.NewParser(parser.Options{})
 	for _, g := range rule.Spec.Groups {
 		for _, rl := range g.Rules {
-			a := alertRule{group: g.Name, name: rl.Alert, exprText: rl.Expr.String(), forText: string(ptr.Deref(rl.For, "")), labels: rl.Labels, annotations: rl.Annotations}
-			if rl.Alert == "" {
-				t.Errorf("group %s: rule %q is not an alert; recording rules belong in their own file", g.Name, rl.Record)
+			expr, err := p.ParseExpr(rl.Expr.String())
+			if rl.Alert == "" || err != nil {
+				t.Errorf("group %s: rule %q (alert %q): only alerts belong here, parsed (%v)\n%s", g.Name, rl.Record, rl.Alert, err, rl.Expr.String())
 				continue
 			}
-			expr, err := p.ParseExpr(a.exprText)
-			if err != nil {
-				t.Errorf("alert %s: expr does not parse: %v\n%s", rl.Alert, err, a.exprText)
-				continue
-			}
-			a.expr = expr
-			alerts = append(alerts, a)
+			alerts = append(alerts, alertRule{rl, rl.Alert, expr})
 		}
 	}
 	if len(alerts) == 0 {
@@ -208,18 +176,14 @@ func checkMonitoring(t *testing.T, r *rendering, in *install) {
 			if !alertNameRE.MatchString(a.name) {
 				t.Errorf("alert %s: name does not match %s", a.name, alertNameRE)
 			}
-			if !slices.Contains([]string{"critical", "warning", "info"}, a.labels["severity"]) {
-				t.Errorf("alert %s: severity label %q, want critical, warning or info", a.name, a.labels["severity"])
+			if !slices.Contains([]string{"critical", "warning", "info"}, a.Labels["severity"]) {
+				t.Errorf("alert %s: severity label %q, want critical, warning or info", a.name, a.Labels["severity"])
 			}
-			for _, k := range []string{"summary", "description"} {
-				if strings.TrimSpace(a.annotations[k]) == "" {
-					t.Errorf("alert %s: no %s annotation", a.name, k)
-				}
+			if strings.TrimSpace(a.Annotations["summary"]) == "" || strings.TrimSpace(a.Annotations["description"]) == "" {
+				t.Errorf("alert %s: no summary or no description annotation", a.name)
 			}
-			if a.forText != "" {
-				if _, err := model.ParseDuration(a.forText); err != nil {
-					t.Errorf("alert %s: for %q: %v", a.name, a.forText, err)
-				}
+			if _, err := model.ParseDuration(string(ptr.Deref(a.For, "0s"))); err != nil {
+				t.Errorf("alert %s: for %q: %v", a.name, *a.For, err)
 			}
 			if a.expr.Type() != parser.ValueTypeVector {
 				t.Errorf("alert %s: expr is a %s, want an instant vector", a.name, a.expr.Type())
@@ -258,14 +222,14 @@ func checkMonitoring(t *testing.T, r *rendering, in *install) {
 			return reads(a.expr, "dittofs_webhook_bad_requests_total") || reads(a.expr, "dittofs_webhook_panics_total")
 		}},
 		{"admission denials rate", func(a alertRule) bool {
-			return reads(a.expr, "dittofs_webhook_admission_requests_total", "allowed", "false") && slices.Contains(calls(a.expr), "rate")
+			return reads(a.expr, "dittofs_webhook_admission_requests_total", "allowed", "false") && calls(a.expr, "rate")
 		}},
 		{"p99 admission latency", func(a alertRule) bool {
-			return reads(a.expr, "dittofs_webhook_admission_duration_seconds_bucket") && slices.Contains(quantiles(a.expr), 0.99)
+			return reads(a.expr, "dittofs_webhook_admission_duration_seconds_bucket") && calls(a.expr, "histogram_quantile", 0.99)
 		}},
 		{"certificate expiring within 7 days", func(a alertRule) bool {
 			return reads(a.expr, "dittofs_webhook_tls_certificate_expiry_timestamp_seconds") &&
-				slices.Contains(calls(a.expr), "time") && comparesWith(a.expr, 7*24*3600)
+				calls(a.expr, "time") && comparesWith(a.expr, 7*24*3600)
 		}},
 		{"certificate reload failures", func(a alertRule) bool {
 			return reads(a.expr, "dittofs_webhook_tls_certificate_reloads_total", "result", "failure")
@@ -287,20 +251,11 @@ func checkMonitoring(t *testing.T, r *rendering, in *install) {
 // comparesWith reports whether the expression compares against the number
 // v, written as a literal or as constant arithmetic (7 * 24 * 3600).
 func comparesWith(e parser.Expr, v float64) bool {
-	found := false
-	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
-		b, ok := n.(*parser.BinaryExpr)
-		if !ok || !b.Op.IsComparisonOperator() {
-			return nil
-		}
-		for _, side := range []parser.Expr{b.LHS, b.RHS} {
-			if x, ok := constValue(side); ok && x == v {
-				found = true
-			}
-		}
-		return nil
+	return slices.ContainsFunc(nodes[*parser.BinaryExpr](e), func(b *parser.BinaryExpr) bool {
+		l, okL := constValue(b.LHS)
+		r, okR := constValue(b.RHS)
+		return b.Op.IsComparisonOperator() && (okL && l == v || okR && r == v)
 	})
-	return found
 }
 
 // constValue evaluates a constant arithmetic expression.
@@ -328,4 +283,146 @@ func constValue(e parser.Expr) (float64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// alertCase evaluates one alert's expression over synthetic series, as
+// `promtool test rules` would (without the `for` delay): the alert must fire
+// when something is wrong and stay quiet when all is well.
+type alertCase struct {
+	alert    string
+	scenario string
+	series   string        // promqltest series, one a line, one sample a minute from time 0
+	at       time.Duration // evaluation time
+	fires    bool
+}
+
+const (
+	day = 24 * 3600
+	ns  = `namespace="dittofs-webhook"`
+)
+
+var alertCases = []alertCase{
+	{"DittoFSWebhookNoReadyReplica", "no available replica", `
+kube_deployment_status_replicas_available{` + ns + `, deployment="dittofs-webhook"} 0x10`, 5 * time.Minute, true},
+	{"DittoFSWebhookNoReadyReplica", "one of two available", `
+kube_deployment_status_replicas_available{` + ns + `, deployment="dittofs-webhook"} 1x10`, 5 * time.Minute, false},
+	{"DittoFSWebhookNoReadyReplica", "another deployment has none", `
+kube_deployment_status_replicas_available{` + ns + `, deployment="dittofs-webhook"} 2x10
+kube_deployment_status_replicas_available{` + ns + `, deployment="other"} 0x10`, 5 * time.Minute, false},
+
+	{"DittoFSWebhookDown", "every target down", `
+up{job="dittofs-webhook", ` + ns + `, pod="a"} 0x10
+up{job="dittofs-webhook", ` + ns + `, pod="b"} 0x10`, 5 * time.Minute, true},
+	{"DittoFSWebhookDown", "never scraped", `
+up{job="other", ` + ns + `} 1x10`, 5 * time.Minute, true},
+	{"DittoFSWebhookDown", "one target up", `
+up{job="dittofs-webhook", ` + ns + `, pod="a"} 1x10
+up{job="dittofs-webhook", ` + ns + `, pod="b"} 0x10`, 5 * time.Minute, false},
+
+	{"DittoFSWebhookPanics", "a panic", `
+dittofs_webhook_panics_total{` + ns + `, pod="a"} 0 0 0 1 1 1 1 1`, 6 * time.Minute, true},
+	{"DittoFSWebhookPanics", "none", `
+dittofs_webhook_panics_total{` + ns + `, pod="a"} 0x10`, 6 * time.Minute, false},
+
+	{"DittoFSWebhookBadRequests", "malformed requests keep coming", `
+dittofs_webhook_bad_requests_total{` + ns + `, pod="a", reason="content-type"} 0+5x10`, 8 * time.Minute, true},
+	{"DittoFSWebhookBadRequests", "none", `
+dittofs_webhook_bad_requests_total{` + ns + `, pod="a", reason="content-type"} 3x10`, 8 * time.Minute, false},
+
+	{"DittoFSWebhookHighDenialRate", "most requests denied", `
+dittofs_webhook_admission_requests_total{` + ns + `, pod="a", webhook="validate", operation="UPDATE", allowed="false"} 0+10x30
+dittofs_webhook_admission_requests_total{` + ns + `, pod="a", webhook="validate", operation="UPDATE", allowed="true"} 0+1x30`, 20 * time.Minute, true},
+	{"DittoFSWebhookHighDenialRate", "few requests denied", `
+dittofs_webhook_admission_requests_total{` + ns + `, pod="a", webhook="validate", operation="UPDATE", allowed="false"} 0+1x30
+dittofs_webhook_admission_requests_total{` + ns + `, pod="a", webhook="validate", operation="UPDATE", allowed="true"} 0+10x30`, 20 * time.Minute, false},
+
+	{"DittoFSWebhookHighLatency", "decisions take seconds", `
+dittofs_webhook_admission_duration_seconds_bucket{` + ns + `, pod="a", webhook="mutate", le="0.001"} 0x20
+dittofs_webhook_admission_duration_seconds_bucket{` + ns + `, pod="a", webhook="mutate", le="1"} 0x20
+dittofs_webhook_admission_duration_seconds_bucket{` + ns + `, pod="a", webhook="mutate", le="2.5"} 0+100x20
+dittofs_webhook_admission_duration_seconds_bucket{` + ns + `, pod="a", webhook="mutate", le="+Inf"} 0+100x20`, 10 * time.Minute, true},
+	{"DittoFSWebhookHighLatency", "decisions under a millisecond", `
+dittofs_webhook_admission_duration_seconds_bucket{` + ns + `, pod="a", webhook="mutate", le="0.001"} 0+100x20
+dittofs_webhook_admission_duration_seconds_bucket{` + ns + `, pod="a", webhook="mutate", le="1"} 0+100x20
+dittofs_webhook_admission_duration_seconds_bucket{` + ns + `, pod="a", webhook="mutate", le="2.5"} 0+100x20
+dittofs_webhook_admission_duration_seconds_bucket{` + ns + `, pod="a", webhook="mutate", le="+Inf"} 0+100x20`, 10 * time.Minute, false},
+
+	// The gauge is the Unix time the served certificate expires; evaluation
+	// is a few minutes after the Unix epoch.
+	{"DittoFSWebhookCertificateExpiringSoon", "one pod serves a certificate with 6 days left", `
+dittofs_webhook_tls_certificate_expiry_timestamp_seconds{` + ns + `, pod="a"} ` + strconv.Itoa(60*day) + `x10
+dittofs_webhook_tls_certificate_expiry_timestamp_seconds{` + ns + `, pod="b"} ` + strconv.Itoa(6*day) + `x10`, 5 * time.Minute, true},
+	{"DittoFSWebhookCertificateExpiringSoon", "8 days left", `
+dittofs_webhook_tls_certificate_expiry_timestamp_seconds{` + ns + `, pod="a"} ` + strconv.Itoa(8*day) + `x10`, 5 * time.Minute, false},
+
+	{"DittoFSWebhookCertificateExpiringSoon", "no certificate loaded yet", `
+dittofs_webhook_tls_certificate_expiry_timestamp_seconds{` + ns + `, pod="a"} 0x10`, 5 * time.Minute, false},
+
+	{"DittoFSWebhookCertificateReloadFailing", "a reload failed", `
+dittofs_webhook_tls_certificate_reloads_total{` + ns + `, pod="a", result="success"} 1x10
+dittofs_webhook_tls_certificate_reloads_total{` + ns + `, pod="a", result="failure"} 0 0 0 1 1 1 1 1`, 6 * time.Minute, true},
+	{"DittoFSWebhookCertificateReloadFailing", "reloads succeed", `
+dittofs_webhook_tls_certificate_reloads_total{` + ns + `, pod="a", result="success"} 0 1 2 3 4 5 6 7
+dittofs_webhook_tls_certificate_reloads_total{` + ns + `, pod="a", result="failure"} 0x10`, 6 * time.Minute, false},
+}
+
+func TestAlertsFire(t *testing.T) {
+	rule := one[monitoringv1.PrometheusRule](t, render(t, "deploy/monitoring"))
+	exprs := map[string]string{}
+	for _, g := range rule.Spec.Groups {
+		for _, r := range g.Rules {
+			if r.Alert != "" {
+				exprs[r.Alert] = r.Expr.String()
+			}
+		}
+	}
+	engine := promqltest.NewTestEngine(t, false, 5*time.Minute, promqltest.DefaultMaxSamplesPerQuery)
+
+	covered := map[string]map[bool]bool{}
+	for _, c := range alertCases {
+		t.Run(c.alert+"/"+c.scenario, func(t *testing.T) {
+			expr, ok := exprs[c.alert]
+			if !ok {
+				t.Fatalf("the PrometheusRule has no alert %s", c.alert)
+			}
+			if covered[c.alert] == nil {
+				covered[c.alert] = map[bool]bool{}
+			}
+			covered[c.alert][c.fires] = true
+
+			storage := promqltest.LoadedStorage(t, "load 1m\n"+indent(strings.TrimSpace(c.series)))
+			q, err := engine.NewInstantQuery(context.Background(), storage, nil, expr, time.Unix(0, 0).Add(c.at))
+			if err != nil {
+				t.Fatalf("query %s: %v", expr, err)
+			}
+			defer q.Close()
+			res := q.Exec(context.Background())
+			if res.Err != nil {
+				t.Fatalf("evaluate %s: %v", expr, res.Err)
+			}
+			vec, ok := res.Value.(promql.Vector)
+			if !ok {
+				t.Fatalf("%s evaluates to a %s, want an instant vector", c.alert, res.Value.Type())
+			}
+			if fired := len(vec) > 0; fired != c.fires {
+				t.Errorf("alert %s fired = %v, want %v\nexpr: %s\nseries:%s\nresult: %v",
+					c.alert, fired, c.fires, strings.TrimSpace(expr), c.series, vec)
+			}
+		})
+	}
+	t.Run("every alert has a firing and a quiet case", func(t *testing.T) {
+		for name := range exprs {
+			if !covered[name][true] || !covered[name][false] {
+				t.Errorf("alert %s needs a case where it fires and one where it does not", name)
+			}
+		}
+	})
+}
+
+func indent(s string) string {
+	lines := strings.Split(s, "\n")
+	for i := range lines {
+		lines[i] = "  " + strings.TrimSpace(lines[i])
+	}
+	return strings.Join(lines, "\n")
 }

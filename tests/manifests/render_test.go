@@ -1,12 +1,18 @@
 package manifests
 
 import (
-	"encoding/json"
+	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -18,10 +24,15 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
 )
 
 // repoRoot is the repository root, relative to this package's directory
@@ -35,16 +46,46 @@ const (
 	namePrefix       = "dittofs-webhook"
 	serverLabel      = "dittofs.com/server"
 	tlsMountPath     = "/etc/dittofs-webhook/tls"
-	mutatePath       = "/mutate-apps-v1-statefulset"
-	validatePath     = "/validate-apps-v1-statefulset"
 	injectCAFrom     = "cert-manager.io/inject-ca-from"
 	nonRootID        = int64(65532)
+	chartDir         = "deploy/helm/dittofs-webhook" // the Helm chart (SPEC §6)
 )
 
-// object is one rendered manifest, kept as JSON for decoding.
+// scheme holds the projects' own API types (k8s.io/api, cert-manager's, the
+// Prometheus Operator's) the manifests decode into; a kind or apiVersion it
+// does not know fails the rendering. (That the CRDs' schemas, enums
+// included, accept the objects is the e2e's server-side dry run, tests/e2e
+// TestInstallManifests.)
+var scheme = func() *runtime.Scheme {
+	s := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, appsv1.AddToScheme, policyv1.AddToScheme,
+		networkingv1.AddToScheme, admissionregistrationv1.AddToScheme, cmapi.AddToScheme, monitoringv1.AddToScheme} {
+		utilruntime.Must(add(s))
+	}
+	return s
+}()
+
+// allowedKinds are the kinds a rendering may hold: the install's, and the
+// in-tree policies'. No RBAC kind: the server talks to no Kubernetes API.
+var allowedKinds = map[string]bool{
+	"Namespace": true, "ServiceAccount": true, "Service": true, "Deployment": true, "StatefulSet": true,
+	"PodDisruptionBudget": true, "NetworkPolicy": true, "ConfigMap": true, "MutatingWebhookConfiguration": true,
+	"ValidatingWebhookConfiguration": true, "Certificate": true, "Issuer": true, "ServiceMonitor": true,
+	"PrometheusRule": true, "MutatingAdmissionPolicy": true, "MutatingAdmissionPolicyBinding": true,
+	"ValidatingAdmissionPolicy": true, "ValidatingAdmissionPolicyBinding": true,
+}
+
+// clusterScoped kinds have no namespace.
+var clusterScoped = map[string]bool{
+	"Namespace": true, "MutatingWebhookConfiguration": true, "ValidatingWebhookConfiguration": true,
+}
+
+// object is one rendered manifest: its JSON, and its typed object, decoded
+// once, strictly.
 type object struct {
-	APIVersion, Kind, Namespace, Name string
-	raw                               []byte
+	Kind, Namespace, Name string
+	obj                   runtime.Object
+	raw                   []byte
 }
 
 func (o object) String() string {
@@ -55,7 +96,7 @@ func (o object) String() string {
 }
 
 // rendering is the output of one kustomization, as `kubectl kustomize DIR`,
-// or of one `helm template` of the chart (helm_test.go).
+// or of one `helm template` of the chart.
 type rendering struct {
 	dir  string // what was rendered, for messages
 	objs []object
@@ -65,67 +106,92 @@ type rendering struct {
 // in memory with kustomize's krusty, the engine inside `kubectl apply -k`.
 func render(t *testing.T, dir string) *rendering {
 	t.Helper()
-	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
-	m, err := k.Run(filesys.MakeFsOnDisk(), filepath.Join(repoRoot, dir))
+	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), filepath.Join(repoRoot, dir))
 	if err != nil {
 		t.Fatalf("kustomize build %s: %v", dir, err)
 	}
-	r := &rendering{dir: dir}
+	var raws [][]byte
 	for _, res := range m.Resources() {
 		raw, err := res.MarshalJSON()
 		if err != nil {
 			t.Fatalf("%s: marshal %s/%s: %v", dir, res.GetKind(), res.GetName(), err)
 		}
-		r.add(t, raw)
+		raws = append(raws, raw)
+	}
+	return newRendering(t, dir, raws)
+}
+
+// newRendering decodes every object of raws into its type, rejecting unknown
+// fields: a misspelled or misplaced field in a manifest is an error here, as
+// with `kubectl apply --validate=strict`.
+func newRendering(t *testing.T, dir string, raws [][]byte) *rendering {
+	t.Helper()
+	r := &rendering{dir: dir}
+	for _, raw := range raws {
+		var head struct {
+			metav1.TypeMeta `json:",inline"`
+			Metadata        struct{ Name, Namespace string } `json:"metadata"`
+		}
+		if err := yaml.Unmarshal(raw, &head); err != nil {
+			t.Fatalf("%s: an object does not decode: %v\n%s", dir, err, raw)
+		}
+		o := object{Kind: head.Kind, Namespace: head.Metadata.Namespace, Name: head.Metadata.Name, raw: raw}
+		obj, err := scheme.New(schema.FromAPIVersionAndKind(head.APIVersion, head.Kind))
+		if err != nil || !allowedKinds[head.Kind] {
+			t.Fatalf("%s: unexpected kind %s (apiVersion %s)", dir, o, head.APIVersion)
+		}
+		if err := decodeStrict(raw, obj); err != nil {
+			t.Fatalf("%s: %s has a field its schema does not know: %v", dir, o, err)
+		}
+		o.obj = obj
+		r.objs = append(r.objs, o)
 	}
 	if len(r.objs) == 0 {
-		t.Fatalf("kustomize build %s rendered nothing", dir)
+		t.Fatalf("%s rendered nothing", dir)
 	}
 	return r
 }
 
-// add appends the object whose JSON is raw.
-func (r *rendering) add(t *testing.T, raw []byte) {
-	t.Helper()
-	var head struct {
-		APIVersion string `json:"apiVersion"`
-		Kind       string `json:"kind"`
-		Metadata   struct {
-			Name      string `json:"name"`
-			Namespace string `json:"namespace"`
-		} `json:"metadata"`
+// decodeStrict uses the kube-apiserver's own JSON decoder, which (unlike
+// encoding/json) matches field names case-sensitively.
+func decodeStrict(raw []byte, v any) error {
+	strictErrs, err := kjson.UnmarshalStrict(raw, v)
+	if err != nil {
+		return err
 	}
-	if err := json.Unmarshal(raw, &head); err != nil {
-		t.Fatalf("%s: an object does not decode: %v\n%s", r.dir, err, raw)
-	}
-	r.objs = append(r.objs, object{
-		APIVersion: head.APIVersion,
-		Kind:       head.Kind,
-		Namespace:  head.Metadata.Namespace,
-		Name:       head.Metadata.Name,
-		raw:        raw,
-	})
+	return errors.Join(strictErrs...)
 }
 
-func (r *rendering) ofKind(kind string) []object {
-	var out []object
+// all returns the objects of r of type T.
+func all[T any](r *rendering) []*T {
+	var out []*T
 	for _, o := range r.objs {
-		if o.Kind == kind {
-			out = append(out, o)
+		if v, ok := o.obj.(any).(*T); ok {
+			out = append(out, v)
 		}
 	}
 	return out
 }
 
-// only returns the single object of kind, failing the test if there is not
+// one returns the single object of type T, failing the test if there is not
 // exactly one.
-func (r *rendering) only(t *testing.T, kind string) object {
+func one[T any](t *testing.T, r *rendering) *T {
 	t.Helper()
-	objs := r.ofKind(kind)
+	objs := all[T](r)
 	if len(objs) != 1 {
-		t.Fatalf("%s renders %d %s objects, want exactly 1: %v", r.dir, len(objs), kind, objs)
+		t.Fatalf("%s renders %d %T objects, want exactly 1", r.dir, len(objs), new(T))
 	}
 	return objs[0]
+}
+
+// named returns the object of type T in namespace with name, or nil.
+func named[T any](r *rendering, namespace, name string) *T {
+	for _, v := range all[T](r) {
+		if m := any(v).(metav1.Object); m.GetNamespace() == namespace && m.GetName() == name {
+			return v
+		}
+	}
+	return nil
 }
 
 // split parts r into the objects of namespace ns (the Namespace itself and
@@ -143,87 +209,98 @@ func (r *rendering) split(ns string) (of, rest *rendering) {
 	return of, rest
 }
 
-// find returns the object of kind in namespace with name.
-func (r *rendering) find(kind, namespace, name string) (object, bool) {
-	for _, o := range r.objs {
-		if o.Kind == kind && o.Namespace == namespace && o.Name == name {
-			return o, true
-		}
-	}
-	return object{}, false
+// helmRelease is one `helm template` of the chart.
+type helmRelease struct {
+	name, namespace string
+	values          string // YAML given with -f; empty for the chart's defaults
+	// apiVersions are the APIs the cluster serves beyond Helm's defaults
+	// (--api-versions), as .Capabilities.APIVersions sees them.
+	apiVersions []string
 }
 
-// decode decodes o into a T, rejecting unknown fields: a misspelled or
-// misplaced field in a manifest is an error here, as with
-// `kubectl apply --validate=strict`.
-func decode[T any](t *testing.T, o object) *T {
-	t.Helper()
-	v := new(T)
-	if err := decodeStrict(o.raw, v); err != nil {
-		t.Fatalf("%s does not decode into %T: %v", o, v, err)
-	}
-	return v
+// with returns h with values (YAML) instead of its own.
+func (h helmRelease) with(values string) helmRelease {
+	h.values = values
+	return h
 }
 
-// It uses the kube-apiserver's own JSON decoder, which (unlike
-// encoding/json) matches field names case-sensitively.
-func decodeStrict(raw []byte, v any) error {
-	strictErrs, err := kjson.UnmarshalStrict(raw, v)
+// defaultRelease is the install docs/install-helm.md shows: release and
+// namespace dittofs-webhook, which gives every object the name it has in
+// deploy/default.
+var defaultRelease = helmRelease{name: "dittofs-webhook", namespace: installNamespace}
+
+// helmPath is the helm CLI, built once per test binary by
+// tests/tools/build-helm.sh (which does nothing when the binary of the pinned
+// version exists).
+var helmPath = sync.OnceValues(func() (string, error) {
+	var stderr bytes.Buffer
+	cmd := exec.Command(filepath.Join(repoRoot, "tests", "tools", "build-helm.sh"))
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		return err
+		return "", fmt.Errorf("tests/tools/build-helm.sh: %v\n%s", err, stderr.String())
 	}
-	return errors.Join(strictErrs...)
-}
+	return strings.TrimSpace(string(out)), nil
+})
 
-// knownKinds maps every kind the manifests may contain to its apiVersion and
-// to the type it decodes into: the projects' own API types (k8s.io/api,
-// cert-manager's and the Prometheus Operator's), so a field they do not know
-// fails the strict decode. (That the CRDs' schemas, enums included, accept
-// the objects is the e2e's server-side dry run, tests/e2e TestInstallManifests.)
-var knownKinds = map[string]struct {
-	apiVersion string
-	newObj     func() any
-}{
-	"Namespace":                      {"v1", func() any { return &corev1.Namespace{} }},
-	"ServiceAccount":                 {"v1", func() any { return &corev1.ServiceAccount{} }},
-	"Service":                        {"v1", func() any { return &corev1.Service{} }},
-	"Deployment":                     {"apps/v1", func() any { return &appsv1.Deployment{} }},
-	"StatefulSet":                    {"apps/v1", func() any { return &appsv1.StatefulSet{} }},
-	"PodDisruptionBudget":            {"policy/v1", func() any { return &policyv1.PodDisruptionBudget{} }},
-	"NetworkPolicy":                  {"networking.k8s.io/v1", func() any { return &networkingv1.NetworkPolicy{} }},
-	"MutatingWebhookConfiguration":   {"admissionregistration.k8s.io/v1", func() any { return &admissionregistrationv1.MutatingWebhookConfiguration{} }},
-	"ValidatingWebhookConfiguration": {"admissionregistration.k8s.io/v1", func() any { return &admissionregistrationv1.ValidatingWebhookConfiguration{} }},
-	"ConfigMap":                      {"v1", func() any { return &corev1.ConfigMap{} }},
-	"Certificate":                    {"cert-manager.io/v1", func() any { return &cmapi.Certificate{} }},
-	"Issuer":                         {"cert-manager.io/v1", func() any { return &cmapi.Issuer{} }},
-	"ServiceMonitor":                 {"monitoring.coreos.com/v1", func() any { return &monitoringv1.ServiceMonitor{} }},
-	"PrometheusRule":                 {"monitoring.coreos.com/v1", func() any { return &monitoringv1.PrometheusRule{} }},
-}
-
-// clusterScoped kinds have no namespace.
-var clusterScoped = map[string]bool{
-	"Namespace":                      true,
-	"MutatingWebhookConfiguration":   true,
-	"ValidatingWebhookConfiguration": true,
-}
-
-// checkKnownAndStrict checks that every object of r is of a known kind and
-// apiVersion and decodes strictly into its type.
-func checkKnownAndStrict(t *testing.T, r *rendering) {
+// helm runs `helm CMD... CHART` for h, with its state in a temporary
+// directory, its values (if any) on stdin (-f takes a comma-separated list,
+// so no file name is safe that a test name made), and a proxy that refuses
+// every connection: nothing here may reach the network (a schema $ref to a
+// URL, a chart dependency), and if anything tried, the test would fail.
+func helm(t *testing.T, h helmRelease, cmd ...string) (stdout, stderr string, err error) {
 	t.Helper()
-	for _, o := range r.objs {
-		k, ok := knownKinds[o.Kind]
-		if !ok {
-			t.Errorf("%s: unexpected kind %s (apiVersion %s)", r.dir, o, o.APIVersion)
-			continue
+	bin, err := helmPath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := append(cmd, filepath.Join(repoRoot, chartDir), "--namespace", h.namespace)
+	if h.values != "" {
+		args = append(args, "--values", "-")
+	}
+	for _, v := range h.apiVersions {
+		args = append(args, "--api-versions", v)
+	}
+	home := t.TempDir()
+	c := exec.Command(bin, args...)
+	c.Stdin = strings.NewReader(h.values)
+	c.Env = append(os.Environ(), "HELM_CACHE_HOME="+filepath.Join(home, "cache"),
+		"HELM_CONFIG_HOME="+filepath.Join(home, "config"), "HELM_DATA_HOME="+filepath.Join(home, "data"),
+		"KUBECONFIG="+filepath.Join(home, "kubeconfig"),
+		"HTTP_PROXY=http://127.0.0.1:9", "HTTPS_PROXY=http://127.0.0.1:9", "NO_PROXY=",
+		"http_proxy=http://127.0.0.1:9", "https_proxy=http://127.0.0.1:9", "no_proxy=")
+	var out, errOut bytes.Buffer
+	c.Stdout, c.Stderr = &out, &errOut
+	err = c.Run()
+	return out.String(), errOut.String(), err
+}
+
+// renderHelm renders the chart as `helm install` would install it.
+func renderHelm(t *testing.T, h helmRelease) *rendering {
+	t.Helper()
+	dir := fmt.Sprintf("helm template %s %s -n %s", h.name, chartDir, h.namespace)
+	out, stderr, err := helm(t, h, "template", h.name)
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", dir, err, stderr)
+	}
+	var raws [][]byte
+	docs := utilyaml.NewYAMLReader(bufio.NewReader(strings.NewReader(out)))
+	for {
+		doc, err := docs.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("%s: reading its output: %v", dir, err)
 		}
-		if o.APIVersion != k.apiVersion {
-			t.Errorf("%s: %s has apiVersion %q, want %q", r.dir, o, o.APIVersion, k.apiVersion)
+		raw, err := yaml.YAMLToJSON(doc)
+		if err != nil {
+			t.Fatalf("%s: a document is not YAML: %v\n%s", dir, err, doc)
 		}
-		if err := decodeStrict(o.raw, k.newObj()); err != nil {
-			t.Errorf("%s: %s has a field its schema does not know: %v", r.dir, o, err)
+		if s := string(bytes.TrimSpace(raw)); s != "null" && s != "" { // not a template that rendered nothing
+			raws = append(raws, raw)
 		}
 	}
+	return newRendering(t, dir, raws)
 }
 
 // selects reports whether sel selects an object with labels set.
@@ -243,8 +320,7 @@ func selects(t *testing.T, sel *metav1.LabelSelector, set map[string]string) boo
 // probe or a Service targetPort) against the ports c declares.
 func containerPort(c *corev1.Container, ref intstr.IntOrString) (corev1.ContainerPort, bool) {
 	for _, p := range c.Ports {
-		if (ref.Type == intstr.String && p.Name == ref.StrVal) ||
-			(ref.Type == intstr.Int && p.ContainerPort == ref.IntVal) {
+		if (ref.Type == intstr.String && p.Name == ref.StrVal) || (ref.Type == intstr.Int && p.ContainerPort == ref.IntVal) {
 			return p, true
 		}
 	}

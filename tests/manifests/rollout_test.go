@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -14,15 +15,15 @@ import (
 // it passes every installCheck is TestInstall's (installOverlays).
 func TestRolloutWarn(t *testing.T) {
 	def, warn := render(t, "deploy/default"), render(t, "deploy/rollout-warn")
-	expect(t, "--validation-action of deploy/default", loadInstall(t, def).flags["validation-action"], "deny")
-	expect(t, "--validation-action of deploy/rollout-warn", loadInstall(t, warn).flags["validation-action"], "warn")
+	diff(t, "--validation-action of deploy/default, deploy/rollout-warn", []string{"deny", "warn"},
+		[]string{loadInstall(t, def).flags["validation-action"], loadInstall(t, warn).flags["validation-action"]})
 
 	if len(def.objs) != len(warn.objs) {
 		t.Errorf("deploy/default renders %d objects, deploy/rollout-warn %d", len(def.objs), len(warn.objs))
 	}
 	for _, o := range warn.objs {
-		d, ok := def.find(o.Kind, o.Namespace, o.Name)
-		if !ok {
+		i := slices.IndexFunc(def.objs, func(d object) bool { return d.String() == o.String() })
+		if i < 0 {
 			t.Errorf("deploy/rollout-warn renders %s, which deploy/default does not", o)
 			continue
 		}
@@ -30,8 +31,8 @@ func TestRolloutWarn(t *testing.T) {
 		if o.Kind == "Deployment" {
 			raw = bytes.Replace(raw, []byte(`"--validation-action=warn"`), []byte(`"--validation-action=deny"`), 1)
 		}
-		if !bytes.Equal(raw, d.raw) {
-			t.Errorf("%s differs between deploy/default and deploy/rollout-warn by more than the flag:\n%s\n%s", o, d.raw, o.raw)
+		if !bytes.Equal(raw, def.objs[i].raw) {
+			t.Errorf("%s differs between deploy/default and deploy/rollout-warn by more than the flag:\n%s\n%s", o, def.objs[i].raw, o.raw)
 		}
 	}
 }
@@ -59,6 +60,6 @@ func TestWarnComponentOnMonitoring(t *testing.T) {
 		t.Fatal(err)
 	}
 	in := loadInstall(t, render(t, rel))
-	expect(t, "--validation-action", in.flags["validation-action"], "warn")
-	expect(t, "objects", len(in.all.objs), len(render(t, "deploy/monitoring").objs))
+	diff(t, "--validation-action, objects", []any{"warn", len(render(t, "deploy/monitoring").objs)},
+		[]any{in.flags["validation-action"], len(in.all.objs)})
 }

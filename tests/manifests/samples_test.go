@@ -2,114 +2,251 @@ package manifests
 
 import (
 	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 )
 
+// sampleFile is the minimal manifest a user writes (deploy/samples, applied
+// separately). The sample StatefulSet deploy/default installs (SPEC §6: "a
+// sample labelled StatefulSet") lives in deploy/base/installed-sample and is
+// written complete, as the webhooks store it: `kubectl apply -k` creates
+// StatefulSets before webhook configurations, so on a first install it
+// reaches the apiserver before the webhooks exist, and must be right without
+// them.
 const sampleFile = "deploy/samples/statefulset.yaml"
 
-// TestSamples checks that the sample is what docs/install.md says: a
-// labelled StatefulSet that the webhooks select, with the storage the user
-// provides and the emptyDir cache the webhook replaces.
-func TestSamples(t *testing.T) {
-	r := render(t, "deploy/samples")
-	checkKnownAndStrict(t, r)
-	sts := decode[appsv1.StatefulSet](t, r.only(t, "StatefulSet"))
-	mwc := decode[admissionregistrationv1.MutatingWebhookConfiguration](t,
-		render(t, "deploy/default").only(t, "MutatingWebhookConfiguration"))
-
-	t.Run("the webhooks select it", func(t *testing.T) {
-		if _, ok := sts.Labels[serverLabel]; !ok {
-			t.Fatalf("the sample lacks the %s label", serverLabel)
-		}
-		w := mwc.Webhooks[0]
-		if !selects(t, w.ObjectSelector, sts.Labels) {
-			t.Errorf("the webhook objectSelector does not select the sample's labels %v", sts.Labels)
-		}
-		// No namespace: it goes where the user applies it, which must not be
-		// a namespace the webhooks leave out.
-		if sts.Namespace != "" && !selects(t, w.NamespaceSelector, nsLabels(sts.Namespace)) {
-			t.Errorf("the sample's namespace %s is left out by the webhook namespaceSelector", sts.Namespace)
-		}
-	})
-
-	t.Run("storage", func(t *testing.T) {
-		var names []string
-		for _, vct := range sts.Spec.VolumeClaimTemplates {
-			names = append(names, vct.Name)
-			if q, ok := vct.Spec.Resources.Requests[corev1.ResourceStorage]; !ok || q.Sign() <= 0 {
-				t.Errorf("volumeClaimTemplate %s requests no positive storage", vct.Name)
-			}
-		}
-		expect(t, "volumeClaimTemplates", names, []string{"metadata", "content"})
-		if !slices.ContainsFunc(sts.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool {
-			return v.Name == "cache" && v.EmptyDir != nil
-		}) {
-			t.Errorf("the sample has no emptyDir volume named cache (the webhook's M3 has nothing to show)")
-		}
-		if sts.Spec.PersistentVolumeClaimRetentionPolicy != nil {
-			t.Errorf("the sample sets a retention policy: the webhook's default (Retain/Retain) is what it shows")
-		}
-	})
-
-	t.Run("pod", func(t *testing.T) {
-		if !slices.ContainsFunc(sts.Spec.Template.Spec.Containers, func(c corev1.Container) bool { return c.Name == "dittofs" }) {
-			t.Errorf("no container named dittofs, the one the webhook mounts the cache into")
-		}
-		checkServiceAndSelector(t, r, sts)
-	})
-
-	// The server's own offline evaluation (`dittofs-webhook eval`) of the
-	// sample: what `kubectl apply -f` of it will store.
-	t.Run("dittofs-webhook eval accepts and completes it", func(t *testing.T) {
-		bin := serverBinary(t)
-		var stdout, stderr bytes.Buffer
-		cmd := exec.Command(bin, "eval", "-f", filepath.Join(repoRoot, sampleFile), "-o", "yaml")
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("dittofs-webhook eval -f %s: %v (want exit 0: allowed)\n%s", sampleFile, err, stderr.String())
-		}
-		var out appsv1.StatefulSet
-		if err := yaml.Unmarshal(bytes.TrimPrefix(bytes.TrimSpace(stdout.Bytes()), []byte("---")), &out); err != nil {
-			t.Fatalf("eval output is not a StatefulSet: %v\n%s", err, stdout.String())
-		}
-		var names []string
-		for _, vct := range out.Spec.VolumeClaimTemplates {
-			names = append(names, vct.Name)
-		}
-		expect(t, "volumeClaimTemplates after the webhook", names, []string{"metadata", "content", "cache"})
-		rp := out.Spec.PersistentVolumeClaimRetentionPolicy
-		if rp == nil || rp.WhenDeleted != appsv1.RetainPersistentVolumeClaimRetentionPolicyType ||
-			rp.WhenScaled != appsv1.RetainPersistentVolumeClaimRetentionPolicyType {
-			t.Errorf("retention policy after the webhook = %+v, want Retain/Retain", rp)
-		}
-		if slices.ContainsFunc(out.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == "cache" }) {
-			t.Errorf("the emptyDir cache volume is still there after the webhook")
-		}
-		if !strings.Contains(stderr.String(), "emptyDir") {
-			t.Errorf("eval printed no warning about the removed emptyDir; stderr:\n%s", stderr.String())
-		}
-	})
+var retainRetain = &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
+	WhenDeleted: appsv1.RetainPersistentVolumeClaimRetentionPolicyType,
+	WhenScaled:  appsv1.RetainPersistentVolumeClaimRetentionPolicyType,
 }
 
-// checkServiceAndSelector: a sample StatefulSet's serviceName names a headless
-// Service of the same rendering, and its selector selects its pods.
-func checkServiceAndSelector(t *testing.T, r *rendering, sts *appsv1.StatefulSet) {
+// checkSample checks what both samples must be: labelled for the webhooks,
+// selected by them in a namespace nsLabels (if any), with the claim templates
+// want, each requesting storage, a container named dittofs, and a headless
+// Service of r named by serviceName, its selector selecting its pods.
+func checkSample(t *testing.T, r *rendering, sts *appsv1.StatefulSet, nsLabels map[string]string, want []string,
+	webhooks []admissionregistrationv1.MutatingWebhook) {
 	t.Helper()
-	if svc, ok := r.find("Service", sts.Namespace, sts.Spec.ServiceName); !ok {
-		t.Errorf("serviceName %q names no Service of the sample", sts.Spec.ServiceName)
-	} else if s := decode[corev1.Service](t, svc); s.Spec.ClusterIP != corev1.ClusterIPNone {
-		t.Errorf("Service %s is not headless", s.Name)
+	if _, ok := sts.Labels[serverLabel]; !ok {
+		t.Errorf("the sample lacks the %s label", serverLabel)
+	}
+	for _, w := range webhooks {
+		if !selects(t, w.ObjectSelector, sts.Labels) || (nsLabels != nil && !selects(t, w.NamespaceSelector, nsLabels)) {
+			t.Errorf("webhook %s does not select the sample (labels %v) in its namespace (labels %v)", w.Name, sts.Labels, nsLabels)
+		}
+	}
+	var names []string
+	for _, vct := range sts.Spec.VolumeClaimTemplates {
+		names = append(names, vct.Name)
+		if q, ok := vct.Spec.Resources.Requests[corev1.ResourceStorage]; !ok || q.Sign() <= 0 {
+			t.Errorf("volumeClaimTemplate %s requests no positive storage", vct.Name)
+		}
+	}
+	diff(t, "volumeClaimTemplates", want, names)
+	if !slices.ContainsFunc(sts.Spec.Template.Spec.Containers, func(c corev1.Container) bool { return c.Name == "dittofs" }) {
+		t.Errorf("no container named dittofs, the one the webhook mounts the cache into")
+	}
+	if svc := named[corev1.Service](r, sts.Namespace, sts.Spec.ServiceName); svc == nil || svc.Spec.ClusterIP != corev1.ClusterIPNone {
+		t.Errorf("serviceName %q names no headless Service of the sample", sts.Spec.ServiceName)
 	}
 	if !selects(t, sts.Spec.Selector, sts.Spec.Template.Labels) {
 		t.Errorf("selector %v does not select the pod template labels %v", sts.Spec.Selector, sts.Spec.Template.Labels)
 	}
+}
+
+// TestSamples checks that the sample is what docs/install.md says: a
+// labelled StatefulSet that the webhooks select, with the storage the user
+// provides and the emptyDir cache the webhook replaces; and that the
+// server's own offline evaluation (`dittofs-webhook eval`) completes it.
+func TestSamples(t *testing.T) {
+	r := render(t, "deploy/samples")
+	sts := one[appsv1.StatefulSet](t, r)
+	// No namespace: it goes where the user applies it, which must not be a
+	// namespace the webhooks leave out.
+	var ns map[string]string
+	if sts.Namespace != "" {
+		ns = nsLabels(sts.Namespace)
+	}
+	in := loadInstall(t, render(t, "deploy/default"))
+	checkSample(t, r, sts, ns, []string{"metadata", "content"}, in.webhooks(t))
+	if !slices.ContainsFunc(sts.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == "cache" && v.EmptyDir != nil }) ||
+		sts.Spec.PersistentVolumeClaimRetentionPolicy != nil {
+		t.Errorf("the sample must have an emptyDir volume named cache and no retention policy: the webhook's M3 and default show")
+	}
+
+	stdout, stderr := runEval(t, in, filepath.Join(repoRoot, sampleFile), "-o", "yaml")
+	var out appsv1.StatefulSet
+	if err := yaml.Unmarshal([]byte(strings.TrimPrefix(strings.TrimSpace(stdout), "---")), &out); err != nil {
+		t.Fatalf("eval output is not a StatefulSet: %v\n%s", err, stdout)
+	}
+	var names []string
+	for _, vct := range out.Spec.VolumeClaimTemplates {
+		names = append(names, vct.Name)
+	}
+	diff(t, "volumeClaimTemplates and retention after the webhook", []any{[]string{"metadata", "content", "cache"}, retainRetain},
+		[]any{names, out.Spec.PersistentVolumeClaimRetentionPolicy})
+	if slices.ContainsFunc(out.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == "cache" }) ||
+		!strings.Contains(stderr, "emptyDir") {
+		t.Errorf("the emptyDir cache volume must be gone after the webhook, with a warning; stderr:\n%s", stderr)
+	}
+}
+
+// checkInstalledSample is an installCheck: the overlay installs exactly one
+// StatefulSet, the sample, in a namespace of its own that the install
+// creates and the webhooks select; it is labelled, complete (the webhooks
+// have nothing to add or deny), scaled to 0, and the server's own policy code
+// agrees.
+func checkInstalledSample(t *testing.T, in *install) {
+	sts := one[appsv1.StatefulSet](t, in.all)
+	ns := named[corev1.Namespace](in.sample, "", sampleNamespace)
+	if sts.Namespace != sampleNamespace || ns == nil {
+		t.Fatalf("the sample %s/%s is not in its own namespace %s, which the install creates", sts.Namespace, sts.Name, sampleNamespace)
+	}
+	for _, o := range in.sample.objs {
+		if !slices.Contains([]string{"Namespace", "Service", "StatefulSet"}, o.Kind) {
+			t.Errorf("%s: unexpected in the sample's namespace", o)
+		}
+	}
+	// The namespace's labels as the apiserver stores them: its own, and
+	// kubernetes.io/metadata.name, which the apiserver sets.
+	nsl := nsLabels(ns.Name)
+	for k, v := range ns.Labels {
+		nsl[k] = v
+	}
+	checkSample(t, in.sample, sts, nsl, []string{"metadata", "content", "cache"}, in.webhooks(t))
+
+	// The cache as the webhook of this install would append it (SPEC §2 M1).
+	if cache := claimTemplate(sts, "cache"); cache != nil {
+		want, err := resource.ParseQuantity(in.flags["default-cache-size"])
+		if q := cache.Spec.Resources.Requests[corev1.ResourceStorage]; err != nil || q.Cmp(want) != 0 {
+			t.Errorf("cache volumeClaimTemplate requests %s, want the server's --default-cache-size %s (%v)", q.String(), want.String(), err)
+		}
+		diff(t, "cache accessModes", []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, cache.Spec.AccessModes)
+		if md := claimTemplate(sts, "metadata"); md != nil {
+			diff(t, "cache storageClassName (the metadata template's)", md.Spec.StorageClassName, cache.Spec.StorageClassName)
+		}
+	}
+	// Scaled to 0: installing the webhook starts no pod and creates no PVC.
+	diff(t, "retention policy, replicas", []any{retainRetain, ptr.To[int32](0)},
+		[]any{sts.Spec.PersistentVolumeClaimRetentionPolicy, sts.Spec.Replicas})
+	for _, v := range sts.Spec.Template.Spec.Volumes {
+		if slices.Contains([]string{"metadata", "content", "cache"}, v.Name) {
+			t.Errorf("pod template volume %q: the volumeClaimTemplate of that name provides it", v.Name)
+		}
+	}
+	var mounts []string
+	for _, c := range sts.Spec.Template.Spec.Containers {
+		for _, m := range c.VolumeMounts {
+			if m.Name == "cache" && c.Name == "dittofs" {
+				mounts = append(mounts, m.MountPath)
+			}
+		}
+	}
+	diff(t, "the dittofs container's cache mounts", []string{in.flags["cache-mount-path"]}, mounts)
+
+	// The server's own code (`dittofs-webhook eval`, the mutating then the
+	// validating webhook, configured as the Deployment configures serve):
+	// no patch, allowed, no warning, on create (the webhooks were there
+	// first) and on an update with the same object (a re-apply, or the first
+	// apply after the webhooks came up).
+	raw := in.sample.objs[slices.IndexFunc(in.sample.objs, func(o object) bool { return o.Kind == "StatefulSet" })].raw
+	file := filepath.Join(t.TempDir(), "statefulset.json")
+	if err := os.WriteFile(file, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"-o", "patch"}, {"-o", "patch", "--old", file}} {
+		out, warnings := runEval(t, in, file, args...)
+		if warnings != "" {
+			t.Errorf("dittofs-webhook eval %s printed warnings, want none:\n%s", strings.Join(args, " "), warnings)
+		}
+		type evalOut struct {
+			StatefulSet, Operation string
+			Allowed                bool
+			Patch                  []json.RawMessage
+		}
+		var got []evalOut
+		for dec := json.NewDecoder(strings.NewReader(out)); ; {
+			var p evalOut
+			if err := dec.Decode(&p); errors.Is(err, io.EOF) {
+				break
+			} else if err != nil {
+				t.Fatalf("eval -o patch printed %v:\n%s", err, out)
+			}
+			got = append(got, p)
+		}
+		op := map[int]string{2: "CREATE", 4: "UPDATE"}[len(args)]
+		diff(t, "eval "+strings.Join(args, " "), []evalOut{{StatefulSet: sampleNamespace + "/" + sts.Name, Operation: op, Allowed: true}},
+			got, cmpopts.EquateEmpty())
+	}
+}
+
+// claimTemplate returns the volumeClaimTemplate name of sts, or nil.
+func claimTemplate(sts *appsv1.StatefulSet, name string) *corev1.PersistentVolumeClaim {
+	i := slices.IndexFunc(sts.Spec.VolumeClaimTemplates, func(c corev1.PersistentVolumeClaim) bool { return c.Name == name })
+	if i < 0 {
+		return nil
+	}
+	return &sts.Spec.VolumeClaimTemplates[i]
+}
+
+// runEval runs `dittofs-webhook eval -f FILE` with the policy flags the
+// install's Deployment gives serve, and the extra args, and returns what it
+// printed. An exit status other than 0 (denied, or bad input) fails the test.
+func runEval(t *testing.T, in *install, file string, args ...string) (stdout, stderr string) {
+	t.Helper()
+	full := []string{"eval", "-f", file}
+	for _, f := range []string{"default-cache-size", "cache-mount-path"} {
+		if v, ok := in.flags[f]; ok {
+			full = append(full, "--"+f+"="+v)
+		}
+	}
+	var out, errOut bytes.Buffer
+	cmd := exec.Command(serverBinary(t), append(full, args...)...)
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("dittofs-webhook %s: %v (want exit 0: allowed)\nstderr:\n%s", strings.Join(cmd.Args[1:], " "), err, errOut.String())
+	}
+	return out.String(), errOut.String()
+}
+
+// TestInstalledSampleIsTheWebhookOutput checks that the installed sample is
+// what its comments say: the webhook's output for the minimal manifest of
+// deploy/samples (same spec apart from replicas, same labels), so the two
+// samples cannot drift apart.
+func TestInstalledSampleIsTheWebhookOutput(t *testing.T) {
+	in := loadInstall(t, render(t, "deploy/default"))
+	installed := one[appsv1.StatefulSet](t, in.all)
+	// (The minimal sample's emptyDir makes eval warn on stderr.)
+	out, _ := runEval(t, in, filepath.Join(repoRoot, sampleFile), "-o", "json")
+	var minimal appsv1.StatefulSet
+	if err := json.Unmarshal([]byte(out), &minimal); err != nil {
+		t.Fatalf("eval -o json of %s is not a StatefulSet: %v\n%s", sampleFile, err, out)
+	}
+	got := installed.Spec.DeepCopy()
+	got.Replicas = minimal.Spec.Replicas // by design: the installed sample is scaled to 0
+	// As the apiserver compares: quantities by value, nil and empty alike.
+	diff(t, "the installed sample's spec (apart from replicas), and the webhook's output for "+sampleFile, minimal.Spec, *got,
+		cmpopts.EquateEmpty(), cmp.Comparer(func(a, b resource.Quantity) bool { return a.Cmp(b) == 0 }))
+	for k, v := range minimal.Labels {
+		if w, ok := installed.Labels[k]; !ok || w != v {
+			t.Errorf("label %s=%q of %s is not on the installed sample (labels %v)", k, v, sampleFile, installed.Labels)
+		}
+	}
+	diff(t, "name", minimal.Name, installed.Name)
 }

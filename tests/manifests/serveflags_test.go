@@ -1,9 +1,10 @@
 package manifests
 
 import (
+	"errors"
 	"fmt"
 	"path"
-	"strconv"
+	"slices"
 	"strings"
 	"time"
 
@@ -13,21 +14,20 @@ import (
 // serveFlags are the flags of `dittofs-webhook serve` (SPEC §5), each with a
 // check of a value the Deployment may pass.
 var serveFlags = map[string]func(string) error{
-	"listen":             checkListenAddr,
-	"tls-cert-file":      checkAbsPath,
-	"tls-key-file":       checkAbsPath,
+	"listen":             func(v string) error { _, err := listenPort(v); return err },
+	"tls-cert-file":      absPath,
+	"tls-key-file":       absPath,
 	"tls-min-version":    oneOf("1.2", "1.3"),
-	"metrics-listen":     checkListenAddr,
-	"default-cache-size": checkPositiveQuantity,
-	"cache-mount-path":   checkAbsPath,
-	"shutdown-timeout":   checkPositiveDuration,
+	"metrics-listen":     func(v string) error { _, err := listenPort(v); return err },
+	"default-cache-size": func(v string) error { q, err := resource.ParseQuantity(v); return positive(q.Sign(), err) },
+	"cache-mount-path":   absPath,
+	"shutdown-timeout":   positiveDuration,
 	"log-format":         oneOf("json", "text"),
 	"log-level":          oneOf("debug", "info", "warn", "error"),
 	"enable-http2":       oneOf("true", "false"),
 	"validation-action":  oneOf("deny", "warn"),
-
 	// The install drains (issue 22): 0 would turn it off.
-	"shutdown-drain-period": checkPositiveDuration,
+	"shutdown-drain-period": positiveDuration,
 }
 
 // optionalServeFlags may be left out of the Deployment's args: every other
@@ -40,81 +40,64 @@ var optionalServeFlags = map[string]bool{"enable-http2": true}
 // invalid value.
 func parseServeArgs(args []string) (map[string]string, []string) {
 	flags := map[string]string{}
-	var problems []string
 	if len(args) == 0 || args[0] != "serve" {
 		return flags, []string{fmt.Sprintf("args %q must start with the serve subcommand", args)}
 	}
+	var problems []string
 	for _, a := range args[1:] {
 		name, value, hasValue := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+		if !hasValue && name == "enable-http2" {
+			value, hasValue = "true", true
+		}
+		check, known := serveFlags[name]
+		_, dup := flags[name]
 		switch {
 		case !strings.HasPrefix(a, "--"):
 			problems = append(problems, fmt.Sprintf("argument %q is not a --flag", a))
-			continue
-		case !hasValue && name == "enable-http2":
-			value = "true"
 		case !hasValue:
 			// --flag value pairs would make the next assertions guess which
 			// argument belongs to which flag.
 			problems = append(problems, fmt.Sprintf("flag %q must be written --%s=VALUE", a, name))
-			continue
-		}
-		check, ok := serveFlags[name]
-		if !ok {
+		case !known:
 			problems = append(problems, fmt.Sprintf("--%s is not a flag of `dittofs-webhook serve` (SPEC §5)", name))
-			continue
-		}
-		if _, dup := flags[name]; dup {
+		case dup:
 			problems = append(problems, fmt.Sprintf("--%s is given twice", name))
 		}
-		if err := check(value); err != nil {
-			problems = append(problems, fmt.Sprintf("--%s=%s: %v", name, value, err))
+		if known && hasValue {
+			if err := check(value); err != nil {
+				problems = append(problems, fmt.Sprintf("--%s=%s: %v", name, value, err))
+			}
+			flags[name] = value
 		}
-		flags[name] = value
 	}
 	return flags, problems
 }
 
-func checkListenAddr(v string) error {
-	_, err := listenPort(v)
-	return err
-}
-
-func checkAbsPath(v string) error {
+func absPath(v string) error {
 	if !path.IsAbs(v) || path.Clean(v) != v {
-		return fmt.Errorf("want a clean absolute path")
+		return errors.New("want a clean absolute path")
 	}
 	return nil
 }
 
-func checkPositiveQuantity(v string) error {
-	q, err := resource.ParseQuantity(v)
-	if err != nil {
-		return err
-	}
-	if q.Sign() <= 0 {
-		return fmt.Errorf("want a positive quantity")
-	}
-	return nil
-}
-
-func checkPositiveDuration(v string) error {
+func positiveDuration(v string) error {
 	d, err := time.ParseDuration(v)
-	if err != nil {
-		return err
+	return positive(int(d), err)
+}
+
+// positive is err, or an error if sign is not positive.
+func positive(sign int, err error) error {
+	if err == nil && sign <= 0 {
+		err = errors.New("want a positive value")
 	}
-	if d <= 0 {
-		return fmt.Errorf("want a positive duration")
-	}
-	return nil
+	return err
 }
 
 func oneOf(values ...string) func(string) error {
 	return func(v string) error {
-		for _, ok := range values {
-			if v == ok {
-				return nil
-			}
+		if !slices.Contains(values, v) {
+			return fmt.Errorf("want one of %q", values)
 		}
-		return fmt.Errorf("want one of %s", strconv.Quote(strings.Join(values, "|")))
+		return nil
 	}
 }
