@@ -60,7 +60,6 @@ func TestServeWaitsForCertificate(t *testing.T) {
 // TestServeBadFlagValueExits2: a flag whose value is invalid still stops the
 // server at start with exit 2, though it would wait for a missing certificate.
 func TestServeBadFlagValueExits2(t *testing.T) {
-	bin := binary(t)
 	missing := []string{"--tls-cert-file", "/nonexistent/tls.crt", "--tls-key-file", "/nonexistent/tls.key",
 		"--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"}
 	cases := []struct {
@@ -82,7 +81,7 @@ func TestServeBadFlagValueExits2(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // were it to start
 			defer cancel()
 			args := append(append([]string{"serve"}, missing...), tc.args...)
-			err := exec.CommandContext(ctx, bin, args...).Run()
+			err := exec.CommandContext(ctx, "dittofs-webhook", args...).Run()
 			var exit *exec.ExitError
 			if !errors.As(err, &exit) || exit.ExitCode() != 2 {
 				t.Errorf("serve %v: %v, want exit status 2", tc.args, err)

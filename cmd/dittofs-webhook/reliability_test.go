@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,41 +26,6 @@ import (
 
 	"github.com/dittofs/dittofs-webhook/tests"
 )
-
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// removeBinary removes what binary built (TestMain, after every test).
-func removeBinary() {
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
-	}
-}
-
-// binary builds dittofs-webhook once per test run, into a temporary folder
-// TestMain removes.
-func binary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "dittofs-webhook-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "dittofs-webhook")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
 
 // server is a dittofs-webhook serve process on a Secret-volume certificate
 // directory.
@@ -94,7 +58,7 @@ func launch(t *testing.T, withPair bool, args ...string) *server {
 	s.admission, s.metrics = freePort(t), freePort(t)
 	args = append([]string{"serve", "--listen", s.admission, "--metrics-listen", s.metrics,
 		"--tls-cert-file", s.CertFile(), "--tls-key-file", s.KeyFile()}, args...)
-	s.cmd = exec.Command(binary(t), args...)
+	s.cmd = exec.Command("dittofs-webhook", args...) // the test binary, as TestMain puts it in $PATH
 	s.cmd.Stdout, s.cmd.Stderr = s.logw, s.logw
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
