@@ -77,43 +77,37 @@ func runFixture(t *testing.T, s *testServer, f Fixture) {
 		return
 	}
 
-	if f.Webhook == WebhookMutate && len(a.Patch) > 0 {
-		// Idempotence: the mutator run on its own output returns no patch.
-		again := *req
-		again.UID = req.UID + "-again"
-		again.Object = a.Object
-		b, err := f.WithObject(a.Object, again.UID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		status, body := s.send(t, WebhookMutate, "POST", "application/json", b, false)
-		a2, err := ParseAnswer(&again, status, body)
-		if err != nil {
-			t.Fatalf("idempotence: %v", err)
-		}
-		if r := a2.Response(); status != 200 || r == nil || !r.Allowed || len(r.Patch) > 0 {
-			t.Errorf("%s: idempotence: the mutated object, sent again, must be allowed without a patch; got HTTP %d %s", f.Path, status, clip(body))
-		}
-	}
-
-	if tv := f.Expect.ThenValidate; tv != nil {
+	// resend sends the mutated object to wh as the apiserver does: to the
+	// mutating webhook again on reinvocation, then to the validating one.
+	resend := func(wh, uidSuffix string) (*ReviewRequest, *Answer) {
 		next := *req
-		next.UID = req.UID + "-validate"
-		next.Object = a.Object
+		next.UID, next.Object = req.UID+uidSuffix, a.Object
 		b, err := f.WithObject(a.Object, next.UID)
 		if err != nil {
 			t.Fatal(err)
 		}
-		status, body := s.send(t, WebhookValidate, "POST", "application/json", b, false)
-		a3, err := ParseAnswer(&next, status, body)
+		status, body := s.send(t, wh, "POST", "application/json", b, false)
+		an, err := ParseAnswer(&next, status, body)
 		if err != nil {
-			t.Fatalf("thenValidate: %v", err)
+			t.Fatalf("%s: %v", uidSuffix, err)
 		}
-		for _, p := range tv.Check(WebhookValidate, &next, a3) {
+		return &next, an
+	}
+	if f.Webhook == WebhookMutate && len(a.Patch) > 0 {
+		// Idempotence: the mutator run on its own output returns no patch.
+		_, a2 := resend(WebhookMutate, "-again")
+		if r := a2.Response(); a2.HTTPStatus != 200 || r == nil || !r.Allowed || len(r.Patch) > 0 {
+			t.Errorf("%s: idempotence: the mutated object, sent again, must be allowed without a patch; got HTTP %d %s",
+				f.Path, a2.HTTPStatus, clip(a2.Body))
+		}
+	}
+	if tv := f.Expect.ThenValidate; tv != nil {
+		next, a3 := resend(WebhookValidate, "-validate")
+		for _, p := range tv.Check(WebhookValidate, next, a3) {
 			t.Errorf("%s: thenValidate: %s", f.Path, p)
 		}
 		if t.Failed() {
-			t.Logf("validating answer: %s", clip(body))
+			t.Logf("validating answer: %s", clip(a3.Body))
 		}
 	}
 }
