@@ -253,7 +253,8 @@ func TestMutate(t *testing.T) {
 			// Idempotence: the mutator run on its own output returns no patch.
 			again := policies.Mutate(serverRequest(t, op, out, oldDoc), opts)
 			if again.Changed() || len(again.Errs) > 0 || len(again.Applied) > 0 {
-				t.Errorf("not idempotent: the second run gives patch %s, errors %v", mustJSON(t, again.Patch), again.Errs)
+				t.Errorf("not idempotent: the second run gives patch %s, errors %v",
+					mustJSON(t, again.Patch), again.Errs)
 			}
 		})
 	}

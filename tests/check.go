@@ -384,7 +384,8 @@ func CheckPatchScope(before, after []byte, ops []jsonpatch.Operation) []string {
 	bv, _ := Lookup(b, "/spec/volumeClaimTemplates")
 	av, _ := Lookup(a, "/spec/volumeClaimTemplates")
 	if !isSubsequence(asList(bv), asList(av)) {
-		p.add("volumeClaimTemplates were changed, not only added to:\n  before %s\n  after  %s", mustJSON(bv), mustJSON(av))
+		p.add("volumeClaimTemplates were changed, not only added to:\n  before %s\n  after  %s",
+			mustJSON(bv), mustJSON(av))
 	}
 	// volumes: some of those named cache removed, nothing else changed.
 	bvol, _ := Lookup(b, "/spec/template/spec/volumes")

@@ -234,7 +234,8 @@ func TestDrainServesNewConnections(t *testing.T) {
 	defer c.CloseIdleConnections()
 	resp := ts.post(t, c)
 	if resp.StatusCode != 200 || !resp.Close {
-		t.Errorf("new connection during the drain: HTTP %d, Connection: close %t; want 200 and true", resp.StatusCode, resp.Close)
+		t.Errorf("new connection during the drain: HTTP %d, Connection: close %t; want 200 and true",
+			resp.StatusCode, resp.Close)
 	}
 	if got := ts.ready(); got != http.StatusServiceUnavailable {
 		t.Errorf("/readyz = %d during the drain, want 503", got)

@@ -180,14 +180,16 @@ func TestServerWaitsForCertificate(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if reason := strings.TrimSuffix(string(body), "\n"); resp.StatusCode != 503 || reason == "" || strings.Contains(reason, "\n") {
-		t.Errorf("/readyz = %d %q while waiting for a certificate, want 503 with a one-line reason", resp.StatusCode, body)
+		t.Errorf("/readyz = %d %q while waiting for a certificate, want 503 with a one-line reason",
+			resp.StatusCode, body)
 	}
 	if conn, err := tls.Dial("tcp", ts.admission, &tls.Config{InsecureSkipVerify: true}); err == nil { //nolint:gosec // any certificate would do
 		conn.Close()
 		t.Error("TLS handshake succeeded without a certificate")
 	}
 	if f, e, errs := ts.metric(t, failure), ts.metric(t, expiry), logs.errors(); f != 1 || e != 0 || errs != 1 {
-		t.Errorf("while waiting: reloads{failure} %v, expiry %v, %d errors logged; want 1 (once, not per poll), 0, 1", f, e, errs)
+		t.Errorf("while waiting: reloads{failure} %v, expiry %v, %d errors logged; want 1 (once, not per poll), 0, 1",
+			f, e, errs)
 	}
 
 	ts.Write(t, ts.Issue(t))

@@ -49,7 +49,8 @@ func TestServeWaitsForCertificate(t *testing.T) {
 		t.Fatalf("admission once the certificate is loaded: %v", err)
 	}
 	if ok, bad := s.metric(t, success), s.metric(t, failure); ok != 1 || bad != 1 {
-		t.Errorf("reloads{success} %v, {failure} %v; want 1 (the first load) and 1 (missing files, counted once)", ok, bad)
+		t.Errorf("reloads{success} %v, {failure} %v; want 1 (the first load) and 1 (missing files, counted once)",
+			ok, bad)
 	}
 	must(t, s.cmd.Process.Signal(syscall.SIGTERM))
 	if err := s.exit(t, 30*time.Second); err != nil {

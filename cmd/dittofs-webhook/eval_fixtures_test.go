@@ -64,7 +64,8 @@ func evalFixtureObject(t *testing.T, f tests.Fixture, req *tests.ReviewRequest) 
 	}
 	asPatch := runEval(append(args, "-o", "patch"), nil)
 	if asPatch.code != asJSON.code || asPatch.stderr != asJSON.stderr {
-		t.Fatalf("-o patch and -o json disagree: exit %d/%d, stderr %q/%q", asPatch.code, asJSON.code, asPatch.stderr, asJSON.stderr)
+		t.Fatalf("-o patch and -o json disagree: exit %d/%d, stderr %q/%q",
+			asPatch.code, asJSON.code, asPatch.stderr, asJSON.stderr)
 	}
 	var p offline.PatchOutput
 	if err := json.Unmarshal([]byte(asPatch.stdout), &p); err != nil {
@@ -224,7 +225,8 @@ func compareMutate(exp *tests.Expect, req *tests.ReviewRequest, got evalOutcome)
 		return append(p, tests.CheckWarnings(&e, got.warnings)...)
 	}
 	if want := boolCode(*tv.Allowed); got.code != want {
-		add("the validating webhook answers allowed=%v on the patched object; eval exit %d, want %d", *tv.Allowed, got.code, want)
+		add("the validating webhook answers allowed=%v on the patched object; eval exit %d, want %d",
+			*tv.Allowed, got.code, want)
 	}
 	if tv.Causes != nil {
 		p = append(p, tests.CheckCauses(tv.Causes, got.causes)...)

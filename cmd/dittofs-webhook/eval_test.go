@@ -103,7 +103,8 @@ func TestEvalIdempotent(t *testing.T) {
 			// The same flags (--old, policy), the output as the input.
 			second := runEval(withoutInputs(c.args), []byte(first.stdout))
 			if second.code != 0 || second.stdout != first.stdout {
-				t.Errorf("eval of its own output: exit %d, stdout\n%s\nwant exit 0 and\n%s\nstderr: %s", second.code, second.stdout, first.stdout, second.stderr)
+				t.Errorf("eval of its own output: exit %d, stdout\n%s\nwant exit 0 and\n%s\nstderr: %s",
+					second.code, second.stdout, first.stdout, second.stderr)
 			}
 		})
 	}
@@ -119,7 +120,8 @@ func TestEvalOutputsAgree(t *testing.T) {
 			}
 			asJSON := runEval(append(slices.Clip(c.args), "-o", "json"), c.stdin)
 			if asJSON.code != asYAML.code || asJSON.stderr != asYAML.stderr {
-				t.Errorf("-o json: exit %d, stderr %q; -o yaml: exit %d, stderr %q", asJSON.code, asJSON.stderr, asYAML.code, asYAML.stderr)
+				t.Errorf("-o json: exit %d, stderr %q; -o yaml: exit %d, stderr %q",
+					asJSON.code, asJSON.stderr, asYAML.code, asYAML.stderr)
 			}
 			y, j := objects(t, "yaml", []byte(asYAML.stdout)), objects(t, "json", []byte(asJSON.stdout))
 			if !reflect.DeepEqual(y, j) {

@@ -340,7 +340,8 @@ func TestSIGTERMWithRequestsInFlight(t *testing.T) {
 			t.Errorf("a request was answered %v", err)
 		}
 	}
-	t.Logf("exit 0 after %s; %d load requests answered, %d refused after the listener closed", took.Round(time.Millisecond), l.ok.Load(), l.failed.Load())
+	t.Logf("exit 0 after %s; %d load requests answered, %d refused after the listener closed",
+		took.Round(time.Millisecond), l.ok.Load(), l.failed.Load())
 }
 
 // TestSlowClientsAreCutOff: a connection that sends nothing, and one that
