@@ -111,7 +111,8 @@ func TestIssue(t *testing.T) {
 	if !slices.EqualFunc(cert.IPAddresses, []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")}, net.IP.Equal) {
 		t.Errorf("IPAddresses = %v, want 127.0.0.1 and ::1", cert.IPAddresses)
 	}
-	if len(cert.DNSNames) != 5 || slices.ContainsFunc(cert.DNSNames, func(n string) bool { return net.ParseIP(n) != nil }) {
+	if len(cert.DNSNames) != 5 ||
+		slices.ContainsFunc(cert.DNSNames, func(n string) bool { return net.ParseIP(n) != nil }) {
 		t.Errorf("DNSNames = %v, want the 5 default names once each, no IP", cert.DNSNames)
 	}
 	_, otherKey := issue(t, ca, []string{"localhost"}, time.Hour)

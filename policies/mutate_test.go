@@ -297,7 +297,8 @@ func TestMutateRawJSON(t *testing.T) {
 		req.OldObject.Spec.VolumeClaimTemplates[i].Raw = nil
 	}
 	m = policies.Mutate(req, policies.DefaultOptions())
-	if !slices.Equal(m.Applied, []string{policies.MutationCacheCarryOver}) || !strings.Contains(string(mustJSON(t, m.Patch)), `"5Gi"`) {
+	if !slices.Equal(m.Applied, []string{policies.MutationCacheCarryOver}) ||
+		!strings.Contains(string(mustJSON(t, m.Patch)), `"5Gi"`) {
 		t.Errorf("carry-over of a hand-built view: applied %q, patch %s", m.Applied, mustJSON(t, m.Patch))
 	}
 }

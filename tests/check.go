@@ -199,7 +199,8 @@ func CheckCauses(want []Cause, got []metav1.StatusCause) []string {
 	for _, w := range want {
 		found := false
 		for i, g := range got {
-			if used[i] || g.Field != w.Field || (w.Rule != "" && CauseRule(g) != w.Rule) || (w.Type != "" && string(g.Type) != w.Type) {
+			if used[i] || g.Field != w.Field || (w.Rule != "" && CauseRule(g) != w.Rule) ||
+				(w.Type != "" && string(g.Type) != w.Type) {
 				continue
 			}
 			used[i], found = true, true

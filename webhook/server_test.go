@@ -179,7 +179,8 @@ func TestServerWaitsForCertificate(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if reason := strings.TrimSuffix(string(body), "\n"); resp.StatusCode != 503 || reason == "" || strings.Contains(reason, "\n") {
+	if reason := strings.TrimSuffix(string(body), "\n"); resp.StatusCode != 503 || reason == "" ||
+		strings.Contains(reason, "\n") {
 		t.Errorf("/readyz = %d %q while waiting for a certificate, want 503 with a one-line reason",
 			resp.StatusCode, body)
 	}

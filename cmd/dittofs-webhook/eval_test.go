@@ -44,7 +44,8 @@ func objects(t *testing.T, name string, data []byte) []any {
 // format, or --recreate (the manifests of what needs recreating only).
 func hasOutputFlag(args []string) bool {
 	for _, a := range args {
-		if a == "-o" || a == "--o" || strings.HasPrefix(a, "-o=") || strings.HasPrefix(a, "--o=") || strings.TrimLeft(a, "-") == "recreate" {
+		if a == "-o" || a == "--o" || strings.HasPrefix(a, "-o=") || strings.HasPrefix(a, "--o=") ||
+			strings.TrimLeft(a, "-") == "recreate" {
 			return true
 		}
 	}
@@ -141,7 +142,8 @@ func TestEvalOutputsAgree(t *testing.T) {
 func TestEvalCRLF(t *testing.T) {
 	sts := "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: fs\n  labels:\n    dittofs.com/server: fs\n"
 	got := runEval(nil, []byte("\xef\xbb\xbf"+strings.ReplaceAll("kind: ConfigMap\n---\n"+sts, "\n", "\r\n")))
-	if got.code != 1 || !strings.HasPrefix(got.stdout, "kind: ConfigMap\n---\n") || !strings.Contains(got.stdout, "name: cache") {
+	if got.code != 1 || !strings.HasPrefix(got.stdout, "kind: ConfigMap\n---\n") ||
+		!strings.Contains(got.stdout, "name: cache") {
 		t.Errorf("exit %d, stderr %q, stdout:\n%q", got.code, got.stderr, got.stdout)
 	}
 }

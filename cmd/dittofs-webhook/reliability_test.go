@@ -152,7 +152,8 @@ func post(c *http.Client, addr, uid string) error {
 	if resp.StatusCode != 200 {
 		return &statusError{resp.StatusCode, string(answer)}
 	}
-	if !bytes.Contains(answer, []byte(`"uid":"`+uid+`"`)) || !bytes.Contains(answer, []byte(`"patchType":"JSONPatch"`)) {
+	if !bytes.Contains(answer, []byte(`"uid":"`+uid+`"`)) ||
+		!bytes.Contains(answer, []byte(`"patchType":"JSONPatch"`)) {
 		return fmt.Errorf("unexpected answer: %s", answer)
 	}
 	return nil
