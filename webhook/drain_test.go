@@ -93,7 +93,9 @@ func (l *logRecorder) drained() []map[string]string {
 // checkDrained compares the counts logged at the end of the drain.
 func checkDrained(t *testing.T, l *logRecorder, closes, open int) {
 	t.Helper()
-	want := []map[string]string{{"responses_with_connection_close": fmt.Sprint(closes), "open_connections": fmt.Sprint(open)}}
+	want := []map[string]string{
+		{"responses_with_connection_close": fmt.Sprint(closes), "open_connections": fmt.Sprint(open)},
+	}
 	got := l.drained()
 	for _, line := range got {
 		delete(line, "period")

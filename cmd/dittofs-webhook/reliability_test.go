@@ -50,7 +50,10 @@ func freePort(t *testing.T) string {
 // when withPair — and kills it when the test ends.
 func launch(t *testing.T, withPair bool, args ...string) *server {
 	t.Helper()
-	s := &server{SecretVolume: tests.NewSecretVolume(t, t.TempDir()), logw: &syncWriter{w: &bytes.Buffer{}}, exited: make(chan error, 1)}
+	s := &server{
+		SecretVolume: tests.NewSecretVolume(t, t.TempDir()), logw: &syncWriter{w: &bytes.Buffer{}},
+		exited: make(chan error, 1),
+	}
 	if withPair {
 		s.Write(t, s.Issue(t))
 	}
@@ -316,7 +319,8 @@ func TestSIGTERMWithRequestsInFlight(t *testing.T) {
 	time.Sleep(time.Second)
 	ok, failed := l.ok.Load()-okBefore, l.failed.Load()-failedBefore
 	if ok == 0 || failed != 0 {
-		t.Errorf("in the first second of the drain: %d answered, %d failed; want some answered and none failed (first errors: %v)", ok, failed, l.errs)
+		t.Errorf("in the first second of the drain: %d answered, %d failed; "+
+			"want some answered and none failed (first errors: %v)", ok, failed, l.errs)
 	}
 	t.Logf("in the first second of the drain: %d answered, %d failed", ok, failed)
 	_, _ = pw.Write(body[20:])
