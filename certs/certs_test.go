@@ -85,7 +85,8 @@ func verifyHosts(t *testing.T, dir string, hosts []string) {
 }
 
 func verify(cert *x509.Certificate, pool *x509.CertPool, host string) error {
-	_, err := cert.Verify(x509.VerifyOptions{Roots: pool, DNSName: host, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	serverAuth := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	_, err := cert.Verify(x509.VerifyOptions{Roots: pool, DNSName: host, KeyUsages: serverAuth})
 	return err
 }
 
@@ -103,7 +104,8 @@ func TestIssue(t *testing.T) {
 		}
 	}
 	other := mustCA(t, 0)
-	for name, pool := range map[string]*x509.CertPool{"example.com": ca.Pool(), "10.0.0.1": ca.Pool(), "localhost": other.Pool()} {
+	wrong := map[string]*x509.CertPool{"example.com": ca.Pool(), "10.0.0.1": ca.Pool(), "localhost": other.Pool()}
+	for name, pool := range wrong {
 		if verify(cert, pool, name) == nil {
 			t.Errorf("%s: verified, want an error (unknown host or other CA)", name)
 		}
@@ -111,7 +113,8 @@ func TestIssue(t *testing.T) {
 	if !slices.EqualFunc(cert.IPAddresses, []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")}, net.IP.Equal) {
 		t.Errorf("IPAddresses = %v, want 127.0.0.1 and ::1", cert.IPAddresses)
 	}
-	if len(cert.DNSNames) != 5 || slices.ContainsFunc(cert.DNSNames, func(n string) bool { return net.ParseIP(n) != nil }) {
+	if len(cert.DNSNames) != 5 ||
+		slices.ContainsFunc(cert.DNSNames, func(n string) bool { return net.ParseIP(n) != nil }) {
 		t.Errorf("DNSNames = %v, want the 5 default names once each, no IP", cert.DNSNames)
 	}
 	_, otherKey := issue(t, ca, []string{"localhost"}, time.Hour)
@@ -128,10 +131,12 @@ func TestIssue(t *testing.T) {
 		{"not a CA", !cert.IsCA},
 		{"KeyUsage is DigitalSignature", cert.KeyUsage == x509.KeyUsageDigitalSignature},
 		{"ExtKeyUsage is ServerAuth", slices.Equal(cert.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth})},
-		{"ECDSA P-256", cert.PublicKeyAlgorithm == x509.ECDSA && cert.PublicKey.(*ecdsa.PublicKey).Curve == elliptic.P256()},
+		{"ECDSA P-256",
+			cert.PublicKeyAlgorithm == x509.ECDSA && cert.PublicKey.(*ecdsa.PublicKey).Curve == elliptic.P256()},
 		{"serial is positive and at most 128 bits", cert.SerialNumber.Sign() > 0 && cert.SerialNumber.BitLen() <= 128},
 		{"NotBefore is in the past", cert.NotBefore.Before(time.Now().Add(-time.Minute))},
-		{"valid for about a year", time.Until(cert.NotAfter) > DefaultValidity-time.Minute && time.Until(cert.NotAfter) <= DefaultValidity},
+		{"valid for about a year",
+			time.Until(cert.NotAfter) > DefaultValidity-time.Minute && time.Until(cert.NotAfter) <= DefaultValidity},
 		{"not beyond the CA", !cert.NotAfter.After(ca.Cert.NotAfter)},
 		{"clamped to the CA", parseCert(t, clamped).NotAfter.Equal(short.Cert.NotAfter)},
 		{"the key pair matches", pairErr == nil},
@@ -161,7 +166,10 @@ func TestWrite(t *testing.T) {
 	if err := Write(Options{Dir: dir}); err != nil {
 		t.Fatal(err)
 	}
-	for name, mode := range map[string]fs.FileMode{"": 0o700 | fs.ModeDir, CACertFile: 0o644, CAKeyFile: 0o600, CertFile: 0o644, KeyFile: 0o600} {
+	modes := map[string]fs.FileMode{
+		"": 0o700 | fs.ModeDir, CACertFile: 0o644, CAKeyFile: 0o600, CertFile: 0o644, KeyFile: 0o600,
+	}
+	for name, mode := range modes {
 		if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Mode() != mode {
 			t.Errorf("%q: %v, want mode %v", name, err, mode)
 		}

@@ -206,7 +206,8 @@ func checkErrs(t *testing.T, what string, got field.ErrorList, want []wantErr) {
 	for i, w := range want {
 		g := got[i]
 		if g.Type != w.typ || g.Field != w.field || policies.RuleOf(g) != w.rule {
-			t.Errorf("%s[%d] = {%s %s rule %q}, want {%s %s rule %q} (%v)", what, i, g.Type, g.Field, policies.RuleOf(g), w.typ, w.field, w.rule, g)
+			t.Errorf("%s[%d] = {%s %s rule %q}, want {%s %s rule %q} (%v)",
+				what, i, g.Type, g.Field, policies.RuleOf(g), w.typ, w.field, w.rule, g)
 		}
 	}
 }

@@ -253,7 +253,8 @@ func TestMutate(t *testing.T) {
 			// Idempotence: the mutator run on its own output returns no patch.
 			again := policies.Mutate(serverRequest(t, op, out, oldDoc), opts)
 			if again.Changed() || len(again.Errs) > 0 || len(again.Applied) > 0 {
-				t.Errorf("not idempotent: the second run gives patch %s, errors %v", mustJSON(t, again.Patch), again.Errs)
+				t.Errorf("not idempotent: the second run gives patch %s, errors %v",
+					mustJSON(t, again.Patch), again.Errs)
 			}
 		})
 	}
@@ -296,7 +297,8 @@ func TestMutateRawJSON(t *testing.T) {
 		req.OldObject.Spec.VolumeClaimTemplates[i].Raw = nil
 	}
 	m = policies.Mutate(req, policies.DefaultOptions())
-	if !slices.Equal(m.Applied, []string{policies.MutationCacheCarryOver}) || !strings.Contains(string(mustJSON(t, m.Patch)), `"5Gi"`) {
+	if !slices.Equal(m.Applied, []string{policies.MutationCacheCarryOver}) ||
+		!strings.Contains(string(mustJSON(t, m.Patch)), `"5Gi"`) {
 		t.Errorf("carry-over of a hand-built view: applied %q, patch %s", m.Applied, mustJSON(t, m.Patch))
 	}
 }

@@ -136,11 +136,13 @@ func TestValidate(t *testing.T) {
 // each missing template says what to add.
 func TestValidateCacheAdvice(t *testing.T) {
 	create := policies.ValidateStatefulSet(view(t, sts()), nil)
-	if len(create) != 1 || !strings.Contains(create[0].Detail, "mutating webhook") || strings.Contains(create[0].Detail, "--cascade=orphan") {
+	if len(create) != 1 || !strings.Contains(create[0].Detail, "mutating webhook") ||
+		strings.Contains(create[0].Detail, "--cascade=orphan") {
 		t.Errorf("CREATE: %v", create)
 	}
 	update := policies.ValidateStatefulSetUpdate(view(t, sts()), nil)
-	if len(update) != 1 || !strings.Contains(update[0].Detail, "kubectl delete statefulset dittofs-a --cascade=orphan -n storage") {
+	if len(update) != 1 ||
+		!strings.Contains(update[0].Detail, "kubectl delete statefulset dittofs-a --cascade=orphan -n storage") {
 		t.Errorf("UPDATE: %v", update)
 	}
 	names := map[string]string{policies.RuleMetadataStorage: "metadata", policies.RuleContentStorage: "content", policies.RuleCacheStorage: "cache"}

@@ -199,7 +199,8 @@ func CheckCauses(want []Cause, got []metav1.StatusCause) []string {
 	for _, w := range want {
 		found := false
 		for i, g := range got {
-			if used[i] || g.Field != w.Field || (w.Rule != "" && CauseRule(g) != w.Rule) || (w.Type != "" && string(g.Type) != w.Type) {
+			if used[i] || g.Field != w.Field || (w.Rule != "" && CauseRule(g) != w.Rule) ||
+				(w.Type != "" && string(g.Type) != w.Type) {
 				continue
 			}
 			used[i], found = true, true
@@ -384,7 +385,8 @@ func CheckPatchScope(before, after []byte, ops []jsonpatch.Operation) []string {
 	bv, _ := Lookup(b, "/spec/volumeClaimTemplates")
 	av, _ := Lookup(a, "/spec/volumeClaimTemplates")
 	if !isSubsequence(asList(bv), asList(av)) {
-		p.add("volumeClaimTemplates were changed, not only added to:\n  before %s\n  after  %s", mustJSON(bv), mustJSON(av))
+		p.add("volumeClaimTemplates were changed, not only added to:\n  before %s\n  after  %s",
+			mustJSON(bv), mustJSON(av))
 	}
 	// volumes: some of those named cache removed, nothing else changed.
 	bvol, _ := Lookup(b, "/spec/template/spec/volumes")

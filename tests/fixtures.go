@@ -242,12 +242,14 @@ func LoadFixture(path string) (Fixture, error) {
 	f.Name = strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
 	if f.Operation != "" {
 		if len(f.Review) > 0 {
-			return f, fmt.Errorf("%s: review and operation are exclusive: a fixture writes the whole review or only its case", path)
+			return f, fmt.Errorf("%s: review and operation are exclusive: "+
+				"a fixture writes the whole review or only its case", path)
 		}
 		if f.Review, err = f.envelope(fixtureUID(f.Name)); err != nil {
 			return f, fmt.Errorf("%s: %w", path, err)
 		}
-	} else if len(f.Object) > 0 || len(f.OldObject) > 0 || f.DryRun || f.SubResource != "" || f.Kind != nil || f.Resource != nil {
+	} else if len(f.Object) > 0 || len(f.OldObject) > 0 || f.DryRun || f.SubResource != "" || f.Kind != nil ||
+		f.Resource != nil {
 		return f, fmt.Errorf("%s: object, oldObject, dryRun, subResource, kind and resource need an operation", path)
 	}
 	if err := f.check(); err != nil {
@@ -290,7 +292,8 @@ func (e *Expect) check(webhook string, nested bool) error {
 	if e.Status() == 200 && e.Allowed == nil {
 		return errors.New("expect.allowed is required for an HTTP 200 answer")
 	}
-	if e.Status() != 200 && (e.Allowed != nil || e.Patch != "" || e.Object != nil || len(e.Causes) > 0 || len(e.Warnings) > 0) {
+	if e.Status() != 200 &&
+		(e.Allowed != nil || e.Patch != "" || e.Object != nil || len(e.Causes) > 0 || len(e.Warnings) > 0) {
 		return errors.New("a non-200 answer has no AdmissionReview: expect only httpStatus, body and metrics")
 	}
 	if e.Object != nil && len(e.Object.Equals) > 0 && e.Object.EqualsOldObject {
@@ -435,7 +438,9 @@ var (
 	statefulSetResource = metav1.GroupVersionResource{Group: "apps", Version: "v1", Resource: "statefulsets"}
 	// fixtureUser is who sends every request: kubeadm's admin, as kubectl
 	// run with admin.conf authenticates.
-	fixtureUser = authenticationv1.UserInfo{Username: "kubernetes-admin", Groups: []string{"kubeadm:cluster-admins", "system:authenticated"}}
+	fixtureUser = authenticationv1.UserInfo{
+		Username: "kubernetes-admin", Groups: []string{"kubeadm:cluster-admins", "system:authenticated"},
+	}
 )
 
 // NewReview is the AdmissionReview a kube-apiserver sends for op (CREATE,
@@ -451,11 +456,12 @@ func NewReview(uid, op string, object, oldObject json.RawMessage) []byte {
 
 // ManagedStatefulSet is a managed StatefulSet that needs every mutation: no
 // cache template, no mount, an emptyDir cache volume, no retention policy.
-const ManagedStatefulSet = `{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"fs","namespace":"default",` +
-	`"labels":{"dittofs.com/server":"fs"}},"spec":{"serviceName":"fs","template":{"spec":{"containers":[{"name":"dittofs",` +
-	`"image":"d"}],"volumes":[{"name":"cache","emptyDir":{}}]}},"volumeClaimTemplates":[{"metadata":{"name":"metadata"},` +
-	`"spec":{"resources":{"requests":{"storage":"1Gi"}}}},{"metadata":{"name":"content"},"spec":{"resources":{"requests":` +
-	`{"storage":"1Gi"}}}}]}}`
+const ManagedStatefulSet = `{"apiVersion":"apps/v1","kind":"StatefulSet",` +
+	`"metadata":{"name":"fs","namespace":"default","labels":{"dittofs.com/server":"fs"}},` +
+	`"spec":{"serviceName":"fs","template":{"spec":{"containers":[{"name":"dittofs","image":"d"}],` +
+	`"volumes":[{"name":"cache","emptyDir":{}}]}},"volumeClaimTemplates":[` +
+	`{"metadata":{"name":"metadata"},"spec":{"resources":{"requests":{"storage":"1Gi"}}}},` +
+	`{"metadata":{"name":"content"},"spec":{"resources":{"requests":{"storage":"1Gi"}}}}]}}`
 
 // envelope wraps the fixture's case in the AdmissionReview a kube-apiserver
 // sends for it: uid (unique to the file), the kinds and resources (apps/v1
@@ -471,14 +477,15 @@ func (f *Fixture) envelope(uid string) ([]byte, error) {
 		res = *f.Resource
 	}
 	var opts any
+	tm := func(kind string) metav1.TypeMeta { return metav1.TypeMeta{Kind: kind, APIVersion: "meta.k8s.io/v1"} }
 	switch f.Operation {
 	case "CREATE":
-		opts = metav1.CreateOptions{TypeMeta: metav1.TypeMeta{Kind: "CreateOptions", APIVersion: "meta.k8s.io/v1"}, FieldManager: "kubectl", FieldValidation: "Strict"}
+		opts = metav1.CreateOptions{TypeMeta: tm("CreateOptions"), FieldManager: "kubectl", FieldValidation: "Strict"}
 	case "UPDATE":
-		opts = metav1.UpdateOptions{TypeMeta: metav1.TypeMeta{Kind: "UpdateOptions", APIVersion: "meta.k8s.io/v1"}, FieldManager: "kubectl", FieldValidation: "Strict"}
+		opts = metav1.UpdateOptions{TypeMeta: tm("UpdateOptions"), FieldManager: "kubectl", FieldValidation: "Strict"}
 	case "DELETE":
 		background := metav1.DeletePropagationBackground
-		opts = metav1.DeleteOptions{TypeMeta: metav1.TypeMeta{Kind: "DeleteOptions", APIVersion: "meta.k8s.io/v1"}, PropagationPolicy: &background}
+		opts = metav1.DeleteOptions{TypeMeta: tm("DeleteOptions"), PropagationPolicy: &background}
 	case "CONNECT":
 	default:
 		return nil, fmt.Errorf("operation must be CREATE, UPDATE, DELETE or CONNECT, got %q", f.Operation)

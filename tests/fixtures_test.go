@@ -77,43 +77,37 @@ func runFixture(t *testing.T, s *testServer, f Fixture) {
 		return
 	}
 
-	if f.Webhook == WebhookMutate && len(a.Patch) > 0 {
-		// Idempotence: the mutator run on its own output returns no patch.
-		again := *req
-		again.UID = req.UID + "-again"
-		again.Object = a.Object
-		b, err := f.WithObject(a.Object, again.UID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		status, body := s.send(t, WebhookMutate, "POST", "application/json", b, false)
-		a2, err := ParseAnswer(&again, status, body)
-		if err != nil {
-			t.Fatalf("idempotence: %v", err)
-		}
-		if r := a2.Response(); status != 200 || r == nil || !r.Allowed || len(r.Patch) > 0 {
-			t.Errorf("%s: idempotence: the mutated object, sent again, must be allowed without a patch; got HTTP %d %s", f.Path, status, clip(body))
-		}
-	}
-
-	if tv := f.Expect.ThenValidate; tv != nil {
+	// resend sends the mutated object to wh as the apiserver does: to the
+	// mutating webhook again on reinvocation, then to the validating one.
+	resend := func(wh, uidSuffix string) (*ReviewRequest, *Answer) {
 		next := *req
-		next.UID = req.UID + "-validate"
-		next.Object = a.Object
+		next.UID, next.Object = req.UID+uidSuffix, a.Object
 		b, err := f.WithObject(a.Object, next.UID)
 		if err != nil {
 			t.Fatal(err)
 		}
-		status, body := s.send(t, WebhookValidate, "POST", "application/json", b, false)
-		a3, err := ParseAnswer(&next, status, body)
+		status, body := s.send(t, wh, "POST", "application/json", b, false)
+		an, err := ParseAnswer(&next, status, body)
 		if err != nil {
-			t.Fatalf("thenValidate: %v", err)
+			t.Fatalf("%s: %v", uidSuffix, err)
 		}
-		for _, p := range tv.Check(WebhookValidate, &next, a3) {
+		return &next, an
+	}
+	if f.Webhook == WebhookMutate && len(a.Patch) > 0 {
+		// Idempotence: the mutator run on its own output returns no patch.
+		_, a2 := resend(WebhookMutate, "-again")
+		if r := a2.Response(); a2.HTTPStatus != 200 || r == nil || !r.Allowed || len(r.Patch) > 0 {
+			t.Errorf("%s: idempotence: the mutated object, sent again, must be allowed without a patch; got HTTP %d %s",
+				f.Path, a2.HTTPStatus, clip(a2.Body))
+		}
+	}
+	if tv := f.Expect.ThenValidate; tv != nil {
+		next, a3 := resend(WebhookValidate, "-validate")
+		for _, p := range tv.Check(WebhookValidate, next, a3) {
 			t.Errorf("%s: thenValidate: %s", f.Path, p)
 		}
 		if t.Failed() {
-			t.Logf("validating answer: %s", clip(body))
+			t.Logf("validating answer: %s", clip(a3.Body))
 		}
 	}
 }
@@ -166,12 +160,14 @@ func (p *serverPool) checkCoverage(t *testing.T) {
 	for _, m := range policies.Mutations {
 		want = append(want, fmt.Sprintf("dittofs_webhook_mutations_total{mutation=%q}", m))
 	}
-	for _, r := range []string{"method_not_allowed", "unsupported_media_type", "body_too_large", "not_admission_review", "wrong_kind", "bad_object"} {
+	for _, r := range []string{"method_not_allowed", "unsupported_media_type", "body_too_large",
+		"not_admission_review", "wrong_kind", "bad_object"} {
 		want = append(want, fmt.Sprintf("dittofs_webhook_bad_requests_total{reason=%q}", r))
 	}
 	for _, op := range []string{"CREATE", "UPDATE", "DELETE"} {
 		for _, wh := range []string{WebhookMutate, WebhookValidate} {
-			want = append(want, fmt.Sprintf("dittofs_webhook_admission_requests_total{webhook=%q,operation=%q}", wh, op))
+			const requests = "dittofs_webhook_admission_requests_total{webhook=%q,operation=%q}"
+			want = append(want, fmt.Sprintf(requests, wh, op))
 		}
 	}
 	for _, sel := range want {
@@ -277,7 +273,8 @@ func TestLoadFixtures(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(entries) != len(fixtures) {
-		t.Errorf("%d files in %s but %d fixtures: every file must be a *.yaml fixture", len(entries), fixtureDir, len(fixtures))
+		t.Errorf("%d files in %s but %d fixtures: every file must be a *.yaml fixture",
+			len(entries), fixtureDir, len(fixtures))
 	}
 	seen := map[string]string{}
 	for _, f := range fixtures {
@@ -298,24 +295,31 @@ func TestLoadFixtures(t *testing.T) {
 	}
 
 	dir := t.TempDir()
+	// Each bad file is the good one (head, a review, allowed) with one thing wrong.
+	const head, review, allowed = "description: x\nwebhook: mutate\n", "review: {request: {uid: a}}\n",
+		"expect: {allowed: true}\n"
 	for name, content := range map[string]string{
-		"unknown-key.yaml":    "description: x\nwebhook: mutate\nreview: {apiVersion: admission.k8s.io/v1, kind: AdmissionReview, request: {uid: a}}\nexpect: {allowed: true, alowed: true}\n",
-		"bad-webhook.yaml":    "description: x\nwebhook: mutating\nreview: {request: {uid: a}}\nexpect: {allowed: true}\n",
-		"no-allowed.yaml":     "description: x\nwebhook: mutate\nreview: {request: {uid: a}}\nexpect: {patch: some}\n",
-		"bad-patch.yaml":      "description: x\nwebhook: mutate\nreview: {request: {uid: a}}\nexpect: {allowed: true, patch: maybe}\n",
-		"no-description.yaml": "webhook: mutate\nreview: {request: {uid: a}}\nexpect: {allowed: true}\n",
-		"bad-metric.yaml":     "description: x\nwebhook: mutate\nreview: {request: {uid: a}}\nexpect: {allowed: true, metrics: {'x{a=b}': 1}}\n",
-		"validate-then.yaml":  "description: x\nwebhook: validate\nreview: {request: {uid: a}}\nexpect: {allowed: true, thenValidate: {allowed: true}}\n",
-		"duplicate-key.yaml":  "description: x\nwebhook: mutate\nwebhook: validate\nreview: {request: {uid: a}}\nexpect: {allowed: true}\n",
-		"review-and-op.yaml":  "description: x\nwebhook: mutate\noperation: CREATE\nobject: {}\nreview: {request: {uid: a}}\nexpect: {allowed: true}\n",
-		"object-no-op.yaml":   "description: x\nwebhook: mutate\nobject: {}\nexpect: {allowed: true}\n",
-		"bad-operation.yaml":  "description: x\nwebhook: mutate\noperation: PATCH\nobject: {}\nexpect: {allowed: true}\n",
+		"good.yaml":           head + review + allowed,
+		"unknown-key.yaml":    head + review + "expect: {allowed: true, alowed: true}\n",
+		"bad-webhook.yaml":    "description: x\nwebhook: mutating\n" + review + allowed,
+		"no-allowed.yaml":     head + review + "expect: {patch: some}\n",
+		"bad-patch.yaml":      head + review + "expect: {allowed: true, patch: maybe}\n",
+		"no-description.yaml": "webhook: mutate\n" + review + allowed,
+		"bad-metric.yaml":     head + review + "expect: {allowed: true, metrics: {'x{a=b}': 1}}\n",
+		"validate-then.yaml": "description: x\nwebhook: validate\n" + review +
+			"expect: {allowed: true, thenValidate: {allowed: true}}\n",
+		"duplicate-key.yaml": head + "webhook: validate\n" + review + allowed,
+		"review-and-op.yaml": head + "operation: CREATE\nobject: {}\n" + review + allowed,
+		"object-no-op.yaml":  head + "object: {}\n" + allowed,
+		"bad-operation.yaml": head + "operation: PATCH\nobject: {}\n" + allowed,
 	} {
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := LoadFixture(p); err == nil || !strings.Contains(err.Error(), name) {
+		if _, err := LoadFixture(p); name == "good.yaml" && err != nil {
+			t.Errorf("LoadFixture(%s) = %v: the base of the bad files must load", name, err)
+		} else if name != "good.yaml" && (err == nil || !strings.Contains(err.Error(), name)) {
 			t.Errorf("LoadFixture(%s) = %v, want an error naming the file", name, err)
 		}
 	}
@@ -351,7 +355,8 @@ d_seconds_count{w="m"} 3
 		t.Fatal(err)
 	}
 	for sel, want := range map[string]float64{
-		`x_total`: 7, `x_total{a="1"}`: 3, `x_total{b="q\"uote"}`: 3, `x_total{a="2",b="z"}`: 4, `y`: 1.5, `x_total{a="3"}`: 0,
+		`x_total`: 7, `x_total{a="1"}`: 3, `x_total{b="q\"uote"}`: 3, `x_total{a="2",b="z"}`: 4, `y`: 1.5,
+		`x_total{a="3"}`:         0,
 		`d_seconds_count{w="m"}`: 3, `d_seconds_sum`: 0.25, `d_seconds_bucket{le="+Inf"}`: 3,
 	} {
 		if got, err := SumMetric(s, sel); err != nil || got != want {

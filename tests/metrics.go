@@ -51,7 +51,8 @@ func ReadMetrics(r io.Reader) ([]Sample, error) {
 				labels[string(k)] = string(v)
 			}
 		}
-		out = append(out, Sample{Name: string(s.Metric[model.MetricNameLabel]), Labels: labels, Value: float64(s.Value)})
+		name := string(s.Metric[model.MetricNameLabel])
+		out = append(out, Sample{Name: name, Labels: labels, Value: float64(s.Value)})
 	}
 	return out, nil
 }

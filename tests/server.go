@@ -89,7 +89,9 @@ func (v *SecretVolume) Remove(t testing.TB) {
 func (v *SecretVolume) Client(protos ...string) *http.Client {
 	pool := x509.NewCertPool()
 	pool.AddCert(v.CA.Cert)
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, NextProtos: protos}, ForceAttemptHTTP2: len(protos) > 0}
+	tr := &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, NextProtos: protos}, ForceAttemptHTTP2: len(protos) > 0,
+	}
 	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
 }
 
@@ -97,7 +99,8 @@ func (v *SecretVolume) Client(protos ...string) *http.Client {
 // presents.
 func ServedSerial(t testing.TB, addr string) string {
 	t.Helper()
-	conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // only reading the certificate
+	anyCert := &tls.Config{InsecureSkipVerify: true} //nolint:gosec // only reading the certificate
+	conn, err := tls.Dial("tcp", addr, anyCert)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -204,20 +204,24 @@ func TestCertWatcherWaitsForAPair(t *testing.T) {
 				_, certErr := w.GetCertificate(nil)
 				ready := w.NotReady()
 				if (certErr == nil) != st.healthy || (ready == nil) != st.healthy {
-					t.Errorf("%s: GetCertificate error %v, NotReady %v, want them nil only when healthy (%v)", st.name, certErr, ready, st.healthy)
+					t.Errorf("%s: GetCertificate error %v, NotReady %v, want them nil only when healthy (%v)",
+						st.name, certErr, ready, st.healthy)
 				}
 				expiry := testutil.ToFloat64(w.m.certExpiry)
 				if !st.healthy {
 					if ready == nil || ready.Error() == "" || strings.Contains(ready.Error(), "\n") || expiry != 0 {
-						t.Errorf("%s: NotReady = %q, expiry gauge %v; want a one-line reason and 0", st.name, ready, expiry)
+						t.Errorf("%s: NotReady = %q, expiry gauge %v; want a one-line reason and 0",
+							st.name, ready, expiry)
 					}
 					continue
 				}
 				if expiry != float64(w.Leaf().NotAfter.Unix()) {
-					t.Errorf("%s: expiry gauge %v, want the served NotAfter %v", st.name, expiry, w.Leaf().NotAfter.Unix())
+					t.Errorf("%s: expiry gauge %v, want the served NotAfter %v",
+						st.name, expiry, w.Leaf().NotAfter.Unix())
 				}
 				if now := w.serial(); (now == serial) != st.sameCertificateAsBefore {
-					t.Errorf("%s: serving %s, before %s; want the same: %v", st.name, now, serial, st.sameCertificateAsBefore)
+					t.Errorf("%s: serving %s, before %s; want the same: %v",
+						st.name, now, serial, st.sameCertificateAsBefore)
 				}
 				serial = w.serial()
 			}

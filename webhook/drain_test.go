@@ -93,7 +93,9 @@ func (l *logRecorder) drained() []map[string]string {
 // checkDrained compares the counts logged at the end of the drain.
 func checkDrained(t *testing.T, l *logRecorder, closes, open int) {
 	t.Helper()
-	want := []map[string]string{{"responses_with_connection_close": fmt.Sprint(closes), "open_connections": fmt.Sprint(open)}}
+	want := []map[string]string{
+		{"responses_with_connection_close": fmt.Sprint(closes), "open_connections": fmt.Sprint(open)},
+	}
 	got := l.drained()
 	for _, line := range got {
 		delete(line, "period")
@@ -123,6 +125,40 @@ func (ts *testServer) beginShutdown(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 }
 
+// inFlight sends a review whose body is still arriving when it returns (the
+// server holds the connection: Shutdown must wait for it); finish sends the
+// rest and returns the answer.
+func (ts *testServer) inFlight(t *testing.T) (finish func() (*http.Response, error)) {
+	t.Helper()
+	body := emptyReview("in-flight")
+	pr, pw := io.Pipe()
+	c := ts.Client()
+	t.Cleanup(c.CloseIdleConnections)
+	type result struct {
+		resp *http.Response
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodPost, "https://"+ts.admission+MutatePath, pr)
+		req.Header.Set("Content-Type", "application/json")
+		req.ContentLength = int64(len(body))
+		resp, err := c.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- result{resp, err}
+	}()
+	_, _ = pw.Write(body[:10])
+	time.Sleep(300 * time.Millisecond) // the TLS handshake done and the headers read
+	return func() (*http.Response, error) {
+		_, _ = pw.Write(body[10:])
+		_ = pw.Close()
+		r := <-done
+		return r.resp, r.err
+	}
+}
+
 // TestDrainAnswersKeptAliveConnection is the rollout race of issue 22, made
 // deterministic: a client holds a kept-alive connection, idle, when the server
 // begins its shutdown, then sends a request on it, as kube-apiserver up to 1.36
@@ -131,6 +167,8 @@ func (ts *testServer) beginShutdown(t *testing.T) {
 // server then closes the connection; without it (--shutdown-drain-period=0,
 // the behaviour before), the connection was closed under the client and the
 // request gets no answer. The drain lasts its whole period, connection or not.
+// Either way a request in flight when the shutdown begins is answered (with
+// Connection: close under a drain) and Run returns nil, no goroutine left.
 func TestDrainAnswersKeptAliveConnection(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -152,6 +190,7 @@ func TestDrainAnswersKeptAliveConnection(t *testing.T) {
 				t.Fatal("answered with Connection: close before the shutdown")
 			}
 
+			finish := ts.inFlight(t)
 			ts.beginShutdown(t)
 			resp, err = k.roundTrip("during")
 			switch {
@@ -170,9 +209,16 @@ func TestDrainAnswersKeptAliveConnection(t *testing.T) {
 				}
 				ts.stillRunning(t, "before the end of the drain period, though no connection was open")
 			}
+			switch resp, err := finish(); {
+			case err != nil:
+				t.Fatalf("in-flight request: %v", err)
+			case resp.StatusCode != 200 || (tc.period > 0 && !resp.Close):
+				t.Errorf("in-flight request: HTTP %d, Connection: close %t; want 200 (and close under a drain)",
+					resp.StatusCode, resp.Close)
+			}
 			ts.waitRun(t, 10*time.Second)
 			if tc.period > 0 {
-				checkDrained(t, logs, 1, 0)
+				checkDrained(t, logs, 2, 0) // the kept-alive and the in-flight answers
 			} else if got := logs.drained(); len(got) != 0 {
 				t.Errorf("drain logged with --shutdown-drain-period=0: %v", got)
 			}
@@ -190,7 +236,8 @@ func TestDrainServesNewConnections(t *testing.T) {
 	defer c.CloseIdleConnections()
 	resp := ts.post(t, c)
 	if resp.StatusCode != 200 || !resp.Close {
-		t.Errorf("new connection during the drain: HTTP %d, Connection: close %t; want 200 and true", resp.StatusCode, resp.Close)
+		t.Errorf("new connection during the drain: HTTP %d, Connection: close %t; want 200 and true",
+			resp.StatusCode, resp.Close)
 	}
 	if got := ts.ready(); got != http.StatusServiceUnavailable {
 		t.Errorf("/readyz = %d during the drain, want 503", got)

@@ -145,7 +145,8 @@ func TestHostileInput(t *testing.T) {
 					code = rv.Response.Result.Code
 				}
 				if code != tc.wantCode || rv.Response.Allowed != (tc.wantCode == 0) {
-					t.Errorf("allowed %v, status %+v; want code %d", rv.Response.Allowed, rv.Response.Result, tc.wantCode)
+					t.Errorf("allowed %v, status %+v; want code %d",
+						rv.Response.Allowed, rv.Response.Result, tc.wantCode)
 				}
 			}
 			if w := serve(h, good); w.Code != 200 {

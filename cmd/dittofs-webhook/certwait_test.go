@@ -36,12 +36,16 @@ func TestServeWaitsForCertificate(t *testing.T) {
 	if got := s.ready(); got != 503 {
 		t.Errorf("/readyz = %d without a certificate, want 503", got)
 	}
-	if conn, err := tls.Dial("tcp", s.admission, &tls.Config{InsecureSkipVerify: true}); err == nil { //nolint:gosec // any certificate would do
+	anyCert := &tls.Config{InsecureSkipVerify: true} //nolint:gosec // any certificate would do
+	if conn, err := tls.Dial("tcp", s.admission, anyCert); err == nil {
 		conn.Close()
 		t.Error("TLS handshake succeeded without a certificate")
 	}
 	// The log is flushed within a second.
-	tests.Eventually(t, 10*time.Second, func() (string, bool) { l := s.logw.read(); return l, strings.Contains(l, `"level":"ERROR"`) })
+	tests.Eventually(t, 10*time.Second, func() (string, bool) {
+		l := s.logw.read()
+		return l, strings.Contains(l, `"level":"ERROR"`)
+	})
 
 	s.Write(t, s.Issue(t))
 	s.waitReady(t, 10*time.Second)
@@ -49,7 +53,8 @@ func TestServeWaitsForCertificate(t *testing.T) {
 		t.Fatalf("admission once the certificate is loaded: %v", err)
 	}
 	if ok, bad := s.metric(t, success), s.metric(t, failure); ok != 1 || bad != 1 {
-		t.Errorf("reloads{success} %v, {failure} %v; want 1 (the first load) and 1 (missing files, counted once)", ok, bad)
+		t.Errorf("reloads{success} %v, {failure} %v; want 1 (the first load) and 1 (missing files, counted once)",
+			ok, bad)
 	}
 	must(t, s.cmd.Process.Signal(syscall.SIGTERM))
 	if err := s.exit(t, 30*time.Second); err != nil {
@@ -60,7 +65,6 @@ func TestServeWaitsForCertificate(t *testing.T) {
 // TestServeBadFlagValueExits2: a flag whose value is invalid still stops the
 // server at start with exit 2, though it would wait for a missing certificate.
 func TestServeBadFlagValueExits2(t *testing.T) {
-	bin := binary(t)
 	missing := []string{"--tls-cert-file", "/nonexistent/tls.crt", "--tls-key-file", "/nonexistent/tls.key",
 		"--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"}
 	cases := []struct {
@@ -82,7 +86,7 @@ func TestServeBadFlagValueExits2(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // were it to start
 			defer cancel()
 			args := append(append([]string{"serve"}, missing...), tc.args...)
-			err := exec.CommandContext(ctx, bin, args...).Run()
+			err := exec.CommandContext(ctx, "dittofs-webhook", args...).Run()
 			var exit *exec.ExitError
 			if !errors.As(err, &exit) || exit.ExitCode() != 2 {
 				t.Errorf("serve %v: %v, want exit status 2", tc.args, err)

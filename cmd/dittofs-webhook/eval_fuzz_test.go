@@ -44,7 +44,8 @@ func FuzzEval(f *testing.F) {
 		var out2, err2 bytes.Buffer
 		code2 := run([]string{"eval", "-f", "-"}, bytes.NewReader(out.Bytes()), &out2, &err2)
 		if code2 == 2 {
-			t.Fatalf("eval cannot read its own output (exit 2: %s)\ninput %q\noutput %q", err2.String(), in, out.String())
+			t.Fatalf("eval cannot read its own output (exit 2: %s)\ninput %q\noutput %q",
+				err2.String(), in, out.String())
 		}
 		if code == 0 && !bytes.Equal(out.Bytes(), out2.Bytes()) {
 			t.Fatalf("eval of its own output differs\nfirst  %q\nsecond %q", out.String(), out2.String())

@@ -44,7 +44,8 @@ func objects(t *testing.T, name string, data []byte) []any {
 // format, or --recreate (the manifests of what needs recreating only).
 func hasOutputFlag(args []string) bool {
 	for _, a := range args {
-		if a == "-o" || a == "--o" || strings.HasPrefix(a, "-o=") || strings.HasPrefix(a, "--o=") || strings.TrimLeft(a, "-") == "recreate" {
+		if a == "-o" || a == "--o" || strings.HasPrefix(a, "-o=") || strings.HasPrefix(a, "--o=") ||
+			strings.TrimLeft(a, "-") == "recreate" {
 			return true
 		}
 	}
@@ -103,7 +104,8 @@ func TestEvalIdempotent(t *testing.T) {
 			// The same flags (--old, policy), the output as the input.
 			second := runEval(withoutInputs(c.args), []byte(first.stdout))
 			if second.code != 0 || second.stdout != first.stdout {
-				t.Errorf("eval of its own output: exit %d, stdout\n%s\nwant exit 0 and\n%s\nstderr: %s", second.code, second.stdout, first.stdout, second.stderr)
+				t.Errorf("eval of its own output: exit %d, stdout\n%s\nwant exit 0 and\n%s\nstderr: %s",
+					second.code, second.stdout, first.stdout, second.stderr)
 			}
 		})
 	}
@@ -119,7 +121,8 @@ func TestEvalOutputsAgree(t *testing.T) {
 			}
 			asJSON := runEval(append(slices.Clip(c.args), "-o", "json"), c.stdin)
 			if asJSON.code != asYAML.code || asJSON.stderr != asYAML.stderr {
-				t.Errorf("-o json: exit %d, stderr %q; -o yaml: exit %d, stderr %q", asJSON.code, asJSON.stderr, asYAML.code, asYAML.stderr)
+				t.Errorf("-o json: exit %d, stderr %q; -o yaml: exit %d, stderr %q",
+					asJSON.code, asJSON.stderr, asYAML.code, asYAML.stderr)
 			}
 			y, j := objects(t, "yaml", []byte(asYAML.stdout)), objects(t, "json", []byte(asJSON.stdout))
 			if !reflect.DeepEqual(y, j) {
@@ -139,7 +142,8 @@ func TestEvalOutputsAgree(t *testing.T) {
 func TestEvalCRLF(t *testing.T) {
 	sts := "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: fs\n  labels:\n    dittofs.com/server: fs\n"
 	got := runEval(nil, []byte("\xef\xbb\xbf"+strings.ReplaceAll("kind: ConfigMap\n---\n"+sts, "\n", "\r\n")))
-	if got.code != 1 || !strings.HasPrefix(got.stdout, "kind: ConfigMap\n---\n") || !strings.Contains(got.stdout, "name: cache") {
+	if got.code != 1 || !strings.HasPrefix(got.stdout, "kind: ConfigMap\n---\n") ||
+		!strings.Contains(got.stdout, "name: cache") {
 		t.Errorf("exit %d, stderr %q, stdout:\n%q", got.code, got.stderr, got.stdout)
 	}
 }

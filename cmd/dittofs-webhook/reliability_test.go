@@ -16,8 +16,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,41 +25,6 @@ import (
 
 	"github.com/dittofs/dittofs-webhook/tests"
 )
-
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// removeBinary removes what binary built (TestMain, after every test).
-func removeBinary() {
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
-	}
-}
-
-// binary builds dittofs-webhook once per test run, into a temporary folder
-// TestMain removes.
-func binary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "dittofs-webhook-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "dittofs-webhook")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
 
 // server is a dittofs-webhook serve process on a Secret-volume certificate
 // directory.
@@ -87,14 +50,17 @@ func freePort(t *testing.T) string {
 // when withPair — and kills it when the test ends.
 func launch(t *testing.T, withPair bool, args ...string) *server {
 	t.Helper()
-	s := &server{SecretVolume: tests.NewSecretVolume(t, t.TempDir()), logw: &syncWriter{w: &bytes.Buffer{}}, exited: make(chan error, 1)}
+	s := &server{
+		SecretVolume: tests.NewSecretVolume(t, t.TempDir()), logw: &syncWriter{w: &bytes.Buffer{}},
+		exited: make(chan error, 1),
+	}
 	if withPair {
 		s.Write(t, s.Issue(t))
 	}
 	s.admission, s.metrics = freePort(t), freePort(t)
 	args = append([]string{"serve", "--listen", s.admission, "--metrics-listen", s.metrics,
 		"--tls-cert-file", s.CertFile(), "--tls-key-file", s.KeyFile()}, args...)
-	s.cmd = exec.Command(binary(t), args...)
+	s.cmd = exec.Command("dittofs-webhook", args...) // the test binary, as TestMain puts it in $PATH
 	s.cmd.Stdout, s.cmd.Stderr = s.logw, s.logw
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -189,7 +155,8 @@ func post(c *http.Client, addr, uid string) error {
 	if resp.StatusCode != 200 {
 		return &statusError{resp.StatusCode, string(answer)}
 	}
-	if !bytes.Contains(answer, []byte(`"uid":"`+uid+`"`)) || !bytes.Contains(answer, []byte(`"patchType":"JSONPatch"`)) {
+	if !bytes.Contains(answer, []byte(`"uid":"`+uid+`"`)) ||
+		!bytes.Contains(answer, []byte(`"patchType":"JSONPatch"`)) {
 		return fmt.Errorf("unexpected answer: %s", answer)
 	}
 	return nil
@@ -261,7 +228,9 @@ func (l *load) finish() { close(l.stop); l.wg.Wait() }
 const (
 	expiry  = "dittofs_webhook_tls_certificate_expiry_timestamp_seconds"
 	success = `dittofs_webhook_tls_certificate_reloads_total{result="success"}`
-	failure = `dittofs_webhook_tls_certificate_reloads_total{result="failure"}`
+	// rssBytes is the server's own resident memory (the process collector's).
+	rssBytes = "process_resident_memory_bytes"
+	failure  = `dittofs_webhook_tls_certificate_reloads_total{result="failure"}`
 )
 
 // TestRotationUnderLoad: 4 clients send continuously while the certificate is
@@ -350,7 +319,8 @@ func TestSIGTERMWithRequestsInFlight(t *testing.T) {
 	time.Sleep(time.Second)
 	ok, failed := l.ok.Load()-okBefore, l.failed.Load()-failedBefore
 	if ok == 0 || failed != 0 {
-		t.Errorf("in the first second of the drain: %d answered, %d failed; want some answered and none failed (first errors: %v)", ok, failed, l.errs)
+		t.Errorf("in the first second of the drain: %d answered, %d failed; "+
+			"want some answered and none failed (first errors: %v)", ok, failed, l.errs)
 	}
 	t.Logf("in the first second of the drain: %d answered, %d failed", ok, failed)
 	_, _ = pw.Write(body[20:])
@@ -375,7 +345,8 @@ func TestSIGTERMWithRequestsInFlight(t *testing.T) {
 			t.Errorf("a request was answered %v", err)
 		}
 	}
-	t.Logf("exit 0 after %s; %d load requests answered, %d refused after the listener closed", took.Round(time.Millisecond), l.ok.Load(), l.failed.Load())
+	t.Logf("exit 0 after %s; %d load requests answered, %d refused after the listener closed",
+		took.Round(time.Millisecond), l.ok.Load(), l.failed.Load())
 }
 
 // TestSlowClientsAreCutOff: a connection that sends nothing, and one that
@@ -460,39 +431,22 @@ func TestSoak(t *testing.T) {
 	l := startLoad(s, clients, int64(d.Seconds()+10)*clients*perClient, time.Second/perClient)
 	warmup := 5 * time.Second
 	time.Sleep(warmup)
-	rss0, gr0 := rss(t, s.cmd.Process.Pid), s.metric(t, "go_goroutines")
+	rss0, gr0 := s.metric(t, rssBytes), s.metric(t, "go_goroutines")
 	ok0 := l.ok.Load()
 	time.Sleep(d - warmup)
-	rss1, gr1 := rss(t, s.cmd.Process.Pid), s.metric(t, "go_goroutines")
+	rss1, gr1 := s.metric(t, rssBytes), s.metric(t, "go_goroutines")
 	ok1 := l.ok.Load()
 	l.finish()
 	rate := float64(ok1-ok0) / (d - warmup).Seconds()
-	t.Logf("soak %s at %.0f req/s: %d answered, %d failed; RSS %d KiB -> %d KiB; goroutines %.0f -> %.0f",
-		d, rate, l.ok.Load(), l.failed.Load(), rss0, rss1, gr0, gr1)
+	t.Logf("soak %s at %.0f req/s: %d answered, %d failed; RSS %.0f KiB -> %.0f KiB; goroutines %.0f -> %.0f",
+		d, rate, l.ok.Load(), l.failed.Load(), rss0/1024, rss1/1024, gr0, gr1)
 	if l.failed.Load() != 0 {
 		t.Errorf("%d requests failed: %v", l.failed.Load(), l.errs)
 	}
-	if rss1 > rss0+rss0/2+16<<10 {
-		t.Errorf("RSS grew from %d KiB to %d KiB", rss0, rss1)
+	if rss1 > rss0+rss0/2+16<<20 {
+		t.Errorf("RSS grew from %.0f KiB to %.0f KiB", rss0/1024, rss1/1024)
 	}
 	if gr1 > gr0+8 {
 		t.Errorf("goroutines grew from %.0f to %.0f", gr0, gr1)
 	}
-}
-
-// rss reads VmRSS (KiB) of a process.
-func rss(t *testing.T, pid int) int64 {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			n, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
-			return n
-		}
-	}
-	t.Fatal("no VmRSS")
-	return 0
 }

@@ -33,19 +33,12 @@ const scriptsDir = "../../tests/eval"
 // timestamps (2026-01-01T00:00:00Z).
 const reportEpoch = "1767225600"
 
+// TestMain puts the command in $PATH as the test binary itself, for the
+// scripts and for the reliability tests that run it as a process.
 func TestMain(m *testing.M) {
-	testscript.Main(cleanupAfter{m}, map[string]func(){
+	testscript.Main(m, map[string]func(){
 		"dittofs-webhook": func() { os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) },
 	})
-}
-
-// cleanupAfter runs the tests, then removes what they left for the whole run
-// (testscript.Main exits the process itself, so this is the last chance).
-type cleanupAfter struct{ m *testing.M }
-
-func (c cleanupAfter) Run() int {
-	defer removeBinary() // the one reliability_test.go built, if a test did
-	return c.m.Run()
 }
 
 func TestScripts(t *testing.T) {

@@ -177,7 +177,8 @@ func FuzzPolicies(f *testing.F) {
 			if v := a.Validate(again); a == warn && !v.Allowed {
 				t.Fatalf("warn mode denies: %s\nobject %s", v.Result.Message, patched)
 			}
-			if op == "CREATE" && policies.IsManaged(req.Object) && hasSizedStorage(req.Object.Spec.VolumeClaimTemplates) {
+			if op == "CREATE" && policies.IsManaged(req.Object) &&
+				hasSizedStorage(req.Object.Spec.VolumeClaimTemplates) {
 				v := a.Validate(again)
 				checkReview(t, &v)
 				if !v.Allowed {
@@ -213,7 +214,8 @@ func checkReview(t *testing.T, r *admission.Response) {
 		t.Fatal(err)
 	}
 	var rv admissionv1.AdmissionReview
-	if err := json.Unmarshal(b, &rv); err != nil || rv.Response == nil || rv.Response.UID != "uid" || rv.Response.Allowed != r.Allowed {
+	if err := json.Unmarshal(b, &rv); err != nil || rv.Response == nil || rv.Response.UID != "uid" ||
+		rv.Response.Allowed != r.Allowed {
 		t.Fatalf("review %s does not decode as the answer (%v)", b, err)
 	}
 	if (len(rv.Response.Patch) > 0) != (len(r.Patch) > 0) || (rv.Response.PatchType != nil) != (len(r.Patch) > 0) {
