@@ -215,32 +215,20 @@ func storage(sts *appsv1.StatefulSet) string {
 		}
 		claims = append(claims, c)
 	}
+	mounts := map[string]any{}
+	for _, c := range sts.Spec.Template.Spec.Containers {
+		mounts[c.Name] = c.VolumeMounts
+	}
+	annotations := maps.Clone(sts.Annotations)
+	delete(annotations, "kubectl.kubernetes.io/last-applied-configuration")
 	return toYAML(map[string]any{
 		"metadata": map[string]any{
-			"labels": sts.Labels, "annotations": withoutLastApplied(sts.Annotations),
+			"labels": sts.Labels, "annotations": annotations,
 			"generation": sts.Generation,
 		},
 		"spec.volumeClaimTemplates":                    claims,
 		"spec.persistentVolumeClaimRetentionPolicy":    sts.Spec.PersistentVolumeClaimRetentionPolicy,
 		"spec.template.spec.volumes":                   sts.Spec.Template.Spec.Volumes,
-		"spec.template.spec.containers[].volumeMounts": containerMounts(sts),
+		"spec.template.spec.containers[].volumeMounts": mounts,
 	})
-}
-
-func containerMounts(sts *appsv1.StatefulSet) map[string]any {
-	out := map[string]any{}
-	for _, c := range sts.Spec.Template.Spec.Containers {
-		out[c.Name] = c.VolumeMounts
-	}
-	return out
-}
-
-func withoutLastApplied(a map[string]string) map[string]string {
-	out := map[string]string{}
-	for k, v := range a {
-		if k != "kubectl.kubernetes.io/last-applied-configuration" {
-			out[k] = v
-		}
-	}
-	return out
 }
