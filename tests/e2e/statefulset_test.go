@@ -184,8 +184,7 @@ func TestServerSideApplyLifecycle(t *testing.T) {
 	if c := container(after, "dittofs"); c == nil || c.Image != newImage {
 		t.Errorf("image not updated; stored:\n%s", toYAML(after.Spec.Template.Spec.Containers))
 	}
-	requireVCTs(t, after, "metadata", "content", "cache")
-	requireCacheMounted(t, after, "dittofs", defaultCacheMount)
+	requireMutated(t, after, "fast")
 }
 
 // 5. whenDeleted: Delete is overridden to Retain, with a warning naming the
@@ -230,10 +229,7 @@ func TestLabellingExistingStatefulSet(t *testing.T) {
 	requireNotStored(t, ns, "fs")
 	m.managed, m.server = true, "x"
 	mustKubectl(t, m.yaml(), "apply", "-n", ns, "-f", "-")
-	sts := mustGetSTS(t, ns, "fs")
-	requireCache(t, sts, defaultCacheSize, "fast")
-	requireCacheMounted(t, sts, "dittofs", defaultCacheMount)
-	requireRetention(t, sts, "Retain/Retain")
+	requireMutated(t, mustGetSTS(t, ns, "fs"), "fast")
 }
 
 // 6b. A managed StatefulSet created before the webhooks were installed (so
@@ -318,12 +314,6 @@ func TestServerDryRun(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.Stdout), &sts); err != nil {
 		t.Fatalf("kubectl's output is not a StatefulSet: %v\n%s", err, r)
 	}
-	requireVCTs(t, &sts, "metadata", "content", "cache")
-	requireCache(t, &sts, defaultCacheSize, "fast")
-	requireRetention(t, &sts, "Retain/Retain")
-	requireCacheMounted(t, &sts, "dittofs", defaultCacheMount)
-	if volume(&sts, "cache") != nil {
-		t.Errorf("the dry-run answer still has the emptyDir:\n%s", storage(&sts))
-	}
+	requireMutated(t, &sts, "fast")
 	requireNotStored(t, ns, "dry")
 }
