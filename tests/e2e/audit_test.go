@@ -162,8 +162,5 @@ func installReportsCRD(t *testing.T) {
 	if err != nil {
 		t.Fatalf("go list -m %s (in %s): %v", reportsModule, env.repoRoot, err)
 	}
-	crd := filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "openreports.io_reports.yaml")
-	// Server-side: the CRD is too large for the last-applied annotation.
-	mustKubectl(t, "", "apply", "--server-side", "-f", crd)
-	mustKubectl(t, "", "wait", "--for=condition=Established", "crd/reports.openreports.io", "--timeout=60s")
+	installCRDs(t, filepath.Join(strings.TrimSpace(string(out)), "config", "crd"), "openreports.io_reports.yaml")
 }

@@ -14,7 +14,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 )
@@ -26,8 +25,6 @@ import (
 // controllerTimeout bounds how long a scenario waits for the controllers to
 // act (they take well under a second on an idle machine).
 const controllerTimeout = 90 * time.Second
-
-func clientset(testing.TB) kubernetes.Interface { return env.Client }
 
 // eventually polls cond until it reports done, failing the test with the last
 // state it described after timeout, or at once if kube-controller-manager
@@ -46,7 +43,7 @@ func eventually(t testing.TB, timeout time.Duration, what string, cond func() (d
 // a real node. It stops when the test ends.
 func standInKubelet(t testing.TB, ns string) {
 	t.Helper()
-	pods := clientset(t).CoreV1().Pods(ns)
+	pods := env.Client.CoreV1().Pods(ns)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
@@ -97,7 +94,7 @@ func claimNames(set string, templates []string, ordinals ...int) []string {
 // claims returns the namespace's PVCs by name.
 func claims(t testing.TB, ns string) map[string]*corev1.PersistentVolumeClaim {
 	t.Helper()
-	list, err := clientset(t).CoreV1().PersistentVolumeClaims(ns).List(context.Background(), metav1.ListOptions{})
+	list, err := env.Client.CoreV1().PersistentVolumeClaims(ns).List(context.Background(), metav1.ListOptions{})
 	if err != nil {
 		t.Fatalf("listing the PVCs of %s: %v", ns, err)
 	}
@@ -168,7 +165,7 @@ func requireCacheClaim(t testing.TB, c *corev1.PersistentVolumeClaim, size, clas
 // "" for any), and is Ready, and returns it.
 func readyPod(t testing.TB, ns, name string, notUID types.UID) *corev1.Pod {
 	t.Helper()
-	pods := clientset(t).CoreV1().Pods(ns)
+	pods := env.Client.CoreV1().Pods(ns)
 	var pod *corev1.Pod
 	eventually(t, controllerTimeout, fmt.Sprintf("pod %s is Ready", name), func() (bool, string) {
 		p, err := pods.Get(context.Background(), name, metav1.GetOptions{})
@@ -187,7 +184,7 @@ func readyPod(t testing.TB, ns, name string, notUID types.UID) *corev1.Pod {
 // podGone waits until the pod no longer exists.
 func podGone(t testing.TB, ns, name string) {
 	t.Helper()
-	pods := clientset(t).CoreV1().Pods(ns)
+	pods := env.Client.CoreV1().Pods(ns)
 	eventually(t, controllerTimeout, fmt.Sprintf("pod %s is gone", name), func() (bool, string) {
 		p, err := pods.Get(context.Background(), name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {

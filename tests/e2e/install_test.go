@@ -3,6 +3,7 @@ package e2e
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -138,7 +139,8 @@ func installCRDs(t *testing.T, dir string, only ...string) {
 	var args []string
 	for _, e := range entries {
 		name := e.Name()
-		if e.IsDir() || !strings.HasSuffix(name, ".yaml") || !matchesAny(name, only) {
+		wanted := len(only) == 0 || slices.ContainsFunc(only, func(p string) bool { return strings.Contains(name, p) })
+		if e.IsDir() || !strings.HasSuffix(name, ".yaml") || !wanted {
 			continue
 		}
 		args = append(args, "-f", filepath.Join(dir, name))
@@ -150,16 +152,4 @@ func installCRDs(t *testing.T, dir string, only ...string) {
 	// of a client-side apply.
 	mustKubectl(t, "", append([]string{"apply", "--server-side"}, args...)...)
 	mustKubectl(t, "", append([]string{"wait", "--for=condition=Established", "--timeout=" + crdEstablishTimeout}, args...)...)
-}
-
-func matchesAny(name string, parts []string) bool {
-	if len(parts) == 0 {
-		return true
-	}
-	for _, p := range parts {
-		if p != "" && strings.Contains(name, p) {
-			return true
-		}
-	}
-	return false
 }

@@ -67,20 +67,21 @@ func TestInTreePolicies(t *testing.T) {
 	unlabelled := noContent
 	unlabelled.name, unlabelled.managed = "unlabelled", false
 	// And one whose cache template has members the policy does not name: a
-	// selector (six levels deep), a data source, a volume name, labels.
+	// selector (six levels deep), a data source, a volume name, labels;
+	// appended to the manifest's volumeClaimTemplates (its last field).
 	whole := dittofs("whole")
 	whole.retention = "Retain/Retain"
 	const richCache = `
-    - metadata: {name: cache, labels: {tier: wal}}
-      spec:
-        accessModes: [ReadWriteOnce]
-        volumeName: pv-wal
-        storageClassName: fast
-        dataSource: {kind: PersistentVolumeClaim, name: seed}
-        selector:
-          matchLabels: {disk: ssd}
-          matchExpressions: [{key: zone, operator: In, values: [a, b]}]
-        resources: {requests: {storage: 3Gi}, limits: {storage: 4Gi}}`
+  - metadata: {name: cache, labels: {tier: wal}}
+    spec:
+      accessModes: [ReadWriteOnce]
+      volumeName: pv-wal
+      storageClassName: fast
+      dataSource: {kind: PersistentVolumeClaim, name: seed}
+      selector:
+        matchLabels: {disk: ssd}
+        matchExpressions: [{key: zone, operator: In, values: [a, b]}]
+      resources: {requests: {storage: 3Gi}, limits: {storage: 4Gi}}`
 	var wholeStored map[string]any
 	withInTree(t, "in-tree", func() {
 		mustKubectl(t, legacy.yaml()+"---\n"+unlabelled.yaml()+"---\n"+strings.TrimRight(whole.yaml(), "\n")+richCache+"\n", "create", "-n", ns, "-f", "-")

@@ -16,9 +16,6 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
@@ -179,14 +176,7 @@ func (h *harness) installWebhooks() error {
 		return fmt.Errorf("deploy/default should render one Mutating and one ValidatingWebhookConfiguration "+
 			"with webhooks, got %d and %d", len(mutating), len(validating))
 	}
-	list := corev1.List{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "List"}}
-	for _, obj := range []any{mutating[0], validating[0]} {
-		raw, _ := json.Marshal(obj)
-		list.Items = append(list.Items, runtime.RawExtension{Raw: raw})
-	}
-	if h.webhooks, err = json.Marshal(list); err != nil {
-		return err
-	}
+	h.webhooks = []byte(toYAML(mutating[0]) + "---\n" + toYAML(validating[0]))
 	if r := runKubectl(string(h.webhooks), "create", "-f", "-"); !r.OK() {
 		return fmt.Errorf("creating the webhook configurations:\n%s", r)
 	}

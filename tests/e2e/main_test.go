@@ -35,7 +35,7 @@ type harness struct {
 
 	// webhooks is what the harness installed: the Mutating and Validating
 	// WebhookConfigurations of deploy/default with only clientConfig
-	// replaced, as a v1 List for `kubectl create -f -`.
+	// replaced, as YAML documents for `kubectl create -f -`.
 	webhooks []byte
 }
 

@@ -1,13 +1,15 @@
 package e2e
 
 import (
-	"fmt"
+	"cmp"
 	"maps"
-	"slices"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 )
 
 // The names the webhook keys on (SPEC §1, §2).
@@ -59,91 +61,51 @@ func dittofs(name string) stsManifest {
 }
 
 func (m stsManifest) yaml() string {
-	image := m.image
-	if image == "" {
-		image = defaultImage
+	labels := func() map[string]string {
+		return map[string]string{"app.kubernetes.io/name": "dittofs", "app.kubernetes.io/instance": m.name}
 	}
-	replicas := m.replicas
-	if replicas == 0 {
-		replicas = 1
-	}
-	var b strings.Builder
-	p := func(format string, a ...any) { fmt.Fprintf(&b, format+"\n", a...) }
-	p("apiVersion: apps/v1")
-	p("kind: StatefulSet")
-	p("metadata:")
-	p("  name: %s", m.name)
-	p("  labels:")
-	p("    app.kubernetes.io/name: dittofs")
-	p("    app.kubernetes.io/instance: %s", m.name)
+	meta := metav1.ObjectMeta{Name: m.name, Labels: labels(), Annotations: m.annotations}
 	if m.managed {
-		p("    %s: %q", labelServer, m.server)
+		meta.Labels[labelServer] = m.server
 	}
-	if len(m.annotations) > 0 {
-		p("  annotations:")
-		for _, k := range slices.Sorted(maps.Keys(m.annotations)) {
-			p("    %s: %q", k, m.annotations[k])
-		}
+	c := corev1.Container{Name: "dittofs", Image: cmp.Or(m.image, defaultImage),
+		Ports: []corev1.ContainerPort{{Name: "nfs", ContainerPort: 2049}}}
+	spec := appsv1.StatefulSetSpec{
+		ServiceName: m.name,
+		Replicas:    ptr.To(int32(cmp.Or(m.replicas, 1))),
+		Selector:    &metav1.LabelSelector{MatchLabels: labels()},
 	}
-	p("spec:")
-	p("  serviceName: %s", m.name)
-	p("  replicas: %d", replicas)
-	p("  selector:")
-	p("    matchLabels:")
-	p("      app.kubernetes.io/name: dittofs")
-	p("      app.kubernetes.io/instance: %s", m.name)
 	if m.retention != "" {
 		deleted, scaled, _ := strings.Cut(m.retention, "/")
-		p("  persistentVolumeClaimRetentionPolicy:")
-		p("    whenDeleted: %s", deleted)
-		p("    whenScaled: %s", scaled)
+		spec.PersistentVolumeClaimRetentionPolicy = &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
+			WhenDeleted: appsv1.PersistentVolumeClaimRetentionPolicyType(deleted),
+			WhenScaled:  appsv1.PersistentVolumeClaimRetentionPolicyType(scaled),
+		}
 	}
-	p("  template:")
-	p("    metadata:")
-	p("      labels:")
-	p("        app.kubernetes.io/name: dittofs")
-	p("        app.kubernetes.io/instance: %s", m.name)
-	p("    spec:")
-	p("      containers:")
-	p("        - name: dittofs")
-	p("          image: %s", image)
-	p("          ports:")
-	p("            - name: nfs")
-	p("              containerPort: 2049")
-	var mounts []vctSpec
 	for _, v := range m.vcts {
 		if v.name == "metadata" || v.name == "content" {
-			mounts = append(mounts, v)
+			c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: v.name, MountPath: "/data/" + v.name})
 		}
-	}
-	if len(mounts) > 0 {
-		p("          volumeMounts:")
-		for _, v := range mounts {
-			p("            - name: %s", v.name)
-			p("              mountPath: /data/%s", v.name)
+		pvc := corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: v.name}, Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources: corev1.VolumeResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse(v.size)},
+			},
+		}}
+		if v.class != "" {
+			pvc.Spec.StorageClassName = ptr.To(v.class)
 		}
+		spec.VolumeClaimTemplates = append(spec.VolumeClaimTemplates, pvc)
 	}
+	spec.Template = corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels()},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{c}}}
 	if m.emptyDirCache {
-		p("      volumes:")
-		p("        - name: cache")
-		p("          emptyDir: {}")
-	}
-	if len(m.vcts) > 0 {
-		p("  volumeClaimTemplates:")
-		for _, v := range m.vcts {
-			p("    - metadata:")
-			p("        name: %s", v.name)
-			p("      spec:")
-			p("        accessModes: [ReadWriteOnce]")
-			if v.class != "" {
-				p("        storageClassName: %s", v.class)
-			}
-			p("        resources:")
-			p("          requests:")
-			p("            storage: %s", v.size)
+		spec.Template.Spec.Volumes = []corev1.Volume{
+			{Name: "cache", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 		}
 	}
-	return b.String()
+	// Without status, which a user does not write.
+	return toYAML(map[string]any{"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": meta, "spec": spec})
 }
 
 // named is the item of items called name, or nil.
@@ -215,32 +177,20 @@ func storage(sts *appsv1.StatefulSet) string {
 		}
 		claims = append(claims, c)
 	}
+	mounts := map[string]any{}
+	for _, c := range sts.Spec.Template.Spec.Containers {
+		mounts[c.Name] = c.VolumeMounts
+	}
+	annotations := maps.Clone(sts.Annotations)
+	delete(annotations, "kubectl.kubernetes.io/last-applied-configuration")
 	return toYAML(map[string]any{
 		"metadata": map[string]any{
-			"labels": sts.Labels, "annotations": withoutLastApplied(sts.Annotations),
+			"labels": sts.Labels, "annotations": annotations,
 			"generation": sts.Generation,
 		},
 		"spec.volumeClaimTemplates":                    claims,
 		"spec.persistentVolumeClaimRetentionPolicy":    sts.Spec.PersistentVolumeClaimRetentionPolicy,
 		"spec.template.spec.volumes":                   sts.Spec.Template.Spec.Volumes,
-		"spec.template.spec.containers[].volumeMounts": containerMounts(sts),
+		"spec.template.spec.containers[].volumeMounts": mounts,
 	})
-}
-
-func containerMounts(sts *appsv1.StatefulSet) map[string]any {
-	out := map[string]any{}
-	for _, c := range sts.Spec.Template.Spec.Containers {
-		out[c.Name] = c.VolumeMounts
-	}
-	return out
-}
-
-func withoutLastApplied(a map[string]string) map[string]string {
-	out := map[string]string{}
-	for k, v := range a {
-		if k != "kubectl.kubernetes.io/last-applied-configuration" {
-			out[k] = v
-		}
-	}
-	return out
 }

@@ -161,7 +161,7 @@ func metricLines(name string) string {
 	var lines []string
 	for _, s := range samples {
 		if s.Name == name {
-			lines = append(lines, fmt.Sprintf("%v %g", s.Labels, s.Value)) // fmt prints a map sorted by key
+			lines = append(lines, fmt.Sprintf("%s%v %g", s.Name, s.Labels, s.Value))
 		}
 	}
 	if len(lines) == 0 {

@@ -94,21 +94,7 @@ func TestReapplyUnchangedManifest(t *testing.T) {
 	requireCache(t, before, defaultCacheSize, "fast")
 	beforeSpec := getRaw(t, "statefulset", ns, "fs")["spec"]
 
-	unchanged := func(t *testing.T, r result) {
-		t.Helper()
-		if !r.OK() {
-			t.Fatalf("re-applying the unchanged manifest failed:\n%s", r)
-		}
-		requireNoWarning(t, r)
-		after := mustGetSTS(t, ns, "fs")
-		if after.Generation != before.Generation {
-			t.Errorf("metadata.generation %d → %d: the re-apply changed the spec (a rollout would start); stored:\n%s",
-				before.Generation, after.Generation, storage(after))
-		}
-		if diff := cmp.Diff(beforeSpec, getRaw(t, "statefulset", ns, "fs")["spec"]); diff != "" {
-			t.Errorf("the stored spec changed (-before +after):\n%s", diff)
-		}
-	}
+	unchanged := func(t *testing.T, r result) { requireUnchanged(t, r, before, beforeSpec) }
 	t.Run("kubectl apply", func(t *testing.T) {
 		unchanged(t, kubectl(t, manifest, "apply", "-n", ns, "-f", "-"))
 	})
@@ -139,13 +125,7 @@ func TestReapplyUnchangedManifest(t *testing.T) {
 				t.Errorf("unexpected warning %q:\n%s", w, r)
 			}
 		}
-		after := mustGetSTS(t, ns, "fs")
-		if after.Generation != before.Generation+1 {
-			t.Errorf("metadata.generation %d → %d, want +1", before.Generation, after.Generation)
-		}
-		if c := container(after, "dittofs"); c == nil || c.Image != newImage {
-			t.Errorf("image not updated; stored:\n%s", toYAML(after.Spec.Template.Spec.Containers))
-		}
+		after := requireImageUpdated(t, before)
 		afterSpec := getRaw(t, "statefulset", ns, "fs")["spec"].(map[string]any)
 		if diff := cmp.Diff(beforeSpec.(map[string]any)["volumeClaimTemplates"], afterSpec["volumeClaimTemplates"]); diff != "" {
 			t.Errorf("volumeClaimTemplates changed (-before +after):\n%s", diff)
@@ -165,27 +145,44 @@ func TestServerSideApplyLifecycle(t *testing.T) {
 	requireCache(t, before, defaultCacheSize, "fast")
 	beforeSpec := getRaw(t, "statefulset", ns, "fs")["spec"]
 
-	r := mustKubectl(t, m.yaml(), "apply", "--server-side", "-n", ns, "-f", "-")
-	requireNoWarning(t, r)
-	if after := mustGetSTS(t, ns, "fs"); after.Generation != before.Generation {
-		t.Errorf("metadata.generation %d → %d on an unchanged re-apply", before.Generation, after.Generation)
-	}
-	if diff := cmp.Diff(beforeSpec, getRaw(t, "statefulset", ns, "fs")["spec"]); diff != "" {
-		t.Errorf("the stored spec changed (-before +after):\n%s", diff)
-	}
+	requireUnchanged(t, kubectl(t, m.yaml(), "apply", "--server-side", "-n", ns, "-f", "-"), before, beforeSpec)
 
 	m.image = newImage
-	r = mustKubectl(t, m.yaml(), "apply", "--server-side", "-n", ns, "-f", "-")
+	requireNoWarning(t, mustKubectl(t, m.yaml(), "apply", "--server-side", "-n", ns, "-f", "-"))
+	requireMutated(t, requireImageUpdated(t, before), "fast")
+}
+
+// requireUnchanged checks that r, a re-apply of the unchanged manifest,
+// succeeded silently and left the stored StatefulSet as before: the same
+// generation (no rollout) and the same spec.
+func requireUnchanged(t *testing.T, r result, before *appsv1.StatefulSet, beforeSpec any) {
+	t.Helper()
+	if !r.OK() {
+		t.Fatalf("re-applying the unchanged manifest failed:\n%s", r)
+	}
 	requireNoWarning(t, r)
-	after := mustGetSTS(t, ns, "fs")
+	after := mustGetSTS(t, before.Namespace, before.Name)
+	if after.Generation != before.Generation {
+		t.Errorf("metadata.generation %d → %d: the re-apply changed the spec (a rollout would start); stored:\n%s",
+			before.Generation, after.Generation, storage(after))
+	}
+	if diff := cmp.Diff(beforeSpec, getRaw(t, "statefulset", before.Namespace, before.Name)["spec"]); diff != "" {
+		t.Errorf("the stored spec changed (-before +after):\n%s", diff)
+	}
+}
+
+// requireImageUpdated checks that the stored StatefulSet moved on from
+// before by one generation, to newImage, and returns it.
+func requireImageUpdated(t *testing.T, before *appsv1.StatefulSet) *appsv1.StatefulSet {
+	t.Helper()
+	after := mustGetSTS(t, before.Namespace, before.Name)
 	if after.Generation != before.Generation+1 {
 		t.Errorf("metadata.generation %d → %d, want +1", before.Generation, after.Generation)
 	}
 	if c := container(after, "dittofs"); c == nil || c.Image != newImage {
 		t.Errorf("image not updated; stored:\n%s", toYAML(after.Spec.Template.Spec.Containers))
 	}
-	requireVCTs(t, after, "metadata", "content", "cache")
-	requireCacheMounted(t, after, "dittofs", defaultCacheMount)
+	return after
 }
 
 // 5. whenDeleted: Delete is overridden to Retain, with a warning naming the
@@ -230,10 +227,7 @@ func TestLabellingExistingStatefulSet(t *testing.T) {
 	requireNotStored(t, ns, "fs")
 	m.managed, m.server = true, "x"
 	mustKubectl(t, m.yaml(), "apply", "-n", ns, "-f", "-")
-	sts := mustGetSTS(t, ns, "fs")
-	requireCache(t, sts, defaultCacheSize, "fast")
-	requireCacheMounted(t, sts, "dittofs", defaultCacheMount)
-	requireRetention(t, sts, "Retain/Retain")
+	requireMutated(t, mustGetSTS(t, ns, "fs"), "fast")
 }
 
 // 6b. A managed StatefulSet created before the webhooks were installed (so
@@ -318,12 +312,6 @@ func TestServerDryRun(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.Stdout), &sts); err != nil {
 		t.Fatalf("kubectl's output is not a StatefulSet: %v\n%s", err, r)
 	}
-	requireVCTs(t, &sts, "metadata", "content", "cache")
-	requireCache(t, &sts, defaultCacheSize, "fast")
-	requireRetention(t, &sts, "Retain/Retain")
-	requireCacheMounted(t, &sts, "dittofs", defaultCacheMount)
-	if volume(&sts, "cache") != nil {
-		t.Errorf("the dry-run answer still has the emptyDir:\n%s", storage(&sts))
-	}
+	requireMutated(t, &sts, "fast")
 	requireNotStored(t, ns, "dry")
 }

@@ -390,7 +390,11 @@ func waitInjected(t *testing.T, want []byte) []byte {
 			for _, b := range bundles {
 				injected = injected && bytes.Equal(b, bundles[0]) && holds(b, want)
 			}
-			return injected, fmt.Sprintf("want %s, have %s", describe(want), strings.Join(mapSlice(bundles, describe), "; "))
+			have := make([]string, len(bundles))
+			for i, b := range bundles {
+				have[i] = describe(b)
+			}
+			return injected, fmt.Sprintf("want %s, have %s", describe(want), strings.Join(have, "; "))
 		})
 	return bundles[0]
 }
@@ -470,14 +474,6 @@ func describe(bundle []byte) string {
 		names = append(names, fmt.Sprintf("%s #%x", c.Subject.CommonName, c.SerialNumber.Bytes()[:4]))
 	}
 	return "[" + strings.Join(names, ", ") + "]"
-}
-
-func mapSlice[T, U any](in []T, f func(T) U) []U {
-	out := make([]U, len(in))
-	for i, v := range in {
-		out[i] = f(v)
-	}
-	return out
 }
 
 // holds reports whether every certificate of want is in bundle.
