@@ -249,19 +249,20 @@ func (w *CertWatcher) install(certPEM, keyPEM []byte, cert *tls.Certificate, rel
 // files, not on when the read raced with a change.
 func readPair(read func(string) ([]byte, error), certFile, keyFile string) ([]byte, []byte, error) {
 	for attempt := 0; ; attempt++ {
-		certPEM, err := read(certFile)
-		if err != nil {
-			return nil, nil, fmt.Errorf("reading certificate: %w", err)
-		}
+		// The first read can fail too: the kubelet removes the previous
+		// ..<timestamp> directory right after the swap, so a path resolved
+		// through the old ..data just before it is gone. Files really missing
+		// fail every attempt and are reported after the last.
+		certPEM, certErr := read(certFile)
 		keyPEM, keyErr := read(keyFile)
-		again, err := read(certFile)
-		if err != nil {
-			// Gone meanwhile: the next attempt reports it as every later read will.
-			if attempt == 4 {
-				return nil, nil, fmt.Errorf("reading certificate: %w", err)
-			}
-		} else if bytes.Equal(certPEM, again) || attempt == 4 {
-			if keyErr != nil {
+		again, againErr := read(certFile)
+		if (certErr == nil && againErr == nil && bytes.Equal(certPEM, again)) || attempt == 4 {
+			switch {
+			case certErr != nil:
+				return nil, nil, fmt.Errorf("reading certificate: %w", certErr)
+			case againErr != nil:
+				return nil, nil, fmt.Errorf("reading certificate: %w", againErr)
+			case keyErr != nil:
 				return nil, nil, fmt.Errorf("reading key: %w", keyErr)
 			}
 			return certPEM, keyPEM, nil

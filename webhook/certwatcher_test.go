@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/pem"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -268,6 +269,33 @@ func TestCertWatcherRemovalDuringRead(t *testing.T) {
 				t.Errorf("reported %q, want the error every later read gives (%s)", w.readErr, tc.wantsErr)
 			}
 		})
+	}
+}
+
+// TestCertWatcherOldDirectoryRemovedDuringRead: the kubelet removes the
+// previous ..<timestamp> directory right after the ..data swap, so a read
+// that resolved the certificate's path through the old ..data finds it gone.
+// That is a rotation in progress, not a failure: the new pair is served and
+// nothing is counted or logged.
+func TestCertWatcherOldDirectoryRemovedDuringRead(t *testing.T) {
+	w := newWatcher(t, DefaultCertPollInterval, func(v *tests.SecretVolume) { v.Write(t, v.Issue(t)) })
+	next := w.vol.Issue(t)
+	reads := 0
+	w.readFile = func(name string) ([]byte, error) {
+		if filepath.Base(name) == "tls.crt" {
+			if reads++; reads == 1 {
+				w.vol.Write(t, next) // the swap and the removal, between resolving the path and opening it
+				return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+			}
+		}
+		return os.ReadFile(name)
+	}
+	w.Reload()
+	if f := w.reloads("failure"); f != 0 || w.logs.errors() != 0 {
+		t.Errorf("failures=%v errorLogs=%d, want none: the rotation was good", f, w.logs.errors())
+	}
+	if block, _ := pem.Decode(next[0]); block == nil || !bytes.Equal(w.Leaf().Raw, block.Bytes) {
+		t.Errorf("serving %s, not the new pair", w.serial())
 	}
 }
 
