@@ -3,10 +3,11 @@ package tests
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -54,29 +55,65 @@ func (v *SecretVolume) Mismatched(t testing.TB) [2][]byte {
 	return [2][]byte{v.Issue(t)[0], v.Issue(t)[1]}
 }
 
-// Write publishes pair as the kubelet does. The tls.crt and tls.key links are
-// made first (dangling until ..data exists) so both files appear at once; a
-// missing directory is built beside it and renamed into place, so it appears
-// at once too.
+// Write publishes pair as the kubelet does (WriteSecretVolume).
 func (v *SecretVolume) Write(t testing.TB, pair [2][]byte) {
 	t.Helper()
-	dir := v.Dir
-	if _, err := os.Stat(dir); os.IsNotExist(err) {
-		dir += ".staging"
-		must(t, os.Mkdir(dir, 0o755))
-		defer func() { must(t, os.Rename(dir, v.Dir)) }()
+	must(t, WriteSecretVolume(v.Dir, map[string][]byte{"tls.crt": pair[0], "tls.key": pair[1]}))
+}
+
+// WriteSecretVolume writes data into dir the way the kubelet's AtomicWriter
+// updates a Secret volume: the files go into a new directory "..<timestamp>",
+// a "..data_tmp" symlink to it is renamed over "..data" (one atomic step), the
+// previous directory is removed, and each key is a symlink "KEY -> ..data/KEY",
+// made before the swap (dangling until "..data" exists) so that every file
+// changes at once. A missing dir is built beside it and renamed into place, so
+// it too appears with all its files at once. The server's tests and the e2e's
+// host-run server read their certificate from such a directory.
+func WriteSecretVolume(dir string, data map[string][]byte) (err error) {
+	root := dir
+	if _, statErr := os.Stat(dir); os.IsNotExist(statErr) {
+		root = dir + ".staging"
+		if err := os.Mkdir(root, 0o755); err != nil {
+			return err
+		}
+		defer func() {
+			if err == nil {
+				err = os.Rename(root, dir)
+			}
+		}()
 	}
-	for _, f := range []string{"tls.crt", "tls.key"} {
-		if _, err := os.Lstat(filepath.Join(dir, f)); os.IsNotExist(err) {
-			must(t, os.Symlink(filepath.Join("..data", f), filepath.Join(dir, f)))
+	oldTarget, _ := os.Readlink(filepath.Join(root, "..data"))
+	tsDir, err := os.MkdirTemp(root, time.Now().UTC().Format("..2006_01_02_15_04_05."))
+	if err != nil {
+		return err
+	}
+	for _, key := range slices.Sorted(maps.Keys(data)) {
+		if err := os.WriteFile(filepath.Join(tsDir, key), data[key], 0o644); err != nil {
+			return err
+		}
+		link := filepath.Join(root, key)
+		if target, err := os.Readlink(link); err == nil && target == filepath.Join("..data", key) {
+			continue
+		}
+		if err := os.Symlink(filepath.Join("..data", key), link); err != nil {
+			return err
 		}
 	}
-	stamp := fmt.Sprintf("..%d", time.Now().UnixNano())
-	must(t, os.Mkdir(filepath.Join(dir, stamp), 0o755))
-	must(t, os.WriteFile(filepath.Join(dir, stamp, "tls.crt"), pair[0], 0o600))
-	must(t, os.WriteFile(filepath.Join(dir, stamp, "tls.key"), pair[1], 0o600))
-	must(t, os.Symlink(stamp, filepath.Join(dir, "..data_tmp")))
-	must(t, os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")))
+	if err := os.Chmod(tsDir, 0o755); err != nil { // MkdirTemp makes it 0700
+		return err
+	}
+	tmp := filepath.Join(root, "..data_tmp")
+	_ = os.Remove(tmp)
+	if err := os.Symlink(filepath.Base(tsDir), tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(root, "..data")); err != nil {
+		return err
+	}
+	if oldTarget != "" && oldTarget != filepath.Base(tsDir) {
+		return os.RemoveAll(filepath.Join(root, oldTarget))
+	}
+	return nil
 }
 
 // Remove removes the files (the ..data link), leaving dangling links.

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dittofs/dittofs-webhook/tests"
 	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 )
 
@@ -150,7 +151,7 @@ func (h *harness) issueServingPair(name string) (servingPair, error) {
 
 // writeSecretVolume writes p into dir as the kubelet writes a Secret volume.
 func writeSecretVolume(dir string, p servingPair) error {
-	return framework.WriteSecretVolume(dir, map[string][]byte{"ca.crt": p.ca, "tls.crt": p.cert, "tls.key": p.key})
+	return tests.WriteSecretVolume(dir, map[string][]byte{"ca.crt": p.ca, "tls.crt": p.cert, "tls.key": p.key})
 }
 
 // sameBytes reports whether the file at path holds data (through symlinks).

@@ -13,10 +13,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"maps"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime/pprof"
 	"slices"
 	"sync"
@@ -56,49 +54,6 @@ func Watchdog(ctx context.Context, start time.Time, stop func()) {
 	}
 	stop()
 	os.Exit(1)
-}
-
-// WriteSecretVolume updates dir the way the kubelet's AtomicWriter updates a
-// Secret volume: the files go into a new directory "..<timestamp>", a
-// "..data_tmp" symlink to it is renamed over "..data" (one atomic step), the
-// previous directory is removed, and each key is a symlink "KEY -> ..data/KEY".
-// (tests/e2e's server, run on the host, reads its certificate from such a
-// directory; on the node the kubelet writes the real one.)
-func WriteSecretVolume(dir string, data map[string][]byte) error {
-	oldTarget, _ := os.Readlink(filepath.Join(dir, "..data"))
-	tsDir, err := os.MkdirTemp(dir, time.Now().UTC().Format("..2006_01_02_15_04_05."))
-	if err != nil {
-		return err
-	}
-	for _, key := range slices.Sorted(maps.Keys(data)) {
-		if err := os.WriteFile(filepath.Join(tsDir, key), data[key], 0o644); err != nil {
-			return err
-		}
-	}
-	if err := os.Chmod(tsDir, 0o755); err != nil { // MkdirTemp makes it 0700
-		return err
-	}
-	tmp := filepath.Join(dir, "..data_tmp")
-	_ = os.Remove(tmp)
-	if err := os.Symlink(filepath.Base(tsDir), tmp); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
-		return err
-	}
-	for key := range data {
-		link := filepath.Join(dir, key)
-		if target, err := os.Readlink(link); err == nil && target == filepath.Join("..data", key) {
-			continue
-		}
-		if err := os.Symlink(filepath.Join("..data", key), link); err != nil {
-			return err
-		}
-	}
-	if oldTarget != "" && oldTarget != filepath.Base(tsDir) {
-		return os.RemoveAll(filepath.Join(dir, oldTarget))
-	}
-	return nil
 }
 
 // Load is steady traffic through the webhooks: workers make attempts back to
