@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"maps"
@@ -10,6 +11,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/dittofs/dittofs-webhook/certs"
 )
@@ -180,21 +183,21 @@ func HTTPStatus(url string) int {
 	return resp.StatusCode
 }
 
-// Eventually polls f until it reports true, and fails t if it does not
-// within d; it returns f's last value.
+// Eventually polls f (apimachinery's wait) until it reports true, and fails t
+// if it does not within d; it returns f's last value.
 func Eventually[T any](t testing.TB, d time.Duration, f func() (T, bool)) T {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		v, ok := f()
-		if ok {
-			return v
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s (last value %v)", d, v)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var v T
+	err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, d, true,
+		func(context.Context) (bool, error) {
+			var ok bool
+			v, ok = f()
+			return ok, nil
+		})
+	if err != nil {
+		t.Fatalf("condition not met within %s (last value %v)", d, v)
 	}
+	return v
 }
 
 func must(t testing.TB, err error) {

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // Stopping is set when the watchdog is tearing everything down on a signal or
@@ -177,26 +179,32 @@ func Indent(s string) string {
 	return b.String()
 }
 
-// Poll calls cond every 200 ms until it reports done, and returns an error
-// with the last state it described once timeout has passed, or as soon as
-// alive (if not nil) reports one (a program it waits for has died).
+// Poll calls cond every 200 ms (apimachinery's wait) until it reports done,
+// and returns an error with the last state it described once timeout has
+// passed, or as soon as alive (if not nil) reports one (a program it waits for
+// has died).
 func Poll(timeout time.Duration, alive func() error, cond func() (done bool, state string)) error {
-	t0 := time.Now()
-	for {
-		HaltIfStopping()
-		done, state := cond()
-		if done {
-			return nil
-		}
-		if alive != nil {
-			if err := alive(); err != nil {
-				return fmt.Errorf("%v; last state:\n%s", err, state)
+	var state string
+	var dead error
+	err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, timeout, true,
+		func(context.Context) (bool, error) {
+			HaltIfStopping()
+			var done bool
+			if done, state = cond(); done {
+				return true, nil
 			}
-		}
-		if time.Since(t0) > timeout {
-			return fmt.Errorf("not after %s; last state:\n%s", timeout, state)
-		}
-		time.Sleep(200 * time.Millisecond)
+			if alive != nil {
+				dead = alive()
+			}
+			return false, dead
+		})
+	switch {
+	case err == nil:
+		return nil
+	case dead != nil:
+		return fmt.Errorf("%v; last state:\n%s", dead, state)
+	default:
+		return fmt.Errorf("not after %s; last state:\n%s", timeout, state)
 	}
 }
 
