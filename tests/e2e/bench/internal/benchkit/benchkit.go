@@ -40,8 +40,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 
 	"github.com/dittofs/dittofs-webhook/certs"
-	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 	"github.com/dittofs/dittofs-webhook/policies"
+	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 	"github.com/dittofs/dittofs-webhook/webhook"
 	"github.com/dittofs/dittofs-webhook/webhook/admission"
 )
