@@ -1,6 +1,6 @@
 // Command e2ebench measures the latency the admission webhooks add to creating
 // a labelled StatefulSet through a real kube-apiserver (envtest, with the
-// binaries tests/tools/build.sh builds): sequential creates through client-go,
+// binaries tests/tools/build.sh builds, started as the e2e starts them): sequential creates through client-go,
 // each deleted at once (untimed), under each configuration in turn: none;
 // deploy/base's webhook configurations pointed at dittofs-webhook, at the
 // controller-runtime peer, at the floor and at floors replaying
@@ -20,7 +20,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -38,12 +37,12 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 
 	"github.com/dittofs/dittofs-webhook/tests"
 	"github.com/dittofs/dittofs-webhook/tests/e2e/bench/internal/benchkit"
+	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 	"github.com/dittofs/dittofs-webhook/webhook"
 )
 
@@ -90,34 +89,21 @@ type bench struct {
 
 func run(ctx context.Context, f *benchkit.Flags, s *benchkit.Setup, per, warmup int) (string, error) {
 	started := time.Now()
-	benchkit.Logf("building the control plane (tests/tools/build.sh)")
-	cmd := exec.Command("bash", filepath.Join(s.Repo, "tests", "tools", "build.sh"))
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("tests/tools/build.sh: %w", err)
-	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	log, err := os.Create(filepath.Join(s.Work, "control-plane.log"))
+	bin, err := framework.BuildTool(s.Repo, "build.sh")
 	if err != nil {
 		return "", err
 	}
-	defer log.Close()
 	ctrllog.SetLogger(logr.Discard()) // envtest logs through controller-runtime's logger
-	te := &envtest.Environment{BinaryAssetsDirectory: lines[len(lines)-1], UseExistingCluster: ptr.To(false),
-		ControlPlaneStartTimeout: 2 * time.Minute}
-	te.ControlPlane.Etcd = &envtest.Etcd{Out: log, Err: log}
-	te.ControlPlane.APIServer = &envtest.APIServer{Out: log, Err: log}
-	benchkit.Logf("starting etcd and kube-apiserver from %s", te.BinaryAssetsDirectory)
-	cfg, err := te.Start()
-	if err != nil {
-		return "", fmt.Errorf("starting the control plane (log in %s): %w", s.Work, err)
-	}
+	cp, err := framework.StartControlPlane(framework.ControlPlaneOptions{RepoRoot: s.Repo, Dir: s.Work, Bin: bin})
 	defer func() {
-		if err := te.Stop(); err != nil {
+		if err := cp.Stop(); err != nil {
 			benchkit.Logf("stopping the control plane: %v", err)
 		}
 	}()
+	if err != nil {
+		return "", err
+	}
+	cfg := rest.CopyConfig(cp.Config)
 	cfg.QPS, cfg.Burst = 1e6, 1e6          // no client-side throttling
 	cfg.WarningHandler = rest.NoWarnings{} // the mutations warn; printing them is not what is measured
 	b := &bench{s: s}

@@ -232,7 +232,7 @@ func (o *options) loop(ctx context.Context, l live, b body, rate int, dur time.D
 		if err == nil {
 			res.PeakRSSKB, err = benchkit.PeakRSSKB(l.srv.Pid())
 		}
-		if err == nil && !l.srv.Alive() {
+		if err == nil && l.srv.Exited() {
 			err = errors.New("the server exited")
 		}
 		if err != nil {

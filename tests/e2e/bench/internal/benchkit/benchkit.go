@@ -41,6 +41,7 @@ import (
 
 	"github.com/dittofs/dittofs-webhook/certs"
 	"github.com/dittofs/dittofs-webhook/policies"
+	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 	"github.com/dittofs/dittofs-webhook/webhook"
 	"github.com/dittofs/dittofs-webhook/webhook/admission"
 )
@@ -270,22 +271,27 @@ type ServerSpec struct {
 	Args     []string
 }
 
-// Server is a running server process; its output goes to a file in the
+// Server is a running server process, its output in a log file in the
 // working folder.
 type Server struct {
-	Spec    ServerSpec
-	Label   string
-	Addr    string // host:port of the admission listener
-	cmd     *exec.Cmd
-	logFile *os.File
-	exited  chan error
+	*framework.Process
+	Spec  ServerSpec
+	Label string
+	Addr  string // host:port of the admission listener
 }
 
 // URL returns the https URL of path on the server.
 func (s *Server) URL(path string) string { return "https://" + s.Addr + path }
 
 // Pid is the server's process id (taskset execs the server in place).
-func (s *Server) Pid() int { return s.cmd.Process.Pid }
+func (s *Server) Pid() int { return s.Cmd.Process.Pid }
+
+// LogTail returns the last n lines of the server's output.
+func (s *Server) LogTail(n int) string {
+	var b strings.Builder
+	s.PrintLogTail(&b, n)
+	return b.String()
+}
 
 // Start starts a server and waits until it answers TLS on its port (at most
 // 20 s). It dies with the benchmark (Pdeathsig).
@@ -320,74 +326,37 @@ func (e *Setup) Start(spec ServerSpec) (*Server, error) {
 		args = append([]string{"taskset", "-c", spec.CPU}, args...)
 		env = append(env, "GOMAXPROCS=1")
 	}
-	logFile, err := os.CreateTemp(e.Work, strings.ReplaceAll(label, " ", "_")+"-*.log")
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env = env
+	e.started++
+	p, err := framework.StartProcess(filepath.Join(e.Work, fmt.Sprintf("%s-%d.log", strings.ReplaceAll(label, " ", "_"), e.started)), cmd)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Env = env
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
+	s := &Server{Process: p, Spec: spec, Label: label, Addr: addr}
+	err = framework.Poll(20*time.Second, func() error {
+		if s.Exited() {
+			return fmt.Errorf("%s exited: %v", label, s.Err)
+		}
+		return nil
+	}, func() (bool, string) {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", addr, &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			return false, err.Error()
+		}
+		conn.Close()
+		return true, ""
+	})
+	if err != nil {
+		err = fmt.Errorf("%s did not start: %w\n%s", label, err, s.LogTail(20))
+		_ = s.Stop()
 		return nil, err
 	}
-	s := &Server{Spec: spec, Label: label, Addr: addr, cmd: cmd, logFile: logFile, exited: make(chan error, 1)}
-	go func() { s.exited <- cmd.Wait() }()
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if !s.Alive() || time.Now().After(deadline) {
-			err := fmt.Errorf("%s did not start (log %s):\n%s", label, logFile.Name(), s.LogTail(20))
-			_ = s.Stop()
-			return nil, err
-		}
-		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", addr, &tls.Config{InsecureSkipVerify: true})
-		if err == nil {
-			conn.Close()
-			return s, nil
-		}
-	}
-}
-
-// Alive reports whether the server process is still running.
-func (s *Server) Alive() bool {
-	select {
-	case err := <-s.exited:
-		s.exited <- err
-		return false
-	default:
-		return true
-	}
-}
-
-// LogTail returns the last n lines of the server's output (of its last 64 KiB).
-func (s *Server) LogTail(n int) string {
-	b := make([]byte, 64<<10)
-	st, err := s.logFile.Stat()
-	if err == nil {
-		var k int
-		k, err = s.logFile.ReadAt(b, max(0, st.Size()-int64(len(b))))
-		b = b[:k]
-	}
-	if err != nil && !errors.Is(err, io.EOF) {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+	return s, nil
 }
 
 // Stop sends SIGTERM and waits (at most 30 s, then SIGKILL).
-func (s *Server) Stop() error {
-	defer s.logFile.Close()
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-s.exited:
-		s.exited <- err
-		return err
-	case <-time.After(30 * time.Second):
-		_ = s.cmd.Process.Kill()
-		return fmt.Errorf("%s did not stop on SIGTERM within 30 s", s.Label)
-	}
-}
+func (s *Server) Stop() error { return s.Process.Stop(30 * time.Second) }
 
 // NewClient returns an HTTP/1.1 keep-alive client trusting the benchmark's
 // CA, keeping up to conns idle connections.
@@ -432,6 +401,7 @@ type Setup struct {
 	Pool                *x509.CertPool
 	Bodies              *Bodies
 	bins                map[Kind]string
+	started             int // servers started: numbers their log files
 }
 
 const reexecEnv = "DITTOFS_BENCH_REEXEC"
