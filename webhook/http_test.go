@@ -3,14 +3,17 @@ package webhook
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionv1 "k8s.io/api/admission/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/dittofs/dittofs-webhook/policies"
 	"github.com/dittofs/dittofs-webhook/tests"
@@ -174,4 +177,33 @@ func TestPanicIsRecovered(t *testing.T) {
 			t.Errorf("panics_total = %v, want %d", got, i)
 		}
 	}
+}
+
+// TestPooledBodiesStayApart: request bodies are read into pooled buffers, so
+// concurrent requests of different sizes must each get the answer to their
+// own body — their uid, and the cache size their annotation asks for — never
+// one made from a buffer another request still uses (run under -race too).
+func TestPooledBodiesStayApart(t *testing.T) {
+	h, _ := newTestHandler("mutate", nil)
+	var wg sync.WaitGroup
+	for i := range 64 {
+		wg.Go(func() {
+			uid, size := fmt.Sprintf("uid-%d", i), fmt.Sprintf("%dGi", i+1)
+			obj, _ := json.Marshal(map[string]any{"metadata": map[string]any{"name": "fs",
+				"labels":      map[string]string{"dittofs.com/server": "fs"},
+				"annotations": map[string]string{"dittofs.com/cache-size": size, "pad": strings.Repeat("x", i*512)}}})
+			for range 20 {
+				var rv admissionv1.AdmissionReview
+				if err := json.Unmarshal(serve(h, tests.NewReview(uid, "CREATE", obj, nil)).Body.Bytes(), &rv); err != nil {
+					t.Error(err)
+					return
+				}
+				if rv.Response.UID != types.UID(uid) || !bytes.Contains(rv.Response.Patch, []byte(`"storage":"`+size+`"`)) {
+					t.Errorf("request %s (cache size %s) got uid %s, patch %s", uid, size, rv.Response.UID, rv.Response.Patch)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
