@@ -56,11 +56,11 @@ const (
 
 func main() {
 	var f benchkit.Flags
-	f.Register(3, 20*time.Minute)
+	f.Register(3)
 	creates := flag.Int("creates", 300, "labelled creates per configuration (as many unlabelled), split over the rounds")
 	warmup := flag.Int("warmup", 20, "untimed creates after each configuration change")
 	flag.Parse()
-	benchkit.Main("e2ebench", &f, "", func(ctx context.Context, s *benchkit.Setup) (string, error) {
+	benchkit.Main("e2ebench", &f, "", 20*time.Minute, func(ctx context.Context, s *benchkit.Setup) (string, error) {
 		return run(ctx, &f, s, max(1, *creates/f.Rounds), *warmup)
 	})
 }
@@ -176,7 +176,7 @@ func run(ctx context.Context, f *benchkit.Flags, s *benchkit.Setup, per, warmup 
 	p("\n## End to end: latency added to a StatefulSet create through kube-apiserver %s\n\n", version)
 	p("- %s\n", s.Describe())
 	p("- etcd and kube-apiserver from tests/tools/build.sh, started by envtest; the three servers unpinned, logging at %s; "+
-		"everything at nice %d\n", f.LogLevel, f.Nice)
+		"everything at nice %d when run as root\n", f.LogLevel, benchkit.Nice)
 	p("- %d rounds; per round and configuration %d untimed warm-up creates, then %d labelled and %d unlabelled creates, "+
 		"alternating, sequential, each deleted at once (untimed)\n", f.Rounds, warmup, per, per)
 	p("- the webhook configurations are deploy/base/webhooks' (objectSelector on %s, failurePolicy Fail, timeoutSeconds 5, "+

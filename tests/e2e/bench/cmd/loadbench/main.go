@@ -67,7 +67,7 @@ type body struct {
 
 func main() {
 	o := options{rates: map[string]int{}, busyRates: map[string]int{}}
-	o.Register(3, 15*time.Minute)
+	o.Register(3)
 	flag.DurationVar(&o.closed, "closed", 5*time.Second, "closed-loop duration per server, body and round")
 	flag.DurationVar(&o.open, "open", 5*time.Second, "open-loop (fixed rate) duration per server, body and round")
 	flag.DurationVar(&o.warmup, "warmup", time.Second, "closed-loop warm-up before each measurement (not counted)")
@@ -85,9 +85,7 @@ func main() {
 		return nil
 	})
 	flag.Parse()
-	benchkit.Main("loadbench", &o.Flags, strconv.Itoa(genCPU), func(ctx context.Context, s *benchkit.Setup) (string, error) {
-		return o.run(ctx, s)
-	})
+	benchkit.Main("loadbench", &o.Flags, strconv.Itoa(genCPU), 15*time.Minute, o.run)
 }
 
 func (o *options) run(ctx context.Context, s *benchkit.Setup) (string, error) {

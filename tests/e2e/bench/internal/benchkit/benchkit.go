@@ -1,12 +1,13 @@
 // Package benchkit holds what the load and end-to-end benchmarks share: the
 // request bodies and the check that two answers agree, building and running
 // the three servers (dittofs-webhook, the controller-runtime peer and the
-// floor), the flags and set-up of both commands, and reading CPU and memory
-// from /proc.
+// floor), the flags and set-up of both commands, /proc figures and the report's
+// statistics and tables.
 package benchkit
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -15,11 +16,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"math"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -31,9 +30,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	gocmp "github.com/google/go-cmp/cmp"
 	"github.com/prometheus/procfs"
-	"gomodules.xyz/jsonpatch/v2"
 	jsonpatchv4 "gopkg.in/evanphx/json-patch.v4"
 	admissionv1 "k8s.io/api/admission/v1"
 	appsv1 "k8s.io/api/apps/v1"
@@ -42,7 +40,6 @@ import (
 	"github.com/dittofs/dittofs-webhook/certs"
 	"github.com/dittofs/dittofs-webhook/policies"
 	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
-	"github.com/dittofs/dittofs-webhook/webhook"
 	"github.com/dittofs/dittofs-webhook/webhook/admission"
 )
 
@@ -67,28 +64,22 @@ func LoadBodies(repoRoot string) (*Bodies, error) {
 	if err != nil {
 		return nil, err
 	}
-	var rv map[string]any
-	if err := json.Unmarshal(create, &rv); err != nil {
-		return nil, err
-	}
-	req := rv["request"].(map[string]any)
-	obj, _ := json.Marshal(req["object"])
-
-	h := webhook.NewRouter(&admission.Admitter{Policy: policies.DefaultOptions()},
-		webhook.NewMetrics(prometheus.NewRegistry()), slog.New(slog.DiscardHandler))
-	srv := httptest.NewServer(h)
-	defer srv.Close()
-	resp, _, err := Post(srv.Client(), srv.URL+webhook.MutatePath, create)
+	req, err := admission.DecodeReview(create)
 	if err != nil {
 		return nil, err
 	}
-	mutated, err := ApplyPatch(obj, resp.Response.Patch)
+	patch, _ := json.Marshal((&admission.Admitter{Policy: policies.DefaultOptions()}).Mutate(req).Patch)
+	var rv map[string]any
+	_ = json.Unmarshal(create, &rv)
+	r := rv["request"].(map[string]any)
+	obj, _ := json.Marshal(r["object"])
+	mutated, err := ApplyPatch(obj, patch)
 	if err != nil {
 		return nil, err
 	}
 	var m any
 	_ = json.Unmarshal(mutated, &m)
-	req["object"] = m
+	r["object"] = m
 	validate, _ := json.Marshal(rv)
 
 	_ = json.Unmarshal(obj, &m)
@@ -96,10 +87,11 @@ func LoadBodies(repoRoot string) (*Bodies, error) {
 	c := spec["containers"].([]any)[0].(map[string]any)
 	env := c["env"].([]any)
 	for i := 0; len(env) < 1100; i++ {
-		env = append(env, map[string]any{"name": "DITTOFS_EXTRA_SETTING_XXXXXXXX" + string(rune('A'+i%26)), "value": strings.Repeat("v", 40)})
+		env = append(env, map[string]any{"name": "DITTOFS_EXTRA_SETTING_XXXXXXXX" + string(rune('A'+i%26)),
+			"value": strings.Repeat("v", 40)})
 	}
 	c["env"] = env
-	req["object"] = m
+	r["object"] = m
 	large, _ := json.Marshal(rv)
 	return &Bodies{Create: create, Validate: validate, Large: large, Object: obj}, nil
 }
@@ -116,13 +108,10 @@ func Post(c *http.Client, url string, body []byte) (*admissionv1.AdmissionReview
 	if err != nil {
 		return nil, nil, err
 	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, out, fmt.Errorf("%s: status %d: %.300s", url, resp.StatusCode, out)
-	}
 	var rv admissionv1.AdmissionReview
-	err = json.Unmarshal(out, &rv)
-	if err != nil || rv.APIVersion != "admission.k8s.io/v1" || rv.Kind != "AdmissionReview" || rv.Response == nil {
-		return nil, out, fmt.Errorf("%s: not a v1 AdmissionReview answer (%v): %.300s", url, err, out)
+	if err := json.Unmarshal(out, &rv); err != nil || resp.StatusCode != http.StatusOK ||
+		rv.APIVersion != "admission.k8s.io/v1" || rv.Kind != "AdmissionReview" || rv.Response == nil {
+		return nil, out, fmt.Errorf("%s: status %d, not a v1 AdmissionReview answer (%v): %.300s", url, resp.StatusCode, err, out)
 	}
 	return &rv, out, nil
 }
@@ -142,7 +131,9 @@ func ApplyPatch(doc, patch []byte) ([]byte, error) {
 // Agree checks that dittofs-webhook's and the peer's answers to the review
 // body are the same as far as the apiserver is concerned: both for the
 // request's uid, the same verdict (and code), and, when allowed, the same
-// StatefulSet once each patch is applied. It describes the answers in a line.
+// StatefulSet once each patch is applied, compared as typed apps/v1 objects
+// without status, which the apiserver resets on CREATE (the peer's typed round
+// trip writes an empty one). It describes the answers in a line.
 func Agree(body []byte, ours, peer *admissionv1.AdmissionResponse) (string, error) {
 	var req admissionv1.AdmissionReview
 	if err := json.Unmarshal(body, &req); err != nil {
@@ -152,30 +143,28 @@ func Agree(body []byte, ours, peer *admissionv1.AdmissionResponse) (string, erro
 		return "", fmt.Errorf("uids %q and %q, want %q", ours.UID, peer.UID, req.Request.UID)
 	}
 	if ours.Allowed != peer.Allowed || !ours.Allowed && code(ours) != code(peer) {
-		return "", fmt.Errorf("dittofs-webhook allowed=%v (%v), the peer allowed=%v (%v)", ours.Allowed, ours.Result, peer.Allowed, peer.Result)
+		return "", fmt.Errorf("dittofs-webhook allowed=%v (%v), the peer allowed=%v (%v)", ours.Allowed, ours.Result,
+			peer.Allowed, peer.Result)
 	}
 	line := fmt.Sprintf("both allowed=%v, %d vs %d warnings", ours.Allowed, len(ours.Warnings), len(peer.Warnings))
 	if !ours.Allowed {
 		return line, nil
 	}
-	obj := req.Request.Object.Raw
-	a, err := ApplyPatch(obj, ours.Patch)
-	if err != nil {
-		return "", fmt.Errorf("applying dittofs-webhook's patch: %w", err)
+	var sts [2]appsv1.StatefulSet
+	for i, patch := range [][]byte{ours.Patch, peer.Patch} {
+		doc, err := ApplyPatch(req.Request.Object.Raw, patch)
+		if err == nil {
+			err = json.Unmarshal(doc, &sts[i])
+		}
+		if err != nil {
+			return "", fmt.Errorf("applying %s's patch: %w", []string{"dittofs-webhook", "the peer"}[i], err)
+		}
+		sts[i].Status = appsv1.StatefulSetStatus{}
 	}
-	b, err := ApplyPatch(obj, peer.Patch)
-	if err != nil {
-		return "", fmt.Errorf("applying the peer's patch: %w", err)
+	if !equality.Semantic.DeepEqual(&sts[0], &sts[1]) {
+		return "", fmt.Errorf("the patched objects differ (-dittofs-webhook +peer):\n%s", gocmp.Diff(sts[0], sts[1]))
 	}
-	same, diffs, err := sameStatefulSet(a, b)
-	if err != nil || !same {
-		return "", fmt.Errorf("the patched objects differ (%v): %v", err, diffs)
-	}
-	line += ", the patched objects equal"
-	if len(diffs) > 0 {
-		line += fmt.Sprintf("; as JSON they differ only where the apiserver makes them equal: %v", diffs)
-	}
-	return line, nil
+	return line + ", the patched objects equal", nil
 }
 
 func code(r *admissionv1.AdmissionResponse) int32 {
@@ -183,27 +172,6 @@ func code(r *admissionv1.AdmissionResponse) int32 {
 		return 0
 	}
 	return r.Result.Code
-}
-
-// sameStatefulSet reports whether two StatefulSet documents are the same
-// object as the apiserver stores it on CREATE: equal as typed apps/v1 objects
-// once status is dropped (the apiserver resets it). diffs lists where the JSON
-// differs all the same (e.g. a typed round trip writing an empty status).
-func sameStatefulSet(a, b []byte) (same bool, diffs []string, err error) {
-	ops, err := jsonpatch.CreatePatch(a, b)
-	if err != nil || len(ops) == 0 {
-		return err == nil, nil, err
-	}
-	for _, op := range ops {
-		v, _ := json.Marshal(op.Value)
-		diffs = append(diffs, fmt.Sprintf("%s %s %.80s", op.Operation, op.Path, v))
-	}
-	var sa, sb appsv1.StatefulSet
-	if err := errors.Join(json.Unmarshal(a, &sa), json.Unmarshal(b, &sb)); err != nil {
-		return false, diffs, err
-	}
-	sa.Status, sb.Status = appsv1.StatefulSetStatus{}, appsv1.StatefulSetStatus{}
-	return equality.Semantic.DeepEqual(&sa, &sb), diffs, nil
 }
 
 // Kind names one of the servers under test.
@@ -215,52 +183,6 @@ const (
 	Peer  Kind = "controller-runtime"
 	Floor Kind = "floor"
 )
-
-// build builds the three servers into dir with the flags of `make build`
-// (static, trimmed, stripped) and returns their paths.
-func build(repoRoot, dir string) (map[Kind]string, error) {
-	bench := filepath.Join(repoRoot, "tests", "e2e", "bench")
-	bins := map[Kind]string{}
-	for _, b := range []struct {
-		kind    Kind
-		wd, pkg string
-	}{{Ditto, repoRoot, "./cmd/dittofs-webhook"}, {Peer, bench, "./peer"}, {Floor, bench, "./floor"}} {
-		bins[b.kind] = filepath.Join(dir, string(b.kind))
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bins[b.kind], b.pkg)
-		cmd.Dir = b.wd
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("go build %s: %w\n%s", b.pkg, err, out)
-		}
-	}
-	return bins, nil
-}
-
-// writeCerts writes a development CA and serving certificate into dir and
-// returns the CA's PEM and a pool holding it.
-func writeCerts(dir string) ([]byte, *x509.CertPool, error) {
-	if err := certs.Write(certs.Options{Dir: dir}); err != nil {
-		return nil, nil, err
-	}
-	caPEM, err := os.ReadFile(filepath.Join(dir, certs.CACertFile))
-	if err != nil {
-		return nil, nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, nil, errors.New("bad " + certs.CACertFile)
-	}
-	return caPEM, pool, nil
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
 
 // ServerSpec says how to start one server.
 type ServerSpec struct {
@@ -275,7 +197,6 @@ type ServerSpec struct {
 // working folder.
 type Server struct {
 	*framework.Process
-	Spec  ServerSpec
 	Label string
 	Addr  string // host:port of the admission listener
 }
@@ -293,47 +214,46 @@ func (s *Server) LogTail(n int) string {
 	return b.String()
 }
 
+// Stop sends SIGTERM and waits (at most 30 s, then SIGKILL).
+func (s *Server) Stop() error { return s.Process.Stop(30 * time.Second) }
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
 // Start starts a server and waits until it answers TLS on its port (at most
 // 20 s). It dies with the benchmark (Pdeathsig).
 func (e *Setup) Start(spec ServerSpec) (*Server, error) {
-	label := spec.Label
-	if label == "" {
-		label = string(spec.Kind)
-	}
+	label := cmp.Or(spec.Label, string(spec.Kind))
 	addr, err := freeAddr()
-	if err != nil {
+	metrics, err2 := freeAddr() // dittofs-webhook's default metrics port, :8080, may be taken
+	if err := errors.Join(err, err2); err != nil {
 		return nil, err
 	}
 	crt, key := filepath.Join(e.CertDir, certs.CertFile), filepath.Join(e.CertDir, certs.KeyFile)
-	args := []string{e.bins[spec.Kind]}
-	switch spec.Kind {
-	case Ditto:
-		// A free metrics port: its default, :8080, may be taken.
-		metrics, err := freeAddr()
-		if err != nil {
-			return nil, err
-		}
-		args = append(args, "serve", "--listen", addr, "--metrics-listen", metrics,
-			"--tls-cert-file", crt, "--tls-key-file", key, "--log-level", spec.LogLevel)
-	case Peer:
-		args = append(args, "--listen", addr, "--cert-dir", e.CertDir, "--log-level", spec.LogLevel)
-	case Floor:
-		args = append(args, "--listen", addr, "--tls-cert-file", crt, "--tls-key-file", key)
-	}
-	args = append(args, spec.Args...)
-	env := os.Environ()
+	args := map[Kind][]string{
+		Ditto: {"serve", "--listen", addr, "--metrics-listen", metrics, "--tls-cert-file", crt, "--tls-key-file", key,
+			"--log-level", spec.LogLevel},
+		Peer:  {"--listen", addr, "--cert-dir", e.CertDir, "--log-level", spec.LogLevel},
+		Floor: {"--listen", addr, "--tls-cert-file", crt, "--tls-key-file", key},
+	}[spec.Kind]
+	cmd := exec.Command(filepath.Join(e.Work, "bin", string(spec.Kind)), append(args, spec.Args...)...)
 	if spec.CPU != "" {
-		args = append([]string{"taskset", "-c", spec.CPU}, args...)
-		env = append(env, "GOMAXPROCS=1")
+		cmd = exec.Command("taskset", append([]string{"-c", spec.CPU}, cmd.Args...)...)
+		cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
 	}
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Env = env
 	e.started++
-	p, err := framework.StartProcess(filepath.Join(e.Work, fmt.Sprintf("%s-%d.log", strings.ReplaceAll(label, " ", "_"), e.started)), cmd)
+	p, err := framework.StartProcess(filepath.Join(e.Work, fmt.Sprintf("%s-%d.log", strings.ReplaceAll(label, " ", "_"),
+		e.started)), cmd)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Process: p, Spec: spec, Label: label, Addr: addr}
+	s := &Server{Process: p, Label: label, Addr: addr}
 	err = framework.Poll(20*time.Second, func() error {
 		if s.Exited() {
 			return fmt.Errorf("%s exited: %v", label, s.Err)
@@ -355,9 +275,6 @@ func (e *Setup) Start(spec ServerSpec) (*Server, error) {
 	return s, nil
 }
 
-// Stop sends SIGTERM and waits (at most 30 s, then SIGKILL).
-func (s *Server) Stop() error { return s.Process.Stop(30 * time.Second) }
-
 // NewClient returns an HTTP/1.1 keep-alive client trusting the benchmark's
 // CA, keeping up to conns idle connections.
 func (e *Setup) NewClient(conns int) *http.Client {
@@ -376,33 +293,33 @@ func (e *Setup) NewClient(conns int) *http.Client {
 
 // Flags are the flags both benchmarks take.
 type Flags struct {
-	Rounds, Nice       int
+	Rounds             int
 	LogLevel, Markdown string
 	Keep               bool
-	MaxDuration        time.Duration
 }
 
-// Register defines the flags, with the command's defaults.
-func (f *Flags) Register(rounds int, maxDuration time.Duration) {
+// Register defines the flags, with the command's default number of rounds.
+func (f *Flags) Register(rounds int) {
 	flag.IntVar(&f.Rounds, "rounds", rounds, "rounds, the servers or configurations interleaved within each (the report gives medians)")
 	flag.StringVar(&f.LogLevel, "log-level", "info", "log level of dittofs-webhook and the peer (info is the default of both)")
-	flag.IntVar(&f.Nice, "nice", -19, "nice value of the benchmark and all it starts (root only; 0 leaves it), "+
-		"so other work disturbs it less")
 	flag.StringVar(&f.Markdown, "markdown", "", "also write the report to this file")
 	flag.BoolVar(&f.Keep, "keep", false, "keep the working folder (binaries, certificates, logs)")
-	flag.DurationVar(&f.MaxDuration, "max-duration", maxDuration, "give up after this long")
 }
 
 // Setup is what both benchmarks start from: the repository, a working
-// folder, the three servers built, a CA and serving certificate, the bodies.
+// folder with the three servers built in bin/, a CA and serving certificate,
+// the bodies.
 type Setup struct {
 	Repo, Work, CertDir string
 	CAPEM               []byte
 	Pool                *x509.CertPool
 	Bodies              *Bodies
-	bins                map[Kind]string
 	started             int // servers started: numbers their log files
 }
+
+// Nice is the priority the benchmarks run at as root, so that other work on a
+// shared machine disturbs them less.
+const Nice = -19
 
 const reexecEnv = "DITTOFS_BENCH_REEXEC"
 
@@ -410,25 +327,22 @@ const reexecEnv = "DITTOFS_BENCH_REEXEC"
 // re-executes it under nice, whose priority all it starts inherits; with cpu,
 // under `taskset -c cpu` too (Go's threads inherit the affinity, and
 // GOMAXPROCS follows it). Then it sets up and calls run until it returns, or
-// SIGINT, SIGTERM or -max-duration ends ctx, and prints the report (and
-// writes -markdown).
-func Main(name string, f *Flags, cpu string, run func(context.Context, *Setup) (string, error)) {
-	if err := mainErr(f, cpu, run); err != nil {
+// SIGINT, SIGTERM or maxDuration ends ctx, and prints the report (and writes
+// -markdown).
+func Main(name string, f *Flags, cpu string, maxDuration time.Duration, run func(context.Context, *Setup) (string, error)) {
+	if err := mainErr(f, cpu, maxDuration, run); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		os.Exit(1)
 	}
 }
 
-func mainErr(f *Flags, cpu string, run func(context.Context, *Setup) (string, error)) (err error) {
-	if os.Geteuid() != 0 {
-		f.Nice = 0
-	}
-	if os.Getenv(reexecEnv) == "" && (cpu != "" || f.Nice != 0) {
-		return reexec(cpu, f.Nice)
+func mainErr(f *Flags, cpu string, maxDuration time.Duration, run func(context.Context, *Setup) (string, error)) (err error) {
+	if os.Getenv(reexecEnv) == "" && (cpu != "" || os.Geteuid() == 0) {
+		return reexec(cpu)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, f.MaxDuration)
+	ctx, cancel := context.WithTimeout(ctx, maxDuration)
 	defer cancel()
 	s := &Setup{}
 	if s.Repo, err = FindRepo(); err != nil {
@@ -443,12 +357,26 @@ func mainErr(f *Flags, cpu string, run func(context.Context, *Setup) (string, er
 		defer os.RemoveAll(s.Work)
 	}
 	Logf("building dittofs-webhook, the peer and the floor")
+	// With the flags of `make build`: static, trimmed, stripped.
+	bench := filepath.Join(s.Repo, "tests", "e2e", "bench")
+	for _, b := range []struct{ kind, dir, pkg string }{
+		{string(Ditto), s.Repo, "./cmd/dittofs-webhook"}, {string(Peer), bench, "./peer"}, {string(Floor), bench, "./floor"},
+	} {
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", filepath.Join(s.Work, "bin", b.kind), b.pkg)
+		cmd.Dir, cmd.Env = b.dir, append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build %s: %w\n%s", b.pkg, err, out)
+		}
+	}
 	s.CertDir = filepath.Join(s.Work, "certs")
-	if s.bins, err = build(s.Repo, filepath.Join(s.Work, "bin")); err != nil {
+	if err := certs.Write(certs.Options{Dir: s.CertDir}); err != nil {
 		return err
 	}
-	if s.CAPEM, s.Pool, err = writeCerts(s.CertDir); err != nil {
+	if s.CAPEM, err = os.ReadFile(filepath.Join(s.CertDir, certs.CACertFile)); err != nil {
 		return err
+	}
+	if s.Pool = x509.NewCertPool(); !s.Pool.AppendCertsFromPEM(s.CAPEM) {
+		return errors.New("bad " + certs.CACertFile)
 	}
 	if s.Bodies, err = LoadBodies(s.Repo); err != nil {
 		return err
@@ -464,7 +392,7 @@ func mainErr(f *Flags, cpu string, run func(context.Context, *Setup) (string, er
 	return nil
 }
 
-func reexec(cpu string, nice int) error {
+func reexec(cpu string) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return err
@@ -473,8 +401,8 @@ func reexec(cpu string, nice int) error {
 	if cpu != "" {
 		args = append([]string{"taskset", "-c", cpu}, args...)
 	}
-	if nice != 0 {
-		args = append([]string{"nice", "-n", strconv.Itoa(nice)}, args...)
+	if os.Geteuid() == 0 {
+		args = append([]string{"nice", "-n", strconv.Itoa(Nice)}, args...)
 	}
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), reexecEnv+"=1")
@@ -519,8 +447,8 @@ func (e *Setup) Describe() string {
 		model = info[0].ModelName
 	}
 	rev, _ := exec.Command("git", "-C", e.Repo, "describe", "--always", "--dirty").Output()
-	return fmt.Sprintf("date: %s; machine: %d CPUs, %s, %s; dittofs-webhook revision %s", time.Now().UTC().Format("2006-01-02 15:04 MST"),
-		len(info), model, runtime.Version(), strings.TrimSpace(string(rev)))
+	return fmt.Sprintf("date: %s; machine: %d CPUs, %s, %s; dittofs-webhook revision %s",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), len(info), model, runtime.Version(), strings.TrimSpace(string(rev)))
 }
 
 var proc, _ = procfs.NewDefaultFS()
