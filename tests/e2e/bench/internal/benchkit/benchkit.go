@@ -32,7 +32,7 @@ import (
 
 	gocmp "github.com/google/go-cmp/cmp"
 	"github.com/prometheus/procfs"
-	jsonpatchv4 "gopkg.in/evanphx/json-patch.v4"
+	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -68,12 +68,11 @@ func LoadBodies(repoRoot string) (*Bodies, error) {
 	if err != nil {
 		return nil, err
 	}
-	patch, _ := json.Marshal((&admission.Admitter{Policy: policies.DefaultOptions()}).Mutate(req).Patch)
 	var rv map[string]any
 	_ = json.Unmarshal(create, &rv)
 	r := rv["request"].(map[string]any)
 	obj, _ := json.Marshal(r["object"])
-	mutated, err := ApplyPatch(obj, patch)
+	mutated, err := admission.ApplyPatch(obj, (&admission.Admitter{Policy: policies.DefaultOptions()}).Mutate(req).Patch)
 	if err != nil {
 		return nil, err
 	}
@@ -116,18 +115,6 @@ func Post(c *http.Client, url string, body []byte) (*admissionv1.AdmissionReview
 	return &rv, out, nil
 }
 
-// ApplyPatch applies a JSON patch as the apiserver does (evanphx/json-patch v4).
-func ApplyPatch(doc, patch []byte) ([]byte, error) {
-	if len(patch) == 0 {
-		return doc, nil
-	}
-	p, err := jsonpatchv4.DecodePatch(patch)
-	if err != nil {
-		return nil, err
-	}
-	return p.Apply(doc)
-}
-
 // Agree checks that dittofs-webhook's and the peer's answers to the review
 // body are the same as far as the apiserver is concerned: both for the
 // request's uid, the same verdict (and code), and, when allowed, the same
@@ -152,8 +139,13 @@ func Agree(body []byte, ours, peer *admissionv1.AdmissionResponse) (string, erro
 	}
 	var sts [2]appsv1.StatefulSet
 	for i, patch := range [][]byte{ours.Patch, peer.Patch} {
-		doc, err := ApplyPatch(req.Request.Object.Raw, patch)
-		if err == nil {
+		var ops []jsonpatch.Operation
+		var err error
+		if len(patch) > 0 {
+			err = json.Unmarshal(patch, &ops)
+		}
+		doc, err2 := admission.ApplyPatch(req.Request.Object.Raw, ops)
+		if err = errors.Join(err, err2); err == nil {
 			err = json.Unmarshal(doc, &sts[i])
 		}
 		if err != nil {
