@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"gomodules.xyz/jsonpatch/v2"
+	admissionv1 "k8s.io/api/admission/v1"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/dittofs/dittofs-webhook/policies"
@@ -38,68 +40,50 @@ func TestPeerAgrees(t *testing.T) {
 	peer := httptest.NewServer(mux)
 	defer peer.Close()
 
-	// edit returns body with f applied to its request and request.object.
-	edit := func(body []byte, f func(req, obj map[string]any)) []byte {
-		var rv map[string]any
-		if err := json.Unmarshal(body, &rv); err != nil {
-			t.Fatal(err)
-		}
-		req := rv["request"].(map[string]any)
-		f(req, req["object"].(map[string]any))
-		out, _ := json.Marshal(rv)
-		return out
+	var stored admissionv1.AdmissionReview // its object is what the apiserver stored on CREATE
+	if err := json.Unmarshal(b.Validate, &stored); err != nil {
+		t.Fatal(err)
 	}
-	meta := func(obj map[string]any) map[string]any { return obj["metadata"].(map[string]any) }
-	var stored map[string]any // what the apiserver stored on CREATE
-	edit(b.Validate, func(_, obj map[string]any) { stored = obj })
-
+	type ops = []jsonpatch.Operation
+	op, obj := jsonpatch.NewOperation, "/request/object"
 	mutate, validate := dwebhook.MutatePath, dwebhook.ValidatePath
 	for _, tc := range []struct {
 		name, path string
 		body       []byte
+		tweak      ops // applied to body
 		allowed    bool
 	}{
-		{"bench create", mutate, b.Create, true},
-		{"bench validate", validate, b.Validate, true},
-		{"bench large", mutate, b.Large, true},
-		{"no annotations: default size, metadata's class", mutate, edit(b.Create, func(_, obj map[string]any) {
-			delete(meta(obj), "annotations")
-		}), true},
-		{"bad cache-size annotation", mutate, edit(b.Create, func(_, obj map[string]any) {
-			meta(obj)["annotations"].(map[string]any)["dittofs.com/cache-size"] = "lots"
-		}), false},
-		{"retention Delete, whenScaled unset", mutate, edit(b.Create, func(_, obj map[string]any) {
-			obj["spec"].(map[string]any)["persistentVolumeClaimRetentionPolicy"] = map[string]any{"whenDeleted": "Delete"}
-		}), true},
-		{"unlabelled", mutate, edit(b.Create, func(_, obj map[string]any) {
-			delete(meta(obj)["labels"].(map[string]any), "dittofs.com/server")
-		}), true},
-		{"create without mutation is invalid", validate, b.Create, false},
-		{"validate without content", validate, edit(b.Validate, func(_, obj map[string]any) {
-			spec := obj["spec"].(map[string]any)
-			var kept []any
-			for _, v := range spec["volumeClaimTemplates"].([]any) {
-				if meta(v.(map[string]any))["name"] != "content" {
-					kept = append(kept, v)
-				}
-			}
-			spec["volumeClaimTemplates"] = kept
-		}), false},
-		{"update re-applying the original manifest", mutate, edit(b.Create, func(req, _ map[string]any) {
-			req["operation"], req["oldObject"] = "UPDATE", stored
-		}), true},
-		{"delete", mutate, edit(b.Create, func(req, _ map[string]any) { req["operation"] = "DELETE" }), true},
+		{"bench create", mutate, b.Create, nil, true},
+		{"bench validate", validate, b.Validate, nil, true},
+		{"bench large", mutate, b.Large, nil, true},
+		{"no annotations: default size, metadata's class", mutate, b.Create,
+			ops{op("remove", obj+"/metadata/annotations", nil)}, true},
+		{"bad cache-size annotation", mutate, b.Create,
+			ops{op("add", obj+"/metadata/annotations/dittofs.com~1cache-size", "lots")}, false},
+		{"retention Delete, whenScaled unset", mutate, b.Create,
+			ops{op("add", obj+"/spec/persistentVolumeClaimRetentionPolicy", map[string]any{"whenDeleted": "Delete"})}, true},
+		{"unlabelled", mutate, b.Create, ops{op("remove", obj+"/metadata/labels/dittofs.com~1server", nil)}, true},
+		{"create without mutation is invalid", validate, b.Create, nil, false},
+		{"validate without content", validate, b.Validate, ops{op("test", obj+"/spec/volumeClaimTemplates/1/metadata/name",
+			"content"), op("remove", obj+"/spec/volumeClaimTemplates/1", nil)}, false},
+		{"update re-applying the original manifest", mutate, b.Create, ops{op("replace", "/request/operation", "UPDATE"),
+			op("add", "/request/oldObject", json.RawMessage(stored.Request.Object.Raw))}, true},
+		{"delete", mutate, b.Create, ops{op("replace", "/request/operation", "DELETE")}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a, _, err := benchkit.Post(ours.Client(), ours.URL+tc.path, tc.body)
+			body, err := dadmission.ApplyPatch(tc.body, tc.tweak)
 			if err != nil {
 				t.Fatal(err)
 			}
-			p, _, err := benchkit.Post(peer.Client(), peer.URL+tc.path, tc.body)
+			a, _, err := benchkit.Post(ours.Client(), ours.URL+tc.path, body)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := benchkit.Agree(tc.body, a.Response, p.Response); err != nil {
+			p, _, err := benchkit.Post(peer.Client(), peer.URL+tc.path, body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := benchkit.Agree(body, a.Response, p.Response); err != nil {
 				t.Fatal(err)
 			}
 			denied422 := a.Response.Result != nil && a.Response.Result.Code == http.StatusUnprocessableEntity
