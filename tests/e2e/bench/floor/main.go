@@ -1,17 +1,12 @@
 // Command floor is the lower bound of the benchmarks: a TLS HTTP/1.1 server
 // that reads each body and answers a canned "allowed" AdmissionReview,
-// decoding nothing: what a webhook costs above it is its decoding, policy and
-// encoding. The apiserver rejects an answer for another uid, so the floor
+// decoding nothing. The apiserver rejects an answer for another uid, so it
 // copies the one after `"request":{"uid":"`, which the apiserver writes in the
-// first hundred bytes (the benchmark's validate body, in another key order,
-// gets an empty uid: the load generator does not check it).
-//
-// With --mutate-response FILE it answers the mutate path with that canned
-// AdmissionReview, "<UID>" replaced by the request's uid: the end-to-end
-// benchmark replays dittofs-webhook's answer so, to tell the apiserver's cost
-// of applying a patch from the webhook's of computing it.
-//
-//	floor --listen 127.0.0.1:9443 --tls-cert-file tls.crt --tls-key-file tls.key [--mutate-response FILE]
+// first bytes (the validate body, in another key order, gets an empty uid: the
+// load generator does not check it). With --mutate-response FILE it answers
+// the mutate path with that AdmissionReview, "<UID>" replaced by the request's
+// uid: e2ebench replays dittofs-webhook's answer so, to tell the apiserver's
+// cost of applying a patch from the webhook's of computing it.
 package main
 
 import (
@@ -31,8 +26,8 @@ import (
 var (
 	bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 	uidKey  = []byte(`"request":{"uid":"`)
-	// The answer is head, the uid, tail; on the mutate path, with
-	// --mutate-response, mutateHead, the uid, mutateTail.
+	// The answer is head, the uid, tail (on the mutate path, with
+	// --mutate-response: mutateHead, the uid, mutateTail).
 	head                   = []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"`)
 	tail                   = []byte(`","allowed":true}}`)
 	mutateHead, mutateTail []byte

@@ -1,10 +1,10 @@
 // Command e2ebench measures the latency the admission webhooks add to creating
-// a labelled StatefulSet through a real kube-apiserver (envtest, with the
-// binaries tests/tools/build.sh builds, started as the e2e starts them): sequential creates through client-go,
-// each deleted at once (untimed), under each configuration in turn: none;
-// deploy/base's webhook configurations pointed at dittofs-webhook, at the
-// controller-runtime peer, at the floor and at floors replaying
-// dittofs-webhook's answer; deploy/in-tree's admission policies; and
+// a labelled StatefulSet through a real kube-apiserver (started by
+// framework.StartControlPlane, as the e2e starts it): sequential creates
+// through client-go, each deleted at once (untimed), under each configuration
+// in turn: none; deploy/base's webhook configurations pointed at
+// dittofs-webhook, at the controller-runtime peer, at the floor and at floors
+// replaying dittofs-webhook's answer; deploy/in-tree's admission policies; and
 // dittofs-webhook with the policies. Unlabelled creates, which the
 // objectSelector keeps from the webhooks, alternate with the labelled ones.
 //
@@ -14,6 +14,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -26,7 +27,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -35,10 +35,8 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/yaml"
 
 	"github.com/dittofs/dittofs-webhook/tests"
 	"github.com/dittofs/dittofs-webhook/tests/e2e/bench/internal/benchkit"
@@ -157,13 +155,14 @@ func run(ctx context.Context, f *benchkit.Flags, s *benchkit.Setup, per, warmup 
 		{name: "in-tree policies (MAP+VAP)", policies: true, mutates: true},
 		{name: "dittofs-webhook + in-tree policies", server: servers[0], policies: true, mutates: true},
 	}
+	p50 := func(d []time.Duration) time.Duration { return benchkit.Quantile(d, 0.5) }
 	for round := 1; round <= f.Rounds; round++ {
 		for _, c := range configs {
 			if err := b.measure(ctx, c, per, warmup); err != nil {
 				return "", fmt.Errorf("%s: %w", c.name, err)
 			}
 			benchkit.Logf("round %d %-42s labelled p50 %s, unlabelled p50 %s (%d each so far)", round, c.name,
-				benchkit.Ms(benchkit.Quantile(c.labelled, 0.5)), benchkit.Ms(benchkit.Quantile(c.unlabelled, 0.5)), len(c.labelled))
+				benchkit.Ms(p50(c.labelled)), benchkit.Ms(p50(c.unlabelled)), len(c.labelled))
 		}
 	}
 	if err := b.apply(ctx, &config{name: "none"}); err != nil {
@@ -173,8 +172,7 @@ func run(ctx context.Context, f *benchkit.Flags, s *benchkit.Setup, per, warmup 
 	var r strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&r, format, args...) }
 	version, _ := b.cs.Discovery().ServerVersion()
-	p("\n## End to end: latency added to a StatefulSet create through kube-apiserver %s\n\n", version)
-	p("- %s\n", s.Describe())
+	p("\n## End to end: latency added to a StatefulSet create through kube-apiserver %s\n\n- %s\n", version, s.Describe())
 	p("- etcd and kube-apiserver from tests/tools/build.sh, started by envtest; the three servers unpinned, logging at %s; "+
 		"everything at nice %d when run as root\n", f.LogLevel, benchkit.Nice)
 	p("- %d rounds; per round and configuration %d untimed warm-up creates, then %d labelled and %d unlabelled creates, "+
@@ -197,21 +195,21 @@ func run(ctx context.Context, f *benchkit.Flags, s *benchkit.Setup, per, warmup 
 	}
 	added := func(c *config, labelled bool) time.Duration {
 		if labelled {
-			return benchkit.Quantile(c.labelled, 0.5) - benchkit.Quantile(configs[0].labelled, 0.5)
+			return p50(c.labelled) - p50(configs[0].labelled)
 		}
-		return benchkit.Quantile(c.unlabelled, 0.5) - benchkit.Quantile(configs[0].unlabelled, 0.5)
+		return p50(c.unlabelled) - p50(configs[0].unlabelled)
 	}
 	var rows [][]string
 	for _, c := range configs {
 		wc, uc := "", ""
 		if c.server != nil {
 			n := float64(len(c.labelled))
-			wc = fmt.Sprintf("%s / %s (%.1f / %.1f calls per create)", mean(c.calls[0], c.calls[1]), mean(c.calls[2], c.calls[3]),
-				c.calls[0]/n, c.calls[2]/n)
+			wc = fmt.Sprintf("%s / %s (%.1f / %.1f calls per create)", mean(c.calls[0], c.calls[1]),
+				mean(c.calls[2], c.calls[3]), c.calls[0]/n, c.calls[2]/n)
 			uc = fmt.Sprint(c.unlabelledCalls)
 		}
-		rows = append(rows, []string{c.name, benchkit.Ms(benchkit.Quantile(c.labelled, 0.5)), benchkit.Ms(benchkit.Quantile(c.labelled, 0.9)),
-			benchkit.Ms(benchkit.Quantile(c.labelled, 0.99)), signed(added(c, true)), wc, benchkit.Ms(benchkit.Quantile(c.unlabelled, 0.5)),
+		rows = append(rows, []string{c.name, benchkit.Ms(p50(c.labelled)), benchkit.Ms(benchkit.Quantile(c.labelled, 0.9)),
+			benchkit.Ms(benchkit.Quantile(c.labelled, 0.99)), signed(added(c, true)), wc, benchkit.Ms(p50(c.unlabelled)),
 			signed(added(c, false)), uc})
 	}
 	benchkit.Table(&r, 1, []string{"configuration", "labelled create p50", "p90", "p99", "added (p50)",
@@ -225,7 +223,8 @@ func run(ctx context.Context, f *benchkit.Flags, s *benchkit.Setup, per, warmup 
 			"the rest is the apiserver applying the mutation)",
 			fmt.Sprintf("%s vs %s (%s)", signed(d), signed(rp), signed(d-rp)), benchkit.PassFail(d-rp <= 500*time.Microsecond)},
 		{"unlabelled creates: dittofs-webhook is not called (objectSelector)", fmt.Sprintf("%v reviews; median create %s vs "+
-			"no configuration", configs[1].unlabelledCalls, signed(added(configs[1], false))), benchkit.PassFail(configs[1].unlabelledCalls == 0)},
+			"no configuration", configs[1].unlabelledCalls, signed(added(configs[1], false))),
+			benchkit.PassFail(configs[1].unlabelledCalls == 0)},
 	})
 	return r.String(), nil
 }
@@ -297,8 +296,10 @@ func hasCache(sts *appsv1.StatefulSet) bool {
 	return slices.ContainsFunc(sts.Spec.VolumeClaimTemplates, func(v corev1.PersistentVolumeClaim) bool { return v.Name == "cache" })
 }
 
-// apply removes every configuration this program made and installs c's, then
-// waits until the apiserver uses it.
+// apply removes every configuration this program made and installs c's:
+// deploy/base's webhook configurations, their clientConfig a url of c's
+// server, and deploy/in-tree's policies. Then it waits until the apiserver
+// uses them.
 func (b *bench) apply(ctx context.Context, c *config) error {
 	for _, o := range b.installed {
 		if err := client.IgnoreNotFound(b.cl.Delete(ctx, o)); err != nil {
@@ -306,15 +307,24 @@ func (b *bench) apply(ctx context.Context, c *config) error {
 		}
 	}
 	b.installed = nil
-	var objs []client.Object
+	var objs []*unstructured.Unstructured
 	if c.server != nil {
-		var err error
-		if objs, err = b.webhookConfigs(c.server); err != nil {
+		hooks, err := b.read(filepath.Join("deploy", "base", "webhooks"), "mutatingwebhookconfiguration.yaml",
+			"validatingwebhookconfiguration.yaml")
+		if err != nil {
 			return err
 		}
+		for _, o := range hooks {
+			for _, w := range o.Object["webhooks"].([]any) {
+				w := w.(map[string]any)
+				path, _, _ := unstructured.NestedString(w, "clientConfig", "service", "path")
+				w["clientConfig"] = map[string]any{"url": c.server.URL(path), "caBundle": base64.StdEncoding.EncodeToString(b.s.CAPEM)}
+			}
+		}
+		objs = hooks
 	}
 	if c.policies {
-		p, err := b.policies()
+		p, err := b.read(inTreeDir, "mutatingadmissionpolicy.yaml", "validatingadmissionpolicy.yaml")
 		if err != nil {
 			return err
 		}
@@ -322,7 +332,7 @@ func (b *bench) apply(ctx context.Context, c *config) error {
 	}
 	for _, o := range objs {
 		if err := b.cl.Create(ctx, o, client.FieldValidation("Strict")); err != nil {
-			return fmt.Errorf("%s %s: %w", o.GetObjectKind().GroupVersionKind().Kind, o.GetName(), err)
+			return fmt.Errorf("%s %s: %w", o.GetKind(), o.GetName(), err)
 		}
 		b.installed = append(b.installed, o)
 	}
@@ -353,94 +363,53 @@ func (b *bench) apply(ctx context.Context, c *config) error {
 	}
 }
 
-// webhookConfigs are deploy/base's webhook configurations pointed at s by url.
-func (b *bench) webhookConfigs(s *benchkit.Server) ([]client.Object, error) {
-	var mw admissionregistrationv1.MutatingWebhookConfiguration
-	var vw admissionregistrationv1.ValidatingWebhookConfiguration
-	read := func(name string, obj any) error {
-		raw, err := os.ReadFile(filepath.Join(b.s.Repo, "deploy", "base", "webhooks", name))
-		if err == nil {
-			err = yaml.UnmarshalStrict(raw, obj)
-		}
-		return err
-	}
-	if err := errors.Join(read("mutatingwebhookconfiguration.yaml", &mw), read("validatingwebhookconfiguration.yaml", &vw)); err != nil {
-		return nil, err
-	}
-	var ccs []*admissionregistrationv1.WebhookClientConfig
-	for i := range mw.Webhooks {
-		ccs = append(ccs, &mw.Webhooks[i].ClientConfig)
-	}
-	for i := range vw.Webhooks {
-		ccs = append(ccs, &vw.Webhooks[i].ClientConfig)
-	}
-	for _, cc := range ccs {
-		*cc = admissionregistrationv1.WebhookClientConfig{URL: ptr.To(s.URL(*cc.Service.Path)), CABundle: b.s.CAPEM}
-	}
-	return []client.Object{&mw, &vw}, nil
-}
-
-// policies reads deploy/in-tree's MutatingAdmissionPolicy and
-// ValidatingAdmissionPolicy with their bindings.
-func (b *bench) policies() ([]client.Object, error) {
-	var objs []client.Object
-	for _, name := range []string{"mutatingadmissionpolicy.yaml", "validatingadmissionpolicy.yaml"} {
-		raw, err := os.ReadFile(filepath.Join(b.s.Repo, inTreeDir, name))
-		if err != nil {
-			return nil, err
-		}
-		for d := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096); ; {
+// read returns the objects of the YAML files in dir, a folder of the repository.
+func (b *bench) read(dir string, files ...string) ([]*unstructured.Unstructured, error) {
+	var objs []*unstructured.Unstructured
+	for _, name := range files {
+		raw, err := os.ReadFile(filepath.Join(b.s.Repo, dir, name))
+		for d := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096); err == nil; {
 			u := &unstructured.Unstructured{}
-			if err := d.Decode(&u.Object); errors.Is(err, io.EOF) {
-				break
-			} else if err != nil {
-				return nil, fmt.Errorf("%s: %w", name, err)
-			}
-			if len(u.Object) > 0 {
+			if err = d.Decode(&u.Object); err == nil && len(u.Object) > 0 {
 				objs = append(objs, u)
 			}
+		}
+		if !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 	}
 	return objs, nil
 }
 
-// calls are the apiserver's calls of this program's webhooks on CREATE,
-// from apiserver_admission_webhook_admission_duration_seconds: admit count
-// and seconds, validating count and seconds.
+// calls are the apiserver's calls of the webhooks on CREATE, from
+// apiserver_admission_webhook_admission_duration_seconds: admit count and
+// seconds, validating count and seconds. This program installs the only
+// webhook configurations.
 type calls [4]float64
+
+func (b *bench) calls(ctx context.Context) (calls, error) {
+	var out calls
+	raw, err := b.cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	samples, err2 := tests.ReadMetrics(bytes.NewReader(raw))
+	if err := errors.Join(err, err2); err != nil {
+		return out, fmt.Errorf("the apiserver's metrics: %w", err)
+	}
+	for i, series := range []string{`_count{type="admit"`, `_sum{type="admit"`, `_count{type="validating"`,
+		`_sum{type="validating"`} {
+		out[i], err = tests.SumMetric(samples, "apiserver_admission_webhook_admission_duration_seconds"+series+
+			`,operation="CREATE"}`)
+		if err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
 
 func mean(count, seconds float64) string {
 	if count == 0 {
 		return "-"
 	}
 	return benchkit.Ms(time.Duration(seconds / count * 1e9))
-}
-
-// calls reads the apiserver's metrics.
-func (b *bench) calls(ctx context.Context) (calls, error) {
-	var out calls
-	raw, err := b.cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
-	if err != nil {
-		return out, fmt.Errorf("reading the apiserver's metrics: %w", err)
-	}
-	samples, err := tests.ReadMetrics(bytes.NewReader(raw))
-	if err != nil {
-		return out, fmt.Errorf("the apiserver's metrics: %w", err)
-	}
-	const histogram = "apiserver_admission_webhook_admission_duration_seconds"
-	for _, m := range samples {
-		if !strings.HasSuffix(m.Labels["name"], ".statefulsets.dittofs.com") || m.Labels["operation"] != "CREATE" {
-			continue
-		}
-		i := map[string]int{"admit": 0, "validating": 2}[m.Labels["type"]]
-		switch m.Name {
-		case histogram + "_count":
-			out[i] += m.Value
-		case histogram + "_sum":
-			out[i+1] += m.Value
-		}
-	}
-	return out, nil
 }
 
 // cannedAnswer writes dittofs-webhook's answer to the benchmark body, its uid
@@ -450,14 +419,12 @@ func (b *bench) cannedAnswer(ditto *benchkit.Server, patchOnly bool) (string, er
 	c := b.s.NewClient(1)
 	defer c.CloseIdleConnections()
 	rv, raw, err := benchkit.Post(c, ditto.URL(webhook.MutatePath), b.s.Bodies.Create)
+	if err == nil && patchOnly {
+		rv.Response.Warnings, rv.Response.AuditAnnotations = nil, nil
+		raw, err = json.Marshal(rv)
+	}
 	if err != nil {
 		return "", err
-	}
-	if patchOnly {
-		rv.Response.Warnings, rv.Response.AuditAnnotations = nil, nil
-		if raw, err = json.Marshal(rv); err != nil {
-			return "", err
-		}
 	}
 	canned := strings.Replace(string(raw), `"uid":"`+string(rv.Response.UID)+`"`, `"uid":"<UID>"`, 1)
 	if !strings.Contains(canned, "<UID>") {

@@ -261,7 +261,7 @@ type sample struct {
 // loop is what one closed-loop or open-loop run measured.
 type loop struct {
 	Rate, Requests, Errors int // Rate 0: closed loop
-	RPS, ServerCPU, GenCPU float64
+	RPS, GenCPU            float64
 	// Foreign is the larger share of the server's or the generator's core
 	// that other work took (the core's busy time in /proc/stat minus the
 	// process's own; it includes the loopback network's softirq time).
@@ -327,7 +327,7 @@ func (o *options) attack(l live, b body, rate int, dur time.Duration) (loop, err
 	server, self := c1[0]-c0[0], c1[1]-c0[1]
 	res.RPS = float64(res.Requests) / elapsed.Seconds()
 	res.CPUPerReq = server / time.Duration(max(res.Requests, 1))
-	res.ServerCPU, res.GenCPU = float64(server)/float64(elapsed), float64(self)/float64(elapsed)
+	res.GenCPU = float64(self) / float64(elapsed)
 	res.Foreign = float64(max(c1[2]-c0[2]-server, c1[3]-c0[3]-self)) / float64(elapsed)
 	res.P50, res.P99, res.Max = benchkit.Quantile(lats, 0.5), benchkit.Quantile(lats, 0.99), benchkit.Quantile(lats, 1)
 	res.VegetaP99 = benchkit.Quantile(vlats, 0.99)

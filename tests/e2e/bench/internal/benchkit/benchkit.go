@@ -46,16 +46,10 @@ import (
 // Bodies are the benchmark request bodies, derived as benchReviews in
 // webhook/bench_test.go derives them.
 type Bodies struct {
-	// Create is the ~6 KB CREATE of webhook/testdata/bench-create.json: a
-	// labelled StatefulSet that needs the full mutation (M1–M4).
-	Create []byte
-	// Validate is the review the apiserver sends the validating webhook after
-	// applying dittofs-webhook's patch to Create.
-	Validate []byte
-	// Large is Create with ~1,100 env vars in the DittoFS container (~100 KB).
-	Large []byte
-	// Object is Create's request.object.
-	Object []byte
+	Create   []byte // the ~6 KB CREATE of webhook/testdata/bench-create.json: needs the full mutation (M1–M4)
+	Validate []byte // what the apiserver sends the validating webhook after applying dittofs-webhook's patch
+	Large    []byte // Create with ~1,100 env vars in the DittoFS container (~100 KB)
+	Object   []byte // Create's request.object
 }
 
 // LoadBodies reads webhook/testdata/bench-create.json and derives the others.
@@ -384,11 +378,9 @@ func mainErr(f *Flags, cpu string, maxDuration time.Duration, run func(context.C
 	return nil
 }
 
+// reexec replaces the process with itself under nice and taskset.
 func reexec(cpu string) error {
 	exe, err := os.Executable()
-	if err != nil {
-		return err
-	}
 	args := append([]string{exe}, os.Args[1:]...)
 	if cpu != "" {
 		args = append([]string{"taskset", "-c", cpu}, args...)
@@ -396,18 +388,11 @@ func reexec(cpu string) error {
 	if os.Geteuid() == 0 {
 		args = append([]string{"nice", "-n", strconv.Itoa(Nice)}, args...)
 	}
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Env = append(os.Environ(), reexecEnv+"=1")
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	signal.Ignore(os.Interrupt, syscall.SIGTERM) // the child handles them
-	var ee *exec.ExitError
-	if err := cmd.Run(); errors.As(err, &ee) {
-		os.Exit(ee.ExitCode())
-	} else if err != nil {
-		return fmt.Errorf("re-running under taskset/nice: %w", err)
+	path, err2 := exec.LookPath(args[0])
+	if err := errors.Join(err, err2); err != nil {
+		return err
 	}
-	os.Exit(0)
-	return nil
+	return syscall.Exec(path, args, append(os.Environ(), reexecEnv+"=1"))
 }
 
 // FindRepo returns the dittofs-webhook repository root: the first folder at or
