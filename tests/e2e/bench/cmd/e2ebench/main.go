@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -188,9 +189,8 @@ func run(ctx context.Context, f *benchkit.Flags, s *benchkit.Setup, per, warmup 
 		case equality.Semantic.DeepEqual(ref.Spec, got.Spec):
 			p("- %s: the stored StatefulSet spec equals dittofs-webhook's\n", c.name)
 		default:
-			a, _ := json.Marshal(ref.Spec)
-			g, _ := json.Marshal(got.Spec)
-			p("- %s: the stored StatefulSet spec DIFFERS from dittofs-webhook's:\n  %s\n  %s\n", c.name, a, g)
+			p("- %s: the stored StatefulSet spec DIFFERS from dittofs-webhook's (-dittofs-webhook +%[1]s):\n%s\n", c.name,
+				cmp.Diff(ref.Spec, got.Spec))
 		}
 	}
 	added := func(c *config, labelled bool) time.Duration {
