@@ -344,23 +344,21 @@ func (b *bench) apply(ctx context.Context, c *config) error {
 	if err != nil {
 		return err
 	}
-	for deadline := time.Now().Add(30 * time.Second); ; benchkit.WaitCtx(ctx, 100*time.Millisecond) {
+	err = framework.Poll(30*time.Second, ctx.Err, func() (bool, string) {
 		sts := b.object.DeepCopy()
 		sts.Name = "bench-probe"
 		got, err := b.cs.AppsV1().StatefulSets(namespace).Create(ctx, sts, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
-		ok := err == nil && hasCache(got) == c.mutates
-		if ok && c.server != nil {
-			now, err := b.calls(ctx)
-			ok = err == nil && now[0]+now[2] > before[0]+before[2]
+		if err != nil || hasCache(got) != c.mutates {
+			return false, fmt.Sprintf("mutated %v, error %v", err == nil && hasCache(got), err)
 		}
-		if ok {
-			benchkit.WaitCtx(ctx, time.Second)
-			return ctx.Err()
-		}
-		if ctx.Err() != nil || time.Now().After(deadline) {
-			return fmt.Errorf("the apiserver did not take up %s within 30 s (last error: %v)", c.name, err)
-		}
+		now, err := b.calls(ctx)
+		return c.server == nil || err == nil && now[0]+now[2] > before[0]+before[2], "no webhook call yet"
+	})
+	if err != nil {
+		return fmt.Errorf("the apiserver did not take up %s: %w", c.name, err)
 	}
+	benchkit.WaitCtx(ctx, time.Second)
+	return ctx.Err()
 }
 
 // read returns the objects of the YAML files in dir, a folder of the repository.
