@@ -530,10 +530,15 @@ func (r *reporter) report(s *benchkit.Setup, bodies []body, took time.Duration) 
 	target := func(name, value string, pass bool, detail string) {
 		targets = append(targets, []string{name, value, benchkit.PassFail(pass), detail})
 	}
-	for _, bd := range []string{"mutate-6K", "validate-6K"} {
-		a, pr := r.med(ditto, bd, "closed").RPS, r.med(peer, bd, "closed").RPS
-		target(strings.TrimSuffix(bd, "-6K")+" throughput ≥ 5× the peer's", fmt.Sprintf("%.1f×", ratio(a, pr)),
-			ratio(a, pr) >= 5, fmt.Sprintf("%.0f vs %.0f req/s", a, pr))
+	// The stricter of two issues' targets for each: mutate ≥ 6× (issue 11; issue 6 asked 5×), validate ≥ 5×
+	// (issue 6; issue 11 asked 4×).
+	for _, t := range []struct {
+		body string
+		min  float64
+	}{{"mutate-6K", 6}, {"validate-6K", 5}} {
+		a, pr := r.med(ditto, t.body, "closed").RPS, r.med(peer, t.body, "closed").RPS
+		target(fmt.Sprintf("%s throughput ≥ %g× the peer's", strings.TrimSuffix(t.body, "-6K"), t.min),
+			fmt.Sprintf("%.1f×", ratio(a, pr)), ratio(a, pr) >= t.min, fmt.Sprintf("%.0f vs %.0f req/s", a, pr))
 	}
 	cpu := func(server, body, phase string) float64 { return us(r.med(server, body, phase).CPUPerReq) }
 	dc, fc, do, fo := cpu(ditto, "mutate-6K", "closed"), cpu(floor, "mutate-6K", "closed"), cpu(ditto, "mutate-6K", "open"),
