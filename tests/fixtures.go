@@ -83,101 +83,69 @@ type Fixture struct {
 type ServerOptions struct {
 	DefaultCacheSize string `json:"defaultCacheSize,omitempty"`
 	CacheMountPath   string `json:"cacheMountPath,omitempty"`
-	// ValidationAction is --validation-action: deny (the default) or warn.
-	ValidationAction string `json:"validationAction,omitempty"`
+	ValidationAction string `json:"validationAction,omitempty"` // deny (the default) or warn
 }
 
 // Raw is an HTTP request that is not (only) an AdmissionReview.
 type Raw struct {
-	// Method defaults to POST.
-	Method string `json:"method,omitempty"`
-	// ContentType defaults to application/json.
-	ContentType string `json:"contentType,omitempty"`
-	// Body replaces the review as the body when set.
-	Body *string `json:"body,omitempty"`
-	// BodySize pads the body (the review or Body) with spaces to this many
-	// bytes, so a fixture can send an oversized request without holding it.
-	BodySize int `json:"bodySize,omitempty"`
-	// Chunked sends the body without a Content-Length.
-	Chunked bool `json:"chunked,omitempty"`
+	Method      string  `json:"method,omitempty"`      // POST when unset
+	ContentType string  `json:"contentType,omitempty"` // application/json when unset
+	Body        *string `json:"body,omitempty"`        // replaces the review
+	// BodySize pads the body with spaces to this many bytes, so a fixture
+	// can send an oversized request without holding it.
+	BodySize int  `json:"bodySize,omitempty"`
+	Chunked  bool `json:"chunked,omitempty"` // no Content-Length
 }
 
-// Expect is what the server must answer. Unset fields are not checked.
+// Expect is what the server must answer; unset fields are not checked.
+// README.md's "expect" table says what each key checks.
 type Expect struct {
-	// HTTPStatus defaults to 200.
-	HTTPStatus int `json:"httpStatus,omitempty"`
-	// Body lists substrings of the body of a non-200 answer.
-	Body []string `json:"body,omitempty"`
+	HTTPStatus int      `json:"httpStatus,omitempty"` // 200 when unset
+	Body       []string `json:"body,omitempty"`
 
-	// Allowed is response.allowed (required when the status is 200).
-	Allowed *bool `json:"allowed,omitempty"`
-	// Code and Reason are response.status.code and .reason.
-	Code   int32  `json:"code,omitempty"`
-	Reason string `json:"reason,omitempty"`
-	// Message lists substrings of response.status.message.
+	Allowed *bool    `json:"allowed,omitempty"` // required for an HTTP 200 answer
+	Code    int32    `json:"code,omitempty"`
+	Reason  string   `json:"reason,omitempty"`
 	Message []string `json:"message,omitempty"`
-	// Causes are response.status.details.causes, exactly (in any order):
-	// each by field path, rule ID (read from the cause's message) and,
-	// optionally, cause type. An empty list means no cause.
-	Causes []Cause `json:"causes,omitempty"`
+	Causes  []Cause  `json:"causes,omitempty"` // exactly these, in any order; empty: none
 
-	// Warnings lists substrings, each of which must appear in some warning.
-	Warnings []string `json:"warnings,omitempty"`
-	// NoWarnings requires no warning at all.
-	NoWarnings bool `json:"noWarnings,omitempty"`
-	// WarningCount, when set, is the exact number of warnings.
-	WarningCount *int `json:"warningCount,omitempty"`
+	Warnings     []string `json:"warnings,omitempty"`
+	NoWarnings   bool     `json:"noWarnings,omitempty"`
+	WarningCount *int     `json:"warningCount,omitempty"`
 
-	// Patch is "none" (no patch and no patchType) or "some".
-	Patch string `json:"patch,omitempty"`
-	// Object holds facts about request.object after applying the patch (or
-	// unchanged, with no patch).
+	Patch  string        `json:"patch,omitempty"` // "none" or "some"
 	Object *ObjectExpect `json:"object,omitempty"`
 
-	// Audit are audit annotations that must be present with these values.
 	Audit map[string]string `json:"audit,omitempty"`
-	// Metrics maps a series selector, `name` or `name{label="value",...}`
-	// (a subset of the labels, summed over the matching series), to how much
-	// it must increase during the case.
+	// Metrics maps a series selector to how much it must increase.
 	Metrics map[string]float64 `json:"metrics,omitempty"`
 
-	// ThenValidate sends the object the mutating webhook produced (request
-	// object with the patch applied) to the validating webhook, as the
-	// apiserver does, and checks that answer. Only for mutate fixtures.
+	// ThenValidate checks the validating webhook's answer to the mutated
+	// object, as the apiserver sends it next. Only for mutate fixtures.
 	ThenValidate *Expect `json:"thenValidate,omitempty"`
 }
 
-// Cause is an expected status cause.
+// Cause is an expected status cause; Rule is read from the cause's message.
 type Cause struct {
 	Field string `json:"field"`
 	Rule  string `json:"rule,omitempty"`
-	// Type is the cause type, e.g. FieldValueRequired or FieldValueInvalid.
-	Type string `json:"type,omitempty"`
+	Type  string `json:"type,omitempty"`
 }
 
 // ObjectExpect are facts about the object after the patch.
 type ObjectExpect struct {
-	// Equals is the whole expected object (semantic JSON equality).
-	Equals json.RawMessage `json:"equals,omitempty"`
-	// EqualsOldObject requires the result to equal request.oldObject,
-	// metadata.managedFields aside (the apiserver's own, whose timestamps it
-	// ignores when nothing else changed): a re-applied manifest changes
-	// nothing.
-	EqualsOldObject bool `json:"equalsOldObject,omitempty"`
-	// Has are JSON pointers that must exist, with a value or array length
-	// when given.
-	Has []PathValue `json:"has,omitempty"`
-	// Absent are JSON pointers that must not exist.
-	Absent []string `json:"absent,omitempty"`
+	// EqualsOldObject: a re-applied manifest changes nothing.
+	EqualsOldObject bool        `json:"equalsOldObject,omitempty"`
+	Has             []PathValue `json:"has,omitempty"`
+	Absent          []string    `json:"absent,omitempty"` // JSON pointers
 }
 
-// PathValue is a JSON pointer (RFC 6901) into the object and what it must hold.
+// PathValue is a JSON pointer (RFC 6901) into the object and what it must
+// hold: a value (JSON equality), an array's length, or with neither, anything.
 type PathValue struct {
-	Path string `json:"path"`
-	// Value, when present, must equal the value at Path (JSON equality).
-	Value json.RawMessage `json:"value,omitempty"`
-	// Length, when set, is the length of the array (or object) at Path.
-	Length *int `json:"length,omitempty"`
+	Path   string          `json:"path"`
+	Value  json.RawMessage `json:"value,omitempty"`
+	Length *int            `json:"length,omitempty"`
 }
 
 // ReviewRequest is the part of a fixture's AdmissionReview request other tests
@@ -296,9 +264,6 @@ func (e *Expect) check(webhook string, nested bool) error {
 		(e.Allowed != nil || e.Patch != "" || e.Object != nil || len(e.Causes) > 0 || len(e.Warnings) > 0) {
 		return errors.New("a non-200 answer has no AdmissionReview: expect only httpStatus, body and metrics")
 	}
-	if e.Object != nil && len(e.Object.Equals) > 0 && e.Object.EqualsOldObject {
-		return errors.New("expect.object: equals and equalsOldObject are exclusive")
-	}
 	if e.NoWarnings && (len(e.Warnings) > 0 || (e.WarningCount != nil && *e.WarningCount > 0)) {
 		return errors.New("expect.noWarnings contradicts expect.warnings")
 	}
@@ -411,24 +376,17 @@ func (f *Fixture) PolicyOptions() (policies.Options, error) {
 // (and request.uid by uid when not empty): what the apiserver sends when it
 // reinvokes the webhook on the patched object.
 func (f *Fixture) WithObject(obj []byte, uid string) ([]byte, error) {
-	var rv map[string]json.RawMessage
+	var rv admissionv1.AdmissionReview
 	if err := json.Unmarshal(f.Review, &rv); err != nil {
 		return nil, err
 	}
-	var req map[string]json.RawMessage
-	if err := json.Unmarshal(rv["request"], &req); err != nil {
-		return nil, err
+	if rv.Request == nil {
+		return nil, errors.New("the review has no request")
 	}
-	req["object"] = obj
+	rv.Request.Object.Raw = obj
 	if uid != "" {
-		u, _ := json.Marshal(uid)
-		req["uid"] = u
+		rv.Request.UID = types.UID(uid)
 	}
-	b, err := json.Marshal(req)
-	if err != nil {
-		return nil, err
-	}
-	rv["request"] = b
 	return json.Marshal(rv)
 }
 
