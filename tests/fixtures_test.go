@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dittofs/dittofs-webhook/certs"
 	"github.com/dittofs/dittofs-webhook/policies"
 	"github.com/dittofs/dittofs-webhook/webhook"
 )
@@ -121,16 +120,14 @@ type testServer struct {
 // stops them all when the test ends.
 type serverPool struct {
 	t       *testing.T
-	dir     string
+	vol     *SecretVolume
 	servers map[string]*testServer
 }
 
 func newServerPool(t *testing.T) *serverPool {
-	dir := t.TempDir()
-	if err := certs.Write(certs.Options{Dir: dir, Hosts: []string{"127.0.0.1", "localhost"}}); err != nil {
-		t.Fatal(err)
-	}
-	return &serverPool{t: t, dir: dir, servers: map[string]*testServer{}}
+	vol := NewSecretVolume(t, filepath.Join(t.TempDir(), "tls"))
+	vol.Write(t, vol.Issue(t))
+	return &serverPool{t: t, vol: vol, servers: map[string]*testServer{}}
 }
 
 func (p *serverPool) get(t *testing.T, opts policies.Options) *testServer {
@@ -138,7 +135,7 @@ func (p *serverPool) get(t *testing.T, opts policies.Options) *testServer {
 	if s, ok := p.servers[key]; ok {
 		return s
 	}
-	s := startServer(p.t, p.dir, opts)
+	s := startServer(p.t, p.vol, opts)
 	p.servers[key] = s
 	return s
 }
@@ -176,7 +173,7 @@ func (p *serverPool) checkCoverage(t *testing.T) {
 	}
 }
 
-func startServer(t *testing.T, dir string, opts policies.Options) *testServer {
+func startServer(t *testing.T, vol *SecretVolume, opts policies.Options) *testServer {
 	ctx, cancel := context.WithCancel(context.Background())
 	type addrs struct{ admission, metrics net.Addr }
 	ready := make(chan addrs, 1)
@@ -185,8 +182,8 @@ func startServer(t *testing.T, dir string, opts policies.Options) *testServer {
 		done <- webhook.Run(ctx, webhook.Options{
 			Listen:          "127.0.0.1:0",
 			MetricsListen:   "127.0.0.1:0",
-			CertFile:        filepath.Join(dir, certs.CertFile),
-			KeyFile:         filepath.Join(dir, certs.KeyFile),
+			CertFile:        vol.CertFile(),
+			KeyFile:         vol.KeyFile(),
 			TLSMinVersion:   tls.VersionTLS12,
 			Policy:          opts,
 			ShutdownTimeout: 5 * time.Second,
@@ -214,17 +211,9 @@ func startServer(t *testing.T, dir string, opts policies.Options) *testServer {
 			t.Error("the server did not shut down")
 		}
 	})
-	ca, err := certs.LoadCA(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12}}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &testServer{
-		base:    "https://" + a.admission.String(),
-		metrics: "http://" + a.metrics.String(),
-		client:  &http.Client{Transport: tr, Timeout: 60 * time.Second},
-	}
+	c := vol.Client()
+	t.Cleanup(c.CloseIdleConnections)
+	return &testServer{base: "https://" + a.admission.String(), metrics: "http://" + a.metrics.String(), client: c}
 }
 
 // send posts body to a webhook and returns the HTTP status and body.
