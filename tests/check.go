@@ -274,10 +274,7 @@ func CheckObject(oe *ObjectExpect, obj, old []byte) []string {
 		// managedFields aside: the apiserver writes them, and a re-apply's
 		// Apply entry comes with a new time, which the apiserver drops when
 		// nothing else changed.
-		got, _ := decodeJSON(obj)
-		deletePath(w, "/metadata/managedFields")
-		deletePath(got, "/metadata/managedFields")
-		if d := cmp.Diff(w, got); d != "" {
+		if d := cmp.Diff(w, doc, ignorePointers("/metadata/managedFields")); d != "" {
 			p.add("object differs from the oldObject (-old +got):\n%s", d)
 		}
 	}
@@ -342,9 +339,7 @@ var allowedPatchPaths = func() *regexp.Regexp {
 func CheckPatchScope(before, after []byte, ops []jsonpatch.Operation) []string {
 	var p problems
 	for _, op := range ops {
-		switch op.Operation {
-		case "add", "remove", "replace":
-		default:
+		if op.Operation != "add" && op.Operation != "remove" && op.Operation != "replace" {
 			p.add("patch operation %q at %s", op.Operation, op.Path)
 		}
 		if !allowedPatchPaths.MatchString(op.Path) {
@@ -357,65 +352,63 @@ func CheckPatchScope(before, after []byte, ops []jsonpatch.Operation) []string {
 		p.add("objects do not decode: %v %v", err1, err2)
 		return p
 	}
+	list := func(doc any, ptr string) []any {
+		v, _ := Lookup(doc, ptr)
+		l, _ := v.([]any)
+		return l
+	}
 	// volumeClaimTemplates: the old ones, in order, with others between.
-	bv, _ := Lookup(b, "/spec/volumeClaimTemplates")
-	av, _ := Lookup(a, "/spec/volumeClaimTemplates")
-	if !isSubsequence(asList(bv), asList(av)) {
+	if bv, av := list(b, "/spec/volumeClaimTemplates"), list(a, "/spec/volumeClaimTemplates"); !isSubsequence(bv, av) {
 		p.add("volumeClaimTemplates were changed, not only added to:\n  before %s\n  after  %s",
 			mustJSON(bv), mustJSON(av))
 	}
 	// volumes: some of those named cache removed, nothing else changed.
-	bvol, _ := Lookup(b, "/spec/template/spec/volumes")
-	avol, _ := Lookup(a, "/spec/template/spec/volumes")
-	notCache := func(vs []any) []any {
-		var kept []any
-		for _, v := range vs {
-			if m, ok := v.(map[string]any); !ok || m["name"] != policies.CacheVolume {
-				kept = append(kept, v)
-			}
-		}
-		return kept
+	bvol, avol := list(b, "/spec/template/spec/volumes"), list(a, "/spec/template/spec/volumes")
+	isCache := func(v any) bool {
+		m, ok := v.(map[string]any)
+		return ok && m["name"] == policies.CacheVolume
 	}
-	d := cmp.Diff(notCache(asList(bvol)), notCache(asList(avol)), cmpopts.EquateEmpty())
-	if d != "" || !isSubsequence(asList(avol), asList(bvol)) {
+	d := cmp.Diff(slices.DeleteFunc(slices.Clone(bvol), isCache), slices.DeleteFunc(slices.Clone(avol), isCache),
+		cmpopts.EquateEmpty())
+	if d != "" || !isSubsequence(avol, bvol) {
 		p.add("volumes other than cache were changed (-before +after):\n%s", d)
 	}
 	// volumeMounts: appended to only.
-	bc, _ := Lookup(b, "/spec/template/spec/containers")
-	ac, _ := Lookup(a, "/spec/template/spec/containers")
-	bcs, acs := asList(bc), asList(ac)
+	bcs, acs := list(b, "/spec/template/spec/containers"), list(a, "/spec/template/spec/containers")
 	if len(bcs) != len(acs) {
 		p.add("containers: %d before, %d after", len(bcs), len(acs))
 	} else {
 		for i := range bcs {
-			bm, _ := Lookup(bcs[i], "/volumeMounts")
-			am, _ := Lookup(acs[i], "/volumeMounts")
-			bl, al := asList(bm), asList(am)
+			bl, al := list(bcs[i], "/volumeMounts"), list(acs[i], "/volumeMounts")
 			if len(al) < len(bl) || !cmp.Equal(bl, al[:len(bl)], cmpopts.EquateEmpty()) {
 				p.add("container %d: volumeMounts were changed, not only appended to", i)
 			}
 		}
 	}
 	// Everything else: equal.
-	for _, doc := range []any{b, a} {
-		deletePath(doc, "/spec/volumeClaimTemplates")
-		deletePath(doc, "/spec/persistentVolumeClaimRetentionPolicy")
-		deletePath(doc, "/spec/template/spec/volumes")
-		if cs, ok := Lookup(doc, "/spec/template/spec/containers"); ok {
-			for _, c := range asList(cs) {
-				deletePath(c, "/volumeMounts")
-			}
-		}
-	}
-	if d := cmp.Diff(b, a); d != "" {
+	if d := cmp.Diff(b, a, ignorePointers(`/spec/(volumeClaimTemplates|persistentVolumeClaimRetentionPolicy|`+
+		`template/spec/volumes|template/spec/containers/\d+/volumeMounts)`)); d != "" {
 		p.add("the patch changed fields outside its paths (-before +after):\n%s", d)
 	}
 	return p
 }
 
-func asList(v any) []any {
-	l, _ := v.([]any)
-	return l
+// ignorePointers is a cmp option that ignores, in decoded JSON, the values at
+// the JSON pointers re matches.
+func ignorePointers(re string) cmp.Option {
+	r := regexp.MustCompile(`^(?:` + re + `)$`)
+	return cmp.FilterPath(func(path cmp.Path) bool {
+		var ptr strings.Builder
+		for _, s := range path {
+			switch s := s.(type) {
+			case cmp.MapIndex:
+				fmt.Fprintf(&ptr, "/%v", s.Key())
+			case cmp.SliceIndex:
+				fmt.Fprintf(&ptr, "/%d", s.Key())
+			}
+		}
+		return r.MatchString(ptr.String())
+	}, cmp.Ignore())
 }
 
 func isSubsequence(sub, seq []any) bool {
@@ -426,17 +419,6 @@ func isSubsequence(sub, seq []any) bool {
 		}
 	}
 	return i == len(sub)
-}
-
-func deletePath(doc any, ptr string) {
-	i := strings.LastIndexByte(ptr, '/')
-	parent, ok := Lookup(doc, ptr[:i])
-	if !ok {
-		return
-	}
-	if m, ok := parent.(map[string]any); ok {
-		delete(m, unescape(ptr[i+1:]))
-	}
 }
 
 // Lookup returns the value at an RFC 6901 JSON pointer in a decoded document.
