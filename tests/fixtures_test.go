@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	admissionv1 "k8s.io/api/admission/v1"
+
 	"github.com/dittofs/dittofs-webhook/policies"
 	"github.com/dittofs/dittofs-webhook/webhook"
 )
@@ -282,5 +284,25 @@ func TestMutationPaths(t *testing.T) {
 	}
 	if len(mutationPaths) != len(policies.Mutations) {
 		t.Errorf("mutationPaths has %d mutations, policies.Mutations %d", len(mutationPaths), len(policies.Mutations))
+	}
+}
+
+// TestEnvelopeOptions: the request.options a fixture's envelope carries are
+// what the kube-apiserver fills in for kubectl's request of each operation.
+func TestEnvelopeOptions(t *testing.T) {
+	const meta = `"apiVersion":"meta.k8s.io/v1"`
+	for op, want := range map[string]string{
+		"CREATE":  `{"kind":"CreateOptions",` + meta + `,"fieldManager":"kubectl","fieldValidation":"Strict"}`,
+		"UPDATE":  `{"kind":"UpdateOptions",` + meta + `,"fieldManager":"kubectl","fieldValidation":"Strict"}`,
+		"DELETE":  `{"kind":"DeleteOptions",` + meta + `,"propagationPolicy":"Background"}`,
+		"CONNECT": ``,
+	} {
+		var rv admissionv1.AdmissionReview
+		if err := json.Unmarshal(NewReview("u", op, nil, nil), &rv); err != nil {
+			t.Fatal(err)
+		}
+		if got := string(rv.Request.Options.Raw); got != want {
+			t.Errorf("%s: options %s, want %s", op, got, want)
+		}
 	}
 }
