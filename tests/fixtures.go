@@ -323,22 +323,6 @@ func (f *Fixture) Body() []byte {
 	return b
 }
 
-// Method is the HTTP method the fixture uses.
-func (f *Fixture) Method() string {
-	if f.Raw != nil && f.Raw.Method != "" {
-		return f.Raw.Method
-	}
-	return "POST"
-}
-
-// ContentType is the Content-Type the fixture sends.
-func (f *Fixture) ContentType() string {
-	if f.Raw != nil && f.Raw.ContentType != "" {
-		return f.Raw.ContentType
-	}
-	return "application/json"
-}
-
 // PolicyOptions are the policy options the fixture runs with.
 func (f *Fixture) PolicyOptions() (policies.Options, error) {
 	o := policies.DefaultOptions()

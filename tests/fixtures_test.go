@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -48,7 +49,7 @@ func TestFixtures(t *testing.T) {
 func runFixture(t *testing.T, s *testServer, f Fixture) {
 	req, _ := f.Request()
 	before := s.scrape(t)
-	status, body := s.send(t, f.Webhook, f.Method(), f.ContentType(), f.Body(), f.Raw != nil && f.Raw.Chunked)
+	status, body := s.send(t, f.Webhook, f.Body(), f.Raw)
 	a, err := ParseAnswer(req, status, body)
 	if err != nil {
 		t.Fatalf("%s: %v\nanswer: %s", f.Path, err, clip(body))
@@ -86,7 +87,7 @@ func runFixture(t *testing.T, s *testServer, f Fixture) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		status, body := s.send(t, wh, "POST", "application/json", b, false)
+		status, body := s.send(t, wh, b, nil)
 		an, err := ParseAnswer(&next, status, body)
 		if err != nil {
 			t.Fatalf("%s: %v", uidSuffix, err)
@@ -218,22 +219,27 @@ func startServer(t *testing.T, vol *SecretVolume, opts policies.Options) *testSe
 	return &testServer{base: "https://" + a.admission.String(), metrics: "http://" + a.metrics.String(), client: c}
 }
 
-// send posts body to a webhook and returns the HTTP status and body.
-func (s *testServer) send(t *testing.T, wh, method, contentType string, body []byte, chunked bool) (int, []byte) {
+// send posts body to a webhook, or sends it as raw says, and returns the HTTP
+// status and body.
+func (s *testServer) send(t *testing.T, wh string, body []byte, raw *Raw) (int, []byte) {
 	t.Helper()
 	path := webhook.MutatePath
 	if wh == WebhookValidate {
 		path = webhook.ValidatePath
 	}
+	if raw == nil {
+		raw = &Raw{}
+	}
+	method, contentType := cmp.Or(raw.Method, "POST"), cmp.Or(raw.ContentType, "application/json")
 	var r io.Reader = bytes.NewReader(body)
-	if chunked {
+	if raw.Chunked {
 		r = io.MultiReader(r) // hides the length
 	}
 	req, err := http.NewRequest(method, s.base+path, r)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if chunked {
+	if raw.Chunked {
 		req.ContentLength = -1
 	}
 	req.Header.Set("Content-Type", contentType)

@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -119,7 +120,7 @@ func TestHostileInput(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h, m := newTestHandler(tests.WebhookMutate, nil)
-			r := httptest.NewRequest(cmpOr(tc.method, http.MethodPost), MutatePath, bytes.NewReader(tc.body))
+			r := httptest.NewRequest(cmp.Or(tc.method, http.MethodPost), MutatePath, bytes.NewReader(tc.body))
 			if tc.contentType != "-" {
 				r.Header.Set("Content-Type", "application/json")
 			}
@@ -156,13 +157,6 @@ func TestHostileInput(t *testing.T) {
 			}
 		})
 	}
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 func TestPanicIsRecovered(t *testing.T) {
