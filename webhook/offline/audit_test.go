@@ -88,14 +88,6 @@ func auditString(t *testing.T, manage bool, docs ...string) *AuditResult {
 	return r
 }
 
-func verdicts(a *Audited) map[string]Verdict {
-	m := map[string]Verdict{}
-	for _, r := range a.Results {
-		m[r.Rule] = r.Verdict
-	}
-	return m
-}
-
 func TestAuditJudgesStoredStatefulSets(t *testing.T) {
 	type edits = []func(string) string
 	type fieldsOf = map[string][]string
@@ -186,17 +178,18 @@ func TestAuditJudgesStoredStatefulSets(t *testing.T) {
 					want[rule] = Fail
 				}
 			}
-			if diff := cmp.Diff(want, verdicts(a)); diff != "" {
-				t.Errorf("verdicts (-want +got):\n%s", diff)
-			}
-			fields := map[string][]string{}
+			got, fields := map[string]Verdict{}, map[string][]string{}
 			for _, res := range a.Results {
+				got[res.Rule] = res.Verdict
 				if res.Verdict == Fail {
 					fields[res.Rule] = res.Fields
 					if res.Fix == "" || res.Message == "" || res.Severity == "" {
 						t.Errorf("rule %s fails without a message, a fix or a severity: %+v", res.Rule, res)
 					}
 				}
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("verdicts (-want +got):\n%s", diff)
 			}
 			if diff := cmp.Diff(tc.fields, fields, cmpEmpty); diff != "" {
 				t.Errorf("fields of the failing rules (-want +got):\n%s", diff)
@@ -227,14 +220,7 @@ func TestAuditSkipsUnlabelled(t *testing.T) {
 func TestAuditUndecodable(t *testing.T) {
 	bad := replace("  volumeClaimTemplates:\n", "  volumeClaimTemplates: {}\n  x:\n")(storedSTS)
 	_, err := Audit(readString(t, false, bad), &admission.Admitter{Policy: policies.DefaultOptions()})
-	var ie *InputError
-	if !asInputError(err, &ie) || len(ie.Messages) != 1 {
+	if ie, ok := err.(*InputError); !ok || len(ie.Messages) != 1 {
 		t.Fatalf("error %v, want an *InputError with one message", err)
 	}
-}
-
-func asInputError(err error, target **InputError) bool {
-	ie, ok := err.(*InputError)
-	*target = ie
-	return ok
 }
