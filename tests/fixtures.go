@@ -37,19 +37,16 @@ const (
 	WebhookValidate = "validate"
 )
 
-// Fixture is one case of the suite, as read from its YAML file.
+// Fixture is one case of the suite, as read from its YAML file; README.md
+// documents the keys.
 type Fixture struct {
 	// Name is the file name without its extension; Path the file itself.
 	Name string `json:"-"`
 	Path string `json:"-"`
 
-	// Description says what the case proves, naming the SPEC rule.
-	Description string `json:"description"`
-	// Webhook is "mutate" or "validate": the path the request is sent to.
-	Webhook string `json:"webhook"`
-	// Options are the server's policy settings for this case; nil means the
-	// documented defaults (--default-cache-size 5Gi, --cache-mount-path
-	// /data/cache).
+	Description string `json:"description"` // what the case proves, naming the SPEC rule
+	Webhook     string `json:"webhook"`     // "mutate" or "validate"
+	// Options are the server's policy settings; nil: the documented defaults.
 	Options *ServerOptions `json:"options,omitempty"`
 
 	// Operation, Object and OldObject are the case: the loader wraps them
@@ -59,24 +56,18 @@ type Fixture struct {
 	Object    json.RawMessage `json:"object,omitempty"`
 	OldObject json.RawMessage `json:"oldObject,omitempty"`
 	// DryRun, SubResource, Kind and Resource override the envelope's
-	// request.dryRun (false), .subResource (none), .kind (apps/v1
-	// StatefulSet) and .resource (apps/v1 statefulsets) for the cases that
-	// need it; requestKind, requestResource and requestSubResource follow.
+	// defaults (false, none, apps/v1 StatefulSet, statefulsets).
 	DryRun      bool                         `json:"dryRun,omitempty"`
 	SubResource string                       `json:"subResource,omitempty"`
 	Kind        *metav1.GroupVersionKind     `json:"kind,omitempty"`
 	Resource    *metav1.GroupVersionResource `json:"resource,omitempty"`
 
-	// Review is the AdmissionReview sent as the request body, as JSON:
-	// written out in the file for the cases recorded verbatim (managedFields
-	// and all) and the protocol cases that send a wrong one, else built by
-	// the loader from Operation, Object and OldObject.
+	// Review is the AdmissionReview sent, as JSON: written out in the file
+	// for the cases recorded verbatim and the protocol cases that send a
+	// wrong one, else built by the loader.
 	Review json.RawMessage `json:"review,omitempty"`
-	// Raw overrides the HTTP request for protocol cases (method, content
-	// type, body).
-	Raw *Raw `json:"raw,omitempty"`
-	// Expect is what the server must answer.
-	Expect Expect `json:"expect"`
+	Raw    *Raw            `json:"raw,omitempty"` // the HTTP request of protocol cases
+	Expect Expect          `json:"expect"`
 }
 
 // ServerOptions are the policy flags of `serve` a fixture runs with.
