@@ -219,8 +219,6 @@ func CheckCauses(want []Cause, got []metav1.StatusCause) []string {
 	return p
 }
 
-var ruleIDs = policies.Rules
-
 // causeBody matches a field error's body: its type, optionally a value, then
 // the detail ("Required value: DETAIL", `Invalid value: "0": DETAIL`).
 var causeBody = regexp.MustCompile(`^(Required value|Invalid value: (?:"(?:[^"\\]|\\.)*"|[^:]*)): (.*)$`)
@@ -231,7 +229,7 @@ func CauseRule(c metav1.StatusCause) string {
 	if m == nil {
 		return ""
 	}
-	for _, r := range ruleIDs {
+	for _, r := range policies.Rules {
 		if strings.HasPrefix(m[2], r+": ") {
 			return r
 		}

@@ -151,7 +151,7 @@ func (p *serverPool) checkCoverage(t *testing.T) {
 		all = append(all, s.scrape(t)...)
 	}
 	var want []string
-	for _, r := range ruleIDs {
+	for _, r := range policies.Rules {
 		for _, a := range []policies.Action{policies.Deny, policies.Warn} {
 			want = append(want, fmt.Sprintf("dittofs_webhook_violations_total{rule=%q,action=%q}", r, a))
 		}
