@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -218,8 +219,6 @@ func CheckCauses(want []Cause, got []metav1.StatusCause) []string {
 	return p
 }
 
-var ruleIDs = policies.Rules
-
 // causeBody matches a field error's body: its type, optionally a value, then
 // the detail ("Required value: DETAIL", `Invalid value: "0": DETAIL`).
 var causeBody = regexp.MustCompile(`^(Required value|Invalid value: (?:"(?:[^"\\]|\\.)*"|[^:]*)): (.*)$`)
@@ -230,7 +229,7 @@ func CauseRule(c metav1.StatusCause) string {
 	if m == nil {
 		return ""
 	}
-	for _, r := range ruleIDs {
+	for _, r := range policies.Rules {
 		if strings.HasPrefix(m[2], r+": ") {
 			return r
 		}
@@ -249,57 +248,32 @@ func CheckWarnings(e *Expect, warnings []string) []string {
 		p.add("%d warnings, want %d: %q", len(warnings), *e.WarningCount, warnings)
 	}
 	for _, s := range e.Warnings {
-		found := false
-		for _, w := range warnings {
-			if strings.Contains(w, s) {
-				found = true
-				break
-			}
-		}
-		if !found {
+		if !slices.ContainsFunc(warnings, func(w string) bool { return strings.Contains(w, s) }) {
 			p.add("no warning contains %q (warnings %q)", s, warnings)
 		}
 	}
 	return p
 }
 
-// managedFieldsPath is where the apiserver keeps its field ownership records.
-const managedFieldsPath = "/metadata/managedFields"
-
 // CheckObject checks the object after the patch against oe; old is the
 // request's oldObject (for equalsOldObject).
 func CheckObject(oe *ObjectExpect, obj, old []byte) []string {
 	var p problems
-	if obj == nil {
-		p.add("no object to check")
-		return p
-	}
 	doc, err := decodeJSON(obj)
 	if err != nil {
 		p.add("object: %v", err)
 		return p
 	}
-	want := []byte(oe.Equals)
 	if oe.EqualsOldObject {
-		if len(old) == 0 {
-			p.add("equalsOldObject: the request has no oldObject")
-		}
-		want = old
-	}
-	if len(want) > 0 {
-		w, err := decodeJSON(want)
-		got, _ := decodeJSON(obj)
-		if oe.EqualsOldObject {
-			// managedFields aside: the apiserver writes them, and a
-			// re-apply's Apply entry comes with a new time, which the
-			// apiserver drops when nothing else changed.
-			deletePath(w, managedFieldsPath)
-			deletePath(got, managedFieldsPath)
-		}
+		w, err := decodeJSON(old)
 		if err != nil {
-			p.add("expected object: %v", err)
-		} else if d := cmp.Diff(w, got); d != "" {
-			p.add("object differs from the expected one (-want +got):\n%s", d)
+			p.add("equalsOldObject: the request's oldObject: %v", err)
+		}
+		// managedFields aside: the apiserver writes them, and a re-apply's
+		// Apply entry comes with a new time, which the apiserver drops when
+		// nothing else changed.
+		if d := cmp.Diff(w, doc, ignorePointers("/metadata/managedFields")); d != "" {
+			p.add("object differs from the oldObject (-old +got):\n%s", d)
 		}
 	}
 	for _, h := range oe.Has {
@@ -309,11 +283,8 @@ func CheckObject(oe *ObjectExpect, obj, old []byte) []string {
 			continue
 		}
 		if len(h.Value) > 0 {
-			w, err := decodeJSON(h.Value)
-			if err != nil {
-				p.add("value of %s: %v", h.Path, err)
-			} else if !reflect.DeepEqual(w, v) {
-				p.add("%s = %s, want %s", h.Path, mustJSON(v), mustJSON(w))
+			if w, err := decodeJSON(h.Value); err != nil || !reflect.DeepEqual(w, v) {
+				p.add("%s = %s, want %s (%v)", h.Path, mustJSON(v), h.Value, err)
 			}
 		}
 		if h.Length != nil {
@@ -366,9 +337,7 @@ var allowedPatchPaths = func() *regexp.Regexp {
 func CheckPatchScope(before, after []byte, ops []jsonpatch.Operation) []string {
 	var p problems
 	for _, op := range ops {
-		switch op.Operation {
-		case "add", "remove", "replace":
-		default:
+		if op.Operation != "add" && op.Operation != "remove" && op.Operation != "replace" {
 			p.add("patch operation %q at %s", op.Operation, op.Path)
 		}
 		if !allowedPatchPaths.MatchString(op.Path) {
@@ -381,65 +350,63 @@ func CheckPatchScope(before, after []byte, ops []jsonpatch.Operation) []string {
 		p.add("objects do not decode: %v %v", err1, err2)
 		return p
 	}
+	list := func(doc any, ptr string) []any {
+		v, _ := Lookup(doc, ptr)
+		l, _ := v.([]any)
+		return l
+	}
 	// volumeClaimTemplates: the old ones, in order, with others between.
-	bv, _ := Lookup(b, "/spec/volumeClaimTemplates")
-	av, _ := Lookup(a, "/spec/volumeClaimTemplates")
-	if !isSubsequence(asList(bv), asList(av)) {
+	if bv, av := list(b, "/spec/volumeClaimTemplates"), list(a, "/spec/volumeClaimTemplates"); !isSubsequence(bv, av) {
 		p.add("volumeClaimTemplates were changed, not only added to:\n  before %s\n  after  %s",
 			mustJSON(bv), mustJSON(av))
 	}
 	// volumes: some of those named cache removed, nothing else changed.
-	bvol, _ := Lookup(b, "/spec/template/spec/volumes")
-	avol, _ := Lookup(a, "/spec/template/spec/volumes")
-	notCache := func(vs []any) []any {
-		var kept []any
-		for _, v := range vs {
-			if m, ok := v.(map[string]any); !ok || m["name"] != policies.CacheVolume {
-				kept = append(kept, v)
-			}
-		}
-		return kept
+	bvol, avol := list(b, "/spec/template/spec/volumes"), list(a, "/spec/template/spec/volumes")
+	isCache := func(v any) bool {
+		m, ok := v.(map[string]any)
+		return ok && m["name"] == policies.CacheVolume
 	}
-	d := cmp.Diff(notCache(asList(bvol)), notCache(asList(avol)), cmpopts.EquateEmpty())
-	if d != "" || !isSubsequence(asList(avol), asList(bvol)) {
+	d := cmp.Diff(slices.DeleteFunc(slices.Clone(bvol), isCache), slices.DeleteFunc(slices.Clone(avol), isCache),
+		cmpopts.EquateEmpty())
+	if d != "" || !isSubsequence(avol, bvol) {
 		p.add("volumes other than cache were changed (-before +after):\n%s", d)
 	}
 	// volumeMounts: appended to only.
-	bc, _ := Lookup(b, "/spec/template/spec/containers")
-	ac, _ := Lookup(a, "/spec/template/spec/containers")
-	bcs, acs := asList(bc), asList(ac)
+	bcs, acs := list(b, "/spec/template/spec/containers"), list(a, "/spec/template/spec/containers")
 	if len(bcs) != len(acs) {
 		p.add("containers: %d before, %d after", len(bcs), len(acs))
 	} else {
 		for i := range bcs {
-			bm, _ := Lookup(bcs[i], "/volumeMounts")
-			am, _ := Lookup(acs[i], "/volumeMounts")
-			bl, al := asList(bm), asList(am)
+			bl, al := list(bcs[i], "/volumeMounts"), list(acs[i], "/volumeMounts")
 			if len(al) < len(bl) || !cmp.Equal(bl, al[:len(bl)], cmpopts.EquateEmpty()) {
 				p.add("container %d: volumeMounts were changed, not only appended to", i)
 			}
 		}
 	}
 	// Everything else: equal.
-	for _, doc := range []any{b, a} {
-		deletePath(doc, "/spec/volumeClaimTemplates")
-		deletePath(doc, "/spec/persistentVolumeClaimRetentionPolicy")
-		deletePath(doc, "/spec/template/spec/volumes")
-		if cs, ok := Lookup(doc, "/spec/template/spec/containers"); ok {
-			for _, c := range asList(cs) {
-				deletePath(c, "/volumeMounts")
-			}
-		}
-	}
-	if d := cmp.Diff(b, a); d != "" {
+	if d := cmp.Diff(b, a, ignorePointers(`/spec/(volumeClaimTemplates|persistentVolumeClaimRetentionPolicy|`+
+		`template/spec/volumes|template/spec/containers/\d+/volumeMounts)`)); d != "" {
 		p.add("the patch changed fields outside its paths (-before +after):\n%s", d)
 	}
 	return p
 }
 
-func asList(v any) []any {
-	l, _ := v.([]any)
-	return l
+// ignorePointers is a cmp option that ignores, in decoded JSON, the values at
+// the JSON pointers re matches.
+func ignorePointers(re string) cmp.Option {
+	r := regexp.MustCompile(`^(?:` + re + `)$`)
+	return cmp.FilterPath(func(path cmp.Path) bool {
+		var ptr strings.Builder
+		for _, s := range path {
+			switch s := s.(type) {
+			case cmp.MapIndex:
+				fmt.Fprintf(&ptr, "/%v", s.Key())
+			case cmp.SliceIndex:
+				fmt.Fprintf(&ptr, "/%d", s.Key())
+			}
+		}
+		return r.MatchString(ptr.String())
+	}, cmp.Ignore())
 }
 
 func isSubsequence(sub, seq []any) bool {
@@ -450,17 +417,6 @@ func isSubsequence(sub, seq []any) bool {
 		}
 	}
 	return i == len(sub)
-}
-
-func deletePath(doc any, ptr string) {
-	i := strings.LastIndexByte(ptr, '/')
-	parent, ok := Lookup(doc, ptr[:i])
-	if !ok {
-		return
-	}
-	if m, ok := parent.(map[string]any); ok {
-		delete(m, unescape(ptr[i+1:]))
-	}
 }
 
 // Lookup returns the value at an RFC 6901 JSON pointer in a decoded document.

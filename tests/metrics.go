@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -21,14 +20,10 @@ type Sample struct {
 	Value  float64
 }
 
-// ParseMetrics reads the samples of a Prometheus text exposition (the format
-// /metrics serves) with the Prometheus text parser (expfmt), histograms and
-// summaries flattened into their series as Prometheus ingests them.
-func ParseMetrics(text []byte) ([]Sample, error) {
-	return ReadMetrics(bytes.NewReader(text))
-}
-
-// ReadMetrics is ParseMetrics on a reader, e.g. a /metrics response body.
+// ReadMetrics reads the samples of a Prometheus text exposition (the format
+// /metrics serves, e.g. a response body) with the Prometheus text parser
+// (expfmt), histograms and summaries flattened into their series as
+// Prometheus ingests them.
 func ReadMetrics(r io.Reader) ([]Sample, error) {
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(r)
@@ -89,7 +84,7 @@ func parseSelector(s string) (string, map[string]string, error) {
 	if strings.ContainsAny(s, "\n#") || strings.TrimSpace(s) == "" {
 		return "", nil, fmt.Errorf("bad metric selector %q", s)
 	}
-	samples, err := ParseMetrics([]byte(strings.TrimSpace(s) + " 0\n"))
+	samples, err := ReadMetrics(strings.NewReader(strings.TrimSpace(s) + " 0\n"))
 	if err != nil {
 		return "", nil, fmt.Errorf("bad metric selector %q: %w", s, err)
 	}

@@ -53,11 +53,6 @@ func (v *SecretVolume) Issue(t testing.TB) [2][]byte {
 	return [2][]byte{crt, key}
 }
 
-// Mismatched is a certificate with another certificate's key.
-func (v *SecretVolume) Mismatched(t testing.TB) [2][]byte {
-	return [2][]byte{v.Issue(t)[0], v.Issue(t)[1]}
-}
-
 // Write publishes pair as the kubelet does (WriteSecretVolume).
 func (v *SecretVolume) Write(t testing.TB, pair [2][]byte) {
 	t.Helper()

@@ -57,13 +57,10 @@ func benchReviews(tb testing.TB) (create, validate, large []byte) {
 	return create, validate, large
 }
 
-func handler(webhook string, admit func(*admission.Request) admission.Response) *Handler {
-	h, _ := newTestHandler(webhook, admit)
-	return h
-}
-
-func benchHandler(b *testing.B, h http.Handler, body []byte) {
+// benchHandler measures the handler of webhook, admitting with admit, on body.
+func benchHandler(b *testing.B, webhook string, admit func(*admission.Request) admission.Response, body []byte) {
 	b.Helper()
+	h, _ := newTestHandler(webhook, admit)
 	b.ReportAllocs()
 	b.SetBytes(int64(len(body)))
 	rdr := bytes.NewReader(body)
@@ -81,20 +78,17 @@ func benchHandler(b *testing.B, h http.Handler, body []byte) {
 
 func BenchmarkMutate(b *testing.B) {
 	create, _, _ := benchReviews(b)
-	a := &admission.Admitter{Policy: policies.DefaultOptions()}
-	benchHandler(b, handler(tests.WebhookMutate, a.Mutate), create)
+	benchHandler(b, tests.WebhookMutate, (&admission.Admitter{Policy: policies.DefaultOptions()}).Mutate, create)
 }
 
 func BenchmarkValidate(b *testing.B) {
 	_, validate, _ := benchReviews(b)
-	a := &admission.Admitter{Policy: policies.DefaultOptions()}
-	benchHandler(b, handler(tests.WebhookValidate, a.Validate), validate)
+	benchHandler(b, tests.WebhookValidate, (&admission.Admitter{Policy: policies.DefaultOptions()}).Validate, validate)
 }
 
 func BenchmarkMutateLarge(b *testing.B) {
 	_, _, large := benchReviews(b)
-	a := &admission.Admitter{Policy: policies.DefaultOptions()}
-	benchHandler(b, handler(tests.WebhookMutate, a.Mutate), large)
+	benchHandler(b, tests.WebhookMutate, (&admission.Admitter{Policy: policies.DefaultOptions()}).Mutate, large)
 }
 
 func BenchmarkDecodeReview(b *testing.B) {

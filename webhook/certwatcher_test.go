@@ -153,8 +153,13 @@ func TestCertWatcherWaitsForAPair(t *testing.T) {
 	}
 	good := func(v *tests.SecretVolume) { v.Write(t, v.Issue(t)) }
 	garbage := func(v *tests.SecretVolume) { v.Write(t, tests.GarbagePair) }
-	mismatched := func(v *tests.SecretVolume) { v.Write(t, v.Mismatched(t)) }
-	emptyDir := func(v *tests.SecretVolume) { must(t, os.Mkdir(v.Dir, 0o755)) }
+	// A certificate with another certificate's key.
+	mismatched := func(v *tests.SecretVolume) { v.Write(t, [2][]byte{v.Issue(t)[0], v.Issue(t)[1]}) }
+	emptyDir := func(v *tests.SecretVolume) {
+		if err := os.Mkdir(v.Dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	removed := func(v *tests.SecretVolume) { v.Remove(t) }
 	waitGood := []step{
 		{name: "at start", failures: 1, errorLogs: 1},
@@ -322,13 +327,6 @@ func TestCertWatcherSeesRotation(t *testing.T) {
 		w.start(t)
 		tests.Eventually(t, 5*time.Second, func() (string, bool) { s := w.serial(); return s, s != first })
 	})
-}
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 // noGoroutines fails t if, within 2 s, goroutines whose stack contains any of

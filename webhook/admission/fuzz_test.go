@@ -65,15 +65,9 @@ func (g *gen) statefulSet() map[string]any {
 		}
 		spec["volumeClaimTemplates"] = vcts
 	}
-	switch g.pick(5) {
-	case 1:
-		spec["persistentVolumeClaimRetentionPolicy"] = map[string]any{"whenDeleted": "Delete", "whenScaled": "Delete"}
-	case 2:
-		spec["persistentVolumeClaimRetentionPolicy"] = map[string]any{"whenScaled": "Retain"}
-	case 3:
-		spec["persistentVolumeClaimRetentionPolicy"] = map[string]any{"whenDeleted": "Retain", "whenScaled": "Retain"}
-	case 4:
-		spec["persistentVolumeClaimRetentionPolicy"] = map[string]any{"whenDeleted": "Bogus"}
+	if r := []map[string]any{nil, {"whenDeleted": "Delete", "whenScaled": "Delete"}, {"whenScaled": "Retain"},
+		{"whenDeleted": "Retain", "whenScaled": "Retain"}, {"whenDeleted": "Bogus"}}[g.pick(5)]; r != nil {
+		spec["persistentVolumeClaimRetentionPolicy"] = r
 	}
 	pod := map[string]any{"x-unknown-pod-field": "kept"}
 	var vols []any

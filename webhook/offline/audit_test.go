@@ -1,16 +1,10 @@
 package offline
 
 import (
-	"bytes"
-	"encoding/xml"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
-	reportsv1alpha1 "github.com/openreports/reports-api/apis/openreports.io/v1alpha1"
-	sigsjson "sigs.k8s.io/json"
-	"sigs.k8s.io/yaml"
 
 	"github.com/dittofs/dittofs-webhook/policies"
 	"github.com/dittofs/dittofs-webhook/webhook/admission"
@@ -92,14 +86,6 @@ func auditString(t *testing.T, manage bool, docs ...string) *AuditResult {
 		t.Fatal(err)
 	}
 	return r
-}
-
-func verdicts(a *Audited) map[string]Verdict {
-	m := map[string]Verdict{}
-	for _, r := range a.Results {
-		m[r.Rule] = r.Verdict
-	}
-	return m
 }
 
 func TestAuditJudgesStoredStatefulSets(t *testing.T) {
@@ -192,17 +178,18 @@ func TestAuditJudgesStoredStatefulSets(t *testing.T) {
 					want[rule] = Fail
 				}
 			}
-			if diff := cmp.Diff(want, verdicts(a)); diff != "" {
-				t.Errorf("verdicts (-want +got):\n%s", diff)
-			}
-			fields := map[string][]string{}
+			got, fields := map[string]Verdict{}, map[string][]string{}
 			for _, res := range a.Results {
+				got[res.Rule] = res.Verdict
 				if res.Verdict == Fail {
 					fields[res.Rule] = res.Fields
 					if res.Fix == "" || res.Message == "" || res.Severity == "" {
 						t.Errorf("rule %s fails without a message, a fix or a severity: %+v", res.Rule, res)
 					}
 				}
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("verdicts (-want +got):\n%s", diff)
 			}
 			if diff := cmp.Diff(tc.fields, fields, cmpEmpty); diff != "" {
 				t.Errorf("fields of the failing rules (-want +got):\n%s", diff)
@@ -233,106 +220,7 @@ func TestAuditSkipsUnlabelled(t *testing.T) {
 func TestAuditUndecodable(t *testing.T) {
 	bad := replace("  volumeClaimTemplates:\n", "  volumeClaimTemplates: {}\n  x:\n")(storedSTS)
 	_, err := Audit(readString(t, false, bad), &admission.Admitter{Policy: policies.DefaultOptions()})
-	var ie *InputError
-	if !asInputError(err, &ie) || len(ie.Messages) != 1 {
+	if ie, ok := err.(*InputError); !ok || len(ie.Messages) != 1 {
 		t.Fatalf("error %v, want an *InputError with one message", err)
-	}
-}
-
-func asInputError(err error, target **InputError) bool {
-	ie, ok := err.(*InputError)
-	*target = ie
-	return ok
-}
-
-// twoSets is a failing and a passing StatefulSet, and an unlabelled one. The
-// text output of such a set is tests/eval/audit-text.txtar's golden.
-func twoSets(t *testing.T) *AuditResult {
-	t.Helper()
-	failing := replace("name: fs\n", "name: old\n")(withoutTemplate("cache")(storedSTS))
-	unlabelled := replace("  labels:\n    dittofs.com/server: fs\n", "")(storedSTS)
-	unlabelled = replace("name: fs\n", "name: plain\n")(unlabelled)
-	return auditString(t, false, storedSTS, failing, unlabelled)
-}
-
-func TestReports(t *testing.T) {
-	r := twoSets(t)
-	now := time.Unix(1767225600, 0)
-	var buf bytes.Buffer
-	if err := WriteAuditReport(&buf, r, now); err != nil {
-		t.Fatal(err)
-	}
-	docs := strings.Split(buf.String(), "---\n")
-	if len(docs) != len(r.Audited) {
-		t.Fatalf("%d documents, want one per audited StatefulSet:\n%s", len(docs), buf.String())
-	}
-	for i, doc := range docs {
-		// What was printed decodes strictly as the Go types: no field the
-		// schema lacks.
-		j, err := yaml.YAMLToJSON([]byte(doc))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var rep reportsv1alpha1.Report
-		if strict, err := sigsjson.UnmarshalStrict(j, &rep); err != nil || len(strict) > 0 {
-			t.Fatalf("report %d: %v %v", i, err, strict)
-		}
-		a := r.Audited[i]
-		if rep.APIVersion != "openreports.io/v1alpha1" || rep.Kind != "Report" || rep.Namespace != "prod" ||
-			rep.Source != ReportSource {
-			t.Errorf("report %d: %s %s in %q, source %q", i, rep.APIVersion, rep.Kind, rep.Namespace, rep.Source)
-		}
-		if rep.Scope == nil || rep.Scope.Kind != "StatefulSet" || rep.Scope.Name != a.View.Metadata.Name ||
-			rep.Scope.UID != a.Typed.UID {
-			t.Errorf("report %d: scope %+v", i, rep.Scope)
-		}
-		if len(rep.Results) != len(AuditRules) {
-			t.Fatalf("report %d: %d results, want one per rule (%d)", i, len(rep.Results), len(AuditRules))
-		}
-		want := reportsv1alpha1.ReportSummary{Pass: a.Count(Pass), Fail: a.Count(Fail)}
-		if rep.Summary != want {
-			t.Errorf("report %d: summary %+v, want %+v", i, rep.Summary, want)
-		}
-		for k, res := range rep.Results {
-			// SPEC §5: result pass or fail.
-			if res.Result != reportsv1alpha1.Result(Pass) && res.Result != reportsv1alpha1.Result(Fail) {
-				t.Errorf("report %d result %d (%s): result %q, want pass or fail", i, k, res.Rule, res.Result)
-			}
-			if res.Rule != AuditRules[k] || res.Policy != ReportPolicy ||
-				string(res.Result) != string(a.Results[k].Verdict) || res.Timestamp.Seconds != now.Unix() ||
-				len(res.Subjects) != 1 || *rep.Scope != res.Subjects[0] {
-				t.Errorf("report %d result %d: %+v", i, k, res)
-			}
-		}
-	}
-}
-
-func TestJUnit(t *testing.T) {
-	r := twoSets(t)
-	var buf bytes.Buffer
-	if err := WriteAuditJUnit(&buf, r); err != nil {
-		t.Fatal(err)
-	}
-	var got JUnitSuites
-	if err := xml.Unmarshal(buf.Bytes(), &got); err != nil {
-		t.Fatalf("%v\n%s", err, buf.String())
-	}
-	xmlName := cmp.FilterPath(func(p cmp.Path) bool { return p.Last().String() == ".XMLName" }, cmp.Ignore())
-	if diff := cmp.Diff(JUnit(r), got, xmlName); diff != "" {
-		t.Errorf("the XML does not read back as written (-want +got):\n%s", diff)
-	}
-	// One suite per StatefulSet (the unlabelled one included, skipped), one
-	// case per rule.
-	if len(got.Suites) != 3 || len(got.Suites[0].Cases) != len(AuditRules) || got.Suites[2].Skipped != 1 {
-		t.Fatalf("suites %+v", got.Suites)
-	}
-	// old: cache-storage fails; only the unlabelled StatefulSet is skipped.
-	if got.Failures != 1 || got.Skipped != 1 || got.Tests != 2*len(AuditRules)+1 {
-		t.Errorf("tests %d, failures %d, skipped %d; want %d, 1, 1",
-			got.Tests, got.Failures, got.Skipped, 2*len(AuditRules)+1)
-	}
-	c := got.Suites[1].Cases[2]
-	if c.Name != policies.RuleCacheStorage || c.Failure == nil || c.Failure.Type != string(High) {
-		t.Errorf("prod/old's cache-storage case: %+v", c)
 	}
 }
