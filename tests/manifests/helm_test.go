@@ -68,7 +68,7 @@ func TestHelmLint(t *testing.T) {
 	}
 	for _, h := range releases {
 		// --strict: a warning (an unknown value, a deprecated API) fails too.
-		if out, stderr, err := helm(t, h, "lint", "--strict"); err != nil {
+		if out, stderr, err := helm(h, "lint", "--strict"); err != nil {
 			t.Errorf("helm lint --strict with values %q: %v\n%s%s", h.values, err, out, stderr)
 		}
 	}
@@ -355,7 +355,7 @@ func TestHelmSchemaRejectsTypos(t *testing.T) {
 		`monitoring: {serviceMonitor: {interval: 30}}`: "/monitoring/serviceMonitor/interval",
 	} {
 		t.Run(values, func(t *testing.T) {
-			_, stderr, err := helm(t, defaultRelease.with(values), "template", defaultRelease.name)
+			_, stderr, err := helm(defaultRelease.with(values), "template", defaultRelease.name)
 			// The validator's errors read "at '/json/pointer': ...".
 			if err == nil || !strings.Contains(stderr, "schema") || !strings.Contains(stderr, "at '"+at+"'") {
 				t.Errorf("helm template (err %v) did not fail by the schema at %q:\n%s", err, at, stderr)
