@@ -10,6 +10,7 @@ import (
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	"github.com/google/go-cmp/cmp"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
@@ -248,11 +249,7 @@ func checkWebhooks(t *testing.T, in *install) {
 	} else if cp, ok := containerPort(in.container, sp.TargetPort); !ok || cp != webhookPort {
 		t.Errorf("Service port 443 targets %s, not the container's webhook port", sp.TargetPort.String())
 	}
-	// The CA the kube-apiserver trusts: both configurations name the serving
-	// Certificate (checkServingCertificate), whose Secret the server mounts.
-	if m, v := in.mwc.Annotations[injectCAFrom], in.vwc.Annotations[injectCAFrom]; m != v {
-		t.Errorf("the webhook configurations inject different CAs: %q and %q", m, v)
-	}
+	// The CA the kube-apiserver trusts: checkServingCertificate.
 	ws := in.webhooks(t)
 	diff(t, "validating namespaceSelector (the mutating one's)", ws[0].NamespaceSelector, ws[1].NamespaceSelector)
 	for i, w := range ws {
@@ -305,82 +302,44 @@ func checkWebhooks(t *testing.T, in *install) {
 }
 
 // checkServingCertificate: serving ← CA Issuer ← CA Certificate ← selfSigned
-// Issuer, and the server reads the files the serving Certificate's Secret
-// is mounted as.
+// Issuer, the serving Certificate named by both webhook configurations'
+// inject-ca-from, its Secret the one the server mounts and reads. (That
+// cert-manager issues and injects them, and the kube-apiserver accepts the
+// served certificate, is tests/e2e/node TestCertManagerInstall's.)
 func checkServingCertificate(t *testing.T, in *install) {
-	secret := in.tlsSecret(t)
+	p, ns := in.namePrefix, in.namespace
 	diff(t, "--tls-cert-file, --tls-key-file", []string{path.Join(tlsMountPath, "tls.crt"), path.Join(tlsMountPath, "tls.key")},
 		[]string{in.flags["tls-cert-file"], in.flags["tls-key-file"]})
-	ns, name, _ := strings.Cut(in.mwc.Annotations[injectCAFrom], "/")
-	serving := named[cmapi.Certificate](in.r, ns, name)
-	if serving == nil {
-		t.Fatalf("annotation %s names Certificate %s/%s, which the install does not create", injectCAFrom, ns, name)
+	diff(t, "inject-ca-from (mutating, validating)", []string{ns + "/" + p + "-serving-cert", ns + "/" + p + "-serving-cert"},
+		[]string{in.mwc.Annotations[injectCAFrom], in.vwc.Annotations[injectCAFrom]})
+	key := func(rotation cmapi.PrivateKeyRotationPolicy) *cmapi.CertificatePrivateKey {
+		return &cmapi.CertificatePrivateKey{Algorithm: cmapi.ECDSAKeyAlgorithm, Size: 256, RotationPolicy: rotation}
 	}
-	if serving.Spec.SecretName != secret || serving.Spec.IsCA {
-		t.Errorf("serving Certificate: secretName %q (want %q, the Secret the server mounts), isCA %v",
-			serving.Spec.SecretName, secret, serving.Spec.IsCA)
+	issuer := func(name string) cmmeta.IssuerReference {
+		return cmmeta.IssuerReference{Group: "cert-manager.io", Kind: "Issuer", Name: name}
 	}
-	// The kube-apiserver verifies the first name.
-	for _, dns := range []string{in.svc.Name + "." + in.svc.Namespace + ".svc", in.svc.Name + "." + in.svc.Namespace + ".svc.cluster.local"} {
-		if !slices.Contains(serving.Spec.DNSNames, dns) {
-			t.Errorf("serving Certificate dnsNames %q lack %q", serving.Spec.DNSNames, dns)
-		}
+	hours := func(h int) *metav1.Duration { return &metav1.Duration{Duration: time.Duration(h) * time.Hour} }
+	want := map[string]any{
+		p + "-selfsigned": cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{SelfSigned: &cmapi.SelfSignedIssuer{}}},
+		p + "-ca":         cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{CA: &cmapi.CAIssuer{SecretName: p + "-ca"}}},
+		"Certificate " + p + "-ca": cmapi.CertificateSpec{IsCA: true, CommonName: p + "-ca", SecretName: p + "-ca",
+			Duration: hours(43800), RenewBefore: hours(8760), PrivateKey: key(cmapi.RotationPolicyNever),
+			IssuerRef: issuer(p + "-selfsigned"), RevisionHistoryLimit: ptr.To[int32](1)},
+		// The kube-apiserver verifies the first name.
+		"Certificate " + p + "-serving-cert": cmapi.CertificateSpec{
+			DNSNames:   []string{in.svc.Name + "." + ns + ".svc", in.svc.Name + "." + ns + ".svc.cluster.local"},
+			SecretName: in.tlsSecret(t), Duration: hours(2160), RenewBefore: hours(720), PrivateKey: key(cmapi.RotationPolicyAlways),
+			Usages:    []cmapi.KeyUsage{cmapi.UsageServerAuth, cmapi.UsageDigitalSignature},
+			IssuerRef: issuer(p + "-ca"), RevisionHistoryLimit: ptr.To[int32](1)},
 	}
-	servingLife := checkLifetime(t, "serving Certificate", serving)
-	if pk := serving.Spec.PrivateKey; pk == nil || pk.RotationPolicy != cmapi.RotationPolicyAlways ||
-		(pk.Algorithm == cmapi.ECDSAKeyAlgorithm && !slices.Contains([]int{0, 256, 384, 521}, pk.Size)) {
-		t.Errorf("serving Certificate privateKey %+v: want rotationPolicy Always (and an ECDSA size of 256, 384 or 521)", pk)
+	got := map[string]any{}
+	for _, c := range all[cmapi.Certificate](in.r) {
+		got["Certificate "+c.Name] = c.Spec
 	}
-	// (That every usage is one cert-manager knows is its CRD's enum, checked
-	// by the e2e's server-side dry run.)
-	if len(serving.Spec.Usages) > 0 && !slices.Contains(serving.Spec.Usages, cmapi.UsageServerAuth) {
-		t.Errorf("serving Certificate usages %q lack server auth", serving.Spec.Usages)
+	for _, i := range all[cmapi.Issuer](in.r) {
+		got[i.Name] = i.Spec
 	}
-	caIssuer := in.issuerOf(t, "serving Certificate", serving)
-	if caIssuer == nil || caIssuer.Spec.CA == nil {
-		t.Fatalf("Issuer %+v, which signs the serving Certificate, is not a CA issuer", caIssuer)
-	}
-	i := slices.IndexFunc(all[cmapi.Certificate](in.r), func(c *cmapi.Certificate) bool {
-		return c.Namespace == caIssuer.Namespace && c.Spec.SecretName == caIssuer.Spec.CA.SecretName
-	})
-	if i < 0 {
-		t.Fatalf("no Certificate writes Secret %q, the CA of Issuer %s", caIssuer.Spec.CA.SecretName, caIssuer.Name)
-	}
-	ca := all[cmapi.Certificate](in.r)[i]
-	if !ca.Spec.IsCA || ca.Spec.PrivateKey == nil || ca.Spec.PrivateKey.Algorithm != cmapi.ECDSAKeyAlgorithm {
-		t.Errorf("CA Certificate %s: isCA %v, privateKey %+v; want a CA with an ECDSA key", ca.Name, ca.Spec.IsCA, ca.Spec.PrivateKey)
-	}
-	if caLife := checkLifetime(t, "CA Certificate", ca); caLife <= servingLife {
-		t.Errorf("CA Certificate lasts %v, not longer than the serving certificate it signs (%v)", caLife, servingLife)
-	}
-	if root := in.issuerOf(t, "CA Certificate", ca); root != nil && root.Spec.SelfSigned == nil {
-		t.Errorf("Issuer %s, which signs the CA Certificate, is not selfSigned", root.Name)
-	}
-}
-
-// issuerOf returns the Issuer that signs c, or nil, reporting it.
-func (in *install) issuerOf(t *testing.T, what string, c *cmapi.Certificate) *cmapi.Issuer {
-	t.Helper()
-	ref := c.Spec.IssuerRef
-	if (ref.Kind != "" && ref.Kind != "Issuer") || (ref.Group != "" && ref.Group != "cert-manager.io") {
-		t.Errorf("%s issuerRef %+v: the install brings its own namespaced cert-manager.io Issuers", what, ref)
-		return nil
-	}
-	is := named[cmapi.Issuer](in.r, c.Namespace, ref.Name)
-	if is == nil {
-		t.Errorf("%s is signed by Issuer %s/%s, which the install does not create", what, c.Namespace, ref.Name)
-	}
-	return is
-}
-
-// checkLifetime checks duration and renewBefore and returns the duration.
-func checkLifetime(t *testing.T, what string, c *cmapi.Certificate) time.Duration {
-	t.Helper()
-	if c.Spec.Duration == nil || c.Spec.RenewBefore == nil || c.Spec.RenewBefore.Duration >= c.Spec.Duration.Duration {
-		t.Errorf("%s: duration (%v) and renewBefore (%v) must both be set, renewBefore the shorter", what, c.Spec.Duration, c.Spec.RenewBefore)
-		return 0
-	}
-	return c.Spec.Duration.Duration
+	diff(t, "the cert-manager Issuers' and Certificates' specs", want, got)
 }
 
 func checkAvailability(t *testing.T, in *install) {
