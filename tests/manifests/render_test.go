@@ -26,7 +26,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	kjson "sigs.k8s.io/json"
@@ -340,17 +339,6 @@ func selects(t *testing.T, sel *metav1.LabelSelector, set map[string]string) boo
 		t.Fatalf("invalid label selector %v: %v", sel, err)
 	}
 	return s.Matches(labels.Set(set))
-}
-
-// containerPort resolves a port reference (a number or a port name, as in a
-// probe or a Service targetPort) against the ports c declares.
-func containerPort(c *corev1.Container, ref intstr.IntOrString) (corev1.ContainerPort, bool) {
-	for _, p := range c.Ports {
-		if (ref.Type == intstr.String && p.Name == ref.StrVal) || (ref.Type == intstr.Int && p.ContainerPort == ref.IntVal) {
-			return p, true
-		}
-	}
-	return corev1.ContainerPort{}, false
 }
 
 // listenPort returns the port of a Go listen address such as ":9443".
