@@ -81,29 +81,7 @@ func loadInstallAs(t *testing.T, rendered *rendering, namespace, namePrefix stri
 	return in
 }
 
-func (in *install) podLabels() map[string]string { return in.dep.Spec.Template.Labels }
-func (in *install) pod() *corev1.PodSpec         { return &in.dep.Spec.Template.Spec }
-
-// tlsSecret returns the name of the Secret volume mounted at tlsMountPath.
-func (in *install) tlsSecret(t *testing.T) string {
-	t.Helper()
-	for _, m := range in.container.VolumeMounts {
-		if m.MountPath != tlsMountPath {
-			continue
-		}
-		if !m.ReadOnly {
-			t.Errorf("volume %q at %s is not mounted readOnly", m.Name, tlsMountPath)
-		}
-		for _, v := range in.pod().Volumes {
-			if v.Name == m.Name && v.Secret != nil {
-				return v.Secret.SecretName
-			}
-		}
-		t.Fatalf("volume %q mounted at %s is not a Secret volume", m.Name, tlsMountPath)
-	}
-	t.Fatalf("container %q mounts nothing at %s", in.container.Name, tlsMountPath)
-	return ""
-}
+func (in *install) pod() *corev1.PodSpec { return &in.dep.Spec.Template.Spec }
 
 // flagPort returns the port of the listen-address flag name.
 func (in *install) flagPort(t *testing.T, name string) int32 {
@@ -296,8 +274,12 @@ func checkWebhooks(t *testing.T, in *install) {
 // served certificate, is tests/e2e/node TestCertManagerInstall's.)
 func checkServingCertificate(t *testing.T, in *install) {
 	p, ns := in.namePrefix, in.namespace
-	diff(t, "--tls-cert-file, --tls-key-file", []string{path.Join(tlsMountPath, "tls.crt"), path.Join(tlsMountPath, "tls.key")},
-		[]string{in.flags["tls-cert-file"], in.flags["tls-key-file"]})
+	diff(t, "--tls-cert-file, --tls-key-file, volume mounts, volumes", []any{
+		[]string{path.Join(tlsMountPath, "tls.crt"), path.Join(tlsMountPath, "tls.key")},
+		[]corev1.VolumeMount{{Name: "tls", MountPath: tlsMountPath, ReadOnly: true}},
+		[]corev1.Volume{{Name: "tls", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: p + "-tls", DefaultMode: ptr.To[int32](0o440)}}}},
+	}, []any{[]string{in.flags["tls-cert-file"], in.flags["tls-key-file"]}, in.container.VolumeMounts, in.pod().Volumes})
 	diff(t, "inject-ca-from (mutating, validating)", []string{ns + "/" + p + "-serving-cert", ns + "/" + p + "-serving-cert"},
 		[]string{in.mwc.Annotations[injectCAFrom], in.vwc.Annotations[injectCAFrom]})
 	key := func(rotation cmapi.PrivateKeyRotationPolicy) *cmapi.CertificatePrivateKey {
@@ -316,7 +298,7 @@ func checkServingCertificate(t *testing.T, in *install) {
 		// The kube-apiserver verifies the first name.
 		"Certificate " + p + "-serving-cert": cmapi.CertificateSpec{
 			DNSNames:   []string{in.svc.Name + "." + ns + ".svc", in.svc.Name + "." + ns + ".svc.cluster.local"},
-			SecretName: in.tlsSecret(t), Duration: hours(2160), RenewBefore: hours(720), PrivateKey: key(cmapi.RotationPolicyAlways),
+			SecretName: p + "-tls", Duration: hours(2160), RenewBefore: hours(720), PrivateKey: key(cmapi.RotationPolicyAlways),
 			Usages:    []cmapi.KeyUsage{cmapi.UsageServerAuth, cmapi.UsageDigitalSignature},
 			IssuerRef: issuer(p + "-ca"), RevisionHistoryLimit: ptr.To[int32](1)},
 	}
