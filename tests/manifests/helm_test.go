@@ -68,7 +68,7 @@ func TestHelmLint(t *testing.T) {
 	}
 	for _, h := range releases {
 		// --strict: a warning (an unknown value, a deprecated API) fails too.
-		if out, stderr, err := helm(t, h, "lint", "--strict"); err != nil {
+		if out, stderr, err := helm(h, "lint", "--strict"); err != nil {
 			t.Errorf("helm lint --strict with values %q: %v\n%s%s", h.values, err, out, stderr)
 		}
 	}
@@ -184,140 +184,131 @@ func splitLabels(t *testing.T, o object) (any, map[string]map[string]any) {
 	return v, labels
 }
 
-// helmValueCases are non-default values, each with what it must render.
+// helmValueCases are non-default values, each with what it must render:
+// got picks the fields from the rendering, want is what they must be.
 var helmValueCases = []struct {
 	name, values string // YAML
-	check        func(t *testing.T, r *rendering, dep *appsv1.Deployment, c *corev1.Container, flags map[string]string)
+	got          func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any
+	want         any
 }{
 	{"image from a private registry", `
 image: {repository: registry.example/dittofs-webhook, tag: v1.2.3, pullPolicy: IfNotPresent, pullSecrets: [{name: regcred}]}`,
-		func(t *testing.T, r *rendering, dep *appsv1.Deployment, c *corev1.Container, _ map[string]string) {
-			diff(t, "image, pull policy, pull secrets, version label",
-				[]any{"registry.example/dittofs-webhook:v1.2.3", corev1.PullIfNotPresent,
-					[]corev1.LocalObjectReference{{Name: "regcred"}}, "v1.2.3"},
-				[]any{c.Image, c.ImagePullPolicy, dep.Spec.Template.Spec.ImagePullSecrets, dep.Labels["app.kubernetes.io/version"]})
-		}},
+		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
+			return []any{c.Image, c.ImagePullPolicy, pod.ImagePullSecrets, one[appsv1.Deployment](t, r).Labels["app.kubernetes.io/version"]}
+		}, []any{"registry.example/dittofs-webhook:v1.2.3", corev1.PullIfNotPresent,
+			[]corev1.LocalObjectReference{{Name: "regcred"}}, "v1.2.3"}},
 	{"image by digest", `
 image: {tag: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}`,
-		func(t *testing.T, r *rendering, dep *appsv1.Deployment, c *corev1.Container, _ map[string]string) {
-			diff(t, "image, pull policy", []any{"ghcr.io/dittofs/dittofs-webhook@" +
-				"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", corev1.PullPolicy("")},
-				[]any{c.Image, c.ImagePullPolicy})
-		}},
-	{"3 replicas", `replicas: 3`,
-		func(t *testing.T, r *rendering, dep *appsv1.Deployment, c *corev1.Container, _ map[string]string) {
-			diff(t, "replicas, PodDisruptionBudgets", []any{ptr.To[int32](3), 1},
-				[]any{dep.Spec.Replicas, len(all[policyv1.PodDisruptionBudget](r))})
-		}},
-	{"1 replica: no PodDisruptionBudget, which would block every drain", `replicas: 1`,
-		func(t *testing.T, r *rendering, dep *appsv1.Deployment, c *corev1.Container, _ map[string]string) {
-			diff(t, "replicas, PodDisruptionBudgets", []any{ptr.To[int32](1), 0},
-				[]any{dep.Spec.Replicas, len(all[policyv1.PodDisruptionBudget](r))})
-		}},
+		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
+			return []any{c.Image, c.ImagePullPolicy}
+		}, []any{"ghcr.io/dittofs/dittofs-webhook@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+			corev1.PullPolicy("")}},
+	{"3 replicas", `replicas: 3`, replicasAndPDBs, []any{ptr.To[int32](3), 1}},
+	{"1 replica: no PodDisruptionBudget, which would block every drain", `replicas: 1`, replicasAndPDBs,
+		[]any{ptr.To[int32](1), 0}},
 	{"resources", `
 resources: {requests: {cpu: 100m, memory: 128Mi}, limits: {cpu: "2", memory: 512Mi}}`,
-		func(t *testing.T, r *rendering, dep *appsv1.Deployment, c *corev1.Container, _ map[string]string) {
+		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
 			res := c.Resources
-			diff(t, "resources", []string{"100m", "128Mi", "2", "512Mi"},
-				[]string{res.Requests.Cpu().String(), res.Requests.Memory().String(), res.Limits.Cpu().String(), res.Limits.Memory().String()})
-		}},
+			return []string{res.Requests.Cpu().String(), res.Requests.Memory().String(), res.Limits.Cpu().String(),
+				res.Limits.Memory().String()}
+		}, []string{"100m", "128Mi", "2", "512Mi"}},
 	{"scheduling: nodeSelector, tolerations, affinity and spread replace the defaults", `
 nodeSelector: {node-role.kubernetes.io/control-plane: ""}
 tolerations: [{key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}]
 affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: kubernetes.io/arch, operator: In, values: [arm64]}]}]}}}
 topologySpreadConstraints: [{maxSkew: 2, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule}]`,
-		func(t *testing.T, r *rendering, dep *appsv1.Deployment, c *corev1.Container, _ map[string]string) {
-			pod := dep.Spec.Template.Spec
-			diff(t, "nodeSelector, tolerations, topologySpreadConstraints", []any{
-				map[string]string{"node-role.kubernetes.io/control-plane": ""},
-				[]corev1.Toleration{{Key: "node-role.kubernetes.io/control-plane", Operator: corev1.TolerationOpExists,
-					Effect: corev1.TaintEffectNoSchedule}},
-				[]corev1.TopologySpreadConstraint{{MaxSkew: 2, TopologyKey: "topology.kubernetes.io/zone",
-					WhenUnsatisfiable: corev1.DoNotSchedule}},
-			}, []any{pod.NodeSelector, pod.Tolerations, pod.TopologySpreadConstraints})
-			if pod.Affinity == nil || pod.Affinity.NodeAffinity == nil || pod.Affinity.PodAntiAffinity != nil {
-				t.Errorf("affinity = %+v, want the nodeAffinity given, instead of the default podAntiAffinity", pod.Affinity)
-			}
+		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
+			return []any{pod.NodeSelector, pod.Tolerations, pod.Affinity, pod.TopologySpreadConstraints}
+		}, []any{
+			map[string]string{"node-role.kubernetes.io/control-plane": ""},
+			[]corev1.Toleration{{Key: "node-role.kubernetes.io/control-plane", Operator: corev1.TolerationOpExists,
+				Effect: corev1.TaintEffectNoSchedule}},
+			&corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+				NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{
+					{Key: "kubernetes.io/arch", Operator: corev1.NodeSelectorOpIn, Values: []string{"arm64"}}}}}}}},
+			[]corev1.TopologySpreadConstraint{{MaxSkew: 2, TopologyKey: "topology.kubernetes.io/zone",
+				WhenUnsatisfiable: corev1.DoNotSchedule}},
 		}},
 	{"webhooks: failurePolicy, timeout, excluded namespaces", `
 webhooks: {failurePolicy: Ignore, timeoutSeconds: 10, excludedNamespaces: [flux-system, monitoring, kube-system]}`,
-		func(t *testing.T, r *rendering, dep *appsv1.Deployment, c *corev1.Container, _ map[string]string) {
+		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
 			m := one[admissionregistrationv1.MutatingWebhookConfiguration](t, r).Webhooks[0]
 			v := one[admissionregistrationv1.ValidatingWebhookConfiguration](t, r).Webhooks[0]
-			// kube-system is excluded once, whoever names it.
-			sel := "kubernetes.io/metadata.name notin (dittofs-webhook,flux-system,kube-system,monitoring)"
-			ignore := ptr.To(admissionregistrationv1.Ignore)
-			diff(t, "failurePolicy, timeoutSeconds, namespaceSelector (mutating, validating)",
-				[]any{ignore, ignore, ptr.To[int32](10), ptr.To[int32](10), sel, sel},
-				[]any{m.FailurePolicy, v.FailurePolicy, m.TimeoutSeconds, v.TimeoutSeconds,
-					metav1.FormatLabelSelector(m.NamespaceSelector), metav1.FormatLabelSelector(v.NamespaceSelector)})
-		}},
+			return []any{m.FailurePolicy, v.FailurePolicy, m.TimeoutSeconds, v.TimeoutSeconds,
+				metav1.FormatLabelSelector(m.NamespaceSelector), metav1.FormatLabelSelector(v.NamespaceSelector)}
+		}, []any{ptr.To(admissionregistrationv1.Ignore), ptr.To(admissionregistrationv1.Ignore), ptr.To[int32](10),
+			ptr.To[int32](10), excludingSelector, excludingSelector}},
 	{"server flags", `
 server: {defaultCacheSize: 20Gi, cacheMountPath: /var/cache/dittofs, logFormat: text, logLevel: debug, validationAction: warn}`,
-		func(t *testing.T, r *rendering, dep *appsv1.Deployment, c *corev1.Container, flags map[string]string) {
-			for flag, want := range map[string]string{"default-cache-size": "20Gi", "cache-mount-path": "/var/cache/dittofs",
-				"log-format": "text", "log-level": "debug", "validation-action": "warn"} {
-				diff(t, "--"+flag, want, flags[flag])
-			}
-		}},
+		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
+			flags, _ := parseServeArgs(c.Args)
+			return []string{flags["default-cache-size"], flags["cache-mount-path"], flags["log-format"], flags["log-level"],
+				flags["validation-action"]}
+		}, []string{"20Gi", "/var/cache/dittofs", "text", "debug", "warn"}},
 	{"an existing ClusterIssuer instead of the chart's CA", `
 certManager: {issuer: {name: corp-ca, kind: ClusterIssuer}}`,
-		func(t *testing.T, r *rendering, dep *appsv1.Deployment, c *corev1.Container, _ map[string]string) {
+		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
 			cert := one[cmapi.Certificate](t, r)
-			diff(t, "Issuers, issuerRef, inject-ca-from, secretName", []any{0,
-				cmmeta.IssuerReference{Name: "corp-ca", Kind: "ClusterIssuer", Group: "cert-manager.io"},
-				cert.Namespace + "/" + cert.Name, dep.Spec.Template.Spec.Volumes[0].Secret.SecretName,
-			}, []any{len(all[cmapi.Issuer](r)), cert.Spec.IssuerRef,
-				one[admissionregistrationv1.MutatingWebhookConfiguration](t, r).Annotations[injectCAFrom], cert.Spec.SecretName})
-		}},
+			return []any{len(all[cmapi.Issuer](r)), cert.Spec.IssuerRef, cert.Namespace + "/" + cert.Name,
+				one[admissionregistrationv1.MutatingWebhookConfiguration](t, r).Annotations[injectCAFrom],
+				cert.Spec.SecretName, pod.Volumes[0].Secret.SecretName}
+		}, []any{0, cmmeta.IssuerReference{Name: "corp-ca", Kind: "ClusterIssuer", Group: "cert-manager.io"},
+			// The serving Certificate: the one inject-ca-from names, its Secret the one mounted.
+			installNamespace + "/dittofs-webhook-serving-cert", installNamespace + "/dittofs-webhook-serving-cert",
+			"dittofs-webhook-tls", "dittofs-webhook-tls"}},
 	{"an existing Issuer of another group", `
 certManager: {issuer: {name: vault, kind: Issuer, group: cert-manager.example}}`,
-		func(t *testing.T, r *rendering, dep *appsv1.Deployment, c *corev1.Container, _ map[string]string) {
-			diff(t, "Issuers, issuerRef", []any{0, cmmeta.IssuerReference{Name: "vault", Kind: "Issuer", Group: "cert-manager.example"}},
-				[]any{len(all[cmapi.Issuer](r)), one[cmapi.Certificate](t, r).Spec.IssuerRef})
-		}},
+		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
+			return []any{len(all[cmapi.Issuer](r)), one[cmapi.Certificate](t, r).Spec.IssuerRef}
+		}, []any{0, cmmeta.IssuerReference{Name: "vault", Kind: "Issuer", Group: "cert-manager.example"}}},
 	{"monitoring with the labels a Prometheus and a Grafana select by", `
 monitoring:
   serviceMonitor: {enabled: true, interval: 1m, labels: {release: kube-prometheus-stack}}
   prometheusRule: {enabled: true, labels: {release: kube-prometheus-stack}}
   dashboard: {enabled: true, namespace: grafana, labels: {team: storage}, annotations: {grafana_folder: DittoFS}}`,
-		func(t *testing.T, r *rendering, dep *appsv1.Deployment, c *corev1.Container, _ map[string]string) {
+		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
 			sm, pr, cm := one[monitoringv1.ServiceMonitor](t, r), one[monitoringv1.PrometheusRule](t, r), one[corev1.ConfigMap](t, r)
-			diff(t, "release labels, interval, dashboard namespace, labels and annotations", []any{
-				"kube-prometheus-stack", monitoringv1.Duration("1m"), "kube-prometheus-stack",
-				"grafana", "1", "storage", map[string]string{"grafana_folder": "DittoFS"},
-			}, []any{sm.Labels["release"], sm.Spec.Endpoints[0].Interval, pr.Labels["release"],
-				cm.Namespace, cm.Labels["grafana_dashboard"], cm.Labels["team"], cm.Annotations})
-		}},
+			return []any{sm.Labels["release"], sm.Spec.Endpoints[0].Interval, pr.Labels["release"],
+				cm.Namespace, cm.Labels["grafana_dashboard"], cm.Labels["team"], cm.Annotations}
+		}, []any{"kube-prometheus-stack", monitoringv1.Duration("1m"), "kube-prometheus-stack",
+			"grafana", "1", "storage", map[string]string{"grafana_folder": "DittoFS"}}},
 	{"monitoring off (the default)", ``,
-		func(t *testing.T, r *rendering, dep *appsv1.Deployment, c *corev1.Container, _ map[string]string) {
-			diff(t, "ServiceMonitors, PrometheusRules, ConfigMaps", []int{0, 0, 0}, []int{len(all[monitoringv1.ServiceMonitor](r)),
-				len(all[monitoringv1.PrometheusRule](r)), len(all[corev1.ConfigMap](r))})
-		}},
+		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
+			return []int{len(all[monitoringv1.ServiceMonitor](r)), len(all[monitoringv1.PrometheusRule](r)),
+				len(all[corev1.ConfigMap](r))}
+		}, []int{0, 0, 0}},
 	{"fullnameOverride names every object", `fullnameOverride: dfs-admission`,
-		func(t *testing.T, r *rendering, dep *appsv1.Deployment, c *corev1.Container, _ map[string]string) {
+		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
+			var names []string
 			for _, o := range r.objs {
 				if !strings.HasPrefix(o.Name, "dfs-admission") {
-					t.Errorf("%s: name does not start with the fullnameOverride", o)
+					names = append(names, o.String())
 				}
 			}
-			diff(t, "webhook service, serving Certificate dnsNames", []any{"dfs-admission",
-				[]string{"dfs-admission." + installNamespace + ".svc", "dfs-admission." + installNamespace + ".svc.cluster.local"}},
-				[]any{one[admissionregistrationv1.MutatingWebhookConfiguration](t, r).Webhooks[0].ClientConfig.Service.Name,
-					named[cmapi.Certificate](r, installNamespace, "dfs-admission-serving-cert").Spec.DNSNames})
-		}},
+			return []any{names, one[admissionregistrationv1.MutatingWebhookConfiguration](t, r).Webhooks[0].ClientConfig.Service.Name,
+				named[cmapi.Certificate](r, installNamespace, "dfs-admission-serving-cert").Spec.DNSNames}
+		}, []any{[]string(nil), "dfs-admission",
+			[]string{"dfs-admission." + installNamespace + ".svc", "dfs-admission." + installNamespace + ".svc.cluster.local"}}},
+}
+
+// excludingSelector is the webhooks' namespaceSelector with flux-system and
+// monitoring excluded: kube-system once, whoever names it.
+const excludingSelector = "kubernetes.io/metadata.name notin (dittofs-webhook,flux-system,kube-system,monitoring)"
+
+func replicasAndPDBs(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
+	return []any{one[appsv1.Deployment](t, r).Spec.Replicas, len(all[policyv1.PodDisruptionBudget](r))}
 }
 
 func TestHelmValues(t *testing.T) {
 	for _, c := range helmValueCases {
 		t.Run(c.name, func(t *testing.T) {
 			r := renderHelm(t, defaultRelease.with(c.values))
-			dep := one[appsv1.Deployment](t, r)
-			flags, problems := parseServeArgs(dep.Spec.Template.Spec.Containers[0].Args)
-			for _, p := range problems {
-				t.Errorf("container args: %s", p)
+			pod := &one[appsv1.Deployment](t, r).Spec.Template.Spec
+			if _, problems := parseServeArgs(pod.Containers[0].Args); len(problems) > 0 {
+				t.Errorf("container args: %q", problems)
 			}
-			c.check(t, r, dep, &dep.Spec.Template.Spec.Containers[0], flags)
+			diff(t, c.name, c.want, c.got(t, r, pod, &pod.Containers[0]))
 		})
 	}
 }
@@ -355,7 +346,7 @@ func TestHelmSchemaRejectsTypos(t *testing.T) {
 		`monitoring: {serviceMonitor: {interval: 30}}`: "/monitoring/serviceMonitor/interval",
 	} {
 		t.Run(values, func(t *testing.T) {
-			_, stderr, err := helm(t, defaultRelease.with(values), "template", defaultRelease.name)
+			_, stderr, err := helm(defaultRelease.with(values), "template", defaultRelease.name)
 			// The validator's errors read "at '/json/pointer': ...".
 			if err == nil || !strings.Contains(stderr, "schema") || !strings.Contains(stderr, "at '"+at+"'") {
 				t.Errorf("helm template (err %v) did not fail by the schema at %q:\n%s", err, at, stderr)

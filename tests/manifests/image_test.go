@@ -93,8 +93,8 @@ func serverBinary(t *testing.T) string {
 	return filepath.Join(imageFS.dir, "dittofs-webhook")
 }
 
-// exportImage streams `podman export` of a container of img (never started)
-// into imageFS.
+// exportImage copies the binary out of a container of img (never started)
+// and lists the paths of its file system, `podman export`ed to a tar file.
 func exportImage(img string) error {
 	dir, err := os.MkdirTemp("", "dittofs-webhook-image-")
 	if err != nil {
@@ -107,45 +107,26 @@ func exportImage(img string) error {
 	}
 	ctr := strings.TrimSpace(string(out))
 	defer exec.Command("podman", "rm", ctr).Run()
-	cmd := exec.Command("podman", "export", ctr)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
+	archive := filepath.Join(dir, "fs.tar")
+	for _, args := range [][]string{{"export", "-o", archive, ctr}, {"cp", ctr + ":/dittofs-webhook", dir}} {
+		if out, err := exec.Command("podman", args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("podman %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	f, err := os.Open(archive)
 	if err != nil {
 		return err
 	}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	readErr := func() error {
-		fs := tar.NewReader(stdout)
-		for {
-			h, err := fs.Next()
-			if errors.Is(err, io.EOF) {
-				return nil
-			} else if err != nil {
-				return err
-			}
-			name := "/" + strings.TrimPrefix(path.Clean(h.Name), "/")
-			imageFS.files = append(imageFS.files, name)
-			if name != "/dittofs-webhook" {
-				continue
-			}
-			f, err := os.OpenFile(filepath.Join(dir, "dittofs-webhook"), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o755)
-			if err != nil {
-				return err
-			}
-			_, err = io.Copy(f, fs)
-			if err := errors.Join(err, f.Close()); err != nil {
-				return err
-			}
+	defer f.Close()
+	for fs := tar.NewReader(f); ; {
+		h, err := fs.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		} else if err != nil {
+			return err
 		}
-	}()
-	io.Copy(io.Discard, stdout) // let podman finish writing on a read error
-	if err := cmd.Wait(); err != nil {
-		return fmt.Errorf("podman export: %v\n%s", err, stderr.String())
+		imageFS.files = append(imageFS.files, "/"+strings.TrimPrefix(path.Clean(h.Name), "/"))
 	}
-	return readErr
 }
 
 // TestImage checks the built image, not the Dockerfile's text (SPEC §6): its

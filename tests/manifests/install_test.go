@@ -10,6 +10,7 @@ import (
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	"github.com/google/go-cmp/cmp"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
@@ -80,29 +81,7 @@ func loadInstallAs(t *testing.T, rendered *rendering, namespace, namePrefix stri
 	return in
 }
 
-func (in *install) podLabels() map[string]string { return in.dep.Spec.Template.Labels }
-func (in *install) pod() *corev1.PodSpec         { return &in.dep.Spec.Template.Spec }
-
-// tlsSecret returns the name of the Secret volume mounted at tlsMountPath.
-func (in *install) tlsSecret(t *testing.T) string {
-	t.Helper()
-	for _, m := range in.container.VolumeMounts {
-		if m.MountPath != tlsMountPath {
-			continue
-		}
-		if !m.ReadOnly {
-			t.Errorf("volume %q at %s is not mounted readOnly", m.Name, tlsMountPath)
-		}
-		for _, v := range in.pod().Volumes {
-			if v.Name == m.Name && v.Secret != nil {
-				return v.Secret.SecretName
-			}
-		}
-		t.Fatalf("volume %q mounted at %s is not a Secret volume", m.Name, tlsMountPath)
-	}
-	t.Fatalf("container %q mounts nothing at %s", in.container.Name, tlsMountPath)
-	return ""
-}
+func (in *install) pod() *corev1.PodSpec { return &in.dep.Spec.Template.Spec }
 
 // flagPort returns the port of the listen-address flag name.
 func (in *install) flagPort(t *testing.T, name string) int32 {
@@ -207,10 +186,8 @@ var installChecks = []struct {
 				in.container.Name, in.container.Command, in.container.Image)
 		}
 	}},
-	{"probes on the metrics port", checkProbes},
+	{"ports, probes, Service and NetworkPolicy", checkPorts},
 	{"graceful shutdown", checkShutdown},
-	{"service", checkService},
-	{"network policy", checkNetworkPolicy},
 	{"the installed sample, where there is one", func(t *testing.T, in *install) {
 		if in.kustomize {
 			checkInstalledSample(t, in)
@@ -238,21 +215,7 @@ func TestInstall(t *testing.T) {
 }
 
 func checkWebhooks(t *testing.T, in *install) {
-	webhookPort, ok := containerPort(in.container, intstr.FromString("webhook"))
-	if !ok || webhookPort.ContainerPort != 9443 || in.flagPort(t, "listen") != 9443 {
-		t.Errorf("container port named webhook %d (declared %v) and --listen port %d, want 9443",
-			webhookPort.ContainerPort, ok, in.flagPort(t, "listen"))
-	}
-	if sp, ok := servicePort(in.svc, 443); !ok {
-		t.Errorf("Service %s has no port 443", in.svc.Name)
-	} else if cp, ok := containerPort(in.container, sp.TargetPort); !ok || cp != webhookPort {
-		t.Errorf("Service port 443 targets %s, not the container's webhook port", sp.TargetPort.String())
-	}
-	// The CA the kube-apiserver trusts: both configurations name the serving
-	// Certificate (checkServingCertificate), whose Secret the server mounts.
-	if m, v := in.mwc.Annotations[injectCAFrom], in.vwc.Annotations[injectCAFrom]; m != v {
-		t.Errorf("the webhook configurations inject different CAs: %q and %q", m, v)
-	}
+	// The CA the kube-apiserver trusts: checkServingCertificate.
 	ws := in.webhooks(t)
 	diff(t, "validating namespaceSelector (the mutating one's)", ws[0].NamespaceSelector, ws[1].NamespaceSelector)
 	for i, w := range ws {
@@ -305,123 +268,100 @@ func checkWebhooks(t *testing.T, in *install) {
 }
 
 // checkServingCertificate: serving ← CA Issuer ← CA Certificate ← selfSigned
-// Issuer, and the server reads the files the serving Certificate's Secret
-// is mounted as.
+// Issuer, the serving Certificate named by both webhook configurations'
+// inject-ca-from, its Secret the one the server mounts and reads. (That
+// cert-manager issues and injects them, and the kube-apiserver accepts the
+// served certificate, is tests/e2e/node TestCertManagerInstall's.)
 func checkServingCertificate(t *testing.T, in *install) {
-	secret := in.tlsSecret(t)
-	diff(t, "--tls-cert-file, --tls-key-file", []string{path.Join(tlsMountPath, "tls.crt"), path.Join(tlsMountPath, "tls.key")},
-		[]string{in.flags["tls-cert-file"], in.flags["tls-key-file"]})
-	ns, name, _ := strings.Cut(in.mwc.Annotations[injectCAFrom], "/")
-	serving := named[cmapi.Certificate](in.r, ns, name)
-	if serving == nil {
-		t.Fatalf("annotation %s names Certificate %s/%s, which the install does not create", injectCAFrom, ns, name)
+	p, ns := in.namePrefix, in.namespace
+	diff(t, "--tls-cert-file, --tls-key-file, volume mounts, volumes", []any{
+		[]string{path.Join(tlsMountPath, "tls.crt"), path.Join(tlsMountPath, "tls.key")},
+		[]corev1.VolumeMount{{Name: "tls", MountPath: tlsMountPath, ReadOnly: true}},
+		[]corev1.Volume{{Name: "tls", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: p + "-tls", DefaultMode: ptr.To[int32](0o440)}}}},
+	}, []any{[]string{in.flags["tls-cert-file"], in.flags["tls-key-file"]}, in.container.VolumeMounts, in.pod().Volumes})
+	diff(t, "inject-ca-from (mutating, validating)", []string{ns + "/" + p + "-serving-cert", ns + "/" + p + "-serving-cert"},
+		[]string{in.mwc.Annotations[injectCAFrom], in.vwc.Annotations[injectCAFrom]})
+	key := func(rotation cmapi.PrivateKeyRotationPolicy) *cmapi.CertificatePrivateKey {
+		return &cmapi.CertificatePrivateKey{Algorithm: cmapi.ECDSAKeyAlgorithm, Size: 256, RotationPolicy: rotation}
 	}
-	if serving.Spec.SecretName != secret || serving.Spec.IsCA {
-		t.Errorf("serving Certificate: secretName %q (want %q, the Secret the server mounts), isCA %v",
-			serving.Spec.SecretName, secret, serving.Spec.IsCA)
+	issuer := func(name string) cmmeta.IssuerReference {
+		return cmmeta.IssuerReference{Group: "cert-manager.io", Kind: "Issuer", Name: name}
 	}
-	// The kube-apiserver verifies the first name.
-	for _, dns := range []string{in.svc.Name + "." + in.svc.Namespace + ".svc", in.svc.Name + "." + in.svc.Namespace + ".svc.cluster.local"} {
-		if !slices.Contains(serving.Spec.DNSNames, dns) {
-			t.Errorf("serving Certificate dnsNames %q lack %q", serving.Spec.DNSNames, dns)
-		}
+	hours := func(h int) *metav1.Duration { return &metav1.Duration{Duration: time.Duration(h) * time.Hour} }
+	want := map[string]any{
+		p + "-selfsigned": cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{SelfSigned: &cmapi.SelfSignedIssuer{}}},
+		p + "-ca":         cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{CA: &cmapi.CAIssuer{SecretName: p + "-ca"}}},
+		"Certificate " + p + "-ca": cmapi.CertificateSpec{IsCA: true, CommonName: p + "-ca", SecretName: p + "-ca",
+			Duration: hours(43800), RenewBefore: hours(8760), PrivateKey: key(cmapi.RotationPolicyNever),
+			IssuerRef: issuer(p + "-selfsigned"), RevisionHistoryLimit: ptr.To[int32](1)},
+		// The kube-apiserver verifies the first name.
+		"Certificate " + p + "-serving-cert": cmapi.CertificateSpec{
+			DNSNames:   []string{in.svc.Name + "." + ns + ".svc", in.svc.Name + "." + ns + ".svc.cluster.local"},
+			SecretName: p + "-tls", Duration: hours(2160), RenewBefore: hours(720), PrivateKey: key(cmapi.RotationPolicyAlways),
+			Usages:    []cmapi.KeyUsage{cmapi.UsageServerAuth, cmapi.UsageDigitalSignature},
+			IssuerRef: issuer(p + "-ca"), RevisionHistoryLimit: ptr.To[int32](1)},
 	}
-	servingLife := checkLifetime(t, "serving Certificate", serving)
-	if pk := serving.Spec.PrivateKey; pk == nil || pk.RotationPolicy != cmapi.RotationPolicyAlways ||
-		(pk.Algorithm == cmapi.ECDSAKeyAlgorithm && !slices.Contains([]int{0, 256, 384, 521}, pk.Size)) {
-		t.Errorf("serving Certificate privateKey %+v: want rotationPolicy Always (and an ECDSA size of 256, 384 or 521)", pk)
+	got := map[string]any{}
+	for _, c := range all[cmapi.Certificate](in.r) {
+		got["Certificate "+c.Name] = c.Spec
 	}
-	// (That every usage is one cert-manager knows is its CRD's enum, checked
-	// by the e2e's server-side dry run.)
-	if len(serving.Spec.Usages) > 0 && !slices.Contains(serving.Spec.Usages, cmapi.UsageServerAuth) {
-		t.Errorf("serving Certificate usages %q lack server auth", serving.Spec.Usages)
+	for _, i := range all[cmapi.Issuer](in.r) {
+		got[i.Name] = i.Spec
 	}
-	caIssuer := in.issuerOf(t, "serving Certificate", serving)
-	if caIssuer == nil || caIssuer.Spec.CA == nil {
-		t.Fatalf("Issuer %+v, which signs the serving Certificate, is not a CA issuer", caIssuer)
-	}
-	i := slices.IndexFunc(all[cmapi.Certificate](in.r), func(c *cmapi.Certificate) bool {
-		return c.Namespace == caIssuer.Namespace && c.Spec.SecretName == caIssuer.Spec.CA.SecretName
-	})
-	if i < 0 {
-		t.Fatalf("no Certificate writes Secret %q, the CA of Issuer %s", caIssuer.Spec.CA.SecretName, caIssuer.Name)
-	}
-	ca := all[cmapi.Certificate](in.r)[i]
-	if !ca.Spec.IsCA || ca.Spec.PrivateKey == nil || ca.Spec.PrivateKey.Algorithm != cmapi.ECDSAKeyAlgorithm {
-		t.Errorf("CA Certificate %s: isCA %v, privateKey %+v; want a CA with an ECDSA key", ca.Name, ca.Spec.IsCA, ca.Spec.PrivateKey)
-	}
-	if caLife := checkLifetime(t, "CA Certificate", ca); caLife <= servingLife {
-		t.Errorf("CA Certificate lasts %v, not longer than the serving certificate it signs (%v)", caLife, servingLife)
-	}
-	if root := in.issuerOf(t, "CA Certificate", ca); root != nil && root.Spec.SelfSigned == nil {
-		t.Errorf("Issuer %s, which signs the CA Certificate, is not selfSigned", root.Name)
-	}
+	diff(t, "the cert-manager Issuers' and Certificates' specs", want, got)
 }
 
-// issuerOf returns the Issuer that signs c, or nil, reporting it.
-func (in *install) issuerOf(t *testing.T, what string, c *cmapi.Certificate) *cmapi.Issuer {
-	t.Helper()
-	ref := c.Spec.IssuerRef
-	if (ref.Kind != "" && ref.Kind != "Issuer") || (ref.Group != "" && ref.Group != "cert-manager.io") {
-		t.Errorf("%s issuerRef %+v: the install brings its own namespaced cert-manager.io Issuers", what, ref)
-		return nil
-	}
-	is := named[cmapi.Issuer](in.r, c.Namespace, ref.Name)
-	if is == nil {
-		t.Errorf("%s is signed by Issuer %s/%s, which the install does not create", what, c.Namespace, ref.Name)
-	}
-	return is
-}
-
-// checkLifetime checks duration and renewBefore and returns the duration.
-func checkLifetime(t *testing.T, what string, c *cmapi.Certificate) time.Duration {
-	t.Helper()
-	if c.Spec.Duration == nil || c.Spec.RenewBefore == nil || c.Spec.RenewBefore.Duration >= c.Spec.Duration.Duration {
-		t.Errorf("%s: duration (%v) and renewBefore (%v) must both be set, renewBefore the shorter", what, c.Spec.Duration, c.Spec.RenewBefore)
-		return 0
-	}
-	return c.Spec.Duration.Duration
-}
-
+// checkAvailability: failurePolicy Fail, so one replica down must not block
+// DittoFS StatefulSets (at least 2, a rollout never lowers the ready ones,
+// spread over nodes), and a minAvailable below the replicas, or node drains
+// would hang.
 func checkAvailability(t *testing.T, in *install) {
-	replicas := ptr.Deref(in.dep.Spec.Replicas, 1)
-	if replicas < 2 {
-		t.Errorf("Deployment replicas = %d, want at least 2 (failurePolicy Fail: one replica down blocks DittoFS StatefulSets)", replicas)
+	if replicas := ptr.Deref(in.dep.Spec.Replicas, 1); replicas < 2 {
+		t.Errorf("Deployment replicas = %d, want at least 2", replicas)
 	}
-	if ru := in.dep.Spec.Strategy.RollingUpdate; ru == nil || ru.MaxUnavailable == nil || ru.MaxUnavailable.String() != "0" {
-		t.Errorf("Deployment rollingUpdate.maxUnavailable is not 0: a rollout would lower the number of ready replicas")
+	sel := in.dep.Spec.Selector
+	spread := func(key string, when corev1.UnsatisfiableConstraintAction, honor *corev1.NodeInclusionPolicy) corev1.TopologySpreadConstraint {
+		return corev1.TopologySpreadConstraint{MaxSkew: 1, TopologyKey: key, WhenUnsatisfiable: when, LabelSelector: sel,
+			NodeTaintsPolicy: honor, MatchLabelKeys: []string{"pod-template-hash"}}
 	}
-	if !selects(t, in.pdb.Spec.Selector, in.podLabels()) {
-		t.Errorf("PodDisruptionBudget selector %v does not select the pods (labels %v)", in.pdb.Spec.Selector, in.podLabels())
-	}
-	if mu := in.pdb.Spec.MinAvailable; mu == nil || mu.String() != "1" || int32(mu.IntValue()) >= replicas {
-		t.Errorf("PodDisruptionBudget minAvailable = %v, want 1, below the %d replicas (or node drains would hang)", mu, replicas)
-	}
-	if !slices.ContainsFunc(in.pod().TopologySpreadConstraints, func(c corev1.TopologySpreadConstraint) bool {
-		return c.TopologyKey == "kubernetes.io/hostname" && c.MaxSkew == 1 && selects(t, c.LabelSelector, in.podLabels())
-	}) {
-		t.Errorf("no topologySpreadConstraint with maxSkew 1 over kubernetes.io/hostname selects the pods")
-	}
-	if a := in.pod().Affinity; a == nil || a.PodAntiAffinity == nil || !slices.ContainsFunc(
-		a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution, func(w corev1.WeightedPodAffinityTerm) bool {
-			return w.PodAffinityTerm.TopologyKey == "kubernetes.io/hostname" && selects(t, w.PodAffinityTerm.LabelSelector, in.podLabels())
-		}) {
-		t.Errorf("no preferred podAntiAffinity over kubernetes.io/hostname selects the pods")
-	}
+	diff(t, "rollingUpdate, PodDisruptionBudget, topologySpreadConstraints, affinity", []any{
+		&appsv1.RollingUpdateDeployment{MaxSurge: ptr.To(intstr.FromInt32(1)), MaxUnavailable: ptr.To(intstr.FromInt32(0))},
+		policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr.To(intstr.FromInt32(1)), Selector: sel,
+			UnhealthyPodEvictionPolicy: ptr.To(policyv1.AlwaysAllow)},
+		[]corev1.TopologySpreadConstraint{spread("kubernetes.io/hostname", corev1.DoNotSchedule, ptr.To(corev1.NodeInclusionPolicyHonor)),
+			spread("topology.kubernetes.io/zone", corev1.ScheduleAnyway, nil)},
+		&corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{
+			{Weight: 100, PodAffinityTerm: corev1.PodAffinityTerm{TopologyKey: "kubernetes.io/hostname", LabelSelector: sel}}}}},
+	}, []any{in.dep.Spec.Strategy.RollingUpdate, in.pdb.Spec, in.pod().TopologySpreadConstraints, in.pod().Affinity})
 }
 
-func checkProbes(t *testing.T, in *install) {
-	metricsPort := in.flagPort(t, "metrics-listen")
-	if p, ok := containerPort(in.container, intstr.FromString("metrics")); !ok || p.ContainerPort != metricsPort {
-		t.Errorf("container port named metrics = %d, want the --metrics-listen port %d", p.ContainerPort, metricsPort)
+// checkPorts: the ports are wired (the --listen and --metrics-listen ports
+// declared, the Service's and the probes' by name, the NetworkPolicy letting
+// in those two alone) and the webhook's is the 9443 SPEC §6 names.
+func checkPorts(t *testing.T, in *install) {
+	listen, metrics := in.flagPort(t, "listen"), in.flagPort(t, "metrics-listen")
+	diff(t, "--listen port", int32(9443), listen)
+	probe := func(path string, period, failures int32) *corev1.Probe {
+		return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString("metrics")}},
+			PeriodSeconds: period, TimeoutSeconds: 2, FailureThreshold: failures}
 	}
-	for what, pr := range map[string]*corev1.Probe{"/healthz": in.container.LivenessProbe, "/readyz": in.container.ReadinessProbe} {
-		if pr == nil || pr.HTTPGet == nil || pr.HTTPGet.Path != what || (pr.HTTPGet.Scheme != "" && pr.HTTPGet.Scheme != corev1.URISchemeHTTP) {
-			t.Errorf("probe %+v: want a plain HTTP httpGet probe of %s", pr, what)
-		} else if p, ok := containerPort(in.container, pr.HTTPGet.Port); !ok || p.ContainerPort != metricsPort {
-			t.Errorf("probe of %s: port %s is not the --metrics-listen port %d", what, pr.HTTPGet.Port.String(), metricsPort)
-		}
-	}
+	tcp := ptr.To(corev1.ProtocolTCP)
+	diff(t, "container ports, liveness and readiness probes", []any{
+		[]corev1.ContainerPort{{Name: "webhook", ContainerPort: listen, Protocol: *tcp}, {Name: "metrics", ContainerPort: metrics, Protocol: *tcp}},
+		probe("/healthz", 10, 3), probe("/readyz", 2, 2),
+	}, []any{in.container.Ports, in.container.LivenessProbe, in.container.ReadinessProbe})
+	// ClusterIP: nothing outside the cluster reaches the webhook.
+	diff(t, "Service", corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, Selector: in.dep.Spec.Selector.MatchLabels,
+		Ports: []corev1.ServicePort{{Name: "webhook", Port: 443, TargetPort: intstr.FromString("webhook"), Protocol: *tcp},
+			{Name: "metrics", Port: 8080, TargetPort: intstr.FromString("metrics"), Protocol: *tcp}},
+	}, in.svc.Spec)
+	// Egress listed with no rule: the server opens no connection.
+	diff(t, "NetworkPolicy", networkingv1.NetworkPolicySpec{PodSelector: *in.dep.Spec.Selector,
+		PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
+		Ingress: []networkingv1.NetworkPolicyIngressRule{{Ports: []networkingv1.NetworkPolicyPort{
+			{Protocol: tcp, Port: ptr.To(intstr.FromInt32(listen))}, {Protocol: tcp, Port: ptr.To(intstr.FromInt32(metrics))}}}},
+	}, in.np.Spec)
 }
 
 func checkShutdown(t *testing.T, in *install) {
@@ -442,65 +382,6 @@ func checkShutdown(t *testing.T, in *install) {
 		t.Errorf("terminationGracePeriodSeconds %v does not exceed preStop sleep %v + --shutdown-drain-period %v + --shutdown-timeout %v: SIGKILL would cut the drain or in-flight requests",
 			grace, sleep, drain, shutdown)
 	}
-}
-
-func checkService(t *testing.T, in *install) {
-	if len(in.svc.Spec.Selector) == 0 || !selects(t, &metav1.LabelSelector{MatchLabels: in.svc.Spec.Selector}, in.podLabels()) {
-		t.Errorf("Service selector %v does not select the pods (labels %v)", in.svc.Spec.Selector, in.podLabels())
-	}
-	if in.svc.Spec.Type != "" && in.svc.Spec.Type != corev1.ServiceTypeClusterIP {
-		t.Errorf("Service type %s exposes the webhook outside the cluster", in.svc.Spec.Type)
-	}
-	for port, target := range map[int32]int32{443: in.flagPort(t, "listen"), 8080: in.flagPort(t, "metrics-listen")} {
-		if sp, ok := servicePort(in.svc, port); !ok {
-			t.Errorf("Service has no port %d", port)
-		} else if cp, ok := containerPort(in.container, sp.TargetPort); !ok || cp.ContainerPort != target {
-			t.Errorf("Service port %d targets %s, want container port %d", sp.Port, sp.TargetPort.String(), target)
-		}
-	}
-}
-
-func checkNetworkPolicy(t *testing.T, in *install) {
-	np := in.np.Spec
-	if !selects(t, &np.PodSelector, in.podLabels()) || len(np.PodSelector.MatchLabels)+len(np.PodSelector.MatchExpressions) == 0 {
-		t.Errorf("NetworkPolicy podSelector %v does not select exactly the webhook pods (labels %v)", np.PodSelector, in.podLabels())
-	}
-	if !slices.Contains(np.PolicyTypes, networkingv1.PolicyTypeIngress) {
-		t.Errorf("NetworkPolicy policyTypes %v lack Ingress: ingress would not be restricted", np.PolicyTypes)
-	}
-	got := map[string]bool{}
-	for i, rule := range np.Ingress {
-		if len(rule.Ports) == 0 {
-			t.Errorf("ingress rule %d lists no ports: it opens every port", i)
-		}
-		for _, p := range rule.Ports {
-			if p.Port == nil || p.EndPort != nil {
-				t.Errorf("ingress rule %d opens a port range or every port", i)
-				continue
-			}
-			port := p.Port.IntVal
-			if cp, ok := containerPort(in.container, *p.Port); p.Port.Type == intstr.String && !ok {
-				t.Errorf("ingress rule %d names port %q, which the container does not declare", i, p.Port.StrVal)
-			} else if ok {
-				port = cp.ContainerPort
-			}
-			got[fmt.Sprintf("%s/%d", ptr.Deref(p.Protocol, corev1.ProtocolTCP), port)] = true
-		}
-	}
-	diff(t, "ports the NetworkPolicy lets in", map[string]bool{
-		fmt.Sprintf("TCP/%d", in.flagPort(t, "listen")): true, fmt.Sprintf("TCP/%d", in.flagPort(t, "metrics-listen")): true,
-	}, got)
-	if slices.Contains(np.PolicyTypes, networkingv1.PolicyTypeEgress) && len(np.Egress) > 0 {
-		t.Errorf("NetworkPolicy allows egress %v: the server opens no connection", np.Egress)
-	}
-}
-
-func servicePort(svc *corev1.Service, port int32) (corev1.ServicePort, bool) {
-	i := slices.IndexFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Port == port })
-	if i < 0 {
-		return corev1.ServicePort{}, false
-	}
-	return svc.Spec.Ports[i], true
 }
 
 // nsLabels are the labels the kube-apiserver gives every namespace.

@@ -26,7 +26,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	kjson "sigs.k8s.io/json"
@@ -102,30 +101,52 @@ type rendering struct {
 	objs []object
 }
 
+// renderings holds each rendering, made once per test binary: a
+// sync.OnceValues per key, so every test reads the same decoded objects.
+var renderings sync.Map
+
+// cached returns the rendering named key, made by raws the first time.
+func cached(t *testing.T, key string, raws func() ([][]byte, error)) *rendering {
+	t.Helper()
+	v, _ := renderings.LoadOrStore(key, sync.OnceValues(func() (*rendering, error) {
+		rs, err := raws()
+		if err != nil {
+			return nil, err
+		}
+		return newRendering(key, rs)
+	}))
+	r, err := v.(func() (*rendering, error))()
+	if err != nil {
+		t.Fatalf("%s: %v", key, err)
+	}
+	return r
+}
+
 // render builds the kustomization in dir (relative to the repository root)
 // in memory with kustomize's krusty, the engine inside `kubectl apply -k`.
 func render(t *testing.T, dir string) *rendering {
 	t.Helper()
-	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), filepath.Join(repoRoot, dir))
-	if err != nil {
-		t.Fatalf("kustomize build %s: %v", dir, err)
-	}
-	var raws [][]byte
-	for _, res := range m.Resources() {
-		raw, err := res.MarshalJSON()
+	return cached(t, dir, func() ([][]byte, error) {
+		m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), filepath.Join(repoRoot, dir))
 		if err != nil {
-			t.Fatalf("%s: marshal %s/%s: %v", dir, res.GetKind(), res.GetName(), err)
+			return nil, fmt.Errorf("kustomize build: %w", err)
 		}
-		raws = append(raws, raw)
-	}
-	return newRendering(t, dir, raws)
+		var raws [][]byte
+		for _, res := range m.Resources() {
+			raw, err := res.MarshalJSON()
+			if err != nil {
+				return nil, fmt.Errorf("marshal %s/%s: %w", res.GetKind(), res.GetName(), err)
+			}
+			raws = append(raws, raw)
+		}
+		return raws, nil
+	})
 }
 
 // newRendering decodes every object of raws into its type, rejecting unknown
 // fields: a misspelled or misplaced field in a manifest is an error here, as
 // with `kubectl apply --validate=strict`.
-func newRendering(t *testing.T, dir string, raws [][]byte) *rendering {
-	t.Helper()
+func newRendering(dir string, raws [][]byte) (*rendering, error) {
 	r := &rendering{dir: dir}
 	for _, raw := range raws {
 		var head struct {
@@ -133,23 +154,23 @@ func newRendering(t *testing.T, dir string, raws [][]byte) *rendering {
 			Metadata        struct{ Name, Namespace string } `json:"metadata"`
 		}
 		if err := yaml.Unmarshal(raw, &head); err != nil {
-			t.Fatalf("%s: an object does not decode: %v\n%s", dir, err, raw)
+			return nil, fmt.Errorf("an object does not decode: %w\n%s", err, raw)
 		}
 		o := object{Kind: head.Kind, Namespace: head.Metadata.Namespace, Name: head.Metadata.Name, raw: raw}
 		obj, err := scheme.New(schema.FromAPIVersionAndKind(head.APIVersion, head.Kind))
 		if err != nil || !allowedKinds[head.Kind] {
-			t.Fatalf("%s: unexpected kind %s (apiVersion %s)", dir, o, head.APIVersion)
+			return nil, fmt.Errorf("unexpected kind %s (apiVersion %s)", o, head.APIVersion)
 		}
 		if err := decodeStrict(raw, obj); err != nil {
-			t.Fatalf("%s: %s has a field its schema does not know: %v", dir, o, err)
+			return nil, fmt.Errorf("%s has a field its schema does not know: %w", o, err)
 		}
 		o.obj = obj
 		r.objs = append(r.objs, o)
 	}
 	if len(r.objs) == 0 {
-		t.Fatalf("%s rendered nothing", dir)
+		return nil, errors.New("rendered nothing")
 	}
-	return r
+	return r, nil
 }
 
 // decodeStrict uses the kube-apiserver's own JSON decoder, which (unlike
@@ -248,11 +269,10 @@ var helmPath = sync.OnceValues(func() (string, error) {
 // so no file name is safe that a test name made), and a proxy that refuses
 // every connection: nothing here may reach the network (a schema $ref to a
 // URL, a chart dependency), and if anything tried, the test would fail.
-func helm(t *testing.T, h helmRelease, cmd ...string) (stdout, stderr string, err error) {
-	t.Helper()
+func helm(h helmRelease, cmd ...string) (stdout, stderr string, err error) {
 	bin, err := helmPath()
 	if err != nil {
-		t.Fatal(err)
+		return "", "", err
 	}
 	args := append(cmd, filepath.Join(repoRoot, chartDir), "--namespace", h.namespace)
 	if h.values != "" {
@@ -261,7 +281,11 @@ func helm(t *testing.T, h helmRelease, cmd ...string) (stdout, stderr string, er
 	for _, v := range h.apiVersions {
 		args = append(args, "--api-versions", v)
 	}
-	home := t.TempDir()
+	home, err := os.MkdirTemp("", "helm-")
+	if err != nil {
+		return "", "", err
+	}
+	defer os.RemoveAll(home)
 	c := exec.Command(bin, args...)
 	c.Stdin = strings.NewReader(h.values)
 	c.Env = append(os.Environ(), "HELM_CACHE_HOME="+filepath.Join(home, "cache"),
@@ -278,29 +302,30 @@ func helm(t *testing.T, h helmRelease, cmd ...string) (stdout, stderr string, er
 // renderHelm renders the chart as `helm install` would install it.
 func renderHelm(t *testing.T, h helmRelease) *rendering {
 	t.Helper()
-	dir := fmt.Sprintf("helm template %s %s -n %s", h.name, chartDir, h.namespace)
-	out, stderr, err := helm(t, h, "template", h.name)
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", dir, err, stderr)
-	}
-	var raws [][]byte
-	docs := utilyaml.NewYAMLReader(bufio.NewReader(strings.NewReader(out)))
-	for {
-		doc, err := docs.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			t.Fatalf("%s: reading its output: %v", dir, err)
-		}
-		raw, err := yaml.YAMLToJSON(doc)
+	key := fmt.Sprintf("helm template %s %s -n %s --api-versions %q -f %q", h.name, chartDir, h.namespace, h.apiVersions, h.values)
+	return cached(t, key, func() ([][]byte, error) {
+		out, stderr, err := helm(h, "template", h.name)
 		if err != nil {
-			t.Fatalf("%s: a document is not YAML: %v\n%s", dir, err, doc)
+			return nil, fmt.Errorf("%w\n%s", err, stderr)
 		}
-		if s := string(bytes.TrimSpace(raw)); s != "null" && s != "" { // not a template that rendered nothing
-			raws = append(raws, raw)
+		var raws [][]byte
+		docs := utilyaml.NewYAMLReader(bufio.NewReader(strings.NewReader(out)))
+		for {
+			doc, err := docs.Read()
+			if errors.Is(err, io.EOF) {
+				return raws, nil
+			} else if err != nil {
+				return nil, fmt.Errorf("reading its output: %w", err)
+			}
+			raw, err := yaml.YAMLToJSON(doc)
+			if err != nil {
+				return nil, fmt.Errorf("a document is not YAML: %w\n%s", err, doc)
+			}
+			if s := string(bytes.TrimSpace(raw)); s != "null" && s != "" { // not a template that rendered nothing
+				raws = append(raws, raw)
+			}
 		}
-	}
-	return newRendering(t, dir, raws)
+	})
 }
 
 // selects reports whether sel selects an object with labels set.
@@ -314,17 +339,6 @@ func selects(t *testing.T, sel *metav1.LabelSelector, set map[string]string) boo
 		t.Fatalf("invalid label selector %v: %v", sel, err)
 	}
 	return s.Matches(labels.Set(set))
-}
-
-// containerPort resolves a port reference (a number or a port name, as in a
-// probe or a Service targetPort) against the ports c declares.
-func containerPort(c *corev1.Container, ref intstr.IntOrString) (corev1.ContainerPort, bool) {
-	for _, p := range c.Ports {
-		if (ref.Type == intstr.String && p.Name == ref.StrVal) || (ref.Type == intstr.Int && p.ContainerPort == ref.IntVal) {
-			return p, true
-		}
-	}
-	return corev1.ContainerPort{}, false
 }
 
 // listenPort returns the port of a Go listen address such as ":9443".
