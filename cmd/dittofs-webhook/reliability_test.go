@@ -153,7 +153,7 @@ func post(c *http.Client, addr, uid string) error {
 		return err
 	}
 	if resp.StatusCode != 200 {
-		return &statusError{resp.StatusCode, string(answer)}
+		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, answer)
 	}
 	if !bytes.Contains(answer, []byte(`"uid":"`+uid+`"`)) ||
 		!bytes.Contains(answer, []byte(`"patchType":"JSONPatch"`)) {
@@ -161,13 +161,6 @@ func post(c *http.Client, addr, uid string) error {
 	}
 	return nil
 }
-
-type statusError struct {
-	code int
-	body string
-}
-
-func (e *statusError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.code, e.body) }
 
 // load runs clients (half keep-alive, half a new connection per request, so
 // handshakes keep happening) until stop is closed or limit requests are sent.
@@ -233,59 +226,14 @@ const (
 	failure  = `dittofs_webhook_tls_certificate_reloads_total{result="failure"}`
 )
 
-// TestRotationUnderLoad: 4 clients send continuously while the certificate is
-// rotated twice by symlink swap: no request fails, the new certificate is
-// served within 10 s each time, and the expiry gauge follows; a corrupt pair
-// is counted and the old one keeps serving.
-func TestRotationUnderLoad(t *testing.T) {
-	s := startBinary(t)
-	l := startLoad(s, 4, 1_000_000, 0)
-	defer func() {
-		if t.Failed() {
-			l.finish()
-		}
-	}()
-	for round := 1; round <= 2; round++ {
-		time.Sleep(1100 * time.Millisecond) // a NotAfter one second later
-		before, gauge := s.serial(t), s.metric(t, expiry)
-		s.Write(t, s.Issue(t))
-		tests.Eventually(t, 10*time.Second, func() (string, bool) { v := s.serial(t); return v, v != before })
-		if got := s.metric(t, expiry); got <= gauge {
-			t.Errorf("round %d: expiry gauge %v not moved past %v", round, got, gauge)
-		}
-	}
-	served := s.serial(t)
-	s.Write(t, tests.GarbagePair)
-	tests.Eventually(t, 10*time.Second, func() (float64, bool) { v := s.metric(t, failure); return v, v >= 1 })
-	time.Sleep(500 * time.Millisecond)
-	l.finish()
-	if got := s.serial(t); got != served {
-		t.Errorf("serving %s after a bad pair, want %s", got, served)
-	}
-	t.Logf("%d requests answered, %d failed", l.ok.Load(), l.failed.Load())
-	if l.failed.Load() != 0 || l.ok.Load() < 100 {
-		t.Fatalf("%d failed of %d (first errors: %v)", l.failed.Load(), l.ok.Load()+l.failed.Load(), l.errs)
-	}
-	if got := s.metric(t, success); got != 2 {
-		t.Errorf("reloads{success} = %v, want 2", got)
-	}
-}
-
-// TestSIGTERMWithRequestsInFlight: SIGTERM while a request is in flight and
-// clients keep sending. /readyz fails first; through the drain the server
-// keeps answering (every answer closes its connection, the clients dial
-// again) and nothing fails; the in-flight request and every request the
-// server accepted are answered 200, and the process exits 0 within the drain
-// period plus --shutdown-timeout. Requests arriving after the listener closed
-// fail to connect (the Deployment's preStop sleep keeps them away in a
-// cluster).
-func TestSIGTERMWithRequestsInFlight(t *testing.T) {
+// TestSIGTERMWithRequestInFlight: SIGTERM while a request's body is still
+// arriving. /readyz fails first; through the drain the server keeps answering;
+// the in-flight request is answered 200, and the process exits 0 within the
+// drain period plus --shutdown-timeout. (webhook's TestDrain table covers the
+// drain under load; this test proves the binary's flags and signal wiring.)
+func TestSIGTERMWithRequestInFlight(t *testing.T) {
 	const drain, timeout = 3 * time.Second, 8 * time.Second
 	s := startBinary(t, "--shutdown-drain-period", drain.String(), "--shutdown-timeout", timeout.String())
-	l := startLoad(s, 4, 1_000_000, 0)
-	time.Sleep(300 * time.Millisecond)
-
-	// A request whose body is still arriving when SIGTERM comes.
 	body := tests.NewReview("in-flight", "CREATE", []byte(tests.ManagedStatefulSet), nil)
 	pr, pw := io.Pipe()
 	inflight := make(chan error, 1)
@@ -314,39 +262,20 @@ func TestSIGTERMWithRequestsInFlight(t *testing.T) {
 		t.Fatalf("exited (%v) with a request in flight", err)
 	default:
 	}
-	// A second into the drain: still answering, nothing failed.
-	okBefore, failedBefore := l.ok.Load(), l.failed.Load()
-	time.Sleep(time.Second)
-	ok, failed := l.ok.Load()-okBefore, l.failed.Load()-failedBefore
-	if ok == 0 || failed != 0 {
-		t.Errorf("in the first second of the drain: %d answered, %d failed; "+
-			"want some answered and none failed (first errors: %v)", ok, failed, l.errs)
+	if err := post(s.client(false), s.admission, "in-drain"); err != nil {
+		t.Errorf("a request during the drain period: %v", err)
 	}
-	t.Logf("in the first second of the drain: %d answered, %d failed", ok, failed)
 	_, _ = pw.Write(body[20:])
 	_ = pw.Close()
 	if err := <-inflight; err != nil {
 		t.Fatalf("in-flight request: %v", err)
 	}
-	exitErr := s.exit(t, drain+timeout+2*time.Second)
-	took := time.Since(sent)
-	l.finish()
-	if exitErr != nil {
-		t.Fatalf("exit: %v", exitErr)
+	if err := s.exit(t, drain+timeout+2*time.Second); err != nil {
+		t.Fatalf("exit: %v", err)
 	}
-	if took > drain+timeout {
+	if took := time.Since(sent); took > drain+timeout {
 		t.Errorf("exit took %s, over --shutdown-drain-period %s + --shutdown-timeout %s", took, drain, timeout)
 	}
-	for _, err := range l.errs {
-		// Only connection-level failures after the listener closed; never an
-		// answer other than 200.
-		var se *statusError
-		if errors.As(err, &se) {
-			t.Errorf("a request was answered %v", err)
-		}
-	}
-	t.Logf("exit 0 after %s; %d load requests answered, %d refused after the listener closed",
-		took.Round(time.Millisecond), l.ok.Load(), l.failed.Load())
 }
 
 // TestSlowClientsAreCutOff: a connection that sends nothing, and one that
