@@ -51,7 +51,7 @@ func freePort(t *testing.T) string {
 func launch(t *testing.T, withPair bool, args ...string) *server {
 	t.Helper()
 	s := &server{
-		SecretVolume: tests.NewSecretVolume(t, t.TempDir()), logw: &syncWriter{w: &bytes.Buffer{}},
+		SecretVolume: tests.NewSecretVolume(t, t.TempDir()), logw: &syncWriter{},
 		exited: make(chan error, 1),
 	}
 	if withPair {
@@ -112,15 +112,23 @@ func (s *server) exit(t *testing.T, d time.Duration) error {
 	}
 }
 
+// syncWriter is a bytes.Buffer the process's output goroutines and the test
+// share.
 type syncWriter struct {
 	mu sync.Mutex
-	w  io.Writer
+	b  bytes.Buffer
 }
 
 func (w *syncWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.w.Write(p)
+	return w.b.Write(p)
+}
+
+func (w *syncWriter) read() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }
 
 func must(t *testing.T, err error) {
@@ -161,62 +169,6 @@ func post(c *http.Client, addr, uid string) error {
 	}
 	return nil
 }
-
-// load runs clients (half keep-alive, half a new connection per request, so
-// handshakes keep happening) until stop is closed or limit requests are sent.
-type load struct {
-	ok, failed atomic.Int64
-	mu         sync.Mutex
-	errs       []error
-	wg         sync.WaitGroup
-	stop       chan struct{}
-}
-
-func startLoad(s *server, clients int, limit int64, interval time.Duration) *load {
-	l := &load{stop: make(chan struct{})}
-	var sent atomic.Int64
-	for i := 0; i < clients; i++ {
-		c := s.client(i%2 == 0)
-		l.wg.Go(func() {
-			var tick <-chan time.Time
-			if interval > 0 { // a fixed rate: one request per tick
-				t := time.NewTicker(interval)
-				defer t.Stop()
-				tick = t.C
-			}
-			for n := 0; ; n++ {
-				select {
-				case <-l.stop:
-					return
-				default:
-				}
-				if sent.Add(1) > limit {
-					return
-				}
-				if err := post(c, s.admission, fmt.Sprintf("c%d-%d", i, n)); err != nil {
-					l.failed.Add(1)
-					l.mu.Lock()
-					if len(l.errs) < 5 {
-						l.errs = append(l.errs, err)
-					}
-					l.mu.Unlock()
-				} else {
-					l.ok.Add(1)
-				}
-				if tick != nil {
-					select {
-					case <-tick:
-					case <-l.stop:
-						return
-					}
-				}
-			}
-		})
-	}
-	return l
-}
-
-func (l *load) finish() { close(l.stop); l.wg.Wait() }
 
 const (
 	expiry  = "dittofs_webhook_tls_certificate_expiry_timestamp_seconds"
@@ -357,21 +309,37 @@ func TestSoak(t *testing.T) {
 	}
 	const clients, perClient = 4, 50 // 200 requests/s
 	s := startBinary(t)
-	l := startLoad(s, clients, int64(d.Seconds()+10)*clients*perClient, time.Second/perClient)
+	var ok, failed atomic.Int64
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for i := range clients {
+		c := s.client(i%2 == 0) // half keep-alive, half a handshake per request
+		wg.Go(func() {
+			tick := time.NewTicker(time.Second / perClient)
+			defer tick.Stop()
+			for n := 0; ; n++ {
+				if err := post(c, s.admission, fmt.Sprintf("c%d-%d", i, n)); err == nil {
+					ok.Add(1)
+				} else if failed.Add(1) <= 5 {
+					t.Errorf("request c%d-%d: %v", i, n, err)
+				}
+				select {
+				case <-tick.C:
+				case <-stop:
+					return
+				}
+			}
+		})
+	}
 	warmup := 5 * time.Second
 	time.Sleep(warmup)
-	rss0, gr0 := s.metric(t, rssBytes), s.metric(t, "go_goroutines")
-	ok0 := l.ok.Load()
+	rss0, gr0, ok0 := s.metric(t, rssBytes), s.metric(t, "go_goroutines"), ok.Load()
 	time.Sleep(d - warmup)
-	rss1, gr1 := s.metric(t, rssBytes), s.metric(t, "go_goroutines")
-	ok1 := l.ok.Load()
-	l.finish()
-	rate := float64(ok1-ok0) / (d - warmup).Seconds()
+	rss1, gr1, ok1 := s.metric(t, rssBytes), s.metric(t, "go_goroutines"), ok.Load()
+	close(stop)
+	wg.Wait()
 	t.Logf("soak %s at %.0f req/s: %d answered, %d failed; RSS %.0f KiB -> %.0f KiB; goroutines %.0f -> %.0f",
-		d, rate, l.ok.Load(), l.failed.Load(), rss0/1024, rss1/1024, gr0, gr1)
-	if l.failed.Load() != 0 {
-		t.Errorf("%d requests failed: %v", l.failed.Load(), l.errs)
-	}
+		d, float64(ok1-ok0)/(d-warmup).Seconds(), ok.Load(), failed.Load(), rss0/1024, rss1/1024, gr0, gr1)
 	if rss1 > rss0+rss0/2+16<<20 {
 		t.Errorf("RSS grew from %.0f KiB to %.0f KiB", rss0/1024, rss1/1024)
 	}
