@@ -178,12 +178,12 @@ const (
 	failure  = `dittofs_webhook_tls_certificate_reloads_total{result="failure"}`
 )
 
-// TestSIGTERMWithRequestInFlight: SIGTERM while a request's body is still
+// TestSIGTERMWithRequestsInFlight: SIGTERM while a request's body is still
 // arriving. /readyz fails first; through the drain the server keeps answering;
 // the in-flight request is answered 200, and the process exits 0 within the
 // drain period plus --shutdown-timeout. (webhook's TestDrain table covers the
 // drain under load; this test proves the binary's flags and signal wiring.)
-func TestSIGTERMWithRequestInFlight(t *testing.T) {
+func TestSIGTERMWithRequestsInFlight(t *testing.T) {
 	const drain, timeout = 3 * time.Second, 8 * time.Second
 	s := startBinary(t, "--shutdown-drain-period", drain.String(), "--shutdown-timeout", timeout.String())
 	body := tests.NewReview("in-flight", "CREATE", []byte(tests.ManagedStatefulSet), nil)
