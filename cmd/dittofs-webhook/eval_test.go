@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -32,9 +31,7 @@ func objects(t *testing.T, name string, data []byte) []any {
 	}
 	out := make([]any, len(docs))
 	for i, d := range docs {
-		if err := json.Unmarshal(d.JSON(), &out[i]); err != nil {
-			t.Fatal(err)
-		}
+		out[i] = decoded(t, d.JSON())
 	}
 	return out
 }
