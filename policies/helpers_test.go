@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -162,10 +163,6 @@ const (
 	del    = appsv1.DeletePersistentVolumeClaimRetentionPolicyType
 )
 
-func withContainers(cs ...corev1.Container) tweak {
-	return func(s *appsv1.StatefulSet) { s.Spec.Template.Spec.Containers = cs }
-}
-
 func appendMount(i int, name, path string) tweak {
 	return func(s *appsv1.StatefulSet) {
 		c := &s.Spec.Template.Spec.Containers[i]
@@ -199,16 +196,12 @@ type wantErr struct {
 
 func checkErrs(t *testing.T, what string, got field.ErrorList, want []wantErr) {
 	t.Helper()
-	if len(got) != len(want) {
-		t.Errorf("%s: %d errors, want %d: %v", what, len(got), len(want), got)
-		return
+	var g []wantErr
+	for _, e := range got {
+		g = append(g, wantErr{e.Type, e.Field, policies.RuleOf(e)})
 	}
-	for i, w := range want {
-		g := got[i]
-		if g.Type != w.typ || g.Field != w.field || policies.RuleOf(g) != w.rule {
-			t.Errorf("%s[%d] = {%s %s rule %q}, want {%s %s rule %q} (%v)",
-				what, i, g.Type, g.Field, policies.RuleOf(g), w.typ, w.field, w.rule, g)
-		}
+	if d := cmp.Diff(want, g, cmp.AllowUnexported(wantErr{})); d != "" {
+		t.Errorf("%s (-want +got):\n%s\nall: %v", what, d, got)
 	}
 }
 

@@ -17,10 +17,8 @@ import (
 	"github.com/dittofs/dittofs-webhook/webhook/admission"
 )
 
-const cacheMountPath = "/data/cache"
-
 var (
-	cacheMount = appendMount(0, "cache", cacheMountPath)
+	cacheMount = appendMount(0, "cache", "/data/cache")
 	cache5Gi   = appendVCT(vct("cache", "5Gi"))
 	// injected is the outcome of M1 and M4 on the base object.
 	injected = []string{policies.MutationCacheTemplate, policies.MutationCacheVolumeMount}
@@ -113,7 +111,7 @@ func TestMutate(t *testing.T) {
 		},
 		{
 			name:     "M4 no containers: warning",
-			obj:      sts(withContainers()),
+			obj:      sts(func(s *appsv1.StatefulSet) { s.Spec.Template.Spec.Containers = nil }),
 			want:     []tweak{cache5Gi},
 			applied:  []string{policies.MutationCacheTemplate},
 			warnings: [][]string{{"no containers"}},

@@ -20,8 +20,8 @@ import (
 // TestServeWaitsForCertificate: started with an empty certificate directory,
 // the process stays up, alive but not ready, fails TLS handshakes and logs
 // why; when the kubelet-style ..data swap brings the pair it is served within
-// 10 s (default poll), /readyz turns 200, admission works, and SIGTERM still
-// exits 0.
+// 10 s (default poll), /readyz turns 200, admission works, a rotation is
+// picked up, and SIGTERM still exits 0.
 func TestServeWaitsForCertificate(t *testing.T) {
 	s := launch(t, false)
 	tests.Eventually(t, 10*time.Second, func() (int, bool) {
@@ -55,6 +55,27 @@ func TestServeWaitsForCertificate(t *testing.T) {
 	if ok, bad := s.metric(t, success), s.metric(t, failure); ok != 1 || bad != 1 {
 		t.Errorf("reloads{success} %v, {failure} %v; want 1 (the first load) and 1 (missing files, counted once)",
 			ok, bad)
+	}
+
+	// Rotation by ..data swap: the new pair is served within 10 s and the
+	// expiry gauge follows; a corrupt pair is counted and the old one keeps
+	// serving. (webhook's TestReloadDuringRotationNeverFails covers requests
+	// during the swap.)
+	time.Sleep(1100 * time.Millisecond) // a NotAfter one second later
+	before, gauge := s.serial(t), s.metric(t, expiry)
+	s.Write(t, s.Issue(t))
+	tests.Eventually(t, 10*time.Second, func() (string, bool) { v := s.serial(t); return v, v != before })
+	if got := s.metric(t, expiry); got <= gauge {
+		t.Errorf("expiry gauge %v not moved past %v", got, gauge)
+	}
+	served := s.serial(t)
+	s.Write(t, tests.GarbagePair)
+	tests.Eventually(t, 10*time.Second, func() (float64, bool) { v := s.metric(t, failure); return v, v >= 2 })
+	if got := s.serial(t); got != served {
+		t.Errorf("serving %s after a bad pair, want %s", got, served)
+	}
+	if got := s.metric(t, success); got != 2 {
+		t.Errorf("reloads{success} = %v after one rotation, want 2", got)
 	}
 	must(t, s.cmd.Process.Signal(syscall.SIGTERM))
 	if err := s.exit(t, 30*time.Second); err != nil {

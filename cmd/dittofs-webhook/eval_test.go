@@ -2,13 +2,11 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
-	"os"
-	"path/filepath"
-	"reflect"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/dittofs/dittofs-webhook/webhook/offline"
 )
@@ -33,9 +31,7 @@ func objects(t *testing.T, name string, data []byte) []any {
 	}
 	out := make([]any, len(docs))
 	for i, d := range docs {
-		if err := json.Unmarshal(d.JSON(), &out[i]); err != nil {
-			t.Fatal(err)
-		}
+		out[i] = decoded(t, d.JSON())
 	}
 	return out
 }
@@ -67,52 +63,12 @@ func withoutInputs(args []string) []string {
 	return out
 }
 
-// Re-applying the unchanged manifest against the object the webhook stored
-// yields that object, with nothing to say (SPEC §2 U1, U2).
-func TestEvalCarryOverYieldsStoredObject(t *testing.T) {
-	var c *scriptCase
-	for _, sc := range evalCases(t) {
-		if sc.name == "eval-old-carry-over" {
-			c = &sc
-		}
-	}
-	if c == nil {
-		t.Fatal("no script eval-old-carry-over")
-	}
-	stored, err := os.ReadFile(filepath.Join(c.dir, "stored.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := c.run(t)
-	if got.code != 0 || got.stderr != "" {
-		t.Fatalf("exit %d, stderr %q; want 0 and nothing", got.code, got.stderr)
-	}
-	if g, w := objects(t, "stdout", []byte(got.stdout)), objects(t, "stored.yaml", stored); !reflect.DeepEqual(g, w) {
-		t.Errorf("re-applied manifest:\n%s\nwant the stored object:\n%s", got.stdout, stored)
-	}
-}
-
-// eval run on its own output changes nothing: the mutating webhook is
-// idempotent and unchanged documents are printed as they were read.
-func TestEvalIdempotent(t *testing.T) {
-	for _, c := range evalCases(t) {
-		t.Run(c.name, func(t *testing.T) {
-			first := c.run(t)
-			if first.code != 0 || hasOutputFlag(c.args) {
-				t.Skip("not an allowed case printing YAML")
-			}
-			// The same flags (--old, policy), the output as the input.
-			second := runEval(withoutInputs(c.args), []byte(first.stdout))
-			if second.code != 0 || second.stdout != first.stdout {
-				t.Errorf("eval of its own output: exit %d, stdout\n%s\nwant exit 0 and\n%s\nstderr: %s",
-					second.code, second.stdout, first.stdout, second.stderr)
-			}
-		})
-	}
-}
-
-// -o yaml and -o json print the same objects.
-func TestEvalOutputsAgree(t *testing.T) {
+// TestEvalCasesAgain runs each eval script's command again: with -o json it
+// prints the same objects as YAML, indented, one document per input document,
+// with the same exit code and stderr; and when allowed, eval run on its own
+// output (same flags: --old, policy) changes nothing, as the mutating webhook
+// is idempotent and unchanged documents are printed as they were read.
+func TestEvalCasesAgain(t *testing.T) {
 	for _, c := range evalCases(t) {
 		t.Run(c.name, func(t *testing.T) {
 			asYAML := c.run(t)
@@ -125,12 +81,19 @@ func TestEvalOutputsAgree(t *testing.T) {
 					asJSON.code, asJSON.stderr, asYAML.code, asYAML.stderr)
 			}
 			y, j := objects(t, "yaml", []byte(asYAML.stdout)), objects(t, "json", []byte(asJSON.stdout))
-			if !reflect.DeepEqual(y, j) {
-				t.Errorf("-o yaml and -o json differ:\n%s\n%s", asYAML.stdout, asJSON.stdout)
+			if d := cmp.Diff(y, j); d != "" {
+				t.Errorf("-o yaml and -o json differ (-yaml +json):\n%s", d)
 			}
-			// JSON output is indented, one document per input document.
 			if n := len(y); n > 0 && strings.Count(asJSON.stdout, "\n}\n") != n {
 				t.Errorf("-o json: want %d documents each ending in a line '}':\n%s", n, asJSON.stdout)
+			}
+			if asYAML.code != 0 {
+				return
+			}
+			again := runEval(withoutInputs(c.args), []byte(asYAML.stdout))
+			if again.code != 0 || again.stdout != asYAML.stdout {
+				t.Errorf("eval of its own output: exit %d, stdout\n%s\nwant exit 0 and\n%s\nstderr: %s",
+					again.code, again.stdout, asYAML.stdout, again.stderr)
 			}
 		})
 	}

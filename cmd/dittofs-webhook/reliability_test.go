@@ -51,7 +51,7 @@ func freePort(t *testing.T) string {
 func launch(t *testing.T, withPair bool, args ...string) *server {
 	t.Helper()
 	s := &server{
-		SecretVolume: tests.NewSecretVolume(t, t.TempDir()), logw: &syncWriter{w: &bytes.Buffer{}},
+		SecretVolume: tests.NewSecretVolume(t, t.TempDir()), logw: &syncWriter{},
 		exited: make(chan error, 1),
 	}
 	if withPair {
@@ -112,15 +112,23 @@ func (s *server) exit(t *testing.T, d time.Duration) error {
 	}
 }
 
+// syncWriter is a bytes.Buffer the process's output goroutines and the test
+// share.
 type syncWriter struct {
 	mu sync.Mutex
-	w  io.Writer
+	b  bytes.Buffer
 }
 
 func (w *syncWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.w.Write(p)
+	return w.b.Write(p)
+}
+
+func (w *syncWriter) read() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }
 
 func must(t *testing.T, err error) {
@@ -153,7 +161,7 @@ func post(c *http.Client, addr, uid string) error {
 		return err
 	}
 	if resp.StatusCode != 200 {
-		return &statusError{resp.StatusCode, string(answer)}
+		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, answer)
 	}
 	if !bytes.Contains(answer, []byte(`"uid":"`+uid+`"`)) ||
 		!bytes.Contains(answer, []byte(`"patchType":"JSONPatch"`)) {
@@ -161,69 +169,6 @@ func post(c *http.Client, addr, uid string) error {
 	}
 	return nil
 }
-
-type statusError struct {
-	code int
-	body string
-}
-
-func (e *statusError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.code, e.body) }
-
-// load runs clients (half keep-alive, half a new connection per request, so
-// handshakes keep happening) until stop is closed or limit requests are sent.
-type load struct {
-	ok, failed atomic.Int64
-	mu         sync.Mutex
-	errs       []error
-	wg         sync.WaitGroup
-	stop       chan struct{}
-}
-
-func startLoad(s *server, clients int, limit int64, interval time.Duration) *load {
-	l := &load{stop: make(chan struct{})}
-	var sent atomic.Int64
-	for i := 0; i < clients; i++ {
-		c := s.client(i%2 == 0)
-		l.wg.Go(func() {
-			var tick <-chan time.Time
-			if interval > 0 { // a fixed rate: one request per tick
-				t := time.NewTicker(interval)
-				defer t.Stop()
-				tick = t.C
-			}
-			for n := 0; ; n++ {
-				select {
-				case <-l.stop:
-					return
-				default:
-				}
-				if sent.Add(1) > limit {
-					return
-				}
-				if err := post(c, s.admission, fmt.Sprintf("c%d-%d", i, n)); err != nil {
-					l.failed.Add(1)
-					l.mu.Lock()
-					if len(l.errs) < 5 {
-						l.errs = append(l.errs, err)
-					}
-					l.mu.Unlock()
-				} else {
-					l.ok.Add(1)
-				}
-				if tick != nil {
-					select {
-					case <-tick:
-					case <-l.stop:
-						return
-					}
-				}
-			}
-		})
-	}
-	return l
-}
-
-func (l *load) finish() { close(l.stop); l.wg.Wait() }
 
 const (
 	expiry  = "dittofs_webhook_tls_certificate_expiry_timestamp_seconds"
@@ -233,59 +178,14 @@ const (
 	failure  = `dittofs_webhook_tls_certificate_reloads_total{result="failure"}`
 )
 
-// TestRotationUnderLoad: 4 clients send continuously while the certificate is
-// rotated twice by symlink swap: no request fails, the new certificate is
-// served within 10 s each time, and the expiry gauge follows; a corrupt pair
-// is counted and the old one keeps serving.
-func TestRotationUnderLoad(t *testing.T) {
-	s := startBinary(t)
-	l := startLoad(s, 4, 1_000_000, 0)
-	defer func() {
-		if t.Failed() {
-			l.finish()
-		}
-	}()
-	for round := 1; round <= 2; round++ {
-		time.Sleep(1100 * time.Millisecond) // a NotAfter one second later
-		before, gauge := s.serial(t), s.metric(t, expiry)
-		s.Write(t, s.Issue(t))
-		tests.Eventually(t, 10*time.Second, func() (string, bool) { v := s.serial(t); return v, v != before })
-		if got := s.metric(t, expiry); got <= gauge {
-			t.Errorf("round %d: expiry gauge %v not moved past %v", round, got, gauge)
-		}
-	}
-	served := s.serial(t)
-	s.Write(t, tests.GarbagePair)
-	tests.Eventually(t, 10*time.Second, func() (float64, bool) { v := s.metric(t, failure); return v, v >= 1 })
-	time.Sleep(500 * time.Millisecond)
-	l.finish()
-	if got := s.serial(t); got != served {
-		t.Errorf("serving %s after a bad pair, want %s", got, served)
-	}
-	t.Logf("%d requests answered, %d failed", l.ok.Load(), l.failed.Load())
-	if l.failed.Load() != 0 || l.ok.Load() < 100 {
-		t.Fatalf("%d failed of %d (first errors: %v)", l.failed.Load(), l.ok.Load()+l.failed.Load(), l.errs)
-	}
-	if got := s.metric(t, success); got != 2 {
-		t.Errorf("reloads{success} = %v, want 2", got)
-	}
-}
-
-// TestSIGTERMWithRequestsInFlight: SIGTERM while a request is in flight and
-// clients keep sending. /readyz fails first; through the drain the server
-// keeps answering (every answer closes its connection, the clients dial
-// again) and nothing fails; the in-flight request and every request the
-// server accepted are answered 200, and the process exits 0 within the drain
-// period plus --shutdown-timeout. Requests arriving after the listener closed
-// fail to connect (the Deployment's preStop sleep keeps them away in a
-// cluster).
+// TestSIGTERMWithRequestsInFlight: SIGTERM while a request's body is still
+// arriving. /readyz fails first; through the drain the server keeps answering;
+// the in-flight request is answered 200, and the process exits 0 within the
+// drain period plus --shutdown-timeout. (webhook's TestDrain table covers the
+// drain under load; this test proves the binary's flags and signal wiring.)
 func TestSIGTERMWithRequestsInFlight(t *testing.T) {
 	const drain, timeout = 3 * time.Second, 8 * time.Second
 	s := startBinary(t, "--shutdown-drain-period", drain.String(), "--shutdown-timeout", timeout.String())
-	l := startLoad(s, 4, 1_000_000, 0)
-	time.Sleep(300 * time.Millisecond)
-
-	// A request whose body is still arriving when SIGTERM comes.
 	body := tests.NewReview("in-flight", "CREATE", []byte(tests.ManagedStatefulSet), nil)
 	pr, pw := io.Pipe()
 	inflight := make(chan error, 1)
@@ -314,39 +214,20 @@ func TestSIGTERMWithRequestsInFlight(t *testing.T) {
 		t.Fatalf("exited (%v) with a request in flight", err)
 	default:
 	}
-	// A second into the drain: still answering, nothing failed.
-	okBefore, failedBefore := l.ok.Load(), l.failed.Load()
-	time.Sleep(time.Second)
-	ok, failed := l.ok.Load()-okBefore, l.failed.Load()-failedBefore
-	if ok == 0 || failed != 0 {
-		t.Errorf("in the first second of the drain: %d answered, %d failed; "+
-			"want some answered and none failed (first errors: %v)", ok, failed, l.errs)
+	if err := post(s.client(false), s.admission, "in-drain"); err != nil {
+		t.Errorf("a request during the drain period: %v", err)
 	}
-	t.Logf("in the first second of the drain: %d answered, %d failed", ok, failed)
 	_, _ = pw.Write(body[20:])
 	_ = pw.Close()
 	if err := <-inflight; err != nil {
 		t.Fatalf("in-flight request: %v", err)
 	}
-	exitErr := s.exit(t, drain+timeout+2*time.Second)
-	took := time.Since(sent)
-	l.finish()
-	if exitErr != nil {
-		t.Fatalf("exit: %v", exitErr)
+	if err := s.exit(t, drain+timeout+2*time.Second); err != nil {
+		t.Fatalf("exit: %v", err)
 	}
-	if took > drain+timeout {
+	if took := time.Since(sent); took > drain+timeout {
 		t.Errorf("exit took %s, over --shutdown-drain-period %s + --shutdown-timeout %s", took, drain, timeout)
 	}
-	for _, err := range l.errs {
-		// Only connection-level failures after the listener closed; never an
-		// answer other than 200.
-		var se *statusError
-		if errors.As(err, &se) {
-			t.Errorf("a request was answered %v", err)
-		}
-	}
-	t.Logf("exit 0 after %s; %d load requests answered, %d refused after the listener closed",
-		took.Round(time.Millisecond), l.ok.Load(), l.failed.Load())
 }
 
 // TestSlowClientsAreCutOff: a connection that sends nothing, and one that
@@ -376,31 +257,27 @@ func TestSlowClientsAreCutOff(t *testing.T) {
 	}
 	t.Logf("answered in %s with 300 idle connections", time.Since(start).Round(time.Microsecond))
 
-	// Slowloris: TLS done, then one header byte every 500 ms.
+	// Slowloris: TLS done, then one header byte every 500 ms until the
+	// server closes the connection.
 	pool := x509.NewCertPool()
 	pool.AddCert(s.CA.Cert)
 	conn, err := tls.Dial("tcp", s.admission, &tls.Config{RootCAs: pool})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	start = time.Now()
+	defer conn.Close() // ends the writer
 	header := "POST /mutate-apps-v1-statefulset HTTP/1.1\r\nHost: x\r\nX-Slow: " + strings.Repeat("a", 100)
-	cut := false
-	for i := 0; i < len(header) && time.Since(start) < 15*time.Second; i++ {
-		if _, err := conn.Write([]byte{header[i]}); err != nil {
-			cut = true
-			break
+	go func() {
+		for i := 0; i < len(header); i++ {
+			if _, err := conn.Write([]byte{header[i]}); err != nil {
+				return
+			}
+			time.Sleep(500 * time.Millisecond)
 		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	if !cut {
-		// The server may have closed without the write failing yet: a read tells.
-		_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
-		_, err := conn.Read(make([]byte, 1))
-		cut = err != nil && !isTimeout(err)
-	}
-	if !cut {
+	}()
+	start = time.Now()
+	_ = conn.SetReadDeadline(start.Add(15 * time.Second))
+	if _, err := io.Copy(io.Discard, conn); isTimeout(err) { // until the server closes it
 		t.Fatalf("slowloris connection still open after %s", time.Since(start))
 	}
 	if took := time.Since(start); took > 8*time.Second {
@@ -428,21 +305,37 @@ func TestSoak(t *testing.T) {
 	}
 	const clients, perClient = 4, 50 // 200 requests/s
 	s := startBinary(t)
-	l := startLoad(s, clients, int64(d.Seconds()+10)*clients*perClient, time.Second/perClient)
+	var ok, failed atomic.Int64
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for i := range clients {
+		c := s.client(i%2 == 0) // half keep-alive, half a handshake per request
+		wg.Go(func() {
+			tick := time.NewTicker(time.Second / perClient)
+			defer tick.Stop()
+			for n := 0; ; n++ {
+				if err := post(c, s.admission, fmt.Sprintf("c%d-%d", i, n)); err == nil {
+					ok.Add(1)
+				} else if failed.Add(1) <= 5 {
+					t.Errorf("request c%d-%d: %v", i, n, err)
+				}
+				select {
+				case <-tick.C:
+				case <-stop:
+					return
+				}
+			}
+		})
+	}
 	warmup := 5 * time.Second
 	time.Sleep(warmup)
-	rss0, gr0 := s.metric(t, rssBytes), s.metric(t, "go_goroutines")
-	ok0 := l.ok.Load()
+	rss0, gr0, ok0 := s.metric(t, rssBytes), s.metric(t, "go_goroutines"), ok.Load()
 	time.Sleep(d - warmup)
-	rss1, gr1 := s.metric(t, rssBytes), s.metric(t, "go_goroutines")
-	ok1 := l.ok.Load()
-	l.finish()
-	rate := float64(ok1-ok0) / (d - warmup).Seconds()
+	rss1, gr1, ok1 := s.metric(t, rssBytes), s.metric(t, "go_goroutines"), ok.Load()
+	close(stop)
+	wg.Wait()
 	t.Logf("soak %s at %.0f req/s: %d answered, %d failed; RSS %.0f KiB -> %.0f KiB; goroutines %.0f -> %.0f",
-		d, rate, l.ok.Load(), l.failed.Load(), rss0/1024, rss1/1024, gr0, gr1)
-	if l.failed.Load() != 0 {
-		t.Errorf("%d requests failed: %v", l.failed.Load(), l.errs)
-	}
+		d, float64(ok1-ok0)/(d-warmup).Seconds(), ok.Load(), failed.Load(), rss0/1024, rss1/1024, gr0, gr1)
 	if rss1 > rss0+rss0/2+16<<20 {
 		t.Errorf("RSS grew from %.0f KiB to %.0f KiB", rss0/1024, rss1/1024)
 	}
