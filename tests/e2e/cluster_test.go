@@ -212,13 +212,7 @@ func requirePodMountsCache(t testing.TB, p *corev1.Pod, containerName, claim, pa
 	if c == nil {
 		t.Fatalf("pod %s has no container %s", p.Name, containerName)
 	}
-	var at []string
-	for _, m := range c.VolumeMounts {
-		if m.Name == "cache" {
-			at = append(at, m.MountPath)
-		}
-	}
-	if !slices.Equal(at, []string{path}) {
+	if at := cacheMounts(c); !slices.Equal(at, []string{path}) {
 		t.Errorf("pod %s: container %s mounts cache at %v, want once at %s", p.Name, containerName, at, path)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -140,43 +141,33 @@ func (h *harness) installWebhooks() error {
 	if err != nil {
 		return fmt.Errorf("decoding the output of kubectl kustomize deploy/default: %w", err)
 	}
-	clientConfig := func(kind, name string, cc *admissionregistrationv1.WebhookClientConfig) error {
-		if cc.Service == nil || cc.Service.Path == nil {
-			return fmt.Errorf("deploy/default: %s webhook %s has no clientConfig.service.path", kind, name)
-		}
-		url := "https://" + h.server.listen + *cc.Service.Path
-		*cc = admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: h.caPEM}
-		return nil
-	}
-	var mutating []admissionregistrationv1.MutatingWebhookConfiguration
-	var validating []admissionregistrationv1.ValidatingWebhookConfiguration
+	var kinds []string
+	var keep []string
 	for _, doc := range docs {
-		data, _ := json.Marshal(doc)
-		switch doc["kind"] {
-		case "MutatingWebhookConfiguration":
-			var c admissionregistrationv1.MutatingWebhookConfiguration
-			err = json.Unmarshal(data, &c)
-			for i := range c.Webhooks {
-				err = errors.Join(err, clientConfig(c.Kind, c.Webhooks[i].Name, &c.Webhooks[i].ClientConfig))
-			}
-			mutating = append(mutating, c)
-		case "ValidatingWebhookConfiguration":
-			var c admissionregistrationv1.ValidatingWebhookConfiguration
-			err = json.Unmarshal(data, &c)
-			for i := range c.Webhooks {
-				err = errors.Join(err, clientConfig(c.Kind, c.Webhooks[i].Name, &c.Webhooks[i].ClientConfig))
-			}
-			validating = append(validating, c)
+		kind, _ := doc["kind"].(string)
+		if kind != "MutatingWebhookConfiguration" && kind != "ValidatingWebhookConfiguration" {
+			continue
 		}
-		if err != nil {
-			return err
+		kinds = append(kinds, kind)
+		webhooks, _ := doc["webhooks"].([]any)
+		if len(webhooks) == 0 {
+			return fmt.Errorf("deploy/default: %s has no webhooks", kind)
 		}
+		for _, w := range webhooks {
+			var cc admissionregistrationv1.WebhookClientConfig
+			w := w.(map[string]any)
+			if data, _ := json.Marshal(w["clientConfig"]); json.Unmarshal(data, &cc) != nil || cc.Service == nil || cc.Service.Path == nil {
+				return fmt.Errorf("deploy/default: %s webhook %v has no clientConfig.service.path", kind, w["name"])
+			}
+			url := "https://" + h.server.listen + *cc.Service.Path
+			w["clientConfig"] = admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: h.caPEM}
+		}
+		keep = append(keep, toYAML(doc))
 	}
-	if len(mutating) != 1 || len(validating) != 1 || len(mutating[0].Webhooks) == 0 || len(validating[0].Webhooks) == 0 {
-		return fmt.Errorf("deploy/default should render one Mutating and one ValidatingWebhookConfiguration "+
-			"with webhooks, got %d and %d", len(mutating), len(validating))
+	if slices.Sort(kinds); !slices.Equal(kinds, []string{"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}) {
+		return fmt.Errorf("deploy/default should render one Mutating and one ValidatingWebhookConfiguration, got %v", kinds)
 	}
-	h.webhooks = []byte(toYAML(mutating[0]) + "---\n" + toYAML(validating[0]))
+	h.webhooks = []byte(strings.Join(keep, "---\n"))
 	if r := runKubectl(string(h.webhooks), "create", "-f", "-"); !r.OK() {
 		return fmt.Errorf("creating the webhook configurations:\n%s", r)
 	}

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"cmp"
-	"maps"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -154,43 +153,11 @@ func retention(sts *appsv1.StatefulSet) string {
 	return string(p.WhenDeleted) + "/" + string(p.WhenScaled)
 }
 
-// storage is the fields of a stored StatefulSet the webhook is about, as YAML,
-// for failure messages.
+// storage is what a stored StatefulSet holds that the webhook is about, as
+// YAML, for failure messages.
 func storage(sts *appsv1.StatefulSet) string {
 	if sts == nil {
 		return "(not stored)\n"
 	}
-	type claim struct {
-		Name         string   `json:"name"`
-		StorageClass *string  `json:"storageClassName,omitempty"`
-		AccessModes  []string `json:"accessModes,omitempty"`
-		Storage      string   `json:"storage,omitempty"`
-	}
-	var claims []claim
-	for _, v := range sts.Spec.VolumeClaimTemplates {
-		c := claim{Name: v.Name, StorageClass: v.Spec.StorageClassName}
-		for _, m := range v.Spec.AccessModes {
-			c.AccessModes = append(c.AccessModes, string(m))
-		}
-		if q, ok := v.Spec.Resources.Requests[corev1.ResourceStorage]; ok {
-			c.Storage = q.String()
-		}
-		claims = append(claims, c)
-	}
-	mounts := map[string]any{}
-	for _, c := range sts.Spec.Template.Spec.Containers {
-		mounts[c.Name] = c.VolumeMounts
-	}
-	annotations := maps.Clone(sts.Annotations)
-	delete(annotations, "kubectl.kubernetes.io/last-applied-configuration")
-	return toYAML(map[string]any{
-		"metadata": map[string]any{
-			"labels": sts.Labels, "annotations": annotations,
-			"generation": sts.Generation,
-		},
-		"spec.volumeClaimTemplates":                    claims,
-		"spec.persistentVolumeClaimRetentionPolicy":    sts.Spec.PersistentVolumeClaimRetentionPolicy,
-		"spec.template.spec.volumes":                   sts.Spec.Template.Spec.Volumes,
-		"spec.template.spec.containers[].volumeMounts": mounts,
-	})
+	return toYAML(map[string]any{"labels": sts.Labels, "generation": sts.Generation, "spec": sts.Spec})
 }
