@@ -1,11 +1,11 @@
 package e2e
 
 import (
-	"fmt"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -68,29 +68,26 @@ func requireCache(t testing.TB, sts *appsv1.StatefulSet, size, class string) {
 	if c == nil {
 		t.Fatalf("no cache volumeClaimTemplate; stored:\n%s", storage(sts))
 	}
-	for _, p := range claimSpecProblems(c.Spec, size, class) {
-		t.Errorf("cache %s; stored:\n%s", p, storage(sts))
+	if d := claimSpecDiff(c.Spec, size, class); d != "" {
+		t.Errorf("the cache claim (-want +got):\n%s", d)
 	}
 }
 
-// claimSpecProblems compares a claim's spec (a volumeClaimTemplate's or a
-// PVC's) with the cache's: storage size, class (empty: unset, the cluster
-// default) and ReadWriteOnce.
-func claimSpecProblems(spec corev1.PersistentVolumeClaimSpec, size, class string) []string {
-	var problems []string
-	if q, ok := spec.Resources.Requests[corev1.ResourceStorage]; !ok || q.Cmp(resource.MustParse(size)) != 0 {
-		problems = append(problems, fmt.Sprintf("requests storage %v, want %s", spec.Resources.Requests, size))
+// claimSpecDiff compares a claim's spec (a volumeClaimTemplate's or a PVC's)
+// with the cache's: storage size, class (empty: unset, the cluster default)
+// and ReadWriteOnce.
+func claimSpecDiff(spec corev1.PersistentVolumeClaimSpec, size, class string) string {
+	type claim struct {
+		Storage     resource.Quantity
+		Class       *string
+		AccessModes []corev1.PersistentVolumeAccessMode
 	}
-	switch got := spec.StorageClassName; {
-	case class == "" && got != nil:
-		problems = append(problems, fmt.Sprintf("storageClassName %q, want unset (the cluster default)", *got))
-	case class != "" && (got == nil || *got != class):
-		problems = append(problems, fmt.Sprintf("storageClassName %s, want %q", strPtr(got), class))
+	want := claim{resource.MustParse(size), nil, []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}}
+	if class != "" {
+		want.Class = &class
 	}
-	if !slices.Equal(spec.AccessModes, []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}) {
-		problems = append(problems, fmt.Sprintf("accessModes %v, want [ReadWriteOnce]", spec.AccessModes))
-	}
-	return problems
+	got := claim{spec.Resources.Requests[corev1.ResourceStorage], spec.StorageClassName, spec.AccessModes}
+	return cmp.Diff(want, got, cmp.Comparer(func(a, b resource.Quantity) bool { return a.Cmp(b) == 0 }))
 }
 
 // requireCacheMounted checks that the container mounts the cache at path,
@@ -128,13 +125,6 @@ func requireVCTs(t testing.TB, sts *appsv1.StatefulSet, want ...string) {
 	if got := vctNames(sts); !slices.Equal(got, want) {
 		t.Errorf("volumeClaimTemplates %v, want %v; stored:\n%s", got, want, storage(sts))
 	}
-}
-
-func strPtr(p *string) string {
-	if p == nil {
-		return "(unset)"
-	}
-	return *p
 }
 
 // requireMutated checks a StatefulSet with an emptyDir cache as the mutation

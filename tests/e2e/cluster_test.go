@@ -156,8 +156,8 @@ func requireClaimsKept(t testing.TB, ns string, uids map[string]types.UID) {
 // cache template: size, class (empty: unset), ReadWriteOnce.
 func requireCacheClaim(t testing.TB, c *corev1.PersistentVolumeClaim, size, class string) {
 	t.Helper()
-	for _, p := range claimSpecProblems(c.Spec, size, class) {
-		t.Errorf("PVC %s: %s", c.Name, p)
+	if d := claimSpecDiff(c.Spec, size, class); d != "" {
+		t.Errorf("PVC %s (-want +got):\n%s", c.Name, d)
 	}
 }
 

@@ -203,27 +203,33 @@ func (h *harness) waitWebhooks(effective bool, timeout time.Duration) error {
 }
 
 // withoutWebhooks deletes the two webhook configurations, waits until the
-// apiserver no longer calls them, and returns a function that restores them
-// and waits until they are effective again. The restore also runs at the end
-// of the test if the test did not call it, so a failure leaves the webhooks
-// in place for the next test.
+// apiserver no longer calls them, and returns webhooksBack's restore.
 func withoutWebhooks(t *testing.T) (restore func()) {
 	t.Helper()
 	mustKubectl(t, string(env.webhooks), "delete", "-f", "-")
+	restore = webhooksBack(t, "create")
+	if err := env.waitWebhooks(false, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	return restore
+}
+
+// webhooksBack returns a function that puts the harness's webhook
+// configurations back (`kubectl verb`) and waits until they act. It also runs
+// at the end of the test if the test did not call it, so a failure leaves the
+// webhooks in place for the next test.
+func webhooksBack(t *testing.T, verb string) func() {
 	var once sync.Once
-	restore = func() {
+	back := func() {
 		once.Do(func() {
-			mustKubectl(t, string(env.webhooks), "create", "-f", "-")
+			mustKubectl(t, string(env.webhooks), verb, "-f", "-")
 			if err := env.waitWebhooks(true, time.Minute); err != nil {
 				t.Fatalf("restoring the webhooks: %v", err)
 			}
 		})
 	}
-	t.Cleanup(restore)
-	if err := env.waitWebhooks(false, time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	return restore
+	t.Cleanup(back)
+	return back
 }
 
 // toYAML is for failure messages.

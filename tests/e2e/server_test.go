@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -137,16 +138,10 @@ func (h *harness) issueServingPair(name string) (servingPair, error) {
 	if err != nil {
 		return servingPair{}, fmt.Errorf("dev-certs -out %s: %w\n%s", dir, err, out)
 	}
-	var p servingPair
-	for _, f := range []struct {
-		name string
-		dst  *[]byte
-	}{{"ca.crt", &p.ca}, {"tls.crt", &p.cert}, {"tls.key", &p.key}} {
-		if *f.dst, err = os.ReadFile(filepath.Join(dir, f.name)); err != nil {
-			return servingPair{}, err
-		}
-	}
-	return p, nil
+	ca, errCA := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	cert, errCert := os.ReadFile(filepath.Join(dir, "tls.crt"))
+	key, errKey := os.ReadFile(filepath.Join(dir, "tls.key"))
+	return servingPair{ca, cert, key}, errors.Join(errCA, errCert, errKey)
 }
 
 // writeSecretVolume writes p into dir as the kubelet writes a Secret volume.

@@ -3,102 +3,108 @@ package e2e
 import (
 	"encoding/json"
 	"path/filepath"
+	"strings"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
+	gocmp "github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/utils/ptr"
 )
 
-// 1. A labelled StatefulSet without cache gets the persistent cache, the
-// Retain/Retain retention and the mount; its emptyDir "cache" is removed with
-// a warning (SPEC §2 M1-M4).
+// 1. A labelled StatefulSet without cache gets the persistent cache (5Gi by
+// default, in the metadata claim's storage class), the Retain/Retain
+// retention and the mount; its emptyDir "cache" is removed with a warning
+// (SPEC §2 M1-M4). So does the shipped sample (deploy/samples, in the cluster
+// default class), and a server-side dry run answers it and stores nothing.
 func TestCreateInjectsPersistentCache(t *testing.T) {
 	ns := newNamespace(t)
 	m := dittofs("fs")
 	m.emptyDirCache = true
-	r := mustKubectl(t, m.yaml(), "apply", "-n", ns, "-f", "-")
-	requireWarning(t, r, "emptyDir")
-
-	sts := mustGetSTS(t, ns, "fs")
-	// 5Gi by default, in the metadata claim's storage class.
-	requireMutated(t, sts, "fast")
-	// The user's claims are as written.
-	if c := vct(sts, "metadata"); c == nil || strPtr(c.Spec.StorageClassName) != "fast" {
-		t.Errorf("the metadata claim changed; stored:\n%s", storage(sts))
+	dry := m
+	dry.name = "dry"
+	for _, c := range []struct {
+		name, stdin, sts, class string
+		args                    []string
+	}{
+		{"manifest", m.yaml(), "fs", "fast", []string{"-f", "-"}},
+		{"shipped sample", "", "dittofs-sample", "", []string{"-k", filepath.Join(env.repoRoot, "deploy", "samples")}},
+		{"server dry run", dry.yaml(), "dry", "fast", []string{"--dry-run=server", "-o", "json", "-f", "-"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := mustKubectl(t, c.stdin, append([]string{"apply", "-n", ns}, c.args...)...)
+			requireWarning(t, r, "emptyDir")
+			var sts *appsv1.StatefulSet
+			if c.sts == "dry" {
+				requireNotStored(t, ns, c.sts)
+				sts = new(appsv1.StatefulSet)
+				if err := json.Unmarshal([]byte(r.Stdout), sts); err != nil {
+					t.Fatalf("kubectl's output is not a StatefulSet: %v\n%s", err, r)
+				}
+			} else {
+				sts = mustGetSTS(t, ns, c.sts)
+			}
+			requireMutated(t, sts, c.class)
+			// The user's claims are as written.
+			if got := ptr.Deref(vct(sts, "metadata").Spec.StorageClassName, ""); got != c.class {
+				t.Errorf("the metadata claim's class is %q, want %q", got, c.class)
+			}
+		})
 	}
 }
 
-// The shipped sample (deploy/samples) is admitted and comes out as its
-// comments say: persistent cache in the cluster default class, Retain/Retain,
-// its emptyDir gone and its own cache mount kept.
-func TestShippedSample(t *testing.T) {
-	ns := newNamespace(t)
-	r := mustKubectl(t, "", "apply", "-n", ns, "-k", filepath.Join(env.repoRoot, "deploy", "samples"))
-	requireWarning(t, r, "emptyDir")
-	requireMutated(t, mustGetSTS(t, ns, "dittofs-sample"), "")
-}
-
-// 2. The cache annotations are honoured; a size that is not a quantity is
-// refused, naming the annotation and the value, and nothing is stored.
+// 2. The cache annotations are honoured (SPEC §2).
 func TestCacheAnnotations(t *testing.T) {
 	ns := newNamespace(t)
-	t.Run("size and storage class honoured", func(t *testing.T) {
-		m := dittofs("annotated")
-		m.annotations = map[string]string{annCacheSize: "20Gi", annCacheClass: "slow"}
-		mustKubectl(t, m.yaml(), "apply", "-n", ns, "-f", "-")
-		sts := mustGetSTS(t, ns, "annotated")
-		requireCache(t, sts, "20Gi", "slow")
-		requireCacheMounted(t, sts, "dittofs", defaultCacheMount)
-	})
-	t.Run("size that is not a quantity refused", func(t *testing.T) {
-		m := dittofs("lots")
-		m.annotations = map[string]string{annCacheSize: "lots"}
-		r := kubectl(t, m.yaml(), "apply", "-n", ns, "-f", "-")
-		requireDenied(t, r, annCacheSize, "lots")
-		requireNotStored(t, ns, "lots")
-	})
+	m := dittofs("annotated")
+	m.annotations = map[string]string{annCacheSize: "20Gi", annCacheClass: "slow"}
+	mustKubectl(t, m.yaml(), "apply", "-n", ns, "-f", "-")
+	sts := mustGetSTS(t, ns, "annotated")
+	requireCache(t, sts, "20Gi", "slow")
+	requireCacheMounted(t, sts, "dittofs", defaultCacheMount)
 }
 
-// 3. Without metadata and content storage the StatefulSet is refused with
-// both rule IDs at once, and nothing is stored (SPEC §3).
-func TestMissingStorageDenied(t *testing.T) {
+// 3. A StatefulSet without metadata and content storage is refused with both
+// rule IDs at once, one with only one missing names that one, a cache size
+// that is not a quantity is refused naming the annotation and the value; and
+// nothing is stored (SPEC §2, §3).
+func TestDenied(t *testing.T) {
 	ns := newNamespace(t)
-	m := stsManifest{name: "nostorage", managed: true, server: "nostorage"}
-	r := kubectl(t, m.yaml(), "apply", "-n", ns, "-f", "-")
-	requireDenied(t, r, "metadata-storage", "content-storage", "spec.volumeClaimTemplates")
-	requireNotStored(t, ns, "nostorage")
-
-	// One missing: only that one is named.
-	m = stsManifest{name: "nocontent", managed: true, vcts: userVCTs()[:1]}
-	r = kubectl(t, m.yaml(), "apply", "-n", ns, "-f", "-")
-	requireDenied(t, r, "content-storage")
-	if containsAll(r.Stderr, "metadata-storage") {
-		t.Errorf("metadata-storage reported although the metadata claim is there:\n%s", r)
+	lots := dittofs("lots")
+	lots.annotations = map[string]string{annCacheSize: "lots"}
+	for _, c := range []struct {
+		m           stsManifest
+		want        []string
+		notReported string
+	}{
+		{stsManifest{name: "nostorage", managed: true, server: "nostorage"},
+			[]string{"metadata-storage", "content-storage", "spec.volumeClaimTemplates"}, ""},
+		{stsManifest{name: "nocontent", managed: true, vcts: userVCTs()[:1]}, []string{"content-storage"}, "metadata-storage"},
+		{lots, []string{annCacheSize, "lots"}, ""},
+	} {
+		t.Run(c.m.name, func(t *testing.T) {
+			r := kubectl(t, c.m.yaml(), "apply", "-n", ns, "-f", "-")
+			requireDenied(t, r, c.want...)
+			if c.notReported != "" && strings.Contains(r.Stderr, c.notReported) {
+				t.Errorf("%s reported although its claim is there:\n%s", c.notReported, r)
+			}
+			requireNotStored(t, ns, c.m.name)
+		})
 	}
-	requireNotStored(t, ns, "nocontent")
 }
 
 // 4. Re-applying the unchanged manifest — client-side apply, server-side
 // apply, a GitOps-style PUT (kubectl replace) — succeeds silently and changes
 // nothing; a real change (new image) is a normal update that keeps the cache
-// (SPEC §2 U1, U2).
+// (SPEC §2 U1, U2). The same with server-side apply from the start, as GitOps
+// tools do.
 func TestReapplyUnchangedManifest(t *testing.T) {
-	ns := newNamespace(t)
-	m := dittofs("fs")
-	// The manifest keeps the emptyDir the webhook removed: re-applying it must
-	// not bring it back, nor warn again.
-	m.emptyDirCache = true
-	manifest := m.yaml()
-	mustKubectl(t, manifest, "apply", "-n", ns, "-f", "-")
-	before := mustGetSTS(t, ns, "fs")
-	requireCache(t, before, defaultCacheSize, "fast")
-	beforeSpec := getRaw(t, "statefulset", ns, "fs")["spec"]
-
-	unchanged := func(t *testing.T, r result) { requireUnchanged(t, r, before, beforeSpec) }
-	t.Run("kubectl apply", func(t *testing.T) {
-		unchanged(t, kubectl(t, manifest, "apply", "-n", ns, "-f", "-"))
-	})
-	t.Run("kubectl apply --server-side", func(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		emptyDir  bool       // the manifest keeps the emptyDir the webhook removed
+		apply     []string   // how the manifest is created and updated
+		reapplies [][]string // of the unchanged manifest
+		warning   string     // the only warning the update may print
+	}{
 		// --force-conflicts is needed here, once, and not because of the
 		// webhook's result: server-side apply checks field ownership before
 		// admission, against the object as stored. The manifest's
@@ -107,49 +113,44 @@ func TestReapplyUnchangedManifest(t *testing.T) {
 		// by the earlier client-side apply ("kubectl-client-side-apply"), so
 		// switching managers conflicts there, as it would with any mutating
 		// webhook. kubectl then migrates the client-side apply's ownership to
-		// "kubectl" (the default field manager, kept). A StatefulSet managed
-		// with server-side apply from the start never needs the flag:
-		// TestServerSideApplyLifecycle.
-		unchanged(t, kubectl(t, manifest, "apply", "--server-side", "--force-conflicts", "-n", ns, "-f", "-"))
-	})
-	t.Run("kubectl replace", func(t *testing.T) {
-		unchanged(t, kubectlRetryConflict(t, manifest, "replace", "-n", ns, "-f", "-"))
-	})
-	t.Run("new image", func(t *testing.T) {
-		m.image = newImage
-		// After the replace the object has no last-applied annotation any
-		// more, so kubectl itself may warn that it patches it back in.
-		r := mustKubectl(t, m.yaml(), "apply", "-n", ns, "-f", "-")
-		for _, w := range r.Warnings() {
-			if !containsAll(w, "last-applied-configuration") {
-				t.Errorf("unexpected warning %q:\n%s", w, r)
+		// "kubectl" (the default field manager, kept). After the replace the
+		// object has no last-applied annotation any more, so kubectl itself
+		// may warn that it patches it back in.
+		{"client-side", true, []string{"apply"},
+			[][]string{{"apply"}, {"apply", "--server-side", "--force-conflicts"}, {"replace"}}, "last-applied-configuration"},
+		// Managed with server-side apply from the start: the flag is never needed.
+		{"server-side", false, []string{"apply", "--server-side"}, [][]string{{"apply", "--server-side"}}, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ns := newNamespace(t)
+			m := dittofs("fs")
+			m.emptyDirCache = c.emptyDir
+			manifest := m.yaml()
+			mustKubectl(t, manifest, append(c.apply, "-n", ns, "-f", "-")...)
+			before := mustGetSTS(t, ns, "fs")
+			requireCache(t, before, defaultCacheSize, "fast")
+			beforeSpec := getRaw(t, "statefulset", ns, "fs")["spec"].(map[string]any)
+			for _, args := range c.reapplies {
+				t.Run(strings.Join(args, " "), func(t *testing.T) {
+					requireUnchanged(t, kubectlRetryConflict(t, manifest, append(args, "-n", ns, "-f", "-")...), before, beforeSpec)
+				})
 			}
-		}
-		after := requireImageUpdated(t, before)
-		afterSpec := getRaw(t, "statefulset", ns, "fs")["spec"].(map[string]any)
-		if diff := cmp.Diff(beforeSpec.(map[string]any)["volumeClaimTemplates"], afterSpec["volumeClaimTemplates"]); diff != "" {
-			t.Errorf("volumeClaimTemplates changed (-before +after):\n%s", diff)
-		}
-		requireCacheMounted(t, after, "dittofs", defaultCacheMount)
-		requireRetention(t, after, "Retain/Retain")
-	})
-}
 
-// 4b. The same with server-side apply from the start, as GitOps tools do:
-// no --force-conflicts is ever needed.
-func TestServerSideApplyLifecycle(t *testing.T) {
-	ns := newNamespace(t)
-	m := dittofs("fs")
-	mustKubectl(t, m.yaml(), "apply", "--server-side", "-n", ns, "-f", "-")
-	before := mustGetSTS(t, ns, "fs")
-	requireCache(t, before, defaultCacheSize, "fast")
-	beforeSpec := getRaw(t, "statefulset", ns, "fs")["spec"]
-
-	requireUnchanged(t, kubectl(t, m.yaml(), "apply", "--server-side", "-n", ns, "-f", "-"), before, beforeSpec)
-
-	m.image = newImage
-	requireNoWarning(t, mustKubectl(t, m.yaml(), "apply", "--server-side", "-n", ns, "-f", "-"))
-	requireMutated(t, requireImageUpdated(t, before), "fast")
+			m.image = newImage
+			r := mustKubectl(t, m.yaml(), append(c.apply, "-n", ns, "-f", "-")...)
+			for _, w := range r.Warnings() {
+				if c.warning == "" || !strings.Contains(w, c.warning) {
+					t.Errorf("unexpected warning %q:\n%s", w, r)
+				}
+			}
+			after := requireImageUpdated(t, before)
+			afterSpec := getRaw(t, "statefulset", ns, "fs")["spec"].(map[string]any)
+			if diff := gocmp.Diff(beforeSpec["volumeClaimTemplates"], afterSpec["volumeClaimTemplates"]); diff != "" {
+				t.Errorf("volumeClaimTemplates changed (-before +after):\n%s", diff)
+			}
+			requireMutated(t, after, "fast")
+		})
+	}
 }
 
 // requireUnchanged checks that r, a re-apply of the unchanged manifest,
@@ -166,7 +167,7 @@ func requireUnchanged(t *testing.T, r result, before *appsv1.StatefulSet, before
 		t.Errorf("metadata.generation %d → %d: the re-apply changed the spec (a rollout would start); stored:\n%s",
 			before.Generation, after.Generation, storage(after))
 	}
-	if diff := cmp.Diff(beforeSpec, getRaw(t, "statefulset", before.Namespace, before.Name)["spec"]); diff != "" {
+	if diff := gocmp.Diff(beforeSpec, getRaw(t, "statefulset", before.Namespace, before.Name)["spec"]); diff != "" {
 		t.Errorf("the stored spec changed (-before +after):\n%s", diff)
 	}
 }
@@ -299,19 +300,4 @@ func TestUnmanagedStoredAsSent(t *testing.T) {
 			t.Errorf("image %q, want %q", c.Image, image)
 		}
 	}
-}
-
-// 7b. A server-side dry run answers the mutated object and stores nothing.
-func TestServerDryRun(t *testing.T) {
-	ns := newNamespace(t)
-	m := dittofs("dry")
-	m.emptyDirCache = true
-	r := mustKubectl(t, m.yaml(), "apply", "--dry-run=server", "-o", "json", "-n", ns, "-f", "-")
-	requireWarning(t, r, "emptyDir")
-	var sts appsv1.StatefulSet
-	if err := json.Unmarshal([]byte(r.Stdout), &sts); err != nil {
-		t.Fatalf("kubectl's output is not a StatefulSet: %v\n%s", err, r)
-	}
-	requireMutated(t, &sts, "fast")
-	requireNotStored(t, ns, "dry")
 }

@@ -4,7 +4,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -75,16 +74,7 @@ func withWarnOnlyServer(t *testing.T, probe string) (warn *server, restore func(
 		}
 	})
 	mustKubectl(t, strings.ReplaceAll(string(env.webhooks), env.server.listen, warn.listen), "replace", "-f", "-")
-	var once sync.Once
-	restore = func() {
-		once.Do(func() {
-			mustKubectl(t, string(env.webhooks), "replace", "-f", "-")
-			if err := env.waitWebhooks(true, time.Minute); err != nil {
-				t.Fatalf("restoring the webhooks: %v", err)
-			}
-		})
-	}
-	t.Cleanup(restore)
+	restore = webhooksBack(t, "replace")
 	err = framework.Poll(time.Minute, nil, func() (bool, string) {
 		r := runKubectl(probe, "create", "--dry-run=server", "-n", probeNamespace, "-f", "-")
 		return r.OK(), r.String()
