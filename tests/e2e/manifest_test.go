@@ -137,14 +137,6 @@ func container(sts *appsv1.StatefulSet, name string) *corev1.Container {
 	return named(sts.Spec.Template.Spec.Containers, name, func(c *corev1.Container) string { return c.Name })
 }
 
-// mountOf returns the container's mount of the volume name, or nil.
-func mountOf(c *corev1.Container, name string) *corev1.VolumeMount {
-	if c == nil {
-		return nil
-	}
-	return named(c.VolumeMounts, name, func(m *corev1.VolumeMount) string { return m.Name })
-}
-
 func retention(sts *appsv1.StatefulSet) string {
 	p := sts.Spec.PersistentVolumeClaimRetentionPolicy
 	if p == nil {
