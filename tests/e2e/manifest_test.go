@@ -121,14 +121,6 @@ func vct(sts *appsv1.StatefulSet, name string) *corev1.PersistentVolumeClaim {
 	return named(sts.Spec.VolumeClaimTemplates, name, func(c *corev1.PersistentVolumeClaim) string { return c.Name })
 }
 
-func vctNames(sts *appsv1.StatefulSet) []string {
-	var names []string
-	for _, v := range sts.Spec.VolumeClaimTemplates {
-		names = append(names, v.Name)
-	}
-	return names
-}
-
 func volume(sts *appsv1.StatefulSet, name string) *corev1.Volume {
 	return named(sts.Spec.Template.Spec.Volumes, name, func(v *corev1.Volume) string { return v.Name })
 }

@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -106,14 +104,6 @@ type servingPair struct {
 	ca, cert, key []byte
 }
 
-func (p servingPair) serial() *big.Int {
-	c, err := framework.ParseCertificate(p.cert)
-	if err != nil {
-		return nil
-	}
-	return c.SerialNumber
-}
-
 // issueServingPair runs `dev-certs -out DIR` in a fresh directory named name.
 // After the first call the directory is seeded with the first CA, which
 // dev-certs reuses: every pair is signed by the same CA, as cert-manager's
@@ -147,10 +137,4 @@ func (h *harness) issueServingPair(name string) (servingPair, error) {
 // writeSecretVolume writes p into dir as the kubelet writes a Secret volume.
 func writeSecretVolume(dir string, p servingPair) error {
 	return tests.WriteSecretVolume(dir, map[string][]byte{"ca.crt": p.ca, "tls.crt": p.cert, "tls.key": p.key})
-}
-
-// sameBytes reports whether the file at path holds data (through symlinks).
-func sameBytes(path string, data []byte) bool {
-	got, err := os.ReadFile(path)
-	return err == nil && bytes.Equal(got, data)
 }
