@@ -1,8 +1,7 @@
 package e2e
 
 import (
-	"crypto/rand"
-	"encoding/hex"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +16,8 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
@@ -58,34 +59,30 @@ func kubectlRetryConflict(t testing.TB, stdin string, args ...string) result {
 
 var nonName = regexp.MustCompile(`[^a-z0-9]+`)
 
-// newNamespace creates a namespace of its own for the test. It is not deleted
-// afterwards: no namespace controller runs here to finish a deletion, and
-// the whole etcd goes away at the end.
+// newNamespace creates a namespace of its own for the test, named after it.
+// It is not deleted afterwards: no namespace controller runs here to finish a
+// deletion, and the whole etcd goes away at the end.
 func newNamespace(t testing.TB) string {
 	t.Helper()
 	slug := strings.Trim(nonName.ReplaceAllString(strings.ToLower(t.Name()), "-"), "-")
 	if len(slug) > 48 {
 		slug = strings.TrimRight(slug[:48], "-")
 	}
-	suffix := make([]byte, 3)
-	_, _ = rand.Read(suffix)
-	ns := "e2e-" + slug + "-" + hex.EncodeToString(suffix)
-	mustKubectl(t, "", "create", "namespace", ns)
-	return ns
+	ns := fmt.Sprintf(`{"apiVersion": "v1", "kind": "Namespace", "metadata": {"generateName": "e2e-%s-"}}`, slug)
+	return mustKubectl(t, ns, "create", "-f", "-", "-o", "jsonpath={.metadata.name}").Stdout
 }
 
 // getSTS returns the stored StatefulSet, or nil when there is none.
 func getSTS(t testing.TB, ns, name string) *appsv1.StatefulSet {
 	t.Helper()
-	r := mustKubectl(t, "", "get", "statefulset", name, "-n", ns, "-o", "json", "--ignore-not-found")
-	if strings.TrimSpace(r.Stdout) == "" {
+	sts, err := env.Client.AppsV1().StatefulSets(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
 		return nil
 	}
-	var sts appsv1.StatefulSet
-	if err := json.Unmarshal([]byte(r.Stdout), &sts); err != nil {
-		t.Fatalf("decoding the stored StatefulSet: %v\n%s", err, r.Stdout)
+	if err != nil {
+		t.Fatalf("reading statefulset %s/%s: %v", ns, name, err)
 	}
-	return &sts
+	return sts
 }
 
 // mustGetSTS is getSTS for a StatefulSet that must exist.
