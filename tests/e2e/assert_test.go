@@ -1,11 +1,11 @@
 package e2e
 
 import (
-	"fmt"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -68,51 +68,49 @@ func requireCache(t testing.TB, sts *appsv1.StatefulSet, size, class string) {
 	if c == nil {
 		t.Fatalf("no cache volumeClaimTemplate; stored:\n%s", storage(sts))
 	}
-	for _, p := range claimSpecProblems(c.Spec, size, class) {
-		t.Errorf("cache %s; stored:\n%s", p, storage(sts))
+	if d := claimSpecDiff(c.Spec, size, class); d != "" {
+		t.Errorf("the cache claim (-want +got):\n%s", d)
 	}
 }
 
-// claimSpecProblems compares a claim's spec (a volumeClaimTemplate's or a
-// PVC's) with the cache's: storage size, class (empty: unset, the cluster
-// default) and ReadWriteOnce.
-func claimSpecProblems(spec corev1.PersistentVolumeClaimSpec, size, class string) []string {
-	var problems []string
-	if q, ok := spec.Resources.Requests[corev1.ResourceStorage]; !ok || q.Cmp(resource.MustParse(size)) != 0 {
-		problems = append(problems, fmt.Sprintf("requests storage %v, want %s", spec.Resources.Requests, size))
+// claimSpecDiff compares a claim's spec (a volumeClaimTemplate's or a PVC's)
+// with the cache's: storage size, class (empty: unset, the cluster default)
+// and ReadWriteOnce.
+func claimSpecDiff(spec corev1.PersistentVolumeClaimSpec, size, class string) string {
+	type claim struct {
+		Storage     resource.Quantity
+		Class       *string
+		AccessModes []corev1.PersistentVolumeAccessMode
 	}
-	switch got := spec.StorageClassName; {
-	case class == "" && got != nil:
-		problems = append(problems, fmt.Sprintf("storageClassName %q, want unset (the cluster default)", *got))
-	case class != "" && (got == nil || *got != class):
-		problems = append(problems, fmt.Sprintf("storageClassName %s, want %q", strPtr(got), class))
+	want := claim{resource.MustParse(size), nil, []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}}
+	if class != "" {
+		want.Class = &class
 	}
-	if !slices.Equal(spec.AccessModes, []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}) {
-		problems = append(problems, fmt.Sprintf("accessModes %v, want [ReadWriteOnce]", spec.AccessModes))
-	}
-	return problems
+	got := claim{spec.Resources.Requests[corev1.ResourceStorage], spec.StorageClassName, spec.AccessModes}
+	return cmp.Diff(want, got, cmp.Comparer(func(a, b resource.Quantity) bool { return a.Cmp(b) == 0 }))
 }
 
 // requireCacheMounted checks that the container mounts the cache at path,
 // once.
 func requireCacheMounted(t testing.TB, sts *appsv1.StatefulSet, containerName, path string) {
 	t.Helper()
-	c := container(sts, containerName)
-	if c == nil {
-		t.Fatalf("no container %q; stored:\n%s", containerName, storage(sts))
+	if at := cacheMounts(container(sts, containerName)); !slices.Equal(at, []string{path}) {
+		t.Errorf("container %q mounts cache at %v, want once at %s; stored:\n%s", containerName, at, path, storage(sts))
 	}
-	var n int
+}
+
+// cacheMounts are where the container (nil: none) mounts the volume cache.
+func cacheMounts(c *corev1.Container) []string {
+	if c == nil {
+		return nil
+	}
+	var at []string
 	for _, m := range c.VolumeMounts {
 		if m.Name == "cache" {
-			n++
-			if m.MountPath != path {
-				t.Errorf("container %q mounts cache at %q, want %q; stored:\n%s", containerName, m.MountPath, path, storage(sts))
-			}
+			at = append(at, m.MountPath)
 		}
 	}
-	if n != 1 {
-		t.Errorf("container %q mounts cache %d times, want once at %s; stored:\n%s", containerName, n, path, storage(sts))
-	}
+	return at
 }
 
 func requireRetention(t testing.TB, sts *appsv1.StatefulSet, want string) {
@@ -124,16 +122,13 @@ func requireRetention(t testing.TB, sts *appsv1.StatefulSet, want string) {
 
 func requireVCTs(t testing.TB, sts *appsv1.StatefulSet, want ...string) {
 	t.Helper()
-	if got := vctNames(sts); !slices.Equal(got, want) {
+	var got []string
+	for _, v := range sts.Spec.VolumeClaimTemplates {
+		got = append(got, v.Name)
+	}
+	if !slices.Equal(got, want) {
 		t.Errorf("volumeClaimTemplates %v, want %v; stored:\n%s", got, want, storage(sts))
 	}
-}
-
-func strPtr(p *string) string {
-	if p == nil {
-		return "(unset)"
-	}
-	return *p
 }
 
 // requireMutated checks a StatefulSet with an emptyDir cache as the mutation

@@ -2,14 +2,15 @@ package e2e
 
 import (
 	"encoding/json"
-	"maps"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	reportsv1alpha1 "github.com/openreports/reports-api/apis/openreports.io/v1alpha1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/dittofs/dittofs-webhook/policies"
 	"github.com/dittofs/dittofs-webhook/webhook/offline"
@@ -74,65 +75,49 @@ func TestAuditReportsApplied(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &list); err != nil {
 		t.Fatalf("the Reports read back do not decode as OpenReports Reports: %v\n%s", err, out)
 	}
-	// One result per rule audit judges; a rule not named here passes.
-	fails := map[string][]string{
+	// One result per rule audit judges; a rule not named here passes. The
+	// unlabelled StatefulSet is skipped: no report.
+	type judged struct {
+		Source  string
+		UID     types.UID
+		Results map[string]reportsv1alpha1.Result
+		Summary reportsv1alpha1.ReportSummary
+	}
+	want := map[string]judged{}
+	for name, failing := range map[string][]string{
 		"protected": nil,
 		"legacy":    {policies.RuleCacheStorage, policies.RuleRetentionPolicy},
 		"warned":    {policies.RuleContentStorage},
-	}
-	want := map[string]map[string]reportsv1alpha1.Result{}
-	for name, failing := range fails {
-		want[name] = map[string]reportsv1alpha1.Result{}
+	} {
+		j := judged{Source: "dittofs-webhook", UID: mustGetSTS(t, ns, name).UID, Results: map[string]reportsv1alpha1.Result{}}
 		for _, rule := range offline.AuditRules {
-			want[name][rule] = "pass"
+			j.Results[rule] = "pass"
+			if slices.Contains(failing, rule) {
+				j.Results[rule] = "fail"
+			}
 		}
-		for _, rule := range failing {
-			want[name][rule] = "fail"
-		}
+		j.Summary = reportsv1alpha1.ReportSummary{Fail: len(failing), Pass: len(offline.AuditRules) - len(failing)}
+		want[name] = j
 	}
-	got := map[string]reportsv1alpha1.Report{}
+	got := map[string]judged{}
 	for _, rep := range list.Items {
 		if rep.Scope == nil || rep.Scope.Kind != "StatefulSet" || rep.Scope.Namespace != ns {
 			t.Errorf("report %s: scope %+v, want a StatefulSet of namespace %s", rep.Name, rep.Scope, ns)
 			continue
 		}
-		got[rep.Scope.Name] = rep
-	}
-	if _, ok := got["plain"]; ok {
-		t.Errorf("the unlabelled StatefulSet has a report: it should be skipped")
-	}
-	for name, rules := range want {
-		rep, ok := got[name]
-		if !ok {
-			t.Errorf("no report for statefulset %s/%s (reports: %v)", ns, name, slices.Sorted(maps.Keys(got)))
-			continue
-		}
-		sts := mustGetSTS(t, ns, name)
-		if rep.Source != "dittofs-webhook" || rep.Scope.UID != sts.UID {
-			t.Errorf("report %s: source %q, scope uid %s; want dittofs-webhook and the StatefulSet's uid %s", rep.Name, rep.Source, rep.Scope.UID, sts.UID)
-		}
-		var sum reportsv1alpha1.ReportSummary
-		seen := map[string]reportsv1alpha1.Result{}
+		j := judged{Source: rep.Source, UID: rep.Scope.UID, Results: map[string]reportsv1alpha1.Result{}, Summary: rep.Summary}
 		for _, res := range rep.Results {
-			seen[res.Rule] = res.Result
-			switch res.Result {
-			case "pass":
-				sum.Pass++
-			case "fail":
-				sum.Fail++
-			case "skip":
-				sum.Skip++
-			}
-			if res.Policy != "dittofs-storage" || res.Severity == "" || res.Description == "" || len(res.Subjects) != 1 || res.Subjects[0].UID != sts.UID {
-				t.Errorf("report %s, rule %s: policy %q, severity %q, message %q, resources %+v", rep.Name, res.Rule, res.Policy, res.Severity, res.Description, res.Subjects)
+			j.Results[res.Rule] = res.Result
+			if res.Policy != "dittofs-storage" || res.Severity == "" || res.Description == "" ||
+				len(res.Subjects) != 1 || res.Subjects[0].UID != rep.Scope.UID {
+				t.Errorf("report %s, rule %s: policy %q, severity %q, message %q, resources %+v",
+					rep.Name, res.Rule, res.Policy, res.Severity, res.Description, res.Subjects)
 			}
 		}
-		if !maps.Equal(seen, rules) {
-			t.Errorf("statefulset %s: results %v, want %v", name, seen, rules)
-		}
-		if rep.Summary != sum {
-			t.Errorf("report %s: summary %+v, want %+v (its results)", rep.Name, rep.Summary, sum)
-		}
+		got[rep.Scope.Name] = j
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("the Reports by StatefulSet (-want +got):\n%s", d)
 	}
 
 	// The same audit as text exits 1 (something fails) and says so per

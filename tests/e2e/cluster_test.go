@@ -156,8 +156,8 @@ func requireClaimsKept(t testing.TB, ns string, uids map[string]types.UID) {
 // cache template: size, class (empty: unset), ReadWriteOnce.
 func requireCacheClaim(t testing.TB, c *corev1.PersistentVolumeClaim, size, class string) {
 	t.Helper()
-	for _, p := range claimSpecProblems(c.Spec, size, class) {
-		t.Errorf("PVC %s: %s", c.Name, p)
+	if d := claimSpecDiff(c.Spec, size, class); d != "" {
+		t.Errorf("PVC %s (-want +got):\n%s", c.Name, d)
 	}
 }
 
@@ -212,13 +212,7 @@ func requirePodMountsCache(t testing.TB, p *corev1.Pod, containerName, claim, pa
 	if c == nil {
 		t.Fatalf("pod %s has no container %s", p.Name, containerName)
 	}
-	var at []string
-	for _, m := range c.VolumeMounts {
-		if m.Name == "cache" {
-			at = append(at, m.MountPath)
-		}
-	}
-	if !slices.Equal(at, []string{path}) {
+	if at := cacheMounts(c); !slices.Equal(at, []string{path}) {
 		t.Errorf("pod %s: container %s mounts cache at %v, want once at %s", p.Name, containerName, at, path)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 )
 
 // chartDir is the Helm chart, relative to the repository root.
@@ -22,7 +24,11 @@ func TestHelmChartManifests(t *testing.T) {
 	const otherNamespace = "dittofs-system"
 	prepareDryRun(t, installNamespace, otherNamespace)
 	installPromOperatorCRDs(t)
-	helm := helmBinary(t)
+	// tests/tools/build-helm.sh builds helm unless `make manifests` has.
+	helm, err := framework.BuildTool(env.repoRoot, "build-helm.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	for _, c := range []struct {
 		name, release, namespace, values string
@@ -72,18 +78,4 @@ webhooks: {excludedNamespaces: [flux-system]}
 			serverDryRunOf(t, "the chart ("+c.name+")", string(out), string(out), "-f", "-")
 		})
 	}
-}
-
-// helmBinary returns the helm CLI that tests/tools/build-helm.sh builds (it
-// is there already after `make manifests`; otherwise this builds it).
-func helmBinary(t *testing.T) string {
-	t.Helper()
-	cmd := exec.Command("bash", filepath.Join(env.repoRoot, "tests", "tools", "build-helm.sh"))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("tests/tools/build-helm.sh: %v\n%s", err, stderr.String())
-	}
-	return strings.TrimSpace(string(out))
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
 	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 )
 
@@ -108,18 +110,12 @@ func serverDryRunOf(t *testing.T, what, rendered, stdin string, source ...string
 		}
 	}
 	for _, doc := range docs {
-		kind, _ := doc["kind"].(string)
-		meta, _ := doc["metadata"].(map[string]any)
-		name, _ := meta["name"].(string)
-		found := false
-		for _, l := range lines {
-			if strings.HasPrefix(l, strings.ToLower(kind)) && strings.Contains(l, "/"+name+" ") && strings.HasSuffix(l, serverDryRunSuffix) {
-				found = true
-				break
-			}
-		}
-		if !found {
-			t.Errorf("%s %s of %s was not reported accepted:\n%s", kind, name, what, r)
+		u := unstructured.Unstructured{Object: doc}
+		if !slices.ContainsFunc(lines, func(l string) bool {
+			return strings.HasPrefix(l, strings.ToLower(u.GetKind())) && strings.Contains(l, "/"+u.GetName()+" ") &&
+				strings.HasSuffix(l, serverDryRunSuffix)
+		}) {
+			t.Errorf("%s %s of %s was not reported accepted:\n%s", u.GetKind(), u.GetName(), what, r)
 		}
 	}
 	if len(lines) != len(docs) {

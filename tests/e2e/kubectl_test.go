@@ -1,14 +1,14 @@
 package e2e
 
 import (
-	"crypto/rand"
-	"encoding/hex"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +16,8 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
@@ -57,34 +59,30 @@ func kubectlRetryConflict(t testing.TB, stdin string, args ...string) result {
 
 var nonName = regexp.MustCompile(`[^a-z0-9]+`)
 
-// newNamespace creates a namespace of its own for the test. It is not deleted
-// afterwards: no namespace controller runs here to finish a deletion, and
-// the whole etcd goes away at the end.
+// newNamespace creates a namespace of its own for the test, named after it.
+// It is not deleted afterwards: no namespace controller runs here to finish a
+// deletion, and the whole etcd goes away at the end.
 func newNamespace(t testing.TB) string {
 	t.Helper()
 	slug := strings.Trim(nonName.ReplaceAllString(strings.ToLower(t.Name()), "-"), "-")
 	if len(slug) > 48 {
 		slug = strings.TrimRight(slug[:48], "-")
 	}
-	suffix := make([]byte, 3)
-	_, _ = rand.Read(suffix)
-	ns := "e2e-" + slug + "-" + hex.EncodeToString(suffix)
-	mustKubectl(t, "", "create", "namespace", ns)
-	return ns
+	ns := fmt.Sprintf(`{"apiVersion": "v1", "kind": "Namespace", "metadata": {"generateName": "e2e-%s-"}}`, slug)
+	return mustKubectl(t, ns, "create", "-f", "-", "-o", "jsonpath={.metadata.name}").Stdout
 }
 
 // getSTS returns the stored StatefulSet, or nil when there is none.
 func getSTS(t testing.TB, ns, name string) *appsv1.StatefulSet {
 	t.Helper()
-	r := mustKubectl(t, "", "get", "statefulset", name, "-n", ns, "-o", "json", "--ignore-not-found")
-	if strings.TrimSpace(r.Stdout) == "" {
+	sts, err := env.Client.AppsV1().StatefulSets(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
 		return nil
 	}
-	var sts appsv1.StatefulSet
-	if err := json.Unmarshal([]byte(r.Stdout), &sts); err != nil {
-		t.Fatalf("decoding the stored StatefulSet: %v\n%s", err, r.Stdout)
+	if err != nil {
+		t.Fatalf("reading statefulset %s/%s: %v", ns, name, err)
 	}
-	return &sts
+	return sts
 }
 
 // mustGetSTS is getSTS for a StatefulSet that must exist.
@@ -140,43 +138,33 @@ func (h *harness) installWebhooks() error {
 	if err != nil {
 		return fmt.Errorf("decoding the output of kubectl kustomize deploy/default: %w", err)
 	}
-	clientConfig := func(kind, name string, cc *admissionregistrationv1.WebhookClientConfig) error {
-		if cc.Service == nil || cc.Service.Path == nil {
-			return fmt.Errorf("deploy/default: %s webhook %s has no clientConfig.service.path", kind, name)
-		}
-		url := "https://" + h.server.listen + *cc.Service.Path
-		*cc = admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: h.caPEM}
-		return nil
-	}
-	var mutating []admissionregistrationv1.MutatingWebhookConfiguration
-	var validating []admissionregistrationv1.ValidatingWebhookConfiguration
+	var kinds []string
+	var keep []string
 	for _, doc := range docs {
-		data, _ := json.Marshal(doc)
-		switch doc["kind"] {
-		case "MutatingWebhookConfiguration":
-			var c admissionregistrationv1.MutatingWebhookConfiguration
-			err = json.Unmarshal(data, &c)
-			for i := range c.Webhooks {
-				err = errors.Join(err, clientConfig(c.Kind, c.Webhooks[i].Name, &c.Webhooks[i].ClientConfig))
-			}
-			mutating = append(mutating, c)
-		case "ValidatingWebhookConfiguration":
-			var c admissionregistrationv1.ValidatingWebhookConfiguration
-			err = json.Unmarshal(data, &c)
-			for i := range c.Webhooks {
-				err = errors.Join(err, clientConfig(c.Kind, c.Webhooks[i].Name, &c.Webhooks[i].ClientConfig))
-			}
-			validating = append(validating, c)
+		kind, _ := doc["kind"].(string)
+		if kind != "MutatingWebhookConfiguration" && kind != "ValidatingWebhookConfiguration" {
+			continue
 		}
-		if err != nil {
-			return err
+		kinds = append(kinds, kind)
+		webhooks, _ := doc["webhooks"].([]any)
+		if len(webhooks) == 0 {
+			return fmt.Errorf("deploy/default: %s has no webhooks", kind)
 		}
+		for _, w := range webhooks {
+			var cc admissionregistrationv1.WebhookClientConfig
+			w := w.(map[string]any)
+			if data, _ := json.Marshal(w["clientConfig"]); json.Unmarshal(data, &cc) != nil || cc.Service == nil || cc.Service.Path == nil {
+				return fmt.Errorf("deploy/default: %s webhook %v has no clientConfig.service.path", kind, w["name"])
+			}
+			url := "https://" + h.server.listen + *cc.Service.Path
+			w["clientConfig"] = admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: h.caPEM}
+		}
+		keep = append(keep, toYAML(doc))
 	}
-	if len(mutating) != 1 || len(validating) != 1 || len(mutating[0].Webhooks) == 0 || len(validating[0].Webhooks) == 0 {
-		return fmt.Errorf("deploy/default should render one Mutating and one ValidatingWebhookConfiguration "+
-			"with webhooks, got %d and %d", len(mutating), len(validating))
+	if slices.Sort(kinds); !slices.Equal(kinds, []string{"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}) {
+		return fmt.Errorf("deploy/default should render one Mutating and one ValidatingWebhookConfiguration, got %v", kinds)
 	}
-	h.webhooks = []byte(toYAML(mutating[0]) + "---\n" + toYAML(validating[0]))
+	h.webhooks = []byte(strings.Join(keep, "---\n"))
 	if r := runKubectl(string(h.webhooks), "create", "-f", "-"); !r.OK() {
 		return fmt.Errorf("creating the webhook configurations:\n%s", r)
 	}
@@ -212,27 +200,33 @@ func (h *harness) waitWebhooks(effective bool, timeout time.Duration) error {
 }
 
 // withoutWebhooks deletes the two webhook configurations, waits until the
-// apiserver no longer calls them, and returns a function that restores them
-// and waits until they are effective again. The restore also runs at the end
-// of the test if the test did not call it, so a failure leaves the webhooks
-// in place for the next test.
+// apiserver no longer calls them, and returns webhooksBack's restore.
 func withoutWebhooks(t *testing.T) (restore func()) {
 	t.Helper()
 	mustKubectl(t, string(env.webhooks), "delete", "-f", "-")
+	restore = webhooksBack(t, "create")
+	if err := env.waitWebhooks(false, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	return restore
+}
+
+// webhooksBack returns a function that puts the harness's webhook
+// configurations back (`kubectl verb`) and waits until they act. It also runs
+// at the end of the test if the test did not call it, so a failure leaves the
+// webhooks in place for the next test.
+func webhooksBack(t *testing.T, verb string) func() {
 	var once sync.Once
-	restore = func() {
+	back := func() {
 		once.Do(func() {
-			mustKubectl(t, string(env.webhooks), "create", "-f", "-")
+			mustKubectl(t, string(env.webhooks), verb, "-f", "-")
 			if err := env.waitWebhooks(true, time.Minute); err != nil {
 				t.Fatalf("restoring the webhooks: %v", err)
 			}
 		})
 	}
-	t.Cleanup(restore)
-	if err := env.waitWebhooks(false, time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	return restore
+	t.Cleanup(back)
+	return back
 }
 
 // toYAML is for failure messages.

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"cmp"
-	"maps"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -122,28 +121,12 @@ func vct(sts *appsv1.StatefulSet, name string) *corev1.PersistentVolumeClaim {
 	return named(sts.Spec.VolumeClaimTemplates, name, func(c *corev1.PersistentVolumeClaim) string { return c.Name })
 }
 
-func vctNames(sts *appsv1.StatefulSet) []string {
-	var names []string
-	for _, v := range sts.Spec.VolumeClaimTemplates {
-		names = append(names, v.Name)
-	}
-	return names
-}
-
 func volume(sts *appsv1.StatefulSet, name string) *corev1.Volume {
 	return named(sts.Spec.Template.Spec.Volumes, name, func(v *corev1.Volume) string { return v.Name })
 }
 
 func container(sts *appsv1.StatefulSet, name string) *corev1.Container {
 	return named(sts.Spec.Template.Spec.Containers, name, func(c *corev1.Container) string { return c.Name })
-}
-
-// mountOf returns the container's mount of the volume name, or nil.
-func mountOf(c *corev1.Container, name string) *corev1.VolumeMount {
-	if c == nil {
-		return nil
-	}
-	return named(c.VolumeMounts, name, func(m *corev1.VolumeMount) string { return m.Name })
 }
 
 func retention(sts *appsv1.StatefulSet) string {
@@ -154,43 +137,11 @@ func retention(sts *appsv1.StatefulSet) string {
 	return string(p.WhenDeleted) + "/" + string(p.WhenScaled)
 }
 
-// storage is the fields of a stored StatefulSet the webhook is about, as YAML,
-// for failure messages.
+// storage is what a stored StatefulSet holds that the webhook is about, as
+// YAML, for failure messages.
 func storage(sts *appsv1.StatefulSet) string {
 	if sts == nil {
 		return "(not stored)\n"
 	}
-	type claim struct {
-		Name         string   `json:"name"`
-		StorageClass *string  `json:"storageClassName,omitempty"`
-		AccessModes  []string `json:"accessModes,omitempty"`
-		Storage      string   `json:"storage,omitempty"`
-	}
-	var claims []claim
-	for _, v := range sts.Spec.VolumeClaimTemplates {
-		c := claim{Name: v.Name, StorageClass: v.Spec.StorageClassName}
-		for _, m := range v.Spec.AccessModes {
-			c.AccessModes = append(c.AccessModes, string(m))
-		}
-		if q, ok := v.Spec.Resources.Requests[corev1.ResourceStorage]; ok {
-			c.Storage = q.String()
-		}
-		claims = append(claims, c)
-	}
-	mounts := map[string]any{}
-	for _, c := range sts.Spec.Template.Spec.Containers {
-		mounts[c.Name] = c.VolumeMounts
-	}
-	annotations := maps.Clone(sts.Annotations)
-	delete(annotations, "kubectl.kubernetes.io/last-applied-configuration")
-	return toYAML(map[string]any{
-		"metadata": map[string]any{
-			"labels": sts.Labels, "annotations": annotations,
-			"generation": sts.Generation,
-		},
-		"spec.volumeClaimTemplates":                    claims,
-		"spec.persistentVolumeClaimRetentionPolicy":    sts.Spec.PersistentVolumeClaimRetentionPolicy,
-		"spec.template.spec.volumes":                   sts.Spec.Template.Spec.Volumes,
-		"spec.template.spec.containers[].volumeMounts": mounts,
-	})
+	return toYAML(map[string]any{"labels": sts.Labels, "generation": sts.Generation, "spec": sts.Spec})
 }

@@ -1,9 +1,8 @@
 package e2e
 
 import (
-	"bytes"
+	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -105,14 +104,6 @@ type servingPair struct {
 	ca, cert, key []byte
 }
 
-func (p servingPair) serial() *big.Int {
-	c, err := framework.ParseCertificate(p.cert)
-	if err != nil {
-		return nil
-	}
-	return c.SerialNumber
-}
-
 // issueServingPair runs `dev-certs -out DIR` in a fresh directory named name.
 // After the first call the directory is seeded with the first CA, which
 // dev-certs reuses: every pair is signed by the same CA, as cert-manager's
@@ -137,25 +128,13 @@ func (h *harness) issueServingPair(name string) (servingPair, error) {
 	if err != nil {
 		return servingPair{}, fmt.Errorf("dev-certs -out %s: %w\n%s", dir, err, out)
 	}
-	var p servingPair
-	for _, f := range []struct {
-		name string
-		dst  *[]byte
-	}{{"ca.crt", &p.ca}, {"tls.crt", &p.cert}, {"tls.key", &p.key}} {
-		if *f.dst, err = os.ReadFile(filepath.Join(dir, f.name)); err != nil {
-			return servingPair{}, err
-		}
-	}
-	return p, nil
+	ca, errCA := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	cert, errCert := os.ReadFile(filepath.Join(dir, "tls.crt"))
+	key, errKey := os.ReadFile(filepath.Join(dir, "tls.key"))
+	return servingPair{ca, cert, key}, errors.Join(errCA, errCert, errKey)
 }
 
 // writeSecretVolume writes p into dir as the kubelet writes a Secret volume.
 func writeSecretVolume(dir string, p servingPair) error {
 	return tests.WriteSecretVolume(dir, map[string][]byte{"ca.crt": p.ca, "tls.crt": p.cert, "tls.key": p.key})
-}
-
-// sameBytes reports whether the file at path holds data (through symlinks).
-func sameBytes(path string, data []byte) bool {
-	got, err := os.ReadFile(path)
-	return err == nil && bytes.Equal(got, data)
 }

@@ -4,9 +4,11 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/dittofs/dittofs-webhook/tests"
+	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 )
 
 // TestWarnOnlyRollout is the report-only rollout of SPEC §3 on the real
@@ -32,13 +34,20 @@ func TestWarnOnlyRollout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	samples, err := tests.ReadMetrics(io.LimitReader(resp.Body, 1<<20))
 	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
 	// The dry runs above were counted too: at least one, and never as deny.
-	if !strings.Contains(string(body), `dittofs_webhook_violations_total{action="warn",rule="content-storage"}`) ||
-		strings.Contains(string(body), `dittofs_webhook_violations_total{action="warn",rule="content-storage"} 0`) ||
-		!strings.Contains(string(body), `dittofs_webhook_violations_total{action="deny",rule="content-storage"} 0`) {
-		t.Errorf("the warn server's metrics do not count the violation as warn only:\n%s", grepLines(string(body), "violations_total"))
+	violations := map[string]float64{}
+	for _, s := range samples {
+		if s.Name == "dittofs_webhook_violations_total" && s.Labels["rule"] == "content-storage" {
+			violations[s.Labels["action"]] = s.Value
+		}
+	}
+	if deny, ok := violations["deny"]; violations["warn"] < 1 || !ok || deny != 0 {
+		t.Errorf("content-storage violations by action %v, want warn ≥ 1 and deny 0 (present)", violations)
 	}
 
 	// Enforcing again: the same manifest is denied.
@@ -65,32 +74,13 @@ func withWarnOnlyServer(t *testing.T, probe string) (warn *server, restore func(
 		}
 	})
 	mustKubectl(t, strings.ReplaceAll(string(env.webhooks), env.server.listen, warn.listen), "replace", "-f", "-")
-	var once sync.Once
-	restore = func() {
-		once.Do(func() {
-			mustKubectl(t, string(env.webhooks), "replace", "-f", "-")
-			if err := env.waitWebhooks(true, time.Minute); err != nil {
-				t.Fatalf("restoring the webhooks: %v", err)
-			}
-		})
-	}
-	t.Cleanup(restore)
-	deadline := time.Now().Add(time.Minute)
-	for !runKubectl(probe, "create", "--dry-run=server", "-n", probeNamespace, "-f", "-").OK() {
-		if time.Now().After(deadline) {
-			t.Fatal("the webhooks were not pointed at the warn server within a minute")
-		}
-		time.Sleep(200 * time.Millisecond)
+	restore = webhooksBack(t, "replace")
+	err = framework.Poll(time.Minute, nil, func() (bool, string) {
+		r := runKubectl(probe, "create", "--dry-run=server", "-n", probeNamespace, "-f", "-")
+		return r.OK(), r.String()
+	})
+	if err != nil {
+		t.Fatalf("the webhooks are not pointed at the warn server: %v", err)
 	}
 	return warn, restore
-}
-
-func grepLines(s, sub string) string {
-	var out []string
-	for _, l := range strings.Split(s, "\n") {
-		if strings.Contains(l, sub) {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
 }
