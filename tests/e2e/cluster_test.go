@@ -6,7 +6,6 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -32,51 +31,6 @@ const controllerTimeout = 90 * time.Second
 func eventually(t testing.TB, timeout time.Duration, what string, cond func() (done bool, state string)) {
 	t.Helper()
 	framework.Eventually(t, timeout, what, env.ControllersAlive, cond)
-}
-
-// standInKubelet does, for every pod of the namespace, the one thing of a
-// kubelet the StatefulSet controller and `kubectl wait --for=condition=Ready`
-// need: no kubelet runs here (no node, no container runtime), so as soon as
-// a pod exists it is marked Running and Ready through the status
-// subresource, as a kubelet reports a started pod whose probes pass. Pods
-// then start one after the other as with podManagementPolicy OrderedReady on
-// a real node. It stops when the test ends.
-func standInKubelet(t testing.TB, ns string) {
-	t.Helper()
-	pods := env.Client.CoreV1().Pods(ns)
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	wg.Go(func() {
-		for ctx.Err() == nil {
-			list, err := pods.List(ctx, metav1.ListOptions{})
-			if err == nil {
-				for i := range list.Items {
-					p := &list.Items[i]
-					if p.DeletionTimestamp != nil || framework.PodReady(p) {
-						continue
-					}
-					now := metav1.Now()
-					p.Status.Phase = corev1.PodRunning
-					p.Status.StartTime = &now
-					p.Status.Conditions = []corev1.PodCondition{
-						{Type: corev1.PodInitialized, Status: corev1.ConditionTrue, LastTransitionTime: now},
-						{Type: corev1.ContainersReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
-						{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
-					}
-					// A conflict (the controller changed the pod) is retried
-					// on the next round, as a kubelet would.
-					if _, err := pods.UpdateStatus(ctx, p, metav1.UpdateOptions{}); err == nil {
-						t.Logf("stand-in kubelet: pod %s (uid %s) marked Running and Ready", p.Name, p.UID)
-					}
-				}
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-	})
 }
 
 // claimNames are the PVCs the StatefulSet controller makes for a set's

@@ -24,6 +24,9 @@ type harness struct {
 	image     string // the dittofs-webhook image make image built (IMAGE), as the node knows it
 	imageID   string // its ID in podman's store
 	cmBin     string // tests/tools/certmanager
+	// webhookBin is the dittofs-webhook command built from the repository,
+	// as a user runs `dittofs-webhook eval`.
+	webhookBin string
 
 	*framework.ControlPlane
 	node   *framework.Node
@@ -87,6 +90,12 @@ func (h *harness) setUp() error {
 
 	// The programs build side by side (each is cached when built).
 	t0 := time.Now()
+	h.webhookBin = filepath.Join(h.artifacts, "bin", "dittofs-webhook")
+	goBuild := exec.Command("go", "build", "-o", h.webhookBin, "./cmd/dittofs-webhook")
+	goBuild.Dir = root
+	if out, err := goBuild.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build ./cmd/dittofs-webhook: %v\n%s", err, out)
+	}
 	tools := map[string]*string{"build.sh": &h.kubeDir, "build-certmanager.sh": &h.cmBin, "build-containerd.sh": new(string), "node-images.sh": new(string)}
 	errs := make(chan error, len(tools))
 	for name, out := range tools {
@@ -165,7 +174,7 @@ metadata:
 provisioner: kubernetes.io/no-provisioner
 volumeBindingMode: Immediate
 `)
-	for i := range 10 {
+	for i := range 24 {
 		fmt.Fprintf(&b, `---
 apiVersion: v1
 kind: PersistentVolume
