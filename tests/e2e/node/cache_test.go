@@ -151,6 +151,18 @@ func TestCacheOutlivesThePod(t *testing.T) {
 	mustKubectl(t, manifest, "-n", ns, "apply", "-f", "-")
 	step("StatefulSet deleted and created again from the same manifest")
 
+	// The cache's size and class from the annotations (SPEC §2 M1), on
+	// claims of that class the node has volumes for.
+	const annotated = "dittofs-e2e-cache-annotated"
+	mustKubectl(t, "", "create", "namespace", annotated)
+	mustKubectl(t, strings.Replace(manifest, "\n  name: fs\n", "\n  name: fs\n  annotations: "+
+		"{dittofs.com/cache-size: 20Gi, dittofs.com/cache-storage-class: slow}\n", 1), "-n", annotated, "apply", "-f", "-")
+	for i := range 2 {
+		waitStarted(t, annotated, fmt.Sprintf("fs-%d", i))
+		requirePodClaims(t, annotated, "fs", i)
+	}
+	requireClaims(t, claims(t, annotated), 2, "20Gi", "slow")
+
 	// The control: no webhook, the cache an emptyDir, Delete/Delete kept.
 	const control = "dittofs-e2e-cache-control"
 	mustKubectl(t, "", "create", "namespace", control)

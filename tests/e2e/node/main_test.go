@@ -162,30 +162,39 @@ const sandboxImage = "localhost/dittofs-e2e/pause:v1.37.2"
 const busyboxImage = "localhost/dittofs-e2e/busybox:1.35.0"
 
 // storage is the node's storage: a default StorageClass "fast" (the
-// README's) with no provisioner, and static hostPath PersistentVolumes of it
-// under the node's folder, which the persistentvolume-binder binds.
+// README's) and a class "slow", with no provisioner, and static hostPath
+// PersistentVolumes of each under the node's folder, which the
+// persistentvolume-binder binds.
 func (h *harness) storage() string {
 	var b strings.Builder
-	b.WriteString(`apiVersion: storage.k8s.io/v1
+	for _, class := range []string{"fast", "slow"} {
+		fmt.Fprintf(&b, `---
+apiVersion: storage.k8s.io/v1
 kind: StorageClass
 metadata:
-  name: fast
-  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+  name: %s
+  annotations: {storageclass.kubernetes.io/is-default-class: "%t"}
 provisioner: kubernetes.io/no-provisioner
 volumeBindingMode: Immediate
-`)
-	for i := range 24 {
+`, class, class == "fast")
+	}
+	// A volume bound once stays Released (Retain): one per claim of the run.
+	for i := range 32 {
+		class := "fast"
+		if i%8 == 7 {
+			class = "slow"
+		}
 		fmt.Fprintf(&b, `---
 apiVersion: v1
 kind: PersistentVolume
 metadata: {name: e2e-pv-%d}
 spec:
-  storageClassName: fast
+  storageClassName: %s
   capacity: {storage: 100Gi}
   accessModes: [ReadWriteOnce]
   persistentVolumeReclaimPolicy: Retain
   hostPath: {path: %s, type: DirectoryOrCreate}
-`, i, filepath.Join(h.node.Dir, "pv", fmt.Sprint(i)))
+`, i, class, filepath.Join(h.node.Dir, "pv", fmt.Sprint(i)))
 	}
 	return b.String()
 }

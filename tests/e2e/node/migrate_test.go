@@ -95,9 +95,9 @@ func testMigrate(t *testing.T, labelled bool) {
 		s, _ := os.ReadFile(filepath.Join(dir, "steps.sh"))
 		return string(m), string(s)
 	}
-	var manifest, script string
+	var script string
 	if labelled {
-		manifest, script = evalRecreate("kubectl get statefulsets -n "+ns+" -l dittofs.com/server", "")
+		_, script = evalRecreate("kubectl get statefulsets -n "+ns+" -l dittofs.com/server", "")
 	} else {
 		// Labelling it in place is denied: an update cannot add the cache.
 		r := runKubectl("", "label", "statefulset", "fs", "-n", ns, "dittofs.com/server=fs")
@@ -105,12 +105,12 @@ func testMigrate(t *testing.T, labelled bool) {
 			t.Errorf("labelling in place was not denied with cache-storage and the way out (--cascade=orphan):\n%s", r)
 		}
 		// eval --recreate says it is not managed and what to do ...
-		manifest, script = evalRecreate("kubectl get statefulset fs -n "+ns, "")
-		if manifest != "" || len(scriptCommands(script)) > 0 || !strings.Contains(script, "not managed") || !strings.Contains(script, "--manage") {
-			t.Errorf("eval --recreate on an unlabelled StatefulSet: want no manifest, no steps, \"not managed\" and \"--manage\":\n%s\n%s", manifest, script)
+		manifest, advice := evalRecreate("kubectl get statefulset fs -n "+ns, "")
+		if manifest != "" || len(scriptCommands(advice)) > 0 || !strings.Contains(advice, "not managed") || !strings.Contains(advice, "--manage") {
+			t.Errorf("eval --recreate on an unlabelled StatefulSet: want no manifest, no steps, \"not managed\" and \"--manage\":\n%s\n%s", manifest, advice)
 		}
 		// ... and --manage does it.
-		manifest, script = evalRecreate("kubectl get statefulset fs -n "+ns, " --manage")
+		_, script = evalRecreate("kubectl get statefulset fs -n "+ns, " --manage")
 	}
 	restart := func(pod string) string {
 		return fmt.Sprintf(`kubectl delete pod %[1]s -n %[2]s && until kubectl get pod %[1]s -n %[2]s >/dev/null 2>&1; do sleep 1; done && kubectl wait --for=condition=Ready pod/%[1]s -n %[2]s --timeout=15m`, pod, ns)
