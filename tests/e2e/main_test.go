@@ -142,3 +142,11 @@ func (h *harness) stop() error {
 	}
 	return errors.Join(err, h.ControlPlane.Stop())
 }
+
+// eventually polls cond until it reports done, failing the test with the last
+// state it described after timeout, or at once if kube-controller-manager
+// has died.
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() (done bool, state string)) {
+	t.Helper()
+	framework.Eventually(t, timeout, what, env.ControllersAlive, cond)
+}

@@ -333,11 +333,16 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
 	}
 }
 
-// Ctr runs ctr on the node's containerd, in the CRI's namespace.
+// Ctr runs ctr on the node's containerd, in the CRI's namespace, and returns
+// its stdout: its stderr has a warning on every run here (cgroup v1), which
+// would make an empty answer look like one.
 func (n *Node) Ctr(args ...string) (string, error) {
-	out, err := exec.Command(filepath.Join(n.ContainerdBin, "ctr"), append([]string{"--address", n.Containerd, "--namespace", "k8s.io"}, args...)...).CombinedOutput()
+	cmd := exec.Command(filepath.Join(n.ContainerdBin, "ctr"), append([]string{"--address", n.Containerd, "--namespace", "k8s.io"}, args...)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		return string(out), fmt.Errorf("ctr %s: %v: %s", strings.Join(args, " "), err, out)
+		return string(out), fmt.Errorf("ctr %s: %v: %s", strings.Join(args, " "), err, stderr.String())
 	}
 	return string(out), nil
 }

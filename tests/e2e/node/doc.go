@@ -22,7 +22,8 @@
 // loses its emptyDir cache), TestCertManagerInstall (issuance, injection,
 // renewals under load), TestWebhookLifecycle (rollout restart under
 // 400+ admissions/s on both apiserver modes, a pod deleted, a process
-// killed), TestUninstall (last).
+// killed), TestMigrateStatefulSetOlderThanTheWebhooks (eval --recreate's
+// steps run as a user runs them), TestUninstall (last).
 //
 // Needs root (containerd, kubelet, network interfaces) and the Debian
 // packages tests/tools/setup.sh installs; skipped in -short mode.

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -30,12 +29,7 @@ const rolloutAdmissions = 300
 
 // rollouts is how many rollouts each mode runs (E2E_ROLLOUTS, default 1):
 // failures are rare events, so a measurement runs several.
-func rollouts() int {
-	if n, err := strconv.Atoi(os.Getenv("E2E_ROLLOUTS")); err == nil && n > 0 {
-		return n
-	}
-	return 1
-}
+func rollouts() int { return envInt("E2E_ROLLOUTS", 1) }
 
 // TestWebhookLifecycle is the webhook's own lifecycle on the node, under
 // steady admission traffic: `kubectl rollout restart` through kube-apiserver

@@ -20,11 +20,14 @@ import (
 // loadWorkers is how many clients make admissions concurrently
 // (E2E_LOAD_WORKERS, default 24): about 300 creates (600 webhook calls) a
 // second on the 2-core machine, where kubectl processes reach 7.
-func loadWorkers() int {
-	if n, err := strconv.Atoi(os.Getenv("E2E_LOAD_WORKERS")); err == nil && n > 0 {
+func loadWorkers() int { return envInt("E2E_LOAD_WORKERS", 24) }
+
+// envInt is the positive number in the environment variable name, or def.
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
 		return n
 	}
-	return 24
+	return def
 }
 
 // startLoad is steady admission traffic: each attempt is a server-side

@@ -24,6 +24,9 @@ type harness struct {
 	image     string // the dittofs-webhook image make image built (IMAGE), as the node knows it
 	imageID   string // its ID in podman's store
 	cmBin     string // tests/tools/certmanager
+	// webhookBin is the dittofs-webhook command built from the repository,
+	// as a user runs `dittofs-webhook eval`.
+	webhookBin string
 
 	*framework.ControlPlane
 	node   *framework.Node
@@ -87,6 +90,12 @@ func (h *harness) setUp() error {
 
 	// The programs build side by side (each is cached when built).
 	t0 := time.Now()
+	h.webhookBin = filepath.Join(h.artifacts, "bin", "dittofs-webhook")
+	goBuild := exec.Command("go", "build", "-o", h.webhookBin, "./cmd/dittofs-webhook")
+	goBuild.Dir = root
+	if out, err := goBuild.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build ./cmd/dittofs-webhook: %v\n%s", err, out)
+	}
 	tools := map[string]*string{"build.sh": &h.kubeDir, "build-certmanager.sh": &h.cmBin, "build-containerd.sh": new(string), "node-images.sh": new(string)}
 	errs := make(chan error, len(tools))
 	for name, out := range tools {
@@ -153,30 +162,39 @@ const sandboxImage = "localhost/dittofs-e2e/pause:v1.37.2"
 const busyboxImage = "localhost/dittofs-e2e/busybox:1.35.0"
 
 // storage is the node's storage: a default StorageClass "fast" (the
-// README's) with no provisioner, and static hostPath PersistentVolumes of it
-// under the node's folder, which the persistentvolume-binder binds.
+// README's) and a class "slow", with no provisioner, and static hostPath
+// PersistentVolumes of each under the node's folder, which the
+// persistentvolume-binder binds.
 func (h *harness) storage() string {
 	var b strings.Builder
-	b.WriteString(`apiVersion: storage.k8s.io/v1
+	for _, class := range []string{"fast", "slow"} {
+		fmt.Fprintf(&b, `---
+apiVersion: storage.k8s.io/v1
 kind: StorageClass
 metadata:
-  name: fast
-  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+  name: %s
+  annotations: {storageclass.kubernetes.io/is-default-class: "%t"}
 provisioner: kubernetes.io/no-provisioner
 volumeBindingMode: Immediate
-`)
-	for i := range 10 {
+`, class, class == "fast")
+	}
+	// A volume bound once stays Released (Retain): one per claim of the run.
+	for i := range 32 {
+		class := "fast"
+		if i%8 == 7 {
+			class = "slow"
+		}
 		fmt.Fprintf(&b, `---
 apiVersion: v1
 kind: PersistentVolume
 metadata: {name: e2e-pv-%d}
 spec:
-  storageClassName: fast
+  storageClassName: %s
   capacity: {storage: 100Gi}
   accessModes: [ReadWriteOnce]
   persistentVolumeReclaimPolicy: Retain
   hostPath: {path: %s, type: DirectoryOrCreate}
-`, i, filepath.Join(h.node.Dir, "pv", fmt.Sprint(i)))
+`, i, class, filepath.Join(h.node.Dir, "pv", fmt.Sprint(i)))
 	}
 	return b.String()
 }
