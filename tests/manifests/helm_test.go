@@ -48,8 +48,10 @@ func (h helmInstall) load(t *testing.T) *install {
 var helmMonitoringInstall = helmInstall{"monitoring, another release name and namespace",
 	helmRelease{name: "dfs", namespace: "dittofs-system", values: monitoringValues}, "dfs-dittofs-webhook"}
 
+// helmInstalls are the chart's installs TestInstall checks. (With the
+// defaults, the chart renders deploy/default's objects:
+// TestHelmRendersTheKustomizeInstall; monitoring off included.)
 var helmInstalls = []helmInstall{
-	{"defaults", defaultRelease, "dittofs-webhook"},
 	helmMonitoringInstall,
 	{"warn mode, 3 replicas, other server flags", defaultRelease.with(`
 replicas: 3
@@ -273,11 +275,6 @@ monitoring:
 				cm.Namespace, cm.Labels["grafana_dashboard"], cm.Labels["team"], cm.Annotations}
 		}, []any{"kube-prometheus-stack", monitoringv1.Duration("1m"), "kube-prometheus-stack",
 			"grafana", "1", "storage", map[string]string{"grafana_folder": "DittoFS"}}},
-	{"monitoring off (the default)", ``,
-		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
-			return []int{len(all[monitoringv1.ServiceMonitor](r)), len(all[monitoringv1.PrometheusRule](r)),
-				len(all[corev1.ConfigMap](r))}
-		}, []int{0, 0, 0}},
 	{"fullnameOverride names every object", `fullnameOverride: dfs-admission`,
 		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
 			var names []string

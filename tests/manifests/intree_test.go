@@ -87,7 +87,6 @@ func TestInTree(t *testing.T) {
 		{"deploy/in-tree", func(t *testing.T) *rendering { return render(t, "deploy/in-tree") }, defaults},
 		{"deploy/in-tree-warn", func(t *testing.T) *rendering { return render(t, "deploy/in-tree-warn") },
 			inTreeSettings{"5Gi", "/data/cache", defaults.Excluded, warn}},
-		{"helm mode inTree", func(t *testing.T) *rendering { return renderHelm(t, inTree) }, defaults},
 		{"helm mode inTree with values", func(t *testing.T) *rendering {
 			return renderHelm(t, inTree.with(`
 mode: inTree
@@ -113,6 +112,7 @@ webhooks: {excludedNamespaces: [legacy]}
 			}
 		})
 	}
+	// So the chart's inTree mode with its defaults passes deploy/in-tree's row.
 	diff(t, "the chart's inTree mode and deploy/in-tree (kustomize: want)", decodeInTree(t, render(t, "deploy/in-tree")),
 		decodeInTree(t, renderHelm(t, inTree)), cmp.AllowUnexported(inTreePolicies{}))
 

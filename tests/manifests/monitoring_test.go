@@ -2,6 +2,7 @@ package manifests
 
 import (
 	"context"
+	"fmt"
 	"regexp"
 	"slices"
 	"strconv"
@@ -244,21 +245,9 @@ dittofs_webhook_admission_requests_total{` + ns + `, pod="a", webhook="validate"
 dittofs_webhook_admission_requests_total{` + ns + `, pod="a", webhook="validate", operation="UPDATE", allowed="false"} 0+10x10 100x30
 dittofs_webhook_admission_requests_total{` + ns + `, pod="a", webhook="validate", operation="UPDATE", allowed="true"} 0+1x40`, 30 * time.Minute, false},
 
-	{"DittoFSWebhookHighLatency", "decisions take seconds", `
-dittofs_webhook_admission_duration_seconds_bucket{` + ns + `, pod="a", webhook="mutate", le="0.001"} 0x20
-dittofs_webhook_admission_duration_seconds_bucket{` + ns + `, pod="a", webhook="mutate", le="1"} 0x20
-dittofs_webhook_admission_duration_seconds_bucket{` + ns + `, pod="a", webhook="mutate", le="2.5"} 0+100x20
-dittofs_webhook_admission_duration_seconds_bucket{` + ns + `, pod="a", webhook="mutate", le="+Inf"} 0+100x20`, 10 * time.Minute, true},
-	{"DittoFSWebhookHighLatency", "decisions under a millisecond", `
-dittofs_webhook_admission_duration_seconds_bucket{` + ns + `, pod="a", webhook="mutate", le="0.001"} 0+100x20
-dittofs_webhook_admission_duration_seconds_bucket{` + ns + `, pod="a", webhook="mutate", le="1"} 0+100x20
-dittofs_webhook_admission_duration_seconds_bucket{` + ns + `, pod="a", webhook="mutate", le="2.5"} 0+100x20
-dittofs_webhook_admission_duration_seconds_bucket{` + ns + `, pod="a", webhook="mutate", le="+Inf"} 0+100x20`, 10 * time.Minute, false},
-	{"DittoFSWebhookHighLatency", "2% take seconds (the 99th percentile, not the median)", `
-dittofs_webhook_admission_duration_seconds_bucket{` + ns + `, pod="a", webhook="mutate", le="0.001"} 0+98x20
-dittofs_webhook_admission_duration_seconds_bucket{` + ns + `, pod="a", webhook="mutate", le="1"} 0+98x20
-dittofs_webhook_admission_duration_seconds_bucket{` + ns + `, pod="a", webhook="mutate", le="2.5"} 0+100x20
-dittofs_webhook_admission_duration_seconds_bucket{` + ns + `, pod="a", webhook="mutate", le="+Inf"} 0+100x20`, 10 * time.Minute, true},
+	{"DittoFSWebhookHighLatency", "decisions take seconds", latency(0, 100), 10 * time.Minute, true},
+	{"DittoFSWebhookHighLatency", "decisions under a millisecond", latency(100, 0), 10 * time.Minute, false},
+	{"DittoFSWebhookHighLatency", "2% take seconds (the 99th percentile, not the median)", latency(98, 2), 10 * time.Minute, true},
 
 	// The gauge is the Unix time the served certificate expires; evaluation
 	// is a few minutes after the Unix epoch.
@@ -280,6 +269,16 @@ dittofs_webhook_tls_certificate_reloads_total{` + ns + `, pod="a", result="failu
 	{"DittoFSWebhookCertificateReloadFailing", "reloads succeed", `
 dittofs_webhook_tls_certificate_reloads_total{` + ns + `, pod="a", result="success"} 0 1 2 3 4 5 6 7
 dittofs_webhook_tls_certificate_reloads_total{` + ns + `, pod="a", result="failure"} 0x10`, 6 * time.Minute, false},
+}
+
+// latency is the duration histogram of fast decisions (under a millisecond)
+// and slow ones (between 1 and 2.5 s), each a minute.
+func latency(fast, slow int) string {
+	var b strings.Builder
+	for le, n := range map[string]int{"0.001": fast, "1": fast, "2.5": fast + slow, "+Inf": fast + slow} {
+		fmt.Fprintf(&b, "\ndittofs_webhook_admission_duration_seconds_bucket{%s, pod=\"a\", webhook=\"mutate\", le=%q} 0+%dx20", ns, le, n)
+	}
+	return b.String()
 }
 
 // checkAlertsFire runs alertCases, their series renamed for in (its

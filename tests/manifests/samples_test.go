@@ -1,7 +1,6 @@
 package manifests
 
 import (
-	"bytes"
 	"encoding/json"
 	"os/exec"
 	"path/filepath"
@@ -26,11 +25,6 @@ import (
 // reaches the apiserver before the webhooks exist, and must be right without
 // them.
 const sampleFile = "deploy/samples/statefulset.yaml"
-
-var retainRetain = &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
-	WhenDeleted: appsv1.RetainPersistentVolumeClaimRetentionPolicyType,
-	WhenScaled:  appsv1.RetainPersistentVolumeClaimRetentionPolicyType,
-}
 
 // checkSample checks what both samples must be: labelled for the webhooks,
 // selected by them in a namespace nsLabels (if any), with the claim templates
@@ -112,26 +106,19 @@ func checkInstalledSample(t *testing.T, in *install) {
 	}
 	checkSample(t, in.sample, sts, nsl, []string{"metadata", "content", "cache"}, in.webhooks(t))
 
-	// The cache as the webhook of this install would append it (SPEC §2 M1).
-	if cache := claimTemplate(sts, "cache"); cache != nil {
-		want, err := resource.ParseQuantity(in.flags["default-cache-size"])
-		if q := cache.Spec.Resources.Requests[corev1.ResourceStorage]; err != nil || q.Cmp(want) != 0 {
-			t.Errorf("cache volumeClaimTemplate requests %s, want the server's --default-cache-size %s (%v)", q.String(), want.String(), err)
-		}
-		diff(t, "cache accessModes", []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, cache.Spec.AccessModes)
-		if md := claimTemplate(sts, "metadata"); md != nil {
-			diff(t, "cache storageClassName (the metadata template's)", md.Spec.StorageClassName, cache.Spec.StorageClassName)
-		}
-	}
-	// Scaled to 0: installing the webhook starts no pod and creates no PVC.
-	diff(t, "retention policy, replicas", []any{retainRetain, ptr.To[int32](0)},
-		[]any{sts.Spec.PersistentVolumeClaimRetentionPolicy, sts.Spec.Replicas})
-	for _, v := range sts.Spec.Template.Spec.Volumes {
-		if slices.Contains([]string{"metadata", "content", "cache"}, v.Name) {
-			t.Errorf("pod template volume %q: the volumeClaimTemplate of that name provides it", v.Name)
-		}
-	}
+	// The cache as the webhook of this install would give it (SPEC §2 M1):
+	// of its --default-cache-size, at its --cache-mount-path (the minimal
+	// sample names both itself). Scaled to 0: installing the webhook starts
+	// no pod and creates no PVC. The rest of its spec (Retain/Retain, the
+	// claim's access modes and storage class, no cache volume) is the
+	// webhook's output: TestInstalledSampleIsTheWebhookOutput.
+	var size resource.Quantity
 	var mounts []string
+	for _, vct := range sts.Spec.VolumeClaimTemplates {
+		if vct.Name == "cache" {
+			size = vct.Spec.Resources.Requests[corev1.ResourceStorage]
+		}
+	}
 	for _, c := range sts.Spec.Template.Spec.Containers {
 		for _, m := range c.VolumeMounts {
 			if m.Name == "cache" && c.Name == "dittofs" {
@@ -139,64 +126,48 @@ func checkInstalledSample(t *testing.T, in *install) {
 			}
 		}
 	}
-	diff(t, "the dittofs container's cache mounts", []string{in.flags["cache-mount-path"]}, mounts)
+	want, _ := resource.ParseQuantity(in.flags["default-cache-size"]) // an invalid one: the serve args check
+	diff(t, "cache size (bytes), the dittofs container's cache mounts, replicas",
+		[]any{want.Value(), []string{in.flags["cache-mount-path"]}, ptr.To[int32](0)},
+		[]any{size.Value(), mounts, sts.Spec.Replicas})
 
 	// That the webhooks leave it as it is, on create and on a re-apply, with
 	// no warning, is tests/e2e TestInstalledSample's, through the shipped
 	// webhook configurations on a real kube-apiserver.
 }
 
-// claimTemplate returns the volumeClaimTemplate name of sts, or nil.
-func claimTemplate(sts *appsv1.StatefulSet, name string) *corev1.PersistentVolumeClaim {
-	i := slices.IndexFunc(sts.Spec.VolumeClaimTemplates, func(c corev1.PersistentVolumeClaim) bool { return c.Name == name })
-	if i < 0 {
-		return nil
-	}
-	return &sts.Spec.VolumeClaimTemplates[i]
-}
-
-// runEval runs `dittofs-webhook eval -f FILE` with the policy flags the
-// install's Deployment gives serve, and the extra args, and returns what it
-// printed. An exit status other than 0 (denied, or bad input) fails the test.
-func runEval(t *testing.T, in *install, file string, args ...string) (stdout, stderr string) {
-	t.Helper()
-	full := []string{"eval", "-f", file}
-	for _, f := range []string{"default-cache-size", "cache-mount-path"} {
-		if v, ok := in.flags[f]; ok {
-			full = append(full, "--"+f+"="+v)
-		}
-	}
-	var out, errOut bytes.Buffer
-	cmd := exec.Command(serverBinary(t), append(full, args...)...)
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("dittofs-webhook %s: %v (want exit 0: allowed)\nstderr:\n%s", strings.Join(cmd.Args[1:], " "), err, errOut.String())
-	}
-	return out.String(), errOut.String()
-}
-
-// TestInstalledSampleIsTheWebhookOutput checks that the installed sample is
-// what its comments say: the webhook's output for the minimal manifest of
-// deploy/samples (same spec apart from replicas, same labels), so the two
-// samples cannot drift apart.
+// TestInstalledSampleIsTheWebhookOutput checks, for each overlay, that the
+// installed sample is what its comments say: the output of `dittofs-webhook
+// eval` (the image's binary, with the policy flags the overlay's Deployment
+// gives serve) for the minimal manifest of deploy/samples (same spec apart
+// from replicas, same labels), so the two samples cannot drift apart.
 func TestInstalledSampleIsTheWebhookOutput(t *testing.T) {
-	in := loadInstall(t, render(t, "deploy/default"))
-	installed := one[appsv1.StatefulSet](t, in.all)
-	// (The minimal sample's emptyDir makes eval warn on stderr.)
-	out, _ := runEval(t, in, filepath.Join(repoRoot, sampleFile), "-o", "json")
-	var minimal appsv1.StatefulSet
-	if err := json.Unmarshal([]byte(out), &minimal); err != nil {
-		t.Fatalf("eval -o json of %s is not a StatefulSet: %v\n%s", sampleFile, err, out)
-	}
-	got := installed.Spec.DeepCopy()
-	got.Replicas = minimal.Spec.Replicas // by design: the installed sample is scaled to 0
-	// As the apiserver compares: quantities by value, nil and empty alike.
-	diff(t, "the installed sample's spec (apart from replicas), and the webhook's output for "+sampleFile, minimal.Spec, *got,
-		cmpopts.EquateEmpty(), cmp.Comparer(func(a, b resource.Quantity) bool { return a.Cmp(b) == 0 }))
-	for k, v := range minimal.Labels {
-		if w, ok := installed.Labels[k]; !ok || w != v {
-			t.Errorf("label %s=%q of %s is not on the installed sample (labels %v)", k, v, sampleFile, installed.Labels)
+	for _, dir := range installOverlays {
+		in := loadInstall(t, render(t, dir))
+		installed := one[appsv1.StatefulSet](t, in.all)
+		args := []string{"eval", "-f", filepath.Join(repoRoot, sampleFile), "-o", "json"}
+		for _, f := range []string{"default-cache-size", "cache-mount-path"} {
+			args = append(args, "--"+f+"="+in.flags[f])
 		}
+		// (The minimal sample's emptyDir makes eval warn on stderr.)
+		out, err := exec.Command(serverBinary(t), args...).Output()
+		if err != nil {
+			t.Fatalf("dittofs-webhook %s: %v (want exit 0: allowed)\n%s", strings.Join(args, " "), err, stderrOf(err))
+		}
+		var minimal appsv1.StatefulSet
+		if err := json.Unmarshal(out, &minimal); err != nil {
+			t.Fatalf("eval -o json of %s is not a StatefulSet: %v\n%s", sampleFile, err, out)
+		}
+		got := installed.Spec.DeepCopy()
+		got.Replicas = minimal.Spec.Replicas // by design: the installed sample is scaled to 0
+		// As the apiserver compares: quantities by value, nil and empty alike.
+		diff(t, dir+": the installed sample's spec (apart from replicas), and the webhook's output for "+sampleFile,
+			minimal.Spec, *got, cmpopts.EquateEmpty(), cmp.Comparer(func(a, b resource.Quantity) bool { return a.Cmp(b) == 0 }))
+		for k, v := range minimal.Labels {
+			if w, ok := installed.Labels[k]; !ok || w != v {
+				t.Errorf("%s: label %s=%q of %s is not on the installed sample (labels %v)", dir, k, v, sampleFile, installed.Labels)
+			}
+		}
+		diff(t, dir+": name", minimal.Name, installed.Name)
 	}
-	diff(t, "name", minimal.Name, installed.Name)
 }
