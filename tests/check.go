@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"gomodules.xyz/jsonpatch/v2"
@@ -289,11 +290,8 @@ func CheckObject(oe *ObjectExpect, obj, old []byte) []string {
 		}
 		if h.Length != nil {
 			n := -1
-			switch t := v.(type) {
-			case []any:
-				n = len(t)
-			case map[string]any:
-				n = len(t)
+			if rv := reflect.ValueOf(v); rv.Kind() == reflect.Slice || rv.Kind() == reflect.Map {
+				n = rv.Len()
 			}
 			if n != *h.Length {
 				p.add("%s has length %d, want %d: %s", h.Path, n, *h.Length, mustJSON(v))
@@ -421,15 +419,12 @@ func isSubsequence(sub, seq []any) bool {
 
 // Lookup returns the value at an RFC 6901 JSON pointer in a decoded document.
 func Lookup(doc any, ptr string) (any, bool) {
-	if ptr == "" {
-		return doc, true
-	}
-	if !strings.HasPrefix(ptr, "/") {
+	p := jsontext.Pointer(ptr)
+	if !p.IsValid() {
 		return nil, false
 	}
 	cur := doc
-	for _, seg := range strings.Split(ptr[1:], "/") {
-		seg = unescape(seg)
+	for seg := range p.Tokens() { // unescaped
 		switch c := cur.(type) {
 		case map[string]any:
 			v, ok := c[seg]
@@ -448,10 +443,6 @@ func Lookup(doc any, ptr string) (any, bool) {
 		}
 	}
 	return cur, true
-}
-
-func unescape(seg string) string {
-	return strings.ReplaceAll(strings.ReplaceAll(seg, "~1", "/"), "~0", "~")
 }
 
 func decodeJSON(b []byte) (any, error) {
