@@ -186,25 +186,19 @@ func checkStatus(e *Expect, st *metav1.Status) []string {
 // type and value) with the rule ID, so that it stands alone in kubectl.
 func CheckCauses(want []Cause, got []metav1.StatusCause) []string {
 	var p problems
-	used := make([]bool, len(got))
+	left := slices.Clone(got)
 	for _, w := range want {
-		found := false
-		for i, g := range got {
-			if used[i] || g.Field != w.Field || (w.Rule != "" && CauseRule(g) != w.Rule) ||
-				(w.Type != "" && string(g.Type) != w.Type) {
-				continue
-			}
-			used[i], found = true, true
-			break
-		}
-		if !found {
+		i := slices.IndexFunc(left, func(g metav1.StatusCause) bool {
+			return g.Field == w.Field && (w.Rule == "" || CauseRule(g) == w.Rule) && (w.Type == "" || string(g.Type) == w.Type)
+		})
+		if i < 0 {
 			p.add("no cause %+v", w)
+			continue
 		}
+		left = slices.Delete(left, i, i+1)
 	}
-	for i, g := range got {
-		if !used[i] {
-			p.add("unexpected cause field=%s rule=%s type=%s: %s", g.Field, CauseRule(g), g.Type, g.Message)
-		}
+	for _, g := range left {
+		p.add("unexpected cause field=%s rule=%s type=%s: %s", g.Field, CauseRule(g), g.Type, g.Message)
 	}
 	return p
 }

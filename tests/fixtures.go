@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 
 	admissionv1 "k8s.io/api/admission/v1"
@@ -160,14 +159,13 @@ type ReviewRequest struct {
 // LoadFixtures reads every *.yaml fixture of dir, sorted by name. A file that
 // does not parse, has an unknown key or an impossible expectation is an error.
 func LoadFixtures(dir string) ([]Fixture, error) {
-	paths, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	paths, err := filepath.Glob(filepath.Join(dir, "*.yaml")) // sorted
 	if err != nil {
 		return nil, err
 	}
 	if len(paths) == 0 {
 		return nil, fmt.Errorf("no *.yaml fixtures in %s", dir)
 	}
-	sort.Strings(paths)
 	out := make([]Fixture, 0, len(paths))
 	var errs []error
 	for _, p := range paths {
