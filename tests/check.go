@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"gomodules.xyz/jsonpatch/v2"
@@ -129,15 +130,8 @@ func (e *Expect) Check(webhookName string, req *ReviewRequest, a *Answer) []stri
 	if hasPatch && webhookName == WebhookValidate {
 		p.add("the validating webhook patched: %s", r.Patch)
 	}
-	switch e.Patch {
-	case "none":
-		if hasPatch {
-			p.add("want no patch, got %s", r.Patch)
-		}
-	case "some":
-		if !hasPatch {
-			p.add("want a patch, got none")
-		}
+	if e.Patch != "" && hasPatch != (e.Patch == "some") {
+		p.add("want patch: %s, got %q", e.Patch, r.Patch)
 	}
 	if hasPatch && req != nil {
 		p = append(p, CheckPatchScope(req.Object, a.Object, a.Patch)...)
@@ -150,12 +144,8 @@ func (e *Expect) Check(webhookName string, req *ReviewRequest, a *Answer) []stri
 		p = append(p, CheckObject(e.Object, a.Object, old)...)
 	}
 	for k, v := range e.Audit {
-		got, ok := r.AuditAnnotations[k]
-		switch {
-		case !ok:
-			p.add("no audit annotation %q (have %v)", k, r.AuditAnnotations)
-		case got != v:
-			p.add("audit annotation %q = %q, want %q", k, got, v)
+		if got, ok := r.AuditAnnotations[k]; !ok || got != v {
+			p.add("audit annotation %q = %q, want %q (annotations %v)", k, got, v, r.AuditAnnotations)
 		}
 	}
 	return p
@@ -196,25 +186,19 @@ func checkStatus(e *Expect, st *metav1.Status) []string {
 // type and value) with the rule ID, so that it stands alone in kubectl.
 func CheckCauses(want []Cause, got []metav1.StatusCause) []string {
 	var p problems
-	used := make([]bool, len(got))
+	left := slices.Clone(got)
 	for _, w := range want {
-		found := false
-		for i, g := range got {
-			if used[i] || g.Field != w.Field || (w.Rule != "" && CauseRule(g) != w.Rule) ||
-				(w.Type != "" && string(g.Type) != w.Type) {
-				continue
-			}
-			used[i], found = true, true
-			break
-		}
-		if !found {
+		i := slices.IndexFunc(left, func(g metav1.StatusCause) bool {
+			return g.Field == w.Field && (w.Rule == "" || CauseRule(g) == w.Rule) && (w.Type == "" || string(g.Type) == w.Type)
+		})
+		if i < 0 {
 			p.add("no cause %+v", w)
+			continue
 		}
+		left = slices.Delete(left, i, i+1)
 	}
-	for i, g := range got {
-		if !used[i] {
-			p.add("unexpected cause field=%s rule=%s type=%s: %s", g.Field, CauseRule(g), g.Type, g.Message)
-		}
+	for _, g := range left {
+		p.add("unexpected cause field=%s rule=%s type=%s: %s", g.Field, CauseRule(g), g.Type, g.Message)
 	}
 	return p
 }
@@ -289,11 +273,8 @@ func CheckObject(oe *ObjectExpect, obj, old []byte) []string {
 		}
 		if h.Length != nil {
 			n := -1
-			switch t := v.(type) {
-			case []any:
-				n = len(t)
-			case map[string]any:
-				n = len(t)
+			if rv := reflect.ValueOf(v); rv.Kind() == reflect.Slice || rv.Kind() == reflect.Map {
+				n = rv.Len()
 			}
 			if n != *h.Length {
 				p.add("%s has length %d, want %d: %s", h.Path, n, *h.Length, mustJSON(v))
@@ -421,15 +402,12 @@ func isSubsequence(sub, seq []any) bool {
 
 // Lookup returns the value at an RFC 6901 JSON pointer in a decoded document.
 func Lookup(doc any, ptr string) (any, bool) {
-	if ptr == "" {
-		return doc, true
-	}
-	if !strings.HasPrefix(ptr, "/") {
+	p := jsontext.Pointer(ptr)
+	if !p.IsValid() {
 		return nil, false
 	}
 	cur := doc
-	for _, seg := range strings.Split(ptr[1:], "/") {
-		seg = unescape(seg)
+	for seg := range p.Tokens() { // unescaped
 		switch c := cur.(type) {
 		case map[string]any:
 			v, ok := c[seg]
@@ -448,10 +426,6 @@ func Lookup(doc any, ptr string) (any, bool) {
 		}
 	}
 	return cur, true
-}
-
-func unescape(seg string) string {
-	return strings.ReplaceAll(strings.ReplaceAll(seg, "~1", "/"), "~0", "~")
 }
 
 func decodeJSON(b []byte) (any, error) {

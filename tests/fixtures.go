@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 
 	admissionv1 "k8s.io/api/admission/v1"
@@ -160,14 +159,13 @@ type ReviewRequest struct {
 // LoadFixtures reads every *.yaml fixture of dir, sorted by name. A file that
 // does not parse, has an unknown key or an impossible expectation is an error.
 func LoadFixtures(dir string) ([]Fixture, error) {
-	paths, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	paths, err := filepath.Glob(filepath.Join(dir, "*.yaml")) // sorted
 	if err != nil {
 		return nil, err
 	}
 	if len(paths) == 0 {
 		return nil, fmt.Errorf("no *.yaml fixtures in %s", dir)
 	}
-	sort.Strings(paths)
 	out := make([]Fixture, 0, len(paths))
 	var errs []error
 	for _, p := range paths {
@@ -188,13 +186,7 @@ func LoadFixture(path string) (Fixture, error) {
 	if err != nil {
 		return f, err
 	}
-	js, err := yaml.YAMLToJSONStrict(data) // a duplicate key is an error
-	if err != nil {
-		return f, fmt.Errorf("%s: %w", path, err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&f); err != nil {
+	if err := yaml.UnmarshalStrict(data, &f); err != nil { // a duplicate or unknown key is an error
 		return f, fmt.Errorf("%s: %w", path, err)
 	}
 	f.Path = path
@@ -398,27 +390,19 @@ func (f *Fixture) envelope(uid string) ([]byte, error) {
 	if f.Resource != nil {
 		res = *f.Resource
 	}
-	var opts any
+	var opts runtime.Object // CONNECT has none: null
 	tm := func(kind string) metav1.TypeMeta { return metav1.TypeMeta{Kind: kind, APIVersion: "meta.k8s.io/v1"} }
 	switch f.Operation {
 	case "CREATE":
-		opts = metav1.CreateOptions{TypeMeta: tm("CreateOptions"), FieldManager: "kubectl", FieldValidation: "Strict"}
+		opts = &metav1.CreateOptions{TypeMeta: tm("CreateOptions"), FieldManager: "kubectl", FieldValidation: "Strict"}
 	case "UPDATE":
-		opts = metav1.UpdateOptions{TypeMeta: tm("UpdateOptions"), FieldManager: "kubectl", FieldValidation: "Strict"}
+		opts = &metav1.UpdateOptions{TypeMeta: tm("UpdateOptions"), FieldManager: "kubectl", FieldValidation: "Strict"}
 	case "DELETE":
 		background := metav1.DeletePropagationBackground
-		opts = metav1.DeleteOptions{TypeMeta: tm("DeleteOptions"), PropagationPolicy: &background}
+		opts = &metav1.DeleteOptions{TypeMeta: tm("DeleteOptions"), PropagationPolicy: &background}
 	case "CONNECT":
 	default:
 		return nil, fmt.Errorf("operation must be CREATE, UPDATE, DELETE or CONNECT, got %q", f.Operation)
-	}
-	var options runtime.RawExtension
-	if opts != nil {
-		b, err := json.Marshal(opts)
-		if err != nil {
-			return nil, err
-		}
-		options.Raw = b
 	}
 	var meta struct {
 		Metadata struct {
@@ -449,20 +433,12 @@ func (f *Fixture) envelope(uid string) ([]byte, error) {
 			Namespace:          meta.Metadata.Namespace,
 			Operation:          admissionv1.Operation(f.Operation),
 			UserInfo:           fixtureUser,
-			Object:             runtime.RawExtension{Raw: rawOrNil(f.Object)},
-			OldObject:          runtime.RawExtension{Raw: rawOrNil(f.OldObject)},
+			Object:             runtime.RawExtension{Raw: f.Object}, // nil (absent) marshals as null
+			OldObject:          runtime.RawExtension{Raw: f.OldObject},
 			DryRun:             &dryRun,
-			Options:            options,
+			Options:            runtime.RawExtension{Object: opts}, // marshalled as Object when Raw is nil
 		},
 	})
-}
-
-// rawOrNil is nil for an absent object, which marshals as null.
-func rawOrNil(b json.RawMessage) []byte {
-	if len(b) == 0 {
-		return nil
-	}
-	return b
 }
 
 // fixtureUID is a name-based (version 5, RFC 9562) UUID of the fixture's

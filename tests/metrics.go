@@ -4,9 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 
-	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )
@@ -30,11 +31,7 @@ func ReadMetrics(r io.Reader) ([]Sample, error) {
 	if err != nil {
 		return nil, err
 	}
-	all := make([]*dto.MetricFamily, 0, len(fams))
-	for _, f := range fams {
-		all = append(all, f)
-	}
-	vec, err := expfmt.ExtractSamples(&expfmt.DecodeOptions{}, all...)
+	vec, err := expfmt.ExtractSamples(&expfmt.DecodeOptions{}, slices.Collect(maps.Values(fams))...)
 	if err != nil {
 		return nil, err
 	}

@@ -166,7 +166,8 @@ func (ts *testServer) inFlight(t *testing.T) (finish func() (*http.Response, err
 // the drain the request gets a complete answer with Connection: close and the
 // server then closes the connection; without it (--shutdown-drain-period=0,
 // the behaviour before), the connection was closed under the client and the
-// request gets no answer. The drain lasts its whole period, connection or not.
+// request gets no answer. The drain lasts its whole period, connection or not,
+// and while it lasts the server is not ready but answers new connections.
 // Either way a request in flight when the shutdown begins is answered (with
 // Connection: close under a drain) and Run returns nil, no goroutine left.
 func TestDrainAnswersKeptAliveConnection(t *testing.T) {
@@ -207,6 +208,14 @@ func TestDrainAnswersKeptAliveConnection(t *testing.T) {
 				if err := k.closedByServer(); err != nil {
 					t.Error(err)
 				}
+				// Not ready, but a new connection (a client whose view of the
+				// endpoints is late) is still accepted and answered.
+				c := ts.Client()
+				defer c.CloseIdleConnections()
+				if resp := ts.post(t, c); resp.StatusCode != 200 || !resp.Close || ts.ready() != 503 {
+					t.Errorf("new connection during the drain: HTTP %d, Connection: close %t, /readyz %d; want 200, true, 503",
+						resp.StatusCode, resp.Close, ts.ready())
+				}
 				ts.stillRunning(t, "before the end of the drain period, though no connection was open")
 			}
 			switch resp, err := finish(); {
@@ -218,32 +227,12 @@ func TestDrainAnswersKeptAliveConnection(t *testing.T) {
 			}
 			ts.waitRun(t, 10*time.Second)
 			if tc.period > 0 {
-				checkDrained(t, logs, 2, 0) // the kept-alive and the in-flight answers
+				checkDrained(t, logs, 3, 0) // the kept-alive, the new connection's and the in-flight answers
 			} else if got := logs.drained(); len(got) != 0 {
 				t.Errorf("drain logged with --shutdown-drain-period=0: %v", got)
 			}
 		})
 	}
-}
-
-// TestDrainServesNewConnections: while it drains the server is not ready but
-// still accepts and answers a new connection (a client whose view of the
-// endpoints is late), with Connection: close.
-func TestDrainServesNewConnections(t *testing.T) {
-	ts := startServer(t, func(o *Options) { o.DrainPeriod = 2 * time.Second })
-	ts.beginShutdown(t)
-	c := ts.Client()
-	defer c.CloseIdleConnections()
-	resp := ts.post(t, c)
-	if resp.StatusCode != 200 || !resp.Close {
-		t.Errorf("new connection during the drain: HTTP %d, Connection: close %t; want 200 and true",
-			resp.StatusCode, resp.Close)
-	}
-	if got := ts.ready(); got != http.StatusServiceUnavailable {
-		t.Errorf("/readyz = %d during the drain, want 503", got)
-	}
-	ts.stillRunning(t, "before the end of the drain period")
-	ts.waitRun(t, 10*time.Second)
 }
 
 // TestDrainPeriodBounds: a connection the client keeps idle through the whole

@@ -90,11 +90,6 @@ func (ts *testServer) waitRun(t *testing.T, d time.Duration) {
 // ready is the status of /readyz.
 func (ts *testServer) ready() int { return tests.HTTPStatus(ts.metrics + "/readyz") }
 
-func (ts *testServer) metric(t *testing.T, selector string) float64 {
-	t.Helper()
-	return tests.Metric(t, ts.metrics+"/metrics", selector)
-}
-
 // post sends an AdmissionReview of an unmanaged StatefulSet.
 func (ts *testServer) post(t *testing.T, c *http.Client) *http.Response {
 	t.Helper()
@@ -108,12 +103,6 @@ func (ts *testServer) post(t *testing.T, c *http.Client) *http.Response {
 }
 
 func emptyReview(uid string) []byte { return tests.NewReview(uid, "CREATE", []byte(`{}`), nil) }
-
-const (
-	expiry  = "dittofs_webhook_tls_certificate_expiry_timestamp_seconds"
-	success = `dittofs_webhook_tls_certificate_reloads_total{result="success"}`
-	failure = `dittofs_webhook_tls_certificate_reloads_total{result="failure"}`
-)
 
 // TestServer: TLS on the admission port (HTTP/1.1 unless --enable-http2, the
 // --tls-min-version honoured, plain HTTP refused), probes and every metric
@@ -145,7 +134,8 @@ func TestServer(t *testing.T) {
 	for _, name := range []string{
 		"dittofs_webhook_admission_requests_total", "dittofs_webhook_admission_duration_seconds_bucket",
 		"dittofs_webhook_violations_total", "dittofs_webhook_mutations_total", "dittofs_webhook_bad_requests_total",
-		"dittofs_webhook_panics_total", expiry, "dittofs_webhook_tls_certificate_reloads_total",
+		"dittofs_webhook_panics_total", "dittofs_webhook_tls_certificate_expiry_timestamp_seconds",
+		"dittofs_webhook_tls_certificate_reloads_total",
 		"dittofs_webhook_build_info", "go_goroutines", "process_resident_memory_bytes",
 	} {
 		if !names[name] {
@@ -161,15 +151,16 @@ func TestServer(t *testing.T) {
 
 // TestServerWaitsForCertificate: without a certificate directory at start the
 // server starts anyway, alive but not ready: /healthz 200, /readyz 503 with a
-// one-line reason, TLS handshakes fail, the failure logged and counted once.
-// When a good pair appears it is served, /readyz turns 200 and admission
-// works; Run stops cleanly with no watcher left running. The other states a
-// volume can start in are TestCertWatcherWaitsForAPair's.
+// one-line reason, TLS handshakes fail. When a good pair appears it is served,
+// /readyz turns 200 and admission works; Run stops cleanly with no watcher
+// left running. The other states a volume can start in, and what is logged and
+// counted (once, not per poll), are TestCertWatcherWaitsForAPair's; the
+// metrics as /metrics serves them, TestServer's and the binary's
+// TestServeWaitsForCertificate.
 func TestServerWaitsForCertificate(t *testing.T) {
 	const poll = 50 * time.Millisecond
 	ts := &testServer{SecretVolume: tests.NewSecretVolume(t, filepath.Join(t.TempDir(), "tls"))}
-	logs := &logRecorder{}
-	ts.run(t, func(o *Options) { o.CertPollInterval = poll; o.Log = slog.New(logs) })
+	ts.run(t, func(o *Options) { o.CertPollInterval = poll })
 
 	time.Sleep(10 * poll) // several polls see the same failure
 	if got := tests.HTTPStatus(ts.metrics + "/healthz"); got != 200 {
@@ -191,21 +182,11 @@ func TestServerWaitsForCertificate(t *testing.T) {
 		conn.Close()
 		t.Error("TLS handshake succeeded without a certificate")
 	}
-	if f, e, errs := ts.metric(t, failure), ts.metric(t, expiry), logs.errors(); f != 1 || e != 0 || errs != 1 {
-		t.Errorf("while waiting: reloads{failure} %v, expiry %v, %d errors logged; want 1 (once, not per poll), 0, 1",
-			f, e, errs)
-	}
 
 	ts.Write(t, ts.Issue(t))
 	tests.Eventually(t, 10*time.Second, func() (int, bool) { s := ts.ready(); return s, s == 200 })
 	if resp := ts.post(t, ts.Client()); resp.StatusCode != 200 {
 		t.Errorf("admission status %d once the certificate is loaded", resp.StatusCode)
-	}
-	if s, f := ts.metric(t, success), ts.metric(t, failure); s != 1 || f != 1 {
-		t.Errorf("after the first load: reloads{success} %v, {failure} %v; want 1 and still 1", s, f)
-	}
-	if got := ts.metric(t, expiry); got <= float64(time.Now().Unix()) {
-		t.Errorf("expiry gauge %v after the first load, want the certificate's NotAfter", got)
 	}
 	ts.cancel()
 	ts.waitRun(t, 15*time.Second)
