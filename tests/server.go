@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"io"
 	"maps"
 	"net/http"
 	"os"
@@ -151,7 +152,9 @@ func Scrape(t testing.TB, url string) []Sample {
 		t.Fatalf("scraping metrics: %v", err)
 	}
 	defer resp.Body.Close()
-	samples, err := ReadMetrics(resp.Body)
+	// The server's exposition is a few KiB; a bound keeps a broken one from
+	// eating the test's memory.
+	samples, err := ReadMetrics(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
 		t.Fatal(err)
 	}

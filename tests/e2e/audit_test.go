@@ -1,22 +1,18 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 	reportsv1alpha1 "github.com/openreports/reports-api/apis/openreports.io/v1alpha1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/dittofs/dittofs-webhook/policies"
-	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 	"github.com/dittofs/dittofs-webhook/webhook/offline"
 )
 
@@ -72,7 +68,7 @@ func TestAuditReportsApplied(t *testing.T) {
 	// get their reports too, which is harmless; this one's are judged.
 	dir := t.TempDir()
 	audit := filepath.Join(env.artifacts, "bin", "dittofs-webhook") + " audit"
-	runStep(t, dir, "kubectl get sts -A -o yaml | "+audit+" -o report | kubectl apply --validate=strict -f -")
+	env.Kubectl.Shell(t, dir, "kubectl get sts -A -o yaml | "+audit+" -o report | kubectl apply --validate=strict -f -")
 
 	var list reportsv1alpha1.ReportList
 	out := mustKubectl(t, "", "get", "reports.openreports.io", "-n", ns, "-o", "json").Stdout
@@ -126,7 +122,7 @@ func TestAuditReportsApplied(t *testing.T) {
 
 	// The same audit as text exits 1 (something fails) and says so per
 	// StatefulSet.
-	text := runStep(t, dir, "kubectl get sts -n "+ns+" -o yaml | "+audit+"; echo \"exit $?\"")
+	text := env.Kubectl.Shell(t, dir, "kubectl get sts -n "+ns+" -o yaml | "+audit+"; echo \"exit $?\"")
 	for _, line := range []string{
 		ns + "/protected: pass",
 		ns + "/legacy: fail (cache-storage, retention-policy)",
@@ -152,30 +148,4 @@ func installReportsCRD(t *testing.T) {
 		t.Fatalf("go list -m %s (in %s): %v", reportsModule, env.repoRoot, err)
 	}
 	installCRDs(t, filepath.Join(strings.TrimSpace(string(out)), "config", "crd"), "openreports.io_reports.yaml")
-}
-
-// runStep runs one line of a pipeline the docs give with bash, as a user
-// pastes it into a shell in dir: the built kubectl first on PATH, KUBECONFIG
-// the e2e admin's. It must succeed; it returns what the step printed.
-func runStep(t *testing.T, dir, line string) string {
-	t.Helper()
-	framework.HaltIfStopping()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", "-c", line)
-	cmd.Dir = dir
-	cmd.Env = []string{
-		"PATH=" + env.assets + string(os.PathListSeparator) + os.Getenv("PATH"),
-		"KUBECONFIG=" + env.Kubeconfig,
-		"HOME=" + filepath.Join(env.artifacts, "home"),
-		"LANG=C",
-	}
-	t0 := time.Now()
-	out, err := cmd.CombinedOutput()
-	framework.HaltIfStopping()
-	t.Logf("$ %s  → %v (%s)\n%s", line, err, time.Since(t0).Round(time.Millisecond), framework.Indent(string(out)))
-	if err != nil {
-		t.Fatalf("step failed: %s: %v\n%s", line, err, out)
-	}
-	return string(out)
 }

@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -30,15 +28,7 @@ func TestWarnOnlyRollout(t *testing.T) {
 	}
 	requireVCTs(t, mustGetSTS(t, ns, "nocontent"), "metadata", "cache")
 
-	resp, err := http.Get("http://" + warn.metrics + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	samples, err := tests.ReadMetrics(io.LimitReader(resp.Body, 1<<20))
-	resp.Body.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	samples := tests.Scrape(t, "http://"+warn.metrics+"/metrics")
 	// The dry runs above were counted too: at least one, and never as deny.
 	violations := map[string]float64{}
 	for _, s := range samples {
@@ -75,12 +65,9 @@ func withWarnOnlyServer(t *testing.T, probe string) (warn *server, restore func(
 	})
 	mustKubectl(t, strings.ReplaceAll(string(env.webhooks), env.server.listen, warn.listen), "replace", "-f", "-")
 	restore = webhooksBack(t, "replace")
-	err = framework.Poll(time.Minute, nil, func() (bool, string) {
+	framework.Eventually(t, time.Minute, "the webhooks point at the warn server", nil, func() (bool, string) {
 		r := runKubectl(probe, "create", "--dry-run=server", "-n", probeNamespace, "-f", "-")
 		return r.OK(), r.String()
 	})
-	if err != nil {
-		t.Fatalf("the webhooks are not pointed at the warn server: %v", err)
-	}
 	return warn, restore
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -104,6 +105,32 @@ func (k Kubectl) Must(t testing.TB, stdin string, args ...string) Result {
 		t.Fatalf("kubectl failed:\n%s", r)
 	}
 	return r
+}
+
+// Shell runs one line with bash in dir, as a user pastes a pipeline the docs
+// give into a shell: this kubectl's directory, then the directories in path
+// (e.g. the built dittofs-webhook's), first on PATH, KUBECONFIG the admin's.
+// The line must succeed; Shell returns what it printed.
+func (k Kubectl) Shell(t testing.TB, dir, line string, path ...string) string {
+	t.Helper()
+	HaltIfStopping()
+	// A documented step may wait longer (`kubectl wait --timeout=15m`); here
+	// each one is done in seconds.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-c", line)
+	cmd.Dir = dir
+	dirs := append(append([]string{filepath.Dir(k.Bin)}, path...), os.Getenv("PATH"))
+	cmd.Env = []string{"PATH=" + strings.Join(dirs, string(os.PathListSeparator)), "KUBECONFIG=" + k.Kubeconfig,
+		"HOME=" + k.Home, "LANG=C"}
+	t0 := time.Now()
+	out, err := cmd.CombinedOutput()
+	HaltIfStopping()
+	t.Logf("$ %s  → %v (%s)\n%s", line, err, time.Since(t0).Round(time.Millisecond), Indent(string(out)))
+	if err != nil {
+		t.Fatalf("step failed: %s: %v\n%s", line, err, out)
+	}
+	return string(out)
 }
 
 // Result is what one kubectl command did.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -66,7 +65,8 @@ func testMigrate(t *testing.T, labelled bool) {
 	var oldPods []string
 	for i := range 2 {
 		waitStarted(t, ns, fmt.Sprintf("fs-%d", i))
-		oldPods = append(oldPods, mustKubectl(t, "", "-n", ns, "get", "pod", fmt.Sprint("fs-", i), "-o", "jsonpath={.metadata.uid}").Stdout)
+		uid := mustKubectl(t, "", "-n", ns, "get", "pod", fmt.Sprint("fs-", i), "-o", "jsonpath={.metadata.uid}").Stdout
+		oldPods = append(oldPods, uid)
 	}
 	old, err := sts.Get(context.Background(), "fs", metav1.GetOptions{})
 	if err != nil {
@@ -88,9 +88,11 @@ func testMigrate(t *testing.T, labelled bool) {
 	// (its exit status says whether anything needs recreating; 2 is an
 	// input it could not read).
 	dir := t.TempDir()
+	// Each step as a user runs it, with the built dittofs-webhook on PATH.
+	runStep := func(line string) string { return env.Kubectl.Shell(t, dir, line, filepath.Dir(env.webhookBin)) }
 	evalRecreate := func(get, flags string) (manifest, script string) {
-		runStep(t, dir, get+" -o yaml | dittofs-webhook eval --recreate"+flags+" -f - >recreate.yaml 2>steps.sh; test $? != 2")
-		// runStep succeeded: the shell made both files.
+		runStep(get + " -o yaml | dittofs-webhook eval --recreate" + flags + " -f - >recreate.yaml 2>steps.sh; test $? != 2")
+		// The step succeeded: the shell made both files.
 		m, _ := os.ReadFile(filepath.Join(dir, "recreate.yaml"))
 		s, _ := os.ReadFile(filepath.Join(dir, "steps.sh"))
 		return string(m), string(s)
@@ -106,17 +108,22 @@ func testMigrate(t *testing.T, labelled bool) {
 		}
 		// eval --recreate says it is not managed and what to do ...
 		manifest, advice := evalRecreate("kubectl get statefulset fs -n "+ns, "")
-		if manifest != "" || len(scriptCommands(advice)) > 0 || !strings.Contains(advice, "not managed") || !strings.Contains(advice, "--manage") {
-			t.Errorf("eval --recreate on an unlabelled StatefulSet: want no manifest, no steps, \"not managed\" and \"--manage\":\n%s\n%s", manifest, advice)
+		if manifest != "" || len(scriptCommands(advice)) > 0 || !strings.Contains(advice, "not managed") ||
+			!strings.Contains(advice, "--manage") {
+			t.Errorf("eval --recreate on an unlabelled StatefulSet: want no manifest, no steps, "+
+				"\"not managed\" and \"--manage\":\n%s\n%s", manifest, advice)
 		}
 		// ... and --manage does it.
 		_, script = evalRecreate("kubectl get statefulset fs -n "+ns, " --manage")
 	}
 	restart := func(pod string) string {
-		return fmt.Sprintf(`kubectl delete pod %[1]s -n %[2]s && until kubectl get pod %[1]s -n %[2]s >/dev/null 2>&1; do sleep 1; done && kubectl wait --for=condition=Ready pod/%[1]s -n %[2]s --timeout=15m`, pod, ns)
+		return fmt.Sprintf(`kubectl delete pod %[1]s -n %[2]s && `+
+			`until kubectl get pod %[1]s -n %[2]s >/dev/null 2>&1; do sleep 1; done && `+
+			`kubectl wait --for=condition=Ready pod/%[1]s -n %[2]s --timeout=15m`, pod, ns)
 	}
 	want := []string{
-		`kubectl patch statefulset fs -n ` + ns + ` --type=merge -p '{"spec":{"persistentVolumeClaimRetentionPolicy":{"whenDeleted":"Retain","whenScaled":"Retain"}}}'`,
+		`kubectl patch statefulset fs -n ` + ns + ` --type=merge -p ` +
+			`'{"spec":{"persistentVolumeClaimRetentionPolicy":{"whenDeleted":"Retain","whenScaled":"Retain"}}}'`,
 		`kubectl delete statefulset fs --cascade=orphan -n ` + ns,
 		`kubectl create -f recreate.yaml`,
 		restart("fs-0"),
@@ -133,7 +140,7 @@ func testMigrate(t *testing.T, labelled bool) {
 	for _, step := range steps {
 		// The manifest is what the cluster stores (the mutation applied):
 		// the webhook has nothing to change, so nothing to warn about.
-		if out := runStep(t, dir, step); step == want[2] && strings.Contains(out, "Warning:") {
+		if out := runStep(step); step == want[2] && strings.Contains(out, "Warning:") {
 			t.Errorf("creating the printed manifest made the webhook warn: it is not the mutated object:\n%s", out)
 		}
 	}
@@ -153,7 +160,8 @@ func testMigrate(t *testing.T, labelled bool) {
 		waitStarted(t, ns, fmt.Sprintf("fs-%d", i))
 		p := requirePodClaims(t, ns, "fs", i)
 		if ref := metav1.GetControllerOf(p); string(p.UID) == oldUID || ref == nil || ref.UID != recreated.UID {
-			t.Errorf("pod %s (uid %s, was %s) is controlled by %v, want a new pod of StatefulSet uid %s", p.Name, p.UID, oldUID, ref, recreated.UID)
+			t.Errorf("pod %s (uid %s, was %s) is controlled by %v, want a new pod of StatefulSet uid %s",
+				p.Name, p.UID, oldUID, ref, recreated.UID)
 		}
 	}
 	// The user's data: the same PVCs (uids), never deleted, owned by nothing.
@@ -188,24 +196,4 @@ func scriptCommands(script string) []string {
 		}
 	}
 	return cmds
-}
-
-// runStep runs one line of the migration script with bash, as a user pastes
-// it into a shell in dir: the built kubectl first on PATH, KUBECONFIG the
-// e2e admin's, dittofs-webhook built from the repository. It must succeed; it returns what the step printed.
-func runStep(t *testing.T, dir, line string) string {
-	t.Helper()
-	// The script's own `kubectl wait` allows 15 minutes; a pod here is
-	// Ready in seconds.
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", "-c", line)
-	cmd.Dir = dir
-	cmd.Env = []string{"PATH=" + env.kubeDir + ":" + filepath.Dir(env.webhookBin) + ":" + os.Getenv("PATH"), "KUBECONFIG=" + env.Kubeconfig, "HOME=" + dir, "LANG=C"}
-	out, err := cmd.CombinedOutput()
-	t.Logf("$ %s  → %v\n%s", line, err, out)
-	if err != nil {
-		t.Fatalf("migration step failed: %s: %v", line, err)
-	}
-	return string(out)
 }
