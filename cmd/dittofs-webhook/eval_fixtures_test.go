@@ -78,7 +78,9 @@ func evalFixtureObject(t *testing.T, f tests.Fixture, req *tests.ReviewRequest) 
 // serverOutcome is what eval must print for the fixture's request: the
 // mutating webhook's answer, its patch applied, and the validating webhook's
 // answer on the result, as the apiserver calls them. TestFixtures (package
-// tests) checks these answers against the fixture.
+// tests) checks these answers against the fixture. It calls the webhooks'
+// Mutate and Validate, not Admitter.Evaluate: eval itself runs Evaluate, and
+// the point is that the two entry points agree.
 func serverOutcome(t *testing.T, f tests.Fixture, req *tests.ReviewRequest) evalOutcome {
 	t.Helper()
 	opts, err := f.PolicyOptions()

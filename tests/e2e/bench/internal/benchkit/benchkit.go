@@ -32,7 +32,7 @@ import (
 
 	gocmp "github.com/google/go-cmp/cmp"
 	"github.com/prometheus/procfs"
-	"gomodules.xyz/jsonpatch/v2"
+	jsonpatchv4 "gopkg.in/evanphx/json-patch.v4"
 	admissionv1 "k8s.io/api/admission/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -62,20 +62,34 @@ func LoadBodies(repoRoot string) (*Bodies, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The other bodies are edits of the review as a map, so that every
+	// member of it is kept as it is.
 	var rv map[string]any
-	_ = json.Unmarshal(create, &rv)
+	if err := json.Unmarshal(create, &rv); err != nil {
+		return nil, err
+	}
 	r := rv["request"].(map[string]any)
-	obj, _ := json.Marshal(r["object"])
+	obj, err := json.Marshal(r["object"])
+	if err != nil {
+		return nil, err
+	}
 	mutated, err := admission.ApplyPatch(obj, (&admission.Admitter{Policy: policies.DefaultOptions()}).Mutate(req).Patch)
 	if err != nil {
 		return nil, err
 	}
 	var m any
-	_ = json.Unmarshal(mutated, &m)
+	if err := json.Unmarshal(mutated, &m); err != nil {
+		return nil, err
+	}
 	r["object"] = m
-	validate, _ := json.Marshal(rv)
+	validate, err := json.Marshal(rv)
+	if err != nil {
+		return nil, err
+	}
 
-	_ = json.Unmarshal(obj, &m)
+	if err := json.Unmarshal(obj, &m); err != nil {
+		return nil, err
+	}
 	spec := m.(map[string]any)["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
 	c := spec["containers"].([]any)[0].(map[string]any)
 	env := c["env"].([]any)
@@ -85,8 +99,8 @@ func LoadBodies(repoRoot string) (*Bodies, error) {
 	}
 	c["env"] = env
 	r["object"] = m
-	large, _ := json.Marshal(rv)
-	return &Bodies{Create: create, Validate: validate, Large: large, Object: obj}, nil
+	large, err := json.Marshal(rv)
+	return &Bodies{Create: create, Validate: validate, Large: large, Object: obj}, err
 }
 
 // Post sends the review body to url and decodes the v1 AdmissionReview
@@ -133,13 +147,14 @@ func Agree(body []byte, ours, peer *admissionv1.AdmissionResponse) (string, erro
 	}
 	var sts [2]appsv1.StatefulSet
 	for i, patch := range [][]byte{ours.Patch, peer.Patch} {
-		var ops []jsonpatch.Operation
-		var err error
+		doc, err := req.Request.Object.Raw, error(nil)
 		if len(patch) > 0 {
-			err = json.Unmarshal(patch, &ops)
+			var p jsonpatchv4.Patch
+			if p, err = jsonpatchv4.DecodePatch(patch); err == nil {
+				doc, err = p.Apply(doc)
+			}
 		}
-		doc, err2 := admission.ApplyPatch(req.Request.Object.Raw, ops)
-		if err = errors.Join(err, err2); err == nil {
+		if err == nil {
 			err = json.Unmarshal(doc, &sts[i])
 		}
 		if err != nil {
