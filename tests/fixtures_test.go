@@ -234,16 +234,12 @@ func (s *testServer) send(t *testing.T, wh string, body []byte, raw *Raw) (int, 
 		raw = &Raw{}
 	}
 	method, contentType := cmp.Or(raw.Method, "POST"), cmp.Or(raw.ContentType, "application/json")
-	var r io.Reader = bytes.NewReader(body)
-	if raw.Chunked {
-		r = io.MultiReader(r) // hides the length
-	}
-	req, err := http.NewRequest(method, s.base+path, r)
+	req, err := http.NewRequest(method, s.base+path, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if raw.Chunked {
-		req.ContentLength = -1
+		req.ContentLength = -1 // sent chunked
 	}
 	req.Header.Set("Content-Type", contentType)
 	resp, err := s.client.Do(req)

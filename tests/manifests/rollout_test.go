@@ -24,7 +24,11 @@ func TestRolloutWarn(t *testing.T) {
 // --validation-action=warn set back to deny.
 func asDeny(r *rendering) (out []string) {
 	for _, o := range r.objs {
-		out = append(out, o.String()+" "+strings.Replace(string(o.raw), `"--validation-action=warn"`, `"--validation-action=deny"`, 1))
+		raw := string(o.raw)
+		if o.Kind == "Deployment" {
+			raw = strings.Replace(raw, `"--validation-action=warn"`, `"--validation-action=deny"`, 1)
+		}
+		out = append(out, o.String()+" "+raw)
 	}
 	return out
 }
