@@ -87,7 +87,7 @@ func claimSpecDiff(spec corev1.PersistentVolumeClaimSpec, size, class string) st
 		want.Class = &class
 	}
 	got := claim{spec.Resources.Requests[corev1.ResourceStorage], spec.StorageClassName, spec.AccessModes}
-	return cmp.Diff(want, got, cmp.Comparer(func(a, b resource.Quantity) bool { return a.Cmp(b) == 0 }))
+	return cmp.Diff(want, got) // go-cmp compares quantities with Quantity.Equal: by value
 }
 
 // requireCacheMounted checks that the container mounts the cache at path,

@@ -18,6 +18,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
@@ -151,12 +152,12 @@ func (h *harness) installWebhooks() error {
 			return fmt.Errorf("deploy/default: %s has no webhooks", kind)
 		}
 		for _, w := range webhooks {
-			var cc admissionregistrationv1.WebhookClientConfig
 			w := w.(map[string]any)
-			if data, _ := json.Marshal(w["clientConfig"]); json.Unmarshal(data, &cc) != nil || cc.Service == nil || cc.Service.Path == nil {
+			path, ok, _ := unstructured.NestedString(w, "clientConfig", "service", "path")
+			if !ok {
 				return fmt.Errorf("deploy/default: %s webhook %v has no clientConfig.service.path", kind, w["name"])
 			}
-			url := "https://" + h.server.listen + *cc.Service.Path
+			url := "https://" + h.server.listen + path
 			w["clientConfig"] = admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: h.caPEM}
 		}
 		keep = append(keep, toYAML(doc))
