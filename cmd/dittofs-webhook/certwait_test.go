@@ -2,13 +2,11 @@ package main
 
 // The server started before its certificate files are usable (SPEC §5:
 // "/readyz fails until a certificate is loaded"), driven through the real
-// binary; and flag values that stay fatal at start whatever the certificate.
+// binary. Flag values that stay fatal at start whatever the certificate are
+// tests/eval/serve-bad-flags.txtar.
 
 import (
-	"context"
 	"crypto/tls"
-	"errors"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -80,38 +78,5 @@ func TestServeWaitsForCertificate(t *testing.T) {
 	must(t, s.cmd.Process.Signal(syscall.SIGTERM))
 	if err := s.exit(t, 30*time.Second); err != nil {
 		t.Fatalf("exit after SIGTERM: %v", err)
-	}
-}
-
-// TestServeBadFlagValueExits2: a flag whose value is invalid still stops the
-// server at start with exit 2, though it would wait for a missing certificate.
-func TestServeBadFlagValueExits2(t *testing.T) {
-	missing := []string{"--tls-cert-file", "/nonexistent/tls.crt", "--tls-key-file", "/nonexistent/tls.key",
-		"--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"}
-	cases := []struct {
-		name string
-		args []string
-	}{
-		{"tls min version", []string{"--tls-min-version", "1.1"}},
-		{"default cache size", []string{"--default-cache-size", "-5Gi"}},
-		{"cache mount path", []string{"--cache-mount-path", "relative"}},
-		{"shutdown timeout", []string{"--shutdown-timeout", "-1s"}},
-		{"shutdown drain period", []string{"--shutdown-drain-period", "-1s"}},
-		{"log format", []string{"--log-format", "xml"}},
-		{"log level", []string{"--log-level", "loud"}},
-		{"unknown flag", []string{"--no-such-flag"}},
-		{"extra argument", []string{"extra"}},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // were it to start
-			defer cancel()
-			args := append(append([]string{"serve"}, missing...), tc.args...)
-			err := exec.CommandContext(ctx, "dittofs-webhook", args...).Run()
-			var exit *exec.ExitError
-			if !errors.As(err, &exit) || exit.ExitCode() != 2 {
-				t.Errorf("serve %v: %v, want exit status 2", tc.args, err)
-			}
-		})
 	}
 }
