@@ -2,6 +2,7 @@ package certs
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/tls"
@@ -152,38 +153,11 @@ func TestIssue(t *testing.T) {
 	}
 }
 
+// TestWrite checks what Write creates in a new directory (modes, no temporary
+// files, a CA twice as long-lived as the serving pair, the pair verifying for
+// every host), and what a second Write keeps or replaces when the directory
+// already has files in it.
 func TestWrite(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "certs")
-	if err := Write(Options{Dir: dir}); err != nil {
-		t.Fatal(err)
-	}
-	modes := map[string]fs.FileMode{
-		"": 0o700 | fs.ModeDir, CACertFile: 0o644, CAKeyFile: 0o600, CertFile: 0o644, KeyFile: 0o600,
-	}
-	for name, mode := range modes {
-		if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Mode() != mode {
-			t.Errorf("%q: %v, want mode %v", name, err, mode)
-		}
-	}
-	if entries, err := os.ReadDir(dir); err != nil || len(entries) != 4 {
-		t.Errorf("%d entries in %s, want 4 (no temporary files left): %v", len(entries), dir, err)
-	}
-	verifyHosts(t, dir, DefaultHosts())
-
-	// A pair the loaded CA issues verifies against the same ca.crt.
-	ca, err := LoadCA(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM, keyPEM := issue(t, ca, []string{"rotated.example", "127.0.0.1"}, time.Hour)
-	writeTestFile(t, dir, CertFile, certPEM)
-	writeTestFile(t, dir, KeyFile, keyPEM)
-	verifyHosts(t, dir, []string{"rotated.example", "127.0.0.1"})
-}
-
-// TestWriteReuse checks what Write keeps and what it replaces when the
-// directory already has files in it.
-func TestWriteReuse(t *testing.T) {
 	files := []string{CACertFile, CAKeyFile, CertFile, KeyFile}
 	serving := []string{CertFile, KeyFile}
 	// servingFrom replaces the serving pair (or only its key) with one the
@@ -213,6 +187,9 @@ func TestWriteReuse(t *testing.T) {
 			}
 		}
 	}
+	modes := map[string]fs.FileMode{
+		"": 0o700 | fs.ModeDir, CACertFile: 0o644, CAKeyFile: 0o600, CertFile: 0o644, KeyFile: 0o600,
+	}
 	for _, tc := range []struct {
 		name string
 		// prepare changes dir, which holds the output of Write(Options{Dir:
@@ -224,6 +201,7 @@ func TestWriteReuse(t *testing.T) {
 		changed []string
 	}{
 		{name: "idempotent"},
+		{name: "a pair the loaded CA issued is kept", prepare: servingFrom(false, false, 0)},
 		{name: "subset of hosts", opts: Options{Hosts: []string{"localhost", "::1"}}},
 		// Shorter-lived than the 24h renewal window: renewed at two thirds of
 		// its life, not on every run.
@@ -249,9 +227,25 @@ func TestWriteReuse(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
+			dir := filepath.Join(t.TempDir(), "certs")
 			if err := Write(Options{Dir: dir, Validity: tc.opts.Validity}); err != nil {
 				t.Fatal(err)
+			}
+			for name, mode := range modes {
+				if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Mode() != mode {
+					t.Errorf("%q: %v, want mode %v", name, err, mode)
+				}
+			}
+			if entries, err := os.ReadDir(dir); err != nil || len(entries) != 4 {
+				t.Errorf("%d entries in %s, want 4 (no temporary files left): %v", len(entries), dir, err)
+			}
+			ca, err := LoadCA(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			validity := cmp.Or(tc.opts.Validity, DefaultValidity)
+			if got := time.Until(ca.Cert.NotAfter); got <= 2*validity-time.Hour || got > 2*validity {
+				t.Errorf("CA valid for %v more, want twice the serving validity %v", got, validity)
 			}
 			if tc.prepare != nil {
 				tc.prepare(t, dir)
@@ -319,21 +313,5 @@ func TestWriteErrors(t *testing.T) {
 	}
 	if _, err := LoadCA(t.TempDir()); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("LoadCA(empty dir) = %v, want fs.ErrNotExist", err)
-	}
-}
-
-// TestWriteShortValidity: the CA of a short-lived serving certificate lives
-// twice as long.
-func TestWriteShortValidity(t *testing.T) {
-	dir := t.TempDir()
-	if err := Write(Options{Dir: dir, Validity: 6 * time.Hour}); err != nil {
-		t.Fatal(err)
-	}
-	ca, err := LoadCA(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := time.Until(ca.Cert.NotAfter); got < 11*time.Hour || got > 12*time.Hour {
-		t.Errorf("CA valid for %v more, want twice the serving validity", got)
 	}
 }
