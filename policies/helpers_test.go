@@ -54,6 +54,12 @@ func sts(tweaks ...tweak) *appsv1.StatefulSet {
 			},
 		},
 	}
+	return tweaked(s, tweaks...)
+}
+
+// tweaked is a copy of s with tweaks applied.
+func tweaked(s *appsv1.StatefulSet, tweaks ...tweak) *appsv1.StatefulSet {
+	s = s.DeepCopy()
 	for _, tw := range tweaks {
 		tw(s)
 	}
@@ -242,6 +248,15 @@ func view(t *testing.T, s *appsv1.StatefulSet) *policies.StatefulSet {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// withAction is DefaultOptions with action, unless it is empty.
+func withAction(action policies.Action) policies.Options {
+	o := policies.DefaultOptions()
+	if action != "" {
+		o.Action = action
+	}
+	return o
 }
 
 // orCreate is op, CREATE when empty.

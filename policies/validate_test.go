@@ -33,7 +33,7 @@ func TestValidate(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		op       policies.Operation // CREATE when empty
-		opts     *policies.Options  // DefaultOptions when nil
+		action   policies.Action    // DefaultOptions' when empty
 		obj, old *appsv1.StatefulSet
 		errs     []wantErr
 		warned   []wantErr // denied under deny, warned under warn
@@ -87,7 +87,7 @@ func TestValidate(t *testing.T) {
 		{
 			name:     "warn: a new violation is warned, an existing one stays existing",
 			op:       update,
-			opts:     warnOpts,
+			action:   policies.Warn,
 			obj:      stored(withoutVCT("content"), withVCTSize(0, "0")),
 			old:      stored(withVCTSize(0, "0")),
 			warned:   []wantErr{{required, vctsPath, policies.RuleContentStorage}},
@@ -103,12 +103,8 @@ func TestValidate(t *testing.T) {
 		{name: "CONNECT", op: "CONNECT", obj: sts(withVCTs())},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			opts := policies.DefaultOptions()
-			if tc.opts != nil {
-				opts = *tc.opts
-			}
 			req := policies.Request{Operation: orCreate(tc.op), Object: view(t, tc.obj), OldObject: view(t, tc.old)}
-			v := policies.Validate(req, opts)
+			v := policies.Validate(req, withAction(tc.action))
 			checkErrs(t, "Errs", v.Errs, tc.errs)
 			checkErrs(t, "Warned", v.Warned, tc.warned)
 			checkErrs(t, "Existing", v.Existing, tc.existing)
