@@ -18,12 +18,18 @@ import (
 	"time"
 )
 
-func mustCA(t *testing.T, validity time.Duration) *CA {
+// must fails t on err.
+func must(t testing.TB, err error) {
 	t.Helper()
-	ca, err := NewCA(validity)
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+func mustCA(t *testing.T, validity time.Duration) *CA {
+	t.Helper()
+	ca, err := NewCA(validity)
+	must(t, err)
 	return ca
 }
 
@@ -31,9 +37,7 @@ func mustCA(t *testing.T, validity time.Duration) *CA {
 func issue(t *testing.T, ca *CA, hosts []string, validity time.Duration) (certPEM, keyPEM []byte) {
 	t.Helper()
 	certPEM, keyPEM, err := ca.Issue(hosts, validity)
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(t, err)
 	return certPEM, keyPEM
 }
 
@@ -44,17 +48,13 @@ func parseCert(t *testing.T, certPEM []byte) *x509.Certificate {
 		t.Fatalf("not a PEM certificate: %q", certPEM)
 	}
 	cert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(t, err)
 	return cert
 }
 
 func writeTestFile(t *testing.T, dir, name string, data []byte) {
 	t.Helper()
-	if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	must(t, os.WriteFile(filepath.Join(dir, name), data, 0o600))
 }
 
 // verifyHosts checks that the serving pair in dir verifies against the CA of
@@ -62,13 +62,9 @@ func writeTestFile(t *testing.T, dir, name string, data []byte) {
 func verifyHosts(t *testing.T, dir string, hosts []string) {
 	t.Helper()
 	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile))
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(t, err)
 	ca, err := LoadCA(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(t, err)
 	for _, host := range hosts {
 		if err := verify(pair.Leaf, ca.Pool(), host); err != nil {
 			t.Errorf("%s: %v", host, err)
@@ -181,9 +177,7 @@ func TestWrite(t *testing.T) {
 	remove := func(names ...string) func(*testing.T, string) {
 		return func(t *testing.T, dir string) {
 			for _, name := range names {
-				if err := os.Remove(filepath.Join(dir, name)); err != nil {
-					t.Fatal(err)
-				}
+				must(t, os.Remove(filepath.Join(dir, name)))
 			}
 		}
 	}
@@ -217,9 +211,7 @@ func TestWrite(t *testing.T) {
 			prepare: func(t *testing.T, dir string) {
 				// Made 30 days ago, it expires in an hour.
 				ca, err := newCA(time.Now().Add(-30*24*time.Hour), 30*24*time.Hour+time.Hour)
-				if err != nil {
-					t.Fatal(err)
-				}
+				must(t, err)
 				writeTestFile(t, dir, CAKeyFile, ca.KeyPEM)
 				writeTestFile(t, dir, CACertFile, ca.CertPEM)
 			},
@@ -228,9 +220,7 @@ func TestWrite(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "certs")
-			if err := Write(Options{Dir: dir, Validity: tc.opts.Validity}); err != nil {
-				t.Fatal(err)
-			}
+			must(t, Write(Options{Dir: dir, Validity: tc.opts.Validity}))
 			for name, mode := range modes {
 				if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Mode() != mode {
 					t.Errorf("%q: %v, want mode %v", name, err, mode)
@@ -240,9 +230,7 @@ func TestWrite(t *testing.T) {
 				t.Errorf("%d entries in %s, want 4 (no temporary files left): %v", len(entries), dir, err)
 			}
 			ca, err := LoadCA(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
+			must(t, err)
 			validity := cmp.Or(tc.opts.Validity, DefaultValidity)
 			if got := time.Until(ca.Cert.NotAfter); got <= 2*validity-time.Hour || got > 2*validity {
 				t.Errorf("CA valid for %v more, want twice the serving validity %v", got, validity)
@@ -255,14 +243,10 @@ func TestWrite(t *testing.T) {
 				before[name], _ = os.ReadFile(filepath.Join(dir, name))
 			}
 			tc.opts.Dir = dir
-			if err := Write(tc.opts); err != nil {
-				t.Fatal(err)
-			}
+			must(t, Write(tc.opts))
 			for _, name := range files {
 				after, err := os.ReadFile(filepath.Join(dir, name))
-				if err != nil {
-					t.Fatal(err)
-				}
+				must(t, err)
 				if got, want := bytes.Equal(before[name], after), !slices.Contains(tc.changed, name); got != want {
 					t.Errorf("%s unchanged = %v, want %v", name, got, want)
 				}

@@ -228,12 +228,18 @@ func checkWarnings(t *testing.T, got []string, want [][]string) {
 	}
 }
 
-func mustJSON(t *testing.T, v any) []byte {
+// must fails t on err.
+func must(t testing.TB, err error) {
 	t.Helper()
-	b, err := json.Marshal(v)
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	must(t, err)
 	return b
 }
 
@@ -244,9 +250,7 @@ func view(t *testing.T, s *appsv1.StatefulSet) *policies.StatefulSet {
 		return nil
 	}
 	v, err := admission.DecodeStatefulSet(mustJSON(t, s), "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(t, err)
 	return v
 }
 

@@ -163,9 +163,7 @@ func applyPatch(t *testing.T, doc []byte, patch []jsonpatch.Operation) ([]byte, 
 		t.Fatalf("applying %s: %v", mustJSON(t, patch), err)
 	}
 	var got appsv1.StatefulSet
-	if err := json.Unmarshal(out, &got); err != nil {
-		t.Fatal(err)
-	}
+	must(t, json.Unmarshal(out, &got))
 	return out, &got
 }
 
@@ -174,9 +172,7 @@ func applyPatch(t *testing.T, doc []byte, patch []jsonpatch.Operation) ([]byte, 
 func serverRequest(t *testing.T, op policies.Operation, object, oldObject []byte) policies.Request {
 	t.Helper()
 	r, err := admission.NewRequest(string(op), object, oldObject)
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(t, err)
 	return policies.Request{Operation: op, Object: r.Object, OldObject: r.OldObject}
 }
 

@@ -35,9 +35,7 @@ func evalFixtureObject(t *testing.T, f tests.Fixture, req *tests.ReviewRequest) 
 	dir := t.TempDir()
 	write := func(name string, data []byte) string {
 		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		must(t, os.WriteFile(p, data, 0o644))
 		return p
 	}
 	// What the apiserver sends is already decoded and schema-checked, and
@@ -84,22 +82,16 @@ func evalFixtureObject(t *testing.T, f tests.Fixture, req *tests.ReviewRequest) 
 func serverOutcome(t *testing.T, f tests.Fixture, req *tests.ReviewRequest) evalOutcome {
 	t.Helper()
 	opts, err := f.PolicyOptions()
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(t, err)
 	a := &admission.Admitter{Policy: opts}
 	r, err := admission.NewRequest(req.Operation, req.Object, oldOf(req))
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(t, err)
 	out := evalOutcome{Object: decoded(t, req.Object), Patch: normal(t, []jsonpatch.Operation{})}
 	resp := a.Mutate(r)
 	if resp.Allowed {
 		out.Patch = normal(t, append([]jsonpatch.Operation{}, resp.Patch...))
 		obj, err := admission.ApplyPatch(req.Object, resp.Patch)
-		if err != nil {
-			t.Fatal(err)
-		}
+		must(t, err)
 		out.Object = decoded(t, obj)
 		if r, err = admission.NewRequest(req.Operation, obj, oldOf(req)); err != nil {
 			t.Fatal(err)
@@ -127,9 +119,7 @@ func serverOutcome(t *testing.T, f tests.Fixture, req *tests.ReviewRequest) eval
 // operations, subresources, other kinds and protocol cases never reach eval.
 func TestEvalAgreesWithFixtures(t *testing.T) {
 	fixtures, err := tests.LoadFixtures(fixturesDir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(t, err)
 	compared := 0
 	for _, f := range fixtures {
 		t.Run(f.Name, func(t *testing.T) {
@@ -181,8 +171,6 @@ func decoded(t *testing.T, b []byte) any {
 func normal(t *testing.T, v any) any {
 	t.Helper()
 	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(t, err)
 	return decoded(t, b)
 }

@@ -39,9 +39,7 @@ type server struct {
 func freePort(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(t, err)
 	defer l.Close()
 	return l.Addr().String()
 }
@@ -62,9 +60,7 @@ func launch(t *testing.T, withPair bool, args ...string) *server {
 		"--tls-cert-file", s.CertFile(), "--tls-key-file", s.KeyFile()}, args...)
 	s.cmd = exec.Command("dittofs-webhook", args...) // the test binary, as TestMain puts it in $PATH
 	s.cmd.Stdout, s.cmd.Stderr = s.logw, s.logw
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	must(t, s.cmd.Start())
 	go func() { s.exited <- s.cmd.Wait() }()
 	t.Cleanup(func() {
 		_ = s.cmd.Process.Kill()
@@ -262,9 +258,7 @@ func TestSlowClientsAreCutOff(t *testing.T) {
 	pool := x509.NewCertPool()
 	pool.AddCert(s.CA.Cert)
 	conn, err := tls.Dial("tcp", s.admission, &tls.Config{RootCAs: pool})
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(t, err)
 	defer conn.Close() // ends the writer
 	header := "POST /mutate-apps-v1-statefulset HTTP/1.1\r\nHost: x\r\nX-Slow: " + strings.Repeat("a", 100)
 	go func() {

@@ -100,18 +100,12 @@ func evalCases(t *testing.T) []scriptCase {
 	var cases []scriptCase
 	for _, p := range paths {
 		ar, err := txtar.ParseFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
+		must(t, err)
 		c := scriptCase{name: strings.TrimSuffix(filepath.Base(p), ".txtar"), dir: t.TempDir()}
 		for _, f := range ar.Files {
 			dst := filepath.Join(c.dir, f.Name)
-			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(dst, f.Data, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			must(t, os.MkdirAll(filepath.Dir(dst), 0o755))
+			must(t, os.WriteFile(dst, f.Data, 0o644))
 		}
 		var stdinFile string
 		for _, l := range strings.Split(string(ar.Comment), "\n") {
