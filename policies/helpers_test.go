@@ -85,28 +85,17 @@ func vct(name, size string, class ...string) corev1.PersistentVolumeClaim {
 		v.Spec.Resources.Requests = corev1.ResourceList{corev1.ResourceStorage: resource.MustParse(size)}
 	}
 	if len(class) > 0 {
-		c := class[0]
-		v.Spec.StorageClassName = &c
+		v.Spec.StorageClassName = &class[0]
 	}
 	return v
 }
 
 func withAnnotation(k, v string) tweak {
-	return func(s *appsv1.StatefulSet) {
-		if s.Annotations == nil {
-			s.Annotations = map[string]string{}
-		}
-		s.Annotations[k] = v
-	}
+	return func(s *appsv1.StatefulSet) { metav1.SetMetaDataAnnotation(&s.ObjectMeta, k, v) }
 }
 
 func withLabel(k, v string) tweak {
-	return func(s *appsv1.StatefulSet) {
-		if s.Labels == nil {
-			s.Labels = map[string]string{}
-		}
-		s.Labels[k] = v
-	}
+	return func(s *appsv1.StatefulSet) { metav1.SetMetaDataLabel(&s.ObjectMeta, k, v) }
 }
 
 func withoutLabel(k string) tweak {
@@ -147,11 +136,7 @@ func withoutVCT(name string) tweak {
 
 func withVCTSize(i int, size string) tweak {
 	return func(s *appsv1.StatefulSet) {
-		if size == "" {
-			s.Spec.VolumeClaimTemplates[i].Spec.Resources.Requests = nil
-			return
-		}
-		s.Spec.VolumeClaimTemplates[i].Spec.Resources.Requests = corev1.ResourceList{corev1.ResourceStorage: resource.MustParse(size)}
+		s.Spec.VolumeClaimTemplates[i].Spec.Resources.Requests[corev1.ResourceStorage] = resource.MustParse(size)
 	}
 }
 
