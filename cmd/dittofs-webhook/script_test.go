@@ -78,15 +78,12 @@ func cmdExits(ts *testscript.TestScript, neg bool, args []string) {
 	}
 }
 
-// scriptCase is a tests/eval script whose command line is read back, for
-// the tests that run eval's cases again in other ways.
+// scriptCase is a tests/eval script whose eval command line is read back,
+// for the tests that run eval's cases again in other ways.
 type scriptCase struct {
-	name string
-	dir  string // the archive's files, extracted
-	args []string
-	// stdin is the content of the stdin file, nil without one.
-	stdin []byte
-	code  int
+	name, dir string // dir holds the archive's files
+	args      []string
+	stdin     []byte // the stdin file's content, nil without one
 }
 
 // evalCases reads the eval scripts and extracts each one's files in a
@@ -102,31 +99,18 @@ func evalCases(t *testing.T) []scriptCase {
 		ar, err := txtar.ParseFile(p)
 		must(t, err)
 		c := scriptCase{name: strings.TrimSuffix(filepath.Base(p), ".txtar"), dir: t.TempDir()}
-		for _, f := range ar.Files {
-			dst := filepath.Join(c.dir, f.Name)
-			must(t, os.MkdirAll(filepath.Dir(dst), 0o755))
-			must(t, os.WriteFile(dst, f.Data, 0o644))
-		}
-		var stdinFile string
+		must(t, txtar.Write(ar, c.dir))
 		for _, l := range strings.Split(string(ar.Comment), "\n") {
-			fields := strings.Fields(l)
-			switch {
-			case len(fields) == 2 && fields[0] == "stdin":
-				stdinFile = fields[1]
-			case len(fields) >= 4 && fields[0] == "exits" && fields[2] == "dittofs-webhook" && fields[3] == "eval":
-				if c.code, err = strconv.Atoi(fields[1]); err != nil {
-					t.Fatalf("%s: %v", p, err)
-				}
-				c.args = fields[4:]
+			switch f := strings.Fields(l); {
+			case len(f) == 2 && f[0] == "stdin":
+				c.stdin, err = os.ReadFile(filepath.Join(c.dir, f[1]))
+				must(t, err)
+			case len(f) >= 4 && f[0] == "exits" && f[2] == "dittofs-webhook" && f[3] == "eval":
+				c.args = f[4:]
 			}
 		}
-		if c.args == nil && !strings.Contains(string(ar.Comment), "dittofs-webhook eval\n") {
+		if c.args == nil {
 			t.Fatalf("%s: no `exits CODE dittofs-webhook eval ARGS` line", p)
-		}
-		if stdinFile != "" {
-			if c.stdin, err = os.ReadFile(filepath.Join(c.dir, stdinFile)); err != nil {
-				t.Fatal(err)
-			}
 		}
 		cases = append(cases, c)
 	}
