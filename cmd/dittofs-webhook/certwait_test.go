@@ -41,13 +41,13 @@ func TestServeWaitsForCertificate(t *testing.T) {
 	}
 	// The log is flushed within a second.
 	tests.Eventually(t, 10*time.Second, func() (string, bool) {
-		l := s.logw.read()
+		l := s.logs()
 		return l, strings.Contains(l, `"level":"ERROR"`)
 	})
 
 	s.Write(t, s.Issue(t))
 	s.waitReady(t, 10*time.Second)
-	if err := post(s.client(false), s.admission, "after-wait"); err != nil {
+	if err := post(s.client(false), s.admission, "after-wait", nil); err != nil {
 		t.Fatalf("admission once the certificate is loaded: %v", err)
 	}
 	if ok, bad := s.metric(t, success), s.metric(t, failure); ok != 1 || bad != 1 {

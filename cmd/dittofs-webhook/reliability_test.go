@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,7 +33,7 @@ type server struct {
 	*tests.SecretVolume
 	cmd                *exec.Cmd
 	admission, metrics string
-	logw               *syncWriter
+	logFile            string // the process's stdout and stderr
 	exited             chan error
 }
 
@@ -49,9 +50,12 @@ func freePort(t *testing.T) string {
 func launch(t *testing.T, withPair bool, args ...string) *server {
 	t.Helper()
 	s := &server{
-		SecretVolume: tests.NewSecretVolume(t, t.TempDir()), logw: &syncWriter{},
-		exited: make(chan error, 1),
+		SecretVolume: tests.NewSecretVolume(t, t.TempDir()),
+		logFile:      filepath.Join(t.TempDir(), "log"), exited: make(chan error, 1),
 	}
+	logs, err := os.Create(s.logFile)
+	must(t, err)
+	defer logs.Close() // the process has its own descriptor
 	if withPair {
 		s.Write(t, s.Issue(t))
 	}
@@ -59,14 +63,14 @@ func launch(t *testing.T, withPair bool, args ...string) *server {
 	args = append([]string{"serve", "--listen", s.admission, "--metrics-listen", s.metrics,
 		"--tls-cert-file", s.CertFile(), "--tls-key-file", s.KeyFile()}, args...)
 	s.cmd = exec.Command("dittofs-webhook", args...) // the test binary, as TestMain puts it in $PATH
-	s.cmd.Stdout, s.cmd.Stderr = s.logw, s.logw
+	s.cmd.Stdout, s.cmd.Stderr = logs, logs
 	must(t, s.cmd.Start())
 	go func() { s.exited <- s.cmd.Wait() }()
 	t.Cleanup(func() {
 		_ = s.cmd.Process.Kill()
 		<-s.exited
 		if t.Failed() {
-			t.Logf("server logs:\n%s", s.logw.read())
+			t.Logf("server logs:\n%s", s.logs())
 		}
 	})
 	return s
@@ -108,23 +112,12 @@ func (s *server) exit(t *testing.T, d time.Duration) error {
 	}
 }
 
-// syncWriter is a bytes.Buffer the process's output goroutines and the test
-// share.
-type syncWriter struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+func (s *server) logs() string { return readFile(s.logFile) }
 
-func (w *syncWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *syncWriter) read() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
+// readFile is the content of a file another process or goroutine writes to.
+func readFile(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
 }
 
 func must(t *testing.T, err error) {
@@ -143,11 +136,18 @@ func (s *server) client(keepAlive bool) *http.Client {
 	return c
 }
 
-// post sends one review of a StatefulSet that needs every mutation, and
-// checks the answer echoes the uid with a patch.
-func post(c *http.Client, addr, uid string) error {
-	body := tests.NewReview(uid, "CREATE", []byte(tests.ManagedStatefulSet), nil)
-	resp, err := c.Post("https://"+addr+"/mutate-apps-v1-statefulset", "application/json", bytes.NewReader(body))
+// review is the review of a StatefulSet that needs every mutation.
+func review(uid string) []byte {
+	return tests.NewReview(uid, "CREATE", []byte(tests.ManagedStatefulSet), nil)
+}
+
+// post sends body, review(uid) when nil, and checks the answer echoes the uid
+// with a patch.
+func post(c *http.Client, addr, uid string, body io.Reader) error {
+	if body == nil {
+		body = bytes.NewReader(review(uid))
+	}
+	resp, err := c.Post("https://"+addr+"/mutate-apps-v1-statefulset", "application/json", body)
 	if err != nil {
 		return err
 	}
@@ -182,23 +182,9 @@ const (
 func TestSIGTERMWithRequestsInFlight(t *testing.T) {
 	const drain, timeout = 3 * time.Second, 8 * time.Second
 	s := startBinary(t, "--shutdown-drain-period", drain.String(), "--shutdown-timeout", timeout.String())
-	body := tests.NewReview("in-flight", "CREATE", []byte(tests.ManagedStatefulSet), nil)
+	body, inflight := review("in-flight"), make(chan error, 1)
 	pr, pw := io.Pipe()
-	inflight := make(chan error, 1)
-	go func() {
-		req, _ := http.NewRequest(http.MethodPost, "https://"+s.admission+"/mutate-apps-v1-statefulset", pr)
-		req.Header.Set("Content-Type", "application/json")
-		req.ContentLength = int64(len(body))
-		resp, err := s.client(false).Do(req)
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 || !bytes.Contains(b, []byte(`"uid":"in-flight"`)) {
-				err = fmt.Errorf("HTTP %d: %s", resp.StatusCode, b)
-			}
-		}
-		inflight <- err
-	}()
+	go func() { inflight <- post(s.client(false), s.admission, "in-flight", pr) }()
 	_, _ = pw.Write(body[:20])
 	time.Sleep(300 * time.Millisecond)
 
@@ -210,7 +196,7 @@ func TestSIGTERMWithRequestsInFlight(t *testing.T) {
 		t.Fatalf("exited (%v) with a request in flight", err)
 	default:
 	}
-	if err := post(s.client(false), s.admission, "in-drain"); err != nil {
+	if err := post(s.client(false), s.admission, "in-drain", nil); err != nil {
 		t.Errorf("a request during the drain period: %v", err)
 	}
 	_, _ = pw.Write(body[20:])
@@ -248,7 +234,7 @@ func TestSlowClientsAreCutOff(t *testing.T) {
 		idle = append(idle, c)
 	}
 	start := time.Now()
-	if err := post(s.client(false), s.admission, "while-flooded"); err != nil {
+	if err := post(s.client(false), s.admission, "while-flooded", nil); err != nil {
 		t.Fatalf("well-behaved client with 300 idle connections open: %v", err)
 	}
 	t.Logf("answered in %s with 300 idle connections", time.Since(start).Round(time.Microsecond))
@@ -308,7 +294,7 @@ func TestSoak(t *testing.T) {
 			tick := time.NewTicker(time.Second / perClient)
 			defer tick.Stop()
 			for n := 0; ; n++ {
-				if err := post(c, s.admission, fmt.Sprintf("c%d-%d", i, n)); err == nil {
+				if err := post(c, s.admission, fmt.Sprintf("c%d-%d", i, n), nil); err == nil {
 					ok.Add(1)
 				} else if failed.Add(1) <= 5 {
 					t.Errorf("request c%d-%d: %v", i, n, err)
