@@ -2,6 +2,7 @@ package policies_test
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -116,21 +117,14 @@ func appendVCT(v corev1.PersistentVolumeClaim) tweak {
 
 func insertVCT(i int, v corev1.PersistentVolumeClaim) tweak {
 	return func(s *appsv1.StatefulSet) {
-		vs := append([]corev1.PersistentVolumeClaim{}, s.Spec.VolumeClaimTemplates[:i]...)
-		vs = append(vs, v)
-		s.Spec.VolumeClaimTemplates = append(vs, s.Spec.VolumeClaimTemplates[i:]...)
+		s.Spec.VolumeClaimTemplates = slices.Insert(s.Spec.VolumeClaimTemplates, i, v)
 	}
 }
 
 func withoutVCT(name string) tweak {
 	return func(s *appsv1.StatefulSet) {
-		var vs []corev1.PersistentVolumeClaim
-		for _, v := range s.Spec.VolumeClaimTemplates {
-			if v.Name != name {
-				vs = append(vs, v)
-			}
-		}
-		s.Spec.VolumeClaimTemplates = vs
+		s.Spec.VolumeClaimTemplates = slices.DeleteFunc(s.Spec.VolumeClaimTemplates,
+			func(v corev1.PersistentVolumeClaim) bool { return v.Name == name })
 	}
 }
 
