@@ -38,19 +38,14 @@ func evalFixtureObject(t *testing.T, f tests.Fixture, req *tests.ReviewRequest) 
 		must(t, os.WriteFile(p, data, 0o644))
 		return p
 	}
+	opts, err := f.PolicyOptions()
+	must(t, err)
 	// What the apiserver sends is already decoded and schema-checked, and
 	// the fixtures hold fields from a future Kubernetes on purpose.
-	args := []string{"--validate=false", "-f", write("object.json", req.Object)}
+	args := []string{"--validate=false", "-f", write("object.json", req.Object),
+		"--default-cache-size", opts.DefaultCacheSize.String(), "--cache-mount-path", opts.CacheMountPath}
 	if req.Operation == "UPDATE" {
 		args = append(args, "--old", write("old.json", req.OldObject))
-	}
-	if o := f.Options; o != nil {
-		if o.DefaultCacheSize != "" {
-			args = append(args, "--default-cache-size", o.DefaultCacheSize)
-		}
-		if o.CacheMountPath != "" {
-			args = append(args, "--cache-mount-path", o.CacheMountPath)
-		}
 	}
 	asJSON := runEval(append(args, "-o", "json"), nil)
 	asPatch := runEval(append(args, "-o", "patch"), nil)
@@ -93,9 +88,8 @@ func serverOutcome(t *testing.T, f tests.Fixture, req *tests.ReviewRequest) eval
 		obj, err := admission.ApplyPatch(req.Object, resp.Patch)
 		must(t, err)
 		out.Object = decoded(t, obj)
-		if r, err = admission.NewRequest(req.Operation, obj, oldOf(req)); err != nil {
-			t.Fatal(err)
-		}
+		r, err = admission.NewRequest(req.Operation, obj, oldOf(req))
+		must(t, err)
 		v := a.Validate(r)
 		resp.Warnings, resp.Allowed, resp.Result = append(resp.Warnings, v.Warnings...), v.Allowed, v.Result
 	}

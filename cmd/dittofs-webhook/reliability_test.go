@@ -221,16 +221,12 @@ func TestSlowClientsAreCutOff(t *testing.T) {
 	}
 	s := startBinary(t)
 	var idle []net.Conn
-	defer func() {
-		for _, c := range idle {
-			c.Close()
-		}
-	}()
 	for i := 0; i < 300; i++ {
 		c, err := net.Dial("tcp", s.admission)
 		if err != nil {
 			t.Fatalf("idle connection %d: %v", i, err)
 		}
+		t.Cleanup(func() { c.Close() })
 		idle = append(idle, c)
 	}
 	start := time.Now()
