@@ -1,8 +1,8 @@
 package main
 
 // Reliability tests that drive the real binary the way a cluster does: signals,
-// certificate rotation by Secret-volume symlink swap, hostile connections, and
-// (behind `make soak`) a long run at a fixed rate. All traffic is on loopback
+// a certificate arriving by Secret-volume symlink swap, hostile connections,
+// and (behind `make soak`) a long run at a fixed rate. All traffic is on loopback
 // and every loop is bounded in count and time.
 
 import (
@@ -97,8 +97,6 @@ func (s *server) metric(t *testing.T, selector string) float64 {
 	return tests.Metric(t, "http://"+s.metrics+"/metrics", selector)
 }
 
-func (s *server) serial(t *testing.T) string { return tests.ServedSerial(t, s.admission) }
-
 // exit waits for the process to exit within d and returns how.
 func (s *server) exit(t *testing.T, d time.Duration) error {
 	t.Helper()
@@ -167,11 +165,10 @@ func post(c *http.Client, addr, uid string, body io.Reader) error {
 }
 
 const (
-	expiry  = "dittofs_webhook_tls_certificate_expiry_timestamp_seconds"
 	success = `dittofs_webhook_tls_certificate_reloads_total{result="success"}`
+	failure = `dittofs_webhook_tls_certificate_reloads_total{result="failure"}`
 	// rssBytes is the server's own resident memory (the process collector's).
 	rssBytes = "process_resident_memory_bytes"
-	failure  = `dittofs_webhook_tls_certificate_reloads_total{result="failure"}`
 )
 
 // TestSIGTERMWithRequestsInFlight: SIGTERM while a request's body is still
