@@ -99,13 +99,8 @@ func withLabel(k, v string) tweak {
 	return func(s *appsv1.StatefulSet) { metav1.SetMetaDataLabel(&s.ObjectMeta, k, v) }
 }
 
-func withoutLabel(k string) tweak {
-	return func(s *appsv1.StatefulSet) { delete(s.Labels, k) }
-}
-
-func withNamespace(ns string) tweak {
-	return func(s *appsv1.StatefulSet) { s.Namespace = ns }
-}
+func withoutLabel(k string) tweak   { return func(s *appsv1.StatefulSet) { delete(s.Labels, k) } }
+func withNamespace(ns string) tweak { return func(s *appsv1.StatefulSet) { s.Namespace = ns } }
 
 func withVCTs(vcts ...corev1.PersistentVolumeClaim) tweak {
 	return func(s *appsv1.StatefulSet) { s.Spec.VolumeClaimTemplates = vcts }
