@@ -225,8 +225,8 @@ func TestMutateNilObject(t *testing.T) {
 }
 
 func TestOptions(t *testing.T) {
-	d := policies.DefaultOptions()
-	if d.DefaultCacheSize.String() != "5Gi" || d.CacheMountPath != "/data/cache" || d.Validate() != nil {
+	if d := policies.DefaultOptions(); d.DefaultCacheSize.String() != "5Gi" || d.CacheMountPath != "/data/cache" ||
+		d.Validate() != nil {
 		t.Errorf("DefaultOptions() = %v %q: %v", d.DefaultCacheSize.String(), d.CacheMountPath, d.Validate())
 	}
 	for name, o := range map[string]policies.Options{
@@ -249,19 +249,18 @@ func TestManagePatch(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		obj       *appsv1.StatefulSet
-		wantValue string // the label's value; nil patch when the base already has it
-		patched   bool
+		wantValue string // the label's value; a patch only when the object lacks it
 	}{
-		{"other labels kept", sts(withoutLabel(policies.LabelServer)), "dittofs-a", true},
-		{"no labels at all", sts(func(s *appsv1.StatefulSet) { s.Labels = nil }), "dittofs-a", true},
-		{"name too long for a label value", sts(withoutLabel(policies.LabelServer), withName(long)), "", true},
-		{"already managed", sts(withLabel(policies.LabelServer, "other")), "other", false},
-		{"already managed, empty value", sts(withLabel(policies.LabelServer, "")), "", false},
+		{"other labels kept", sts(withoutLabel(policies.LabelServer)), "dittofs-a"},
+		{"no labels at all", sts(func(s *appsv1.StatefulSet) { s.Labels = nil }), "dittofs-a"},
+		{"name too long for a label value", sts(withoutLabel(policies.LabelServer), withName(long)), ""},
+		{"already managed", sts(withLabel(policies.LabelServer, "other")), "other"},
+		{"already managed, empty value", sts(withLabel(policies.LabelServer, "")), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			patch := policies.ManagePatch(view(t, tc.obj))
-			if (patch != nil) != tc.patched {
-				t.Fatalf("patch = %v, want one: %v", patch, tc.patched)
+			if _, managed := tc.obj.Labels[policies.LabelServer]; (patch == nil) != managed {
+				t.Fatalf("patch = %v for an object labelled %v", patch, tc.obj.Labels)
 			}
 			_, got := applyPatch(t, mustJSON(t, tc.obj), patch)
 			want := tweaked(tc.obj, withLabel(policies.LabelServer, tc.wantValue))
