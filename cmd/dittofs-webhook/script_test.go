@@ -16,17 +16,8 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the expected outputs of tests/eval's scripts from the current output")
 
-// scriptsDir holds the command's CLI cases, one testscript file each
-// (github.com/rogpeppe/go-internal/testscript): the comment says what the
-// case is, the script runs the command once as
-//
-//	stdin FILE                            (optional)
-//	exits CODE dittofs-webhook eval|audit ARGS...
-//	cmp stdout want.stdout                (or ! stdout . when it prints nothing)
-//	cmp stderr want.stderr                (or ! stderr .)
-//
-// and the archive holds the input files and the expected outputs.
-// go test ./cmd/dittofs-webhook -run TestScripts -update rewrites them.
+// scriptsDir holds the command's CLI cases, one testscript file each; their
+// form is in tests/README.md ("The CLI cases"). -update rewrites their outputs.
 const scriptsDir = "../../tests/eval"
 
 // reportEpoch is SOURCE_DATE_EPOCH in the scripts: audit -o report's
@@ -62,16 +53,13 @@ func cmdExits(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("usage: exits CODE program [args...]")
 	}
 	want, err := strconv.Atoi(args[0])
-	if err != nil {
-		ts.Fatalf("exits: %q is not an exit code", args[0])
-	}
-	got := 0
-	if err := ts.Exec(args[1], args[2:]...); err != nil {
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) {
-			ts.Fatalf("exits: %v", err)
-		}
+	ts.Check(err)
+	got, ee := 0, (*exec.ExitError)(nil)
+	switch err := ts.Exec(args[1], args[2:]...); {
+	case errors.As(err, &ee):
 		got = ee.ExitCode()
+	case err != nil:
+		ts.Fatalf("exits: %v", err)
 	}
 	if got != want {
 		ts.Fatalf("exit status %d, want %d", got, want)
