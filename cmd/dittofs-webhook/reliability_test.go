@@ -139,8 +139,8 @@ func review(uid string) []byte {
 	return tests.NewReview(uid, "CREATE", []byte(tests.ManagedStatefulSet), nil)
 }
 
-// post sends body, review(uid) when nil, and checks the answer echoes the uid
-// with a patch.
+// post sends body, review(uid) when nil, and checks the answer is a review
+// that echoes the uid with a patch.
 func post(c *http.Client, addr, uid string, body io.Reader) error {
 	if body == nil {
 		body = bytes.NewReader(review(uid))
@@ -154,12 +154,9 @@ func post(c *http.Client, addr, uid string, body io.Reader) error {
 	if err != nil {
 		return err
 	}
-	if resp.StatusCode != 200 {
-		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, answer)
-	}
-	if !bytes.Contains(answer, []byte(`"uid":"`+uid+`"`)) ||
-		!bytes.Contains(answer, []byte(`"patchType":"JSONPatch"`)) {
-		return fmt.Errorf("unexpected answer: %s", answer)
+	a, err := tests.ParseAnswer(nil, resp.StatusCode, answer)
+	if r := a.Response(); err != nil || r == nil || string(r.UID) != uid || len(a.Patch) == 0 {
+		return fmt.Errorf("HTTP %d (%v): %s", resp.StatusCode, err, answer)
 	}
 	return nil
 }
