@@ -8,7 +8,6 @@ package main
 import (
 	"bytes"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -164,8 +163,6 @@ func post(c *http.Client, addr, uid string, body io.Reader) error {
 const (
 	success = `dittofs_webhook_tls_certificate_reloads_total{result="success"}`
 	failure = `dittofs_webhook_tls_certificate_reloads_total{result="failure"}`
-	// rssBytes is the server's own resident memory (the process collector's).
-	rssBytes = "process_resident_memory_bytes"
 )
 
 // TestSIGTERMWithRequestsInFlight: SIGTERM while a request's body is still
@@ -231,9 +228,7 @@ func TestSlowClientsAreCutOff(t *testing.T) {
 
 	// Slowloris: TLS done, then one header byte every 500 ms until the
 	// server closes the connection.
-	pool := x509.NewCertPool()
-	pool.AddCert(s.CA.Cert)
-	conn, err := tls.Dial("tcp", s.admission, &tls.Config{RootCAs: pool})
+	conn, err := tls.Dial("tcp", s.admission, s.Client().Transport.(*http.Transport).TLSClientConfig)
 	must(t, err)
 	defer conn.Close() // ends the writer
 	header := "POST /mutate-apps-v1-statefulset HTTP/1.1\r\nHost: x\r\nX-Slow: " + strings.Repeat("a", 100)
@@ -299,9 +294,9 @@ func TestSoak(t *testing.T) {
 	}
 	warmup := 5 * time.Second
 	time.Sleep(warmup)
-	rss0, gr0, ok0 := s.metric(t, rssBytes), s.metric(t, "go_goroutines"), ok.Load()
+	rss0, gr0, ok0 := s.metric(t, "process_resident_memory_bytes"), s.metric(t, "go_goroutines"), ok.Load()
 	time.Sleep(d - warmup)
-	rss1, gr1, ok1 := s.metric(t, rssBytes), s.metric(t, "go_goroutines"), ok.Load()
+	rss1, gr1, ok1 := s.metric(t, "process_resident_memory_bytes"), s.metric(t, "go_goroutines"), ok.Load()
 	close(stop)
 	wg.Wait()
 	t.Logf("soak %s at %.0f req/s: %d answered, %d failed; RSS %.0f KiB -> %.0f KiB; goroutines %.0f -> %.0f",
