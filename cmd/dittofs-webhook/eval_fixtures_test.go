@@ -78,8 +78,11 @@ func serverOutcome(t *testing.T, f tests.Fixture, req *tests.ReviewRequest) eval
 	t.Helper()
 	opts, err := f.PolicyOptions()
 	must(t, err)
-	a := &admission.Admitter{Policy: opts}
-	r, err := admission.NewRequest(req.Operation, req.Object, oldOf(req))
+	a, old := &admission.Admitter{Policy: opts}, req.OldObject
+	if req.Operation != "UPDATE" {
+		old = nil
+	}
+	r, err := admission.NewRequest(req.Operation, req.Object, old)
 	must(t, err)
 	out := evalOutcome{Object: decoded(t, req.Object), Patch: normal(t, []jsonpatch.Operation{})}
 	resp := a.Mutate(r)
@@ -88,7 +91,7 @@ func serverOutcome(t *testing.T, f tests.Fixture, req *tests.ReviewRequest) eval
 		obj, err := admission.ApplyPatch(req.Object, resp.Patch)
 		must(t, err)
 		out.Object = decoded(t, obj)
-		r, err = admission.NewRequest(req.Operation, obj, oldOf(req))
+		r, err = admission.NewRequest(req.Operation, obj, old)
 		must(t, err)
 		v := a.Validate(r)
 		resp.Warnings, resp.Allowed, resp.Result = append(resp.Warnings, v.Warnings...), v.Allowed, v.Result
@@ -143,13 +146,6 @@ func TestEvalAgreesWithFixtures(t *testing.T) {
 	if t.Logf("%d of %d fixtures compared with eval", compared, len(fixtures)); compared == 0 {
 		t.Error("no fixture compared")
 	}
-}
-
-func oldOf(req *tests.ReviewRequest) []byte {
-	if req.Operation != "UPDATE" {
-		return nil
-	}
-	return req.OldObject
 }
 
 func decoded(t *testing.T, b []byte) any {
