@@ -111,7 +111,7 @@ func TestMutate(t *testing.T) {
 		{name: "warn: a reserved cache volume is a warning, no cache", action: policies.Warn,
 			obj:      sts(withVolumes(hostPath("cache", "/mnt"))),
 			warnings: [][]string{{volumes0 + ".name", "denied under deny"}}},
-		{name: "warn: nothing to deny", action: policies.Warn, obj: sts(), want: injects, applied: injected},
+		{name: "warn: nothing to deny, as under deny", action: policies.Warn, obj: sts(), want: injects, applied: injected},
 		{name: "unmanaged: nothing, whatever it holds",
 			obj: sts(withoutLabel(policies.LabelServer), withRetention(del, del), withVolumes(hostPath("cache", "/x")),
 				withAnnotation(size, "lots"))},
