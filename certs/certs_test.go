@@ -68,8 +68,9 @@ func verifyHosts(t *testing.T, dir string, hosts []string) {
 	}
 }
 
+var serverAuth = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+
 func verify(cert *x509.Certificate, pool *x509.CertPool, host string) error {
-	serverAuth := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 	_, err := cert.Verify(x509.VerifyOptions{Roots: pool, DNSName: host, KeyUsages: serverAuth})
 	return err
 }
@@ -108,7 +109,7 @@ func TestIssue(t *testing.T) {
 		"CommonName is the first host":  cert.Subject.CommonName == "localhost",
 		"not a CA":                      !cert.IsCA,
 		"KeyUsage is DigitalSignature":  cert.KeyUsage == x509.KeyUsageDigitalSignature,
-		"ExtKeyUsage is ServerAuth":     slices.Equal(cert.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}),
+		"ExtKeyUsage is ServerAuth":     slices.Equal(cert.ExtKeyUsage, serverAuth),
 		"ECDSA P-256": cert.PublicKeyAlgorithm == x509.ECDSA &&
 			cert.PublicKey.(*ecdsa.PublicKey).Curve == elliptic.P256(),
 		"serial is positive and at most 128 bits": cert.SerialNumber.Sign() > 0 && cert.SerialNumber.BitLen() <= 128,

@@ -28,11 +28,8 @@ var (
 // TestMutate runs the mutator on tweaks of the base object and compares the
 // object its patch makes (want: tweaks of the request object; nil means no
 // patch at all), the mutation IDs (also the "mutations" audit annotation),
-// warnings and errors.
-//
-// The cases of SPEC §2 that a fixture of tests/fixtures proves through the
-// server (m1-*, m2-*, m3-*, m4-*, u*-*, always-*, warn-mutate-*) are not
-// repeated here; these are the edges the fixtures do not show.
+// warnings and errors. The cases of SPEC §2 that a fixture of tests/fixtures
+// proves through the server (m*-*, u*-*, always-*, warn-*) are not repeated here.
 func TestMutate(t *testing.T) {
 	size, container := policies.AnnotationCacheSize, policies.AnnotationContainer
 	badSize := []wantErr{{field.ErrorTypeInvalid, "metadata.annotations[" + size + "]", ""}}
@@ -69,8 +66,9 @@ func TestMutate(t *testing.T) {
 			want:    []tweak{cache5Gi, withRetention(retain, retain), cacheMount},
 			applied: []string{"cache-vct", "retention-policy", "cache-mount"}},
 		{name: "M3 emptyDir cache removed, mount added", obj: sts(withVolumes(emptyDir("cache"))),
-			want:    []tweak{cache5Gi, withVolumes(), cacheMount},
-			applied: []string{"cache-vct", "cache-emptydir-removed", "cache-mount"}, warnings: [][]string{{volumes0}}},
+			want:     []tweak{cache5Gi, withVolumes(), cacheMount},
+			applied:  []string{"cache-vct", "cache-emptydir-removed", "cache-mount"},
+			warnings: [][]string{{volumes0}}},
 		{name: "M3 an emptyDir and a configMap named cache: the configMap denied",
 			obj:      sts(withVolumes(emptyDir("cache"), configMap("cache"))),
 			errs:     []wantErr{{field.ErrorTypeInvalid, "spec.template.spec.volumes[1].name", ""}},
@@ -106,15 +104,17 @@ func TestMutate(t *testing.T) {
 		{name: "U2 a non-emptyDir cache volume is denied on update too", op: update,
 			obj: stored(withVolumes(hostPath("cache", "/mnt"))), old: stored(),
 			errs: []wantErr{{field.ErrorTypeInvalid, volumes0 + ".name", ""}}},
-		{name: "U3 advice without a namespace", op: update, obj: sts(withNamespace("")), old: sts(withNamespace("")),
+		{name: "U3 advice without a namespace", op: update,
+			obj: sts(withNamespace("")), old: sts(withNamespace("")),
 			warnings: [][]string{{"kubectl delete statefulset dittofs-a --cascade=orphan"}}},
 		{name: "warn: a reserved cache volume is a warning, no cache", action: policies.Warn,
 			obj:      sts(withVolumes(hostPath("cache", "/mnt"))),
 			warnings: [][]string{{volumes0 + ".name", "denied under deny"}}},
-		{name: "warn: nothing to deny, as under deny", action: policies.Warn, obj: sts(), want: injects, applied: injected},
+		{name: "warn: nothing to deny, as under deny", action: policies.Warn, obj: sts(),
+			want: injects, applied: injected},
 		{name: "unmanaged: nothing, whatever it holds",
-			obj: sts(withoutLabel(policies.LabelServer), withRetention(del, del), withVolumes(hostPath("cache", "/x")),
-				withAnnotation(size, "lots"))},
+			obj: sts(withoutLabel(policies.LabelServer), withRetention(del, del),
+				withVolumes(hostPath("cache", "/x")), withAnnotation(size, "lots"))},
 		{name: "no labels at all", obj: sts(func(s *appsv1.StatefulSet) { s.Labels = nil })},
 		{name: "DELETE", op: "DELETE", obj: sts(withoutRetention), old: sts(withoutRetention)},
 		{name: "CONNECT", op: "CONNECT", obj: sts(withoutRetention)},

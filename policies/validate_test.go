@@ -23,11 +23,9 @@ func sizePath(i int) string {
 	return fmt.Sprintf("spec.volumeClaimTemplates[%d].spec.resources.requests[storage]", i)
 }
 
-// TestValidate runs the validator on tweaks of the stored object. The rules
-// alone, all at once, shadowed volumes, existing violations, the warn action
-// and unmanaged objects each have a fixture in tests/fixtures (validate-*,
-// warn-*, u3-*-validate-*, always-*-validate); these are the edges they do
-// not show.
+// TestValidate runs the validator on tweaks of the stored object: the edges
+// that the fixtures of tests/fixtures (validate-*, warn-*, u3-*-validate-*,
+// always-*-validate) do not show.
 func TestValidate(t *testing.T) {
 	update := policies.Update
 	replicas := func(s *appsv1.StatefulSet) { s.Spec.Replicas = new(int32(2)) }

@@ -96,19 +96,6 @@ func (s *server) metric(t *testing.T, selector string) float64 {
 	return tests.Metric(t, "http://"+s.metrics+"/metrics", selector)
 }
 
-// exit waits for the process to exit within d and returns how.
-func (s *server) exit(t *testing.T, d time.Duration) error {
-	t.Helper()
-	select {
-	case err := <-s.exited:
-		s.exited <- err // for the cleanup
-		return err
-	case <-time.After(d):
-		t.Fatalf("no exit within %s", d)
-		return nil
-	}
-}
-
 func (s *server) logs() string { return readFile(s.logFile) }
 
 // readFile is the content of a file another process or goroutine writes to.
@@ -228,8 +215,12 @@ func TestSIGTERMWithRequestsInFlight(t *testing.T) {
 	if err := <-inflight; err != nil {
 		t.Fatalf("in-flight request: %v", err)
 	}
-	if err := s.exit(t, drain+timeout+2*time.Second); err != nil {
-		t.Fatalf("exit: %v", err)
+	select {
+	case err := <-s.exited:
+		s.exited <- err // for the cleanup
+		must(t, err)
+	case <-time.After(drain + timeout + 2*time.Second):
+		t.Fatal("no exit within the drain period and --shutdown-timeout")
 	}
 	if took := time.Since(sent); took > drain+timeout {
 		t.Errorf("exit took %s, over --shutdown-drain-period %s + --shutdown-timeout %s", took, drain, timeout)
