@@ -54,7 +54,8 @@ func cmdExits(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	want, err := strconv.Atoi(args[0])
 	ts.Check(err)
-	got, ee := 0, (*exec.ExitError)(nil)
+	got := 0
+	var ee *exec.ExitError
 	switch err := ts.Exec(args[1], args[2:]...); {
 	case errors.As(err, &ee):
 		got = ee.ExitCode()
