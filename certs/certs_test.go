@@ -2,11 +2,11 @@ package certs
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"io/fs"
 	"net"
@@ -17,12 +17,18 @@ import (
 	"time"
 )
 
-func mustCA(t *testing.T, validity time.Duration) *CA {
+// must fails t on err.
+func must(t testing.TB, err error) {
 	t.Helper()
-	ca, err := NewCA(validity)
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+func mustCA(t *testing.T, validity time.Duration) *CA {
+	t.Helper()
+	ca, err := NewCA(validity)
+	must(t, err)
 	return ca
 }
 
@@ -30,30 +36,21 @@ func mustCA(t *testing.T, validity time.Duration) *CA {
 func issue(t *testing.T, ca *CA, hosts []string, validity time.Duration) (certPEM, keyPEM []byte) {
 	t.Helper()
 	certPEM, keyPEM, err := ca.Issue(hosts, validity)
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(t, err)
 	return certPEM, keyPEM
 }
 
-func parseCert(t *testing.T, certPEM []byte) *x509.Certificate {
+// leaf parses a serving pair, failing t unless its key matches.
+func leaf(t *testing.T, certPEM, keyPEM []byte) *x509.Certificate {
 	t.Helper()
-	block, _ := pem.Decode(certPEM)
-	if block == nil || block.Type != "CERTIFICATE" {
-		t.Fatalf("not a PEM certificate: %q", certPEM)
-	}
-	cert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	must(t, err)
+	return pair.Leaf
 }
 
 func writeTestFile(t *testing.T, dir, name string, data []byte) {
 	t.Helper()
-	if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	must(t, os.WriteFile(filepath.Join(dir, name), data, 0o600))
 }
 
 // verifyHosts checks that the serving pair in dir verifies against the CA of
@@ -61,13 +58,9 @@ func writeTestFile(t *testing.T, dir, name string, data []byte) {
 func verifyHosts(t *testing.T, dir string, hosts []string) {
 	t.Helper()
 	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile))
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(t, err)
 	ca, err := LoadCA(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(t, err)
 	for _, host := range hosts {
 		if err := verify(pair.Leaf, ca.Pool(), host); err != nil {
 			t.Errorf("%s: %v", host, err)
@@ -75,115 +68,73 @@ func verifyHosts(t *testing.T, dir string, hosts []string) {
 	}
 }
 
+var serverAuth = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+
 func verify(cert *x509.Certificate, pool *x509.CertPool, host string) error {
-	serverAuth := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 	_, err := cert.Verify(x509.VerifyOptions{Roots: pool, DNSName: host, KeyUsages: serverAuth})
 	return err
 }
 
 func TestIssue(t *testing.T) {
-	ca := mustCA(t, 0)
-	if !ca.Cert.IsCA || ca.Cert.KeyUsage&x509.KeyUsageCertSign == 0 {
-		t.Fatalf("CA certificate: IsCA=%v KeyUsage=%v", ca.Cert.IsCA, ca.Cert.KeyUsage)
-	}
+	ca, other := mustCA(t, 0), mustCA(t, 0)
 	hosts := append(DefaultHosts(), "localhost") // a duplicate is harmless
 	certPEM, keyPEM := issue(t, ca, hosts, 0)
-	cert := parseCert(t, certPEM)
+	cert := leaf(t, certPEM, keyPEM)
 	for _, host := range DefaultHosts() {
 		if err := verify(cert, ca.Pool(), host); err != nil {
 			t.Errorf("%s: %v", host, err)
 		}
 	}
-	other := mustCA(t, 0)
-	wrong := map[string]*x509.CertPool{"example.com": ca.Pool(), "10.0.0.1": ca.Pool(), "localhost": other.Pool()}
-	for name, pool := range wrong {
-		if verify(cert, pool, name) == nil {
-			t.Errorf("%s: verified, want an error (unknown host or other CA)", name)
-		}
-	}
-	if !slices.EqualFunc(cert.IPAddresses, []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")}, net.IP.Equal) {
-		t.Errorf("IPAddresses = %v, want 127.0.0.1 and ::1", cert.IPAddresses)
-	}
-	if len(cert.DNSNames) != 5 ||
-		slices.ContainsFunc(cert.DNSNames, func(n string) bool { return net.ParseIP(n) != nil }) {
-		t.Errorf("DNSNames = %v, want the 5 default names once each, no IP", cert.DNSNames)
+	svc := "dittofs-webhook.dittofs-webhook" // the Service the kube-apiserver dials
+	want := []string{"localhost", "dittofs-webhook", svc, svc + ".svc", svc + ".svc.cluster.local"}
+	if !slices.Equal(cert.DNSNames, want) {
+		t.Errorf("DNSNames = %v, want %v (the default names once each, no IP)", cert.DNSNames, want)
 	}
 	_, otherKey := issue(t, ca, []string{"localhost"}, time.Hour)
 	_, mismatch := tls.X509KeyPair(certPEM, otherKey)
-	_, pairErr := tls.X509KeyPair(certPEM, keyPEM)
-	again, _ := issue(t, ca, hosts, 0)
+	againPEM, againKey := issue(t, ca, hosts, 0)
 	short := mustCA(t, 48*time.Hour)
-	clamped, _ := issue(t, short, []string{"localhost"}, 0)
-	for _, c := range []struct {
-		name string
-		ok   bool
-	}{
-		{"CommonName is the first host", cert.Subject.CommonName == "localhost"},
-		{"not a CA", !cert.IsCA},
-		{"KeyUsage is DigitalSignature", cert.KeyUsage == x509.KeyUsageDigitalSignature},
-		{"ExtKeyUsage is ServerAuth", slices.Equal(cert.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth})},
-		{"ECDSA P-256",
-			cert.PublicKeyAlgorithm == x509.ECDSA && cert.PublicKey.(*ecdsa.PublicKey).Curve == elliptic.P256()},
-		{"serial is positive and at most 128 bits", cert.SerialNumber.Sign() > 0 && cert.SerialNumber.BitLen() <= 128},
-		{"NotBefore is in the past", cert.NotBefore.Before(time.Now().Add(-time.Minute))},
-		{"valid for about a year",
-			time.Until(cert.NotAfter) > DefaultValidity-time.Minute && time.Until(cert.NotAfter) <= DefaultValidity},
-		{"not beyond the CA", !cert.NotAfter.After(ca.Cert.NotAfter)},
-		{"clamped to the CA", parseCert(t, clamped).NotAfter.Equal(short.Cert.NotAfter)},
-		{"the key pair matches", pairErr == nil},
-		{"another key does not", mismatch != nil},
-		{"unique serials", parseCert(t, again).SerialNumber.Cmp(cert.SerialNumber) != 0},
-	} {
-		if !c.ok {
-			t.Errorf("%s: false", c.name)
-		}
+	clampedPEM, clampedKey := issue(t, short, []string{"localhost"}, 0)
+	fails := func(hosts []string, validity time.Duration) bool {
+		_, _, err := ca.Issue(hosts, validity)
+		return err != nil
 	}
-	for name, args := range map[string]struct {
-		hosts    []string
-		validity time.Duration
-	}{
-		"no hosts":          {nil, 0},
-		"empty host":        {[]string{"localhost", ""}, 0},
-		"negative validity": {[]string{"localhost"}, -time.Hour},
+	for name, ok := range map[string]bool{
+		"the CA signs certificates": ca.Cert.IsCA && ca.Cert.KeyUsage&x509.KeyUsageCertSign != 0,
+		"IP SANs are 127.0.0.1 and ::1": slices.EqualFunc(cert.IPAddresses,
+			[]net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")}, net.IP.Equal),
+		"not valid for another name":    verify(cert, ca.Pool(), "example.com") != nil,
+		"not valid for another address": verify(cert, ca.Pool(), "10.0.0.1") != nil,
+		"not valid under another CA":    verify(cert, other.Pool(), "localhost") != nil,
+		"CommonName is the first host":  cert.Subject.CommonName == "localhost",
+		"not a CA":                      !cert.IsCA,
+		"KeyUsage is DigitalSignature":  cert.KeyUsage == x509.KeyUsageDigitalSignature,
+		"ExtKeyUsage is ServerAuth":     slices.Equal(cert.ExtKeyUsage, serverAuth),
+		"ECDSA P-256": cert.PublicKeyAlgorithm == x509.ECDSA &&
+			cert.PublicKey.(*ecdsa.PublicKey).Curve == elliptic.P256(),
+		"serial is positive and at most 128 bits": cert.SerialNumber.Sign() > 0 && cert.SerialNumber.BitLen() <= 128,
+		"NotBefore is in the past":                cert.NotBefore.Before(time.Now().Add(-time.Minute)),
+		"valid for about a year": time.Until(cert.NotAfter) > DefaultValidity-time.Minute &&
+			time.Until(cert.NotAfter) <= DefaultValidity,
+		"not beyond the CA":               !cert.NotAfter.After(ca.Cert.NotAfter),
+		"clamped to the CA":               leaf(t, clampedPEM, clampedKey).NotAfter.Equal(short.Cert.NotAfter),
+		"another key does not match":      mismatch != nil,
+		"unique serials":                  leaf(t, againPEM, againKey).SerialNumber.Cmp(cert.SerialNumber) != 0,
+		"no hosts is an error":            fails(nil, 0),
+		"an empty host is an error":       fails([]string{"localhost", ""}, 0),
+		"a negative validity is an error": fails([]string{"localhost"}, -time.Hour),
 	} {
-		if _, _, err := ca.Issue(args.hosts, args.validity); err == nil {
-			t.Errorf("Issue with %s: no error", name)
+		if !ok {
+			t.Errorf("%s: false", name)
 		}
 	}
 }
 
+// TestWrite checks what Write creates in a new directory (modes, no temporary
+// files, a CA twice as long-lived as the serving pair, the pair verifying for
+// every host), and what a second Write keeps or replaces when the directory
+// already has files in it.
 func TestWrite(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "certs")
-	if err := Write(Options{Dir: dir}); err != nil {
-		t.Fatal(err)
-	}
-	modes := map[string]fs.FileMode{
-		"": 0o700 | fs.ModeDir, CACertFile: 0o644, CAKeyFile: 0o600, CertFile: 0o644, KeyFile: 0o600,
-	}
-	for name, mode := range modes {
-		if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Mode() != mode {
-			t.Errorf("%q: %v, want mode %v", name, err, mode)
-		}
-	}
-	if entries, err := os.ReadDir(dir); err != nil || len(entries) != 4 {
-		t.Errorf("%d entries in %s, want 4 (no temporary files left): %v", len(entries), dir, err)
-	}
-	verifyHosts(t, dir, DefaultHosts())
-
-	// A pair the loaded CA issues verifies against the same ca.crt.
-	ca, err := LoadCA(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM, keyPEM := issue(t, ca, []string{"rotated.example", "127.0.0.1"}, time.Hour)
-	writeTestFile(t, dir, CertFile, certPEM)
-	writeTestFile(t, dir, KeyFile, keyPEM)
-	verifyHosts(t, dir, []string{"rotated.example", "127.0.0.1"})
-}
-
-// TestWriteReuse checks what Write keeps and what it replaces when the
-// directory already has files in it.
-func TestWriteReuse(t *testing.T) {
 	files := []string{CACertFile, CAKeyFile, CertFile, KeyFile}
 	serving := []string{CertFile, KeyFile}
 	// servingFrom replaces the serving pair (or only its key) with one the
@@ -207,11 +158,12 @@ func TestWriteReuse(t *testing.T) {
 	remove := func(names ...string) func(*testing.T, string) {
 		return func(t *testing.T, dir string) {
 			for _, name := range names {
-				if err := os.Remove(filepath.Join(dir, name)); err != nil {
-					t.Fatal(err)
-				}
+				must(t, os.Remove(filepath.Join(dir, name)))
 			}
 		}
+	}
+	modes := map[string]fs.FileMode{
+		"": 0o700 | fs.ModeDir, CACertFile: 0o644, CAKeyFile: 0o600, CertFile: 0o644, KeyFile: 0o600,
 	}
 	for _, tc := range []struct {
 		name string
@@ -224,6 +176,7 @@ func TestWriteReuse(t *testing.T) {
 		changed []string
 	}{
 		{name: "idempotent"},
+		{name: "a pair the loaded CA issued is kept", prepare: servingFrom(false, false, 0)},
 		{name: "subset of hosts", opts: Options{Hosts: []string{"localhost", "::1"}}},
 		// Shorter-lived than the 24h renewal window: renewed at two thirds of
 		// its life, not on every run.
@@ -239,9 +192,7 @@ func TestWriteReuse(t *testing.T) {
 			prepare: func(t *testing.T, dir string) {
 				// Made 30 days ago, it expires in an hour.
 				ca, err := newCA(time.Now().Add(-30*24*time.Hour), 30*24*time.Hour+time.Hour)
-				if err != nil {
-					t.Fatal(err)
-				}
+				must(t, err)
 				writeTestFile(t, dir, CAKeyFile, ca.KeyPEM)
 				writeTestFile(t, dir, CACertFile, ca.CertPEM)
 			},
@@ -249,9 +200,21 @@ func TestWriteReuse(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			if err := Write(Options{Dir: dir, Validity: tc.opts.Validity}); err != nil {
-				t.Fatal(err)
+			dir := filepath.Join(t.TempDir(), "certs")
+			must(t, Write(Options{Dir: dir, Validity: tc.opts.Validity}))
+			for name, mode := range modes {
+				if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Mode() != mode {
+					t.Errorf("%q: %v, want mode %v", name, err, mode)
+				}
+			}
+			if entries, err := os.ReadDir(dir); err != nil || len(entries) != 4 {
+				t.Errorf("%d entries in %s, want 4 (no temporary files left): %v", len(entries), dir, err)
+			}
+			ca, err := LoadCA(dir)
+			must(t, err)
+			validity := cmp.Or(tc.opts.Validity, DefaultValidity)
+			if got := time.Until(ca.Cert.NotAfter); got <= 2*validity-time.Hour || got > 2*validity {
+				t.Errorf("CA valid for %v more, want twice the serving validity %v", got, validity)
 			}
 			if tc.prepare != nil {
 				tc.prepare(t, dir)
@@ -261,14 +224,10 @@ func TestWriteReuse(t *testing.T) {
 				before[name], _ = os.ReadFile(filepath.Join(dir, name))
 			}
 			tc.opts.Dir = dir
-			if err := Write(tc.opts); err != nil {
-				t.Fatal(err)
-			}
+			must(t, Write(tc.opts))
 			for _, name := range files {
 				after, err := os.ReadFile(filepath.Join(dir, name))
-				if err != nil {
-					t.Fatal(err)
-				}
+				must(t, err)
 				if got, want := bytes.Equal(before[name], after), !slices.Contains(tc.changed, name); got != want {
 					t.Errorf("%s unchanged = %v, want %v", name, got, want)
 				}
@@ -319,21 +278,5 @@ func TestWriteErrors(t *testing.T) {
 	}
 	if _, err := LoadCA(t.TempDir()); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("LoadCA(empty dir) = %v, want fs.ErrNotExist", err)
-	}
-}
-
-// TestWriteShortValidity: the CA of a short-lived serving certificate lives
-// twice as long.
-func TestWriteShortValidity(t *testing.T) {
-	dir := t.TempDir()
-	if err := Write(Options{Dir: dir, Validity: 6 * time.Hour}); err != nil {
-		t.Fatal(err)
-	}
-	ca, err := LoadCA(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := time.Until(ca.Cert.NotAfter); got < 11*time.Hour || got > 12*time.Hour {
-		t.Errorf("CA valid for %v more, want twice the serving validity", got)
 	}
 }

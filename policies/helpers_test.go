@@ -2,6 +2,7 @@ package policies_test
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -54,6 +55,12 @@ func sts(tweaks ...tweak) *appsv1.StatefulSet {
 			},
 		},
 	}
+	return tweaked(s, tweaks...)
+}
+
+// tweaked is a copy of s with tweaks applied.
+func tweaked(s *appsv1.StatefulSet, tweaks ...tweak) *appsv1.StatefulSet {
+	s = s.DeepCopy()
 	for _, tw := range tweaks {
 		tw(s)
 	}
@@ -79,37 +86,21 @@ func vct(name, size string, class ...string) corev1.PersistentVolumeClaim {
 		v.Spec.Resources.Requests = corev1.ResourceList{corev1.ResourceStorage: resource.MustParse(size)}
 	}
 	if len(class) > 0 {
-		c := class[0]
-		v.Spec.StorageClassName = &c
+		v.Spec.StorageClassName = &class[0]
 	}
 	return v
 }
 
 func withAnnotation(k, v string) tweak {
-	return func(s *appsv1.StatefulSet) {
-		if s.Annotations == nil {
-			s.Annotations = map[string]string{}
-		}
-		s.Annotations[k] = v
-	}
+	return func(s *appsv1.StatefulSet) { metav1.SetMetaDataAnnotation(&s.ObjectMeta, k, v) }
 }
 
 func withLabel(k, v string) tweak {
-	return func(s *appsv1.StatefulSet) {
-		if s.Labels == nil {
-			s.Labels = map[string]string{}
-		}
-		s.Labels[k] = v
-	}
+	return func(s *appsv1.StatefulSet) { metav1.SetMetaDataLabel(&s.ObjectMeta, k, v) }
 }
 
-func withoutLabel(k string) tweak {
-	return func(s *appsv1.StatefulSet) { delete(s.Labels, k) }
-}
-
-func withNamespace(ns string) tweak {
-	return func(s *appsv1.StatefulSet) { s.Namespace = ns }
-}
+func withoutLabel(k string) tweak   { return func(s *appsv1.StatefulSet) { delete(s.Labels, k) } }
+func withNamespace(ns string) tweak { return func(s *appsv1.StatefulSet) { s.Namespace = ns } }
 
 func withVCTs(vcts ...corev1.PersistentVolumeClaim) tweak {
 	return func(s *appsv1.StatefulSet) { s.Spec.VolumeClaimTemplates = vcts }
@@ -121,31 +112,20 @@ func appendVCT(v corev1.PersistentVolumeClaim) tweak {
 
 func insertVCT(i int, v corev1.PersistentVolumeClaim) tweak {
 	return func(s *appsv1.StatefulSet) {
-		vs := append([]corev1.PersistentVolumeClaim{}, s.Spec.VolumeClaimTemplates[:i]...)
-		vs = append(vs, v)
-		s.Spec.VolumeClaimTemplates = append(vs, s.Spec.VolumeClaimTemplates[i:]...)
+		s.Spec.VolumeClaimTemplates = slices.Insert(s.Spec.VolumeClaimTemplates, i, v)
 	}
 }
 
 func withoutVCT(name string) tweak {
 	return func(s *appsv1.StatefulSet) {
-		var vs []corev1.PersistentVolumeClaim
-		for _, v := range s.Spec.VolumeClaimTemplates {
-			if v.Name != name {
-				vs = append(vs, v)
-			}
-		}
-		s.Spec.VolumeClaimTemplates = vs
+		s.Spec.VolumeClaimTemplates = slices.DeleteFunc(s.Spec.VolumeClaimTemplates,
+			func(v corev1.PersistentVolumeClaim) bool { return v.Name == name })
 	}
 }
 
 func withVCTSize(i int, size string) tweak {
 	return func(s *appsv1.StatefulSet) {
-		if size == "" {
-			s.Spec.VolumeClaimTemplates[i].Spec.Resources.Requests = nil
-			return
-		}
-		s.Spec.VolumeClaimTemplates[i].Spec.Resources.Requests = corev1.ResourceList{corev1.ResourceStorage: resource.MustParse(size)}
+		s.Spec.VolumeClaimTemplates[i].Spec.Resources.Requests[corev1.ResourceStorage] = resource.MustParse(size)
 	}
 }
 
@@ -222,12 +202,18 @@ func checkWarnings(t *testing.T, got []string, want [][]string) {
 	}
 }
 
-func mustJSON(t *testing.T, v any) []byte {
+// must fails t on err.
+func must(t testing.TB, err error) {
 	t.Helper()
-	b, err := json.Marshal(v)
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	must(t, err)
 	return b
 }
 
@@ -238,10 +224,17 @@ func view(t *testing.T, s *appsv1.StatefulSet) *policies.StatefulSet {
 		return nil
 	}
 	v, err := admission.DecodeStatefulSet(mustJSON(t, s), "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(t, err)
 	return v
+}
+
+// withAction is DefaultOptions with action, unless it is empty.
+func withAction(action policies.Action) policies.Options {
+	o := policies.DefaultOptions()
+	if action != "" {
+		o.Action = action
+	}
+	return o
 }
 
 // orCreate is op, CREATE when empty.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"gomodules.xyz/jsonpatch/v2"
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -20,209 +21,116 @@ import (
 var (
 	cacheMount = appendMount(0, "cache", "/data/cache")
 	cache5Gi   = appendVCT(vct("cache", "5Gi"))
-	// injected is the outcome of M1 and M4 on the base object.
-	injected = []string{policies.MutationCacheTemplate, policies.MutationCacheVolumeMount}
-	warnOpts = func() *policies.Options { o := policies.DefaultOptions(); o.Action = policies.Warn; return &o }()
+	// injected is M1 and M4 on the base object: the mutation IDs and the tweaks.
+	injected, injects = []string{"cache-vct", "cache-mount"}, []tweak{cache5Gi, cacheMount}
 )
 
 // TestMutate runs the mutator on tweaks of the base object and compares the
 // object its patch makes (want: tweaks of the request object; nil means no
-// patch at all), the mutation IDs, warnings, errors and audit annotations.
-//
-// The cases of SPEC §2 that a fixture of tests/fixtures proves through the
-// server (m1-*, m2-*, m3-*, m4-*, u*-*, always-*, warn-mutate-*) are not
-// repeated here; these are the edges the fixtures do not show.
+// patch at all), the mutation IDs (also the "mutations" audit annotation),
+// warnings and errors. The cases of SPEC §2 that a fixture of tests/fixtures
+// proves through the server (m*-*, u*-*, always-*, warn-*) are not repeated here.
 func TestMutate(t *testing.T) {
-	annotationPath := "metadata.annotations[" + policies.AnnotationCacheSize + "]"
-	badSize := []wantErr{{field.ErrorTypeInvalid, annotationPath, ""}}
-	update := policies.Update
+	size, container := policies.AnnotationCacheSize, policies.AnnotationContainer
+	badSize := []wantErr{{field.ErrorTypeInvalid, "metadata.annotations[" + size + "]", ""}}
+	update, volumes0 := policies.Update, "spec.template.spec.volumes[0]"
+	noContainers := func(s *appsv1.StatefulSet) { s.Spec.Template.Spec.Containers = nil }
 	for _, tc := range []struct {
 		name     string
 		op       policies.Operation // CREATE when empty
-		opts     *policies.Options  // DefaultOptions when nil
+		action   policies.Action    // DefaultOptions' when empty
 		obj, old *appsv1.StatefulSet
 		want     []tweak
 		applied  []string
 		warnings [][]string // per warning, substrings it must hold
 		errs     []wantErr
-		audit    map[string]string // a subset of the audit annotations
 	}{
-		{
-			name:    "M1 without a metadata template: no class",
-			obj:     sts(withVCTs(vct("content", "50Gi", "bulk"))),
-			want:    []tweak{cache5Gi, cacheMount},
-			applied: injected,
-			audit:   map[string]string{"cache-size": "5Gi", "mutations": "cache-vct,cache-mount"},
-		},
-		{
-			name: "M1 empty class annotation is set: storageClassName \"\"",
+		{name: "M1 without a metadata template: no class", obj: sts(withVCTs(vct("content", "50Gi", "bulk"))),
+			want: injects, applied: injected},
+		{name: "M1 empty class annotation is set: storageClassName \"\"",
 			obj: sts(withAnnotation(policies.AnnotationCacheStorageClass, ""),
 				withVCTs(vct("metadata", "1Gi", "ssd"), vct("content", "50Gi"))),
-			want:    []tweak{appendVCT(vct("cache", "5Gi", "")), cacheMount},
-			applied: injected,
-		},
-		{name: "M1 size annotation empty: denied", obj: sts(withAnnotation(policies.AnnotationCacheSize, "")), errs: badSize},
-		{name: "M1 size annotation with a space: denied", obj: sts(withAnnotation(policies.AnnotationCacheSize, "5 Gi")), errs: badSize},
-		{
-			name:     "M1 denial keeps the other warnings and drops the patch",
-			obj:      sts(withAnnotation(policies.AnnotationCacheSize, "0"), withRetention(del, retain)),
-			errs:     badSize,
-			warnings: [][]string{{"spec.persistentVolumeClaimRetentionPolicy.whenDeleted"}},
-		},
-		{
-			name:    "M2 whenDeleted missing added silently",
-			obj:     stored(withRetention("", retain)),
-			want:    []tweak{withRetention(retain, retain)},
-			applied: []string{policies.MutationRetentionPolicy},
-			audit:   map[string]string{"mutations": "retention-policy"},
-		},
-		{
-			name:     "M2 Delete and a missing field: replaced with a warning, added silently",
-			obj:      stored(withRetention(del, "")),
-			want:     []tweak{withRetention(retain, retain)},
-			applied:  []string{policies.MutationRetentionPolicy},
-			warnings: [][]string{{"whenDeleted", "Delete", "Retain"}},
-		},
-		{
-			name:    "M1 M2 M4 together, in order",
-			obj:     sts(withoutRetention),
+			want: []tweak{appendVCT(vct("cache", "5Gi", "")), cacheMount}, applied: injected},
+		{name: "M1 size annotation empty: denied", obj: sts(withAnnotation(size, "")), errs: badSize},
+		{name: "M1 size annotation with a space: denied", obj: sts(withAnnotation(size, "5 Gi")), errs: badSize},
+		{name: "M1 denial keeps the other warnings and drops the patch",
+			obj:  sts(withAnnotation(size, "0"), withRetention(del, retain)),
+			errs: badSize, warnings: [][]string{{"spec.persistentVolumeClaimRetentionPolicy.whenDeleted"}}},
+		{name: "M2 whenDeleted missing added silently", obj: stored(withRetention("", retain)),
+			want: []tweak{withRetention(retain, retain)}, applied: []string{"retention-policy"}},
+		{name: "M2 Delete and a missing field: replaced with a warning, added silently",
+			obj: stored(withRetention(del, "")), want: []tweak{withRetention(retain, retain)},
+			applied:  []string{"retention-policy"},
+			warnings: [][]string{{"whenDeleted", "Delete", "Retain"}}},
+		{name: "M1 M2 M4 together, in order", obj: sts(withoutRetention),
 			want:    []tweak{cache5Gi, withRetention(retain, retain), cacheMount},
-			applied: []string{policies.MutationCacheTemplate, policies.MutationRetentionPolicy, policies.MutationCacheVolumeMount},
-			audit:   map[string]string{"mutations": "cache-vct,retention-policy,cache-mount"},
-		},
-		{
-			name:     "M3 emptyDir cache removed, mount added",
-			obj:      sts(withVolumes(emptyDir("cache"))),
+			applied: []string{"cache-vct", "retention-policy", "cache-mount"}},
+		{name: "M3 emptyDir cache removed, mount added", obj: sts(withVolumes(emptyDir("cache"))),
 			want:     []tweak{cache5Gi, withVolumes(), cacheMount},
-			applied:  []string{policies.MutationCacheTemplate, policies.MutationEmptyDirRemoved, policies.MutationCacheVolumeMount},
-			warnings: [][]string{{"spec.template.spec.volumes[0]"}},
-		},
-		{
-			name:     "M3 an emptyDir and a configMap named cache: the configMap denied",
+			applied:  []string{"cache-vct", "cache-emptydir-removed", "cache-mount"},
+			warnings: [][]string{{volumes0}}},
+		{name: "M3 an emptyDir and a configMap named cache: the configMap denied",
 			obj:      sts(withVolumes(emptyDir("cache"), configMap("cache"))),
 			errs:     []wantErr{{field.ErrorTypeInvalid, "spec.template.spec.volumes[1].name", ""}},
-			warnings: [][]string{{"spec.template.spec.volumes[0]"}},
-		},
-		{
-			name:    "M3 a volume named cache-old is not the cache",
-			obj:     sts(withVolumes(hostPath("cache-old", "/mnt"))),
-			want:    []tweak{cache5Gi, cacheMount},
-			applied: injected,
-		},
-		{
-			name:     "M4 no containers: warning",
-			obj:      sts(func(s *appsv1.StatefulSet) { s.Spec.Template.Spec.Containers = nil }),
-			want:     []tweak{cache5Gi},
-			applied:  []string{policies.MutationCacheTemplate},
-			warnings: [][]string{{"no containers"}},
-		},
-		{
-			name:     "M4 another volume at the same directory written differently",
-			obj:      sts(appendMount(0, "scratch", "/data//cache/")),
-			want:     []tweak{cache5Gi},
-			applied:  []string{policies.MutationCacheTemplate},
-			warnings: [][]string{{"spec.template.spec.containers[0].volumeMounts", `"scratch"`}},
-		},
-		{
-			name:    "M4 a volume below the mount path does not block it",
-			obj:     sts(appendMount(0, "scratch", "/data/cache/tmp")),
-			want:    []tweak{cache5Gi, cacheMount},
-			applied: injected,
-		},
+			warnings: [][]string{{volumes0}}},
+		{name: "M3 a volume named cache-old is not the cache", obj: sts(withVolumes(hostPath("cache-old", "/mnt"))),
+			want: injects, applied: injected},
+		{name: "M4 no containers: warning", obj: sts(noContainers),
+			want: []tweak{cache5Gi}, applied: []string{"cache-vct"}, warnings: [][]string{{"no containers"}}},
+		{name: "M4 another volume at the same directory written differently",
+			obj:  sts(appendMount(0, "scratch", "/data//cache/")),
+			want: []tweak{cache5Gi}, applied: []string{"cache-vct"},
+			warnings: [][]string{{"spec.template.spec.containers[0].volumeMounts", `"scratch"`}}},
+		{name: "M4 a volume below the mount path does not block it",
+			obj: sts(appendMount(0, "scratch", "/data/cache/tmp")), want: injects, applied: injected},
 		{name: "nothing to do: no patch, no audit", obj: stored()},
-		{
-			name:    "U1 carried over at index 1",
-			op:      update,
-			obj:     sts(cacheMount),
-			old:     sts(insertVCT(1, vct("cache", "7Gi")), cacheMount),
-			want:    []tweak{insertVCT(1, vct("cache", "7Gi"))},
-			applied: []string{policies.MutationCacheCarryOver},
-			audit:   map[string]string{"mutations": "cache-vct-carry-over"},
-		},
-		{
-			name:    "U1 no templates left in the new object: the array is created",
-			op:      update,
-			obj:     sts(withVCTs(), cacheMount),
-			old:     sts(withVCTs(vct("cache", "5Gi")), cacheMount),
-			want:    []tweak{withVCTs(vct("cache", "5Gi"))},
-			applied: []string{policies.MutationCacheCarryOver},
-		},
-		{
-			name:    "U1 the old template is carried over even with an invalid size annotation",
-			op:      update,
-			obj:     stored(withoutVCT("cache"), withAnnotation(policies.AnnotationCacheSize, "lots")),
-			old:     stored(),
-			want:    []tweak{cache5Gi},
-			applied: []string{policies.MutationCacheCarryOver},
-		},
-		{
-			name:     "U2 an M4 failure warns even with nothing to patch",
-			op:       update,
-			obj:      sts(cache5Gi, withAnnotation(policies.AnnotationContainer, "gone")),
-			old:      sts(cache5Gi, withAnnotation(policies.AnnotationContainer, "gone")),
-			warnings: [][]string{{policies.AnnotationContainer, `"gone"`}},
-		},
-		{
-			name:     "U2 an emptyDir the stored object also had warns",
-			op:       update,
-			obj:      stored(withVolumes(emptyDir("cache"))),
-			old:      stored(withVolumes(emptyDir("cache"))),
-			want:     []tweak{withVolumes()},
-			applied:  []string{policies.MutationEmptyDirRemoved},
-			warnings: [][]string{{"emptyDir"}},
-		},
-		{
-			name: "U2 a non-emptyDir cache volume is denied on update too",
-			op:   update,
-			obj:  stored(withVolumes(hostPath("cache", "/mnt"))),
-			old:  stored(),
-			errs: []wantErr{{field.ErrorTypeInvalid, "spec.template.spec.volumes[0].name", ""}},
-		},
-		{
-			name:     "U3 advice without a namespace",
-			op:       update,
-			obj:      sts(withNamespace("")),
-			old:      sts(withNamespace("")),
-			warnings: [][]string{{"kubectl delete statefulset dittofs-a --cascade=orphan"}},
-		},
-		{
-			name:     "warn: a reserved cache volume is a warning, no cache",
-			opts:     warnOpts,
+		{name: "U1 carried over at index 1", op: update,
+			obj: sts(cacheMount), old: sts(insertVCT(1, vct("cache", "7Gi")), cacheMount),
+			want: []tweak{insertVCT(1, vct("cache", "7Gi"))}, applied: []string{"cache-vct-carry-over"}},
+		{name: "U1 no templates left in the new object: the array is created", op: update,
+			obj: sts(withVCTs(), cacheMount), old: sts(withVCTs(vct("cache", "5Gi")), cacheMount),
+			want: []tweak{withVCTs(vct("cache", "5Gi"))}, applied: []string{"cache-vct-carry-over"}},
+		{name: "U1 the old template is carried over even with an invalid size annotation", op: update,
+			obj: stored(withoutVCT("cache"), withAnnotation(size, "lots")), old: stored(),
+			want: []tweak{cache5Gi}, applied: []string{"cache-vct-carry-over"}},
+		{name: "U2 an M4 failure warns even with nothing to patch", op: update,
+			obj:      sts(cache5Gi, withAnnotation(container, "gone")),
+			old:      sts(cache5Gi, withAnnotation(container, "gone")),
+			warnings: [][]string{{container, `"gone"`}}},
+		{name: "U2 an emptyDir the stored object also had warns", op: update,
+			obj: stored(withVolumes(emptyDir("cache"))), old: stored(withVolumes(emptyDir("cache"))),
+			want: []tweak{withVolumes()}, applied: []string{"cache-emptydir-removed"},
+			warnings: [][]string{{"emptyDir"}}},
+		{name: "U2 a non-emptyDir cache volume is denied on update too", op: update,
+			obj: stored(withVolumes(hostPath("cache", "/mnt"))), old: stored(),
+			errs: []wantErr{{field.ErrorTypeInvalid, volumes0 + ".name", ""}}},
+		{name: "U3 advice without a namespace", op: update,
+			obj: sts(withNamespace("")), old: sts(withNamespace("")),
+			warnings: [][]string{{"kubectl delete statefulset dittofs-a --cascade=orphan"}}},
+		{name: "warn: a reserved cache volume is a warning, no cache", action: policies.Warn,
 			obj:      sts(withVolumes(hostPath("cache", "/mnt"))),
-			warnings: [][]string{{"spec.template.spec.volumes[0].name", "denied under deny"}},
-		},
-		{name: "warn: nothing to deny is the same as deny", opts: warnOpts, obj: sts(), want: []tweak{cache5Gi, cacheMount}, applied: injected},
-		{
-			name: "unmanaged: nothing, whatever it holds",
-			obj: sts(withoutLabel(policies.LabelServer), withRetention(del, del), withVolumes(hostPath("cache", "/x")),
-				withAnnotation(policies.AnnotationCacheSize, "lots")),
-		},
+			warnings: [][]string{{volumes0 + ".name", "denied under deny"}}},
+		{name: "warn: nothing to deny, as under deny", action: policies.Warn, obj: sts(),
+			want: injects, applied: injected},
+		{name: "unmanaged: nothing, whatever it holds",
+			obj: sts(withoutLabel(policies.LabelServer), withRetention(del, del),
+				withVolumes(hostPath("cache", "/x")), withAnnotation(size, "lots"))},
 		{name: "no labels at all", obj: sts(func(s *appsv1.StatefulSet) { s.Labels = nil })},
 		{name: "DELETE", op: "DELETE", obj: sts(withoutRetention), old: sts(withoutRetention)},
 		{name: "CONNECT", op: "CONNECT", obj: sts(withoutRetention)},
 		{name: "an operation in lower case", op: "create", obj: sts(withoutRetention)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			opts := policies.DefaultOptions()
-			if tc.opts != nil {
-				opts = *tc.opts
-			}
-			op := orCreate(tc.op)
-			doc, oldDoc := mustJSON(t, tc.obj), []byte(nil)
-			if tc.old != nil {
-				oldDoc = mustJSON(t, tc.old)
-			}
+			opts, op := withAction(tc.action), orCreate(tc.op)
+			doc, oldDoc := mustJSON(t, tc.obj), mustJSON(t, tc.old)
 			m := policies.Mutate(serverRequest(t, op, doc, oldDoc), opts)
-
 			checkErrs(t, "Errs", m.Errs, tc.errs)
 			checkWarnings(t, m.Warnings, tc.warnings)
 			if !slices.Equal(m.Applied, tc.applied) {
 				t.Errorf("Applied = %q, want %q", m.Applied, tc.applied)
 			}
-			for k, v := range tc.audit {
-				if m.Audit[k] != v {
-					t.Errorf("audit %q = %q, want %q (all: %v)", k, m.Audit[k], v, m.Audit)
-				}
+			if got, want := m.Audit["mutations"], strings.Join(tc.applied, ","); got != want {
+				t.Errorf("audit mutations = %q, want %q (all: %v)", got, want, m.Audit)
 			}
 			if tc.want == nil {
 				if m.Changed() || m.Audit != nil {
@@ -230,22 +138,11 @@ func TestMutate(t *testing.T) {
 				}
 				return
 			}
-			out, err := admission.ApplyPatch(doc, m.Patch)
-			if err != nil {
-				t.Fatalf("applying %s: %v", mustJSON(t, m.Patch), err)
-			}
+			out, got := applyPatch(t, doc, m.Patch)
 			for _, p := range tests.CheckPatchScope(doc, out, m.Patch) {
 				t.Error(p)
 			}
-			var got appsv1.StatefulSet
-			if err := json.Unmarshal(out, &got); err != nil {
-				t.Fatal(err)
-			}
-			want := tc.obj.DeepCopy()
-			for _, tw := range tc.want {
-				tw(want)
-			}
-			if d := cmp.Diff(want, &got, cmpopts.EquateEmpty()); d != "" {
+			if d := cmp.Diff(tweaked(tc.obj, tc.want...), got, cmpopts.EquateEmpty()); d != "" {
 				t.Errorf("patched object (-want +got), patch %s:\n%s", mustJSON(t, m.Patch), d)
 			}
 			// Idempotence: the mutator run on its own output returns no patch.
@@ -258,14 +155,24 @@ func TestMutate(t *testing.T) {
 	}
 }
 
+// applyPatch applies patch to doc and decodes the object it makes.
+func applyPatch(t *testing.T, doc []byte, patch []jsonpatch.Operation) ([]byte, *appsv1.StatefulSet) {
+	t.Helper()
+	out, err := admission.ApplyPatch(doc, patch)
+	if err != nil {
+		t.Fatalf("applying %s: %v", mustJSON(t, patch), err)
+	}
+	var got appsv1.StatefulSet
+	must(t, json.Unmarshal(out, &got))
+	return out, &got
+}
+
 // serverRequest decodes object and oldObject (JSON; nil on CREATE) the way the
 // server decodes an AdmissionReview, into the policies' request.
 func serverRequest(t *testing.T, op policies.Operation, object, oldObject []byte) policies.Request {
 	t.Helper()
 	r, err := admission.NewRequest(string(op), object, oldObject)
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(t, err)
 	return policies.Request{Operation: op, Object: r.Object, OldObject: r.OldObject}
 }
 
@@ -295,7 +202,7 @@ func TestMutateRawJSON(t *testing.T) {
 		req.OldObject.Spec.VolumeClaimTemplates[i].Raw = nil
 	}
 	m = policies.Mutate(req, policies.DefaultOptions())
-	if !slices.Equal(m.Applied, []string{policies.MutationCacheCarryOver}) ||
+	if !slices.Equal(m.Applied, []string{"cache-vct-carry-over"}) ||
 		!strings.Contains(string(mustJSON(t, m.Patch)), `"5Gi"`) {
 		t.Errorf("carry-over of a hand-built view: applied %q, patch %s", m.Applied, mustJSON(t, m.Patch))
 	}
@@ -318,8 +225,8 @@ func TestMutateNilObject(t *testing.T) {
 }
 
 func TestOptions(t *testing.T) {
-	d := policies.DefaultOptions()
-	if d.DefaultCacheSize.String() != "5Gi" || d.CacheMountPath != "/data/cache" || d.Validate() != nil {
+	if d := policies.DefaultOptions(); d.DefaultCacheSize.String() != "5Gi" || d.CacheMountPath != "/data/cache" ||
+		d.Validate() != nil {
 		t.Errorf("DefaultOptions() = %v %q: %v", d.DefaultCacheSize.String(), d.CacheMountPath, d.Validate())
 	}
 	for name, o := range map[string]policies.Options{
@@ -338,37 +245,29 @@ func TestOptions(t *testing.T) {
 // object it makes: labelled with its name, every other label kept.
 func TestManagePatch(t *testing.T) {
 	long := strings.Repeat("a", 64) // a valid object name, too long for a label value
+	withName := func(name string) tweak { return func(s *appsv1.StatefulSet) { s.Name = name } }
 	for _, tc := range []struct {
 		name      string
 		obj       *appsv1.StatefulSet
-		wantValue string // the label's value; nil patch when the base already has it
-		patched   bool
+		wantValue string // the label's value; a patch only when the object lacks it
 	}{
-		{"other labels kept", sts(withoutLabel(policies.LabelServer)), "dittofs-a", true},
-		{"no labels at all", sts(func(s *appsv1.StatefulSet) { s.Labels = nil }), "dittofs-a", true},
-		{"name too long for a label value", sts(withoutLabel(policies.LabelServer), func(s *appsv1.StatefulSet) { s.Name = long }), "", true},
-		{"already managed", sts(withLabel(policies.LabelServer, "other")), "other", false},
-		{"already managed, empty value", sts(withLabel(policies.LabelServer, "")), "", false},
+		{"other labels kept", sts(withoutLabel(policies.LabelServer)), "dittofs-a"},
+		{"no labels at all", sts(func(s *appsv1.StatefulSet) { s.Labels = nil }), "dittofs-a"},
+		{"name too long for a label value", sts(withoutLabel(policies.LabelServer), withName(long)), ""},
+		{"already managed", sts(withLabel(policies.LabelServer, "other")), "other"},
+		{"already managed, empty value", sts(withLabel(policies.LabelServer, "")), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			patch := policies.ManagePatch(view(t, tc.obj))
-			if (patch != nil) != tc.patched {
-				t.Fatalf("patch = %v, want one: %v", patch, tc.patched)
+			if _, managed := tc.obj.Labels[policies.LabelServer]; (patch == nil) != managed {
+				t.Fatalf("patch = %v for an object labelled %v", patch, tc.obj.Labels)
 			}
-			out, err := admission.ApplyPatch(mustJSON(t, tc.obj), patch)
-			if err != nil {
-				t.Fatalf("the patch %v does not apply: %v", patch, err)
-			}
-			var got appsv1.StatefulSet
-			if err := json.Unmarshal(out, &got); err != nil {
-				t.Fatal(err)
-			}
-			want := tc.obj.DeepCopy()
-			withLabel(policies.LabelServer, tc.wantValue)(want)
-			if d := cmp.Diff(want, &got, cmpopts.EquateEmpty()); d != "" {
+			_, got := applyPatch(t, mustJSON(t, tc.obj), patch)
+			want := tweaked(tc.obj, withLabel(policies.LabelServer, tc.wantValue))
+			if d := cmp.Diff(want, got, cmpopts.EquateEmpty()); d != "" {
 				t.Errorf("labelled object (-want +got):\n%s", d)
 			}
-			if policies.ManagePatch(view(t, &got)) != nil {
+			if policies.ManagePatch(view(t, got)) != nil {
 				t.Error("ManagePatch of its own result is not nil")
 			}
 		})

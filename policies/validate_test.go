@@ -1,6 +1,7 @@
 package policies_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -19,96 +20,55 @@ const (
 )
 
 func sizePath(i int) string {
-	return field.NewPath("spec", "volumeClaimTemplates").Index(i).String() + ".spec.resources.requests[storage]"
+	return fmt.Sprintf("spec.volumeClaimTemplates[%d].spec.resources.requests[storage]", i)
 }
 
-// TestValidate runs the validator on tweaks of the stored object. The rules
-// alone, all at once, shadowed volumes, existing violations, the warn action
-// and unmanaged objects each have a fixture in tests/fixtures (validate-*,
-// warn-*, u3-*-validate-*, always-*-validate); these are the edges they do
-// not show.
+// TestValidate runs the validator on tweaks of the stored object: the edges
+// that the fixtures of tests/fixtures (validate-*, warn-*, u3-*-validate-*,
+// always-*-validate) do not show.
 func TestValidate(t *testing.T) {
 	update := policies.Update
-	replicas := func(s *appsv1.StatefulSet) { r := int32(2); s.Spec.Replicas = &r }
+	replicas := func(s *appsv1.StatefulSet) { s.Spec.Replicas = new(int32(2)) }
 	for _, tc := range []struct {
-		name     string
-		op       policies.Operation // CREATE when empty
-		opts     *policies.Options  // DefaultOptions when nil
-		obj, old *appsv1.StatefulSet
-		errs     []wantErr
-		warned   []wantErr // denied under deny, warned under warn
-		existing []wantErr
-		warnings [][]string
+		name                   string
+		op                     policies.Operation // CREATE when empty
+		action                 policies.Action    // DefaultOptions' when empty
+		obj, old               *appsv1.StatefulSet
+		errs, warned, existing []wantErr // warned: denied under deny, warned under warn
+		warnings               [][]string
 	}{
 		{name: "valid update", op: update, obj: stored(replicas), old: stored()},
-		{
-			name: "retention-policy whenDeleted Delete",
-			obj:  stored(withRetention(del, retain)),
-			errs: []wantErr{{invalid, deleted, policies.RuleRetentionPolicy}},
-		},
-		{
-			name: "retention-policy unknown value",
-			obj:  stored(withRetention("Recycle", retain)),
-			errs: []wantErr{{invalid, deleted, policies.RuleRetentionPolicy}},
-		},
-		{
-			name: "storage-size follows the template's index",
-			obj:  stored(insertVCT(0, vct("scratch", "")), withVCTSize(3, "0")),
-			errs: []wantErr{{invalid, sizePath(3), policies.RuleStorageSize}},
-		},
-		{
-			name:     "a pod volume named content without the template: warning and denial",
+		{name: "retention-policy unknown value", obj: stored(withRetention("Recycle", retain)),
+			errs: []wantErr{{invalid, deleted, "retention-policy"}}},
+		{name: "a pod volume named content without the template: warning and denial",
 			obj:      stored(withoutVCT("content"), withVolumes(emptyDir("content"))),
-			errs:     []wantErr{{required, vctsPath, policies.RuleContentStorage}},
-			warnings: [][]string{{"spec.template.spec.volumes[0]", "not DittoFS storage"}},
-		},
-		{
-			name: "same rule, other field: new",
-			op:   update,
-			obj:  stored(withRetention(retain, del)),
-			old:  stored(withRetention(del, retain)),
-			errs: []wantErr{{invalid, scaled, policies.RuleRetentionPolicy}},
-		},
-		{
-			name: "same field, other rule: new",
-			op:   update,
-			obj:  stored(withoutVCT("metadata")),
-			old:  stored(withoutVCT("content")),
-			errs: []wantErr{{required, vctsPath, policies.RuleMetadataStorage}},
-		},
-		{
-			name:     "existing storage-size violation at the same index",
-			op:       update,
-			obj:      stored(withVCTSize(1, "0")),
-			old:      stored(withVCTSize(1, "0")),
-			existing: []wantErr{{invalid, sizePath(1), policies.RuleStorageSize}},
-			warnings: [][]string{{policies.RuleStorageSize, sizePath(1)}},
-		},
-		{
-			name:     "warn: a new violation is warned, an existing one stays existing",
-			op:       update,
-			opts:     warnOpts,
-			obj:      stored(withoutVCT("content"), withVCTSize(0, "0")),
-			old:      stored(withVCTSize(0, "0")),
-			warned:   []wantErr{{required, vctsPath, policies.RuleContentStorage}},
-			existing: []wantErr{{invalid, sizePath(0), policies.RuleStorageSize}},
-			warnings: [][]string{{policies.RuleStorageSize}, {policies.RuleContentStorage + ": " + vctsPath + ": ", "denied under deny"}},
-		},
-		{name: "label removed: unmanaged, allowed", op: update, obj: sts(withoutLabel(policies.LabelServer), withVCTs()), old: stored()},
-		{
-			name: "label with an empty value is managed",
+			errs:     []wantErr{{required, vctsPath, "content-storage"}},
+			warnings: [][]string{{"spec.template.spec.volumes[0]", "not DittoFS storage"}}},
+		{name: "same rule, other field: new", op: update,
+			obj: stored(withRetention(retain, del)), old: stored(withRetention(del, retain)),
+			errs: []wantErr{{invalid, scaled, "retention-policy"}}},
+		{name: "same field, other rule: new", op: update,
+			obj: stored(withoutVCT("metadata")), old: stored(withoutVCT("content")),
+			errs: []wantErr{{required, vctsPath, "metadata-storage"}}},
+		{name: "existing storage-size violation at the same index", op: update,
+			obj: stored(withVCTSize(1, "0")), old: stored(withVCTSize(1, "0")),
+			existing: []wantErr{{invalid, sizePath(1), "storage-size"}},
+			warnings: [][]string{{"storage-size", sizePath(1)}}},
+		{name: "warn: a new violation is warned, an existing one stays existing", op: update, action: policies.Warn,
+			obj: stored(withoutVCT("content"), withVCTSize(0, "0")), old: stored(withVCTSize(0, "0")),
+			warned:   []wantErr{{required, vctsPath, "content-storage"}},
+			existing: []wantErr{{invalid, sizePath(0), "storage-size"}},
+			warnings: [][]string{{"storage-size"}, {"content-storage: " + vctsPath + ": ", "denied under deny"}}},
+		{name: "label removed: unmanaged, allowed", op: update,
+			obj: sts(withoutLabel(policies.LabelServer), withVCTs()), old: stored()},
+		{name: "label with an empty value is managed",
 			obj:  stored(withLabel(policies.LabelServer, ""), withoutVCT("metadata")),
-			errs: []wantErr{{required, vctsPath, policies.RuleMetadataStorage}},
-		},
+			errs: []wantErr{{required, vctsPath, "metadata-storage"}}},
 		{name: "CONNECT", op: "CONNECT", obj: sts(withVCTs())},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			opts := policies.DefaultOptions()
-			if tc.opts != nil {
-				opts = *tc.opts
-			}
 			req := policies.Request{Operation: orCreate(tc.op), Object: view(t, tc.obj), OldObject: view(t, tc.old)}
-			v := policies.Validate(req, opts)
+			v := policies.Validate(req, withAction(tc.action))
 			checkErrs(t, "Errs", v.Errs, tc.errs)
 			checkErrs(t, "Warned", v.Warned, tc.warned)
 			checkErrs(t, "Existing", v.Existing, tc.existing)
@@ -122,8 +82,7 @@ func TestValidate(t *testing.T) {
 				if !strings.HasPrefix(e.Detail, policies.RuleOf(e)+": ") {
 					t.Errorf("detail %q does not start with its rule", e.Detail)
 				}
-				want := e.Field + ": " + map[field.ErrorType]string{required: "Required value", invalid: "Invalid value"}[e.Type]
-				if !strings.HasPrefix(e.Error(), want) {
+				if want := e.Field + ": " + e.Type.String(); !strings.HasPrefix(e.Error(), want) {
 					t.Errorf("%q does not start with %q", e.Error(), want)
 				}
 			}
@@ -145,7 +104,7 @@ func TestValidateCacheAdvice(t *testing.T) {
 		!strings.Contains(update[0].Detail, "kubectl delete statefulset dittofs-a --cascade=orphan -n storage") {
 		t.Errorf("UPDATE: %v", update)
 	}
-	names := map[string]string{policies.RuleMetadataStorage: "metadata", policies.RuleContentStorage: "content", policies.RuleCacheStorage: "cache"}
+	names := map[string]string{"metadata-storage": "metadata", "content-storage": "content", "cache-storage": "cache"}
 	for _, e := range policies.ValidateStatefulSet(view(t, sts(withVCTs())), nil) {
 		if name := names[policies.RuleOf(e)]; name == "" || !strings.Contains(e.Detail, `"`+name+`"`) {
 			t.Errorf("%v does not name its template", e)
@@ -159,8 +118,8 @@ func TestValidateFieldPathPrefix(t *testing.T) {
 	items := field.NewPath("items").Index(3)
 	errs := policies.ValidateStatefulSet(view(t, stored(withVCTSize(0, "0"), withRetention(del, retain))), items)
 	checkErrs(t, "errs", errs, []wantErr{
-		{invalid, "items[3]." + sizePath(0), policies.RuleStorageSize},
-		{invalid, "items[3]." + deleted, policies.RuleRetentionPolicy},
+		{invalid, "items[3]." + sizePath(0), "storage-size"},
+		{invalid, "items[3]." + deleted, "retention-policy"},
 	})
 	warnings := policies.ShadowedVolumeWarnings(view(t, stored(withVolumes(emptyDir("metadata")))), items)
 	checkWarnings(t, warnings, [][]string{{"items[3].spec.template.spec.volumes[0]: "}})
@@ -169,17 +128,14 @@ func TestValidateFieldPathPrefix(t *testing.T) {
 // TestRuleOf: the rule ID travels in the error's Origin, never in its text.
 func TestRuleOf(t *testing.T) {
 	x := field.NewPath("x")
-	for _, tc := range []struct {
-		err  *field.Error
-		want string
-	}{
-		{field.Required(x, "add it").WithOrigin(policies.RuleMetadataStorage), policies.RuleMetadataStorage},
-		{field.Invalid(x, "0", "positive").WithOrigin(policies.RuleStorageSize), policies.RuleStorageSize},
-		{field.Required(x, "retention-policy: x"), ""},
-		{field.Required(x, "x").WithOrigin("maxItems"), ""},
+	for err, want := range map[*field.Error]string{
+		field.Required(x, "add it").WithOrigin(policies.RuleMetadataStorage):   policies.RuleMetadataStorage,
+		field.Invalid(x, "0", "positive").WithOrigin(policies.RuleStorageSize): policies.RuleStorageSize,
+		field.Required(x, "retention-policy: x"):                               "",
+		field.Required(x, "x").WithOrigin("maxItems"):                          "",
 	} {
-		if got := policies.RuleOf(tc.err); got != tc.want {
-			t.Errorf("RuleOf(%v) = %q, want %q", tc.err, got, tc.want)
+		if got := policies.RuleOf(err); got != want {
+			t.Errorf("RuleOf(%v) = %q, want %q", err, got, want)
 		}
 	}
 }

@@ -35,24 +35,17 @@ func evalFixtureObject(t *testing.T, f tests.Fixture, req *tests.ReviewRequest) 
 	dir := t.TempDir()
 	write := func(name string, data []byte) string {
 		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		must(t, os.WriteFile(p, data, 0o644))
 		return p
 	}
+	opts, err := f.PolicyOptions()
+	must(t, err)
 	// What the apiserver sends is already decoded and schema-checked, and
 	// the fixtures hold fields from a future Kubernetes on purpose.
-	args := []string{"--validate=false", "-f", write("object.json", req.Object)}
+	args := []string{"--validate=false", "-f", write("object.json", req.Object),
+		"--default-cache-size", opts.DefaultCacheSize.String(), "--cache-mount-path", opts.CacheMountPath}
 	if req.Operation == "UPDATE" {
 		args = append(args, "--old", write("old.json", req.OldObject))
-	}
-	if o := f.Options; o != nil {
-		if o.DefaultCacheSize != "" {
-			args = append(args, "--default-cache-size", o.DefaultCacheSize)
-		}
-		if o.CacheMountPath != "" {
-			args = append(args, "--cache-mount-path", o.CacheMountPath)
-		}
 	}
 	asJSON := runEval(append(args, "-o", "json"), nil)
 	asPatch := runEval(append(args, "-o", "patch"), nil)
@@ -84,26 +77,22 @@ func evalFixtureObject(t *testing.T, f tests.Fixture, req *tests.ReviewRequest) 
 func serverOutcome(t *testing.T, f tests.Fixture, req *tests.ReviewRequest) evalOutcome {
 	t.Helper()
 	opts, err := f.PolicyOptions()
-	if err != nil {
-		t.Fatal(err)
+	must(t, err)
+	a, old := &admission.Admitter{Policy: opts}, req.OldObject
+	if req.Operation != "UPDATE" {
+		old = nil
 	}
-	a := &admission.Admitter{Policy: opts}
-	r, err := admission.NewRequest(req.Operation, req.Object, oldOf(req))
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, err := admission.NewRequest(req.Operation, req.Object, old)
+	must(t, err)
 	out := evalOutcome{Object: decoded(t, req.Object), Patch: normal(t, []jsonpatch.Operation{})}
 	resp := a.Mutate(r)
 	if resp.Allowed {
 		out.Patch = normal(t, append([]jsonpatch.Operation{}, resp.Patch...))
 		obj, err := admission.ApplyPatch(req.Object, resp.Patch)
-		if err != nil {
-			t.Fatal(err)
-		}
+		must(t, err)
 		out.Object = decoded(t, obj)
-		if r, err = admission.NewRequest(req.Operation, obj, oldOf(req)); err != nil {
-			t.Fatal(err)
-		}
+		r, err = admission.NewRequest(req.Operation, obj, old)
+		must(t, err)
 		v := a.Validate(r)
 		resp.Warnings, resp.Allowed, resp.Result = append(resp.Warnings, v.Warnings...), v.Allowed, v.Result
 	}
@@ -127,9 +116,7 @@ func serverOutcome(t *testing.T, f tests.Fixture, req *tests.ReviewRequest) eval
 // operations, subresources, other kinds and protocol cases never reach eval.
 func TestEvalAgreesWithFixtures(t *testing.T) {
 	fixtures, err := tests.LoadFixtures(fixturesDir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(t, err)
 	compared := 0
 	for _, f := range fixtures {
 		t.Run(f.Name, func(t *testing.T) {
@@ -161,13 +148,6 @@ func TestEvalAgreesWithFixtures(t *testing.T) {
 	}
 }
 
-func oldOf(req *tests.ReviewRequest) []byte {
-	if req.Operation != "UPDATE" {
-		return nil
-	}
-	return req.OldObject
-}
-
 func decoded(t *testing.T, b []byte) any {
 	t.Helper()
 	var v any
@@ -181,8 +161,6 @@ func decoded(t *testing.T, b []byte) any {
 func normal(t *testing.T, v any) any {
 	t.Helper()
 	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(t, err)
 	return decoded(t, b)
 }

@@ -16,9 +16,7 @@ func FuzzEval(f *testing.F) {
 	scripts, _ := filepath.Glob(filepath.Join(scriptsDir, "*.txtar"))
 	for _, p := range scripts {
 		ar, err := txtar.ParseFile(p)
-		if err != nil {
-			f.Fatal(err)
-		}
+		must(f, err)
 		for _, file := range ar.Files {
 			if ext := filepath.Ext(file.Name); ext == ".yaml" || ext == ".yml" || ext == ".json" {
 				f.Add(file.Data)

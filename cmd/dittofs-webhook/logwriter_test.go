@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -10,14 +12,17 @@ import (
 // TestLogWriterFlushes: lines reach the output within the flush interval
 // without a Close, and everything is there after Close.
 func TestLogWriterFlushes(t *testing.T) {
-	out := &syncWriter{}
+	path := filepath.Join(t.TempDir(), "log")
+	out, err := os.Create(path)
+	must(t, err)
+	defer out.Close()
 	lw := newLogWriter(out)
 	_, _ = lw.Write([]byte("one\n"))
-	tests.Eventually(t, 2*time.Second, func() (string, bool) { s := out.read(); return s, s == "one\n" })
+	tests.Eventually(t, 2*time.Second, func() (string, bool) { s := readFile(path); return s, s == "one\n" })
 	_, _ = lw.Write([]byte("two\n"))
 	_ = lw.Close()
 	_ = lw.Close() // idempotent
-	if got := out.read(); got != "one\ntwo\n" {
+	if got := readFile(path); got != "one\ntwo\n" {
 		t.Fatalf("after Close: %q", got)
 	}
 }

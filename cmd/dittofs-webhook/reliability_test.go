@@ -1,14 +1,13 @@
 package main
 
 // Reliability tests that drive the real binary the way a cluster does: signals,
-// certificate rotation by Secret-volume symlink swap, hostile connections, and
-// (behind `make soak`) a long run at a fixed rate. All traffic is on loopback
+// a certificate arriving by Secret-volume symlink swap, hostile connections,
+// and (behind `make soak`) a long run at a fixed rate. All traffic is on loopback
 // and every loop is bounded in count and time.
 
 import (
 	"bytes"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,16 +32,14 @@ type server struct {
 	*tests.SecretVolume
 	cmd                *exec.Cmd
 	admission, metrics string
-	logw               *syncWriter
+	logFile            string // the process's stdout and stderr
 	exited             chan error
 }
 
 func freePort(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(t, err)
 	defer l.Close()
 	return l.Addr().String()
 }
@@ -51,9 +49,12 @@ func freePort(t *testing.T) string {
 func launch(t *testing.T, withPair bool, args ...string) *server {
 	t.Helper()
 	s := &server{
-		SecretVolume: tests.NewSecretVolume(t, t.TempDir()), logw: &syncWriter{},
-		exited: make(chan error, 1),
+		SecretVolume: tests.NewSecretVolume(t, t.TempDir()),
+		logFile:      filepath.Join(t.TempDir(), "log"), exited: make(chan error, 1),
 	}
+	logs, err := os.Create(s.logFile)
+	must(t, err)
+	defer logs.Close() // the process has its own descriptor
 	if withPair {
 		s.Write(t, s.Issue(t))
 	}
@@ -61,16 +62,14 @@ func launch(t *testing.T, withPair bool, args ...string) *server {
 	args = append([]string{"serve", "--listen", s.admission, "--metrics-listen", s.metrics,
 		"--tls-cert-file", s.CertFile(), "--tls-key-file", s.KeyFile()}, args...)
 	s.cmd = exec.Command("dittofs-webhook", args...) // the test binary, as TestMain puts it in $PATH
-	s.cmd.Stdout, s.cmd.Stderr = s.logw, s.logw
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	s.cmd.Stdout, s.cmd.Stderr = logs, logs
+	must(t, s.cmd.Start())
 	go func() { s.exited <- s.cmd.Wait() }()
 	t.Cleanup(func() {
 		_ = s.cmd.Process.Kill()
 		<-s.exited
 		if t.Failed() {
-			t.Logf("server logs:\n%s", s.logw.read())
+			t.Logf("server logs:\n%s", s.logs())
 		}
 	})
 	return s
@@ -97,41 +96,15 @@ func (s *server) metric(t *testing.T, selector string) float64 {
 	return tests.Metric(t, "http://"+s.metrics+"/metrics", selector)
 }
 
-func (s *server) serial(t *testing.T) string { return tests.ServedSerial(t, s.admission) }
+func (s *server) logs() string { return readFile(s.logFile) }
 
-// exit waits for the process to exit within d and returns how.
-func (s *server) exit(t *testing.T, d time.Duration) error {
-	t.Helper()
-	select {
-	case err := <-s.exited:
-		s.exited <- err // for the cleanup
-		return err
-	case <-time.After(d):
-		t.Fatalf("no exit within %s", d)
-		return nil
-	}
+// readFile is the content of a file another process or goroutine writes to.
+func readFile(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
 }
 
-// syncWriter is a bytes.Buffer the process's output goroutines and the test
-// share.
-type syncWriter struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (w *syncWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *syncWriter) read() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
-}
-
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
@@ -147,11 +120,18 @@ func (s *server) client(keepAlive bool) *http.Client {
 	return c
 }
 
-// post sends one review of a StatefulSet that needs every mutation, and
-// checks the answer echoes the uid with a patch.
-func post(c *http.Client, addr, uid string) error {
-	body := tests.NewReview(uid, "CREATE", []byte(tests.ManagedStatefulSet), nil)
-	resp, err := c.Post("https://"+addr+"/mutate-apps-v1-statefulset", "application/json", bytes.NewReader(body))
+// review is the review of a StatefulSet that needs every mutation.
+func review(uid string) []byte {
+	return tests.NewReview(uid, "CREATE", []byte(tests.ManagedStatefulSet), nil)
+}
+
+// post sends body, review(uid) when nil, and checks the answer is a review
+// that echoes the uid with a patch.
+func post(c *http.Client, addr, uid string, body io.Reader) error {
+	if body == nil {
+		body = bytes.NewReader(review(uid))
+	}
+	resp, err := c.Post("https://"+addr+"/mutate-apps-v1-statefulset", "application/json", body)
 	if err != nil {
 		return err
 	}
@@ -160,23 +140,50 @@ func post(c *http.Client, addr, uid string) error {
 	if err != nil {
 		return err
 	}
-	if resp.StatusCode != 200 {
-		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, answer)
-	}
-	if !bytes.Contains(answer, []byte(`"uid":"`+uid+`"`)) ||
-		!bytes.Contains(answer, []byte(`"patchType":"JSONPatch"`)) {
-		return fmt.Errorf("unexpected answer: %s", answer)
+	a, err := tests.ParseAnswer(nil, resp.StatusCode, answer)
+	if r := a.Response(); err != nil || r == nil || string(r.UID) != uid || len(a.Patch) == 0 {
+		return fmt.Errorf("HTTP %d (%v): %s", resp.StatusCode, err, answer)
 	}
 	return nil
 }
 
-const (
-	expiry  = "dittofs_webhook_tls_certificate_expiry_timestamp_seconds"
-	success = `dittofs_webhook_tls_certificate_reloads_total{result="success"}`
-	// rssBytes is the server's own resident memory (the process collector's).
-	rssBytes = "process_resident_memory_bytes"
-	failure  = `dittofs_webhook_tls_certificate_reloads_total{result="failure"}`
-)
+// TestServeWaitsForCertificate (SPEC §5: "/readyz fails until a certificate is
+// loaded"): started with an empty certificate directory, the process stays up,
+// alive, and logs why it is not ready; when the kubelet-style ..data swap
+// brings the pair it is served within 10 s (default poll), /readyz turns 200
+// and admission works. What the server does while it waits (/readyz 503, TLS
+// handshakes failing) and on later rotations is webhook's
+// TestServerWaitsForCertificate and TestCertWatcher*. Fatal flag values:
+// tests/eval/serve-bad-flags.txtar.
+func TestServeWaitsForCertificate(t *testing.T) {
+	s := launch(t, false)
+	tests.Eventually(t, 10*time.Second, func() (int, bool) {
+		select {
+		case err := <-s.exited:
+			t.Fatalf("exited (%v) without a certificate instead of waiting for one", err)
+		default:
+		}
+		h := tests.HTTPStatus("http://" + s.metrics + "/healthz")
+		return h, h == 200
+	})
+	// The log is flushed within a second.
+	tests.Eventually(t, 10*time.Second, func() (string, bool) {
+		l := s.logs()
+		return l, strings.Contains(l, `"level":"ERROR"`)
+	})
+
+	s.Write(t, s.Issue(t))
+	s.waitReady(t, 10*time.Second)
+	if err := post(s.client(false), s.admission, "after-wait", nil); err != nil {
+		t.Fatalf("admission once the certificate is loaded: %v", err)
+	}
+	const reloads = "dittofs_webhook_tls_certificate_reloads_total"
+	ok, bad := s.metric(t, reloads+`{result="success"}`), s.metric(t, reloads+`{result="failure"}`)
+	if ok != 1 || bad != 1 {
+		t.Errorf("reloads{success} %v, {failure} %v; want 1 (the first load) and 1 (missing files, counted once)",
+			ok, bad)
+	}
+}
 
 // TestSIGTERMWithRequestsInFlight: SIGTERM while a request's body is still
 // arriving. /readyz fails first; through the drain the server keeps answering;
@@ -186,23 +193,9 @@ const (
 func TestSIGTERMWithRequestsInFlight(t *testing.T) {
 	const drain, timeout = 3 * time.Second, 8 * time.Second
 	s := startBinary(t, "--shutdown-drain-period", drain.String(), "--shutdown-timeout", timeout.String())
-	body := tests.NewReview("in-flight", "CREATE", []byte(tests.ManagedStatefulSet), nil)
+	body, inflight := review("in-flight"), make(chan error, 1)
 	pr, pw := io.Pipe()
-	inflight := make(chan error, 1)
-	go func() {
-		req, _ := http.NewRequest(http.MethodPost, "https://"+s.admission+"/mutate-apps-v1-statefulset", pr)
-		req.Header.Set("Content-Type", "application/json")
-		req.ContentLength = int64(len(body))
-		resp, err := s.client(false).Do(req)
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 || !bytes.Contains(b, []byte(`"uid":"in-flight"`)) {
-				err = fmt.Errorf("HTTP %d: %s", resp.StatusCode, b)
-			}
-		}
-		inflight <- err
-	}()
+	go func() { inflight <- post(s.client(false), s.admission, "in-flight", pr) }()
 	_, _ = pw.Write(body[:20])
 	time.Sleep(300 * time.Millisecond)
 
@@ -214,7 +207,7 @@ func TestSIGTERMWithRequestsInFlight(t *testing.T) {
 		t.Fatalf("exited (%v) with a request in flight", err)
 	default:
 	}
-	if err := post(s.client(false), s.admission, "in-drain"); err != nil {
+	if err := post(s.client(false), s.admission, "in-drain", nil); err != nil {
 		t.Errorf("a request during the drain period: %v", err)
 	}
 	_, _ = pw.Write(body[20:])
@@ -222,8 +215,12 @@ func TestSIGTERMWithRequestsInFlight(t *testing.T) {
 	if err := <-inflight; err != nil {
 		t.Fatalf("in-flight request: %v", err)
 	}
-	if err := s.exit(t, drain+timeout+2*time.Second); err != nil {
-		t.Fatalf("exit: %v", err)
+	select {
+	case err := <-s.exited:
+		s.exited <- err // for the cleanup
+		must(t, err)
+	case <-time.After(drain + timeout + 2*time.Second):
+		t.Fatal("no exit within the drain period and --shutdown-timeout")
 	}
 	if took := time.Since(sent); took > drain+timeout {
 		t.Errorf("exit took %s, over --shutdown-drain-period %s + --shutdown-timeout %s", took, drain, timeout)
@@ -239,32 +236,24 @@ func TestSlowClientsAreCutOff(t *testing.T) {
 	}
 	s := startBinary(t)
 	var idle []net.Conn
-	defer func() {
-		for _, c := range idle {
-			c.Close()
-		}
-	}()
 	for i := 0; i < 300; i++ {
 		c, err := net.Dial("tcp", s.admission)
 		if err != nil {
 			t.Fatalf("idle connection %d: %v", i, err)
 		}
+		t.Cleanup(func() { c.Close() })
 		idle = append(idle, c)
 	}
 	start := time.Now()
-	if err := post(s.client(false), s.admission, "while-flooded"); err != nil {
+	if err := post(s.client(false), s.admission, "while-flooded", nil); err != nil {
 		t.Fatalf("well-behaved client with 300 idle connections open: %v", err)
 	}
 	t.Logf("answered in %s with 300 idle connections", time.Since(start).Round(time.Microsecond))
 
 	// Slowloris: TLS done, then one header byte every 500 ms until the
 	// server closes the connection.
-	pool := x509.NewCertPool()
-	pool.AddCert(s.CA.Cert)
-	conn, err := tls.Dial("tcp", s.admission, &tls.Config{RootCAs: pool})
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, err := tls.Dial("tcp", s.admission, s.Client().Transport.(*http.Transport).TLSClientConfig)
+	must(t, err)
 	defer conn.Close() // ends the writer
 	header := "POST /mutate-apps-v1-statefulset HTTP/1.1\r\nHost: x\r\nX-Slow: " + strings.Repeat("a", 100)
 	go func() {
@@ -314,7 +303,7 @@ func TestSoak(t *testing.T) {
 			tick := time.NewTicker(time.Second / perClient)
 			defer tick.Stop()
 			for n := 0; ; n++ {
-				if err := post(c, s.admission, fmt.Sprintf("c%d-%d", i, n)); err == nil {
+				if err := post(c, s.admission, fmt.Sprintf("c%d-%d", i, n), nil); err == nil {
 					ok.Add(1)
 				} else if failed.Add(1) <= 5 {
 					t.Errorf("request c%d-%d: %v", i, n, err)
@@ -329,9 +318,9 @@ func TestSoak(t *testing.T) {
 	}
 	warmup := 5 * time.Second
 	time.Sleep(warmup)
-	rss0, gr0, ok0 := s.metric(t, rssBytes), s.metric(t, "go_goroutines"), ok.Load()
+	rss0, gr0, ok0 := s.metric(t, "process_resident_memory_bytes"), s.metric(t, "go_goroutines"), ok.Load()
 	time.Sleep(d - warmup)
-	rss1, gr1, ok1 := s.metric(t, rssBytes), s.metric(t, "go_goroutines"), ok.Load()
+	rss1, gr1, ok1 := s.metric(t, "process_resident_memory_bytes"), s.metric(t, "go_goroutines"), ok.Load()
 	close(stop)
 	wg.Wait()
 	t.Logf("soak %s at %.0f req/s: %d answered, %d failed; RSS %.0f KiB -> %.0f KiB; goroutines %.0f -> %.0f",

@@ -16,17 +16,8 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the expected outputs of tests/eval's scripts from the current output")
 
-// scriptsDir holds the command's CLI cases, one testscript file each
-// (github.com/rogpeppe/go-internal/testscript): the comment says what the
-// case is, the script runs the command once as
-//
-//	stdin FILE                            (optional)
-//	exits CODE dittofs-webhook eval|audit ARGS...
-//	cmp stdout want.stdout                (or ! stdout . when it prints nothing)
-//	cmp stderr want.stderr                (or ! stderr .)
-//
-// and the archive holds the input files and the expected outputs.
-// go test ./cmd/dittofs-webhook -run TestScripts -update rewrites them.
+// scriptsDir holds the command's CLI cases, one testscript file each; their
+// form is in tests/README.md ("The CLI cases"). -update rewrites their outputs.
 const scriptsDir = "../../tests/eval"
 
 // reportEpoch is SOURCE_DATE_EPOCH in the scripts: audit -o report's
@@ -62,31 +53,26 @@ func cmdExits(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("usage: exits CODE program [args...]")
 	}
 	want, err := strconv.Atoi(args[0])
-	if err != nil {
-		ts.Fatalf("exits: %q is not an exit code", args[0])
-	}
+	ts.Check(err)
 	got := 0
-	if err := ts.Exec(args[1], args[2:]...); err != nil {
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) {
-			ts.Fatalf("exits: %v", err)
-		}
+	var ee *exec.ExitError
+	switch err := ts.Exec(args[1], args[2:]...); {
+	case errors.As(err, &ee):
 		got = ee.ExitCode()
+	case err != nil:
+		ts.Fatalf("exits: %v", err)
 	}
 	if got != want {
 		ts.Fatalf("exit status %d, want %d", got, want)
 	}
 }
 
-// scriptCase is a tests/eval script whose command line is read back, for
-// the tests that run eval's cases again in other ways.
+// scriptCase is a tests/eval script whose eval command line is read back,
+// for the tests that run eval's cases again in other ways.
 type scriptCase struct {
-	name string
-	dir  string // the archive's files, extracted
-	args []string
-	// stdin is the content of the stdin file, nil without one.
-	stdin []byte
-	code  int
+	name, dir string // dir holds the archive's files
+	args      []string
+	stdin     []byte // the stdin file's content, nil without one
 }
 
 // evalCases reads the eval scripts and extracts each one's files in a
@@ -100,39 +86,20 @@ func evalCases(t *testing.T) []scriptCase {
 	var cases []scriptCase
 	for _, p := range paths {
 		ar, err := txtar.ParseFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
+		must(t, err)
 		c := scriptCase{name: strings.TrimSuffix(filepath.Base(p), ".txtar"), dir: t.TempDir()}
-		for _, f := range ar.Files {
-			dst := filepath.Join(c.dir, f.Name)
-			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(dst, f.Data, 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-		var stdinFile string
+		must(t, txtar.Write(ar, c.dir))
 		for _, l := range strings.Split(string(ar.Comment), "\n") {
-			fields := strings.Fields(l)
-			switch {
-			case len(fields) == 2 && fields[0] == "stdin":
-				stdinFile = fields[1]
-			case len(fields) >= 4 && fields[0] == "exits" && fields[2] == "dittofs-webhook" && fields[3] == "eval":
-				if c.code, err = strconv.Atoi(fields[1]); err != nil {
-					t.Fatalf("%s: %v", p, err)
-				}
-				c.args = fields[4:]
+			switch f := strings.Fields(l); {
+			case len(f) == 2 && f[0] == "stdin":
+				c.stdin, err = os.ReadFile(filepath.Join(c.dir, f[1]))
+				must(t, err)
+			case len(f) >= 4 && f[0] == "exits" && f[2] == "dittofs-webhook" && f[3] == "eval":
+				c.args = f[4:]
 			}
 		}
-		if c.args == nil && !strings.Contains(string(ar.Comment), "dittofs-webhook eval\n") {
+		if c.args == nil {
 			t.Fatalf("%s: no `exits CODE dittofs-webhook eval ARGS` line", p)
-		}
-		if stdinFile != "" {
-			if c.stdin, err = os.ReadFile(filepath.Join(c.dir, stdinFile)); err != nil {
-				t.Fatal(err)
-			}
 		}
 		cases = append(cases, c)
 	}
