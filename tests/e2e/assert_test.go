@@ -9,6 +9,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/utils/ptr"
 )
 
 // requireWarning fails unless one of kubectl's "Warning:" lines contains
@@ -60,23 +61,14 @@ func requireNotStored(t testing.TB, ns, name string) {
 	}
 }
 
-// requireCache checks the injected cache claim: size, storage class (empty:
-// unset) and ReadWriteOnce.
+// requireCache checks the injected cache claim: storage size, class (empty:
+// unset, the cluster default) and ReadWriteOnce.
 func requireCache(t testing.TB, sts *appsv1.StatefulSet, size, class string) {
 	t.Helper()
 	c := vct(sts, "cache")
 	if c == nil {
 		t.Fatalf("no cache volumeClaimTemplate; stored:\n%s", storage(sts))
 	}
-	if d := claimSpecDiff(c.Spec, size, class); d != "" {
-		t.Errorf("the cache claim (-want +got):\n%s", d)
-	}
-}
-
-// claimSpecDiff compares a claim's spec (a volumeClaimTemplate's or a PVC's)
-// with the cache's: storage size, class (empty: unset, the cluster default)
-// and ReadWriteOnce.
-func claimSpecDiff(spec corev1.PersistentVolumeClaimSpec, size, class string) string {
 	type claim struct {
 		Storage     resource.Quantity
 		Class       *string
@@ -86,26 +78,16 @@ func claimSpecDiff(spec corev1.PersistentVolumeClaimSpec, size, class string) st
 	if class != "" {
 		want.Class = &class
 	}
-	got := claim{spec.Resources.Requests[corev1.ResourceStorage], spec.StorageClassName, spec.AccessModes}
-	return cmp.Diff(want, got) // go-cmp compares quantities with Quantity.Equal: by value
-}
-
-// requireCacheMounted checks that the container mounts the cache at path,
-// once.
-func requireCacheMounted(t testing.TB, sts *appsv1.StatefulSet, containerName, path string) {
-	t.Helper()
-	if at := cacheMounts(container(sts, containerName)); !slices.Equal(at, []string{path}) {
-		t.Errorf("container %q mounts cache at %v, want once at %s; stored:\n%s", containerName, at, path, storage(sts))
+	// go-cmp compares quantities with Quantity.Equal: by value.
+	if d := cmp.Diff(want, claim{c.Spec.Resources.Requests[corev1.ResourceStorage], c.Spec.StorageClassName, c.Spec.AccessModes}); d != "" {
+		t.Errorf("the cache claim (-want +got):\n%s", d)
 	}
 }
 
 // cacheMounts are where the container (nil: none) mounts the volume cache.
 func cacheMounts(c *corev1.Container) []string {
-	if c == nil {
-		return nil
-	}
 	var at []string
-	for _, m := range c.VolumeMounts {
+	for _, m := range ptr.Deref(c, corev1.Container{}).VolumeMounts {
 		if m.Name == "cache" {
 			at = append(at, m.MountPath)
 		}
@@ -133,14 +115,16 @@ func requireVCTs(t testing.TB, sts *appsv1.StatefulSet, want ...string) {
 
 // requireMutated checks a StatefulSet with an emptyDir cache as the mutation
 // stores it: metadata, content and a 5Gi cache template in class (the
-// metadata template's; empty: unset), Retain/Retain, the cache mounted at
-// /data/cache, the emptyDir gone.
+// metadata template's; empty: unset), Retain/Retain, the cache mounted once
+// at /data/cache, the emptyDir gone.
 func requireMutated(t testing.TB, sts *appsv1.StatefulSet, class string) {
 	t.Helper()
 	requireVCTs(t, sts, "metadata", "content", "cache")
 	requireCache(t, sts, defaultCacheSize, class)
 	requireRetention(t, sts, "Retain/Retain")
-	requireCacheMounted(t, sts, "dittofs", defaultCacheMount)
+	if at := cacheMounts(container(sts, "dittofs")); !slices.Equal(at, []string{defaultCacheMount}) {
+		t.Errorf("container dittofs mounts cache at %v, want once at %s; stored:\n%s", at, defaultCacheMount, storage(sts))
+	}
 	if volume(sts, "cache") != nil {
 		t.Errorf("the emptyDir volume cache is still in the pod template; stored:\n%s", storage(sts))
 	}

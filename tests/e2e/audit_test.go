@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -11,8 +10,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 	reportsv1alpha1 "github.com/openreports/reports-api/apis/openreports.io/v1alpha1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 
 	"github.com/dittofs/dittofs-webhook/policies"
+	"github.com/dittofs/dittofs-webhook/tests"
 	"github.com/dittofs/dittofs-webhook/webhook/offline"
 )
 
@@ -20,47 +21,60 @@ import (
 // whose CRDs the test installs, at the version the main module requires.
 const reportsModule = "github.com/openreports/reports-api"
 
-// TestAuditReportsApplied is `audit -o report` against the real schema (issue
-// 25, SPEC §5 audit): the OpenReports CRD of the reports-api module the Go
-// types come from is installed, the cluster gets the StatefulSets an audit is
-// for — one the webhooks protected, one created before them (emptyDir cache,
-// Delete retention), one created while the webhooks were in warn mode
-// (without content storage, with Delete retention in its manifest) and one
-// unlabelled — and the pipeline the docs show,
+// TestAuditReportsApplied is a cluster with StatefulSets older than the
+// policy, then the audit of it (issue 25, SPEC §3, §5 audit). They are: one
+// created before the webhooks (emptyDir cache, Delete retention), one through
+// them, one while they warn only (no content storage, Delete retention in its
+// manifest) and one unlabelled. The warn-only server warns once per violation
+// (the rule ID first), still mutates, and counts the violation as
+// action="warn"; enforcing again, the same manifest is denied. Then the
+// pipeline the docs show,
 //
 //	kubectl get sts -A -o yaml | dittofs-webhook audit -o report | kubectl apply -f -
 //
-// is run as a user runs it. The Reports read back with kubectl are what the
-// apiserver's schema accepted (apply --validate=strict refuses unknown
-// fields), one per labelled StatefulSet, with the right result per rule.
+// is run as a user runs it, with the OpenReports CRD of the reports-api module
+// installed: the Reports read back are what the schema accepted (apply
+// --validate=strict refuses unknown fields), one per labelled StatefulSet, with
+// the right result per rule, and `audit` as text says the same. Last, the one
+// older than the webhooks is scaled and updated through them (SPEC §2 U3).
 func TestAuditReportsApplied(t *testing.T) {
 	installReportsCRD(t)
 	ns := newNamespace(t)
 
-	// Before the webhooks: the old way, as it stays stored.
 	restore := withoutWebhooks(t)
 	legacy := dittofs("legacy")
-	legacy.emptyDirCache = true
-	legacy.retention = "Delete/Delete"
+	legacy.emptyDirCache, legacy.retention = true, "Delete/Delete"
 	mustKubectl(t, legacy.yaml(), "apply", "-n", ns, "-f", "-")
 	restore()
 
-	// Protected: created through the webhooks.
 	mustKubectl(t, dittofs("protected").yaml(), "apply", "-n", ns, "-f", "-")
 
-	// In warn mode: the validator lets the missing content storage
-	// through; the mutating webhook acts as in deny mode, so the Delete of
-	// its manifest is replaced by Retain all the same (SPEC §3).
 	warned := dittofs("warned")
-	warned.vcts = userVCTs()[:1]
-	warned.retention = "Delete/Delete"
-	_, restoreWebhooks := withWarnOnlyServer(t, warned.yaml())
+	warned.vcts, warned.retention = userVCTs()[:1], "Delete/Delete"
+	warn, restoreWebhooks := withWarnOnlyServer(t, warned.yaml())
 	r := mustKubectl(t, warned.yaml(), "create", "-n", ns, "-f", "-")
+	requireWarning(t, r, "content-storage: spec.volumeClaimTemplates: Required value", "denied under deny")
+	// The mutating webhook's warning (Delete replaced) names a field, not a rule.
+	if v := slices.DeleteFunc(r.Warnings(), func(w string) bool { return !ruleIDs.MatchString(w) }); len(v) != 1 {
+		t.Errorf("%d warnings name a rule, want one (content-storage):\n%s", len(v), r)
+	}
+	requireVCTs(t, mustGetSTS(t, ns, "warned"), "metadata", "cache")
+	// The dry runs of withWarnOnlyServer were counted too: at least one, and never as deny.
+	violations := map[string]float64{}
+	for _, s := range tests.Scrape(t, "http://"+warn.metrics+"/metrics") {
+		if s.Name == "dittofs_webhook_violations_total" && s.Labels["rule"] == policies.RuleContentStorage {
+			violations[s.Labels["action"]] = s.Value
+		}
+	}
+	if deny, ok := violations["deny"]; violations["warn"] < 1 || !ok || deny != 0 {
+		t.Errorf("content-storage violations by action %v, want warn ≥ 1 and deny 0 (present)", violations)
+	}
 	restoreWebhooks()
-	requireWarning(t, r, "content-storage", "denied under deny")
+	again := warned
+	again.name = "warned-again"
+	requireDenied(t, kubectl(t, again.yaml(), "create", "-n", ns, "-f", "-"), "content-storage")
 
-	// Unlabelled: skipped and counted.
-	plain := dittofs("plain")
+	plain := dittofs("plain") // unlabelled: skipped and counted
 	plain.managed = false
 	mustKubectl(t, plain.yaml(), "apply", "-n", ns, "-f", "-")
 
@@ -71,10 +85,7 @@ func TestAuditReportsApplied(t *testing.T) {
 	env.Kubectl.Shell(t, dir, "kubectl get sts -A -o yaml | "+audit+" -o report | kubectl apply --validate=strict -f -")
 
 	var list reportsv1alpha1.ReportList
-	out := mustKubectl(t, "", "get", "reports.openreports.io", "-n", ns, "-o", "json").Stdout
-	if err := json.Unmarshal([]byte(out), &list); err != nil {
-		t.Fatalf("the Reports read back do not decode as OpenReports Reports: %v\n%s", err, out)
-	}
+	mustDecode(t, mustKubectl(t, "", "get", "reports.openreports.io", "-n", ns, "-o", "json"), &list)
 	// One result per rule audit judges; a rule not named here passes. The
 	// unlabelled StatefulSet is skipped: no report.
 	type judged struct {
@@ -133,6 +144,39 @@ func TestAuditReportsApplied(t *testing.T) {
 		if !strings.Contains(text, line) {
 			t.Errorf("audit -o text does not say %q:\n%s", line, text)
 		}
+	}
+
+	// Older than the webhooks: `kubectl scale` writes the scale subresource,
+	// which the webhooks' rules do not send them (and SPEC §2 allows); a
+	// patch of spec.replicas and a new image go through them and are allowed
+	// (an existing violation), each warning how to get the cache.
+	mustKubectl(t, "", "scale", "statefulset", "legacy", "-n", ns, "--replicas=2")
+	if sts := mustGetSTS(t, ns, "legacy"); ptr.Deref(sts.Spec.Replicas, 0) != 2 {
+		t.Errorf("replicas not scaled to 2: %v", sts.Spec.Replicas)
+	}
+	legacy.image, legacy.replicas = newImage, 3
+	for _, update := range []struct {
+		stdin string
+		args  []string
+	}{
+		{"", []string{"patch", "statefulset", "legacy", "--type=merge", "-p", `{"spec":{"replicas":3}}`}},
+		{legacy.yaml(), []string{"apply", "-f", "-"}},
+	} {
+		r := mustKubectl(t, update.stdin, append(update.args, "-n", ns)...)
+		requireWarning(t, r, "--cascade=orphan")
+		requireWarning(t, r, "cache-storage")
+		if sts := mustGetSTS(t, ns, "legacy"); ptr.Deref(sts.Spec.Replicas, 0) != 3 {
+			t.Errorf("replicas not patched to 3: %v", sts.Spec.Replicas)
+		}
+	}
+	after := mustGetSTS(t, ns, "legacy")
+	if c := container(after, "dittofs"); c == nil || c.Image != newImage {
+		t.Errorf("image not updated; stored:\n%s", toYAML(after.Spec.Template.Spec.Containers))
+	}
+	// Nothing is injected in place: the claims cannot change on update.
+	requireVCTs(t, after, "metadata", "content")
+	if len(cacheMounts(container(after, "dittofs"))) != 0 {
+		t.Errorf("a cache mount was added without a cache claim; stored:\n%s", storage(after))
 	}
 }
 

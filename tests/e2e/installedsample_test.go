@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -13,20 +12,14 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 )
 
-// 10. The sample StatefulSet that deploy/default installs (namespace
+// 10. The sample StatefulSet deploy/default installs (namespace
 // dittofs-sample, scaled to 0) is complete as written, so the order of
-// creation does not matter (SPEC §6): `kubectl apply -k` creates StatefulSets
-// before webhook configurations, so on a first install it is created before
-// the webhooks exist and only a later re-apply goes through them. Created
-// without the webhooks, re-applied through them, and created through them, it
-// is stored the same each time, with no warning and no new generation.
-//
-// Only the sample's objects of the rendered install are applied (its
-// Namespace, Service and StatefulSet): the rest needs cert-manager and the
-// in-cluster Service, and the harness's webhook configurations stand in for
-// the shipped ones. They are applied server-side, so that TestInstallManifests'
-// server-side dry run over them (with -count=2) has no client-side
-// last-applied annotation to migrate.
+// creation does not matter (SPEC §6; `kubectl apply -k` creates StatefulSets
+// before webhook configurations): created without the webhooks, re-applied
+// through them, and created through them, it is stored the same each time,
+// with no warning and no new generation. Only the sample's objects of the
+// rendered install are applied, server-side (so that TestInstallManifests'
+// dry run over them, with -count=2, has no last-applied annotation to migrate).
 func TestInstalledSample(t *testing.T) {
 	list, sts := installedSample(t)
 	name := sts.Name
@@ -41,8 +34,7 @@ func TestInstalledSample(t *testing.T) {
 		return getRaw(t, "statefulset", sampleNamespace, name)["spec"]
 	}
 
-	// A first install: the StatefulSet before the webhooks. What the
-	// apiserver stores without them is the reference.
+	// A first install: stored without the webhooks, the reference.
 	restore := withoutWebhooks(t)
 	apply()
 	ref := mustGetSTS(t, sampleNamespace, name)
@@ -65,22 +57,14 @@ func TestInstalledSample(t *testing.T) {
 		t.Errorf("replicas %v, want 0: installing the webhook must start no pod", got.Spec.Replicas)
 	}
 
-	// All of that would hold as well if the webhooks left the namespace
-	// out: show that they act there. The same StatefulSet without its cache
-	// claim (under another name) comes back with one.
+	// All that would hold too if the webhooks left the namespace out: a copy
+	// without the cache claim comes back with one.
 	probe := sts.DeepCopy()
 	probe.Name = name + "-probe"
 	probe.Spec.VolumeClaimTemplates = slices.DeleteFunc(probe.Spec.VolumeClaimTemplates,
 		func(c corev1.PersistentVolumeClaim) bool { return c.Name == "cache" })
-	raw, err := json.Marshal(probe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := mustKubectl(t, string(raw), "create", "--dry-run=server", "-o", "json", "-n", sampleNamespace, "-f", "-")
 	var mutated appsv1.StatefulSet
-	if err := json.Unmarshal([]byte(r.Stdout), &mutated); err != nil {
-		t.Fatalf("kubectl's output is not a StatefulSet: %v\n%s", err, r)
-	}
+	mustDecode(t, mustKubectl(t, toYAML(probe), "create", "--dry-run=server", "-o", "json", "-n", sampleNamespace, "-f", "-"), &mutated)
 	requireVCTs(t, &mutated, "metadata", "content", "cache")
 }
 
@@ -115,9 +99,5 @@ func installedSample(t *testing.T) (string, *appsv1.StatefulSet) {
 	if !slices.Equal(kinds, []string{"Namespace", "Service", "StatefulSet"}) {
 		t.Fatalf("deploy/default should render a Namespace %s with a Service and a StatefulSet in it, got %v", sampleNamespace, kinds)
 	}
-	list, err := json.Marshal(map[string]any{"apiVersion": "v1", "kind": "List", "items": items})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(list), sts
+	return toYAML(map[string]any{"apiVersion": "v1", "kind": "List", "items": items}), sts
 }

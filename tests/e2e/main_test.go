@@ -24,43 +24,27 @@ type harness struct {
 	repoRoot  string // the dittofs-webhook repository
 	artifacts string // logs, binaries, certificates; kept when something failed
 	assets    string // etcd, kube-apiserver, kube-controller-manager, kubectl
-
 	*framework.ControlPlane
-
 	devCertsBin string
 	tlsDir      string // the server's certificate, laid out like a mounted Secret
 	caPEM       []byte // the development CA: the caBundle of the webhooks
-
-	server *server
-
-	// webhooks is what the harness installed: the Mutating and Validating
-	// WebhookConfigurations of deploy/default with only clientConfig
-	// replaced, as YAML documents for `kubectl create -f -`.
+	server      *server
+	// webhooks are deploy/default's webhook configurations with only
+	// clientConfig replaced, as YAML for `kubectl create -f -`.
 	webhooks []byte
 }
 
-// controllers are the kube-controller-manager controllers the scenarios need:
-//   - statefulset: makes each StatefulSet's pods and their PVCs from the
-//     volumeClaimTemplates, and applies persistentVolumeClaimRetentionPolicy
-//     (the ownerReferences that let the garbage collector delete PVCs);
-//   - garbage-collector: deletes pods (and, under whenDeleted: Delete, PVCs)
-//     whose owner is gone, and orphans them on `--cascade=orphan`;
-//   - persistentvolumeclaim-protection: removes a deleted PVC's
-//     kubernetes.io/pvc-protection finalizer once no pod uses it, so a PVC the
-//     garbage collector deletes really goes.
-//
-// No others: envtest's apiserver runs without the ServiceAccount admission
-// plugin, so pods need no "default" ServiceAccount, and nothing here needs
-// tokens or a cloud provider.
+// controllers make a StatefulSet's pods and PVCs and apply its retention
+// policy, delete (or orphan) what an owner's deletion leaves, and let a
+// deleted PVC go once no pod uses it. No others: without the ServiceAccount
+// admission plugin pods need no ServiceAccount.
 var controllers = []string{
 	"statefulset-controller", "garbage-collector-controller", "persistentvolumeclaim-protection-controller",
 }
 
 const (
-	probeNamespace = "e2e-probe"
-	// serverStopTimeout bounds the server's graceful shutdown (its
-	// --shutdown-timeout is 25 s by default, but nothing is in flight then).
-	serverStopTimeout = 30 * time.Second
+	probeNamespace    = "e2e-probe"
+	serverStopTimeout = 30 * time.Second // its --shutdown-timeout is 25 s
 )
 
 func TestMain(m *testing.M) {
@@ -69,9 +53,6 @@ func TestMain(m *testing.M) {
 		fmt.Println("e2e: skipped in -short mode (needs etcd, kube-apiserver and a few minutes)")
 		os.Exit(0)
 	}
-	// Ctrl-C, a SIGTERM, or `go test -timeout` running out would otherwise
-	// leave etcd, kube-apiserver and the server running in their own process
-	// groups: framework.Main stops them.
 	os.Exit(framework.Main(m, framework.Suite{
 		SetUp:     env.setUp,
 		Stop:      env.stop,
@@ -104,10 +85,7 @@ func (h *harness) setUp() error {
 	h.ControlPlane, err = framework.StartControlPlane(framework.ControlPlaneOptions{
 		RepoRoot: root, Dir: h.artifacts, Bin: h.assets, Controllers: controllers,
 	})
-	if err := <-built; err != nil {
-		return err
-	}
-	if err != nil {
+	if err := errors.Join(<-built, err); err != nil {
 		return err
 	}
 	if err := h.makeCertificates(); err != nil {
@@ -119,8 +97,7 @@ func (h *harness) setUp() error {
 	return h.installWebhooks()
 }
 
-// buildServer builds the real dittofs-webhook and dev-certs binaries from the
-// repository, as a user would.
+// buildServer builds the real dittofs-webhook and dev-certs binaries.
 func (h *harness) buildServer() error {
 	bin := filepath.Join(h.artifacts, "bin")
 	cmd := exec.Command("go", "build", "-o", bin+string(filepath.Separator), "./cmd/dittofs-webhook", "./certs/dev-certs")
@@ -135,18 +112,9 @@ func (h *harness) buildServer() error {
 // stop stops the controllers, the server (checking that SIGTERM makes it
 // exit 0) and the control plane. Safe on a partly set-up harness.
 func (h *harness) stop() error {
-	// The controllers go first: they would only log the apiserver's going.
-	err := h.ControlPlane.StopControllers()
+	err := h.ControlPlane.StopControllers() // else they only log the apiserver's going
 	if h.server != nil {
 		err = errors.Join(err, h.server.stop(serverStopTimeout))
 	}
 	return errors.Join(err, h.ControlPlane.Stop())
-}
-
-// eventually polls cond until it reports done, failing the test with the last
-// state it described after timeout, or at once if kube-controller-manager
-// has died.
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() (done bool, state string)) {
-	t.Helper()
-	framework.Eventually(t, timeout, what, env.ControllersAlive, cond)
 }

@@ -1,14 +1,15 @@
 package e2e
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/dittofs/dittofs-webhook/tests"
@@ -17,19 +18,17 @@ import (
 
 // server is a running `dittofs-webhook serve`.
 type server struct {
-	listen  string // 127.0.0.1:PORT, admission (HTTPS)
-	metrics string // 127.0.0.1:PORT, /readyz and /metrics (HTTP)
-	proc    *framework.Process
-
+	listen   string // 127.0.0.1:PORT, admission (HTTPS)
+	metrics  string // 127.0.0.1:PORT, /readyz and /metrics (HTTP)
+	proc     *framework.Process
 	stopOnce sync.Once
 	stopErr  error
 }
 
 // startServer runs the server on free loopback ports with the certificate in
 // tlsDir and more serve flags args, and waits until /readyz answers 200.
-// Ports are picked free and then bound by the server, so another process can
-// take one in between: then the server exits at once and another pair is
-// tried.
+// Another process can take a port between its pick and the server's bind:
+// then the server exits at once and another pair is tried.
 func startServer(artifacts, bin, tlsDir string, args ...string) (*server, error) {
 	var lastErr error
 	for attempt := 1; attempt <= 3; attempt++ {
@@ -55,9 +54,8 @@ func startServer(artifacts, bin, tlsDir string, args ...string) (*server, error)
 }
 
 // stop sends SIGTERM and waits for the process to exit, which must be with
-// status 0 (SPEC §5: "On SIGTERM: not ready, in-flight requests finish, exit 0")
-// and not before (a server that had already exited is an error). After
-// timeout it is killed.
+// status 0 (SPEC §5) and not before (a server that had already exited is an
+// error). After timeout it is killed.
 func (s *server) stop(timeout time.Duration) error {
 	s.stopOnce.Do(func() {
 		if s.proc.Exited() {
@@ -91,50 +89,70 @@ func (h *harness) makeCertificates() error {
 	if err != nil {
 		return err
 	}
-	h.caPEM = pair.ca
+	h.caPEM = pair["ca.crt"]
 	h.tlsDir = filepath.Join(h.artifacts, "tls")
 	if err := os.MkdirAll(h.tlsDir, 0o755); err != nil {
 		return err
 	}
-	return writeSecretVolume(h.tlsDir, pair)
+	return tests.WriteSecretVolume(h.tlsDir, pair)
 }
 
-// servingPair is what the cert-manager Secret holds.
-type servingPair struct {
-	ca, cert, key []byte
-}
-
-// issueServingPair runs `dev-certs -out DIR` in a fresh directory named name.
+// issueServingPair runs `dev-certs -out DIR` in a fresh directory named name
+// and returns what the cert-manager Secret holds: ca.crt, tls.crt, tls.key.
 // After the first call the directory is seeded with the first CA, which
-// dev-certs reuses: every pair is signed by the same CA, as cert-manager's
-// renewals are.
-func (h *harness) issueServingPair(name string) (servingPair, error) {
+// dev-certs reuses, as cert-manager's renewals do.
+func (h *harness) issueServingPair(name string) (map[string][]byte, error) {
 	dir := filepath.Join(h.artifacts, "certs", name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return servingPair{}, err
+		return nil, err
 	}
 	if first := filepath.Join(h.artifacts, "certs", "initial"); dir != first {
 		for _, f := range []string{"ca.crt", "ca.key"} {
 			data, err := os.ReadFile(filepath.Join(first, f))
 			if err != nil {
-				return servingPair{}, err
+				return nil, err
 			}
 			if err := os.WriteFile(filepath.Join(dir, f), data, 0o600); err != nil {
-				return servingPair{}, err
+				return nil, err
 			}
 		}
 	}
-	out, err := exec.Command(h.devCertsBin, "-out", dir).CombinedOutput()
-	if err != nil {
-		return servingPair{}, fmt.Errorf("dev-certs -out %s: %w\n%s", dir, err, out)
+	if out, err := exec.Command(h.devCertsBin, "-out", dir).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("dev-certs -out %s: %w\n%s", dir, err, out)
 	}
-	ca, errCA := os.ReadFile(filepath.Join(dir, "ca.crt"))
-	cert, errCert := os.ReadFile(filepath.Join(dir, "tls.crt"))
-	key, errKey := os.ReadFile(filepath.Join(dir, "tls.key"))
-	return servingPair{ca, cert, key}, errors.Join(errCA, errCert, errKey)
+	pair := map[string][]byte{}
+	for _, f := range []string{"ca.crt", "tls.crt", "tls.key"} {
+		data, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			return nil, err
+		}
+		pair[f] = data
+	}
+	return pair, nil
 }
 
-// writeSecretVolume writes p into dir as the kubelet writes a Secret volume.
-func writeSecretVolume(dir string, p servingPair) error {
-	return tests.WriteSecretVolume(dir, map[string][]byte{"ca.crt": p.ca, "tls.crt": p.cert, "tls.key": p.key})
+// withWarnOnlyServer starts a server with --validation-action warn and
+// points the webhooks at it, until restore (or the end of the test) points
+// them back at the enforcing server. probe is a manifest the enforcing
+// server denies and the warn server allows: the new configuration takes
+// effect asynchronously, so until a server-side dry run of probe is
+// allowed, the enforcing server still answers.
+func withWarnOnlyServer(t *testing.T, probe string) (warn *server, restore func()) {
+	t.Helper()
+	warn, err := startServer(env.artifacts, env.server.proc.Cmd.Path, env.tlsDir, "--validation-action", "warn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := warn.stop(serverStopTimeout); err != nil {
+			t.Error(err)
+		}
+	})
+	mustKubectl(t, strings.ReplaceAll(string(env.webhooks), env.server.listen, warn.listen), "replace", "-f", "-")
+	restore = webhooksBack(t, "replace")
+	framework.Eventually(t, time.Minute, "the webhooks point at the warn server", nil, func() (bool, string) {
+		r := runKubectl(probe, "create", "--dry-run=server", "-n", probeNamespace, "-f", "-")
+		return r.OK(), r.String()
+	})
+	return warn, restore
 }

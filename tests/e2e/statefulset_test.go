@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,22 +23,20 @@ func TestCreateInjectsPersistentCache(t *testing.T) {
 	dry.name = "dry"
 	for _, c := range []struct {
 		name, stdin, sts, class string
+		dryRun                  bool
 		args                    []string
 	}{
-		{"manifest", m.yaml(), "fs", "fast", []string{"-f", "-"}},
-		{"shipped sample", "", "dittofs-sample", "", []string{"-k", filepath.Join(env.repoRoot, "deploy", "samples")}},
-		{"server dry run", dry.yaml(), "dry", "fast", []string{"--dry-run=server", "-o", "json", "-f", "-"}},
+		{"manifest", m.yaml(), "fs", "fast", false, []string{"-f", "-"}},
+		{"shipped sample", "", "dittofs-sample", "", false, []string{"-k", filepath.Join(env.repoRoot, "deploy", "samples")}},
+		{"server dry run", dry.yaml(), "dry", "fast", true, []string{"--dry-run=server", "-o", "json", "-f", "-"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			r := mustKubectl(t, c.stdin, append([]string{"apply", "-n", ns}, c.args...)...)
 			requireWarning(t, r, "emptyDir")
-			var sts *appsv1.StatefulSet
-			if c.sts == "dry" {
+			sts := new(appsv1.StatefulSet)
+			if c.dryRun {
 				requireNotStored(t, ns, c.sts)
-				sts = new(appsv1.StatefulSet)
-				if err := json.Unmarshal([]byte(r.Stdout), sts); err != nil {
-					t.Fatalf("kubectl's output is not a StatefulSet: %v\n%s", err, r)
-				}
+				mustDecode(t, r, sts)
 			} else {
 				sts = mustGetSTS(t, ns, c.sts)
 			}
@@ -133,53 +130,5 @@ func requireUnchanged(t *testing.T, r result, before *appsv1.StatefulSet, before
 	}
 	if diff := gocmp.Diff(beforeSpec, getRaw(t, "statefulset", before.Namespace, before.Name)["spec"]); diff != "" {
 		t.Errorf("the stored spec changed (-before +after):\n%s", diff)
-	}
-}
-
-// 6b. A managed StatefulSet created before the webhooks were installed (so
-// without cache) can still be scaled and updated; each update through the
-// webhooks warns how to get the cache (SPEC §2 U3, §3 existing violations).
-func TestStatefulSetOlderThanTheWebhooks(t *testing.T) {
-	ns := newNamespace(t)
-	restore := withoutWebhooks(t)
-	m := dittofs("old")
-	mustKubectl(t, m.yaml(), "apply", "-n", ns, "-f", "-")
-	restore()
-	before := mustGetSTS(t, ns, "old")
-	requireVCTs(t, before, "metadata", "content")
-
-	// kubectl scale writes the scale subresource, which the webhooks'
-	// rules (resources: statefulsets) do not send to the server, and which
-	// SPEC §2 allows without a check anyway: it must simply work.
-	mustKubectl(t, "", "scale", "statefulset", "old", "-n", ns, "--replicas=2")
-	if sts := mustGetSTS(t, ns, "old"); sts.Spec.Replicas == nil || *sts.Spec.Replicas != 2 {
-		t.Errorf("replicas not scaled to 2: %v", sts.Spec.Replicas)
-	}
-
-	// Scaling by patching the StatefulSet itself, and a new image, go through
-	// the webhooks.
-	m.image, m.replicas = newImage, 3
-	for _, update := range []struct {
-		stdin string
-		args  []string
-	}{
-		{"", []string{"patch", "statefulset", "old", "--type=merge", "-p", `{"spec":{"replicas":3}}`}},
-		{m.yaml(), []string{"apply", "-f", "-"}},
-	} {
-		r := mustKubectl(t, update.stdin, append(update.args, "-n", ns)...)
-		requireWarning(t, r, "--cascade=orphan")
-		requireWarning(t, r, "cache-storage")
-		if sts := mustGetSTS(t, ns, "old"); sts.Spec.Replicas == nil || *sts.Spec.Replicas != 3 {
-			t.Errorf("replicas not patched to 3: %v", sts.Spec.Replicas)
-		}
-	}
-	after := mustGetSTS(t, ns, "old")
-	if c := container(after, "dittofs"); c == nil || c.Image != newImage {
-		t.Errorf("image not updated; stored:\n%s", toYAML(after.Spec.Template.Spec.Containers))
-	}
-	// Nothing is injected in place: the claims cannot change on update.
-	requireVCTs(t, after, "metadata", "content")
-	if len(cacheMounts(container(after, "dittofs"))) != 0 {
-		t.Errorf("a cache mount was added without a cache claim; stored:\n%s", storage(after))
 	}
 }

@@ -17,13 +17,12 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 )
 
-// Stopping is set when the watchdog is tearing everything down on a signal or
-// a timeout: from then on nothing talks to the dying apiserver (see
-// HaltIfStopping), so no test reports the teardown as its own failure.
+// Stopping is set when the watchdog tears everything down: from then on
+// nothing talks to the dying apiserver (HaltIfStopping), so no test reports
+// the teardown as its own failure.
 var Stopping atomic.Bool
 
-// HaltIfStopping blocks the calling goroutine for good once the watchdog is
-// tearing down: the process is about to exit.
+// HaltIfStopping blocks for good once the watchdog tears down: the process is about to exit.
 func HaltIfStopping() {
 	if Stopping.Load() {
 		select {}
@@ -71,13 +70,13 @@ func (k Kubectl) RunQuietly(stdin string, args ...string) Result {
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
 	r.Stdout, r.Stderr = out.String(), errOut.String()
-	var exit *exec.ExitError
+	exit, isExit := errors.AsType[*exec.ExitError](err)
 	switch {
 	case err != nil && ctx.Err() != nil:
 		r.Err = fmt.Errorf("killed after %s", k.Timeout)
 	case err == nil:
 		r.Code = 0
-	case errors.As(err, &exit):
+	case isExit:
 		r.Code = exit.ExitCode()
 	default:
 		r.Err = err
@@ -114,8 +113,7 @@ func (k Kubectl) Must(t testing.TB, stdin string, args ...string) Result {
 func (k Kubectl) Shell(t testing.TB, dir, line string, path ...string) string {
 	t.Helper()
 	HaltIfStopping()
-	// A documented step may wait longer (`kubectl wait --timeout=15m`); here
-	// each one is done in seconds.
+	// A documented step may wait longer (`kubectl wait --timeout=15m`); here each is done in seconds.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", "-c", line)
@@ -162,8 +160,8 @@ func (r Result) String() string {
 	return b.String()
 }
 
-// Brief is the log line of a command: what was run, how it ended, what it
-// printed on stderr and, when short, on stdout.
+// Brief is the log line of a command: what was run, how it ended, its stderr
+// and, when short, its stdout.
 func (r Result) Brief() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "$ %s  → exit %d", r.command(), r.Code)
@@ -206,10 +204,9 @@ func Indent(s string) string {
 	return b.String()
 }
 
-// Poll calls cond every 200 ms (apimachinery's wait) until it reports done,
-// and returns an error with the last state it described once timeout has
-// passed, or as soon as alive (if not nil) reports one (a program it waits for
-// has died).
+// Poll calls cond every 200 ms (apimachinery's wait) until it reports done;
+// after timeout, or as soon as alive (if not nil) reports an error (a program
+// it waits for has died), it returns an error with the last state described.
 func Poll(timeout time.Duration, alive func() error, cond func() (done bool, state string)) error {
 	var state string
 	var dead error
@@ -247,7 +244,7 @@ func Eventually(t testing.TB, timeout time.Duration, what string, alive func() e
 
 // GoModDir downloads a module through the Go module proxy (or finds it in the
 // module cache) and returns its directory: the CRDs the tests install come
-// from the projects' own Go modules, the one registry reachable here.
+// from the projects' Go modules, the one registry reachable here.
 func GoModDir(module string) (string, error) {
 	cmd := exec.Command("go", "mod", "download", "-json", module)
 	cmd.Dir = os.TempDir() // outside any module: nothing to resolve against
