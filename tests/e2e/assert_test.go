@@ -79,7 +79,8 @@ func requireCache(t testing.TB, sts *appsv1.StatefulSet, size, class string) {
 		want.Class = &class
 	}
 	// go-cmp compares quantities with Quantity.Equal: by value.
-	if d := cmp.Diff(want, claim{c.Spec.Resources.Requests[corev1.ResourceStorage], c.Spec.StorageClassName, c.Spec.AccessModes}); d != "" {
+	got := claim{c.Spec.Resources.Requests[corev1.ResourceStorage], c.Spec.StorageClassName, c.Spec.AccessModes}
+	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("the cache claim (-want +got):\n%s", d)
 	}
 }

@@ -21,8 +21,34 @@ import (
 // rendered install are applied, server-side (so that TestInstallManifests'
 // dry run over them, with -count=2, has no last-applied annotation to migrate).
 func TestInstalledSample(t *testing.T) {
-	list, sts := installedSample(t)
-	name := sts.Name
+	// The sample's objects of the rendered install (its Namespace, Service and StatefulSet), as a List.
+	r := mustKubectl(t, "", "kustomize", filepath.Join(env.repoRoot, "deploy", "default"))
+	docs, err := decodeDocs(r.Stdout)
+	if err != nil {
+		t.Fatalf("decoding kubectl kustomize deploy/default: %v", err)
+	}
+	var items []any
+	var kinds []string
+	var sts *appsv1.StatefulSet
+	for _, doc := range docs {
+		u := unstructured.Unstructured{Object: doc}
+		if !(u.GetKind() == "Namespace" && u.GetName() == sampleNamespace) && u.GetNamespace() != sampleNamespace {
+			continue
+		}
+		items = append(items, doc)
+		kinds = append(kinds, u.GetKind())
+		if u.GetKind() == "StatefulSet" {
+			sts = new(appsv1.StatefulSet)
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(doc, sts); err != nil {
+				t.Fatalf("the sample StatefulSet: %v", err)
+			}
+		}
+	}
+	slices.Sort(kinds)
+	if !slices.Equal(kinds, []string{"Namespace", "Service", "StatefulSet"}) {
+		t.Fatalf("deploy/default should render a Namespace %s with a Service and a StatefulSet in it, got %v", sampleNamespace, kinds)
+	}
+	list, name := toYAML(map[string]any{"apiVersion": "v1", "kind": "List", "items": items}), sts.Name
 	// Left by an earlier run (-count=2): start without it.
 	mustKubectl(t, "", "delete", "statefulset", name, "-n", sampleNamespace, "--ignore-not-found")
 	apply := func() {
@@ -64,40 +90,7 @@ func TestInstalledSample(t *testing.T) {
 	probe.Spec.VolumeClaimTemplates = slices.DeleteFunc(probe.Spec.VolumeClaimTemplates,
 		func(c corev1.PersistentVolumeClaim) bool { return c.Name == "cache" })
 	var mutated appsv1.StatefulSet
-	mustDecode(t, mustKubectl(t, toYAML(probe), "create", "--dry-run=server", "-o", "json", "-n", sampleNamespace, "-f", "-"), &mutated)
+	r = mustKubectl(t, toYAML(probe), "create", "--dry-run=server", "-o", "json", "-n", sampleNamespace, "-f", "-")
+	mustDecode(t, r, &mutated)
 	requireVCTs(t, &mutated, "metadata", "content", "cache")
-}
-
-// installedSample renders deploy/default with kubectl kustomize and returns
-// the objects of the sample's namespace (the Namespace, and the Service and
-// StatefulSet in it) as a List for kubectl, and the StatefulSet.
-func installedSample(t *testing.T) (string, *appsv1.StatefulSet) {
-	t.Helper()
-	r := mustKubectl(t, "", "kustomize", filepath.Join(env.repoRoot, "deploy", "default"))
-	docs, err := decodeDocs(r.Stdout)
-	if err != nil {
-		t.Fatalf("decoding kubectl kustomize deploy/default: %v", err)
-	}
-	var items []any
-	var kinds []string
-	var sts *appsv1.StatefulSet
-	for _, doc := range docs {
-		u := unstructured.Unstructured{Object: doc}
-		if !(u.GetKind() == "Namespace" && u.GetName() == sampleNamespace) && u.GetNamespace() != sampleNamespace {
-			continue
-		}
-		items = append(items, doc)
-		kinds = append(kinds, u.GetKind())
-		if u.GetKind() == "StatefulSet" {
-			sts = new(appsv1.StatefulSet)
-			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(doc, sts); err != nil {
-				t.Fatalf("the sample StatefulSet: %v", err)
-			}
-		}
-	}
-	slices.Sort(kinds)
-	if !slices.Equal(kinds, []string{"Namespace", "Service", "StatefulSet"}) {
-		t.Fatalf("deploy/default should render a Namespace %s with a Service and a StatefulSet in it, got %v", sampleNamespace, kinds)
-	}
-	return toYAML(map[string]any{"apiVersion": "v1", "kind": "List", "items": items}), sts
 }

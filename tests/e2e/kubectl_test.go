@@ -26,14 +26,12 @@ import (
 	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 )
 
-// result is what one kubectl command did.
 type result = framework.Result
 
 // runKubectl runs the built kubectl as the e2e admin user.
 func runKubectl(stdin string, args ...string) result { return env.Kubectl.Run(stdin, args...) }
 
-// kubectl runs kubectl for a test and logs what it printed. A kubectl that
-// cannot run at all fails the test; its exit status is the caller's to judge.
+// kubectl is framework.Kubectl.T: its exit status is the caller's to judge.
 func kubectl(t testing.TB, stdin string, args ...string) result {
 	t.Helper()
 	return env.Kubectl.T(t, stdin, args...)
@@ -60,9 +58,8 @@ func kubectlRetryConflict(t testing.TB, stdin string, args ...string) result {
 
 var nonName = regexp.MustCompile(`[^a-z0-9]+`)
 
-// newNamespace creates a namespace of its own for the test, named after it.
-// It is not deleted afterwards: no namespace controller runs here to finish a
-// deletion, and the whole etcd goes away at the end.
+// newNamespace creates a namespace of its own for the test, named after it,
+// never deleted: no namespace controller would finish it, and etcd goes at the end.
 func newNamespace(t testing.TB) string {
 	t.Helper()
 	slug := strings.Trim(nonName.ReplaceAllString(strings.ToLower(t.Name()), "-"), "-")
@@ -101,7 +98,7 @@ func mustGetSTS(t testing.TB, ns, name string) *appsv1.StatefulSet {
 }
 
 // getRaw returns an object as stored, as generic JSON, to compare whole
-// fields (including any the typed API does not know).
+// fields (with any the typed API does not know).
 func getRaw(t testing.TB, kind, ns, name string) map[string]any {
 	t.Helper()
 	var obj map[string]any
@@ -141,18 +138,14 @@ func decodeDocs(data string) ([]map[string]any, error) {
 	}
 }
 
-// installWebhooks renders deploy/default with kubectl kustomize, keeps its
-// two webhook configurations, points each webhook's clientConfig at the
-// server on loopback (same path, the dev CA as caBundle) and creates them.
-// Everything else (names, rules, selectors, policies) is as shipped.
+// installWebhooks creates the two webhook configurations deploy/default
+// renders, each webhook's clientConfig pointed at the server on loopback (same
+// path, the dev CA as caBundle); names, rules, selectors, policies as shipped.
 func (h *harness) installWebhooks() error {
 	r := runKubectl("", "kustomize", filepath.Join(h.repoRoot, "deploy", "default"))
-	if !r.OK() {
-		return fmt.Errorf("rendering deploy/default:\n%s", r)
-	}
 	docs, err := decodeDocs(r.Stdout)
-	if err != nil {
-		return fmt.Errorf("decoding the output of kubectl kustomize deploy/default: %w", err)
+	if !r.OK() || err != nil {
+		return fmt.Errorf("rendering deploy/default: %v\n%s", err, r)
 	}
 	var kinds, keep []string
 	for _, doc := range docs {
@@ -187,10 +180,9 @@ func (h *harness) installWebhooks() error {
 }
 
 // waitWebhooks waits until the apiserver calls both webhooks (effective) or
-// neither: webhook configurations take effect asynchronously. It asks with
-// server-side dry-run creates in the probe namespace, which store nothing:
-// a labelled StatefulSet without cache must come back with one (mutating),
-// and one without metadata storage must be denied (validating).
+// neither (configurations take effect asynchronously), asking with dry-run
+// creates: a labelled StatefulSet without cache must come back with one, and
+// one without metadata storage must be denied.
 func (h *harness) waitWebhooks(effective bool, timeout time.Duration) error {
 	mutateProbe := stsManifest{name: "probe", managed: true, vcts: userVCTs()}.yaml()
 	validateProbe := stsManifest{name: "probe-invalid", managed: true, vcts: []vctSpec{{name: "content", size: "1Gi"}}}.yaml()
@@ -222,19 +214,15 @@ func withoutWebhooks(t *testing.T) (restore func()) {
 }
 
 // webhooksBack returns a function that puts the harness's webhook
-// configurations back (`kubectl verb`) and waits until they act. It also runs
-// at the end of the test if the test did not call it, so a failure leaves the
-// webhooks in place for the next test.
+// configurations back (`kubectl verb`) and waits until they act; it runs at
+// the test's end if not before, so a failure leaves them for the next test.
 func webhooksBack(t *testing.T, verb string) func() {
-	var once sync.Once
-	back := func() {
-		once.Do(func() {
-			mustKubectl(t, string(env.webhooks), verb, "-f", "-")
-			if err := env.waitWebhooks(true, time.Minute); err != nil {
-				t.Fatalf("restoring the webhooks: %v", err)
-			}
-		})
-	}
+	back := sync.OnceFunc(func() {
+		mustKubectl(t, string(env.webhooks), verb, "-f", "-")
+		if err := env.waitWebhooks(true, time.Minute); err != nil {
+			t.Fatalf("restoring the webhooks: %v", err)
+		}
+	})
 	t.Cleanup(back)
 	return back
 }

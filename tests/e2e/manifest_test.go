@@ -11,11 +11,8 @@ import (
 	"k8s.io/utils/ptr"
 )
 
-// The names the webhook keys on (SPEC §1, §2).
 const (
-	labelServer       = "dittofs.com/server"
-	annCacheSize      = "dittofs.com/cache-size"
-	annCacheClass     = "dittofs.com/cache-storage-class"
+	labelServer       = "dittofs.com/server" // what the webhook keys on (SPEC §1)
 	defaultImage      = "registry.example/dittofs/dittofs:1.0.0"
 	newImage          = "registry.example/dittofs/dittofs:1.1.0"
 	defaultCacheSize  = "5Gi"
@@ -25,19 +22,15 @@ const (
 // stsManifest is a StatefulSet as a user writes it by hand, rendered as YAML
 // by yaml(): the text that goes to `kubectl apply -f -`.
 type stsManifest struct {
-	name        string
-	managed     bool   // carries the dittofs.com/server label
-	server      string // the label's value
-	annotations map[string]string
-	image       string    // default defaultImage
-	replicas    int       // default 1
-	vcts        []vctSpec // in this order
-	// emptyDirCache adds the pod-template volume {name: cache, emptyDir: {}},
-	// the old way of giving DittoFS a cache.
+	name     string
+	managed  bool      // carries the dittofs.com/server label
+	server   string    // the label's value
+	image    string    // default defaultImage
+	replicas int       // default 1
+	vcts     []vctSpec // in this order
+	// emptyDirCache adds the pod-template volume {name: cache, emptyDir: {}}, the old way to a cache.
 	emptyDirCache bool
-	// retention is "WHENDELETED/WHENSCALED", e.g. "Delete/Retain"; empty
-	// leaves the field out.
-	retention string
+	retention     string // "WHENDELETED/WHENSCALED", e.g. "Delete/Retain"; empty leaves the field out
 }
 
 type vctSpec struct {
@@ -47,10 +40,7 @@ type vctSpec struct {
 // userVCTs are the two claims a user must write: metadata (storage class
 // fast, which the cache inherits) and content.
 func userVCTs() []vctSpec {
-	return []vctSpec{
-		{name: "metadata", class: "fast", size: "1Gi"},
-		{name: "content", size: "10Gi"},
-	}
+	return []vctSpec{{name: "metadata", class: "fast", size: "1Gi"}, {name: "content", size: "10Gi"}}
 }
 
 // dittofs is the usual managed StatefulSet: metadata and content storage,
@@ -63,7 +53,7 @@ func (m stsManifest) yaml() string {
 	labels := func() map[string]string {
 		return map[string]string{"app.kubernetes.io/name": "dittofs", "app.kubernetes.io/instance": m.name}
 	}
-	meta := metav1.ObjectMeta{Name: m.name, Labels: labels(), Annotations: m.annotations}
+	meta := metav1.ObjectMeta{Name: m.name, Labels: labels()}
 	if m.managed {
 		meta.Labels[labelServer] = m.server
 	}
@@ -92,16 +82,15 @@ func (m stsManifest) yaml() string {
 			},
 		}}
 		if v.class != "" {
-			pvc.Spec.StorageClassName = ptr.To(v.class)
+			pvc.Spec.StorageClassName = &v.class
 		}
 		spec.VolumeClaimTemplates = append(spec.VolumeClaimTemplates, pvc)
 	}
 	spec.Template = corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels()},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{c}}}
 	if m.emptyDirCache {
-		spec.Template.Spec.Volumes = []corev1.Volume{
-			{Name: "cache", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-		}
+		empty := corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}
+		spec.Template.Spec.Volumes = []corev1.Volume{{Name: "cache", VolumeSource: empty}}
 	}
 	// Without status, which a user does not write.
 	return toYAML(map[string]any{"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": meta, "spec": spec})

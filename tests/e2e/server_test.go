@@ -131,12 +131,10 @@ func (h *harness) issueServingPair(name string) (map[string][]byte, error) {
 	return pair, nil
 }
 
-// withWarnOnlyServer starts a server with --validation-action warn and
-// points the webhooks at it, until restore (or the end of the test) points
-// them back at the enforcing server. probe is a manifest the enforcing
-// server denies and the warn server allows: the new configuration takes
-// effect asynchronously, so until a server-side dry run of probe is
-// allowed, the enforcing server still answers.
+// withWarnOnlyServer starts a server with --validation-action warn and points
+// the webhooks at it until restore (or the test's end). probe is a manifest
+// the enforcing server denies: the configuration takes effect asynchronously,
+// so until a dry run of probe is allowed, the enforcing server still answers.
 func withWarnOnlyServer(t *testing.T, probe string) (warn *server, restore func()) {
 	t.Helper()
 	warn, err := startServer(env.artifacts, env.server.proc.Cmd.Path, env.tlsDir, "--validation-action", "warn")

@@ -51,9 +51,8 @@ func TestCreateInjectsPersistentCache(t *testing.T) {
 
 // 4. Re-applying the unchanged manifest — client-side apply, server-side
 // apply, a GitOps-style PUT (kubectl replace) — succeeds silently and changes
-// nothing; a real change (new image) is a normal update that keeps the cache
-// (SPEC §2 U1, U2). The same with server-side apply from the start, as GitOps
-// tools do.
+// nothing; a new image is a normal update that keeps the cache (SPEC §2 U1,
+// U2). The same with server-side apply from the start, as GitOps tools do.
 func TestReapplyUnchangedManifest(t *testing.T) {
 	for _, c := range []struct {
 		name      string
@@ -62,17 +61,12 @@ func TestReapplyUnchangedManifest(t *testing.T) {
 		reapplies [][]string // of the unchanged manifest
 		warning   string     // the only warning the update may print
 	}{
-		// --force-conflicts is needed here, once, and not because of the
-		// webhook's result: server-side apply checks field ownership before
-		// admission, against the object as stored. The manifest's
-		// volumeClaimTemplates (atomic: without cache) and its emptyDir
-		// "cache" differ from the stored object, and those fields are owned
-		// by the earlier client-side apply ("kubectl-client-side-apply"), so
-		// switching managers conflicts there, as it would with any mutating
-		// webhook. kubectl then migrates the client-side apply's ownership to
-		// "kubectl" (the default field manager, kept). After the replace the
-		// object has no last-applied annotation any more, so kubectl itself
-		// may warn that it patches it back in.
+		// --force-conflicts is needed once, as with any mutating webhook:
+		// server-side apply checks ownership before admission, and the
+		// fields the manifest has otherwise than stored (the atomic
+		// volumeClaimTemplates, the emptyDir) belong to the client-side
+		// apply. After the replace kubectl may warn that it puts the
+		// last-applied annotation back.
 		{"client-side", true, []string{"apply"},
 			[][]string{{"apply"}, {"apply", "--server-side", "--force-conflicts"}, {"replace"}}, "last-applied-configuration"},
 		// Managed with server-side apply from the start: the flag is never needed.
@@ -115,8 +109,7 @@ func TestReapplyUnchangedManifest(t *testing.T) {
 }
 
 // requireUnchanged checks that r, a re-apply of the unchanged manifest,
-// succeeded silently and left the stored StatefulSet as before: the same
-// generation (no rollout) and the same spec.
+// succeeded silently and left the same generation (no rollout) and spec.
 func requireUnchanged(t *testing.T, r result, before *appsv1.StatefulSet, beforeSpec any) {
 	t.Helper()
 	if !r.OK() {

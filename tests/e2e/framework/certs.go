@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -47,15 +48,9 @@ func ParseCertificate(certPEM []byte) (*x509.Certificate, error) {
 
 // PodReady reports whether the pod runs and its Ready condition is true.
 func PodReady(p *corev1.Pod) bool {
-	if p.Status.Phase != corev1.PodRunning {
-		return false
-	}
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
+	return p.Status.Phase == corev1.PodRunning && slices.ContainsFunc(p.Status.Conditions, func(c corev1.PodCondition) bool {
+		return c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue
+	})
 }
 
 // Steps are the steps of a scenario whose later steps depend on the earlier.

@@ -50,8 +50,7 @@ func Watchdog(ctx context.Context, start time.Time, stop func()) {
 }
 
 // Load is steady traffic through the webhooks: workers make attempts back to
-// back until Stop, the context's end, or maxAttempts in all; it counts the
-// attempts and keeps each failure with its time.
+// back until Stop, the context's end, or maxAttempts in all.
 type Load struct {
 	what   string
 	cancel context.CancelFunc
@@ -64,9 +63,8 @@ type Load struct {
 }
 
 // StartLoad runs workers goroutines calling attempt(ctx, worker, i) for
-// i = 0, 1, ...; an error is a failure. An attempt the context cut short is
-// not counted: it is not the server's failure. what names the attempts in
-// String ("create/delete cycles"). maxAttempts 0 means no bound.
+// i = 0, 1, ...; an error is a failure, an attempt the context cut short is
+// not counted. what names them in String; maxAttempts 0 means no bound.
 func StartLoad(ctx context.Context, what string, workers, maxAttempts int, attempt func(ctx context.Context, worker, i int) error) *Load {
 	ctx, cancel := context.WithCancel(ctx)
 	l := &Load{what: what, cancel: cancel, done: make(chan struct{}), started: time.Now()}
