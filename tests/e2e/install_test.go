@@ -18,24 +18,14 @@ import (
 // YAML (cert-manager's are its Helm chart's specs without the chart's labels).
 // v0.85.0 is the newest prometheus-operator root module the proxy serves.
 const (
-	certManagerModule   = "github.com/cert-manager/cert-manager@v1.21.2"
-	certManagerCRDDir   = "deploy/crds"
-	promOperatorModule  = "github.com/prometheus-operator/prometheus-operator@v0.85.0"
-	promOperatorCRDDir  = "example/prometheus-operator-crd"
-	installNamespace    = "dittofs-webhook"
-	sampleNamespace     = "dittofs-sample" // of the sample deploy/default installs
-	serverDryRunSuffix  = "(server dry run)"
-	crdEstablishTimeout = "60s"
+	certManagerModule  = "github.com/cert-manager/cert-manager@v1.21.2"
+	promOperatorModule = "github.com/prometheus-operator/prometheus-operator@v0.85.0"
+	installNamespace   = "dittofs-webhook"
+	sampleNamespace    = "dittofs-sample" // of the sample deploy/default installs
 )
 
-// 9, 9b. `kubectl apply --server-side --dry-run=server` of deploy/default,
-// deploy/monitoring and the Helm chart (deploy/helm/dittofs-webhook, rendered
-// by `helm template`): every object is accepted by the real schemas — the
-// built-in ones of kube-apiserver v1.37 and the CRDs of cert-manager v1.21 and
-// the Prometheus Operator — without warnings. The chart with every optional
-// object on, and with non-default values under another release name and
-// namespace; its webhook configurations reference a Service, so they are only
-// ever dry-run here.
+// 9, 9b. Server-side dry runs of deploy/default, deploy/monitoring and the
+// Helm chart accept every object, without warnings (SPEC §6).
 func TestInstallManifests(t *testing.T) {
 	const otherNamespace = "dittofs-system"
 	prepareDryRun(t, installNamespace, sampleNamespace, otherNamespace)
@@ -48,7 +38,7 @@ func TestInstallManifests(t *testing.T) {
 	if err != nil {
 		t.Skipf("the Prometheus Operator's CRDs (ServiceMonitor, PrometheusRule) are not obtainable here: %v", err)
 	}
-	installCRDs(t, filepath.Join(po, promOperatorCRDDir), "servicemonitors", "prometheusrules")
+	installCRDs(t, filepath.Join(po, "example", "prometheus-operator-crd"), "servicemonitors", "prometheusrules")
 	t.Run("deploy/monitoring", func(t *testing.T) { dryRunOverlay("monitoring") })
 
 	// tests/tools/build-helm.sh builds helm unless `make manifests` has.
@@ -85,7 +75,7 @@ webhooks: {excludedNamespaces: [flux-system]}
 `, []string{"--api-versions", "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			cmd := exec.Command(helm, append([]string{"template", c.release, filepath.Join(env.repoRoot, chartDir),
+			cmd := exec.Command(helm, append([]string{"template", c.release, filepath.Join(env.repoRoot, "deploy", "helm", "dittofs-webhook"),
 				"--namespace", c.namespace, "--values", "-"}, c.args...)...)
 			cmd.Stdin = strings.NewReader(c.values)
 			home := t.TempDir()
@@ -103,19 +93,15 @@ webhooks: {excludedNamespaces: [flux-system]}
 	}
 }
 
-// chartDir is the Helm chart, relative to the repository root.
-const chartDir = "deploy/helm/dittofs-webhook"
-
-// prepareDryRun readies the apiserver for a server-side dry run of an
-// install into namespaces: cert-manager's CRDs, the namespaces, and the
-// harness's webhook configurations out of the way.
+// prepareDryRun readies a server-side dry run of an install into namespaces:
+// cert-manager's CRDs, the namespaces, the harness's webhooks out of the way.
 func prepareDryRun(t *testing.T, namespaces ...string) {
 	t.Helper()
 	cm, err := framework.GoModDir(certManagerModule)
 	if err != nil {
 		t.Fatalf("cert-manager's CRDs: %v", err)
 	}
-	installCRDs(t, filepath.Join(cm, certManagerCRDDir))
+	installCRDs(t, filepath.Join(cm, "deploy", "crds"))
 	// A server dry run does not create the Namespaces its namespaced objects
 	// need: they are created first, as on a second install. (Not with a
 	// client-side apply, whose last-applied annotation kubectl would warn it
@@ -151,7 +137,7 @@ func serverDryRunOf(t *testing.T, what, rendered, stdin string, source ...string
 		u := unstructured.Unstructured{Object: doc}
 		if !slices.ContainsFunc(lines, func(l string) bool {
 			return strings.HasPrefix(l, strings.ToLower(u.GetKind())) && strings.Contains(l, "/"+u.GetName()+" ") &&
-				strings.HasSuffix(l, serverDryRunSuffix)
+				strings.HasSuffix(l, "(server dry run)")
 		}) {
 			t.Errorf("%s %s of %s was not reported accepted:\n%s", u.GetKind(), u.GetName(), what, r)
 		}
@@ -183,5 +169,5 @@ func installCRDs(t *testing.T, dir string, only ...string) {
 	}
 	// Server-side: some CRDs are too large for a client-side apply's last-applied annotation.
 	mustKubectl(t, "", append([]string{"apply", "--server-side"}, args...)...)
-	mustKubectl(t, "", append([]string{"wait", "--for=condition=Established", "--timeout=" + crdEstablishTimeout}, args...)...)
+	mustKubectl(t, "", append([]string{"wait", "--for=condition=Established", "--timeout=60s"}, args...)...)
 }

@@ -17,7 +17,6 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -27,9 +26,6 @@ import (
 )
 
 type result = framework.Result
-
-// runKubectl runs the built kubectl as the e2e admin user.
-func runKubectl(stdin string, args ...string) result { return env.Kubectl.Run(stdin, args...) }
 
 // kubectl is framework.Kubectl.T: its exit status is the caller's to judge.
 func kubectl(t testing.TB, stdin string, args ...string) result {
@@ -74,25 +70,16 @@ func newNamespace(t testing.TB) string {
 	return ns.Name
 }
 
-// getSTS returns the stored StatefulSet, or nil when there is none.
-func getSTS(t testing.TB, ns, name string) *appsv1.StatefulSet {
-	t.Helper()
-	sts, err := env.Client.AppsV1().StatefulSets(ns).Get(context.Background(), name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		t.Fatalf("reading statefulset %s/%s: %v", ns, name, err)
-	}
-	return sts
+func getSTS(ns, name string) (*appsv1.StatefulSet, error) {
+	return env.Client.AppsV1().StatefulSets(ns).Get(context.Background(), name, metav1.GetOptions{})
 }
 
-// mustGetSTS is getSTS for a StatefulSet that must exist.
+// mustGetSTS returns the stored StatefulSet.
 func mustGetSTS(t testing.TB, ns, name string) *appsv1.StatefulSet {
 	t.Helper()
-	sts := getSTS(t, ns, name)
-	if sts == nil {
-		t.Fatalf("statefulset %s/%s is not stored", ns, name)
+	sts, err := getSTS(ns, name)
+	if err != nil {
+		t.Fatalf("reading statefulset %s/%s: %v", ns, name, err)
 	}
 	return sts
 }
@@ -122,17 +109,14 @@ func hasCache(r result) bool {
 
 // decodeDocs splits YAML or JSON with any number of documents into objects.
 func decodeDocs(data string) ([]map[string]any, error) {
-	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(data), 4096)
 	var docs []map[string]any
-	for {
+	for dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(data), 4096); ; {
 		var doc map[string]any
-		if err := dec.Decode(&doc); err != nil {
-			if errors.Is(err, io.EOF) {
-				return docs, nil
-			}
+		if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+			return docs, nil
+		} else if err != nil {
 			return nil, err
-		}
-		if doc != nil {
+		} else if doc != nil {
 			docs = append(docs, doc)
 		}
 	}
@@ -142,7 +126,7 @@ func decodeDocs(data string) ([]map[string]any, error) {
 // renders, each webhook's clientConfig pointed at the server on loopback (same
 // path, the dev CA as caBundle); names, rules, selectors, policies as shipped.
 func (h *harness) installWebhooks() error {
-	r := runKubectl("", "kustomize", filepath.Join(h.repoRoot, "deploy", "default"))
+	r := env.Kubectl.Run("", "kustomize", filepath.Join(h.repoRoot, "deploy", "default"))
 	docs, err := decodeDocs(r.Stdout)
 	if !r.OK() || err != nil {
 		return fmt.Errorf("rendering deploy/default: %v\n%s", err, r)
@@ -170,8 +154,8 @@ func (h *harness) installWebhooks() error {
 		return fmt.Errorf("deploy/default should render one Mutating and one ValidatingWebhookConfiguration, got %v", kinds)
 	}
 	h.webhooks = []byte(strings.Join(keep, "---\n"))
-	for _, r := range []result{runKubectl(string(h.webhooks), "create", "-f", "-"),
-		runKubectl("", "create", "namespace", probeNamespace)} {
+	for _, r := range []result{env.Kubectl.Run(string(h.webhooks), "create", "-f", "-"),
+		env.Kubectl.Run("", "create", "namespace", probeNamespace)} {
 		if !r.OK() {
 			return fmt.Errorf("installing the webhooks:\n%s", r)
 		}
@@ -187,8 +171,8 @@ func (h *harness) waitWebhooks(effective bool, timeout time.Duration) error {
 	mutateProbe := stsManifest{name: "probe", managed: true, vcts: userVCTs()}.yaml()
 	validateProbe := stsManifest{name: "probe-invalid", managed: true, vcts: []vctSpec{{name: "content", size: "1Gi"}}}.yaml()
 	err := framework.Poll(timeout, nil, func() (bool, string) {
-		m := runKubectl(mutateProbe, "create", "--dry-run=server", "-o", "json", "-n", probeNamespace, "-f", "-")
-		v := runKubectl(validateProbe, "create", "--dry-run=server", "-o", "json", "-n", probeNamespace, "-f", "-")
+		m := env.Kubectl.Run(mutateProbe, "create", "--dry-run=server", "-o", "json", "-n", probeNamespace, "-f", "-")
+		v := env.Kubectl.Run(validateProbe, "create", "--dry-run=server", "-o", "json", "-n", probeNamespace, "-f", "-")
 		mutated, denied := hasCache(m), !v.OK() && strings.Contains(v.Stderr, "metadata-storage")
 		if effective {
 			return mutated && denied, m.String() + "\n" + v.String()

@@ -23,12 +23,10 @@ var env harness
 type harness struct {
 	repoRoot  string // the dittofs-webhook repository
 	artifacts string // logs, binaries, certificates; kept when something failed
-	assets    string // etcd, kube-apiserver, kube-controller-manager, kubectl
 	*framework.ControlPlane
-	devCertsBin string
-	tlsDir      string // the server's certificate, laid out like a mounted Secret
-	caPEM       []byte // the development CA: the caBundle of the webhooks
-	server      *server
+	tlsDir string // the server's certificate, laid out like a mounted Secret
+	caPEM  []byte // the development CA: the caBundle of the webhooks
+	server *server
 	// webhooks are deploy/default's webhook configurations with only
 	// clientConfig replaced, as YAML for `kubectl create -f -`.
 	webhooks []byte
@@ -76,14 +74,15 @@ func (h *harness) setUp() error {
 	if h.artifacts, err = framework.WorkDir("dittofs-webhook-e2e-"); err != nil {
 		return err
 	}
-	if h.assets, err = framework.BuildTool(root, "build.sh"); err != nil {
+	assets, err := framework.BuildTool(root, "build.sh") // etcd, kube-apiserver, kube-controller-manager, kubectl
+	if err != nil {
 		return err
 	}
 	// The server compiles while etcd and kube-apiserver start.
 	built := make(chan error, 1)
 	go func() { built <- h.buildServer() }()
 	h.ControlPlane, err = framework.StartControlPlane(framework.ControlPlaneOptions{
-		RepoRoot: root, Dir: h.artifacts, Bin: h.assets, Controllers: controllers,
+		RepoRoot: root, Dir: h.artifacts, Bin: assets, Controllers: controllers,
 	})
 	if err := errors.Join(<-built, err); err != nil {
 		return err
@@ -91,7 +90,7 @@ func (h *harness) setUp() error {
 	if err := h.makeCertificates(); err != nil {
 		return err
 	}
-	if h.server, err = startServer(h.artifacts, filepath.Join(h.artifacts, "bin", "dittofs-webhook"), h.tlsDir); err != nil {
+	if h.server, err = h.startServer(); err != nil {
 		return err
 	}
 	return h.installWebhooks()
@@ -99,15 +98,16 @@ func (h *harness) setUp() error {
 
 // buildServer builds the real dittofs-webhook and dev-certs binaries.
 func (h *harness) buildServer() error {
-	bin := filepath.Join(h.artifacts, "bin")
-	cmd := exec.Command("go", "build", "-o", bin+string(filepath.Separator), "./cmd/dittofs-webhook", "./certs/dev-certs")
+	cmd := exec.Command("go", "build", "-o", h.bin("")+string(filepath.Separator), "./cmd/dittofs-webhook", "./certs/dev-certs")
 	cmd.Dir = h.repoRoot
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build ./cmd/dittofs-webhook ./certs/dev-certs: %w\n%s", err, out)
 	}
-	h.devCertsBin = filepath.Join(bin, "dev-certs")
 	return nil
 }
+
+// bin is where buildServer puts the binary name.
+func (h *harness) bin(name string) string { return filepath.Join(h.artifacts, "bin", name) }
 
 // stop stops the controllers, the server (checking that SIGTERM makes it
 // exit 0) and the control plane. Safe on a partly set-up harness.

@@ -118,6 +118,14 @@ func container(sts *appsv1.StatefulSet, name string) *corev1.Container {
 	return named(sts.Spec.Template.Spec.Containers, name, func(c *corev1.Container) string { return c.Name })
 }
 
+func vctNames(sts *appsv1.StatefulSet) []string {
+	var names []string
+	for _, v := range sts.Spec.VolumeClaimTemplates {
+		names = append(names, v.Name)
+	}
+	return names
+}
+
 func retention(sts *appsv1.StatefulSet) string {
 	p := sts.Spec.PersistentVolumeClaimRetentionPolicy
 	if p == nil {

@@ -28,10 +28,8 @@ const (
 	settle, cyclesAround                = time.Second, 20
 )
 
-// 8. The certificate is rotated the kubelet's way (a new timestamped
-// directory, then an atomic rename of the ..data symlink), several times,
-// under requests through the webhooks: none fails, and each time the server
-// serves the new certificate within 10 s (SPEC §5).
+// 8. The certificate is rotated the kubelet's way, several times, under load
+// through the webhooks: nothing fails, each is served within 10 s (SPEC §5).
 func TestCertificateRotation(t *testing.T) {
 	var template appsv1.StatefulSet
 	if err := yaml.Unmarshal([]byte(dittofs("load").yaml()), &template); err != nil {

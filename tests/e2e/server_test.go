@@ -25,11 +25,11 @@ type server struct {
 	stopErr  error
 }
 
-// startServer runs the server on free loopback ports with the certificate in
-// tlsDir and more serve flags args, and waits until /readyz answers 200.
+// startServer runs the built server on free loopback ports with the harness's
+// certificate and more serve flags args, and waits until /readyz answers 200.
 // Another process can take a port between its pick and the server's bind:
 // then the server exits at once and another pair is tried.
-func startServer(artifacts, bin, tlsDir string, args ...string) (*server, error) {
+func (h *harness) startServer(args ...string) (*server, error) {
 	var lastErr error
 	for attempt := 1; attempt <= 3; attempt++ {
 		ports, err := freePorts(2)
@@ -37,10 +37,10 @@ func startServer(artifacts, bin, tlsDir string, args ...string) (*server, error)
 			return nil, err
 		}
 		s := &server{listen: "127.0.0.1:" + ports[0], metrics: "127.0.0.1:" + ports[1]}
-		cmd := exec.Command(bin, append([]string{"serve", "--listen", s.listen, "--metrics-listen", s.metrics,
-			"--tls-cert-file", filepath.Join(tlsDir, "tls.crt"), "--tls-key-file", filepath.Join(tlsDir, "tls.key"),
+		cmd := exec.Command(h.bin("dittofs-webhook"), append([]string{"serve", "--listen", s.listen, "--metrics-listen", s.metrics,
+			"--tls-cert-file", filepath.Join(h.tlsDir, "tls.crt"), "--tls-key-file", filepath.Join(h.tlsDir, "tls.key"),
 			"--log-format", "text"}, args...)...)
-		if s.proc, lastErr = framework.StartProcess(filepath.Join(artifacts, "dittofs-webhook-"+ports[0]+".log"), cmd); lastErr != nil {
+		if s.proc, lastErr = framework.StartProcess(filepath.Join(h.artifacts, "dittofs-webhook-"+ports[0]+".log"), cmd); lastErr != nil {
 			return nil, lastErr
 		}
 		client := &http.Client{Timeout: time.Second}
@@ -117,7 +117,7 @@ func (h *harness) issueServingPair(name string) (map[string][]byte, error) {
 			}
 		}
 	}
-	if out, err := exec.Command(h.devCertsBin, "-out", dir).CombinedOutput(); err != nil {
+	if out, err := exec.Command(h.bin("dev-certs"), "-out", dir).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("dev-certs -out %s: %w\n%s", dir, err, out)
 	}
 	pair := map[string][]byte{}
@@ -137,7 +137,7 @@ func (h *harness) issueServingPair(name string) (map[string][]byte, error) {
 // so until a dry run of probe is allowed, the enforcing server still answers.
 func withWarnOnlyServer(t *testing.T, probe string) (warn *server, restore func()) {
 	t.Helper()
-	warn, err := startServer(env.artifacts, env.server.proc.Cmd.Path, env.tlsDir, "--validation-action", "warn")
+	warn, err := env.startServer("--validation-action", "warn")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +149,7 @@ func withWarnOnlyServer(t *testing.T, probe string) (warn *server, restore func(
 	mustKubectl(t, strings.ReplaceAll(string(env.webhooks), env.server.listen, warn.listen), "replace", "-f", "-")
 	restore = webhooksBack(t, "replace")
 	framework.Eventually(t, time.Minute, "the webhooks point at the warn server", nil, func() (bool, string) {
-		r := runKubectl(probe, "create", "--dry-run=server", "-n", probeNamespace, "-f", "-")
+		r := env.Kubectl.Run(probe, "create", "--dry-run=server", "-n", probeNamespace, "-f", "-")
 		return r.OK(), r.String()
 	})
 	return warn, restore

@@ -48,9 +48,8 @@ func ParseCertificate(certPEM []byte) (*x509.Certificate, error) {
 
 // PodReady reports whether the pod runs and its Ready condition is true.
 func PodReady(p *corev1.Pod) bool {
-	return p.Status.Phase == corev1.PodRunning && slices.ContainsFunc(p.Status.Conditions, func(c corev1.PodCondition) bool {
-		return c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue
-	})
+	ready := func(c corev1.PodCondition) bool { return c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue }
+	return p.Status.Phase == corev1.PodRunning && slices.ContainsFunc(p.Status.Conditions, ready)
 }
 
 // Steps are the steps of a scenario whose later steps depend on the earlier.

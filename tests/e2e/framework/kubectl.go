@@ -143,32 +143,29 @@ type Result struct {
 // OK reports whether kubectl ran and exited 0.
 func (r Result) OK() bool { return r.Err == nil && r.Code == 0 }
 
-func (r Result) command() string { return "kubectl " + strings.Join(r.Args, " ") }
+// command is what was run and how it ended.
+func (r Result) command() string {
+	s := fmt.Sprintf("kubectl %s  → exit %d", strings.Join(r.Args, " "), r.Code)
+	if r.Err != nil {
+		s += fmt.Sprintf(" (%v)", r.Err)
+	}
+	return s
+}
 
 // String is the whole story of a command, for failure messages.
 func (r Result) String() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "$ %s", r.command())
+	stdin := ""
 	if r.Stdin != "" {
-		fmt.Fprintf(&b, " <<EOF\n%sEOF", strings.TrimSuffix(r.Stdin, "\n")+"\n")
+		stdin = fmt.Sprintf("stdin:\n%s", Indent(r.Stdin))
 	}
-	fmt.Fprintf(&b, "\nexit status: %d", r.Code)
-	if r.Err != nil {
-		fmt.Fprintf(&b, " (%v)", r.Err)
-	}
-	fmt.Fprintf(&b, "\nstdout:\n%sstderr:\n%s", Indent(r.Stdout), Indent(r.Stderr))
-	return b.String()
+	return fmt.Sprintf("$ %s\n%sstdout:\n%sstderr:\n%s", r.command(), stdin, Indent(r.Stdout), Indent(r.Stderr))
 }
 
 // Brief is the log line of a command: what was run, how it ended, its stderr
 // and, when short, its stdout.
 func (r Result) Brief() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "$ %s  → exit %d", r.command(), r.Code)
-	if r.Err != nil {
-		fmt.Fprintf(&b, " (%v)", r.Err)
-	}
-	b.WriteString("\n")
+	fmt.Fprintf(&b, "$ %s\n", r.command())
 	if s := strings.TrimSpace(r.Stdout); len(s) > 400 {
 		fmt.Fprintf(&b, "  | (%d bytes on stdout)\n", len(r.Stdout))
 	} else if s != "" {
