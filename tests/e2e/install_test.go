@@ -38,7 +38,9 @@ func TestInstallManifests(t *testing.T) {
 	if err != nil {
 		t.Skipf("the Prometheus Operator's CRDs (ServiceMonitor, PrometheusRule) are not obtainable here: %v", err)
 	}
-	installCRDs(t, filepath.Join(po, "example", "prometheus-operator-crd"), "servicemonitors", "prometheusrules")
+	crds := filepath.Join(po, "example", "prometheus-operator-crd")
+	installCRDs(t, filepath.Join(crds, "monitoring.coreos.com_servicemonitors.yaml"),
+		filepath.Join(crds, "monitoring.coreos.com_prometheusrules.yaml"))
 	t.Run("deploy/monitoring", func(t *testing.T) { dryRunOverlay("monitoring") })
 
 	// tests/tools/build-helm.sh builds helm unless `make manifests` has.
@@ -102,10 +104,8 @@ func prepareDryRun(t *testing.T, namespaces ...string) {
 		t.Fatalf("cert-manager's CRDs: %v", err)
 	}
 	installCRDs(t, filepath.Join(cm, "deploy", "crds"))
-	// A server dry run does not create the Namespaces its namespaced objects
-	// need: they are created first, as on a second install. (Not with a
-	// client-side apply, whose last-applied annotation kubectl would warn it
-	// cannot migrate to server-side apply in a dry run.)
+	// A dry run does not create the Namespaces its objects need: created first, as on a second install (not
+	// applied: kubectl would warn that a dry run cannot migrate the last-applied annotation).
 	for _, ns := range namespaces {
 		if r := mustKubectl(t, "", "get", "namespace", ns, "--ignore-not-found", "-o", "name"); r.Stdout == "" {
 			mustKubectl(t, "", "create", "namespace", ns)
@@ -148,24 +148,12 @@ func serverDryRunOf(t *testing.T, what, rendered, stdin string, source ...string
 	t.Logf("%s: %d objects accepted", what, len(docs))
 }
 
-// installCRDs applies the CRDs in dir (all, or those whose file name contains
-// one of only) and waits until they are established.
-func installCRDs(t *testing.T, dir string, only ...string) {
+// installCRDs applies CRD files (or folders of them) and waits until they are established.
+func installCRDs(t *testing.T, paths ...string) {
 	t.Helper()
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatalf("reading the CRDs: %v", err)
-	}
 	var args []string
-	for _, e := range entries {
-		name := e.Name()
-		wanted := len(only) == 0 || slices.ContainsFunc(only, func(p string) bool { return strings.Contains(name, p) })
-		if !e.IsDir() && strings.HasSuffix(name, ".yaml") && wanted {
-			args = append(args, "-f", filepath.Join(dir, name))
-		}
-	}
-	if len(args) == 0 {
-		t.Fatalf("no CRD file in %s matches %q", dir, only)
+	for _, p := range paths {
+		args = append(args, "-f", p)
 	}
 	// Server-side: some CRDs are too large for a client-side apply's last-applied annotation.
 	mustKubectl(t, "", append([]string{"apply", "--server-side"}, args...)...)

@@ -83,6 +83,6 @@ func TestInstalledSample(t *testing.T) {
 		func(c corev1.PersistentVolumeClaim) bool { return c.Name == "cache" })
 	r = kubectl(t, toYAML(probe), "create", "--dry-run=server", "-o", "json", "-n", sampleNamespace, "-f", "-")
 	if !hasCache(r) {
-		t.Errorf("the webhooks do not act in %s: a copy without the cache claim comes back without one:\n%s", sampleNamespace, r)
+		t.Errorf("the webhooks do not act in %s: a copy without the cache claim got none:\n%s", sampleNamespace, r)
 	}
 }

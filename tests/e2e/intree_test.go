@@ -63,9 +63,8 @@ func TestInTreeWarn(t *testing.T) {
 	requireRetention(t, sts, "Retain/Retain")
 }
 
-// inTreeException is why a fixture cannot run through both paths — the
-// apiserver cannot send it as a create or update of a StatefulSet, or the
-// difference is by design — or "" when it runs.
+// inTreeException is why a fixture cannot run through both paths (the
+// apiserver cannot send it, or a difference by design), or "" when it runs.
 func inTreeException(f tests.Fixture, req *tests.ReviewRequest) string {
 	switch {
 	case f.Raw != nil || req == nil:
@@ -93,10 +92,8 @@ type outcome struct {
 	err    string         // any other refusal, as kubectl printed it
 }
 
-// rulePatterns find each rule a denial names, in both paths' wording: the
-// webhook's 422 causes and the ValidatingAdmissionPolicy's message give the
-// rule ID; the webhook's two mutating-side denials (policies.MutationRules)
-// give a field path instead.
+// rulePatterns find each rule a denial names: the webhook's 422 causes and the ValidatingAdmissionPolicy's
+// message give the rule ID, the webhook's mutating-side denials (policies.MutationRules) a field path.
 var rulePatterns = func() map[string]*regexp.Regexp {
 	fields := map[string]string{
 		policies.RuleCacheSize: regexp.QuoteMeta(field.NewPath("metadata", "annotations").Key(policies.AnnotationCacheSize).String()),
@@ -214,9 +211,8 @@ func TestInTreeEquivalence(t *testing.T) {
 	}
 	nsWebhook, nsInTree := newNamespace(t), newNamespace(t)
 
-	// With no admission: the old objects (an update whose old object the
-	// apiserver refuses to store cannot be sent), and one whose cache
-	// template has members the policy does not name, six levels deep.
+	// With no admission: the old objects (an update whose old object the apiserver refuses cannot be sent), and
+	// one whose cache template has members the policy does not name, six levels deep.
 	restore := withoutWebhooks(t)
 	cases = slices.DeleteFunc(cases, func(c equivalenceCase) bool {
 		refused := c.req.Operation == "UPDATE" && slices.ContainsFunc([]string{nsWebhook, nsInTree}, func(ns string) bool {
@@ -269,9 +265,7 @@ func TestInTreeEquivalence(t *testing.T) {
 		case w.err != "" && w.err == it.err:
 			// The apiserver's own validation refused both alike.
 		case len(w.rules) > 0 && slices.Contains(policies.MutationRules, w.rules[0]) && it.err != "":
-			// The webhook denies on its mutating side, before the apiserver
-			// validates the object; in-tree a ValidatingAdmissionPolicy
-			// would, after the apiserver has refused it.
+			// The webhook denies before the apiserver validates; a ValidatingAdmissionPolicy would after.
 			except("a mutating-side denial the apiserver's validation pre-empts in-tree", c.fixture.Name)
 		default:
 			t.Errorf("%s: the two paths disagree:\nwebhook: %s\nin-tree: %s", c.fixture.Name, w, it)

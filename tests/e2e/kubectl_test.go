@@ -8,7 +8,6 @@ import (
 	"io"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -84,8 +83,7 @@ func mustGetSTS(t testing.TB, ns, name string) *appsv1.StatefulSet {
 	return sts
 }
 
-// getRaw returns an object as stored, as generic JSON, to compare whole
-// fields (with any the typed API does not know).
+// getRaw returns an object as stored, as generic JSON (with any field the typed API does not know).
 func getRaw(t testing.TB, kind, ns, name string) map[string]any {
 	t.Helper()
 	var obj map[string]any
@@ -131,27 +129,20 @@ func (h *harness) installWebhooks() error {
 	if !r.OK() || err != nil {
 		return fmt.Errorf("rendering deploy/default: %v\n%s", err, r)
 	}
-	var kinds, keep []string
+	// A configuration or a path missing: the probes of waitWebhooks fail.
+	var keep []string
 	for _, doc := range docs {
-		kind, _ := doc["kind"].(string)
-		if kind != "MutatingWebhookConfiguration" && kind != "ValidatingWebhookConfiguration" {
+		if kind := doc["kind"]; kind != "MutatingWebhookConfiguration" && kind != "ValidatingWebhookConfiguration" {
 			continue
 		}
-		kinds = append(kinds, kind)
 		webhooks, _ := doc["webhooks"].([]any)
 		for _, w := range webhooks {
 			w := w.(map[string]any)
-			path, ok, _ := unstructured.NestedString(w, "clientConfig", "service", "path")
-			if !ok {
-				return fmt.Errorf("deploy/default: %s webhook %v has no clientConfig.service.path", kind, w["name"])
-			}
+			path, _, _ := unstructured.NestedString(w, "clientConfig", "service", "path")
 			url := "https://" + h.server.listen + path
 			w["clientConfig"] = admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: h.caPEM}
 		}
 		keep = append(keep, toYAML(doc))
-	}
-	if slices.Sort(kinds); !slices.Equal(kinds, []string{"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}) {
-		return fmt.Errorf("deploy/default should render one Mutating and one ValidatingWebhookConfiguration, got %v", kinds)
 	}
 	h.webhooks = []byte(strings.Join(keep, "---\n"))
 	for _, r := range []result{env.Kubectl.Run(string(h.webhooks), "create", "-f", "-"),
@@ -185,8 +176,7 @@ func (h *harness) waitWebhooks(effective bool, timeout time.Duration) error {
 	return nil
 }
 
-// withoutWebhooks deletes the two webhook configurations, waits until the
-// apiserver no longer calls them, and returns webhooksBack's restore.
+// withoutWebhooks deletes the webhook configurations until the restore it returns (webhooksBack's).
 func withoutWebhooks(t *testing.T) (restore func()) {
 	t.Helper()
 	mustKubectl(t, string(env.webhooks), "delete", "-f", "-")

@@ -16,8 +16,7 @@ import (
 	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 )
 
-// env is the running environment every test uses. TestMain fills it before any
-// test runs and tears it down after the last; tests only read it.
+// env is the environment TestMain sets up before the tests and tears down after; tests only read it.
 var env harness
 
 type harness struct {
@@ -98,7 +97,8 @@ func (h *harness) setUp() error {
 
 // buildServer builds the real dittofs-webhook and dev-certs binaries.
 func (h *harness) buildServer() error {
-	cmd := exec.Command("go", "build", "-o", h.bin("")+string(filepath.Separator), "./cmd/dittofs-webhook", "./certs/dev-certs")
+	cmd := exec.Command("go", "build", "-o", h.bin("")+string(filepath.Separator),
+		"./cmd/dittofs-webhook", "./certs/dev-certs")
 	cmd.Dir = h.repoRoot
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build ./cmd/dittofs-webhook ./certs/dev-certs: %w\n%s", err, out)

@@ -12,8 +12,6 @@ import (
 )
 
 const (
-	labelServer       = "dittofs.com/server" // what the webhook keys on (SPEC §1)
-	defaultImage      = "registry.example/dittofs/dittofs:1.0.0"
 	newImage          = "registry.example/dittofs/dittofs:1.1.0"
 	defaultCacheSize  = "5Gi"
 	defaultCacheMount = "/data/cache"
@@ -25,7 +23,7 @@ type stsManifest struct {
 	name     string
 	managed  bool      // carries the dittofs.com/server label
 	server   string    // the label's value
-	image    string    // default defaultImage
+	image    string    // default registry.example/dittofs/dittofs:1.0.0
 	replicas int       // default 1
 	vcts     []vctSpec // in this order
 	// emptyDirCache adds the pod-template volume {name: cache, emptyDir: {}}, the old way to a cache.
@@ -55,9 +53,9 @@ func (m stsManifest) yaml() string {
 	}
 	meta := metav1.ObjectMeta{Name: m.name, Labels: labels()}
 	if m.managed {
-		meta.Labels[labelServer] = m.server
+		meta.Labels["dittofs.com/server"] = m.server // what the webhook keys on (SPEC §1)
 	}
-	c := corev1.Container{Name: "dittofs", Image: cmp.Or(m.image, defaultImage),
+	c := corev1.Container{Name: "dittofs", Image: cmp.Or(m.image, "registry.example/dittofs/dittofs:1.0.0"),
 		Ports: []corev1.ContainerPort{{Name: "nfs", ContainerPort: 2049}}}
 	spec := appsv1.StatefulSetSpec{
 		ServiceName: m.name,
@@ -134,8 +132,7 @@ func retention(sts *appsv1.StatefulSet) string {
 	return string(p.WhenDeleted) + "/" + string(p.WhenScaled)
 }
 
-// storage is what a stored StatefulSet holds that the webhook is about, as
-// YAML, for failure messages.
+// storage is what the webhook is about in a stored StatefulSet, as YAML for failure messages.
 func storage(sts *appsv1.StatefulSet) string {
 	if sts == nil {
 		return "(not stored)\n"

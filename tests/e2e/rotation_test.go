@@ -20,10 +20,8 @@ import (
 const (
 	reloadWithin = 10 * time.Second // how soon a rotated certificate is served (SPEC §5)
 	rotations    = 3
-	// The load: loadWorkers goroutines creating and deleting labelled
-	// StatefulSets, for loadFor or loadMaxCycles cycles in all, whichever
-	// comes first; before the first swap and after each new certificate is
-	// served, it runs for at least settle and cyclesAround cycles.
+	// loadWorkers create and delete labelled StatefulSets for loadFor or loadMaxCycles in all; before the first
+	// swap and after each new certificate is served, the load runs at least settle and cyclesAround cycles.
 	loadWorkers, loadFor, loadMaxCycles = 2, 90 * time.Second, 20000
 	settle, cyclesAround                = time.Second, 20
 )

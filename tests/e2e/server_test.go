@@ -25,10 +25,8 @@ type server struct {
 	stopErr  error
 }
 
-// startServer runs the built server on free loopback ports with the harness's
-// certificate and more serve flags args, and waits until /readyz answers 200.
-// Another process can take a port between its pick and the server's bind:
-// then the server exits at once and another pair is tried.
+// startServer runs the server on free loopback ports with the harness's certificate and serve flags args, and
+// waits for /readyz; a port taken between its pick and the server's bind: the server exits, another pair is tried.
 func (h *harness) startServer(args ...string) (*server, error) {
 	var lastErr error
 	for attempt := 1; attempt <= 3; attempt++ {
@@ -37,7 +35,8 @@ func (h *harness) startServer(args ...string) (*server, error) {
 			return nil, err
 		}
 		s := &server{listen: "127.0.0.1:" + ports[0], metrics: "127.0.0.1:" + ports[1]}
-		cmd := exec.Command(h.bin("dittofs-webhook"), append([]string{"serve", "--listen", s.listen, "--metrics-listen", s.metrics,
+		cmd := exec.Command(h.bin("dittofs-webhook"), append([]string{"serve",
+			"--listen", s.listen, "--metrics-listen", s.metrics,
 			"--tls-cert-file", filepath.Join(h.tlsDir, "tls.crt"), "--tls-key-file", filepath.Join(h.tlsDir, "tls.key"),
 			"--log-format", "text"}, args...)...)
 		if s.proc, lastErr = framework.StartProcess(filepath.Join(h.artifacts, "dittofs-webhook-"+ports[0]+".log"), cmd); lastErr != nil {
@@ -53,9 +52,8 @@ func (h *harness) startServer(args ...string) (*server, error) {
 	return nil, lastErr
 }
 
-// stop sends SIGTERM and waits for the process to exit, which must be with
-// status 0 (SPEC §5) and not before (a server that had already exited is an
-// error). After timeout it is killed.
+// stop sends SIGTERM; the server must exit with status 0 (SPEC §5), and not
+// before (then it is an error). After timeout it is killed.
 func (s *server) stop(timeout time.Duration) error {
 	s.stopOnce.Do(func() {
 		if s.proc.Exited() {
@@ -81,26 +79,19 @@ func freePorts(n int) ([]string, error) {
 	return ports, nil
 }
 
-// makeCertificates makes the development CA and serving pair with the
-// repository's dev-certs command and lays them out as the kubelet mounts the
-// cert-manager Secret, so the rotation test can swap them the same way.
+// makeCertificates makes the development CA and serving pair with dev-certs,
+// laid out as the kubelet mounts a Secret, so the rotation test can swap them.
 func (h *harness) makeCertificates() error {
 	pair, err := h.issueServingPair("initial")
 	if err != nil {
 		return err
 	}
-	h.caPEM = pair["ca.crt"]
-	h.tlsDir = filepath.Join(h.artifacts, "tls")
-	if err := os.MkdirAll(h.tlsDir, 0o755); err != nil {
-		return err
-	}
+	h.caPEM, h.tlsDir = pair["ca.crt"], filepath.Join(h.artifacts, "tls")
 	return tests.WriteSecretVolume(h.tlsDir, pair)
 }
 
-// issueServingPair runs `dev-certs -out DIR` in a fresh directory named name
-// and returns what the cert-manager Secret holds: ca.crt, tls.crt, tls.key.
-// After the first call the directory is seeded with the first CA, which
-// dev-certs reuses, as cert-manager's renewals do.
+// issueServingPair runs `dev-certs -out DIR` in a fresh directory named name and returns what the Secret holds
+// (ca.crt, tls.crt, tls.key); after the first, seeded with the first CA, which dev-certs reuses.
 func (h *harness) issueServingPair(name string) (map[string][]byte, error) {
 	dir := filepath.Join(h.artifacts, "certs", name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -108,11 +99,7 @@ func (h *harness) issueServingPair(name string) (map[string][]byte, error) {
 	}
 	if first := filepath.Join(h.artifacts, "certs", "initial"); dir != first {
 		for _, f := range []string{"ca.crt", "ca.key"} {
-			data, err := os.ReadFile(filepath.Join(first, f))
-			if err != nil {
-				return nil, err
-			}
-			if err := os.WriteFile(filepath.Join(dir, f), data, 0o600); err != nil {
+			if err := os.Link(filepath.Join(first, f), filepath.Join(dir, f)); err != nil {
 				return nil, err
 			}
 		}
@@ -122,19 +109,16 @@ func (h *harness) issueServingPair(name string) (map[string][]byte, error) {
 	}
 	pair := map[string][]byte{}
 	for _, f := range []string{"ca.crt", "tls.crt", "tls.key"} {
-		data, err := os.ReadFile(filepath.Join(dir, f))
-		if err != nil {
+		var err error
+		if pair[f], err = os.ReadFile(filepath.Join(dir, f)); err != nil {
 			return nil, err
 		}
-		pair[f] = data
 	}
 	return pair, nil
 }
 
-// withWarnOnlyServer starts a server with --validation-action warn and points
-// the webhooks at it until restore (or the test's end). probe is a manifest
-// the enforcing server denies: the configuration takes effect asynchronously,
-// so until a dry run of probe is allowed, the enforcing server still answers.
+// withWarnOnlyServer points the webhooks at a server run with --validation-action warn until restore (or the
+// test's end). Until a dry run of probe, which the enforcing server denies, is allowed, that one still answers.
 func withWarnOnlyServer(t *testing.T, probe string) (warn *server, restore func()) {
 	t.Helper()
 	warn, err := env.startServer("--validation-action", "warn")

@@ -27,12 +27,9 @@ func TestCreateAndReapply(t *testing.T) {
 		reapplies [][]string   // of the unchanged manifest
 		warning   string       // the only warning the update may print
 	}{
-		// --force-conflicts is needed once, as with any mutating webhook:
-		// server-side apply checks ownership before admission, and the
-		// fields the manifest has otherwise than stored (the atomic
-		// volumeClaimTemplates, the emptyDir) belong to the client-side
-		// apply. After the replace kubectl may warn that it puts the
-		// last-applied annotation back.
+		// --force-conflicts once, as with any mutating webhook: ownership is checked before admission, and the
+		// client-side apply owns the fields stored otherwise than the manifest has them (README.md). After the
+		// replace kubectl may warn that it puts the last-applied annotation back.
 		{"client-side", &m, []string{"apply"}, false, "fast",
 			[][]string{{"apply"}, {"apply", "--server-side", "--force-conflicts"}, {"replace"}}, "last-applied-configuration"},
 		{"server-side", &noEmptyDir, []string{"apply", "--server-side"}, false, "fast",

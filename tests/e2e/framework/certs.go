@@ -13,9 +13,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// ServedCertificate dials addr the way the kube-apiserver calls a webhook,
-// asking for serverName and trusting only roots, and returns the leaf
-// certificate served.
+// ServedCertificate dials addr as the kube-apiserver calls a webhook (for
+// serverName, trusting only roots) and returns the leaf certificate served.
 func ServedCertificate(addr, serverName string, roots *x509.CertPool) (*x509.Certificate, error) {
 	d := &net.Dialer{Timeout: 2 * time.Second}
 	conn, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{ServerName: serverName, RootCAs: roots})

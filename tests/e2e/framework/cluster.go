@@ -41,9 +41,8 @@ type ControlPlane struct {
 	apis []*envtest.APIServer // more kube-apiservers on the same etcd
 }
 
-// StartControlPlane starts etcd and kube-apiserver, then
-// kube-controller-manager when o.Controllers names any, and waits until it is
-// healthy. On an error the caller still calls Stop.
+// StartControlPlane starts etcd, kube-apiserver and, if o.Controllers names
+// any, kube-controller-manager, healthy. On an error the caller still calls Stop.
 func StartControlPlane(o ControlPlaneOptions) (*ControlPlane, error) {
 	t0 := time.Now()
 	c := &ControlPlane{ControlPlaneOptions: o}
@@ -108,9 +107,8 @@ func (c *ControlPlane) adminKubeconfig(cp *envtest.ControlPlane, file string) (s
 	return path, os.WriteFile(path, kubeconfig, 0o600)
 }
 
-// startControllerManager runs kube-controller-manager as the e2e admin,
-// without leader election, its health endpoint on a free loopback port, and
-// waits until /healthz answers ok.
+// startControllerManager runs kube-controller-manager as the e2e admin, its
+// health endpoint on a free loopback port, and waits until /healthz answers.
 func (c *ControlPlane) startControllerManager() error {
 	t0 := time.Now()
 	port, err := FreePort()
@@ -146,9 +144,8 @@ func (c *ControlPlane) ControllersAlive() error {
 	return c.ControllerManager.alive()
 }
 
-// StartAPIServer starts one more kube-apiserver on the test's etcd, as a
-// cluster with several apiservers runs them, with the test's flags and then
-// flags, and returns a kubeconfig of the admin on it. Stop stops it.
+// StartAPIServer starts one more kube-apiserver on the test's etcd, with the
+// test's flags and then flags, and returns the admin's kubeconfig on it.
 func (c *ControlPlane) StartAPIServer(name string, flags map[string]string) (string, error) {
 	log, err := os.Create(filepath.Join(c.Dir, name+".log"))
 	if err != nil {
@@ -196,8 +193,7 @@ func (c *ControlPlane) Stop() error {
 	return errors.Join(errs...)
 }
 
-// BuildTool runs tests/tools/NAME, which builds what is missing (cached in
-// .bin by version) and prints where it is, its last line.
+// BuildTool runs tests/tools/NAME, which builds what .bin lacks, and returns its last line: where it is.
 func BuildTool(root, name string) (string, error) {
 	t0 := time.Now()
 	cmd := exec.Command("bash", filepath.Join(root, "tests", "tools", name))

@@ -182,19 +182,17 @@ func (l *Load) String() string {
 	return fmt.Sprintf("%d %s in %s, %d failed", l.attempts, l.what, l.span().Round(time.Millisecond), len(l.failures))
 }
 
-// Suite is what an end-to-end TestMain runs its tests between: SetUp, then
-// Stop (safe on a partly set-up environment); Artifacts is the folder kept
-// when anything failed (removed otherwise, unless E2E_KEEP_ARTIFACTS is set);
-// Ready is the line printed once up; OnFailure prints log tails.
+// Suite is what a TestMain runs its tests between: SetUp, then Stop (safe on a
+// partly set-up one); Artifacts is the folder kept when anything failed (else
+// removed, unless E2E_KEEP_ARTIFACTS is set); Ready is printed once up.
 type Suite struct {
 	SetUp, Stop      func() error
 	Artifacts, Ready func() string
 	OnFailure        func()
 }
 
-// Main runs m between s.SetUp and s.Stop and returns the exit code. The
-// watchdog stops everything on a signal or before -timeout: the control plane
-// runs in its own process groups and would outlive the test binary.
+// Main runs m between s.SetUp and s.Stop and returns the exit code; the
+// watchdog stops the process groups that would outlive the test binary.
 func Main(m *testing.M, s Suite) int {
 	start := time.Now()
 	var failed atomic.Bool

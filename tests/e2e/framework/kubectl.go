@@ -17,9 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 )
 
-// Stopping is set when the watchdog tears everything down: from then on
-// nothing talks to the dying apiserver (HaltIfStopping), so no test reports
-// the teardown as its own failure.
+// Stopping is set when the watchdog tears down: then nothing talks to the dying
+// apiserver (HaltIfStopping), so no test reports the teardown as its failure.
 var Stopping atomic.Bool
 
 // HaltIfStopping blocks for good once the watchdog tears down: the process is about to exit.
@@ -29,9 +28,8 @@ func HaltIfStopping() {
 	}
 }
 
-// Kubectl runs a kubectl binary as the test cluster's admin. Nothing from the
-// caller's environment (KUBECONFIG, ~/.kube, KUBECTL_*) changes what it does:
-// it gets its own kubeconfig, discovery cache and home.
+// Kubectl runs a kubectl binary as the test cluster's admin, with its own
+// kubeconfig, discovery cache and home: nothing of the caller's environment.
 type Kubectl struct {
 	Bin, Kubeconfig, CacheDir, Home string
 	// Dir is where it runs (relative paths in -f, -k); Timeout bounds a call.
@@ -45,9 +43,8 @@ func (k Kubectl) On(kubeconfig string) Kubectl {
 	return k
 }
 
-// Run runs kubectl with args and stdin (none when empty). Result.Err is set
-// when kubectl could not run or was killed at the timeout; a non-zero exit is
-// Result.Code. It blocks once the watchdog tears down (RunQuietly does not).
+// Run runs kubectl with args and stdin (none when empty); see Result. It
+// blocks once the watchdog tears down (RunQuietly does not).
 func (k Kubectl) Run(stdin string, args ...string) Result {
 	HaltIfStopping()
 	r := k.RunQuietly(stdin, args...)
@@ -106,10 +103,9 @@ func (k Kubectl) Must(t testing.TB, stdin string, args ...string) Result {
 	return r
 }
 
-// Shell runs one line with bash in dir, as a user pastes a pipeline the docs
-// give into a shell: this kubectl's directory, then the directories in path
-// (e.g. the built dittofs-webhook's), first on PATH, KUBECONFIG the admin's.
-// The line must succeed; Shell returns what it printed.
+// Shell runs one line that must succeed with bash in dir, as a user pastes a
+// pipeline the docs give: this kubectl's directory, then path, first on PATH,
+// KUBECONFIG the admin's. It returns what the line printed.
 func (k Kubectl) Shell(t testing.TB, dir, line string, path ...string) string {
 	t.Helper()
 	HaltIfStopping()
@@ -177,8 +173,7 @@ func (r Result) Brief() string {
 	return strings.TrimRight(b.String(), "\n")
 }
 
-// Warnings are the lines kubectl printed for the apiserver's warning headers
-// (admission webhooks' warnings among them): "Warning: ..." on stderr.
+// Warnings are the apiserver's warning headers (webhooks' among them) kubectl printed as "Warning: ..."
 func (r Result) Warnings() []string {
 	var w []string
 	for _, l := range strings.Split(r.Stderr, "\n") {
@@ -240,8 +235,7 @@ func Eventually(t testing.TB, timeout time.Duration, what string, alive func() e
 }
 
 // GoModDir downloads a module through the Go module proxy (or finds it in the
-// module cache) and returns its directory: the CRDs the tests install come
-// from the projects' Go modules, the one registry reachable here.
+// module cache) and returns its directory: the one registry reachable here.
 func GoModDir(module string) (string, error) {
 	cmd := exec.Command("go", "mod", "download", "-json", module)
 	cmd.Dir = os.TempDir() // outside any module: nothing to resolve against
