@@ -20,9 +20,8 @@ import (
 	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 )
 
-// withInTree swaps the webhooks for deploy/OVERLAY (in-tree or
-// in-tree-warn: the policy as a MutatingAdmissionPolicy and a
-// ValidatingAdmissionPolicy, SPEC §7) until the test ends.
+// withInTree swaps the webhooks for deploy/OVERLAY (in-tree or in-tree-warn:
+// the policy as admission policies, SPEC §7) until the test ends.
 func withInTree(t *testing.T, overlay string) {
 	t.Helper()
 	restore := withoutWebhooks(t)
@@ -127,8 +126,7 @@ func deniedRules(stderr string) []string {
 // serverSet are the metadata the apiserver sets, different in each store of an object.
 var serverSet = []string{"uid", "resourceVersion", "creationTimestamp", "managedFields"}
 
-// stripped decodes an object without its status (the StatefulSet controller
-// writes it at its own pace) and the metadata named.
+// stripped decodes an object without its status (the StatefulSet controller's) and the metadata named.
 func stripped(t *testing.T, raw []byte, metadata ...string) map[string]any {
 	t.Helper()
 	var obj map[string]any
@@ -142,8 +140,7 @@ func stripped(t *testing.T, raw []byte, metadata ...string) map[string]any {
 	return obj
 }
 
-// asStored makes a fixture's object something to send: its own name in ns,
-// without what the apiserver sets.
+// asStored makes a fixture's object something to send: its own name in ns, without what the apiserver sets.
 func asStored(t *testing.T, raw json.RawMessage, name, ns string) string {
 	t.Helper()
 	obj := stripped(t, raw, append(serverSet, "generation", "generateName")...)
@@ -159,8 +156,7 @@ type equivalenceCase struct {
 	name    string
 }
 
-// run sends the case's request through whatever admission is installed: a
-// create, or a replace of the stored old object (an update).
+// run sends the case's request through whatever admission is installed: a create, or a replace of the old object.
 func (c equivalenceCase) run(t *testing.T, ns string) outcome {
 	args := []string{"create"}
 	if c.req.Operation == "UPDATE" {
