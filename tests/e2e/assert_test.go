@@ -8,7 +8,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/utils/ptr"
 )
 
 // requireWarning fails unless one of kubectl's "Warning:" lines contains
@@ -16,7 +18,7 @@ import (
 func requireWarning(t testing.TB, r result, parts ...string) {
 	t.Helper()
 	for _, w := range r.Warnings() {
-		if containsAll(w, parts...) {
+		if !slices.ContainsFunc(parts, func(p string) bool { return !strings.Contains(w, p) }) {
 			return
 		}
 	}
@@ -31,81 +33,18 @@ func requireNoWarning(t testing.TB, r result) {
 	}
 }
 
-// requireDenied fails unless kubectl failed and its error output contains
-// every one of parts.
-func requireDenied(t testing.TB, r result, parts ...string) {
-	t.Helper()
-	if r.OK() {
-		t.Fatalf("kubectl succeeded, want it denied:\n%s", r)
-	}
-	if !containsAll(r.Stderr, parts...) {
-		t.Errorf("kubectl's error does not contain all of %q:\n%s", parts, r)
-	}
-}
-
-func containsAll(s string, parts ...string) bool {
-	for _, p := range parts {
-		if !strings.Contains(s, p) {
-			return false
-		}
-	}
-	return true
-}
-
 // requireNotStored fails if the StatefulSet exists.
 func requireNotStored(t testing.TB, ns, name string) {
 	t.Helper()
-	if sts := getSTS(t, ns, name); sts != nil {
-		t.Errorf("statefulset %s/%s was stored, want nothing stored:\n%s", ns, name, storage(sts))
-	}
-}
-
-// requireCache checks the injected cache claim: size, storage class (empty:
-// unset) and ReadWriteOnce.
-func requireCache(t testing.TB, sts *appsv1.StatefulSet, size, class string) {
-	t.Helper()
-	c := vct(sts, "cache")
-	if c == nil {
-		t.Fatalf("no cache volumeClaimTemplate; stored:\n%s", storage(sts))
-	}
-	if d := claimSpecDiff(c.Spec, size, class); d != "" {
-		t.Errorf("the cache claim (-want +got):\n%s", d)
-	}
-}
-
-// claimSpecDiff compares a claim's spec (a volumeClaimTemplate's or a PVC's)
-// with the cache's: storage size, class (empty: unset, the cluster default)
-// and ReadWriteOnce.
-func claimSpecDiff(spec corev1.PersistentVolumeClaimSpec, size, class string) string {
-	type claim struct {
-		Storage     resource.Quantity
-		Class       *string
-		AccessModes []corev1.PersistentVolumeAccessMode
-	}
-	want := claim{resource.MustParse(size), nil, []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}}
-	if class != "" {
-		want.Class = &class
-	}
-	got := claim{spec.Resources.Requests[corev1.ResourceStorage], spec.StorageClassName, spec.AccessModes}
-	return cmp.Diff(want, got) // go-cmp compares quantities with Quantity.Equal: by value
-}
-
-// requireCacheMounted checks that the container mounts the cache at path,
-// once.
-func requireCacheMounted(t testing.TB, sts *appsv1.StatefulSet, containerName, path string) {
-	t.Helper()
-	if at := cacheMounts(container(sts, containerName)); !slices.Equal(at, []string{path}) {
-		t.Errorf("container %q mounts cache at %v, want once at %s; stored:\n%s", containerName, at, path, storage(sts))
+	if sts, err := getSTS(ns, name); !apierrors.IsNotFound(err) {
+		t.Errorf("statefulset %s/%s: %v, want not found; stored:\n%s", ns, name, err, storage(sts))
 	}
 }
 
 // cacheMounts are where the container (nil: none) mounts the volume cache.
 func cacheMounts(c *corev1.Container) []string {
-	if c == nil {
-		return nil
-	}
 	var at []string
-	for _, m := range c.VolumeMounts {
+	for _, m := range ptr.Deref(c, corev1.Container{}).VolumeMounts {
 		if m.Name == "cache" {
 			at = append(at, m.MountPath)
 		}
@@ -122,26 +61,41 @@ func requireRetention(t testing.TB, sts *appsv1.StatefulSet, want string) {
 
 func requireVCTs(t testing.TB, sts *appsv1.StatefulSet, want ...string) {
 	t.Helper()
-	var got []string
-	for _, v := range sts.Spec.VolumeClaimTemplates {
-		got = append(got, v.Name)
-	}
-	if !slices.Equal(got, want) {
+	if got := vctNames(sts); !slices.Equal(got, want) {
 		t.Errorf("volumeClaimTemplates %v, want %v; stored:\n%s", got, want, storage(sts))
 	}
 }
 
-// requireMutated checks a StatefulSet with an emptyDir cache as the mutation
-// stores it: metadata, content and a 5Gi cache template in class (the
-// metadata template's; empty: unset), Retain/Retain, the cache mounted at
-// /data/cache, the emptyDir gone.
+// mutation is what the mutation is about in a stored StatefulSet.
+type mutation struct {
+	VCTs        []string
+	CacheSize   resource.Quantity // go-cmp compares it with Quantity.Equal: by value
+	CacheClass  *string
+	CacheModes  []corev1.PersistentVolumeAccessMode
+	Retention   string
+	CacheMounts []string // of the dittofs container
+	CacheVolume bool     // a pod-template volume named cache
+}
+
+// requireMutated checks a StatefulSet as the mutation stores it: metadata,
+// content and a ReadWriteOnce 5Gi cache template in class (the metadata
+// template's; empty: unset), Retain/Retain, the cache mounted once at
+// /data/cache, no (emptyDir) volume cache.
 func requireMutated(t testing.TB, sts *appsv1.StatefulSet, class string) {
 	t.Helper()
-	requireVCTs(t, sts, "metadata", "content", "cache")
-	requireCache(t, sts, defaultCacheSize, class)
-	requireRetention(t, sts, "Retain/Retain")
-	requireCacheMounted(t, sts, "dittofs", defaultCacheMount)
-	if volume(sts, "cache") != nil {
-		t.Errorf("the emptyDir volume cache is still in the pod template; stored:\n%s", storage(sts))
+	want := mutation{VCTs: []string{"metadata", "content", "cache"}, CacheSize: resource.MustParse(defaultCacheSize),
+		CacheModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, Retention: "Retain/Retain",
+		CacheMounts: []string{defaultCacheMount}}
+	if class != "" {
+		want.CacheClass = &class
+	}
+	got := mutation{VCTs: vctNames(sts), Retention: retention(sts), CacheMounts: cacheMounts(container(sts, "dittofs")),
+		CacheVolume: volume(sts, "cache") != nil}
+	if c := vct(sts, "cache"); c != nil {
+		got.CacheSize, got.CacheClass, got.CacheModes = c.Spec.Resources.Requests[corev1.ResourceStorage],
+			c.Spec.StorageClassName, c.Spec.AccessModes
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("not as the mutation stores it (-want +got):\n%s\nstored:\n%s", d, storage(sts))
 	}
 }

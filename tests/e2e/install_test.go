@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -12,84 +14,106 @@ import (
 	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 )
 
-// Where the CRDs the install needs come from: the projects' own Go modules,
-// the one registry reachable here. cert-manager's deploy/crds holds the CRDs
-// as plain YAML (the same specs as its Helm chart's templated crd-*.yaml,
-// without the chart's labels); prometheus-operator's example/
-// prometheus-operator-crd holds its CRDs as plain YAML too. v0.85.0 is the
-// newest prometheus-operator root-module version the Go module proxy serves.
+// The CRDs the install needs come from the projects' own Go modules, as plain
+// YAML (cert-manager's are its Helm chart's specs without the chart's labels).
+// v0.85.0 is the newest prometheus-operator root module the proxy serves.
 const (
-	certManagerModule   = "github.com/cert-manager/cert-manager@v1.21.2"
-	certManagerCRDDir   = "deploy/crds"
-	promOperatorModule  = "github.com/prometheus-operator/prometheus-operator@v0.85.0"
-	promOperatorCRDDir  = "example/prometheus-operator-crd"
-	installNamespace    = "dittofs-webhook"
-	sampleNamespace     = "dittofs-sample" // of the sample deploy/default installs
-	serverDryRunSuffix  = "(server dry run)"
-	crdEstablishTimeout = "60s"
+	certManagerModule  = "github.com/cert-manager/cert-manager@v1.21.2"
+	promOperatorModule = "github.com/prometheus-operator/prometheus-operator@v0.85.0"
+	installNamespace   = "dittofs-webhook"
+	sampleNamespace    = "dittofs-sample" // of the sample deploy/default installs
 )
 
-// 9. `kubectl apply --server-side --dry-run=server -k` of deploy/default and
-// deploy/monitoring: every object is accepted by the real schemas — the
-// built-in ones of kube-apiserver v1.37 and the CRDs of cert-manager v1.21
-// and the Prometheus Operator.
+// 9, 9b. Server-side dry runs of deploy/default, deploy/monitoring and the
+// Helm chart accept every object, without warnings (SPEC §6).
 func TestInstallManifests(t *testing.T) {
-	prepareDryRun(t, installNamespace, sampleNamespace)
-	t.Run("deploy/default", func(t *testing.T) {
-		serverDryRun(t, "default")
-	})
-	t.Run("deploy/monitoring", func(t *testing.T) {
-		installPromOperatorCRDs(t)
-		serverDryRun(t, "monitoring")
-	})
+	const otherNamespace = "dittofs-system"
+	prepareDryRun(t, installNamespace, sampleNamespace, otherNamespace)
+	dryRunOverlay := func(overlay string) {
+		dir := filepath.Join(env.repoRoot, "deploy", overlay)
+		serverDryRunOf(t, "deploy/"+overlay, mustKubectl(t, "", "kustomize", dir).Stdout, "", "-k", dir)
+	}
+	t.Run("deploy/default", func(t *testing.T) { dryRunOverlay("default") })
+	po, err := framework.GoModDir(promOperatorModule)
+	if err != nil {
+		t.Skipf("the Prometheus Operator's CRDs (ServiceMonitor, PrometheusRule) are not obtainable here: %v", err)
+	}
+	crds := filepath.Join(po, "example", "prometheus-operator-crd")
+	installCRDs(t, filepath.Join(crds, "monitoring.coreos.com_servicemonitors.yaml"),
+		filepath.Join(crds, "monitoring.coreos.com_prometheusrules.yaml"))
+	t.Run("deploy/monitoring", func(t *testing.T) { dryRunOverlay("monitoring") })
+
+	// tests/tools/build-helm.sh builds helm unless `make manifests` has.
+	helm, err := framework.BuildTool(env.repoRoot, "build-helm.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, release, namespace, values string
+		args                             []string
+	}{
+		{"chart defaults and monitoring", "dittofs-webhook", installNamespace, `
+monitoring:
+  serviceMonitor: {enabled: true, labels: {release: kube-prometheus-stack}}
+  prometheusRule: {enabled: true}
+  dashboard: {enabled: true, annotations: {grafana_folder: DittoFS}}
+`, nil},
+		{"chart non-default values", "dfs", otherNamespace, `
+image: {repository: registry.example/dittofs-webhook, tag: v1.2.3, pullPolicy: IfNotPresent, pullSecrets: [{name: regcred}]}
+replicas: 1
+resources: {requests: {cpu: 100m, memory: 128Mi}, limits: {cpu: "2", memory: 512Mi}}
+nodeSelector: {kubernetes.io/os: linux}
+tolerations: [{key: dedicated, operator: Equal, value: storage, effect: NoSchedule}]
+affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: kubernetes.io/arch, operator: In, values: [amd64, arm64]}]}]}}}
+webhooks: {failurePolicy: Ignore, timeoutSeconds: 10, excludedNamespaces: [flux-system]}
+server: {defaultCacheSize: 20Gi, cacheMountPath: /var/cache/dittofs, logFormat: text, logLevel: debug, validationAction: warn}
+certManager: {issuer: {name: corp-ca, kind: ClusterIssuer}}
+`, nil},
+		// The in-tree policies compile on this apiserver as the chart writes them, with its values put in.
+		{"chart mode inTree", "dfs-in-tree", otherNamespace, `
+mode: inTree
+server: {defaultCacheSize: 20Gi, cacheMountPath: /var/cache/dittofs, validationAction: warn}
+webhooks: {excludedNamespaces: [flux-system]}
+`, []string{"--api-versions", "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cmd := exec.Command(helm, append([]string{"template", c.release, filepath.Join(env.repoRoot, "deploy", "helm", "dittofs-webhook"),
+				"--namespace", c.namespace, "--values", "-"}, c.args...)...)
+			cmd.Stdin = strings.NewReader(c.values)
+			home := t.TempDir()
+			// Helm's state in a temporary directory; no network (a proxy that refuses every connection).
+			cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+home, "HELM_CONFIG_HOME="+home, "HELM_DATA_HOME="+home,
+				"HTTP_PROXY=http://127.0.0.1:9", "HTTPS_PROXY=http://127.0.0.1:9", "NO_PROXY=")
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("helm template: %v\n%s", err, stderr.String())
+			}
+			serverDryRunOf(t, "the "+c.name, string(out), string(out), "-f", "-")
+		})
+	}
 }
 
-// prepareDryRun readies the apiserver for a server-side dry run of an
-// install into namespaces: cert-manager's CRDs, the namespaces, and the
-// harness's webhook configurations out of the way.
+// prepareDryRun readies a server-side dry run of an install into namespaces:
+// cert-manager's CRDs, the namespaces, the harness's webhooks out of the way.
 func prepareDryRun(t *testing.T, namespaces ...string) {
 	t.Helper()
 	cm, err := framework.GoModDir(certManagerModule)
 	if err != nil {
 		t.Fatalf("cert-manager's CRDs: %v", err)
 	}
-	installCRDs(t, filepath.Join(cm, certManagerCRDDir))
-
-	// A server dry run does not create the Namespaces, so the namespaced
-	// objects of the same apply would fail with "namespace not found": the
-	// namespaces (the webhook's and its sample's) are really created first,
-	// as they are on a second install. (Created plainly, not with a
-	// client-side apply, whose last-applied annotation would make kubectl
-	// warn that it cannot migrate it to server-side apply in a dry run.)
+	installCRDs(t, filepath.Join(cm, "deploy", "crds"))
+	// A dry run does not create the Namespaces its objects need: created first, as on a second install (not
+	// applied: kubectl would warn that a dry run cannot migrate the last-applied annotation).
 	for _, ns := range namespaces {
 		if r := mustKubectl(t, "", "get", "namespace", ns, "--ignore-not-found", "-o", "name"); r.Stdout == "" {
 			mustKubectl(t, "", "create", "namespace", ns)
 		}
 	}
-	// The shipped webhook configurations have the names of the ones the
-	// harness installed with another clientConfig: a dry-run apply over
-	// those would merge the two clientConfigs. Take them away meanwhile.
+	// The shipped webhook configurations have the names of the harness's,
+	// whose clientConfig a dry-run apply over them would merge.
 	withoutWebhooks(t)
-}
-
-// installPromOperatorCRDs installs the ServiceMonitor and PrometheusRule
-// CRDs, skipping the test where they cannot be had.
-func installPromOperatorCRDs(t *testing.T) {
-	t.Helper()
-	po, err := framework.GoModDir(promOperatorModule)
-	if err != nil {
-		t.Skipf("the Prometheus Operator's CRDs (ServiceMonitor, PrometheusRule) are not obtainable here: %v", err)
-	}
-	installCRDs(t, filepath.Join(po, promOperatorCRDDir), "servicemonitors", "prometheusrules")
-}
-
-// serverDryRun applies deploy/OVERLAY server-side in dry-run mode and checks
-// that every rendered object was accepted, without warnings.
-func serverDryRun(t *testing.T, overlay string) {
-	t.Helper()
-	dir := filepath.Join(env.repoRoot, "deploy", overlay)
-	rendered := mustKubectl(t, "", "kustomize", dir)
-	serverDryRunOf(t, "deploy/"+overlay, rendered.Stdout, "", "-k", dir)
 }
 
 // serverDryRunOf runs `kubectl apply --server-side --dry-run=server` with
@@ -113,7 +137,7 @@ func serverDryRunOf(t *testing.T, what, rendered, stdin string, source ...string
 		u := unstructured.Unstructured{Object: doc}
 		if !slices.ContainsFunc(lines, func(l string) bool {
 			return strings.HasPrefix(l, strings.ToLower(u.GetKind())) && strings.Contains(l, "/"+u.GetName()+" ") &&
-				strings.HasSuffix(l, serverDryRunSuffix)
+				strings.HasSuffix(l, "(server dry run)")
 		}) {
 			t.Errorf("%s %s of %s was not reported accepted:\n%s", u.GetKind(), u.GetName(), what, r)
 		}
@@ -124,28 +148,14 @@ func serverDryRunOf(t *testing.T, what, rendered, stdin string, source ...string
 	t.Logf("%s: %d objects accepted", what, len(docs))
 }
 
-// installCRDs applies the CRDs in dir (all, or those whose file name contains
-// one of only) and waits until they are established.
-func installCRDs(t *testing.T, dir string, only ...string) {
+// installCRDs applies CRD files (or folders of them) and waits until they are established.
+func installCRDs(t *testing.T, paths ...string) {
 	t.Helper()
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatalf("reading the CRDs: %v", err)
-	}
 	var args []string
-	for _, e := range entries {
-		name := e.Name()
-		wanted := len(only) == 0 || slices.ContainsFunc(only, func(p string) bool { return strings.Contains(name, p) })
-		if e.IsDir() || !strings.HasSuffix(name, ".yaml") || !wanted {
-			continue
-		}
-		args = append(args, "-f", filepath.Join(dir, name))
+	for _, p := range paths {
+		args = append(args, "-f", p)
 	}
-	if len(args) == 0 {
-		t.Fatalf("no CRD file in %s matches %q", dir, only)
-	}
-	// Server-side: some CRDs are too large for the last-applied annotation
-	// of a client-side apply.
+	// Server-side: some CRDs are too large for a client-side apply's last-applied annotation.
 	mustKubectl(t, "", append([]string{"apply", "--server-side"}, args...)...)
-	mustKubectl(t, "", append([]string{"wait", "--for=condition=Established", "--timeout=" + crdEstablishTimeout}, args...)...)
+	mustKubectl(t, "", append([]string{"wait", "--for=condition=Established", "--timeout=60s"}, args...)...)
 }

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -9,27 +8,39 @@ import (
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 )
 
-// 10. The sample StatefulSet that deploy/default installs (namespace
-// dittofs-sample, scaled to 0) is complete as written, so the order of
-// creation does not matter (SPEC §6): `kubectl apply -k` creates StatefulSets
-// before webhook configurations, so on a first install it is created before
-// the webhooks exist and only a later re-apply goes through them. Created
-// without the webhooks, re-applied through them, and created through them, it
-// is stored the same each time, with no warning and no new generation.
-//
-// Only the sample's objects of the rendered install are applied (its
-// Namespace, Service and StatefulSet): the rest needs cert-manager and the
-// in-cluster Service, and the harness's webhook configurations stand in for
-// the shipped ones. They are applied server-side, so that TestInstallManifests'
-// server-side dry run over them (with -count=2) has no client-side
-// last-applied annotation to migrate.
+// 10. The sample deploy/default installs is complete as written, so the order
+// of creation does not matter (SPEC §6); README.md says how. Its objects are
+// applied server-side: TestInstallManifests' dry run over them (-count=2) then
+// has no last-applied annotation to migrate.
 func TestInstalledSample(t *testing.T) {
-	list, sts := installedSample(t)
-	name := sts.Name
+	// The sample's objects of the rendered install (its Namespace, Service and StatefulSet), as a List.
+	r := mustKubectl(t, "", "kustomize", filepath.Join(env.repoRoot, "deploy", "default"))
+	docs, err := decodeDocs(r.Stdout)
+	if err != nil {
+		t.Fatalf("decoding kubectl kustomize deploy/default: %v", err)
+	}
+	var items []any
+	var kinds []string
+	var name string
+	for _, doc := range docs {
+		u := unstructured.Unstructured{Object: doc}
+		if !(u.GetKind() == "Namespace" && u.GetName() == sampleNamespace) && u.GetNamespace() != sampleNamespace {
+			continue
+		}
+		items = append(items, doc)
+		if kinds = append(kinds, u.GetKind()); u.GetKind() == "StatefulSet" {
+			name = u.GetName()
+		}
+	}
+	slices.Sort(kinds)
+	if !slices.Equal(kinds, []string{"Namespace", "Service", "StatefulSet"}) {
+		t.Fatalf("deploy/default should render a Namespace %s with a Service and a StatefulSet in it, got %v", sampleNamespace, kinds)
+	}
+	list := toYAML(map[string]any{"apiVersion": "v1", "kind": "List", "items": items})
 	// Left by an earlier run (-count=2): start without it.
 	mustKubectl(t, "", "delete", "statefulset", name, "-n", sampleNamespace, "--ignore-not-found")
 	apply := func() {
@@ -41,8 +52,7 @@ func TestInstalledSample(t *testing.T) {
 		return getRaw(t, "statefulset", sampleNamespace, name)["spec"]
 	}
 
-	// A first install: the StatefulSet before the webhooks. What the
-	// apiserver stores without them is the reference.
+	// A first install: stored without the webhooks, the reference.
 	restore := withoutWebhooks(t)
 	apply()
 	ref := mustGetSTS(t, sampleNamespace, name)
@@ -65,59 +75,14 @@ func TestInstalledSample(t *testing.T) {
 		t.Errorf("replicas %v, want 0: installing the webhook must start no pod", got.Spec.Replicas)
 	}
 
-	// All of that would hold as well if the webhooks left the namespace
-	// out: show that they act there. The same StatefulSet without its cache
-	// claim (under another name) comes back with one.
-	probe := sts.DeepCopy()
-	probe.Name = name + "-probe"
+	// All that would hold too if the webhooks left the namespace out: a copy
+	// without the cache claim comes back with one.
+	probe := &appsv1.StatefulSet{TypeMeta: metav1.TypeMeta{APIVersion: "apps/v1", Kind: "StatefulSet"},
+		ObjectMeta: metav1.ObjectMeta{Name: name + "-probe", Labels: got.Labels}, Spec: got.Spec}
 	probe.Spec.VolumeClaimTemplates = slices.DeleteFunc(probe.Spec.VolumeClaimTemplates,
 		func(c corev1.PersistentVolumeClaim) bool { return c.Name == "cache" })
-	raw, err := json.Marshal(probe)
-	if err != nil {
-		t.Fatal(err)
+	r = kubectl(t, toYAML(probe), "create", "--dry-run=server", "-o", "json", "-n", sampleNamespace, "-f", "-")
+	if !hasCache(r) {
+		t.Errorf("the webhooks do not act in %s: a copy without the cache claim got none:\n%s", sampleNamespace, r)
 	}
-	r := mustKubectl(t, string(raw), "create", "--dry-run=server", "-o", "json", "-n", sampleNamespace, "-f", "-")
-	var mutated appsv1.StatefulSet
-	if err := json.Unmarshal([]byte(r.Stdout), &mutated); err != nil {
-		t.Fatalf("kubectl's output is not a StatefulSet: %v\n%s", err, r)
-	}
-	requireVCTs(t, &mutated, "metadata", "content", "cache")
-}
-
-// installedSample renders deploy/default with kubectl kustomize and returns
-// the objects of the sample's namespace (the Namespace, and the Service and
-// StatefulSet in it) as a List for kubectl, and the StatefulSet.
-func installedSample(t *testing.T) (string, *appsv1.StatefulSet) {
-	t.Helper()
-	r := mustKubectl(t, "", "kustomize", filepath.Join(env.repoRoot, "deploy", "default"))
-	docs, err := decodeDocs(r.Stdout)
-	if err != nil {
-		t.Fatalf("decoding kubectl kustomize deploy/default: %v", err)
-	}
-	var items []any
-	var kinds []string
-	var sts *appsv1.StatefulSet
-	for _, doc := range docs {
-		u := unstructured.Unstructured{Object: doc}
-		if !(u.GetKind() == "Namespace" && u.GetName() == sampleNamespace) && u.GetNamespace() != sampleNamespace {
-			continue
-		}
-		items = append(items, doc)
-		kinds = append(kinds, u.GetKind())
-		if u.GetKind() == "StatefulSet" {
-			sts = new(appsv1.StatefulSet)
-			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(doc, sts); err != nil {
-				t.Fatalf("the sample StatefulSet: %v", err)
-			}
-		}
-	}
-	slices.Sort(kinds)
-	if !slices.Equal(kinds, []string{"Namespace", "Service", "StatefulSet"}) {
-		t.Fatalf("deploy/default should render a Namespace %s with a Service and a StatefulSet in it, got %v", sampleNamespace, kinds)
-	}
-	list, err := json.Marshal(map[string]any{"apiVersion": "v1", "kind": "List", "items": items})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(list), sts
 }

@@ -12,25 +12,19 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/dittofs/dittofs-webhook/policies"
-
 	"github.com/dittofs/dittofs-webhook/tests"
+	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 )
 
-// withInTree swaps the webhooks for deploy/in-tree (the policy as a
-// MutatingAdmissionPolicy and a ValidatingAdmissionPolicy, SPEC §7): no
-// request reaches the server any more. overlay is deploy/in-tree or
-// deploy/in-tree-warn. before, if not nil, runs while no admission at all is
-// installed. The webhooks come back when the test ends.
-func withInTree(t *testing.T, overlay string, before func()) {
+// withInTree swaps the webhooks for deploy/OVERLAY (in-tree or in-tree-warn:
+// the policy as admission policies, SPEC §7) until the test ends.
+func withInTree(t *testing.T, overlay string) {
 	t.Helper()
 	restore := withoutWebhooks(t)
-	if before != nil {
-		before()
-	}
 	dir := filepath.Join(env.repoRoot, "deploy", overlay)
 	t.Cleanup(func() {
 		mustKubectl(t, "", "delete", "--ignore-not-found", "-k", dir)
@@ -43,86 +37,23 @@ func withInTree(t *testing.T, overlay string, before func()) {
 	if overlay != "in-tree" {
 		return
 	}
-	// Policies are loaded asynchronously (about a second): the same probes
-	// as for the webhooks, which do not care who mutates and denies.
+	// Policies load asynchronously: the webhooks' probes do not care who mutates and denies.
 	if err := env.waitWebhooks(true, time.Minute); err != nil {
 		t.Fatalf("deploy/in-tree does not act: %v", err)
 	}
 }
 
-// 19. The in-tree mode as a user meets it (issue 18's "done when"): with no
-// dittofs-webhook process answering, kubectl apply -k deploy/in-tree makes a
-// labelled StatefulSet get the cache template and Retain/Retain, denies one
-// without content storage naming content-storage, and lets the original
-// manifest be re-applied (client-side and server-side) with the cache
-// template unchanged (U1).
-func TestInTreePolicies(t *testing.T) {
-	ns := newNamespace(t)
-	// Stored before the policies: one whose cache template has members the
-	// policy does not name: a selector (six levels deep), a data source, a
-	// volume name, labels; appended to the manifest's volumeClaimTemplates
-	// (its last field). Updates of existing violations (SPEC §3) are
-	// fixtures: TestInTreeEquivalence.
-	whole := dittofs("whole")
-	whole.retention = "Retain/Retain"
-	const richCache = `
-  - metadata: {name: cache, labels: {tier: wal}}
-    spec:
-      accessModes: [ReadWriteOnce]
-      volumeName: pv-wal
-      storageClassName: fast
-      dataSource: {kind: PersistentVolumeClaim, name: seed}
-      selector:
-        matchLabels: {disk: ssd}
-        matchExpressions: [{key: zone, operator: In, values: [a, b]}]
-      resources: {requests: {storage: 3Gi}, limits: {storage: 4Gi}}`
-	var wholeStored map[string]any
-	withInTree(t, "in-tree", func() {
-		mustKubectl(t, strings.TrimRight(whole.yaml(), "\n")+richCache+"\n", "create", "-n", ns, "-f", "-")
-		wholeStored = getRaw(t, "statefulset", ns, "whole")
-	})
-
-	// U1 verbatim: re-applying the manifest without the cache template
-	// carries the stored one over with every member (the apiserver refuses
-	// any change of volumeClaimTemplates, so a partial copy is denied).
-	mustKubectl(t, whole.yaml(), "apply", "-n", ns, "-f", "-")
-	vcts := func(obj map[string]any) any { return obj["spec"].(map[string]any)["volumeClaimTemplates"] }
-	if d := cmp.Diff(vcts(wholeStored), vcts(getRaw(t, "statefulset", ns, "whole"))); d != "" {
-		t.Errorf("the re-apply changed the stored volumeClaimTemplates (-before +after):\n%s", d)
-	}
-
-	// The README example: mutated on create, re-applied unchanged.
-	m := dittofs("fs")
-	m.retention = "Delete/Delete"
-	m.emptyDirCache = true
-	mustKubectl(t, m.yaml(), "apply", "-n", ns, "-f", "-")
-	sts := mustGetSTS(t, ns, "fs")
-	requireMutated(t, sts, "fast")
-
-	spec := getRaw(t, "statefulset", ns, "fs")["spec"]
-	for _, apply := range [][]string{{"apply"}, {"apply", "--server-side", "--force-conflicts"}} {
-		requireUnchanged(t, kubectl(t, m.yaml(), append(apply, "-n", ns, "-f", "-")...), sts, spec)
-	}
-	noContent := dittofs("no-content")
-	noContent.vcts = noContent.vcts[:1]
-	requireDenied(t, kubectl(t, noContent.yaml(), "apply", "-n", ns, "-f", "-"), "content-storage", "ValidatingAdmissionPolicy")
-	requireNotStored(t, ns, "no-content")
-}
-
 // TestInTreeWarn: deploy/in-tree-warn mutates as deploy/in-tree does and
 // turns a denial into a warning naming the rule.
 func TestInTreeWarn(t *testing.T) {
-	withInTree(t, "in-tree-warn", nil)
+	withInTree(t, "in-tree-warn")
 	ns := newNamespace(t)
 	noContent := dittofs("no-content")
 	noContent.vcts = noContent.vcts[:1]
-	// The MutatingAdmissionPolicy and the ValidatingAdmissionPolicy load
-	// independently: wait until both act (the mutation alone once raced).
-	eventually(t, time.Minute, "the warn-only policies mutate and warn", func() (bool, string) {
+	// The two policies load independently: wait until both act.
+	framework.Eventually(t, time.Minute, "the warn-only policies mutate and warn", nil, func() (bool, string) {
 		r := kubectl(t, noContent.yaml(), "create", "--dry-run=server", "-o", "json", "-n", ns, "-f", "-")
-		var sts appsv1.StatefulSet
-		mutated := r.OK() && json.Unmarshal([]byte(r.Stdout), &sts) == nil && vct(&sts, "cache") != nil
-		return mutated && strings.Contains(r.Stderr, "content-storage"), r.String()
+		return hasCache(r) && strings.Contains(r.Stderr, "content-storage"), r.String()
 	})
 	r := mustKubectl(t, noContent.yaml(), "create", "-n", ns, "-f", "-")
 	requireWarning(t, r, "content-storage")
@@ -131,9 +62,8 @@ func TestInTreeWarn(t *testing.T) {
 	requireRetention(t, sts, "Retain/Retain")
 }
 
-// inTreeException is why a fixture cannot run through both paths — the
-// apiserver cannot send it as a create or update of a StatefulSet, or the
-// difference is by design — or "" when it runs.
+// inTreeException is why a fixture cannot run through both paths (the
+// apiserver cannot send it, or a difference by design), or "" when it runs.
 func inTreeException(f tests.Fixture, req *tests.ReviewRequest) string {
 	switch {
 	case f.Raw != nil || req == nil:
@@ -161,53 +91,42 @@ type outcome struct {
 	err    string         // any other refusal, as kubectl printed it
 }
 
-// ruleIDs finds the rule IDs a denial names, in both paths' wording: the
-// webhook's 422 causes and the ValidatingAdmissionPolicy's message.
-var ruleIDs = func() *regexp.Regexp {
-	ids := make([]string, len(policies.RuleOrder))
-	for i, r := range policies.RuleOrder {
-		ids[i] = regexp.QuoteMeta(r)
+// rulePatterns find each rule a denial names: the webhook's 422 causes and the ValidatingAdmissionPolicy's
+// message give the rule ID, the webhook's mutating-side denials (policies.MutationRules) a field path.
+var rulePatterns = func() map[string]*regexp.Regexp {
+	fields := map[string]string{
+		policies.RuleCacheSize: regexp.QuoteMeta(field.NewPath("metadata", "annotations").Key(policies.AnnotationCacheSize).String()),
+		policies.RuleReservedCacheVolume: regexp.QuoteMeta(field.NewPath("spec", "template", "spec", "volumes").String()) +
+			`\[\d+\]\.name: Invalid value: "` + regexp.QuoteMeta(policies.CacheVolume) + `"`,
 	}
-	return regexp.MustCompile(`(?:^|[\s*])(` + strings.Join(ids, "|") + `): `)
+	out := map[string]*regexp.Regexp{}
+	for _, r := range policies.RuleOrder {
+		pattern := `(?:^|[\s*])` + regexp.QuoteMeta(r) + `: `
+		if f, ok := fields[r]; ok {
+			pattern += "|" + f
+		}
+		out[r] = regexp.MustCompile(pattern)
+	}
+	return out
 }()
 
-// mutatingSideFields find the two denials the webhook makes on its mutating
-// side (policies.MutationRules), whose 422 causes carry a field path, not a
-// rule ID, by that field.
-var mutatingSideFields = map[string]*regexp.Regexp{
-	policies.RuleCacheSize: regexp.MustCompile(regexp.QuoteMeta(field.NewPath("metadata", "annotations").Key(policies.AnnotationCacheSize).String())),
-	policies.RuleReservedCacheVolume: regexp.MustCompile(regexp.QuoteMeta(field.NewPath("spec", "template", "spec", "volumes").String()) +
-		`\[\d+\]\.name: Invalid value: "` + regexp.QuoteMeta(policies.CacheVolume) + `"`),
-}
-
-// deniedRules lists the rules a denial names, in policies.RuleOrder, the
-// order the webhook checks them in and the ValidatingAdmissionPolicy's
-// validations follow.
+// deniedRules lists the rules a denial (or warning) names, in
+// policies.RuleOrder: the webhook's order of checks, which the
+// ValidatingAdmissionPolicy follows.
 func deniedRules(stderr string) []string {
-	seen := map[string]bool{}
-	for _, m := range ruleIDs.FindAllStringSubmatch(stderr, -1) {
-		seen[m[1]] = true
-	}
-	for rule, re := range mutatingSideFields {
-		if re.MatchString(stderr) {
-			seen[rule] = true
-		}
-	}
 	var rules []string
 	for _, r := range policies.RuleOrder {
-		if seen[r] {
+		if rulePatterns[r].MatchString(stderr) {
 			rules = append(rules, r)
 		}
 	}
 	return rules
 }
 
-// serverSet are the metadata the apiserver sets, which differ between two
-// stores of the same object.
+// serverSet are the metadata the apiserver sets, different in each store of an object.
 var serverSet = []string{"uid", "resourceVersion", "creationTimestamp", "managedFields"}
 
-// stripped decodes an object without its status (the StatefulSet controller
-// writes it when it gets to it) and the metadata named.
+// stripped decodes an object without its status (the StatefulSet controller's) and the metadata named.
 func stripped(t *testing.T, raw []byte, metadata ...string) map[string]any {
 	t.Helper()
 	var obj map[string]any
@@ -215,29 +134,20 @@ func stripped(t *testing.T, raw []byte, metadata ...string) map[string]any {
 		t.Fatalf("%v\n%s", err, raw)
 	}
 	delete(obj, "status")
-	meta, _ := obj["metadata"].(map[string]any)
-	if meta == nil {
-		meta = map[string]any{}
-		obj["metadata"] = meta
-	}
 	for _, k := range metadata {
-		delete(meta, k)
+		unstructured.RemoveNestedField(obj, "metadata", k)
 	}
 	return obj
 }
 
-// asStored makes a fixture's object something to send: its own name in ns,
-// without what the apiserver sets.
+// asStored makes a fixture's object something to send: its own name in ns, without what the apiserver sets.
 func asStored(t *testing.T, raw json.RawMessage, name, ns string) string {
 	t.Helper()
 	obj := stripped(t, raw, append(serverSet, "generation", "generateName")...)
-	meta := obj["metadata"].(map[string]any)
-	meta["name"], meta["namespace"] = name, ns
-	b, err := json.Marshal(obj)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
+	u := unstructured.Unstructured{Object: obj}
+	u.SetName(name)
+	u.SetNamespace(ns)
+	return toYAML(obj)
 }
 
 type equivalenceCase struct {
@@ -246,8 +156,7 @@ type equivalenceCase struct {
 	name    string
 }
 
-// run sends the case's request through whatever admission is installed: a
-// create, or a replace of the stored old object (an update).
+// run sends the case's request through whatever admission is installed: a create, or a replace of the old object.
 func (c equivalenceCase) run(t *testing.T, ns string) outcome {
 	args := []string{"create"}
 	if c.req.Operation == "UPDATE" {
@@ -274,17 +183,11 @@ func (c equivalenceCase) run(t *testing.T, ns string) outcome {
 	return outcome{err: strings.Join(refusal, "\n")}
 }
 
-// 20. Equivalence of the two modes (SPEC §7, issue 18): every fixture the
-// apiserver can express — a create or an update of a StatefulSet — goes
-// through kube-apiserver twice, once with the webhooks (the server process)
-// and once with deploy/in-tree and the webhooks removed. The stored objects
-// must be equal (server-set metadata and status aside) and a denial must be
-// of the same rule. The differences by design are commented below, and the
-// webhook's warnings, metrics and audit annotations and the wording of a
-// denial are not compared; anything else fails.
-//
-// The old object of an update is stored first with no admission at all, so
-// both paths update the very object the fixture's oldObject is.
+// 19, 20. Every fixture the apiserver can express goes through it twice, with
+// the webhooks and with deploy/in-tree, with the same outcome (SPEC §7): the
+// differences by design are named exceptions, warnings, metrics, audit
+// annotations and a denial's wording are not compared. An update's old object
+// is stored first with no admission. Then U1 in-tree beyond the fixtures.
 func TestInTreeEquivalence(t *testing.T) {
 	fixtures, err := tests.LoadFixtures(filepath.Join(env.repoRoot, "tests", "fixtures"))
 	if err != nil {
@@ -292,10 +195,11 @@ func TestInTreeEquivalence(t *testing.T) {
 	}
 	var cases []equivalenceCase
 	exceptions := map[string][]string{} // why → the fixtures, printed at the end
+	except := func(why, name string) { exceptions[why] = append(exceptions[why], name) }
 	for _, f := range fixtures {
 		req, _ := f.Request()
 		if why := inTreeException(f, req); why != "" {
-			exceptions[why] = append(exceptions[why], f.Name)
+			except(why, f.Name)
 			continue
 		}
 		name := strings.Trim(nonName.ReplaceAllString(f.Name, "-"), "-")
@@ -303,26 +207,40 @@ func TestInTreeEquivalence(t *testing.T) {
 	}
 	nsWebhook, nsInTree := newNamespace(t), newNamespace(t)
 
-	// The old objects, stored as they are: no admission. An update whose old
-	// object the apiserver refuses to store cannot be sent.
+	// With no admission: the old objects (an update whose old object the apiserver refuses cannot be sent), and
+	// one whose cache template has members the policy does not name, six levels deep.
 	restore := withoutWebhooks(t)
 	cases = slices.DeleteFunc(cases, func(c equivalenceCase) bool {
 		refused := c.req.Operation == "UPDATE" && slices.ContainsFunc([]string{nsWebhook, nsInTree}, func(ns string) bool {
 			return !kubectl(t, asStored(t, c.req.OldObject, c.name, ns), "create", "--validate=false", "-n", ns, "-f", "-").OK()
 		})
 		if refused {
-			const why = "an old object the apiserver refuses to store"
-			exceptions[why] = append(exceptions[why], c.fixture.Name)
+			except("an old object the apiserver refuses to store", c.fixture.Name)
 		}
 		return refused
 	})
+	whole := dittofs("whole")
+	whole.retention = "Retain/Retain"
+	const richCache = `
+  - metadata: {name: cache, labels: {tier: wal}}
+    spec:
+      accessModes: [ReadWriteOnce]
+      volumeName: pv-wal
+      storageClassName: fast
+      dataSource: {kind: PersistentVolumeClaim, name: seed}
+      selector:
+        matchLabels: {disk: ssd}
+        matchExpressions: [{key: zone, operator: In, values: [a, b]}]
+      resources: {requests: {storage: 3Gi}, limits: {storage: 4Gi}}`
+	mustKubectl(t, strings.TrimRight(whole.yaml(), "\n")+richCache+"\n", "create", "-n", nsInTree, "-f", "-")
+	wholeStored := getRaw(t, "statefulset", nsInTree, "whole")
 	restore()
 
 	webhook := make([]outcome, len(cases))
 	for i, c := range cases {
 		webhook[i] = c.run(t, nsWebhook)
 	}
-	withInTree(t, "in-tree", nil)
+	withInTree(t, "in-tree")
 	inTree := make([]outcome, len(cases))
 	for i, c := range cases {
 		inTree[i] = c.run(t, nsInTree)
@@ -336,20 +254,15 @@ func TestInTreeEquivalence(t *testing.T) {
 				t.Errorf("%s: the stored objects differ (-webhook +in-tree):\n%s", c.fixture.Name, d)
 			}
 		case len(w.rules) > 0 && len(it.rules) > 0:
-			// A ValidatingAdmissionPolicy reports only its first failing
-			// validation: the webhook reports every violation.
+			// A ValidatingAdmissionPolicy reports only its first failing validation.
 			if len(it.rules) != 1 || it.rules[0] != w.rules[0] {
 				t.Errorf("%s: denied for %v by the webhook, for %v in-tree", c.fixture.Name, w.rules, it.rules)
 			}
 		case w.err != "" && w.err == it.err:
 			// The apiserver's own validation refused both alike.
 		case len(w.rules) > 0 && slices.Contains(policies.MutationRules, w.rules[0]) && it.err != "":
-			// The webhook denies a bad cache-size annotation or a reserved
-			// cache volume on its mutating side, before the apiserver
-			// validates the object; in-tree a ValidatingAdmissionPolicy
-			// does, after it: the apiserver refuses such an object first.
-			const why = "a mutating-side denial the apiserver's validation pre-empts in-tree"
-			exceptions[why] = append(exceptions[why], c.fixture.Name)
+			// The webhook denies before the apiserver validates; a ValidatingAdmissionPolicy would after.
+			except("a mutating-side denial the apiserver's validation pre-empts in-tree", c.fixture.Name)
 		default:
 			t.Errorf("%s: the two paths disagree:\nwebhook: %s\nin-tree: %s", c.fixture.Name, w, it)
 		}
@@ -357,6 +270,13 @@ func TestInTreeEquivalence(t *testing.T) {
 	t.Logf("%d of %d fixtures ran through both paths (webhook and in-tree) on kube-apiserver", len(cases), len(fixtures))
 	for _, why := range slices.Sorted(maps.Keys(exceptions)) {
 		t.Logf("named exception: %s: %d fixture(s): %s", why, len(exceptions[why]), strings.Join(exceptions[why], ", "))
+	}
+
+	// The apiserver refuses any change of volumeClaimTemplates: a partial copy would be denied.
+	mustKubectl(t, whole.yaml(), "apply", "-n", nsInTree, "-f", "-")
+	vcts := func(obj map[string]any) any { return obj["spec"].(map[string]any)["volumeClaimTemplates"] }
+	if d := cmp.Diff(vcts(wholeStored), vcts(getRaw(t, "statefulset", nsInTree, "whole"))); d != "" {
+		t.Errorf("the re-apply changed the stored volumeClaimTemplates (-before +after):\n%s", d)
 	}
 }
 

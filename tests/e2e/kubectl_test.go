@@ -8,7 +8,6 @@ import (
 	"io"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,7 +15,7 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -25,14 +24,9 @@ import (
 	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 )
 
-// result is what one kubectl command did.
 type result = framework.Result
 
-// runKubectl runs the built kubectl as the e2e admin user.
-func runKubectl(stdin string, args ...string) result { return env.Kubectl.Run(stdin, args...) }
-
-// kubectl runs kubectl for a test and logs what it printed. A kubectl that
-// cannot run at all fails the test; its exit status is the caller's to judge.
+// kubectl is framework.Kubectl.T: its exit status is the caller's to judge.
 func kubectl(t testing.TB, stdin string, args ...string) result {
 	t.Helper()
 	return env.Kubectl.T(t, stdin, args...)
@@ -47,8 +41,7 @@ func mustKubectl(t testing.TB, stdin string, args ...string) result {
 // kubectlRetryConflict is kubectl for a replace: kubectl replace sends the
 // resourceVersion it has just read, so a status write of the StatefulSet
 // controller in between is a Conflict, which the user answers by running the
-// command again, as its message says. (It once made the webhook path of
-// TestInTreeEquivalence refuse an update the in-tree path stored.)
+// command again, as its message says.
 func kubectlRetryConflict(t testing.TB, stdin string, args ...string) result {
 	t.Helper()
 	r := kubectl(t, stdin, args...)
@@ -60,135 +53,118 @@ func kubectlRetryConflict(t testing.TB, stdin string, args ...string) result {
 
 var nonName = regexp.MustCompile(`[^a-z0-9]+`)
 
-// newNamespace creates a namespace of its own for the test, named after it.
-// It is not deleted afterwards: no namespace controller runs here to finish a
-// deletion, and the whole etcd goes away at the end.
+// newNamespace creates a namespace of its own for the test, named after it,
+// never deleted: no namespace controller would finish it, and etcd goes at the end.
 func newNamespace(t testing.TB) string {
 	t.Helper()
 	slug := strings.Trim(nonName.ReplaceAllString(strings.ToLower(t.Name()), "-"), "-")
 	if len(slug) > 48 {
 		slug = strings.TrimRight(slug[:48], "-")
 	}
-	ns := fmt.Sprintf(`{"apiVersion": "v1", "kind": "Namespace", "metadata": {"generateName": "e2e-%s-"}}`, slug)
-	return mustKubectl(t, ns, "create", "-f", "-", "-o", "jsonpath={.metadata.name}").Stdout
+	ns, err := env.Client.CoreV1().Namespaces().Create(context.Background(),
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "e2e-" + slug + "-"}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("creating a namespace: %v", err)
+	}
+	return ns.Name
 }
 
-// getSTS returns the stored StatefulSet, or nil when there is none.
-func getSTS(t testing.TB, ns, name string) *appsv1.StatefulSet {
+func getSTS(ns, name string) (*appsv1.StatefulSet, error) {
+	return env.Client.AppsV1().StatefulSets(ns).Get(context.Background(), name, metav1.GetOptions{})
+}
+
+// mustGetSTS returns the stored StatefulSet.
+func mustGetSTS(t testing.TB, ns, name string) *appsv1.StatefulSet {
 	t.Helper()
-	sts, err := env.Client.AppsV1().StatefulSets(ns).Get(context.Background(), name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
+	sts, err := getSTS(ns, name)
 	if err != nil {
 		t.Fatalf("reading statefulset %s/%s: %v", ns, name, err)
 	}
 	return sts
 }
 
-// mustGetSTS is getSTS for a StatefulSet that must exist.
-func mustGetSTS(t testing.TB, ns, name string) *appsv1.StatefulSet {
-	t.Helper()
-	sts := getSTS(t, ns, name)
-	if sts == nil {
-		t.Fatalf("statefulset %s/%s is not stored", ns, name)
-	}
-	return sts
-}
-
-// getRaw returns an object as stored, as generic JSON, to compare whole
-// fields (including any the typed API does not know).
+// getRaw returns an object as stored, as generic JSON (with any field the typed API does not know).
 func getRaw(t testing.TB, kind, ns, name string) map[string]any {
 	t.Helper()
-	r := mustKubectl(t, "", "get", kind, name, "-n", ns, "-o", "json")
 	var obj map[string]any
-	if err := json.Unmarshal([]byte(r.Stdout), &obj); err != nil {
-		t.Fatalf("decoding %s %s/%s: %v", kind, ns, name, err)
-	}
+	mustDecode(t, mustKubectl(t, "", "get", kind, name, "-n", ns, "-o", "json"), &obj)
 	return obj
+}
+
+// mustDecode decodes what kubectl printed as JSON into v.
+func mustDecode(t testing.TB, r result, v any) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(r.Stdout), v); err != nil {
+		t.Fatalf("kubectl's output is not a %T: %v\n%s", v, err, r)
+	}
+}
+
+// hasCache reports whether r printed a StatefulSet with a cache claim (a dry run's mutated object).
+func hasCache(r result) bool {
+	var sts appsv1.StatefulSet
+	return r.OK() && json.Unmarshal([]byte(r.Stdout), &sts) == nil && vct(&sts, "cache") != nil
 }
 
 // decodeDocs splits YAML or JSON with any number of documents into objects.
 func decodeDocs(data string) ([]map[string]any, error) {
-	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(data), 4096)
 	var docs []map[string]any
-	for {
+	for dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(data), 4096); ; {
 		var doc map[string]any
-		if err := dec.Decode(&doc); err != nil {
-			if errors.Is(err, io.EOF) {
-				return docs, nil
-			}
+		if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+			return docs, nil
+		} else if err != nil {
 			return nil, err
-		}
-		if doc != nil {
+		} else if doc != nil {
 			docs = append(docs, doc)
 		}
 	}
 }
 
-// installWebhooks renders deploy/default with kubectl kustomize, keeps its
-// two webhook configurations, points each webhook's clientConfig at the
-// server on loopback (same path, the dev CA as caBundle) and creates them.
-// Everything else (names, rules, selectors, policies) is as shipped.
+// installWebhooks creates the two webhook configurations deploy/default
+// renders, each webhook's clientConfig pointed at the server on loopback (same
+// path, the dev CA as caBundle); names, rules, selectors, policies as shipped.
 func (h *harness) installWebhooks() error {
-	r := runKubectl("", "kustomize", filepath.Join(h.repoRoot, "deploy", "default"))
-	if !r.OK() {
-		return fmt.Errorf("rendering deploy/default:\n%s", r)
-	}
+	r := env.Kubectl.Run("", "kustomize", filepath.Join(h.repoRoot, "deploy", "default"))
 	docs, err := decodeDocs(r.Stdout)
-	if err != nil {
-		return fmt.Errorf("decoding the output of kubectl kustomize deploy/default: %w", err)
+	if !r.OK() || err != nil {
+		return fmt.Errorf("rendering deploy/default: %v\n%s", err, r)
 	}
-	var kinds []string
+	// A configuration or a path missing: the probes of waitWebhooks fail.
 	var keep []string
 	for _, doc := range docs {
-		kind, _ := doc["kind"].(string)
-		if kind != "MutatingWebhookConfiguration" && kind != "ValidatingWebhookConfiguration" {
+		if kind := doc["kind"]; kind != "MutatingWebhookConfiguration" && kind != "ValidatingWebhookConfiguration" {
 			continue
 		}
-		kinds = append(kinds, kind)
 		webhooks, _ := doc["webhooks"].([]any)
-		if len(webhooks) == 0 {
-			return fmt.Errorf("deploy/default: %s has no webhooks", kind)
-		}
 		for _, w := range webhooks {
 			w := w.(map[string]any)
-			path, ok, _ := unstructured.NestedString(w, "clientConfig", "service", "path")
-			if !ok {
-				return fmt.Errorf("deploy/default: %s webhook %v has no clientConfig.service.path", kind, w["name"])
-			}
+			path, _, _ := unstructured.NestedString(w, "clientConfig", "service", "path")
 			url := "https://" + h.server.listen + path
 			w["clientConfig"] = admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: h.caPEM}
 		}
 		keep = append(keep, toYAML(doc))
 	}
-	if slices.Sort(kinds); !slices.Equal(kinds, []string{"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}) {
-		return fmt.Errorf("deploy/default should render one Mutating and one ValidatingWebhookConfiguration, got %v", kinds)
-	}
 	h.webhooks = []byte(strings.Join(keep, "---\n"))
-	if r := runKubectl(string(h.webhooks), "create", "-f", "-"); !r.OK() {
-		return fmt.Errorf("creating the webhook configurations:\n%s", r)
-	}
-	if r := runKubectl("", "create", "namespace", probeNamespace); !r.OK() {
-		return fmt.Errorf("creating the probe namespace:\n%s", r)
+	for _, r := range []result{env.Kubectl.Run(string(h.webhooks), "create", "-f", "-"),
+		env.Kubectl.Run("", "create", "namespace", probeNamespace)} {
+		if !r.OK() {
+			return fmt.Errorf("installing the webhooks:\n%s", r)
+		}
 	}
 	return h.waitWebhooks(true, time.Minute)
 }
 
 // waitWebhooks waits until the apiserver calls both webhooks (effective) or
-// neither: webhook configurations take effect asynchronously. It asks with
-// server-side dry-run creates in the probe namespace, which store nothing:
-// a labelled StatefulSet without cache must come back with one (mutating),
-// and one without metadata storage must be denied (validating).
+// neither (configurations take effect asynchronously), asking with dry-run
+// creates: a labelled StatefulSet without cache must come back with one, and
+// one without metadata storage must be denied.
 func (h *harness) waitWebhooks(effective bool, timeout time.Duration) error {
 	mutateProbe := stsManifest{name: "probe", managed: true, vcts: userVCTs()}.yaml()
 	validateProbe := stsManifest{name: "probe-invalid", managed: true, vcts: []vctSpec{{name: "content", size: "1Gi"}}}.yaml()
 	err := framework.Poll(timeout, nil, func() (bool, string) {
-		m := runKubectl(mutateProbe, "create", "--dry-run=server", "-o", "json", "-n", probeNamespace, "-f", "-")
-		v := runKubectl(validateProbe, "create", "--dry-run=server", "-o", "json", "-n", probeNamespace, "-f", "-")
-		var sts appsv1.StatefulSet
-		mutated := m.OK() && json.Unmarshal([]byte(m.Stdout), &sts) == nil && vct(&sts, "cache") != nil
-		denied := !v.OK() && strings.Contains(v.Stderr, "metadata-storage")
+		m := env.Kubectl.Run(mutateProbe, "create", "--dry-run=server", "-o", "json", "-n", probeNamespace, "-f", "-")
+		v := env.Kubectl.Run(validateProbe, "create", "--dry-run=server", "-o", "json", "-n", probeNamespace, "-f", "-")
+		mutated, denied := hasCache(m), !v.OK() && strings.Contains(v.Stderr, "metadata-storage")
 		if effective {
 			return mutated && denied, m.String() + "\n" + v.String()
 		}
@@ -200,8 +176,7 @@ func (h *harness) waitWebhooks(effective bool, timeout time.Duration) error {
 	return nil
 }
 
-// withoutWebhooks deletes the two webhook configurations, waits until the
-// apiserver no longer calls them, and returns webhooksBack's restore.
+// withoutWebhooks deletes the webhook configurations until the restore it returns (webhooksBack's).
 func withoutWebhooks(t *testing.T) (restore func()) {
 	t.Helper()
 	mustKubectl(t, string(env.webhooks), "delete", "-f", "-")
@@ -213,19 +188,15 @@ func withoutWebhooks(t *testing.T) (restore func()) {
 }
 
 // webhooksBack returns a function that puts the harness's webhook
-// configurations back (`kubectl verb`) and waits until they act. It also runs
-// at the end of the test if the test did not call it, so a failure leaves the
-// webhooks in place for the next test.
+// configurations back (`kubectl verb`) and waits until they act; it runs at
+// the test's end if not before, so a failure leaves them for the next test.
 func webhooksBack(t *testing.T, verb string) func() {
-	var once sync.Once
-	back := func() {
-		once.Do(func() {
-			mustKubectl(t, string(env.webhooks), verb, "-f", "-")
-			if err := env.waitWebhooks(true, time.Minute); err != nil {
-				t.Fatalf("restoring the webhooks: %v", err)
-			}
-		})
-	}
+	back := sync.OnceFunc(func() {
+		mustKubectl(t, string(env.webhooks), verb, "-f", "-")
+		if err := env.waitWebhooks(true, time.Minute); err != nil {
+			t.Fatalf("restoring the webhooks: %v", err)
+		}
+	})
 	t.Cleanup(back)
 	return back
 }

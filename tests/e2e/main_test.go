@@ -16,51 +16,32 @@ import (
 	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 )
 
-// env is the running environment every test uses. TestMain fills it before any
-// test runs and tears it down after the last; tests only read it.
+// env is the environment TestMain sets up before the tests and tears down after; tests only read it.
 var env harness
 
 type harness struct {
 	repoRoot  string // the dittofs-webhook repository
 	artifacts string // logs, binaries, certificates; kept when something failed
-	assets    string // etcd, kube-apiserver, kube-controller-manager, kubectl
-
 	*framework.ControlPlane
-
-	devCertsBin string
-	tlsDir      string // the server's certificate, laid out like a mounted Secret
-	caPEM       []byte // the development CA: the caBundle of the webhooks
-
+	tlsDir string // the server's certificate, laid out like a mounted Secret
+	caPEM  []byte // the development CA: the caBundle of the webhooks
 	server *server
-
-	// webhooks is what the harness installed: the Mutating and Validating
-	// WebhookConfigurations of deploy/default with only clientConfig
-	// replaced, as YAML documents for `kubectl create -f -`.
+	// webhooks are deploy/default's webhook configurations with only
+	// clientConfig replaced, as YAML for `kubectl create -f -`.
 	webhooks []byte
 }
 
-// controllers are the kube-controller-manager controllers the scenarios need:
-//   - statefulset: makes each StatefulSet's pods and their PVCs from the
-//     volumeClaimTemplates, and applies persistentVolumeClaimRetentionPolicy
-//     (the ownerReferences that let the garbage collector delete PVCs);
-//   - garbage-collector: deletes pods (and, under whenDeleted: Delete, PVCs)
-//     whose owner is gone, and orphans them on `--cascade=orphan`;
-//   - persistentvolumeclaim-protection: removes a deleted PVC's
-//     kubernetes.io/pvc-protection finalizer once no pod uses it, so a PVC the
-//     garbage collector deletes really goes.
-//
-// No others: envtest's apiserver runs without the ServiceAccount admission
-// plugin, so pods need no "default" ServiceAccount, and nothing here needs
-// tokens or a cloud provider.
+// controllers make a StatefulSet's pods and PVCs and apply its retention
+// policy, delete (or orphan) what an owner's deletion leaves, and let a
+// deleted PVC go once no pod uses it. No others: without the ServiceAccount
+// admission plugin pods need no ServiceAccount.
 var controllers = []string{
 	"statefulset-controller", "garbage-collector-controller", "persistentvolumeclaim-protection-controller",
 }
 
 const (
-	probeNamespace = "e2e-probe"
-	// serverStopTimeout bounds the server's graceful shutdown (its
-	// --shutdown-timeout is 25 s by default, but nothing is in flight then).
-	serverStopTimeout = 30 * time.Second
+	probeNamespace    = "e2e-probe"
+	serverStopTimeout = 30 * time.Second // its --shutdown-timeout is 25 s
 )
 
 func TestMain(m *testing.M) {
@@ -69,9 +50,6 @@ func TestMain(m *testing.M) {
 		fmt.Println("e2e: skipped in -short mode (needs etcd, kube-apiserver and a few minutes)")
 		os.Exit(0)
 	}
-	// Ctrl-C, a SIGTERM, or `go test -timeout` running out would otherwise
-	// leave etcd, kube-apiserver and the server running in their own process
-	// groups: framework.Main stops them.
 	os.Exit(framework.Main(m, framework.Suite{
 		SetUp:     env.setUp,
 		Stop:      env.stop,
@@ -95,58 +73,48 @@ func (h *harness) setUp() error {
 	if h.artifacts, err = framework.WorkDir("dittofs-webhook-e2e-"); err != nil {
 		return err
 	}
-	if h.assets, err = framework.BuildTool(root, "build.sh"); err != nil {
+	assets, err := framework.BuildTool(root, "build.sh") // etcd, kube-apiserver, kube-controller-manager, kubectl
+	if err != nil {
 		return err
 	}
 	// The server compiles while etcd and kube-apiserver start.
 	built := make(chan error, 1)
 	go func() { built <- h.buildServer() }()
 	h.ControlPlane, err = framework.StartControlPlane(framework.ControlPlaneOptions{
-		RepoRoot: root, Dir: h.artifacts, Bin: h.assets, Controllers: controllers,
+		RepoRoot: root, Dir: h.artifacts, Bin: assets, Controllers: controllers,
 	})
-	if err := <-built; err != nil {
-		return err
-	}
-	if err != nil {
+	if err := errors.Join(<-built, err); err != nil {
 		return err
 	}
 	if err := h.makeCertificates(); err != nil {
 		return err
 	}
-	if h.server, err = startServer(h.artifacts, filepath.Join(h.artifacts, "bin", "dittofs-webhook"), h.tlsDir); err != nil {
+	if h.server, err = h.startServer(); err != nil {
 		return err
 	}
 	return h.installWebhooks()
 }
 
-// buildServer builds the real dittofs-webhook and dev-certs binaries from the
-// repository, as a user would.
+// buildServer builds the real dittofs-webhook and dev-certs binaries.
 func (h *harness) buildServer() error {
-	bin := filepath.Join(h.artifacts, "bin")
-	cmd := exec.Command("go", "build", "-o", bin+string(filepath.Separator), "./cmd/dittofs-webhook", "./certs/dev-certs")
+	cmd := exec.Command("go", "build", "-o", h.bin("")+string(filepath.Separator),
+		"./cmd/dittofs-webhook", "./certs/dev-certs")
 	cmd.Dir = h.repoRoot
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build ./cmd/dittofs-webhook ./certs/dev-certs: %w\n%s", err, out)
 	}
-	h.devCertsBin = filepath.Join(bin, "dev-certs")
 	return nil
 }
+
+// bin is where buildServer puts the binary name.
+func (h *harness) bin(name string) string { return filepath.Join(h.artifacts, "bin", name) }
 
 // stop stops the controllers, the server (checking that SIGTERM makes it
 // exit 0) and the control plane. Safe on a partly set-up harness.
 func (h *harness) stop() error {
-	// The controllers go first: they would only log the apiserver's going.
-	err := h.ControlPlane.StopControllers()
+	err := h.ControlPlane.StopControllers() // else they only log the apiserver's going
 	if h.server != nil {
 		err = errors.Join(err, h.server.stop(serverStopTimeout))
 	}
 	return errors.Join(err, h.ControlPlane.Stop())
-}
-
-// eventually polls cond until it reports done, failing the test with the last
-// state it described after timeout, or at once if kube-controller-manager
-// has died.
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() (done bool, state string)) {
-	t.Helper()
-	framework.Eventually(t, timeout, what, env.ControllersAlive, cond)
 }

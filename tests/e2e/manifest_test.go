@@ -11,12 +11,7 @@ import (
 	"k8s.io/utils/ptr"
 )
 
-// The names the webhook keys on (SPEC §1, §2).
 const (
-	labelServer       = "dittofs.com/server"
-	annCacheSize      = "dittofs.com/cache-size"
-	annCacheClass     = "dittofs.com/cache-storage-class"
-	defaultImage      = "registry.example/dittofs/dittofs:1.0.0"
 	newImage          = "registry.example/dittofs/dittofs:1.1.0"
 	defaultCacheSize  = "5Gi"
 	defaultCacheMount = "/data/cache"
@@ -25,19 +20,15 @@ const (
 // stsManifest is a StatefulSet as a user writes it by hand, rendered as YAML
 // by yaml(): the text that goes to `kubectl apply -f -`.
 type stsManifest struct {
-	name        string
-	managed     bool   // carries the dittofs.com/server label
-	server      string // the label's value
-	annotations map[string]string
-	image       string    // default defaultImage
-	replicas    int       // default 1
-	vcts        []vctSpec // in this order
-	// emptyDirCache adds the pod-template volume {name: cache, emptyDir: {}},
-	// the old way of giving DittoFS a cache.
+	name     string
+	managed  bool      // carries the dittofs.com/server label
+	server   string    // the label's value
+	image    string    // default registry.example/dittofs/dittofs:1.0.0
+	replicas int       // default 1
+	vcts     []vctSpec // in this order
+	// emptyDirCache adds the pod-template volume {name: cache, emptyDir: {}}, the old way to a cache.
 	emptyDirCache bool
-	// retention is "WHENDELETED/WHENSCALED", e.g. "Delete/Retain"; empty
-	// leaves the field out.
-	retention string
+	retention     string // "WHENDELETED/WHENSCALED", e.g. "Delete/Retain"; empty leaves the field out
 }
 
 type vctSpec struct {
@@ -47,10 +38,7 @@ type vctSpec struct {
 // userVCTs are the two claims a user must write: metadata (storage class
 // fast, which the cache inherits) and content.
 func userVCTs() []vctSpec {
-	return []vctSpec{
-		{name: "metadata", class: "fast", size: "1Gi"},
-		{name: "content", size: "10Gi"},
-	}
+	return []vctSpec{{name: "metadata", class: "fast", size: "1Gi"}, {name: "content", size: "10Gi"}}
 }
 
 // dittofs is the usual managed StatefulSet: metadata and content storage,
@@ -63,11 +51,11 @@ func (m stsManifest) yaml() string {
 	labels := func() map[string]string {
 		return map[string]string{"app.kubernetes.io/name": "dittofs", "app.kubernetes.io/instance": m.name}
 	}
-	meta := metav1.ObjectMeta{Name: m.name, Labels: labels(), Annotations: m.annotations}
+	meta := metav1.ObjectMeta{Name: m.name, Labels: labels()}
 	if m.managed {
-		meta.Labels[labelServer] = m.server
+		meta.Labels["dittofs.com/server"] = m.server // what the webhook keys on (SPEC §1)
 	}
-	c := corev1.Container{Name: "dittofs", Image: cmp.Or(m.image, defaultImage),
+	c := corev1.Container{Name: "dittofs", Image: cmp.Or(m.image, "registry.example/dittofs/dittofs:1.0.0"),
 		Ports: []corev1.ContainerPort{{Name: "nfs", ContainerPort: 2049}}}
 	spec := appsv1.StatefulSetSpec{
 		ServiceName: m.name,
@@ -92,16 +80,15 @@ func (m stsManifest) yaml() string {
 			},
 		}}
 		if v.class != "" {
-			pvc.Spec.StorageClassName = ptr.To(v.class)
+			pvc.Spec.StorageClassName = &v.class
 		}
 		spec.VolumeClaimTemplates = append(spec.VolumeClaimTemplates, pvc)
 	}
 	spec.Template = corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels()},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{c}}}
 	if m.emptyDirCache {
-		spec.Template.Spec.Volumes = []corev1.Volume{
-			{Name: "cache", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-		}
+		empty := corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}
+		spec.Template.Spec.Volumes = []corev1.Volume{{Name: "cache", VolumeSource: empty}}
 	}
 	// Without status, which a user does not write.
 	return toYAML(map[string]any{"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": meta, "spec": spec})
@@ -129,6 +116,14 @@ func container(sts *appsv1.StatefulSet, name string) *corev1.Container {
 	return named(sts.Spec.Template.Spec.Containers, name, func(c *corev1.Container) string { return c.Name })
 }
 
+func vctNames(sts *appsv1.StatefulSet) []string {
+	var names []string
+	for _, v := range sts.Spec.VolumeClaimTemplates {
+		names = append(names, v.Name)
+	}
+	return names
+}
+
 func retention(sts *appsv1.StatefulSet) string {
 	p := sts.Spec.PersistentVolumeClaimRetentionPolicy
 	if p == nil {
@@ -137,8 +132,7 @@ func retention(sts *appsv1.StatefulSet) string {
 	return string(p.WhenDeleted) + "/" + string(p.WhenScaled)
 }
 
-// storage is what a stored StatefulSet holds that the webhook is about, as
-// YAML, for failure messages.
+// storage is what the webhook is about in a stored StatefulSet, as YAML for failure messages.
 func storage(sts *appsv1.StatefulSet) string {
 	if sts == nil {
 		return "(not stored)\n"

@@ -1,14 +1,15 @@
 package e2e
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/dittofs/dittofs-webhook/tests"
@@ -17,20 +18,16 @@ import (
 
 // server is a running `dittofs-webhook serve`.
 type server struct {
-	listen  string // 127.0.0.1:PORT, admission (HTTPS)
-	metrics string // 127.0.0.1:PORT, /readyz and /metrics (HTTP)
-	proc    *framework.Process
-
+	listen   string // 127.0.0.1:PORT, admission (HTTPS)
+	metrics  string // 127.0.0.1:PORT, /readyz and /metrics (HTTP)
+	proc     *framework.Process
 	stopOnce sync.Once
 	stopErr  error
 }
 
-// startServer runs the server on free loopback ports with the certificate in
-// tlsDir and more serve flags args, and waits until /readyz answers 200.
-// Ports are picked free and then bound by the server, so another process can
-// take one in between: then the server exits at once and another pair is
-// tried.
-func startServer(artifacts, bin, tlsDir string, args ...string) (*server, error) {
+// startServer runs the server on free loopback ports with the harness's certificate and serve flags args, and
+// waits for /readyz; a port taken between its pick and the server's bind: the server exits, another pair is tried.
+func (h *harness) startServer(args ...string) (*server, error) {
 	var lastErr error
 	for attempt := 1; attempt <= 3; attempt++ {
 		ports, err := freePorts(2)
@@ -38,10 +35,11 @@ func startServer(artifacts, bin, tlsDir string, args ...string) (*server, error)
 			return nil, err
 		}
 		s := &server{listen: "127.0.0.1:" + ports[0], metrics: "127.0.0.1:" + ports[1]}
-		cmd := exec.Command(bin, append([]string{"serve", "--listen", s.listen, "--metrics-listen", s.metrics,
-			"--tls-cert-file", filepath.Join(tlsDir, "tls.crt"), "--tls-key-file", filepath.Join(tlsDir, "tls.key"),
+		cmd := exec.Command(h.bin("dittofs-webhook"), append([]string{"serve",
+			"--listen", s.listen, "--metrics-listen", s.metrics,
+			"--tls-cert-file", filepath.Join(h.tlsDir, "tls.crt"), "--tls-key-file", filepath.Join(h.tlsDir, "tls.key"),
 			"--log-format", "text"}, args...)...)
-		if s.proc, lastErr = framework.StartProcess(filepath.Join(artifacts, "dittofs-webhook-"+ports[0]+".log"), cmd); lastErr != nil {
+		if s.proc, lastErr = framework.StartProcess(filepath.Join(h.artifacts, "dittofs-webhook-"+ports[0]+".log"), cmd); lastErr != nil {
 			return nil, lastErr
 		}
 		client := &http.Client{Timeout: time.Second}
@@ -54,10 +52,8 @@ func startServer(artifacts, bin, tlsDir string, args ...string) (*server, error)
 	return nil, lastErr
 }
 
-// stop sends SIGTERM and waits for the process to exit, which must be with
-// status 0 (SPEC §5: "On SIGTERM: not ready, in-flight requests finish, exit 0")
-// and not before (a server that had already exited is an error). After
-// timeout it is killed.
+// stop sends SIGTERM; the server must exit with status 0 (SPEC §5), and not
+// before (then it is an error). After timeout it is killed.
 func (s *server) stop(timeout time.Duration) error {
 	s.stopOnce.Do(func() {
 		if s.proc.Exited() {
@@ -83,58 +79,62 @@ func freePorts(n int) ([]string, error) {
 	return ports, nil
 }
 
-// makeCertificates makes the development CA and serving pair with the
-// repository's dev-certs command and lays them out as the kubelet mounts the
-// cert-manager Secret, so the rotation test can swap them the same way.
+// makeCertificates makes the development CA and serving pair with dev-certs,
+// laid out as the kubelet mounts a Secret, so the rotation test can swap them.
 func (h *harness) makeCertificates() error {
 	pair, err := h.issueServingPair("initial")
 	if err != nil {
 		return err
 	}
-	h.caPEM = pair.ca
-	h.tlsDir = filepath.Join(h.artifacts, "tls")
-	if err := os.MkdirAll(h.tlsDir, 0o755); err != nil {
-		return err
-	}
-	return writeSecretVolume(h.tlsDir, pair)
+	h.caPEM, h.tlsDir = pair["ca.crt"], filepath.Join(h.artifacts, "tls")
+	return tests.WriteSecretVolume(h.tlsDir, pair)
 }
 
-// servingPair is what the cert-manager Secret holds.
-type servingPair struct {
-	ca, cert, key []byte
-}
-
-// issueServingPair runs `dev-certs -out DIR` in a fresh directory named name.
-// After the first call the directory is seeded with the first CA, which
-// dev-certs reuses: every pair is signed by the same CA, as cert-manager's
-// renewals are.
-func (h *harness) issueServingPair(name string) (servingPair, error) {
+// issueServingPair runs `dev-certs -out DIR` in a fresh directory named name and returns what the Secret holds
+// (ca.crt, tls.crt, tls.key); after the first, seeded with the first CA, which dev-certs reuses.
+func (h *harness) issueServingPair(name string) (map[string][]byte, error) {
 	dir := filepath.Join(h.artifacts, "certs", name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return servingPair{}, err
+		return nil, err
 	}
 	if first := filepath.Join(h.artifacts, "certs", "initial"); dir != first {
 		for _, f := range []string{"ca.crt", "ca.key"} {
-			data, err := os.ReadFile(filepath.Join(first, f))
-			if err != nil {
-				return servingPair{}, err
-			}
-			if err := os.WriteFile(filepath.Join(dir, f), data, 0o600); err != nil {
-				return servingPair{}, err
+			if err := os.Link(filepath.Join(first, f), filepath.Join(dir, f)); err != nil {
+				return nil, err
 			}
 		}
 	}
-	out, err := exec.Command(h.devCertsBin, "-out", dir).CombinedOutput()
-	if err != nil {
-		return servingPair{}, fmt.Errorf("dev-certs -out %s: %w\n%s", dir, err, out)
+	if out, err := exec.Command(h.bin("dev-certs"), "-out", dir).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("dev-certs -out %s: %w\n%s", dir, err, out)
 	}
-	ca, errCA := os.ReadFile(filepath.Join(dir, "ca.crt"))
-	cert, errCert := os.ReadFile(filepath.Join(dir, "tls.crt"))
-	key, errKey := os.ReadFile(filepath.Join(dir, "tls.key"))
-	return servingPair{ca, cert, key}, errors.Join(errCA, errCert, errKey)
+	pair := map[string][]byte{}
+	for _, f := range []string{"ca.crt", "tls.crt", "tls.key"} {
+		var err error
+		if pair[f], err = os.ReadFile(filepath.Join(dir, f)); err != nil {
+			return nil, err
+		}
+	}
+	return pair, nil
 }
 
-// writeSecretVolume writes p into dir as the kubelet writes a Secret volume.
-func writeSecretVolume(dir string, p servingPair) error {
-	return tests.WriteSecretVolume(dir, map[string][]byte{"ca.crt": p.ca, "tls.crt": p.cert, "tls.key": p.key})
+// withWarnOnlyServer points the webhooks at a server run with --validation-action warn until restore (or the
+// test's end). Until a dry run of probe, which the enforcing server denies, is allowed, that one still answers.
+func withWarnOnlyServer(t *testing.T, probe string) (warn *server, restore func()) {
+	t.Helper()
+	warn, err := env.startServer("--validation-action", "warn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := warn.stop(serverStopTimeout); err != nil {
+			t.Error(err)
+		}
+	})
+	mustKubectl(t, strings.ReplaceAll(string(env.webhooks), env.server.listen, warn.listen), "replace", "-f", "-")
+	restore = webhooksBack(t, "replace")
+	framework.Eventually(t, time.Minute, "the webhooks point at the warn server", nil, func() (bool, string) {
+		r := env.Kubectl.Run(probe, "create", "--dry-run=server", "-n", probeNamespace, "-f", "-")
+		return r.OK(), r.String()
+	})
+	return warn, restore
 }

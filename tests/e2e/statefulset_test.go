@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,104 +10,80 @@ import (
 	"k8s.io/utils/ptr"
 )
 
-// 1. A labelled StatefulSet without cache gets the persistent cache (5Gi by
-// default, in the metadata claim's storage class), the Retain/Retain
-// retention and the mount; its emptyDir "cache" is removed with a warning
-// (SPEC §2 M1-M4). So does the shipped sample (deploy/samples, in the cluster
-// default class), and a server-side dry run answers it and stores nothing.
-func TestCreateInjectsPersistentCache(t *testing.T) {
-	ns := newNamespace(t)
+// 1, 4. Created from a manifest, from the shipped sample and in a dry run, a
+// labelled StatefulSet gets the persistent cache (SPEC §2 M1-M4); re-applied
+// unchanged — client-side, server-side, replace — it changes nothing, and a
+// new image keeps the cache (U1, U2).
+func TestCreateAndReapply(t *testing.T) {
 	m := dittofs("fs")
 	m.emptyDirCache = true
-	dry := m
-	dry.name = "dry"
-	for _, c := range []struct {
-		name, stdin, sts, class string
-		args                    []string
-	}{
-		{"manifest", m.yaml(), "fs", "fast", []string{"-f", "-"}},
-		{"shipped sample", "", "dittofs-sample", "", []string{"-k", filepath.Join(env.repoRoot, "deploy", "samples")}},
-		{"server dry run", dry.yaml(), "dry", "fast", []string{"--dry-run=server", "-o", "json", "-f", "-"}},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			r := mustKubectl(t, c.stdin, append([]string{"apply", "-n", ns}, c.args...)...)
-			requireWarning(t, r, "emptyDir")
-			var sts *appsv1.StatefulSet
-			if c.sts == "dry" {
-				requireNotStored(t, ns, c.sts)
-				sts = new(appsv1.StatefulSet)
-				if err := json.Unmarshal([]byte(r.Stdout), sts); err != nil {
-					t.Fatalf("kubectl's output is not a StatefulSet: %v\n%s", err, r)
-				}
-			} else {
-				sts = mustGetSTS(t, ns, c.sts)
-			}
-			requireMutated(t, sts, c.class)
-			// The user's claims are as written.
-			if got := ptr.Deref(vct(sts, "metadata").Spec.StorageClassName, ""); got != c.class {
-				t.Errorf("the metadata claim's class is %q, want %q", got, c.class)
-			}
-		})
-	}
-}
-
-// 4. Re-applying the unchanged manifest — client-side apply, server-side
-// apply, a GitOps-style PUT (kubectl replace) — succeeds silently and changes
-// nothing; a real change (new image) is a normal update that keeps the cache
-// (SPEC §2 U1, U2). The same with server-side apply from the start, as GitOps
-// tools do.
-func TestReapplyUnchangedManifest(t *testing.T) {
+	noEmptyDir := dittofs("fs")
 	for _, c := range []struct {
 		name      string
-		emptyDir  bool       // the manifest keeps the emptyDir the webhook removed
-		apply     []string   // how the manifest is created and updated
-		reapplies [][]string // of the unchanged manifest
-		warning   string     // the only warning the update may print
+		m         *stsManifest // nil: the shipped sample
+		apply     []string     // how it is created and updated
+		dryRun    bool         // apply is a server-side dry run
+		class     string       // of the metadata claim, which the cache inherits
+		reapplies [][]string   // of the unchanged manifest
+		warning   string       // the only warning the update may print
 	}{
-		// --force-conflicts is needed here, once, and not because of the
-		// webhook's result: server-side apply checks field ownership before
-		// admission, against the object as stored. The manifest's
-		// volumeClaimTemplates (atomic: without cache) and its emptyDir
-		// "cache" differ from the stored object, and those fields are owned
-		// by the earlier client-side apply ("kubectl-client-side-apply"), so
-		// switching managers conflicts there, as it would with any mutating
-		// webhook. kubectl then migrates the client-side apply's ownership to
-		// "kubectl" (the default field manager, kept). After the replace the
-		// object has no last-applied annotation any more, so kubectl itself
-		// may warn that it patches it back in.
-		{"client-side", true, []string{"apply"},
+		// --force-conflicts once, as with any mutating webhook: ownership is checked before admission, and the
+		// client-side apply owns the fields stored otherwise than the manifest has them (README.md). After the
+		// replace kubectl may warn that it puts the last-applied annotation back.
+		{"client-side", &m, []string{"apply"}, false, "fast",
 			[][]string{{"apply"}, {"apply", "--server-side", "--force-conflicts"}, {"replace"}}, "last-applied-configuration"},
-		// Managed with server-side apply from the start: the flag is never needed.
-		{"server-side", false, []string{"apply", "--server-side"}, [][]string{{"apply", "--server-side"}}, ""},
+		{"server-side", &noEmptyDir, []string{"apply", "--server-side"}, false, "fast",
+			[][]string{{"apply", "--server-side"}}, ""},
+		{"shipped sample", nil, []string{"apply"}, false, "", nil, ""},
+		{"server dry run", &m, []string{"apply", "--dry-run=server", "-o", "json"}, true, "fast", nil, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ns := newNamespace(t)
-			m := dittofs("fs")
-			m.emptyDirCache = c.emptyDir
-			manifest := m.yaml()
-			mustKubectl(t, manifest, append(c.apply, "-n", ns, "-f", "-")...)
-			before := mustGetSTS(t, ns, "fs")
-			requireCache(t, before, defaultCacheSize, "fast")
-			beforeSpec := getRaw(t, "statefulset", ns, "fs")["spec"].(map[string]any)
+			samples := filepath.Join(env.repoRoot, "deploy", "samples")
+			stdin, name, source := "", "dittofs-sample", []string{"-k", samples}
+			if c.m != nil {
+				stdin, name, source = c.m.yaml(), c.m.name, []string{"-f", "-"}
+			}
+			r := mustKubectl(t, stdin, append(append(c.apply, "-n", ns), source...)...)
+			if c.m == nil || c.m.emptyDirCache {
+				requireWarning(t, r, "emptyDir")
+			}
+			before := new(appsv1.StatefulSet)
+			if c.dryRun {
+				requireNotStored(t, ns, name)
+				mustDecode(t, r, before)
+			} else {
+				before = mustGetSTS(t, ns, name)
+			}
+			requireMutated(t, before, c.class)
+			if got := ptr.Deref(vct(before, "metadata").Spec.StorageClassName, ""); got != c.class {
+				t.Errorf("the metadata claim's class is %q, want %q: the user's claims are as written", got, c.class)
+			}
+			if c.reapplies == nil {
+				return
+			}
+			beforeSpec := getRaw(t, "statefulset", ns, name)["spec"].(map[string]any)
 			for _, args := range c.reapplies {
 				t.Run(strings.Join(args, " "), func(t *testing.T) {
-					requireUnchanged(t, kubectlRetryConflict(t, manifest, append(args, "-n", ns, "-f", "-")...), before, beforeSpec)
+					r := kubectlRetryConflict(t, stdin, append(args, "-n", ns, "-f", "-")...)
+					requireUnchanged(t, r, before, beforeSpec)
 				})
 			}
 
-			m.image = newImage
-			r := mustKubectl(t, m.yaml(), append(c.apply, "-n", ns, "-f", "-")...)
+			updated := *c.m
+			updated.image = newImage
+			r = mustKubectl(t, updated.yaml(), append(c.apply, "-n", ns, "-f", "-")...)
 			for _, w := range r.Warnings() {
 				if c.warning == "" || !strings.Contains(w, c.warning) {
 					t.Errorf("unexpected warning %q:\n%s", w, r)
 				}
 			}
-			after := mustGetSTS(t, ns, "fs")
+			after := mustGetSTS(t, ns, name)
 			if after.Generation != before.Generation+1 || container(after, "dittofs").Image != newImage {
 				t.Errorf("generation %d → %d, want +1, to the image %s; stored:\n%s",
 					before.Generation, after.Generation, newImage, toYAML(after.Spec.Template.Spec.Containers))
 			}
-			afterSpec := getRaw(t, "statefulset", ns, "fs")["spec"].(map[string]any)
+			afterSpec := getRaw(t, "statefulset", ns, name)["spec"].(map[string]any)
 			if diff := gocmp.Diff(beforeSpec["volumeClaimTemplates"], afterSpec["volumeClaimTemplates"]); diff != "" {
 				t.Errorf("volumeClaimTemplates changed (-before +after):\n%s", diff)
 			}
@@ -118,8 +93,7 @@ func TestReapplyUnchangedManifest(t *testing.T) {
 }
 
 // requireUnchanged checks that r, a re-apply of the unchanged manifest,
-// succeeded silently and left the stored StatefulSet as before: the same
-// generation (no rollout) and the same spec.
+// succeeded silently and left the same generation (no rollout) and spec.
 func requireUnchanged(t *testing.T, r result, before *appsv1.StatefulSet, beforeSpec any) {
 	t.Helper()
 	if !r.OK() {
@@ -133,53 +107,5 @@ func requireUnchanged(t *testing.T, r result, before *appsv1.StatefulSet, before
 	}
 	if diff := gocmp.Diff(beforeSpec, getRaw(t, "statefulset", before.Namespace, before.Name)["spec"]); diff != "" {
 		t.Errorf("the stored spec changed (-before +after):\n%s", diff)
-	}
-}
-
-// 6b. A managed StatefulSet created before the webhooks were installed (so
-// without cache) can still be scaled and updated; each update through the
-// webhooks warns how to get the cache (SPEC §2 U3, §3 existing violations).
-func TestStatefulSetOlderThanTheWebhooks(t *testing.T) {
-	ns := newNamespace(t)
-	restore := withoutWebhooks(t)
-	m := dittofs("old")
-	mustKubectl(t, m.yaml(), "apply", "-n", ns, "-f", "-")
-	restore()
-	before := mustGetSTS(t, ns, "old")
-	requireVCTs(t, before, "metadata", "content")
-
-	// kubectl scale writes the scale subresource, which the webhooks'
-	// rules (resources: statefulsets) do not send to the server, and which
-	// SPEC §2 allows without a check anyway: it must simply work.
-	mustKubectl(t, "", "scale", "statefulset", "old", "-n", ns, "--replicas=2")
-	if sts := mustGetSTS(t, ns, "old"); sts.Spec.Replicas == nil || *sts.Spec.Replicas != 2 {
-		t.Errorf("replicas not scaled to 2: %v", sts.Spec.Replicas)
-	}
-
-	// Scaling by patching the StatefulSet itself, and a new image, go through
-	// the webhooks.
-	m.image, m.replicas = newImage, 3
-	for _, update := range []struct {
-		stdin string
-		args  []string
-	}{
-		{"", []string{"patch", "statefulset", "old", "--type=merge", "-p", `{"spec":{"replicas":3}}`}},
-		{m.yaml(), []string{"apply", "-f", "-"}},
-	} {
-		r := mustKubectl(t, update.stdin, append(update.args, "-n", ns)...)
-		requireWarning(t, r, "--cascade=orphan")
-		requireWarning(t, r, "cache-storage")
-		if sts := mustGetSTS(t, ns, "old"); sts.Spec.Replicas == nil || *sts.Spec.Replicas != 3 {
-			t.Errorf("replicas not patched to 3: %v", sts.Spec.Replicas)
-		}
-	}
-	after := mustGetSTS(t, ns, "old")
-	if c := container(after, "dittofs"); c == nil || c.Image != newImage {
-		t.Errorf("image not updated; stored:\n%s", toYAML(after.Spec.Template.Spec.Containers))
-	}
-	// Nothing is injected in place: the claims cannot change on update.
-	requireVCTs(t, after, "metadata", "content")
-	if len(cacheMounts(container(after, "dittofs"))) != 0 {
-		t.Errorf("a cache mount was added without a cache claim; stored:\n%s", storage(after))
 	}
 }

@@ -6,15 +6,15 @@ import (
 	"encoding/pem"
 	"errors"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 )
 
-// ServedCertificate dials addr the way the kube-apiserver calls a webhook,
-// asking for serverName and trusting only roots, and returns the leaf
-// certificate served.
+// ServedCertificate dials addr as the kube-apiserver calls a webhook (for
+// serverName, trusting only roots) and returns the leaf certificate served.
 func ServedCertificate(addr, serverName string, roots *x509.CertPool) (*x509.Certificate, error) {
 	d := &net.Dialer{Timeout: 2 * time.Second}
 	conn, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{ServerName: serverName, RootCAs: roots})
@@ -47,15 +47,8 @@ func ParseCertificate(certPEM []byte) (*x509.Certificate, error) {
 
 // PodReady reports whether the pod runs and its Ready condition is true.
 func PodReady(p *corev1.Pod) bool {
-	if p.Status.Phase != corev1.PodRunning {
-		return false
-	}
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
+	ready := func(c corev1.PodCondition) bool { return c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue }
+	return p.Status.Phase == corev1.PodRunning && slices.ContainsFunc(p.Status.Conditions, ready)
 }
 
 // Steps are the steps of a scenario whose later steps depend on the earlier.

@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,13 +19,11 @@ import (
 
 // ControlPlaneOptions say what StartControlPlane runs.
 type ControlPlaneOptions struct {
-	RepoRoot string // the dittofs-webhook repository (kubectl runs there)
-	Dir      string // the work directory: logs, kubeconfigs, caches
-	Bin      string // etcd, kube-apiserver, kube-controller-manager, kubectl (tests/tools/build.sh)
-	// APIServerFlags are set on every kube-apiserver of the test.
-	APIServerFlags map[string]string
-	// Controllers, when not empty, are the kube-controller-manager
-	// controllers to run (it is not started otherwise).
+	RepoRoot       string            // the dittofs-webhook repository (kubectl runs there)
+	Dir            string            // the work directory: logs, kubeconfigs, caches
+	Bin            string            // etcd, kube-apiserver, kube-controller-manager, kubectl (tests/tools/build.sh)
+	APIServerFlags map[string]string // set on every kube-apiserver of the test
+	// Controllers are the kube-controller-manager controllers to run (none: it is not started).
 	Controllers []string
 }
 
@@ -44,9 +41,8 @@ type ControlPlane struct {
 	apis []*envtest.APIServer // more kube-apiservers on the same etcd
 }
 
-// StartControlPlane starts etcd and kube-apiserver, then
-// kube-controller-manager when o.Controllers names any, and waits until it is
-// healthy. On an error the caller still calls Stop.
+// StartControlPlane starts etcd, kube-apiserver and, if o.Controllers names
+// any, kube-controller-manager, healthy. On an error the caller still calls Stop.
 func StartControlPlane(o ControlPlaneOptions) (*ControlPlane, error) {
 	t0 := time.Now()
 	c := &ControlPlane{ControlPlaneOptions: o}
@@ -65,9 +61,7 @@ func StartControlPlane(o ControlPlaneOptions) (*ControlPlane, error) {
 		ControlPlaneStartTimeout: 2 * time.Minute,
 		ControlPlaneStopTimeout:  30 * time.Second,
 	}
-	// Garbage collection stays on (the default): kube-controller-manager's
-	// garbage collector removes the "orphan" finalizer of `kubectl delete
-	// --cascade=orphan` as on a real cluster.
+	// Garbage collection stays on (the default): `kubectl delete --cascade=orphan` works as on a real cluster.
 	c.Env.ControlPlane.APIServer = &envtest.APIServer{Out: apiLog, Err: apiLog}
 	c.configure(c.Env.ControlPlane.APIServer, nil)
 	c.Env.ControlPlane.Etcd = &envtest.Etcd{Out: etcdLog, Err: etcdLog}
@@ -91,11 +85,10 @@ func StartControlPlane(o ControlPlaneOptions) (*ControlPlane, error) {
 }
 
 func (c *ControlPlane) configure(api *envtest.APIServer, flags map[string]string) {
-	for k, v := range c.APIServerFlags {
-		api.Configure().Set(k, v)
-	}
-	for k, v := range flags {
-		api.Configure().Set(k, v)
+	for _, m := range []map[string]string{c.APIServerFlags, flags} {
+		for k, v := range m {
+			api.Configure().Set(k, v)
+		}
 	}
 }
 
@@ -114,9 +107,8 @@ func (c *ControlPlane) adminKubeconfig(cp *envtest.ControlPlane, file string) (s
 	return path, os.WriteFile(path, kubeconfig, 0o600)
 }
 
-// startControllerManager runs kube-controller-manager as the e2e admin,
-// without leader election, its health endpoint on a free loopback port, and
-// waits until /healthz answers ok.
+// startControllerManager runs kube-controller-manager as the e2e admin, its
+// health endpoint on a free loopback port, and waits until /healthz answers.
 func (c *ControlPlane) startControllerManager() error {
 	t0 := time.Now()
 	port, err := FreePort()
@@ -129,13 +121,11 @@ func (c *ControlPlane) startControllerManager() error {
 			"--kubeconfig", kc, "--authentication-kubeconfig", kc, "--authorization-kubeconfig", kc,
 			"--controllers", strings.Join(c.Controllers, ","), "--leader-elect=false",
 			"--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(port),
-			// Its self-signed serving certificate goes here, not to /var/run.
-			"--cert-dir", filepath.Join(c.Dir, "kube-controller-manager"), "-v=2"))
+			"--cert-dir", filepath.Join(c.Dir, "kube-controller-manager"), "-v=2")) // not /var/run
 	if err != nil {
 		return err
 	}
-	// Its certificate is self-signed, made at start: nothing to verify it
-	// against, and only the health answer matters.
+	// Its certificate is self-signed at start: nothing to verify it against.
 	client := &http.Client{Timeout: time.Second,
 		Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	if err := c.ControllerManager.WaitHTTP(client, fmt.Sprintf("https://127.0.0.1:%d/healthz", port), time.Minute); err != nil {
@@ -145,19 +135,17 @@ func (c *ControlPlane) startControllerManager() error {
 	return nil
 }
 
-// ControllersAlive is nil while kube-controller-manager runs: a scenario
-// waiting for the controllers says so instead of timing out (an Eventually's
-// alive).
+// ControllersAlive is nil while kube-controller-manager runs: as an
+// Eventually's alive, a scenario waiting for the controllers fails at once.
 func (c *ControlPlane) ControllersAlive() error {
-	if p := c.ControllerManager; p != nil && p.Exited() {
-		return fmt.Errorf("kube-controller-manager exited: %v (log %s)", p.Err, p.LogPath)
+	if c.ControllerManager == nil {
+		return nil
 	}
-	return nil
+	return c.ControllerManager.alive()
 }
 
-// StartAPIServer starts one more kube-apiserver on the test's etcd, as a
-// cluster with several apiservers runs them, with the test's flags and then
-// flags, and returns a kubeconfig of the admin on it. Stop stops it.
+// StartAPIServer starts one more kube-apiserver on the test's etcd, with the
+// test's flags and then flags, and returns the admin's kubeconfig on it.
 func (c *ControlPlane) StartAPIServer(name string, flags map[string]string) (string, error) {
 	log, err := os.Create(filepath.Join(c.Dir, name+".log"))
 	if err != nil {
@@ -179,8 +167,7 @@ func (c *ControlPlane) StartAPIServer(name string, flags map[string]string) (str
 	return c.adminKubeconfig(&envtest.ControlPlane{APIServer: api}, name+".kubeconfig")
 }
 
-// StopControllers stops kube-controller-manager (its exit status is not
-// judged: it is not what the tests are about).
+// StopControllers stops kube-controller-manager (its exit status is not judged).
 func (c *ControlPlane) StopControllers() error {
 	if c == nil {
 		return nil
@@ -196,9 +183,7 @@ func (c *ControlPlane) Stop() error {
 	}
 	errs := []error{c.StopControllers()}
 	for _, api := range c.apis {
-		if err := api.Stop(); err != nil {
-			errs = append(errs, fmt.Errorf("stopping a second kube-apiserver: %w", err))
-		}
+		errs = append(errs, api.Stop())
 	}
 	if c.Config != nil {
 		if err := c.Env.Stop(); err != nil {
@@ -208,8 +193,7 @@ func (c *ControlPlane) Stop() error {
 	return errors.Join(errs...)
 }
 
-// BuildTool runs tests/tools/NAME, which builds what is missing (cached in
-// .bin by version) and prints where it is, its last line.
+// BuildTool runs tests/tools/NAME, which builds what .bin lacks, and returns its last line: where it is.
 func BuildTool(root, name string) (string, error) {
 	t0 := time.Now()
 	cmd := exec.Command("bash", filepath.Join(root, "tests", "tools", name))
@@ -230,24 +214,4 @@ func WorkDir(prefix string) (string, error) {
 		return dir, os.MkdirAll(dir, 0o755)
 	}
 	return os.MkdirTemp("", prefix)
-}
-
-// WaitHTTP polls url with client until it answers 200, failing when the
-// process exits first or timeout passes.
-func (p *Process) WaitHTTP(client *http.Client, url string, timeout time.Duration) error {
-	alive := func() error {
-		if p.Exited() {
-			return fmt.Errorf("%s exited: %v (log %s)", p.Cmd.Path, p.Err, p.LogPath)
-		}
-		return nil
-	}
-	return Poll(timeout, alive, func() (bool, string) {
-		resp, err := client.Get(url)
-		if err != nil {
-			return false, err.Error()
-		}
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, fmt.Sprintf("%s: %s %s", url, resp.Status, body)
-	})
 }

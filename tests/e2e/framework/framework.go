@@ -1,12 +1,7 @@
-// Package framework is what the end-to-end suites (tests/e2e, the real
-// kube-apiserver driven by kubectl, and tests/e2e/node, the install on a real
-// node) are built on, in the manner of Kubernetes' test/e2e/framework: one
-// control plane starter (etcd, kube-apiserver, optionally
-// kube-controller-manager), one kubectl runner, one process type with its log,
-// one Eventually, the watchdog and TestMain lifecycle that tear everything
-// down before `go test -timeout` can kill the test binary, a Secret-style
-// certificate directory, steady load through the webhooks, and a node
-// (containerd, kubelet, kube-scheduler) on this machine.
+// Package framework is what the end-to-end suites (tests/e2e, tests/e2e/node)
+// are built on, in the manner of Kubernetes' test/e2e/framework: the control
+// plane, kubectl, processes, Eventually, the TestMain lifecycle and watchdog,
+// steady load, and a node (containerd, kubelet, kube-scheduler).
 package framework
 
 import (
@@ -25,11 +20,9 @@ import (
 )
 
 // Watchdog calls stop and exits 1 on SIGINT, SIGTERM or SIGHUP, or shortly
-// before the test binary's -timeout would kill it with a panic (which would
-// skip TestMain's cleanup and leave etcd, kube-apiserver, the server — and a
-// network namespace — behind), after dumping the goroutines so a hang is still
-// diagnosable. It returns when ctx is done. start is when the test binary
-// started.
+// before the test binary's -timeout (started at start) would panic, skipping
+// TestMain's cleanup; then it dumps the goroutines first, so a hang is still
+// diagnosable. It returns when ctx is done.
 func Watchdog(ctx context.Context, start time.Time, stop func()) {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
@@ -57,8 +50,7 @@ func Watchdog(ctx context.Context, start time.Time, stop func()) {
 }
 
 // Load is steady traffic through the webhooks: workers make attempts back to
-// back until Stop, the context's end, or maxAttempts in all; it counts the
-// attempts and keeps each failure with its time.
+// back until Stop, the context's end, or maxAttempts in all.
 type Load struct {
 	what   string
 	cancel context.CancelFunc
@@ -71,9 +63,8 @@ type Load struct {
 }
 
 // StartLoad runs workers goroutines calling attempt(ctx, worker, i) for
-// i = 0, 1, ...; an error is a failure. An attempt the context cut short is
-// not counted: it is not the server's failure. what names the attempts in
-// String ("create/delete cycles"). maxAttempts 0 means no bound.
+// i = 0, 1, ...; an error is a failure, an attempt the context cut short is
+// not counted. what names them in String; maxAttempts 0 means no bound.
 func StartLoad(ctx context.Context, what string, workers, maxAttempts int, attempt func(ctx context.Context, worker, i int) error) *Load {
 	ctx, cancel := context.WithCancel(ctx)
 	l := &Load{what: what, cancel: cancel, done: make(chan struct{}), started: time.Now()}
@@ -129,11 +120,9 @@ type Failure struct {
 
 // Failures are the failed attempts so far, each with its time.
 func (l *Load) Failures() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := make([]string, len(l.failures))
-	for i, f := range l.failures {
-		out[i] = f.At.Format("15:04:05.000 ") + f.Err.Error()
+	var out []string
+	for _, f := range l.FailedAttempts() {
+		out = append(out, f.At.Format("15:04:05.000 ")+f.Err.Error())
 	}
 	return out
 }
@@ -147,10 +136,8 @@ func (l *Load) FailedAttempts() []Failure {
 
 // FailedBetween counts the attempts that failed (ended) in [from, to).
 func (l *Load) FailedBetween(from, to time.Time) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	n := 0
-	for _, f := range l.failures {
+	for _, f := range l.FailedAttempts() {
 		if !f.At.Before(from) && f.At.Before(to) {
 			n++
 		}
@@ -161,8 +148,7 @@ func (l *Load) FailedBetween(from, to time.Time) int {
 // RunFor waits until n attempts have been made and at least d has passed; it
 // reports false if the load ended or timeout went by first.
 func (l *Load) RunFor(n int, d, timeout time.Duration) bool {
-	start := time.Now()
-	deadline := time.After(timeout)
+	start, deadline := time.Now(), time.After(timeout)
 	for l.Count() < n || time.Since(start) < d {
 		select {
 		case <-l.done:
@@ -196,24 +182,17 @@ func (l *Load) String() string {
 	return fmt.Sprintf("%d %s in %s, %d failed", l.attempts, l.what, l.span().Round(time.Millisecond), len(l.failures))
 }
 
-// Suite is what an end-to-end TestMain runs its tests between.
+// Suite is what a TestMain runs its tests between: SetUp, then Stop (safe on a
+// partly set-up one); Artifacts is the folder kept when anything failed (else
+// removed, unless E2E_KEEP_ARTIFACTS is set); Ready is printed once up.
 type Suite struct {
-	// SetUp starts the environment; Stop stops it, safe on a partly set-up
-	// one. Artifacts returns the folder of logs to keep when anything failed
-	// (removed otherwise, unless E2E_KEEP_ARTIFACTS is set).
-	SetUp     func() error
-	Stop      func() error
-	Artifacts func() string
-	// Ready returns the line printed once the environment is up; OnFailure
-	// prints what helps after a failed test (log tails).
-	Ready     func() string
-	OnFailure func()
+	SetUp, Stop      func() error
+	Artifacts, Ready func() string
+	OnFailure        func()
 }
 
-// Main runs m between s.SetUp and s.Stop and returns the exit code. The
-// watchdog stops everything on a signal or before -timeout runs out: the
-// control plane runs in its own process groups and would outlive the test
-// binary.
+// Main runs m between s.SetUp and s.Stop and returns the exit code; the
+// watchdog stops the process groups that would outlive the test binary.
 func Main(m *testing.M, s Suite) int {
 	start := time.Now()
 	var failed atomic.Bool

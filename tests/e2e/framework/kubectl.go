@@ -17,22 +17,19 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 )
 
-// Stopping is set when the watchdog is tearing everything down on a signal or
-// a timeout: from then on nothing talks to the dying apiserver (see
-// HaltIfStopping), so no test reports the teardown as its own failure.
+// Stopping is set when the watchdog tears down: then nothing talks to the dying
+// apiserver (HaltIfStopping), so no test reports the teardown as its failure.
 var Stopping atomic.Bool
 
-// HaltIfStopping blocks the calling goroutine for good once the watchdog is
-// tearing down: the process is about to exit.
+// HaltIfStopping blocks for good once the watchdog tears down: the process is about to exit.
 func HaltIfStopping() {
 	if Stopping.Load() {
 		select {}
 	}
 }
 
-// Kubectl runs a kubectl binary as the test cluster's admin. Nothing from the
-// caller's environment (KUBECONFIG, ~/.kube, KUBECTL_*) changes what it does:
-// it gets its own kubeconfig, discovery cache and home.
+// Kubectl runs a kubectl binary as the test cluster's admin, with its own
+// kubeconfig, discovery cache and home: nothing of the caller's environment.
 type Kubectl struct {
 	Bin, Kubeconfig, CacheDir, Home string
 	// Dir is where it runs (relative paths in -f, -k); Timeout bounds a call.
@@ -46,9 +43,8 @@ func (k Kubectl) On(kubeconfig string) Kubectl {
 	return k
 }
 
-// Run runs kubectl with args and stdin (none when empty). Result.Err is set
-// when kubectl could not run or was killed at the timeout; a non-zero exit is
-// Result.Code. It blocks once the watchdog tears down (RunQuietly does not).
+// Run runs kubectl with args and stdin (none when empty); see Result. It
+// blocks once the watchdog tears down (RunQuietly does not).
 func (k Kubectl) Run(stdin string, args ...string) Result {
 	HaltIfStopping()
 	r := k.RunQuietly(stdin, args...)
@@ -71,13 +67,13 @@ func (k Kubectl) RunQuietly(stdin string, args ...string) Result {
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
 	r.Stdout, r.Stderr = out.String(), errOut.String()
-	var exit *exec.ExitError
+	exit, isExit := errors.AsType[*exec.ExitError](err)
 	switch {
 	case err != nil && ctx.Err() != nil:
 		r.Err = fmt.Errorf("killed after %s", k.Timeout)
 	case err == nil:
 		r.Code = 0
-	case errors.As(err, &exit):
+	case isExit:
 		r.Code = exit.ExitCode()
 	default:
 		r.Err = err
@@ -107,15 +103,13 @@ func (k Kubectl) Must(t testing.TB, stdin string, args ...string) Result {
 	return r
 }
 
-// Shell runs one line with bash in dir, as a user pastes a pipeline the docs
-// give into a shell: this kubectl's directory, then the directories in path
-// (e.g. the built dittofs-webhook's), first on PATH, KUBECONFIG the admin's.
-// The line must succeed; Shell returns what it printed.
+// Shell runs one line that must succeed with bash in dir, as a user pastes a
+// pipeline the docs give: this kubectl's directory, then path, first on PATH,
+// KUBECONFIG the admin's. It returns what the line printed.
 func (k Kubectl) Shell(t testing.TB, dir, line string, path ...string) string {
 	t.Helper()
 	HaltIfStopping()
-	// A documented step may wait longer (`kubectl wait --timeout=15m`); here
-	// each one is done in seconds.
+	// A documented step may wait longer (`kubectl wait --timeout=15m`); here each is done in seconds.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", "-c", line)
@@ -145,32 +139,29 @@ type Result struct {
 // OK reports whether kubectl ran and exited 0.
 func (r Result) OK() bool { return r.Err == nil && r.Code == 0 }
 
-func (r Result) command() string { return "kubectl " + strings.Join(r.Args, " ") }
+// command is what was run and how it ended.
+func (r Result) command() string {
+	s := fmt.Sprintf("kubectl %s  → exit %d", strings.Join(r.Args, " "), r.Code)
+	if r.Err != nil {
+		s += fmt.Sprintf(" (%v)", r.Err)
+	}
+	return s
+}
 
 // String is the whole story of a command, for failure messages.
 func (r Result) String() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "$ %s", r.command())
+	stdin := ""
 	if r.Stdin != "" {
-		fmt.Fprintf(&b, " <<EOF\n%sEOF", strings.TrimSuffix(r.Stdin, "\n")+"\n")
+		stdin = fmt.Sprintf("stdin:\n%s", Indent(r.Stdin))
 	}
-	fmt.Fprintf(&b, "\nexit status: %d", r.Code)
-	if r.Err != nil {
-		fmt.Fprintf(&b, " (%v)", r.Err)
-	}
-	fmt.Fprintf(&b, "\nstdout:\n%sstderr:\n%s", Indent(r.Stdout), Indent(r.Stderr))
-	return b.String()
+	return fmt.Sprintf("$ %s\n%sstdout:\n%sstderr:\n%s", r.command(), stdin, Indent(r.Stdout), Indent(r.Stderr))
 }
 
-// Brief is the log line of a command: what was run, how it ended, what it
-// printed on stderr and, when short, on stdout.
+// Brief is the log line of a command: what was run, how it ended, its stderr
+// and, when short, its stdout.
 func (r Result) Brief() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "$ %s  → exit %d", r.command(), r.Code)
-	if r.Err != nil {
-		fmt.Fprintf(&b, " (%v)", r.Err)
-	}
-	b.WriteString("\n")
+	fmt.Fprintf(&b, "$ %s\n", r.command())
 	if s := strings.TrimSpace(r.Stdout); len(s) > 400 {
 		fmt.Fprintf(&b, "  | (%d bytes on stdout)\n", len(r.Stdout))
 	} else if s != "" {
@@ -182,8 +173,7 @@ func (r Result) Brief() string {
 	return strings.TrimRight(b.String(), "\n")
 }
 
-// Warnings are the lines kubectl printed for the apiserver's warning headers
-// (admission webhooks' warnings among them): "Warning: ..." on stderr.
+// Warnings are the apiserver's warning headers (webhooks' among them) kubectl printed as "Warning: ..."
 func (r Result) Warnings() []string {
 	var w []string
 	for _, l := range strings.Split(r.Stderr, "\n") {
@@ -206,10 +196,9 @@ func Indent(s string) string {
 	return b.String()
 }
 
-// Poll calls cond every 200 ms (apimachinery's wait) until it reports done,
-// and returns an error with the last state it described once timeout has
-// passed, or as soon as alive (if not nil) reports one (a program it waits for
-// has died).
+// Poll calls cond every 200 ms (apimachinery's wait) until it reports done;
+// after timeout, or as soon as alive (if not nil) reports an error (a program
+// it waits for has died), it returns an error with the last state described.
 func Poll(timeout time.Duration, alive func() error, cond func() (done bool, state string)) error {
 	var state string
 	var dead error
@@ -246,8 +235,7 @@ func Eventually(t testing.TB, timeout time.Duration, what string, alive func() e
 }
 
 // GoModDir downloads a module through the Go module proxy (or finds it in the
-// module cache) and returns its directory: the CRDs the tests install come
-// from the projects' own Go modules, the one registry reachable here.
+// module cache) and returns its directory: the one registry reachable here.
 func GoModDir(module string) (string, error) {
 	cmd := exec.Command("go", "mod", "download", "-json", module)
 	cmd.Dir = os.TempDir() // outside any module: nothing to resolve against

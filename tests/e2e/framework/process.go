@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -42,6 +43,28 @@ func StartProcess(logPath string, cmd *exec.Cmd) (*Process, error) {
 	return p, nil
 }
 
+// WaitHTTP polls url with client until it answers 200, failing when the
+// process exits first or timeout passes.
+func (p *Process) WaitHTTP(client *http.Client, url string, timeout time.Duration) error {
+	return Poll(timeout, p.alive, func() (bool, string) {
+		resp, err := client.Get(url)
+		if err != nil {
+			return false, err.Error()
+		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, fmt.Sprintf("%s: %s %s", url, resp.Status, body)
+	})
+}
+
+// alive is nil while the process runs.
+func (p *Process) alive() error {
+	if p.Exited() {
+		return fmt.Errorf("%s exited: %v (log %s)", p.Cmd.Path, p.Err, p.LogPath)
+	}
+	return nil
+}
+
 // Exited reports whether the process has exited.
 func (p *Process) Exited() bool {
 	select {
@@ -58,16 +81,14 @@ func (p *Process) Stop(timeout time.Duration) error {
 	if err := p.Terminate(timeout); err != nil || p == nil {
 		return err
 	}
-	var exit *exec.ExitError
-	if errors.As(p.Err, &exit) {
-		return fmt.Errorf("%s exited: %v (log %s)", p.Cmd.Path, p.Err, p.LogPath)
+	if _, ok := errors.AsType[*exec.ExitError](p.Err); ok {
+		return p.alive()
 	}
 	return nil
 }
 
-// Terminate is Stop for a program whose exit status on SIGTERM says
-// nothing (kube-controller-manager, the kubelet): only not exiting within
-// timeout is an error.
+// Terminate is Stop for a program whose exit status on SIGTERM says nothing
+// (kube-controller-manager, the kubelet): only not exiting in time is an error.
 func (p *Process) Terminate(timeout time.Duration) error {
 	if p == nil || p.Exited() {
 		return nil
