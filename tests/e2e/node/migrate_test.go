@@ -15,24 +15,18 @@ import (
 	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 )
 
-// TestMigrateStatefulSetOlderThanTheWebhooks migrates a StatefulSet that
-// predates the webhook with the steps `dittofs-webhook eval --recreate`
-// prints, run as a user runs them, on the node: it ends with the cache,
-// every pod is recreated by the new StatefulSet and mounts its own cache
-// claim, and the metadata and content PVCs are the same objects throughout
-// (issue 12, SPEC §5 eval).
+// TestMigrateStatefulSetOlderThanTheWebhooks migrates a StatefulSet that predates the webhook with the steps
+// `dittofs-webhook eval --recreate` prints, run as a user runs them, on the node: it ends with the cache, every
+// pod is recreated by the new StatefulSet and mounts its own cache claim, and the metadata and content PVCs are
+// the same objects throughout (issue 12, SPEC §5 eval).
 //
-// What the steps avoid, seen with kube-controller-manager 1.37.2 (issue 12):
-// without the pod restarts the new StatefulSet's controller adopts the
-// running pods, tries to add the cache claim to NAME-0 in place, is refused
-// ("pod updates may not change fields other than ...") and retries forever,
-// never reaching its rolling update; and with whenDeleted: Delete still
-// stored, a plain `kubectl delete statefulset` deletes the PVCs (the control
-// of TestCacheOutlivesThePod).
+// What the steps avoid (issue 12): without the pod restarts the new StatefulSet's controller adopts the running
+// pods, tries to add the cache claim to NAME-0 in place, is refused and retries forever; and with whenDeleted:
+// Delete still stored, a plain `kubectl delete statefulset` deletes the PVCs (the control of
+// TestCacheOutlivesThePod).
 //
-// It runs twice: for a labelled StatefulSet created before the webhooks, and
-// for one never labelled (the webhooks installed all along), which a user
-// cannot label in place (U3) and brings under management with eval
+// It runs for a labelled StatefulSet created before the webhooks, and for one never labelled (the webhooks
+// installed all along), which a user cannot label in place (U3) and brings under management with eval
 // --recreate --manage (issue 19).
 func TestMigrateStatefulSetOlderThanTheWebhooks(t *testing.T) {
 	for _, labelled := range []bool{true, false} {
@@ -45,10 +39,8 @@ func testMigrate(t *testing.T, labelled bool) {
 	mustKubectl(t, "", "create", "namespace", ns)
 	sts := env.Client.AppsV1().StatefulSets(ns)
 
-	// The old way (an emptyDir cache), Delete retention: before the
-	// install, or without the label.
-	// The install again, as an operator installs the webhooks; also when
-	// the test fails before, for the tests after it.
+	// The old way (an emptyDir cache), Delete retention: before the install, or without the label. restore is the
+	// install again, as an operator installs the webhooks; also when the test fails, for the tests after it.
 	restore := func() {
 		mustKubectl(t, "", "apply", "-k", filepath.Join(env.artifacts, "install"))
 		waitInjected(t, secretData(t, servingSecret)["ca.crt"])
@@ -68,13 +60,9 @@ func testMigrate(t *testing.T, labelled bool) {
 		uid := mustKubectl(t, "", "-n", ns, "get", "pod", fmt.Sprint("fs-", i), "-o", "jsonpath={.metadata.uid}").Stdout
 		oldPods = append(oldPods, uid)
 	}
-	old, err := sts.Get(context.Background(), "fs", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The danger is real: under whenDeleted: Delete the StatefulSet
-	// controller makes the set the owner of its PVCs, so the garbage
-	// collector would delete them with it.
+	old := must(sts.Get(context.Background(), "fs", metav1.GetOptions{}))(t)
+	// The danger is real: under whenDeleted: Delete the StatefulSet controller makes the set the owner of its
+	// PVCs, so the garbage collector would delete them with it.
 	framework.Eventually(t, time.Minute, "the old StatefulSet owns its PVCs", nil, func() (bool, string) {
 		o := claims(t, ns)["metadata-fs-0"].Owners
 		return len(o) == 1 && o[0].UID == old.UID, fmt.Sprintf("owners of metadata-fs-0: %v", o)
@@ -84,15 +72,12 @@ func testMigrate(t *testing.T, labelled bool) {
 		restore()
 	}
 
-	// As the README tells a user: what is stored, through eval --recreate
-	// (its exit status says whether anything needs recreating; 2 is an
-	// input it could not read).
+	// As the README tells a user: what is stored, through eval --recreate (exit 2 is an input it could not read),
+	// each step as a user runs it, with the built dittofs-webhook on PATH.
 	dir := t.TempDir()
-	// Each step as a user runs it, with the built dittofs-webhook on PATH.
 	runStep := func(line string) string { return env.Kubectl.Shell(t, dir, line, filepath.Dir(env.webhookBin)) }
 	evalRecreate := func(get, flags string) (manifest, script string) {
 		runStep(get + " -o yaml | dittofs-webhook eval --recreate" + flags + " -f - >recreate.yaml 2>steps.sh; test $? != 2")
-		// The step succeeded: the shell made both files.
 		m, _ := os.ReadFile(filepath.Join(dir, "recreate.yaml"))
 		s, _ := os.ReadFile(filepath.Join(dir, "steps.sh"))
 		return string(m), string(s)
@@ -129,26 +114,21 @@ func testMigrate(t *testing.T, labelled bool) {
 		restart("fs-0"),
 		restart("fs-1"),
 	}
-	// The script is meant to be run as it is (bash steps.sh): every line
-	// that is not a # comment runs as a command, so any other text there is
-	// an error of its own (a backquoted word in it would run).
+	// The script is meant to be run as it is (bash steps.sh): any text in a line that is not a # comment would
+	// run.
 	steps := scriptCommands(script)
 	if d := cmp.Diff(want, steps); d != "" {
 		t.Fatalf("the migration steps (-want +got):\n%s\nscript:\n%s", d, script)
 	}
-	// The user runs the steps where recreate.yaml is.
+	// The user runs the steps where recreate.yaml is. The manifest is what the cluster stores (the mutation
+	// applied): the webhook has nothing to change, so nothing to warn about.
 	for _, step := range steps {
-		// The manifest is what the cluster stores (the mutation applied):
-		// the webhook has nothing to change, so nothing to warn about.
 		if out := runStep(step); step == want[2] && strings.Contains(out, "Warning:") {
 			t.Errorf("creating the printed manifest made the webhook warn: it is not the mutated object:\n%s", out)
 		}
 	}
 
-	recreated, err := sts.Get(context.Background(), "fs", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	recreated := must(sts.Get(context.Background(), "fs", metav1.GetOptions{}))(t)
 	if recreated.UID == old.UID {
 		t.Fatalf("the StatefulSet was not recreated (same uid %s)", old.UID)
 	}
@@ -158,7 +138,7 @@ func testMigrate(t *testing.T, labelled bool) {
 	}
 	for i, oldUID := range oldPods {
 		waitStarted(t, ns, fmt.Sprintf("fs-%d", i))
-		p := requirePodClaims(t, ns, "fs", i)
+		p := requirePodClaims(t, ns, i)
 		if ref := metav1.GetControllerOf(p); string(p.UID) == oldUID || ref == nil || ref.UID != recreated.UID {
 			t.Errorf("pod %s (uid %s, was %s) is controlled by %v, want a new pod of StatefulSet uid %s",
 				p.Name, p.UID, oldUID, ref, recreated.UID)
@@ -166,7 +146,7 @@ func testMigrate(t *testing.T, labelled bool) {
 	}
 	// The user's data: the same PVCs (uids), never deleted, owned by nothing.
 	have := claims(t, ns)
-	requireClaims(t, have, 2, "5Gi", "fast")
+	requireClaims(t, have)
 	for name, c := range uids {
 		if have[name].UID != c.UID {
 			t.Errorf("PVC %s was deleted and made again (uid %s, was %s)", name, have[name].UID, c.UID)
@@ -174,9 +154,8 @@ func testMigrate(t *testing.T, labelled bool) {
 	}
 }
 
-// waitWebhooks waits until a labelled StatefulSet's server-side dry-run
-// create is mutated (active) or stored as sent (not): the kube-apiserver
-// follows webhook configurations with a lag.
+// waitWebhooks waits until a labelled StatefulSet's server-side dry-run create is mutated (active) or stored as
+// sent (not): the kube-apiserver follows webhook configurations with a lag.
 func waitWebhooks(t *testing.T, ns string, active bool) {
 	t.Helper()
 	framework.Eventually(t, time.Minute, fmt.Sprintf("the webhooks called: %v", active), nil, func() (bool, string) {
@@ -186,8 +165,7 @@ func waitWebhooks(t *testing.T, ns string, active bool) {
 	})
 }
 
-// scriptCommands are the commands of a shell script as eval --recreate
-// prints it: every non-empty line that is not a # comment, in order.
+// scriptCommands are the non-empty lines of a shell script that are not # comments, in order.
 func scriptCommands(script string) []string {
 	var cmds []string
 	for l := range strings.SplitSeq(script, "\n") {

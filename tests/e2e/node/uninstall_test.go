@@ -5,22 +5,20 @@ import (
 	"testing"
 )
 
-// TestUninstall checks the README's uninstall against this cluster: the
-// reason for its order (configurations left without their server block
-// labelled StatefulSets), then its commands. It runs last (the file sorts
-// last): nothing is installed after it.
+// TestUninstall checks the README's uninstall against this cluster: the reason for its order (configurations left
+// without their server block labelled StatefulSets), then its commands. It runs last (the file sorts last):
+// nothing is installed after it.
 func TestUninstall(t *testing.T) {
-	// The pods go away (here: scaled to 0) while the configurations are
-	// still there: failurePolicy Fail blocks labelled StatefulSets.
+	// The pods go away (here: scaled to 0) while the configurations are still there: failurePolicy Fail blocks
+	// labelled StatefulSets.
 	mustKubectl(t, "", "-n", installNamespace, "scale", "deployment/"+deploymentName, "--replicas=0")
 	mustKubectl(t, "", "-n", installNamespace, "wait", "--for=delete", "pod", "-l", webhookSelector, "--timeout=2m")
 	blocked := runKubectl(statefulSet("while-down", true), "-n", userNamespace, "create", "-f", "-")
 	if blocked.OK() || !strings.Contains(blocked.Stderr, "failed calling webhook") {
 		t.Errorf("with the configurations left and no server, a labelled StatefulSet was not refused:\n%s", blocked)
 	}
-	t.Logf("with the server gone and the configurations left, kubectl create: %s", strings.TrimSpace(blocked.Stderr))
-	// The README: configurations first, then the rest. (--wait=false: no
-	// namespace controller runs here to finish deleting the namespaces.)
+	// The README: configurations first, then the rest. (--wait=false: no namespace controller runs here to finish
+	// deleting the namespaces.)
 	mustKubectl(t, "", "delete", "mutatingwebhookconfiguration", webhookConfigName)
 	mustKubectl(t, "", "delete", "validatingwebhookconfiguration", webhookConfigName)
 	mustKubectl(t, statefulSet("after-uninstall", true), "-n", userNamespace, "create", "-f", "-")

@@ -1,16 +1,13 @@
-// Command certmanager-e2e runs the parts of cert-manager that the dittofs-webhook
-// install needs — the controllers that issue and renew Certificates from a
-// self-signed and a CA Issuer, and cainjector — in one process, for the
-// end-to-end tests (tests/e2e/node). It is built from cert-manager's
-// own Go module, at the release whose CRDs the tests install: the module proxy
-// does not serve cert-manager's binaries (cmd/ is a set of separate modules),
-// but it serves pkg/, which holds every controller.
+// Command certmanager-e2e runs the parts of cert-manager that the dittofs-webhook install needs — the controllers
+// that issue and renew Certificates from a self-signed and a CA Issuer, and cainjector — in one process, for the
+// end-to-end tests (tests/e2e/node). It is built from cert-manager's own Go module, at the release whose CRDs the
+// tests install: the module proxy does not serve cert-manager's binaries (cmd/ is a set of separate modules), but
+// it serves pkg/, which holds every controller.
 //
-// It wires the controllers and cainjector as cert-manager's cmd/controller/app
-// and cmd/cainjector/app do (v1.21), with their default option values, minus
-// what a test does not need or must not do: no leader election (one
-// instance), and no metrics, healthz or profiling listeners (cert-manager's
-// defaults bind 0.0.0.0; the tests keep their traffic on loopback).
+// It wires the controllers and cainjector as cert-manager's cmd/controller/app and cmd/cainjector/app do (v1.21),
+// with their default option values, minus what a test does not need or must not do: no leader election (one
+// instance), and no metrics, healthz or profiling listeners (cert-manager's defaults bind 0.0.0.0; the tests keep
+// their traffic on loopback).
 //
 // Test-only: this is not how to run cert-manager; install its release.
 package main
@@ -48,8 +45,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	// Each controller registers itself with controller.Known() in its
-	// package's init: import exactly the ones this install needs.
+	// Each controller registers itself with controller.Known() in its package's init: import exactly the ones this
+	// install needs.
 	"github.com/cert-manager/cert-manager/pkg/controller/certificaterequests/approver"
 	crca "github.com/cert-manager/cert-manager/pkg/controller/certificaterequests/ca"
 	crselfsigned "github.com/cert-manager/cert-manager/pkg/controller/certificaterequests/selfsigned"
@@ -61,65 +58,37 @@ import (
 	"github.com/cert-manager/cert-manager/pkg/controller/certificates/trigger"
 	"github.com/cert-manager/cert-manager/pkg/controller/issuers"
 
-	// The issuers controller sets up an Issuer only for the issuer types
-	// registered with pkg/issuer, which these packages do in their init:
-	// without them an Issuer never becomes Ready.
+	// The issuers controller sets up an Issuer only for the issuer types registered with pkg/issuer, which these
+	// packages do in their init: without them an Issuer never becomes Ready.
 	_ "github.com/cert-manager/cert-manager/pkg/issuer/ca"
 	_ "github.com/cert-manager/cert-manager/pkg/issuer/selfsigned"
 )
 
-// controllers are the controllers run: cert-manager's default set
-// (DefaultEnabledControllers in internal/apis/config/controller/v1alpha1)
-// restricted to Issuers (not ClusterIssuers), the CA and self-signed
-// CertificateRequest issuers, and the Certificate controllers.
-// certificaterequests-approver matters: cert-manager signs only approved
-// requests, so without it no certificate is ever issued.
+// controllers are the controllers run: cert-manager's default set (DefaultEnabledControllers in
+// internal/apis/config/controller/v1alpha1) restricted to Issuers (not ClusterIssuers), the CA and self-signed
+// CertificateRequest issuers, and the Certificate controllers. certificaterequests-approver matters: cert-manager
+// signs only approved requests, so without it no certificate is ever issued.
 var controllers = []string{
-	issuers.ControllerName,
-	approver.ControllerName,
-	crca.CRControllerName,
-	crselfsigned.CRControllerName,
-	trigger.ControllerName,
-	issuing.ControllerName,
-	keymanager.ControllerName,
-	requestmanager.ControllerName,
-	readiness.ControllerName,
-	revisionmanager.ControllerName,
+	issuers.ControllerName, approver.ControllerName, crca.CRControllerName, crselfsigned.CRControllerName,
+	trigger.ControllerName, issuing.ControllerName, keymanager.ControllerName, requestmanager.ControllerName,
+	readiness.ControllerName, revisionmanager.ControllerName,
 }
 
-// Option values of cert-manager v1.21's controller and cainjector, from
-// internal/apis/config/{controller,cainjector}/v1alpha1/defaults.go.
-const (
-	kubernetesAPIQPS          = 20
-	kubernetesAPIBurst        = 50
-	numberOfConcurrentWorkers = 5
-	clusterResourceNamespace  = "kube-system"
-	// The backoff after a failed CertificateRequest (the controller's
-	// --certificate-request-minimum/maximum-backoff-duration).
-	minimumBackoff = time.Hour
-	maximumBackoff = 32 * time.Hour
-	// How long cainjector waits for cert-manager's CRDs to appear.
-	crdWaitTimeout = 5 * time.Minute
-)
-
-// copiedAnnotationPrefixes is the controller's default
-// --copied-annotation-prefixes.
-var copiedAnnotationPrefixes = []string{"*", "-kubectl.kubernetes.io/", "-fluxcd.io/", "-argocd.argoproj.io/"}
-
 func main() {
-	// An own flag set: controller-runtime registers --kubeconfig on the
-	// default one (and would then read it itself).
+	// An own flag set: controller-runtime registers --kubeconfig on the default one (and would then read it
+	// itself).
 	fs := flag.NewFlagSet("certmanager-e2e", flag.ExitOnError)
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig of the cluster (required)")
-	featureGates := fs.String("feature-gates", "", "cert-manager feature gates, as its --feature-gates (e.g. CAInjectorMerging=false: cainjector then replaces caBundle, as releases before v1.19 do)")
+	featureGates := fs.String("feature-gates", "", "cert-manager feature gates, as its --feature-gates "+
+		"(e.g. CAInjectorMerging=false: cainjector then replaces caBundle, as releases before v1.19 do)")
 	klog.InitFlags(fs) // -v, for cert-manager's own log levels (2 = info)
 	_ = fs.Parse(os.Args[1:])
+	err := utilfeature.DefaultMutableFeatureGate.Set(*featureGates)
 	if *kubeconfig == "" {
-		fmt.Fprintln(os.Stderr, "certmanager-e2e: --kubeconfig is required")
-		os.Exit(2)
+		err = errors.New("--kubeconfig is required")
 	}
-	if err := utilfeature.DefaultMutableFeatureGate.Set(*featureGates); err != nil {
-		fmt.Fprintf(os.Stderr, "certmanager-e2e: --feature-gates: %v\n", err)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "certmanager-e2e: %v\n", err)
 		os.Exit(2)
 	}
 
@@ -139,33 +108,24 @@ func main() {
 // run runs the controllers and cainjector until ctx is done or either fails.
 func run(ctx context.Context, kubeconfig string) error {
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		return runController(logf.NewContext(ctx, logf.Log, "controller"), kubeconfig)
-	})
-	g.Go(func() error {
-		return runCAInjector(logf.NewContext(ctx, logf.Log, "cainjector"), kubeconfig)
-	})
+	g.Go(func() error { return runController(logf.NewContext(ctx, logf.Log, "controller"), kubeconfig) })
+	g.Go(func() error { return runCAInjector(logf.NewContext(ctx, logf.Log, "cainjector"), kubeconfig) })
 	return g.Wait()
 }
 
-// runController is cmd/controller/app.Run without its listeners and leader
-// election.
+// runController is cmd/controller/app.Run without its listeners and leader election.
 func runController(ctx context.Context, kubeconfig string) error {
 	log := logf.FromContext(ctx)
+	// The option values are v1.21's defaults (internal/apis/config/controller/v1alpha1/defaults.go).
 	factory, err := controller.NewContextFactory(ctx, controller.ContextOptions{
-		Kubeconfig:         kubeconfig,
-		KubernetesAPIQPS:   kubernetesAPIQPS,
-		KubernetesAPIBurst: kubernetesAPIBurst,
+		Kubeconfig: kubeconfig, KubernetesAPIQPS: 20, KubernetesAPIBurst: 50,
 		IssuerOptions: controller.IssuerOptions{
-			ClusterResourceNamespace:        clusterResourceNamespace,
-			ClusterIssuerAmbientCredentials: true,
-			IssuerAmbientCredentials:        false,
-		},
+			ClusterResourceNamespace: "kube-system", ClusterIssuerAmbientCredentials: true},
 		CertificateOptions: controller.CertificateOptions{
-			EnableOwnerRef:                           false,
-			CopiedAnnotationPrefixes:                 copiedAnnotationPrefixes,
-			CertificateRequestMinimumBackoffDuration: minimumBackoff,
-			CertificateRequestMaximumBackoffDuration: maximumBackoff,
+			CopiedAnnotationPrefixes: []string{"*", "-kubectl.kubernetes.io/", "-fluxcd.io/", "-argocd.argoproj.io/"},
+			// The backoff after a failed CertificateRequest.
+			CertificateRequestMinimumBackoffDuration: time.Hour,
+			CertificateRequestMaximumBackoffDuration: 32 * time.Hour,
 		},
 	})
 	if err != nil {
@@ -188,10 +148,10 @@ func runController(ctx context.Context, kubeconfig string) error {
 			return fmt.Errorf("constructing controller %q: %w", name, err)
 		}
 		log.V(logf.InfoLevel).Info("starting controller", "controller", name)
-		g.Go(func() error { return c.Run(numberOfConcurrentWorkers, ctx) })
+		g.Go(func() error { return c.Run(5, ctx) }) // --concurrent-workers
 	}
-	// Only now: each constructor registers the informers it needs with the
-	// shared factories, and Start starts those registered so far.
+	// Only now: each constructor registers the informers it needs with the shared factories, and Start starts
+	// those registered so far.
 	base.SharedInformerFactory.Start(ctx.Done())
 	base.KubeSharedInformerFactory.Start(ctx.Done())
 	base.HTTP01ResourceMetadataInformersFactory.Start(ctx.Done())
@@ -202,8 +162,8 @@ func runController(ctx context.Context, kubeconfig string) error {
 	return err
 }
 
-// runCAInjector is cmd/cainjector/app.Run with its defaults (every injectable
-// kind, Certificates as a data source), without leader election and metrics.
+// runCAInjector is cmd/cainjector/app.Run with its defaults (every injectable kind, Certificates as a data
+// source), without leader election and metrics.
 func runCAInjector(ctx context.Context, kubeconfig string) error {
 	log := logf.FromContext(ctx)
 	restConfig, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
@@ -212,8 +172,7 @@ func runCAInjector(ctx context.Context, kubeconfig string) error {
 	}
 	restConfig = util.RestConfigWithUserAgent(restConfig, "cainjector")
 
-	// Every injectable kind is enabled by default, so the scheme needs the
-	// CRD and APIService types as well.
+	// Every injectable kind is enabled by default, so the scheme needs the CRD and APIService types as well.
 	scheme := runtime.NewScheme()
 	utilruntime.Must(kscheme.AddToScheme(scheme))
 	utilruntime.Must(cmscheme.AddToScheme(scheme))
@@ -233,13 +192,13 @@ func runCAInjector(ctx context.Context, kubeconfig string) error {
 		return fmt.Errorf("cainjector manager: %w", err)
 	}
 
-	// As cainjector with --enable-certificates-data-source (the default):
-	// wait until the Certificate CRD exists, or its watch fails to start.
+	// As cainjector with --enable-certificates-data-source (the default): wait until the Certificate CRD exists,
+	// or its watch fails to start.
 	direct, err := client.New(mgr.GetConfig(), client.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()})
 	if err != nil {
 		return err
 	}
-	err = wait.PollUntilContextTimeout(ctx, time.Second, crdWaitTimeout, true, func(ctx context.Context) (bool, error) {
+	err = wait.PollUntilContextTimeout(ctx, time.Second, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
 		err := direct.Get(ctx, types.NamespacedName{Name: "certificates.cert-manager.io"}, &apiext.CustomResourceDefinition{})
 		if apierrors.IsNotFound(err) {
 			log.Info("waiting for the certificates.cert-manager.io CRD")

@@ -1,10 +1,8 @@
 //go:build tools
 
-// Package kube pins the Kubernetes release whose kube-apiserver,
-// kube-controller-manager, kube-scheduler, kubelet and kubectl the
-// end-to-end tests run against (the newest, which CI runs; kube-1.MINOR/ pin
-// older releases). It is never imported: `go build` of the commands below from this module produces the
-// binaries (see ../build.sh).
+// Package kube pins the Kubernetes release whose kube-apiserver, kube-controller-manager, kube-scheduler, kubelet
+// and kubectl the end-to-end tests run against (the newest, which CI runs; kube-1.MINOR/ pin older releases). It
+// is never imported: `go build` of the commands below from this module produces the binaries (see ../build.sh).
 package kube
 
 import (
