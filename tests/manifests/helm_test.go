@@ -2,6 +2,7 @@ package manifests
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -104,12 +105,10 @@ var (
 	kustomizeOnlyLabels = map[string]bool{"app.kubernetes.io/managed-by": true}
 )
 
-// compareRenderings checks that chart has the objects of kust, minus its
-// Namespace, and that they are the same but for labels: every label of kust
-// but kustomizeOnlyLabels is on the chart's object with the same value, and
-// the chart adds only chartOnlyLabels. In selectors (matchLabels, a
-// Service's selector) the chart may add app.kubernetes.io/instance, which
-// keeps two releases' pods apart.
+// compareRenderings checks that chart has the objects of kust but its
+// Namespace, the same but for labels: the chart has every label of kust but
+// kustomizeOnlyLabels, and adds only chartOnlyLabels, and in selectors
+// app.kubernetes.io/instance, which keeps two releases' pods apart.
 func compareRenderings(t *testing.T, kust, chart *rendering) {
 	t.Helper()
 	want := map[string]object{}
@@ -125,27 +124,16 @@ func compareRenderings(t *testing.T, kust, chart *rendering) {
 			continue
 		}
 		delete(want, o.String())
-		kv, klabels := splitLabels(t, k)
-		cv, clabels := splitLabels(t, o)
+		kv, kl := withoutLabels(t, k, func(_, name string) bool { return kustomizeOnlyLabels[name] })
+		cv, _ := withoutLabels(t, o, func(path, name string) bool {
+			_, inKust := kl[path][name]
+			return chartOnlyLabels[name] && !inKust
+		})
 		if d := cmp.Diff(kv, cv); d != "" {
 			t.Errorf("%s differs between %s and the chart (-kustomize +chart):\n%s", o, kust.dir, d)
 		}
-		for path, kl := range klabels {
-			for name, v := range kl {
-				if !kustomizeOnlyLabels[name] && clabels[path][name] != v {
-					t.Errorf("%s: %s[%q] = %v in the chart, %v in %s", o, path, name, clabels[path][name], v, kust.dir)
-				}
-			}
-		}
-		for path, cl := range clabels {
-			for name, v := range cl {
-				if _, inKust := klabels[path][name]; !inKust && !chartOnlyLabels[name] {
-					t.Errorf("%s: the chart adds label %s[%q] = %v, which %s does not have", o, path, name, v, kust.dir)
-				}
-			}
-		}
-		if cl := clabels["metadata.labels"]; cl["app.kubernetes.io/managed-by"] != "Helm" {
-			t.Errorf("%s: the chart's object is not labelled app.kubernetes.io/managed-by: Helm (labels %v)", o, cl)
+		if l := o.obj.(metav1.Object).GetLabels(); l["app.kubernetes.io/managed-by"] != "Helm" {
+			t.Errorf("%s: the chart's object is not labelled app.kubernetes.io/managed-by: Helm (labels %v)", o, l)
 		}
 	}
 	for name := range want {
@@ -153,24 +141,22 @@ func compareRenderings(t *testing.T, kust, chart *rendering) {
 	}
 }
 
-// splitLabels decodes o and takes out every metadata.labels (the object's,
-// its pod template's), returned by path; from every other map it drops
-// app.kubernetes.io/instance, a selector label only the chart has.
-func splitLabels(t *testing.T, o object) (any, map[string]map[string]any) {
+// withoutLabels is o's JSON decoded, the labels drop names taken out of every
+// metadata.labels (the object's, its pod template's), which it returns by
+// path, and app.kubernetes.io/instance out of every other map.
+func withoutLabels(t *testing.T, o object, drop func(path, name string) bool) (any, map[string]map[string]any) {
 	t.Helper()
 	var v any
-	if err := decodeStrict(o.raw, &v); err != nil {
-		t.Fatalf("%s: %v", o, err)
-	}
+	fatalIf(t, decodeStrict(o.raw, &v))
 	labels := map[string]map[string]any{}
 	var walk func(path string, v any)
 	walk = func(path string, v any) {
 		switch x := v.(type) {
 		case map[string]any:
-			if l, ok := x["labels"].(map[string]any); ok && strings.HasSuffix(path, "metadata") {
-				labels[strings.TrimPrefix(path+".labels", ".")] = l
-				delete(x, "labels")
-			} else if !strings.HasSuffix(path, "metadata") {
+			if strings.HasSuffix(path, ".metadata.labels") {
+				maps.DeleteFunc(x, func(name string, _ any) bool { return drop(path, name) })
+				labels[path] = x
+			} else {
 				delete(x, "app.kubernetes.io/instance")
 			}
 			for k, c := range x {
@@ -186,32 +172,41 @@ func splitLabels(t *testing.T, o object) (any, map[string]map[string]any) {
 	return v, labels
 }
 
-// helmValueCases are non-default values, each with what it must render:
-// got picks the fields from the rendering, want is what they must be.
+// chartView is what a helmValueCase picks its fields from.
+type chartView struct {
+	t   *testing.T
+	r   *rendering
+	pod *corev1.PodSpec
+	c   *corev1.Container
+}
+
+func (v chartView) mwc() *admissionregistrationv1.MutatingWebhookConfiguration {
+	return one[admissionregistrationv1.MutatingWebhookConfiguration](v.t, v.r)
+}
+
+// helmValueCases are non-default values, each with what it must render: got
+// picks the fields from the rendering, want is what they must be.
 var helmValueCases = []struct {
 	name, values string // YAML
-	got          func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any
+	got          func(v chartView) any
 	want         any
 }{
 	{"image from a private registry", `
 image: {repository: registry.example/dittofs-webhook, tag: v1.2.3, pullPolicy: IfNotPresent, pullSecrets: [{name: regcred}]}`,
-		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
-			return []any{c.Image, c.ImagePullPolicy, pod.ImagePullSecrets, one[appsv1.Deployment](t, r).Labels["app.kubernetes.io/version"]}
+		func(v chartView) any {
+			return []any{v.c.Image, v.c.ImagePullPolicy, v.pod.ImagePullSecrets, one[appsv1.Deployment](v.t, v.r).Labels["app.kubernetes.io/version"]}
 		}, []any{"registry.example/dittofs-webhook:v1.2.3", corev1.PullIfNotPresent,
 			[]corev1.LocalObjectReference{{Name: "regcred"}}, "v1.2.3"}},
-	{"image by digest", `
-image: {tag: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}`,
-		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
-			return []any{c.Image, c.ImagePullPolicy}
-		}, []any{"ghcr.io/dittofs/dittofs-webhook@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+	{"image by digest", `image: {tag: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}`,
+		func(v chartView) any { return []any{v.c.Image, v.c.ImagePullPolicy} },
+		[]any{"ghcr.io/dittofs/dittofs-webhook@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
 			corev1.PullPolicy("")}},
 	{"3 replicas", `replicas: 3`, replicasAndPDBs, []any{ptr.To[int32](3), 1}},
 	{"1 replica: no PodDisruptionBudget, which would block every drain", `replicas: 1`, replicasAndPDBs,
 		[]any{ptr.To[int32](1), 0}},
-	{"resources", `
-resources: {requests: {cpu: 100m, memory: 128Mi}, limits: {cpu: "2", memory: 512Mi}}`,
-		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
-			res := c.Resources
+	{"resources", `resources: {requests: {cpu: 100m, memory: 128Mi}, limits: {cpu: "2", memory: 512Mi}}`,
+		func(v chartView) any {
+			res := v.c.Resources
 			return []string{res.Requests.Cpu().String(), res.Requests.Memory().String(), res.Limits.Cpu().String(),
 				res.Limits.Memory().String()}
 		}, []string{"100m", "128Mi", "2", "512Mi"}},
@@ -220,8 +215,8 @@ nodeSelector: {node-role.kubernetes.io/control-plane: ""}
 tolerations: [{key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}]
 affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: kubernetes.io/arch, operator: In, values: [arm64]}]}]}}}
 topologySpreadConstraints: [{maxSkew: 2, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule}]`,
-		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
-			return []any{pod.NodeSelector, pod.Tolerations, pod.Affinity, pod.TopologySpreadConstraints}
+		func(v chartView) any {
+			return []any{v.pod.NodeSelector, v.pod.Tolerations, v.pod.Affinity, v.pod.TopologySpreadConstraints}
 		}, []any{
 			map[string]string{"node-role.kubernetes.io/control-plane": ""},
 			[]corev1.Toleration{{Key: "node-role.kubernetes.io/control-plane", Operator: corev1.TolerationOpExists,
@@ -234,57 +229,54 @@ topologySpreadConstraints: [{maxSkew: 2, topologyKey: topology.kubernetes.io/zon
 		}},
 	{"webhooks: failurePolicy, timeout, excluded namespaces", `
 webhooks: {failurePolicy: Ignore, timeoutSeconds: 10, excludedNamespaces: [flux-system, monitoring, kube-system]}`,
-		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
-			m := one[admissionregistrationv1.MutatingWebhookConfiguration](t, r).Webhooks[0]
-			v := one[admissionregistrationv1.ValidatingWebhookConfiguration](t, r).Webhooks[0]
-			return []any{m.FailurePolicy, v.FailurePolicy, m.TimeoutSeconds, v.TimeoutSeconds,
-				metav1.FormatLabelSelector(m.NamespaceSelector), metav1.FormatLabelSelector(v.NamespaceSelector)}
+		func(v chartView) any {
+			m, w := v.mwc().Webhooks[0], one[admissionregistrationv1.ValidatingWebhookConfiguration](v.t, v.r).Webhooks[0]
+			return []any{m.FailurePolicy, w.FailurePolicy, m.TimeoutSeconds, w.TimeoutSeconds,
+				metav1.FormatLabelSelector(m.NamespaceSelector), metav1.FormatLabelSelector(w.NamespaceSelector)}
 		}, []any{ptr.To(admissionregistrationv1.Ignore), ptr.To(admissionregistrationv1.Ignore), ptr.To[int32](10),
 			ptr.To[int32](10), excludingSelector, excludingSelector}},
 	{"server flags", `
 server: {defaultCacheSize: 20Gi, cacheMountPath: /var/cache/dittofs, logFormat: text, logLevel: debug, validationAction: warn}`,
-		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
-			flags, _ := parseServeArgs(c.Args)
+		func(v chartView) any {
+			flags, _ := parseServeArgs(v.c.Args)
 			return []string{flags["default-cache-size"], flags["cache-mount-path"], flags["log-format"], flags["log-level"],
 				flags["validation-action"]}
 		}, []string{"20Gi", "/var/cache/dittofs", "text", "debug", "warn"}},
-	{"an existing ClusterIssuer instead of the chart's CA", `
-certManager: {issuer: {name: corp-ca, kind: ClusterIssuer}}`,
-		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
-			cert := one[cmapi.Certificate](t, r)
-			return []any{len(all[cmapi.Issuer](r)), cert.Spec.IssuerRef, cert.Namespace + "/" + cert.Name,
-				one[admissionregistrationv1.MutatingWebhookConfiguration](t, r).Annotations[injectCAFrom],
-				cert.Spec.SecretName, pod.Volumes[0].Secret.SecretName}
+	{"an existing ClusterIssuer instead of the chart's CA", `certManager: {issuer: {name: corp-ca, kind: ClusterIssuer}}`,
+		func(v chartView) any {
+			cert := one[cmapi.Certificate](v.t, v.r)
+			return []any{len(all[cmapi.Issuer](v.r)), cert.Spec.IssuerRef, cert.Namespace + "/" + cert.Name,
+				v.mwc().Annotations[injectCAFrom], cert.Spec.SecretName, v.pod.Volumes[0].Secret.SecretName}
 		}, []any{0, cmmeta.IssuerReference{Name: "corp-ca", Kind: "ClusterIssuer", Group: "cert-manager.io"},
 			// The serving Certificate: the one inject-ca-from names, its Secret the one mounted.
 			installNamespace + "/dittofs-webhook-serving-cert", installNamespace + "/dittofs-webhook-serving-cert",
 			"dittofs-webhook-tls", "dittofs-webhook-tls"}},
-	{"an existing Issuer of another group", `
-certManager: {issuer: {name: vault, kind: Issuer, group: cert-manager.example}}`,
-		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
-			return []any{len(all[cmapi.Issuer](r)), one[cmapi.Certificate](t, r).Spec.IssuerRef}
-		}, []any{0, cmmeta.IssuerReference{Name: "vault", Kind: "Issuer", Group: "cert-manager.example"}}},
+	{"an existing Issuer of another group", `certManager: {issuer: {name: vault, kind: Issuer, group: cert-manager.example}}`,
+		func(v chartView) any {
+			return []any{len(all[cmapi.Issuer](v.r)), one[cmapi.Certificate](v.t, v.r).Spec.IssuerRef}
+		},
+		[]any{0, cmmeta.IssuerReference{Name: "vault", Kind: "Issuer", Group: "cert-manager.example"}}},
 	{"monitoring with the labels a Prometheus and a Grafana select by", `
 monitoring:
   serviceMonitor: {enabled: true, interval: 1m, labels: {release: kube-prometheus-stack}}
   prometheusRule: {enabled: true, labels: {release: kube-prometheus-stack}}
   dashboard: {enabled: true, namespace: grafana, labels: {team: storage}, annotations: {grafana_folder: DittoFS}}`,
-		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
-			sm, pr, cm := one[monitoringv1.ServiceMonitor](t, r), one[monitoringv1.PrometheusRule](t, r), one[corev1.ConfigMap](t, r)
+		func(v chartView) any {
+			sm, pr, cm := one[monitoringv1.ServiceMonitor](v.t, v.r), one[monitoringv1.PrometheusRule](v.t, v.r), one[corev1.ConfigMap](v.t, v.r)
 			return []any{sm.Labels["release"], sm.Spec.Endpoints[0].Interval, pr.Labels["release"],
 				cm.Namespace, cm.Labels["grafana_dashboard"], cm.Labels["team"], cm.Annotations}
 		}, []any{"kube-prometheus-stack", monitoringv1.Duration("1m"), "kube-prometheus-stack",
 			"grafana", "1", "storage", map[string]string{"grafana_folder": "DittoFS"}}},
 	{"fullnameOverride names every object", `fullnameOverride: dfs-admission`,
-		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
+		func(v chartView) any {
 			var names []string
-			for _, o := range r.objs {
+			for _, o := range v.r.objs {
 				if !strings.HasPrefix(o.Name, "dfs-admission") {
 					names = append(names, o.String())
 				}
 			}
-			return []any{names, one[admissionregistrationv1.MutatingWebhookConfiguration](t, r).Webhooks[0].ClientConfig.Service.Name,
-				named[cmapi.Certificate](r, installNamespace, "dfs-admission-serving-cert").Spec.DNSNames}
+			return []any{names, v.mwc().Webhooks[0].ClientConfig.Service.Name,
+				named[cmapi.Certificate](v.r, installNamespace, "dfs-admission-serving-cert").Spec.DNSNames}
 		}, []any{[]string(nil), "dfs-admission",
 			[]string{"dfs-admission." + installNamespace + ".svc", "dfs-admission." + installNamespace + ".svc.cluster.local"}}},
 }
@@ -293,8 +285,8 @@ monitoring:
 // monitoring excluded: kube-system once, whoever names it.
 const excludingSelector = "kubernetes.io/metadata.name notin (dittofs-webhook,flux-system,kube-system,monitoring)"
 
-func replicasAndPDBs(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
-	return []any{one[appsv1.Deployment](t, r).Spec.Replicas, len(all[policyv1.PodDisruptionBudget](r))}
+func replicasAndPDBs(v chartView) any {
+	return []any{one[appsv1.Deployment](v.t, v.r).Spec.Replicas, len(all[policyv1.PodDisruptionBudget](v.r))}
 }
 
 func TestHelmValues(t *testing.T) {
@@ -305,7 +297,7 @@ func TestHelmValues(t *testing.T) {
 			if _, problems := parseServeArgs(pod.Containers[0].Args); len(problems) > 0 {
 				t.Errorf("container args: %q", problems)
 			}
-			diff(t, c.name, c.want, c.got(t, r, pod, &pod.Containers[0]))
+			diff(t, c.name, c.want, c.got(chartView{t, r, pod, &pod.Containers[0]}))
 		})
 	}
 }
