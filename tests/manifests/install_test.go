@@ -2,6 +2,7 @@ package manifests
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path"
 	"slices"
@@ -24,13 +25,12 @@ import (
 	dittofswebhook "github.com/dittofs/dittofs-webhook/webhook"
 )
 
-// install is a rendering of the webhook's install (a kustomize overlay or
-// the chart), its objects decoded.
+// install is a rendering of the webhook's install (a kustomize overlay or the
+// chart), its objects decoded.
 type install struct {
 	namespace, namePrefix string
-	// kustomize: the rendering has the Namespace object (Helm's cannot, as
-	// Helm stores the release in its namespace before it creates anything)
-	// and the sample StatefulSet in sampleNamespace.
+	// kustomize renders the install's Namespace (Helm stores the release in
+	// it before it creates anything, so cannot) and the sample.
 	kustomize bool
 	all       *rendering // everything rendered
 	r         *rendering // the webhook's objects: all but the sample's namespace
@@ -53,8 +53,6 @@ func loadInstall(t *testing.T, r *rendering) *install {
 	return loadInstallAs(t, r, installNamespace, namePrefix, true)
 }
 
-// loadInstallAs loads a rendering of the install in namespace, its objects
-// named namePrefix...
 func loadInstallAs(t *testing.T, rendered *rendering, namespace, namePrefix string, kustomize bool) *install {
 	t.Helper()
 	sample, r := rendered.split(sampleNamespace)
@@ -64,19 +62,15 @@ func loadInstallAs(t *testing.T, rendered *rendering, namespace, namePrefix stri
 		mwc: one[admissionregistrationv1.MutatingWebhookConfiguration](t, r),
 		vwc: one[admissionregistrationv1.ValidatingWebhookConfiguration](t, r),
 	}
-	var wantNS []string // kustomize creates the install's namespace; Helm cannot
-	if kustomize {
-		wantNS = []string{namespace}
-	}
 	var gotNS []string
 	for _, ns := range all[corev1.Namespace](r) {
 		gotNS = append(gotNS, ns.Name)
 	}
-	diff(t, r.dir+" Namespaces", wantNS, gotNS)
-	if n := len(in.dep.Spec.Template.Spec.Containers); n != 1 {
+	diff(t, r.dir+" Namespaces", map[bool][]string{true: {namespace}}[kustomize], gotNS)
+	if n := len(in.pod().Containers); n != 1 {
 		t.Fatalf("%s: the Deployment's pod has %d containers, want the webhook server's alone", r.dir, n)
 	}
-	in.container = &in.dep.Spec.Template.Spec.Containers[0]
+	in.container = &in.pod().Containers[0]
 	in.flags, in.argErrs = parseServeArgs(in.container.Args)
 	return in
 }
@@ -95,7 +89,7 @@ func (in *install) flagPort(t *testing.T, name string) int32 {
 
 // webhooks returns the mutating then the validating webhook, the latter
 // converted to the mutating type (whose fields are a superset), so one check
-// reads both; it fails the test unless each configuration has one webhook.
+// reads both.
 func (in *install) webhooks(t *testing.T) []admissionregistrationv1.MutatingWebhook {
 	t.Helper()
 	if len(in.mwc.Webhooks) != 1 || len(in.vwc.Webhooks) != 1 {
@@ -103,12 +97,7 @@ func (in *install) webhooks(t *testing.T) []admissionregistrationv1.MutatingWebh
 	}
 	var v admissionregistrationv1.MutatingWebhook
 	raw, err := json.Marshal(in.vwc.Webhooks[0])
-	if err == nil {
-		err = decodeStrict(raw, &v)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	fatalIf(t, errors.Join(err, decodeStrict(raw, &v)))
 	return []admissionregistrationv1.MutatingWebhook{in.mwc.Webhooks[0], v}
 }
 

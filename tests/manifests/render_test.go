@@ -1,7 +1,6 @@
 package manifests
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -221,10 +220,8 @@ func (r *rendering) split(ns string) (of, rest *rendering) {
 // helmRelease is one `helm template` of the chart.
 type helmRelease struct {
 	name, namespace string
-	values          string // YAML given with -f; empty for the chart's defaults
-	// apiVersions are the APIs the cluster serves beyond Helm's defaults
-	// (--api-versions), as .Capabilities.APIVersions sees them.
-	apiVersions []string
+	values          string   // YAML given with -f; empty for the chart's defaults
+	apiVersions     []string // --api-versions: what the cluster serves beyond Helm's defaults
 }
 
 func (h helmRelease) with(values string) helmRelease {
@@ -247,10 +244,10 @@ var helmPath = sync.OnceValues(func() (string, error) {
 })
 
 // helm runs `helm CMD... CHART` for h, with its state in a temporary
-// directory, its values (if any) on stdin (-f takes a comma-separated list,
-// so no file name is safe that a test name made), and a proxy that refuses
-// every connection: nothing here may reach the network (a schema $ref to a
-// URL, a chart dependency), and if anything tried, the test would fail.
+// directory, its values on stdin (-f takes a comma-separated list: no file
+// name a test name made is safe), and a proxy that refuses every connection,
+// so that anything reaching for the network (a schema $ref, a dependency)
+// fails the test.
 func helm(h helmRelease, cmd ...string) (stdout, stderr string, err error) {
 	bin, err := helmPath()
 	if err != nil {
@@ -275,10 +272,8 @@ func helm(h helmRelease, cmd ...string) (stdout, stderr string, err error) {
 		"KUBECONFIG="+filepath.Join(home, "kubeconfig"),
 		"HTTP_PROXY=http://127.0.0.1:9", "HTTPS_PROXY=http://127.0.0.1:9", "NO_PROXY=",
 		"http_proxy=http://127.0.0.1:9", "https_proxy=http://127.0.0.1:9", "no_proxy=")
-	var out, errOut bytes.Buffer
-	c.Stdout, c.Stderr = &out, &errOut
-	err = c.Run()
-	return out.String(), errOut.String(), err
+	out, err := c.Output()
+	return string(out), string(stderrOf(err)), err
 }
 
 // renderHelm renders the chart as `helm install` would install it.

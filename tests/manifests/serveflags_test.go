@@ -14,11 +14,11 @@ import (
 // serveFlags are the flags of `dittofs-webhook serve` (SPEC §5), each with a
 // check of a value the Deployment may pass.
 var serveFlags = map[string]func(string) error{
-	"listen":             func(v string) error { _, err := listenPort(v); return err },
+	"listen":             listenAddr,
 	"tls-cert-file":      absPath,
 	"tls-key-file":       absPath,
 	"tls-min-version":    oneOf("1.2", "1.3"),
-	"metrics-listen":     func(v string) error { _, err := listenPort(v); return err },
+	"metrics-listen":     listenAddr,
 	"default-cache-size": func(v string) error { q, err := resource.ParseQuantity(v); return positive(q.Sign(), err) },
 	"cache-mount-path":   absPath,
 	"shutdown-timeout":   positiveDuration,
@@ -34,10 +34,9 @@ var serveFlags = map[string]func(string) error{
 // flag is spelled out so the manifest shows what runs.
 var optionalServeFlags = map[string]bool{"enable-http2": true}
 
-// parseServeArgs parses a container's args as `serve --flag=value ...` and
-// returns the flags, and every problem found: a first argument other than
-// serve, an unknown or repeated flag, a flag not in --name=value form, an
-// invalid value.
+// parseServeArgs parses a container's args as `serve --flag=value ...`, and
+// returns every problem: a first argument other than serve, an unknown or
+// repeated flag, a flag not in --name=value form, an invalid value.
 func parseServeArgs(args []string) (map[string]string, []string) {
 	flags := map[string]string{}
 	if len(args) == 0 || args[0] != "serve" {
@@ -55,8 +54,7 @@ func parseServeArgs(args []string) (map[string]string, []string) {
 		case !strings.HasPrefix(a, "--"):
 			problems = append(problems, fmt.Sprintf("argument %q is not a --flag", a))
 		case !hasValue:
-			// --flag value pairs would make the next assertions guess which
-			// argument belongs to which flag.
+			// (else the checks would guess which argument is whose value)
 			problems = append(problems, fmt.Sprintf("flag %q must be written --%s=VALUE", a, name))
 		case !known:
 			problems = append(problems, fmt.Sprintf("--%s is not a flag of `dittofs-webhook serve` (SPEC §5)", name))
@@ -73,6 +71,11 @@ func parseServeArgs(args []string) (map[string]string, []string) {
 	return flags, problems
 }
 
+func listenAddr(v string) error {
+	_, err := listenPort(v)
+	return err
+}
+
 func absPath(v string) error {
 	if !path.IsAbs(v) || path.Clean(v) != v {
 		return errors.New("want a clean absolute path")
@@ -85,7 +88,6 @@ func positiveDuration(v string) error {
 	return positive(int(d), err)
 }
 
-// positive is err, or an error if sign is not positive.
 func positive(sign int, err error) error {
 	if err == nil && sign <= 0 {
 		err = errors.New("want a positive value")
