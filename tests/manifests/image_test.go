@@ -17,7 +17,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
@@ -57,83 +56,42 @@ func stderrOf(err error) []byte {
 	return nil
 }
 
-// imageFS is the image's file system, read once per test binary: its paths,
-// and its /dittofs-webhook, which every test that runs the server runs.
-var imageFS struct {
-	once  sync.Once
-	dir   string   // holds the binary; removed by TestMain
-	files []string // absolute paths in the image
-	err   error
-}
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if imageFS.dir != "" {
-		os.RemoveAll(imageFS.dir)
-	}
-	os.Exit(code)
-}
-
-// serverBinary returns the image's binary, written out to run here.
-func serverBinary(t *testing.T) string {
+// serverBinary `podman export`s a container of the image (never started) to
+// a tar file, and returns the image's /dittofs-webhook, written out of it to
+// run here, and the image's paths.
+func serverBinary(t *testing.T) (string, []string) {
 	t.Helper()
 	img := imageUnderTest(t)
-	imageFS.once.Do(func() { imageFS.err = exportImage(img) })
-	if imageFS.err != nil {
-		t.Fatalf("reading the file system of %s: %v", img, imageFS.err)
-	}
-	if !slices.Contains(imageFS.files, "/dittofs-webhook") {
-		t.Fatalf("no /dittofs-webhook in %s", img)
-	}
 	if runtime.GOOS != "linux" {
 		t.Skipf("cannot run a linux binary on %s", runtime.GOOS)
 	}
-	return filepath.Join(imageFS.dir, "dittofs-webhook")
-}
-
-// exportImage `podman export`s a container of img (never started) to a tar
-// file, and lists its paths and writes its /dittofs-webhook out of it.
-func exportImage(img string) error {
-	dir, err := os.MkdirTemp("", "dittofs-webhook-image-")
-	if err != nil {
-		return err
-	}
-	imageFS.dir = dir
-	out, err := exec.Command("podman", "create", img).Output()
-	if err != nil {
-		return fmt.Errorf("podman create: %v\n%s", err, stderrOf(err))
-	}
-	ctr := strings.TrimSpace(string(out))
-	defer exec.Command("podman", "rm", ctr).Run()
-	archive := filepath.Join(dir, "fs.tar")
-	if out, err := exec.Command("podman", "export", "-o", archive, ctr).CombinedOutput(); err != nil {
-		return fmt.Errorf("podman export: %v\n%s", err, out)
-	}
+	ctr := strings.TrimSpace(string(podman(t, "create", img)))
+	t.Cleanup(func() { podman(t, "rm", ctr) })
+	dir := t.TempDir()
+	bin, archive := filepath.Join(dir, "dittofs-webhook"), filepath.Join(dir, "fs.tar")
+	podman(t, "export", "-o", archive, ctr)
 	f, err := os.Open(archive)
-	if err != nil {
-		return err
-	}
+	fatalIf(t, err)
 	defer f.Close()
+	var files []string
 	for fs := tar.NewReader(f); ; {
 		h, err := fs.Next()
 		if errors.Is(err, io.EOF) {
-			return nil
-		} else if err != nil {
-			return err
+			break
 		}
-		name := "/" + strings.TrimPrefix(path.Clean(h.Name), "/")
-		imageFS.files = append(imageFS.files, name)
-		if name == "/dittofs-webhook" && h.Typeflag == tar.TypeReg {
-			bin, err := os.OpenFile(filepath.Join(dir, "dittofs-webhook"), os.O_CREATE|os.O_WRONLY, 0o755)
-			if err != nil {
-				return err
-			}
-			_, err = io.Copy(bin, fs)
-			if err := errors.Join(err, bin.Close()); err != nil {
-				return err
-			}
+		fatalIf(t, err)
+		files = append(files, "/"+strings.TrimPrefix(path.Clean(h.Name), "/"))
+		if files[len(files)-1] == "/dittofs-webhook" && h.Typeflag == tar.TypeReg {
+			out, err := os.OpenFile(bin, os.O_CREATE|os.O_WRONLY, 0o755)
+			fatalIf(t, err)
+			_, err = io.Copy(out, fs)
+			fatalIf(t, errors.Join(err, out.Close()))
 		}
 	}
+	if !slices.Contains(files, "/dittofs-webhook") {
+		t.Fatalf("no /dittofs-webhook in %s", img)
+	}
+	return bin, files
 }
 
 // TestImage checks the built image, not the Dockerfile's text (SPEC §6): its
@@ -175,8 +133,8 @@ func TestImage(t *testing.T) {
 		t.Errorf("podman run %s version printed %q, want the build's version %q", img, out, tag)
 	}
 
-	bin := serverBinary(t)
-	for _, name := range imageFS.files {
+	bin, files := serverBinary(t)
+	for _, name := range files {
 		if slices.Contains([]string{"sh", "bash", "busybox", "ash", "dash"}, path.Base(name)) {
 			t.Errorf("the image has a shell: %s", name)
 		}
@@ -210,18 +168,16 @@ func TestImage(t *testing.T) {
 			[]string{serverPkg, "0", "true", "linux", runtime.GOARCH},
 			[]string{info.Path, settings["CGO_ENABLED"], settings["-trimpath"], settings["GOOS"], settings["GOARCH"]})
 	})
-}
 
-// TestDeploymentFlagsExist: every flag the Deployment passes is one the
-// image's `serve --help` lists.
-func TestDeploymentFlagsExist(t *testing.T) {
-	out, _ := exec.Command(serverBinary(t), "serve", "--help").CombinedOutput() // exit status varies with the flag library
-	for _, a := range loadInstall(t, render(t, "deploy/default")).container.Args[1:] {
-		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		if !regexp.MustCompile(`(?m)(^|\s)--?` + regexp.QuoteMeta(name) + `(\s|=|$)`).Match(out) {
-			t.Errorf("the Deployment passes --%s, which `dittofs-webhook serve --help` does not list:\n%s", name, out)
+	t.Run("every flag the Deployment passes is one `serve --help` lists", func(t *testing.T) {
+		out, _ := exec.Command(bin, "serve", "--help").CombinedOutput() // exit status varies with the flag library
+		for _, a := range loadInstall(t, render(t, "deploy/default")).container.Args[1:] {
+			name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+			if !regexp.MustCompile(`(?m)(^|\s)--?` + regexp.QuoteMeta(name) + `(\s|=|$)`).Match(out) {
+				t.Errorf("the Deployment passes --%s, which `dittofs-webhook serve --help` does not list:\n%s", name, out)
+			}
 		}
-	}
+	})
 }
 
 // TestDockerfile checks, with BuildKit's parser, what the built image cannot

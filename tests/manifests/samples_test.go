@@ -107,6 +107,7 @@ func checkInstalledSample(t *testing.T, in *install) {
 // spec apart from replicas, same labels), so the two samples cannot drift
 // apart, nor the sample from the install's cache size and mount path.
 func TestInstalledSampleIsTheWebhookOutput(t *testing.T) {
+	bin, _ := serverBinary(t)
 	for _, dir := range installOverlays {
 		in := loadInstall(t, render(t, dir))
 		installed := one[appsv1.StatefulSet](t, in.all)
@@ -114,7 +115,7 @@ func TestInstalledSampleIsTheWebhookOutput(t *testing.T) {
 		for _, f := range []string{"default-cache-size", "cache-mount-path"} {
 			args = append(args, "--"+f+"="+in.flags[f])
 		}
-		out, err := exec.Command(serverBinary(t), args...).Output() // (the emptyDir makes eval warn on stderr)
+		out, err := exec.Command(bin, args...).Output() // (the emptyDir makes eval warn on stderr)
 		if err != nil {
 			t.Fatalf("dittofs-webhook %s: %v (want exit 0: allowed)\n%s", strings.Join(args, " "), err, stderrOf(err))
 		}
