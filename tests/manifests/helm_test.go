@@ -24,15 +24,9 @@ import (
 )
 
 // monitoringValues turns on everything the chart has for monitoring.
-const monitoringValues = `
-monitoring:
-  serviceMonitor: {enabled: true}
-  prometheusRule: {enabled: true}
-  dashboard: {enabled: true}
-`
+const monitoringValues = "monitoring: {serviceMonitor: {enabled: true}, prometheusRule: {enabled: true}, dashboard: {enabled: true}}"
 
-// helmInstall is an installation of the chart that must pass every
-// installCheck, as the kustomize overlays do.
+// helmInstall is an installation of the chart that must pass every installCheck.
 type helmInstall struct {
 	name       string
 	release    helmRelease
@@ -44,21 +38,18 @@ func (h helmInstall) load(t *testing.T) *install {
 	return loadInstallAs(t, renderHelm(t, h.release), h.release.namespace, h.namePrefix, false)
 }
 
-// helmMonitoringInstall has everything on, under another release name and
-// namespace than deploy/monitoring, whose alerts name its own.
+// helmMonitoringInstall is under another release name and namespace than
+// deploy/monitoring, whose alerts name its own.
 var helmMonitoringInstall = helmInstall{"monitoring, another release name and namespace",
 	helmRelease{name: "dfs", namespace: "dittofs-system", values: monitoringValues}, "dfs-dittofs-webhook"}
 
-// helmInstalls are the chart's installs TestInstall checks. (With the
-// defaults, the chart renders deploy/default's objects:
-// TestHelmRendersTheKustomizeInstall; monitoring off included.)
+// helmInstalls are the chart's installs TestInstall checks (with the defaults
+// it renders deploy/default's objects: TestHelmRendersTheKustomizeInstall).
 var helmInstalls = []helmInstall{
 	helmMonitoringInstall,
-	{"warn mode, 3 replicas, other server flags", defaultRelease.with(`
-replicas: 3
+	{"warn mode, 3 replicas, other server flags", defaultRelease.with(`replicas: 3
 server: {validationAction: warn, defaultCacheSize: 20Gi, cacheMountPath: /var/cache/dittofs, logFormat: text, logLevel: debug}
-webhooks: {excludedNamespaces: [flux-system]}
-`), "dittofs-webhook"},
+webhooks: {excludedNamespaces: [flux-system]}`), "dittofs-webhook"},
 }
 
 func TestHelmLint(t *testing.T) {
@@ -77,13 +68,10 @@ func TestHelmLint(t *testing.T) {
 	}
 }
 
-// TestHelmRendersTheKustomizeInstall checks that the chart, with default
-// values, installs the objects deploy/default installs, and with the values
-// that match, those of deploy/monitoring and deploy/rollout-warn: the same
-// objects, field for field, minus the sample and the Namespace (which
-// kustomize renders and Helm cannot), Helm's labels added. So the chart
-// inherits every property the kustomize tree is checked for, and drifts from
-// it in no field (a fix made in deploy/base must be made in the chart too).
+// TestHelmRendersTheKustomizeInstall: the chart, with the values that match,
+// installs the objects of deploy/default, deploy/monitoring and
+// deploy/rollout-warn, field for field (but the sample, the Namespace and
+// Helm's labels), so it has every property the kustomize tree is checked for.
 func TestHelmRendersTheKustomizeInstall(t *testing.T) {
 	for overlay, values := range map[string]string{
 		"deploy/default": "", "deploy/monitoring": monitoringValues, "deploy/rollout-warn": "server: {validationAction: warn}",
@@ -95,8 +83,8 @@ func TestHelmRendersTheKustomizeInstall(t *testing.T) {
 	}
 }
 
-// chartOnlyLabels are the labels the chart sets that the kustomize tree does
-// not (Helm's conventions), and kustomizeOnlyLabels the reverse.
+// chartOnlyLabels are the labels the chart may add (Helm's conventions), and
+// kustomizeOnlyLabels the reverse.
 var (
 	chartOnlyLabels = map[string]bool{
 		"helm.sh/chart": true, "app.kubernetes.io/instance": true, "app.kubernetes.io/version": true,
@@ -184,8 +172,8 @@ func (v chartView) mwc() *admissionregistrationv1.MutatingWebhookConfiguration {
 	return one[admissionregistrationv1.MutatingWebhookConfiguration](v.t, v.r)
 }
 
-// helmValueCases are non-default values, each with what it must render: got
-// picks the fields from the rendering, want is what they must be.
+// helmValueCases are non-default values: got picks fields from the rendering,
+// want is what they must be.
 var helmValueCases = []struct {
 	name, values string // YAML
 	got          func(v chartView) any
@@ -281,8 +269,7 @@ monitoring:
 			[]string{"dfs-admission." + installNamespace + ".svc", "dfs-admission." + installNamespace + ".svc.cluster.local"}}},
 }
 
-// excludingSelector is the webhooks' namespaceSelector with flux-system and
-// monitoring excluded: kube-system once, whoever names it.
+// excludingSelector has kube-system once, whoever names it.
 const excludingSelector = "kubernetes.io/metadata.name notin (dittofs-webhook,flux-system,kube-system,monitoring)"
 
 func replicasAndPDBs(v chartView) any {
@@ -303,8 +290,7 @@ func TestHelmValues(t *testing.T) {
 }
 
 // TestHelmSchemaRejectsTypos: values.schema.json fails `helm template` (and
-// so `helm install`) on a misspelled key or a bad value, and names where
-// (the JSON pointer).
+// `helm install`) on a misspelled key or a bad value, at the JSON pointer.
 func TestHelmSchemaRejectsTypos(t *testing.T) {
 	for values, at := range map[string]string{
 		`replica: 2`:                                   "",
@@ -344,10 +330,8 @@ func TestHelmSchemaRejectsTypos(t *testing.T) {
 	}
 }
 
-// TestHelmValuesDocumented: every value of values.yaml is in the values
-// table of docs/install-helm.md (and in the schema: the defaults validate,
-// TestHelmLint), and every key the schema accepts is in values.yaml, which
-// so shows every setting.
+// TestHelmValuesDocumented: every value of values.yaml is in the values table
+// of docs/install-helm.md, and every key the schema accepts is in values.yaml.
 func TestHelmValuesDocumented(t *testing.T) {
 	read := func(name string, v any) string {
 		raw, err := os.ReadFile(filepath.Join(repoRoot, name))
@@ -421,7 +405,6 @@ type jsonSchema struct {
 	Definitions          map[string]*jsonSchema `json:"definitions"`
 }
 
-// paths returns the dotted paths of the properties s declares, nested.
 func (s *jsonSchema) paths(prefix string) []string {
 	var out []string
 	for k, p := range s.Properties {

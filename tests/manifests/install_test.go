@@ -109,8 +109,7 @@ func diff(t *testing.T, what string, want, got any, opts ...cmp.Option) {
 	}
 }
 
-// installChecks are what every install must satisfy: each kustomize overlay
-// (installOverlays) and the chart's installations (helmInstalls).
+// installChecks are what every install (installOverlays, helmInstalls) must satisfy.
 var installChecks = []struct {
 	name  string
 	check func(t *testing.T, in *install)
@@ -186,7 +185,6 @@ var installChecks = []struct {
 	}},
 }
 
-// installOverlays install the webhook; each must satisfy every installCheck.
 var installOverlays = []string{"deploy/default", "deploy/monitoring", "deploy/rollout-warn"}
 
 func TestInstall(t *testing.T) {
@@ -203,8 +201,9 @@ func TestInstall(t *testing.T) {
 	}
 }
 
+// checkWebhooks: the configurations SPEC §6 lists, through the Service (the
+// CA is checkServingCertificate's).
 func checkWebhooks(t *testing.T, in *install) {
-	// The CA the kube-apiserver trusts: checkServingCertificate.
 	ws := in.webhooks(t)
 	diff(t, "validating namespaceSelector (the mutating one's)", ws[0].NamespaceSelector, ws[1].NamespaceSelector)
 	for i, w := range ws {
@@ -215,7 +214,6 @@ func checkWebhooks(t *testing.T, in *install) {
 		}
 		want := admissionregistrationv1.MutatingWebhook{
 			Name: name + ".statefulsets.dittofs.com",
-			// Through the Service, with the CA cert-manager's cainjector injects.
 			ClientConfig: admissionregistrationv1.WebhookClientConfig{Service: &admissionregistrationv1.ServiceReference{
 				Namespace: in.svc.Namespace, Name: in.svc.Name, Path: &path, Port: ptr.To[int32](443)}},
 			Rules: []admissionregistrationv1.RuleWithOperations{{
@@ -238,16 +236,14 @@ func checkWebhooks(t *testing.T, in *install) {
 			slices.Sort(got.Rules[i].Operations) // in any order
 		}
 		diff(t, name+" webhook", want, got)
-		// The admission-duration histogram reaches timeoutSeconds: a request
-		// slower than the last finite bucket is only in +Inf, so the latency
-		// panel and the alerts could not tell 3 s from a timeout.
+		// A request slower than the duration histogram's last finite bucket is
+		// only in +Inf: the dashboard could not tell 3 s from a timeout.
 		if last := dittofswebhook.DurationBuckets[len(dittofswebhook.DurationBuckets)-1]; float64(ptr.Deref(w.TimeoutSeconds, 10)) > last {
 			t.Errorf("%s: timeoutSeconds %d, but the duration histogram's last finite bucket is %gs (webhook.DurationBuckets)",
 				name, ptr.Deref(w.TimeoutSeconds, 10), last)
 		}
-		// The namespaceSelector must leave out kube-system and the webhook's
-		// own namespace (no admission deadlock) and nothing else a user may
-		// run DittoFS in.
+		// Leave out kube-system and the webhook's own namespace (no admission
+		// deadlock), and nothing else a user may run DittoFS in.
 		for _, n := range []string{"kube-system", in.namespace, "default", "dittofs", "storage"} {
 			if selected := selects(t, w.NamespaceSelector, nsLabels(n)); selected != (n != "kube-system" && n != in.namespace) {
 				t.Errorf("%s namespaceSelector selects namespace %s: %v", name, n, selected)
@@ -257,10 +253,8 @@ func checkWebhooks(t *testing.T, in *install) {
 }
 
 // checkServingCertificate: serving ← CA Issuer ← CA Certificate ← selfSigned
-// Issuer, the serving Certificate named by both webhook configurations'
-// inject-ca-from, its Secret the one the server mounts and reads. (That
-// cert-manager issues and injects them, and the kube-apiserver accepts the
-// served certificate, is tests/e2e/node TestCertManagerInstall's.)
+// Issuer, the serving Certificate named by both inject-ca-from, its Secret the
+// one the server mounts (that it works: tests/e2e/node TestCertManagerInstall).
 func checkServingCertificate(t *testing.T, in *install) {
 	p, ns := in.namePrefix, in.namespace
 	diff(t, "--tls-cert-file, --tls-key-file, volume mounts, volumes", []any{
@@ -301,10 +295,9 @@ func checkServingCertificate(t *testing.T, in *install) {
 	diff(t, "the cert-manager Issuers' and Certificates' specs", want, got)
 }
 
-// checkAvailability: failurePolicy Fail, so one replica down must not block
-// DittoFS StatefulSets (at least 2, a rollout never lowers the ready ones,
-// spread over nodes), and a minAvailable below the replicas, or node drains
-// would hang.
+// checkAvailability: with failurePolicy Fail one replica down must not block
+// StatefulSets (2+, spread, a rollout never lowers the ready ones), and
+// minAvailable is below the replicas, or node drains would hang.
 func checkAvailability(t *testing.T, in *install) {
 	if replicas := ptr.Deref(in.dep.Spec.Replicas, 1); replicas < 2 {
 		t.Errorf("Deployment replicas = %d, want at least 2", replicas)
@@ -325,9 +318,8 @@ func checkAvailability(t *testing.T, in *install) {
 	}, []any{in.dep.Spec.Strategy.RollingUpdate, in.pdb.Spec, in.pod().TopologySpreadConstraints, in.pod().Affinity})
 }
 
-// checkPorts: the ports are wired (the --listen and --metrics-listen ports
-// declared, the Service's and the probes' by name, the NetworkPolicy letting
-// in those two alone) and the webhook's is the 9443 SPEC §6 names.
+// checkPorts: the --listen (9443) and --metrics-listen ports declared, the
+// Service's and the probes' by name, the NetworkPolicy letting in those alone.
 func checkPorts(t *testing.T, in *install) {
 	listen, metrics := in.flagPort(t, "listen"), in.flagPort(t, "metrics-listen")
 	diff(t, "--listen port", int32(9443), listen)
@@ -365,8 +357,8 @@ func checkShutdown(t *testing.T, in *install) {
 		t.Fatalf("--shutdown-drain-period, --shutdown-timeout: %v, %v", err1, err2)
 	}
 	grace := time.Duration(ptr.Deref(in.pod().TerminationGracePeriodSeconds, 30)) * time.Second // 30: the API default
-	// The grace period counts from the start of preStop; SIGTERM comes after
-	// the sleep, then the drain, then Shutdown waits for in-flight requests.
+	// From the start of preStop: the sleep, SIGTERM, the drain, then Shutdown
+	// waits for in-flight requests.
 	if grace <= sleep+drain+shutdown {
 		t.Errorf("terminationGracePeriodSeconds %v does not exceed preStop sleep %v + --shutdown-drain-period %v + --shutdown-timeout %v: SIGKILL would cut the drain or in-flight requests",
 			grace, sleep, drain, shutdown)
