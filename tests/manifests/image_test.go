@@ -116,16 +116,13 @@ func TestImage(t *testing.T) {
 		[]any{"65532:65532", []string{"/dittofs-webhook"}, []string{"serve"}, "dittofs-webhook", tag},
 		[]any{cfg.User, cfg.Entrypoint, cfg.Cmd, cfg.Labels["org.opencontainers.image.title"], cfg.Labels["org.opencontainers.image.version"]})
 
-	t.Run("the Deployment runs it as its user, on its ports", func(t *testing.T) {
-		in := loadInstall(t, render(t, "deploy/default"))
-		sc := in.container.SecurityContext
-		diff(t, "container runAsUser:runAsGroup", cfg.User, fmt.Sprintf("%d:%d", *sc.RunAsUser, *sc.RunAsGroup))
-		for _, flag := range []string{"listen", "metrics-listen"} {
-			if p := fmt.Sprintf("%d/tcp", in.flagPort(t, flag)); cfg.ExposedPorts[p] == nil {
-				t.Errorf("the image exposes %v, not the --%s port %s", cfg.ExposedPorts, flag, p)
-			}
+	// (The Deployment's runAsUser, runAsGroup: TestInstall's "pod and container security".)
+	in := loadInstall(t, render(t, "deploy/default"))
+	for _, flag := range []string{"listen", "metrics-listen"} {
+		if p := fmt.Sprintf("%d/tcp", in.flagPort(t, flag)); cfg.ExposedPorts[p] == nil {
+			t.Errorf("the image exposes %v, not the --%s port %s", cfg.ExposedPorts, flag, p)
 		}
-	})
+	}
 
 	// Through the entrypoint; the Dockerfile's -ldflags -X stamps the version.
 	if out := string(podman(t, "run", "--rm", "--network=none", "--read-only", "--cap-drop=all", img, "version")); !strings.HasPrefix(out, "dittofs-webhook "+tag+" ") {
@@ -167,7 +164,7 @@ func TestImage(t *testing.T) {
 
 	t.Run("every flag the Deployment passes is one `serve --help` lists", func(t *testing.T) {
 		out, _ := exec.Command(bin, "serve", "--help").CombinedOutput() // exit status varies with the flag library
-		for _, a := range loadInstall(t, render(t, "deploy/default")).container.Args[1:] {
+		for _, a := range in.container.Args[1:] {
 			name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
 			if !regexp.MustCompile(`(?m)(^|\s)--?` + regexp.QuoteMeta(name) + `(\s|=|$)`).Match(out) {
 				t.Errorf("the Deployment passes --%s, which `dittofs-webhook serve --help` does not list:\n%s", name, out)

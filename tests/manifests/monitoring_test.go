@@ -97,12 +97,9 @@ func reads(e parser.Expr, metric string, want ...string) bool {
 }
 
 func hasMatcher(vs *parser.VectorSelector, name, value string) bool {
-	for _, m := range vs.LabelMatchers {
-		if m.Name == name && m.Type == labels.MatchEqual && m.Value == value {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(vs.LabelMatchers, func(m *labels.Matcher) bool {
+		return m.Name == name && m.Type == labels.MatchEqual && m.Value == value
+	})
 }
 
 var alertNameRE = regexp.MustCompile(`^DittoFSWebhook[A-Z][A-Za-z]+$`)
@@ -116,9 +113,8 @@ func TestMonitoring(t *testing.T) {
 }
 
 func checkMonitoring(t *testing.T, in *install) {
-	r := in.all
 	t.Run("ServiceMonitor scrapes the metrics port", func(t *testing.T) {
-		sm := one[monitoringv1.ServiceMonitor](t, r)
+		sm := one[monitoringv1.ServiceMonitor](t, in.all)
 		if !selects(t, &sm.Spec.Selector, in.svc.Labels) || len(sm.Spec.Selector.MatchLabels)+len(sm.Spec.Selector.MatchExpressions) == 0 {
 			t.Errorf("ServiceMonitor selector %v does not select the Service (labels %v)", sm.Spec.Selector, in.svc.Labels)
 		}
@@ -128,7 +124,7 @@ func checkMonitoring(t *testing.T, in *install) {
 			[]any{sm.Spec.NamespaceSelector, sm.Spec.Endpoints})
 	})
 
-	rule := one[monitoringv1.PrometheusRule](t, r)
+	rule := one[monitoringv1.PrometheusRule](t, in.all)
 	var alerts []alertRule
 	p := parser.NewParser(parser.Options{})
 	for _, g := range rule.Spec.Groups {
@@ -146,14 +142,9 @@ func checkMonitoring(t *testing.T, in *install) {
 	}
 
 	t.Run("every alert is well formed", func(t *testing.T) {
-		seen := map[string]bool{}
-		for _, a := range alerts {
-			if seen[a.Alert] {
-				t.Errorf("alert %s defined twice", a.Alert)
-			}
-			seen[a.Alert] = true
-			if !alertNameRE.MatchString(a.Alert) {
-				t.Errorf("alert %s: name does not match %s", a.Alert, alertNameRE)
+		for i, a := range alerts {
+			if !alertNameRE.MatchString(a.Alert) || slices.ContainsFunc(alerts[:i], func(b alertRule) bool { return b.Alert == a.Alert }) {
+				t.Errorf("alert %s: name does not match %s, or is defined twice", a.Alert, alertNameRE)
 			}
 			if !slices.Contains([]string{"critical", "warning", "info"}, a.Labels["severity"]) {
 				t.Errorf("alert %s: severity label %q, want critical, warning or info", a.Alert, a.Labels["severity"])
