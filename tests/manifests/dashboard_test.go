@@ -73,7 +73,6 @@ func decodeDashboard(raw []byte) (*dashboard.Dashboard, []dashboardPanel, error)
 	return &d, top.Panels, err
 }
 
-// panelQuery is one PromQL query of a panel or a variable, parsed.
 type panelQuery struct {
 	panel, text string
 	expr        parser.Expr
@@ -249,7 +248,6 @@ func TestDashboard(t *testing.T) {
 	}
 }
 
-// groupsBy reports whether e aggregates by (at least) the labels given.
 func groupsBy(e parser.Expr, want ...string) bool {
 	return slices.ContainsFunc(nodes[*parser.AggregateExpr](e), func(a *parser.AggregateExpr) bool {
 		return !a.Without && !slices.ContainsFunc(want, func(l string) bool { return !slices.Contains(a.Grouping, l) })

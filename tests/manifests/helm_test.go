@@ -93,9 +93,8 @@ var (
 	kustomizeOnlyLabels = map[string]bool{"app.kubernetes.io/managed-by": true}
 )
 
-// compareRenderings checks that chart has the objects of kust but its
-// Namespace, the same but for labels: the chart has every label of kust but
-// kustomizeOnlyLabels, and adds only chartOnlyLabels, and in selectors
+// compareRenderings: chart has the objects of kust but its Namespace, the same
+// but for chartOnlyLabels, kustomizeOnlyLabels, and in selectors
 // app.kubernetes.io/instance, which keeps two releases' pods apart.
 func compareRenderings(t *testing.T, kust, chart *rendering) {
 	t.Helper()
@@ -129,9 +128,8 @@ func compareRenderings(t *testing.T, kust, chart *rendering) {
 	}
 }
 
-// withoutLabels is o's JSON decoded, the labels drop names taken out of every
-// metadata.labels (the object's, its pod template's), which it returns by
-// path, and app.kubernetes.io/instance out of every other map.
+// withoutLabels is o's JSON, the labels drop names out of every metadata.labels
+// (returned by path), app.kubernetes.io/instance out of every other map.
 func withoutLabels(t *testing.T, o object, drop func(path, name string) bool) (any, map[string]map[string]any) {
 	t.Helper()
 	var v any
@@ -160,7 +158,6 @@ func withoutLabels(t *testing.T, o object, drop func(path, name string) bool) (a
 	return v, labels
 }
 
-// chartView is what a helmValueCase picks its fields from.
 type chartView struct {
 	t   *testing.T
 	r   *rendering
@@ -364,8 +361,7 @@ func TestHelmValuesDocumented(t *testing.T) {
 	}
 }
 
-// leafPaths returns the dotted paths of the values that are not maps with
-// keys; resources is one value (its requests and limits are Kubernetes').
+// leafPaths are the dotted paths of the values but maps (resources is one value).
 func leafPaths(prefix string, v any) []string {
 	m, ok := v.(map[string]any)
 	if !ok || len(m) == 0 || prefix == "resources" {

@@ -24,7 +24,6 @@ import (
 	"github.com/moby/patternmatcher/ignorefile"
 )
 
-// serverPkg is the main package the image's binary is built from.
 const serverPkg = "github.com/dittofs/dittofs-webhook/cmd/dittofs-webhook"
 
 // imageUnderTest is the image `make image` built (IMAGE); podman reads
@@ -47,7 +46,6 @@ func podman(t *testing.T, args ...string) []byte {
 	return out
 }
 
-// stderrOf is what a failed exec.Cmd.Output printed on stderr.
 func stderrOf(err error) []byte {
 	if ee, ok := errors.AsType[*exec.ExitError](err); ok {
 		return ee.Stderr
@@ -55,9 +53,8 @@ func stderrOf(err error) []byte {
 	return nil
 }
 
-// serverBinary `podman export`s a container of the image (never started) to
-// a tar file, and returns the image's /dittofs-webhook, written out of it to
-// run here, and the image's paths.
+// serverBinary exports a container of the image (never started) and returns
+// its /dittofs-webhook, written out to run here, and its paths.
 func serverBinary(t *testing.T) (string, []string) {
 	t.Helper()
 	img := imageUnderTest(t)
@@ -93,9 +90,7 @@ func serverBinary(t *testing.T) (string, []string) {
 	return bin, files
 }
 
-// TestImage checks the built image, not the Dockerfile's text (SPEC §6): its
-// config as a kubelet reads it, no shell, a static binary built as the
-// Dockerfile says, and `version` printing the build's version.
+// TestImage checks the built image (SPEC §6), not the Dockerfile's text.
 func TestImage(t *testing.T) {
 	img := imageUnderTest(t)
 	var inspect []struct {
@@ -116,7 +111,6 @@ func TestImage(t *testing.T) {
 		[]any{"65532:65532", []string{"/dittofs-webhook"}, []string{"serve"}, "dittofs-webhook", tag},
 		[]any{cfg.User, cfg.Entrypoint, cfg.Cmd, cfg.Labels["org.opencontainers.image.title"], cfg.Labels["org.opencontainers.image.version"]})
 
-	// (The Deployment's runAsUser, runAsGroup: TestInstall's "pod and container security".)
 	in := loadInstall(t, render(t, "deploy/default"))
 	for _, flag := range []string{"listen", "metrics-listen"} {
 		if p := fmt.Sprintf("%d/tcp", in.flagPort(t, flag)); cfg.ExposedPorts[p] == nil {

@@ -25,8 +25,7 @@ import (
 	dittofswebhook "github.com/dittofs/dittofs-webhook/webhook"
 )
 
-// install is a rendering of the webhook's install (a kustomize overlay or the
-// chart), its objects decoded.
+// install is a rendering of the webhook's install, its objects decoded.
 type install struct {
 	namespace, namePrefix string
 	// kustomize renders the install's Namespace (Helm stores the release in
@@ -47,7 +46,6 @@ type install struct {
 	argErrs   []string          // problems with its args
 }
 
-// loadInstall loads the rendering of a kustomize overlay.
 func loadInstall(t *testing.T, r *rendering) *install {
 	t.Helper()
 	return loadInstallAs(t, r, installNamespace, namePrefix, true)
@@ -77,7 +75,6 @@ func loadInstallAs(t *testing.T, rendered *rendering, namespace, namePrefix stri
 
 func (in *install) pod() *corev1.PodSpec { return &in.dep.Spec.Template.Spec }
 
-// flagPort returns the port of the listen-address flag name.
 func (in *install) flagPort(t *testing.T, name string) int32 {
 	t.Helper()
 	p, err := listenPort(in.flags[name])
@@ -87,9 +84,8 @@ func (in *install) flagPort(t *testing.T, name string) int32 {
 	return p
 }
 
-// webhooks returns the mutating then the validating webhook, the latter
-// converted to the mutating type (whose fields are a superset), so one check
-// reads both.
+// webhooks returns the mutating and the validating webhook, as the mutating
+// type (whose fields are a superset), so one check reads both.
 func (in *install) webhooks(t *testing.T) []admissionregistrationv1.MutatingWebhook {
 	t.Helper()
 	if len(in.mwc.Webhooks) != 1 || len(in.vwc.Webhooks) != 1 {
@@ -101,7 +97,6 @@ func (in *install) webhooks(t *testing.T) []admissionregistrationv1.MutatingWebh
 	return []admissionregistrationv1.MutatingWebhook{in.mwc.Webhooks[0], v}
 }
 
-// diff reports a difference between want and got, naming what was compared.
 func diff(t *testing.T, what string, want, got any, opts ...cmp.Option) {
 	t.Helper()
 	if d := cmp.Diff(want, got, opts...); d != "" {
@@ -125,8 +120,7 @@ var installChecks = []struct {
 		}
 	}},
 	{"no service account token", func(t *testing.T, in *install) {
-		diff(t, "automountServiceAccountToken (ServiceAccount, pod) and serviceAccountName",
-			[]any{ptr.To(false), ptr.To(false), in.sa.Name},
+		diff(t, "automountServiceAccountToken (ServiceAccount, pod), serviceAccountName", []any{ptr.To(false), ptr.To(false), in.sa.Name},
 			[]any{in.sa.AutomountServiceAccountToken, in.pod().AutomountServiceAccountToken, in.pod().ServiceAccountName})
 	}},
 	{"webhook configurations", checkWebhooks},
@@ -169,9 +163,8 @@ var installChecks = []struct {
 				t.Errorf("container %q args lack --%s: spell out every serve flag", in.container.Name, name)
 			}
 		}
-		if len(in.container.Command) > 0 || in.container.Image == "" {
-			t.Errorf("container %q: command %q (the image's entrypoint must run), image %q",
-				in.container.Name, in.container.Command, in.container.Image)
+		if len(in.container.Command) > 0 || in.container.Image == "" { // the image's entrypoint must run
+			t.Errorf("container %q: command %q, image %q", in.container.Name, in.container.Command, in.container.Image)
 		}
 	}},
 	{"ports, probes, Service and NetworkPolicy", checkPorts},
@@ -201,8 +194,6 @@ func TestInstall(t *testing.T) {
 	}
 }
 
-// checkWebhooks: the configurations SPEC §6 lists, through the Service (the
-// CA is checkServingCertificate's).
 func checkWebhooks(t *testing.T, in *install) {
 	ws := in.webhooks(t)
 	diff(t, "validating namespaceSelector (the mutating one's)", ws[0].NamespaceSelector, ws[1].NamespaceSelector)
@@ -318,8 +309,7 @@ func checkAvailability(t *testing.T, in *install) {
 	}, []any{in.dep.Spec.Strategy.RollingUpdate, in.pdb.Spec, in.pod().TopologySpreadConstraints, in.pod().Affinity})
 }
 
-// checkPorts: the --listen (9443) and --metrics-listen ports declared, the
-// Service's and the probes' by name, the NetworkPolicy letting in those alone.
+// checkPorts: the flags' ports declared, used by name, and let in alone.
 func checkPorts(t *testing.T, in *install) {
 	listen, metrics := in.flagPort(t, "listen"), in.flagPort(t, "metrics-listen")
 	diff(t, "--listen port", int32(9443), listen)
@@ -365,7 +355,7 @@ func checkShutdown(t *testing.T, in *install) {
 	}
 }
 
-// nsLabels are the labels the kube-apiserver gives every namespace.
+// nsLabels are the labels the kube-apiserver gives a namespace.
 func nsLabels(name string) map[string]string {
 	return map[string]string{"kubernetes.io/metadata.name": name}
 }

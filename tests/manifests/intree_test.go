@@ -13,7 +13,6 @@ import (
 // mode (MutatingAdmissionPolicy, Kubernetes 1.36+).
 const mapAPI = "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy"
 
-// inTreePolicies is the in-tree install decoded (SPEC §7).
 type inTreePolicies struct {
 	mutating    *admissionregistrationv1.MutatingAdmissionPolicy
 	mutatingB   *admissionregistrationv1.MutatingAdmissionPolicyBinding
@@ -36,10 +35,9 @@ func decodeInTree(t *testing.T, r *rendering) inTreePolicies {
 	return p
 }
 
-// inTreeSettings are what an in-tree install sets: the server's two policy
-// flags (the MutatingAdmissionPolicy's first two variables, which
-// docs/in-tree.md patches by index), the excluded namespaces and the
-// validation actions.
+// inTreeSettings: the server's two policy flags (the MutatingAdmissionPolicy's
+// first two variables, which docs/in-tree.md patches by index), the excluded
+// namespaces and the validation actions.
 type inTreeSettings struct {
 	Size, Mount string
 	Excluded    []string
@@ -47,12 +45,10 @@ type inTreeSettings struct {
 }
 
 // TestInTree: deploy/in-tree, deploy/in-tree-warn and the chart's inTree mode
-// render the two policies with their settings put in, selecting what the
-// webhooks select (SPEC §7): the same label, namespace exclusions, rules and
-// operations. With the default values the chart renders what deploy/in-tree
-// does (one copy of the policies, in the chart, which deploy/in-tree takes as
-// a directory); it refuses a cluster without MutatingAdmissionPolicy, and its
-// default mode renders no policy.
+// render the two policies with their settings, selecting what the webhooks
+// select (SPEC §7); with its defaults the chart renders what deploy/in-tree
+// does, it refuses a cluster without MutatingAdmissionPolicy, and its default
+// mode renders no policy.
 func TestInTree(t *testing.T) {
 	wh := one[admissionregistrationv1.MutatingWebhookConfiguration](t, render(t, "deploy/default")).Webhooks[0]
 	deny := []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny}

@@ -47,7 +47,6 @@ var serverMetrics = sync.OnceValues(func() (map[string]dto.MetricType, error) {
 	return metrics, err
 })
 
-// knownSeries reports whether name is a series the server exports.
 func knownSeries(t *testing.T, name string) bool {
 	metrics, err := serverMetrics()
 	fatalIf(t, err)
@@ -62,13 +61,11 @@ func knownSeries(t *testing.T, name string) bool {
 	return false
 }
 
-// alertRule is one alerting rule with its parsed expression.
 type alertRule struct {
 	monitoringv1.Rule
 	expr parser.Expr
 }
 
-// nodes returns the nodes of type T of the expression e.
 func nodes[T parser.Node](e parser.Expr) []T {
 	var out []T
 	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
@@ -80,11 +77,9 @@ func nodes[T parser.Node](e parser.Expr) []T {
 	return out
 }
 
-// selectors returns the vector selectors of the expression e.
 func selectors(e parser.Expr) []*parser.VectorSelector { return nodes[*parser.VectorSelector](e) }
 
-// reads reports whether the expression e reads metric with a matcher
-// label=value for each pair of want (label, value, label, value, ...).
+// reads reports whether e reads metric with the matchers want (label, value, ...).
 func reads(e parser.Expr, metric string, want ...string) bool {
 	return slices.ContainsFunc(selectors(e), func(vs *parser.VectorSelector) bool {
 		for i := 0; i+1 < len(want); i += 2 {
@@ -104,9 +99,8 @@ func hasMatcher(vs *parser.VectorSelector, name, value string) bool {
 
 var alertNameRE = regexp.MustCompile(`^DittoFSWebhook[A-Z][A-Za-z]+$`)
 
-// TestMonitoring checks deploy/monitoring and the chart with its monitoring
-// on, under another release name and namespace than the alerts' source file
-// names (the chart rewrites those).
+// TestMonitoring checks deploy/monitoring and the chart under another release
+// name and namespace than the alerts' source names (the chart rewrites those).
 func TestMonitoring(t *testing.T) {
 	t.Run("deploy/monitoring", func(t *testing.T) { checkMonitoring(t, loadInstall(t, render(t, "deploy/monitoring"))) })
 	t.Run("helm "+helmMonitoringInstall.name, func(t *testing.T) { checkMonitoring(t, helmMonitoringInstall.load(t)) })
@@ -265,8 +259,7 @@ func latency(fast, slow int) string {
 	return b.String()
 }
 
-// checkAlertsFire runs alertCases, their series named as in's (its
-// namespace, Deployment and Service, the Prometheus Operator's job).
+// checkAlertsFire runs alertCases, their series named as in's.
 func checkAlertsFire(t *testing.T, in *install, alerts []alertRule) {
 	rename := strings.NewReplacer("$ns", `namespace="`+in.dep.Namespace+`"`, "\n", "\n  ",
 		`deployment="dittofs-webhook"`, `deployment="`+in.dep.Name+`"`, `job="dittofs-webhook"`, `job="`+in.svc.Name+`"`)

@@ -31,7 +31,6 @@ import (
 	kyaml "sigs.k8s.io/kustomize/kyaml/yaml"
 )
 
-// repoRoot is the repository root, relative to this package's directory.
 const repoRoot = "../.."
 
 // The contract (SPEC §1, §2, §3, §5, §6) the manifests must honour.
@@ -72,7 +71,6 @@ var clusterScoped = map[string]bool{
 	"Namespace": true, "MutatingWebhookConfiguration": true, "ValidatingWebhookConfiguration": true,
 }
 
-// object is one rendered manifest: its JSON, and its typed object.
 type object struct {
 	Kind, Namespace, Name string
 	obj                   runtime.Object
@@ -86,17 +84,14 @@ func (o object) String() string {
 	return o.Kind + " " + o.Namespace + "/" + o.Name
 }
 
-// rendering is the output of one kustomization or one `helm template`.
 type rendering struct {
 	dir  string // what was rendered, for messages
 	objs []object
 }
 
-// renderings holds each rendering, made once per test binary (a
-// sync.OnceValues per key).
+// renderings holds each rendering, made once per test binary.
 var renderings sync.Map
 
-// cached returns the rendering named key, made from nodes the first time.
 func cached(t *testing.T, key string, nodes func() ([]*kyaml.RNode, error)) *rendering {
 	t.Helper()
 	v, _ := renderings.LoadOrStore(key, sync.OnceValues(func() (*rendering, error) {
@@ -113,8 +108,8 @@ func cached(t *testing.T, key string, nodes func() ([]*kyaml.RNode, error)) *ren
 	return r
 }
 
-// render builds the kustomization in dir (relative to the repository root)
-// with krusty, the engine inside `kubectl apply -k`.
+// render builds the kustomization in dir with krusty, the engine inside
+// `kubectl apply -k`.
 func render(t *testing.T, dir string) *rendering {
 	t.Helper()
 	return cached(t, dir, func() ([]*kyaml.RNode, error) {
@@ -162,7 +157,6 @@ func decodeStrict(raw []byte, v any) error {
 	return errors.Join(strictErrs...)
 }
 
-// fatalIf fails the test on a non-nil err.
 func fatalIf(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
@@ -170,7 +164,6 @@ func fatalIf(t *testing.T, err error) {
 	}
 }
 
-// all returns the objects of r of type T.
 func all[T any](r *rendering) []*T {
 	var out []*T
 	for _, o := range r.objs {
@@ -181,8 +174,6 @@ func all[T any](r *rendering) []*T {
 	return out
 }
 
-// one returns the single object of type T, failing the test if there is not
-// exactly one.
 func one[T any](t *testing.T, r *rendering) *T {
 	t.Helper()
 	objs := all[T](r)
@@ -192,7 +183,6 @@ func one[T any](t *testing.T, r *rendering) *T {
 	return objs[0]
 }
 
-// named returns the object of type T in namespace with name, or nil.
 func named[T any](r *rendering, namespace, name string) *T {
 	for _, v := range all[T](r) {
 		if m := any(v).(metav1.Object); m.GetNamespace() == namespace && m.GetName() == name {
@@ -202,8 +192,7 @@ func named[T any](r *rendering, namespace, name string) *T {
 	return nil
 }
 
-// split parts r into the objects of namespace ns (the Namespace itself and
-// everything in it) and the rest.
+// split parts r into the objects of namespace ns (and the Namespace) and the rest.
 func (r *rendering) split(ns string) (of, rest *rendering) {
 	of = &rendering{dir: r.dir + " (namespace " + ns + ")"}
 	rest = &rendering{dir: r.dir + " (without namespace " + ns + ")"}
@@ -217,7 +206,6 @@ func (r *rendering) split(ns string) (of, rest *rendering) {
 	return of, rest
 }
 
-// helmRelease is one `helm template` of the chart.
 type helmRelease struct {
 	name, namespace string
 	values          string   // YAML given with -f; empty for the chart's defaults
@@ -233,8 +221,7 @@ func (h helmRelease) with(values string) helmRelease {
 // object the name it has in deploy/default.
 var defaultRelease = helmRelease{name: "dittofs-webhook", namespace: installNamespace}
 
-// helmPath is the helm CLI, built once by tests/tools/build-helm.sh (which
-// does nothing when the pinned version's binary exists).
+// helmPath is the helm CLI, built once by tests/tools/build-helm.sh.
 var helmPath = sync.OnceValues(func() (string, error) {
 	out, err := exec.Command(filepath.Join(repoRoot, "tests", "tools", "build-helm.sh")).Output()
 	if err != nil {
@@ -276,7 +263,6 @@ func helm(h helmRelease, cmd ...string) (stdout, stderr string, err error) {
 	return string(out), string(stderrOf(err)), err
 }
 
-// renderHelm renders the chart as `helm install` would install it.
 func renderHelm(t *testing.T, h helmRelease) *rendering {
 	t.Helper()
 	key := fmt.Sprintf("helm template %s %s -n %s --api-versions %q -f %q", h.name, chartDir, h.namespace, h.apiVersions, h.values)
@@ -289,7 +275,6 @@ func renderHelm(t *testing.T, h helmRelease) *rendering {
 	})
 }
 
-// selects reports whether sel selects an object with labels set.
 func selects(t *testing.T, sel *metav1.LabelSelector, set map[string]string) bool {
 	t.Helper()
 	if sel == nil {
@@ -302,7 +287,6 @@ func selects(t *testing.T, sel *metav1.LabelSelector, set map[string]string) boo
 	return s.Matches(labels.Set(set))
 }
 
-// listenPort returns the port of a Go listen address such as ":9443".
 func listenPort(addr string) (int32, error) {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {

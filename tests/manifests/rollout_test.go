@@ -9,11 +9,9 @@ import (
 	"testing"
 )
 
-// TestRolloutWarn: deploy/rollout-warn (deploy/default with the
-// components/validation-warn patch), and deploy/monitoring with the component
-// (the overlay docs/install-helm.md shows), are their base with the one flag
-// --validation-action=warn instead of deny. (Both pass every installCheck:
-// TestInstall.)
+// TestRolloutWarn: deploy/rollout-warn, and deploy/monitoring with the
+// validation-warn component (as docs/install-helm.md shows), are their base
+// with the one flag --validation-action=warn instead of deny.
 func TestRolloutWarn(t *testing.T) {
 	root, _ := filepath.Abs(repoRoot)
 	dir := t.TempDir()
@@ -32,8 +30,7 @@ func TestRolloutWarn(t *testing.T) {
 	}
 }
 
-// asDeny returns each object of r with its JSON, the Deployment's with
-// --validation-action=warn set back to deny.
+// asDeny is each object's JSON, the Deployment's with the flag back to deny.
 func asDeny(r *rendering) (out []string) {
 	for _, o := range r.objs {
 		raw := string(o.raw)

@@ -17,16 +17,14 @@ import (
 	"k8s.io/utils/ptr"
 )
 
-// sampleFile is the minimal manifest a user writes. The sample deploy/default
-// installs (deploy/base/installed-sample) is written complete, as the webhooks
-// store it: `kubectl apply -k` creates StatefulSets before webhook
-// configurations, so on a first install it must be right without them.
+// sampleFile is the minimal manifest a user writes. The one deploy/default
+// installs is complete, as the webhooks store it: `kubectl apply -k` creates
+// StatefulSets before webhook configurations.
 const sampleFile = "deploy/samples/statefulset.yaml"
 
-// checkSample checks what both samples must be: labelled for the webhooks,
-// selected by them in a namespace nsLabels (if any), with the claim templates
-// want, each requesting storage, a container named dittofs, and a headless
-// Service of r named by serviceName, its selector selecting its pods.
+// checkSample: a sample is labelled for the webhooks, selected by them in a
+// namespace nsLabels (if any), with the claim templates want, each requesting
+// storage, a container dittofs, a headless Service of r, a selector of its pods.
 func checkSample(t *testing.T, r *rendering, sts *appsv1.StatefulSet, nsLabels map[string]string, want []string,
 	webhooks []admissionregistrationv1.MutatingWebhook) {
 	t.Helper()
@@ -57,30 +55,23 @@ func checkSample(t *testing.T, r *rendering, sts *appsv1.StatefulSet, nsLabels m
 	}
 }
 
-// TestSamples: the minimal sample is what docs/install.md says, with the
-// emptyDir cache the webhook replaces. (What the webhooks make of it is
-// tests/e2e TestShippedSample's.)
+// TestSamples: the minimal sample has the emptyDir cache the webhook replaces
+// (what the webhooks make of it: tests/e2e TestShippedSample).
 func TestSamples(t *testing.T) {
 	r := render(t, "deploy/samples")
 	sts := one[appsv1.StatefulSet](t, r)
 	// No namespace: it goes where the user applies it.
-	var ns map[string]string
-	if sts.Namespace != "" {
-		ns = nsLabels(sts.Namespace)
-	}
-	checkSample(t, r, sts, ns, []string{"metadata", "content"}, loadInstall(t, render(t, "deploy/default")).webhooks(t))
+	diff(t, "namespace", "", sts.Namespace)
+	checkSample(t, r, sts, nil, []string{"metadata", "content"}, loadInstall(t, render(t, "deploy/default")).webhooks(t))
 	if !slices.ContainsFunc(sts.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == "cache" && v.EmptyDir != nil }) ||
 		sts.Spec.PersistentVolumeClaimRetentionPolicy != nil {
 		t.Errorf("the sample must have an emptyDir volume named cache and no retention policy: the webhook's M3 and default show")
 	}
 }
 
-// checkInstalledSample is an installCheck: the overlay installs one
-// StatefulSet, the sample, scaled to 0 (installing starts no pod and creates
-// no PVC), in a namespace of its own that the install creates and the
-// webhooks select. Its spec is the webhook's output:
-// TestInstalledSampleIsTheWebhookOutput; that the webhooks leave it as it is,
-// tests/e2e TestInstalledSample's.
+// checkInstalledSample: an overlay installs one StatefulSet, the sample, scaled
+// to 0 (no pod, no PVC), in a namespace of its own that the webhooks select
+// (its spec: TestInstalledSampleIsTheWebhookOutput; tests/e2e TestInstalledSample).
 func checkInstalledSample(t *testing.T, in *install) {
 	sts := one[appsv1.StatefulSet](t, in.all)
 	ns := named[corev1.Namespace](in.sample, "", sampleNamespace)
@@ -102,10 +93,8 @@ func checkInstalledSample(t *testing.T, in *install) {
 }
 
 // TestInstalledSampleIsTheWebhookOutput: each overlay's installed sample is
-// the output of `dittofs-webhook eval` (the image's binary, with the policy
-// flags the overlay's Deployment gives serve) for the minimal manifest (same
-// spec apart from replicas, same labels), so the two samples cannot drift
-// apart, nor the sample from the install's cache size and mount path.
+// `dittofs-webhook eval` (with the overlay's policy flags) of the minimal one,
+// replicas aside: so it has the install's cache size and mount path.
 func TestInstalledSampleIsTheWebhookOutput(t *testing.T) {
 	bin, _ := serverBinary(t)
 	for _, dir := range installOverlays {

@@ -19,7 +19,7 @@ var serveFlags = map[string]func(string) error{
 	"tls-key-file":       absPath,
 	"tls-min-version":    oneOf("1.2", "1.3"),
 	"metrics-listen":     listenAddr,
-	"default-cache-size": func(v string) error { q, err := resource.ParseQuantity(v); return positive(q.Sign(), err) },
+	"default-cache-size": positiveQuantity,
 	"cache-mount-path":   absPath,
 	"shutdown-timeout":   positiveDuration,
 	"log-format":         oneOf("json", "text"),
@@ -30,13 +30,12 @@ var serveFlags = map[string]func(string) error{
 	"shutdown-drain-period": positiveDuration,
 }
 
-// optionalServeFlags may be left out of the Deployment's args: every other
-// flag is spelled out so the manifest shows what runs.
+// optionalServeFlags may be left out of the Deployment's args; the others are
+// spelled out so the manifest shows what runs.
 var optionalServeFlags = map[string]bool{"enable-http2": true}
 
-// parseServeArgs parses a container's args as `serve --flag=value ...`, and
-// returns every problem: a first argument other than serve, an unknown or
-// repeated flag, a flag not in --name=value form, an invalid value.
+// parseServeArgs parses args as `serve --flag=value ...` and returns every
+// problem: an unknown or repeated flag, one not --name=value, a bad value.
 func parseServeArgs(args []string) (map[string]string, []string) {
 	flags := map[string]string{}
 	if len(args) == 0 || args[0] != "serve" {
@@ -54,7 +53,6 @@ func parseServeArgs(args []string) (map[string]string, []string) {
 		case !strings.HasPrefix(a, "--"):
 			problems = append(problems, fmt.Sprintf("argument %q is not a --flag", a))
 		case !hasValue:
-			// (else the checks would guess which argument is whose value)
 			problems = append(problems, fmt.Sprintf("flag %q must be written --%s=VALUE", a, name))
 		case !known:
 			problems = append(problems, fmt.Sprintf("--%s is not a flag of `dittofs-webhook serve` (SPEC §5)", name))
@@ -81,6 +79,11 @@ func absPath(v string) error {
 		return errors.New("want a clean absolute path")
 	}
 	return nil
+}
+
+func positiveQuantity(v string) error {
+	q, err := resource.ParseQuantity(v)
+	return positive(q.Sign(), err)
 }
 
 func positiveDuration(v string) error {
