@@ -56,23 +56,17 @@ func TestInTree(t *testing.T) {
 	excluded := []string{"kube-system", installNamespace}
 	inTree := helmRelease{name: "dittofs-webhook", namespace: installNamespace, values: "mode: inTree\n", apiVersions: []string{mapAPI}}
 	for _, c := range []struct {
-		name string
-		r    func(t *testing.T) *rendering
+		r    *rendering
 		want inTreeSettings
 	}{
-		{"deploy/in-tree", func(t *testing.T) *rendering { return render(t, "deploy/in-tree") },
-			inTreeSettings{"5Gi", "/data/cache", excluded, deny}},
-		{"deploy/in-tree-warn", func(t *testing.T) *rendering { return render(t, "deploy/in-tree-warn") },
-			inTreeSettings{"5Gi", "/data/cache", excluded, warn}},
-		{"helm mode inTree with values", func(t *testing.T) *rendering {
-			return renderHelm(t, inTree.with(`
-mode: inTree
+		{render(t, "deploy/in-tree"), inTreeSettings{"5Gi", "/data/cache", excluded, deny}},
+		{render(t, "deploy/in-tree-warn"), inTreeSettings{"5Gi", "/data/cache", excluded, warn}},
+		{renderHelm(t, inTree.with(`mode: inTree
 server: {defaultCacheSize: 20Gi, cacheMountPath: /var/lib/dittofs/cache, validationAction: warn}
-webhooks: {excludedNamespaces: [legacy]}`))
-		}, inTreeSettings{"20Gi", "/var/lib/dittofs/cache", append(excluded, "legacy"), warn}},
+webhooks: {excludedNamespaces: [legacy]}`)), inTreeSettings{"20Gi", "/var/lib/dittofs/cache", append(excluded, "legacy"), warn}},
 	} {
-		t.Run(c.name, func(t *testing.T) {
-			p := decodeInTree(t, c.r(t))
+		t.Run(c.r.dir, func(t *testing.T) {
+			p := decodeInTree(t, c.r)
 			vars, mc := p.mutating.Spec.Variables, p.mutating.Spec.MatchConstraints
 			if len(vars) < 2 || vars[0].Name != "defaultCacheSize" || vars[1].Name != "cacheMountPath" {
 				t.Fatalf("the MutatingAdmissionPolicy's first two variables must be defaultCacheSize and cacheMountPath")
