@@ -26,14 +26,12 @@ import (
 	"k8s.io/utils/ptr"
 )
 
-// dashboardFile is the Grafana dashboard. The chart has a copy (kustomize
-// reads nothing outside its directory, Helm nothing outside the chart), kept
-// equal, with the alerts', by TestHelmRendersTheKustomizeInstall.
+// dashboardFile has a copy in the chart (Helm reads nothing outside it), kept
+// equal, as the alerts', by TestHelmRendersTheKustomizeInstall.
 const dashboardFile = "deploy/monitoring/dashboard.json"
 
-// registerGrafanaVariants tells the foundation SDK's decoder the panel types
-// and the data source the dashboard uses, so their options and queries are
-// decoded strictly too (an unregistered kind is kept as an untyped bag).
+// registerGrafanaVariants has the SDK decode these panels' options and queries
+// strictly too (an unregistered kind is kept as an untyped bag).
 var registerGrafanaVariants = sync.OnceFunc(func() {
 	rt := cog.NewRuntime()
 	rt.RegisterDataqueryVariant(prometheus.VariantConfig())
@@ -56,9 +54,8 @@ type dashboardPanel struct {
 	Panels []dashboardPanel // a row's
 }
 
-// decodeDashboard decodes a dashboard as Grafana's schema has it (the classic
-// JSON model of schemaVersion 36+): an unknown field, a field of the wrong type
-// or a missing required one is an error, in a panel's options and queries too.
+// decodeDashboard decodes a dashboard as Grafana's schema has it: an unknown,
+// mistyped or missing field is an error, in panels' options and queries too.
 func decodeDashboard(raw []byte) (*dashboard.Dashboard, []dashboardPanel, error) {
 	registerGrafanaVariants()
 	var d dashboard.Dashboard
@@ -94,14 +91,12 @@ func TestDashboard(t *testing.T) {
 		t.Fatalf("%s lacks a title, uid, schemaVersion or panels", dashboardFile)
 	}
 
-	// grafana_dashboard: the label kube-prometheus-stack's Grafana sidecar selects
-	// by. (The chart's ConfigMap is deploy/monitoring's: TestHelmRendersTheKustomizeInstall.)
+	// grafana_dashboard: the label kube-prometheus-stack's Grafana sidecar selects by.
 	if cm := one[corev1.ConfigMap](t, render(t, "deploy/monitoring")); cm.Labels["grafana_dashboard"] != "1" ||
 		cm.Data["dittofs-webhook.json"] != string(raw) {
 		t.Errorf("ConfigMap %s lacks grafana_dashboard=1 (labels %v) or data[dittofs-webhook.json] %s", cm.Name, cm.Labels, dashboardFile)
 	}
 
-	// The template variables, and the data source every query must use.
 	vars := map[string]bool{}
 	dsVar := ""
 	var queries []panelQuery
@@ -206,8 +201,7 @@ func TestDashboard(t *testing.T) {
 		}
 	})
 
-	// What the dashboard must show (issue 14): a query reading metric (with
-	// the matchers label=value), aggregating by the labels by, calling fn.
+	// What the dashboard must show (issue 14).
 	for _, c := range []struct {
 		what, metric string
 		by           []string

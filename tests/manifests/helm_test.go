@@ -37,13 +37,10 @@ func (h helmInstall) load(t *testing.T) *install {
 	return loadInstallAs(t, renderHelm(t, h.release), h.release.namespace, h.namePrefix, false)
 }
 
-// helmMonitoringInstall is under another release name and namespace than
-// deploy/monitoring, whose alerts name its own.
+// helmMonitoringInstall: another release name and namespace than the alerts'.
 var helmMonitoringInstall = helmInstall{"monitoring, another release name and namespace",
 	helmRelease{name: "dfs", namespace: "dittofs-system", values: monitoringValues}, "dfs-dittofs-webhook"}
 
-// helmInstalls are the chart's installs TestInstall checks (with the defaults
-// it renders deploy/default's objects: TestHelmRendersTheKustomizeInstall).
 var helmInstalls = []helmInstall{
 	helmMonitoringInstall,
 	{"warn mode, 3 replicas, other server flags", defaultRelease.with(`replicas: 3
@@ -67,10 +64,9 @@ func TestHelmLint(t *testing.T) {
 	}
 }
 
-// TestHelmRendersTheKustomizeInstall: the chart, with the values that match,
-// installs the objects of deploy/default, deploy/monitoring and
-// deploy/rollout-warn, field for field (but the sample, the Namespace and
-// Helm's labels), so it has every property the kustomize tree is checked for.
+// TestHelmRendersTheKustomizeInstall: with the values that match, the chart
+// installs the overlays' objects field for field, so it has every property the
+// kustomize tree is checked for.
 func TestHelmRendersTheKustomizeInstall(t *testing.T) {
 	for overlay, values := range map[string]string{
 		"deploy/default": "", "deploy/monitoring": monitoringValues, "deploy/rollout-warn": "server: {validationAction: warn}",
@@ -92,9 +88,8 @@ var (
 	kustomizeOnlyLabels = map[string]bool{"app.kubernetes.io/managed-by": true}
 )
 
-// compareRenderings: chart has the objects of kust but its Namespace, the same
-// but for chartOnlyLabels, kustomizeOnlyLabels, and in selectors
-// app.kubernetes.io/instance, which keeps two releases' pods apart.
+// compareRenderings: chart has kust's objects (but its Namespace) but for
+// labels, and in selectors app.kubernetes.io/instance (two releases' pods apart).
 func compareRenderings(t *testing.T, kust, chart *rendering) {
 	t.Helper()
 	want := map[string]object{}
@@ -168,8 +163,7 @@ func (v chartView) mwc() *admissionregistrationv1.MutatingWebhookConfiguration {
 	return one[admissionregistrationv1.MutatingWebhookConfiguration](v.t, v.r)
 }
 
-// helmValueCases are non-default values: got picks fields from the rendering,
-// want is what they must be.
+// helmValueCases: got picks fields from the rendering, want is what they must be.
 var helmValueCases = []struct {
 	name, values string // YAML
 	got          func(v chartView) any
@@ -285,8 +279,8 @@ func TestHelmValues(t *testing.T) {
 	}
 }
 
-// TestHelmSchemaRejectsTypos: values.schema.json fails `helm template` (and
-// `helm install`) on a misspelled key or a bad value, at the JSON pointer.
+// TestHelmSchemaRejectsTypos: the schema fails `helm template` on a misspelled
+// key or a bad value, at its JSON pointer.
 func TestHelmSchemaRejectsTypos(t *testing.T) {
 	for values, at := range map[string]string{
 		`replica: 2`:                                   "",
@@ -366,8 +360,7 @@ func leafPaths(prefix string, v any) []string {
 	return out
 }
 
-// jsonSchema is the JSON schema vocabulary values.schema.json may use: it
-// decodes strictly, so a misspelled keyword (which a validator ignores) fails.
+// jsonSchema decodes strictly: a misspelled keyword (which validators ignore) fails.
 type jsonSchema struct {
 	Schema               string                 `json:"$schema"`
 	Ref                  string                 `json:"$ref"`

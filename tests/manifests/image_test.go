@@ -26,8 +26,7 @@ import (
 
 const serverPkg = "github.com/dittofs/dittofs-webhook/cmd/dittofs-webhook"
 
-// imageUnderTest is the image `make image` built (IMAGE); podman reads
-// CONTAINERS_CONF (tests/tools/containers.conf).
+// imageUnderTest is the image `make image` built (podman reads CONTAINERS_CONF).
 func imageUnderTest(t *testing.T) string {
 	t.Helper()
 	img := os.Getenv("IMAGE")
@@ -53,8 +52,7 @@ func stderrOf(err error) []byte {
 	return nil
 }
 
-// serverBinary exports a container of the image (never started) and returns
-// its /dittofs-webhook, written out to run here, and its paths.
+// serverBinary exports a container (never started): its binary and paths.
 func serverBinary(t *testing.T) (string, []string) {
 	t.Helper()
 	img := imageUnderTest(t)
@@ -167,9 +165,8 @@ func TestImage(t *testing.T) {
 	})
 }
 
-// TestDockerfile checks, with BuildKit's parser, what the built image cannot
-// tell: the base images are build args defaulting to the public images (make
-// image passes local stand-ins), and the go build caches modules and builds.
+// TestDockerfile: what the image cannot tell, the base images (build args
+// defaulting to the public ones) and the go build's cache mounts.
 func TestDockerfile(t *testing.T) {
 	f, err := os.Open(filepath.Join(repoRoot, "Dockerfile"))
 	fatalIf(t, err)
@@ -218,8 +215,7 @@ func TestDockerfile(t *testing.T) {
 	}
 }
 
-// TestDockerignore: the build context keeps every file the binary's build
-// reads, matching .dockerignore as BuildKit does (moby/patternmatcher).
+// TestDockerignore: the build context keeps every file the build reads.
 func TestDockerignore(t *testing.T) {
 	f, err := os.Open(filepath.Join(repoRoot, ".dockerignore"))
 	fatalIf(t, err)
@@ -228,7 +224,6 @@ func TestDockerignore(t *testing.T) {
 	fatalIf(t, err)
 	pm, err := patternmatcher.New(patterns)
 	fatalIf(t, err)
-	// The files of the main module's packages the build compiles or embeds.
 	cmd := exec.Command("go", "list", "-deps", "-f",
 		`{{if and .Module .Module.Main}}{{range .GoFiles}}{{$.Dir}}/{{.}} {{end}}{{range .EmbedFiles}}{{$.Dir}}/{{.}} {{end}}{{end}}`, serverPkg)
 	cmd.Dir = repoRoot

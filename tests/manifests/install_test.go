@@ -28,8 +28,7 @@ import (
 // install is a rendering of the webhook's install, its objects decoded.
 type install struct {
 	namespace, namePrefix string
-	// kustomize renders the install's Namespace (Helm stores the release in
-	// it before it creates anything, so cannot) and the sample.
+	// kustomize renders the Namespace (Helm, which stores the release in it, cannot) and the sample.
 	kustomize bool
 	all       *rendering // everything rendered
 	r         *rendering // the webhook's objects: all but the sample's namespace
@@ -244,8 +243,7 @@ func checkWebhooks(t *testing.T, in *install) {
 }
 
 // checkServingCertificate: serving ← CA Issuer ← CA Certificate ← selfSigned
-// Issuer, the serving Certificate named by both inject-ca-from, its Secret the
-// one the server mounts (that it works: tests/e2e/node TestCertManagerInstall).
+// Issuer, named by inject-ca-from, its Secret mounted (works: tests/e2e/node).
 func checkServingCertificate(t *testing.T, in *install) {
 	p, ns := in.namePrefix, in.namespace
 	diff(t, "--tls-cert-file, --tls-key-file, volume mounts, volumes", []any{
@@ -286,9 +284,8 @@ func checkServingCertificate(t *testing.T, in *install) {
 	diff(t, "the cert-manager Issuers' and Certificates' specs", want, got)
 }
 
-// checkAvailability: with failurePolicy Fail one replica down must not block
-// StatefulSets (2+, spread, a rollout never lowers the ready ones), and
-// minAvailable is below the replicas, or node drains would hang.
+// checkAvailability: with failurePolicy Fail, one replica down must not block
+// StatefulSets; minAvailable below the replicas, or drains would hang.
 func checkAvailability(t *testing.T, in *install) {
 	if replicas := ptr.Deref(in.dep.Spec.Replicas, 1); replicas < 2 {
 		t.Errorf("Deployment replicas = %d, want at least 2", replicas)
@@ -347,8 +344,7 @@ func checkShutdown(t *testing.T, in *install) {
 		t.Fatalf("--shutdown-drain-period, --shutdown-timeout: %v, %v", err1, err2)
 	}
 	grace := time.Duration(ptr.Deref(in.pod().TerminationGracePeriodSeconds, 30)) * time.Second // 30: the API default
-	// From the start of preStop: the sleep, SIGTERM, the drain, then Shutdown
-	// waits for in-flight requests.
+	// From preStop: the sleep, SIGTERM, the drain, Shutdown waiting for requests.
 	if grace <= sleep+drain+shutdown {
 		t.Errorf("terminationGracePeriodSeconds %v does not exceed preStop sleep %v + --shutdown-drain-period %v + --shutdown-timeout %v: SIGKILL would cut the drain or in-flight requests",
 			grace, sleep, drain, shutdown)

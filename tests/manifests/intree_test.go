@@ -9,8 +9,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 )
 
-// mapAPI is what .Capabilities.APIVersions must hold for the chart's inTree
-// mode (MutatingAdmissionPolicy, Kubernetes 1.36+).
+// mapAPI must be in .Capabilities.APIVersions for the chart's inTree mode.
 const mapAPI = "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy"
 
 type inTreePolicies struct {
@@ -44,11 +43,9 @@ type inTreeSettings struct {
 	Actions     []admissionregistrationv1.ValidationAction
 }
 
-// TestInTree: deploy/in-tree, deploy/in-tree-warn and the chart's inTree mode
-// render the two policies with their settings, selecting what the webhooks
-// select (SPEC §7); with its defaults the chart renders what deploy/in-tree
-// does, it refuses a cluster without MutatingAdmissionPolicy, and its default
-// mode renders no policy.
+// TestInTree: the in-tree installs render the two policies with their settings,
+// selecting what the webhooks select (SPEC §7); the chart's defaults render
+// deploy/in-tree, and it refuses a cluster without MutatingAdmissionPolicy.
 func TestInTree(t *testing.T) {
 	wh := one[admissionregistrationv1.MutatingWebhookConfiguration](t, render(t, "deploy/default")).Webhooks[0]
 	deny := []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny}

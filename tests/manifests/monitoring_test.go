@@ -28,9 +28,8 @@ import (
 	"github.com/dittofs/dittofs-webhook/webhook/admission"
 )
 
-// serverMetrics are the metric families the server exports (SPEC §5), by
-// name and type, as its own registry gathers them after one admission request
-// (before it the duration histogram has no series).
+// serverMetrics are the server's metric families (SPEC §5), as its registry
+// gathers them after one request (before it, the histogram has no series).
 var serverMetrics = sync.OnceValue(func() map[string]dto.MetricType {
 	reg := prometheus.NewRegistry()
 	h := dittofswebhook.NewRouter(&admission.Admitter{}, dittofswebhook.NewMetrics(reg), slog.New(slog.DiscardHandler))
@@ -172,10 +171,8 @@ func checkMonitoring(t *testing.T, in *install) {
 	t.Run("alerts fire when they should", func(t *testing.T) { checkAlertsFire(t, in, alerts) })
 }
 
-// alertCase evaluates one alert's expression over synthetic series, as
-// `promtool test rules` would (without the `for` delay). In series (promqltest
-// series, one a line, a sample a minute from time 0), $ns stands for the
-// install's namespace matcher.
+// alertCase evaluates an alert over promqltest series (a sample a minute from
+// 0, $ns the install's namespace matcher), as `promtool test rules` would.
 type alertCase struct {
 	alert, scenario, series string
 	at                      time.Duration // evaluation time
@@ -218,8 +215,7 @@ up{job="dittofs-webhook", $ns, pod="b"} 0x10`, 5 * time.Minute, false},
 	{"DittoFSWebhookHighLatency", "decisions under a millisecond", latency(100, 0), 10 * time.Minute, false},
 	{"DittoFSWebhookHighLatency", "2% take seconds (the 99th percentile, not the median)", latency(98, 2), 10 * time.Minute, true},
 
-	// The gauge is the Unix time the served certificate expires; evaluation
-	// is a few minutes after the Unix epoch.
+	// The gauge is the Unix time the certificate expires (evaluation: near 0).
 	{"DittoFSWebhookCertificateExpiringSoon", "one pod serves a certificate with 6 days left", `
 dittofs_webhook_tls_certificate_expiry_timestamp_seconds{$ns, pod="a"} ` + strconv.Itoa(60*day) + `x10
 dittofs_webhook_tls_certificate_expiry_timestamp_seconds{$ns, pod="b"} ` + strconv.Itoa(6*day) + `x10`, 5 * time.Minute, true},
@@ -245,8 +241,7 @@ func requests(denied, allowed string) string {
 	return fmt.Sprintf(s+s, "false", denied, "true", allowed)
 }
 
-// latency is the duration histogram of fast decisions (under a millisecond)
-// and slow ones (between 1 and 2.5 s), each a minute.
+// latency is the histogram of fast (< 1 ms) and slow (1-2.5 s) decisions a minute.
 func latency(fast, slow int) string {
 	var b strings.Builder
 	for le, n := range map[string]int{"0.001": fast, "1": fast, "2.5": fast + slow, "+Inf": fast + slow} {

@@ -45,9 +45,8 @@ const (
 	chartDir         = "deploy/helm/dittofs-webhook"
 )
 
-// scheme holds the API types the manifests decode into; a kind or apiVersion
-// it does not know fails the rendering. (That the CRDs' schemas accept the
-// objects is tests/e2e TestInstallManifests' server-side dry run.)
+// scheme holds the API types the manifests decode into (the CRDs' schemas:
+// tests/e2e TestInstallManifests).
 var scheme = func() *runtime.Scheme {
 	s := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, appsv1.AddToScheme, policyv1.AddToScheme,
@@ -108,8 +107,7 @@ func cached(t *testing.T, key string, nodes func() ([]*kyaml.RNode, error)) *ren
 	return r
 }
 
-// render builds the kustomization in dir with krusty, the engine inside
-// `kubectl apply -k`.
+// render builds dir with krusty, the engine inside `kubectl apply -k`.
 func render(t *testing.T, dir string) *rendering {
 	t.Helper()
 	return cached(t, dir, func() ([]*kyaml.RNode, error) {
@@ -121,8 +119,7 @@ func render(t *testing.T, dir string) *rendering {
 	})
 }
 
-// newRendering decodes every object into its type, rejecting unknown fields
-// (as `kubectl apply --validate=strict`).
+// newRendering decodes every object strictly (`kubectl apply --validate=strict`).
 func newRendering(dir string, nodes []*kyaml.RNode) (*rendering, error) {
 	r := &rendering{dir: dir}
 	for _, n := range nodes {
@@ -147,8 +144,7 @@ func newRendering(dir string, nodes []*kyaml.RNode) (*rendering, error) {
 	return r, nil
 }
 
-// decodeStrict uses the kube-apiserver's own JSON decoder, which (unlike
-// encoding/json) matches field names case-sensitively.
+// decodeStrict is the kube-apiserver's decoder (case-sensitive, unlike encoding/json).
 func decodeStrict(raw []byte, v any) error {
 	strictErrs, err := kjson.UnmarshalStrict(raw, v)
 	if err != nil {
@@ -217,8 +213,7 @@ func (h helmRelease) with(values string) helmRelease {
 	return h
 }
 
-// defaultRelease is the install docs/install-helm.md shows, which gives every
-// object the name it has in deploy/default.
+// defaultRelease (docs/install-helm.md's) names every object as deploy/default does.
 var defaultRelease = helmRelease{name: "dittofs-webhook", namespace: installNamespace}
 
 // helmPath is the helm CLI, built once by tests/tools/build-helm.sh.
@@ -230,11 +225,8 @@ var helmPath = sync.OnceValues(func() (string, error) {
 	return strings.TrimSpace(string(out)), nil
 })
 
-// helm runs `helm CMD... CHART` for h, with its state in a temporary
-// directory, its values on stdin (-f takes a comma-separated list: no file
-// name a test name made is safe), and a proxy that refuses every connection,
-// so that anything reaching for the network (a schema $ref, a dependency)
-// fails the test.
+// helm runs `helm CMD... CHART` for h: its state in a temporary directory, the
+// values on stdin (-f splits at commas), and a proxy refusing every connection.
 func helm(h helmRelease, cmd ...string) (stdout, stderr string, err error) {
 	bin, err := helmPath()
 	if err != nil {

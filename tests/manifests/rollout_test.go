@@ -9,9 +9,8 @@ import (
 	"testing"
 )
 
-// TestRolloutWarn: deploy/rollout-warn, and deploy/monitoring with the
-// validation-warn component (as docs/install-helm.md shows), are their base
-// with the one flag --validation-action=warn instead of deny.
+// TestRolloutWarn: the validation-warn component (on deploy/monitoring as
+// docs/install-helm.md shows) changes only --validation-action.
 func TestRolloutWarn(t *testing.T) {
 	root, _ := filepath.Abs(repoRoot)
 	dir := t.TempDir()

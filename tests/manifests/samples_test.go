@@ -17,14 +17,12 @@ import (
 	"k8s.io/utils/ptr"
 )
 
-// sampleFile is the minimal manifest a user writes. The one deploy/default
-// installs is complete, as the webhooks store it: `kubectl apply -k` creates
-// StatefulSets before webhook configurations.
+// sampleFile is the minimal sample (deploy/default's is complete: `kubectl
+// apply -k` creates StatefulSets before webhook configurations).
 const sampleFile = "deploy/samples/statefulset.yaml"
 
-// checkSample: a sample is labelled for the webhooks, selected by them in a
-// namespace nsLabels (if any), with the claim templates want, each requesting
-// storage, a container dittofs, a headless Service of r, a selector of its pods.
+// checkSample: labelled, selected by the webhooks (in a namespace nsLabels),
+// claims want with storage, a container dittofs, a headless Service of r.
 func checkSample(t *testing.T, r *rendering, sts *appsv1.StatefulSet, nsLabels map[string]string, want []string,
 	webhooks []admissionregistrationv1.MutatingWebhook) {
 	t.Helper()
@@ -69,9 +67,8 @@ func TestSamples(t *testing.T) {
 	}
 }
 
-// checkInstalledSample: an overlay installs one StatefulSet, the sample, scaled
-// to 0 (no pod, no PVC), in a namespace of its own that the webhooks select
-// (its spec: TestInstalledSampleIsTheWebhookOutput; tests/e2e TestInstalledSample).
+// checkInstalledSample: the sample, scaled to 0, alone in its own namespace
+// (its spec: TestInstalledSampleIsTheWebhookOutput).
 func checkInstalledSample(t *testing.T, in *install) {
 	sts := one[appsv1.StatefulSet](t, in.all)
 	ns := named[corev1.Namespace](in.sample, "", sampleNamespace)
@@ -92,9 +89,8 @@ func checkInstalledSample(t *testing.T, in *install) {
 	diff(t, "replicas", ptr.To[int32](0), sts.Spec.Replicas)
 }
 
-// TestInstalledSampleIsTheWebhookOutput: each overlay's installed sample is
-// `dittofs-webhook eval` (with the overlay's policy flags) of the minimal one,
-// replicas aside: so it has the install's cache size and mount path.
+// TestInstalledSampleIsTheWebhookOutput: each overlay's sample is `eval` (with
+// the overlay's flags) of the minimal one: the install's cache size and path.
 func TestInstalledSampleIsTheWebhookOutput(t *testing.T) {
 	bin, _ := serverBinary(t)
 	for _, dir := range installOverlays {

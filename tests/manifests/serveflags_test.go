@@ -11,8 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 )
 
-// serveFlags are the flags of `dittofs-webhook serve` (SPEC §5), each with a
-// check of a value the Deployment may pass.
+// serveFlags are the flags of `dittofs-webhook serve` (SPEC §5), with a check.
 var serveFlags = map[string]func(string) error{
 	"listen":             listenAddr,
 	"tls-cert-file":      absPath,
@@ -30,8 +29,7 @@ var serveFlags = map[string]func(string) error{
 	"shutdown-drain-period": positiveDuration,
 }
 
-// optionalServeFlags may be left out of the Deployment's args; the others are
-// spelled out so the manifest shows what runs.
+// optionalServeFlags may be left out; the others are spelled out.
 var optionalServeFlags = map[string]bool{"enable-http2": true}
 
 // parseServeArgs parses args as `serve --flag=value ...` and returns every
