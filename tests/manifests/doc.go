@@ -1,6 +1,4 @@
-// Package manifests tests deploy/ (every kustomize overlay rendered in memory,
-// as `kubectl apply -k` would; the Helm chart with the helm CLI), the
-// Dockerfile and the image `make image` built (IMAGE; the tests that need it
-// skip without). It is a module of its own so that kustomize never enters the
-// server's module graph. Run it with `make manifests`.
+// Package manifests tests deploy/ (kustomize in memory, the chart with the helm
+// CLI), the Dockerfile and the image `make image` built (IMAGE). A module of its
+// own, so kustomize never enters the server's graph. Run it: `make manifests`.
 package manifests

@@ -64,9 +64,8 @@ func TestHelmLint(t *testing.T) {
 	}
 }
 
-// TestHelmRendersTheKustomizeInstall: with the values that match, the chart
-// installs the overlays' objects field for field, so it has every property the
-// kustomize tree is checked for.
+// TestHelmRendersTheKustomizeInstall: the chart installs the overlays' objects
+// field for field, so it has every property they are checked for.
 func TestHelmRendersTheKustomizeInstall(t *testing.T) {
 	for overlay, values := range map[string]string{
 		"deploy/default": "", "deploy/monitoring": monitoringValues, "deploy/rollout-warn": "server: {validationAction: warn}",
@@ -78,8 +77,7 @@ func TestHelmRendersTheKustomizeInstall(t *testing.T) {
 	}
 }
 
-// chartOnlyLabels are the labels the chart may add (Helm's conventions), and
-// kustomizeOnlyLabels the reverse.
+// chartOnlyLabels may be added by the chart (Helm's), kustomizeOnlyLabels the reverse.
 var (
 	chartOnlyLabels = map[string]bool{
 		"helm.sh/chart": true, "app.kubernetes.io/instance": true, "app.kubernetes.io/version": true,
@@ -279,8 +277,7 @@ func TestHelmValues(t *testing.T) {
 	}
 }
 
-// TestHelmSchemaRejectsTypos: the schema fails `helm template` on a misspelled
-// key or a bad value, at its JSON pointer.
+// TestHelmSchemaRejectsTypos: a misspelled key or bad value fails, at its pointer.
 func TestHelmSchemaRejectsTypos(t *testing.T) {
 	for values, at := range map[string]string{
 		`replica: 2`:                                   "",

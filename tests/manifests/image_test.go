@@ -91,18 +91,13 @@ func serverBinary(t *testing.T) (string, []string) {
 // TestImage checks the built image (SPEC §6), not the Dockerfile's text.
 func TestImage(t *testing.T) {
 	img := imageUnderTest(t)
-	var inspect []struct {
-		Config struct {
-			User            string
-			Entrypoint, Cmd []string
-			ExposedPorts    map[string]*struct{}
-			Labels          map[string]string
-		}
+	var cfg struct {
+		User            string
+		Entrypoint, Cmd []string
+		ExposedPorts    map[string]*struct{}
+		Labels          map[string]string
 	}
-	if err := json.Unmarshal(podman(t, "image", "inspect", img), &inspect); err != nil || len(inspect) != 1 {
-		t.Fatalf("podman image inspect %s: %v", img, err)
-	}
-	cfg := inspect[0].Config
+	fatalIf(t, json.Unmarshal(podman(t, "image", "inspect", "--format", "{{json .Config}}", img), &cfg))
 	_, tag, _ := strings.Cut(img, ":")
 	// A numeric user, so runAsNonRoot can verify it.
 	diff(t, "user, entrypoint, cmd, title and version labels",

@@ -34,9 +34,8 @@ func decodeInTree(t *testing.T, r *rendering) inTreePolicies {
 	return p
 }
 
-// inTreeSettings: the server's two policy flags (the MutatingAdmissionPolicy's
-// first two variables, which docs/in-tree.md patches by index), the excluded
-// namespaces and the validation actions.
+// inTreeSettings: the two policy flags (the first two variables, which
+// docs/in-tree.md patches by index), excluded namespaces, validation actions.
 type inTreeSettings struct {
 	Size, Mount string
 	Excluded    []string

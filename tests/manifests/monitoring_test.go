@@ -94,8 +94,7 @@ func hasMatcher(vs *parser.VectorSelector, name, value string) bool {
 
 var alertNameRE = regexp.MustCompile(`^DittoFSWebhook[A-Z][A-Za-z]+$`)
 
-// TestMonitoring checks deploy/monitoring and the chart under another release
-// name and namespace than the alerts' source names (the chart rewrites those).
+// TestMonitoring: deploy/monitoring, and the chart under another release name.
 func TestMonitoring(t *testing.T) {
 	t.Run("deploy/monitoring", func(t *testing.T) { checkMonitoring(t, loadInstall(t, render(t, "deploy/monitoring"))) })
 	t.Run("helm "+helmMonitoringInstall.name, func(t *testing.T) { checkMonitoring(t, helmMonitoringInstall.load(t)) })
@@ -255,17 +254,14 @@ func checkAlertsFire(t *testing.T, in *install, alerts []alertRule) {
 	rename := strings.NewReplacer("$ns", `namespace="`+in.dep.Namespace+`"`, "\n", "\n  ",
 		`deployment="dittofs-webhook"`, `deployment="`+in.dep.Name+`"`, `job="dittofs-webhook"`, `job="`+in.svc.Name+`"`)
 	engine := promqltest.NewTestEngine(t, false, 5*time.Minute, promqltest.DefaultMaxSamplesPerQuery)
-	covered := map[string]map[bool]bool{}
+	covered := map[string]bool{} // alert/fires
 	for _, c := range alertCases {
 		t.Run(c.alert+"/"+c.scenario, func(t *testing.T) {
 			i := slices.IndexFunc(alerts, func(a alertRule) bool { return a.Alert == c.alert })
 			if i < 0 {
 				t.Fatalf("the PrometheusRule has no alert %s", c.alert)
 			}
-			if covered[c.alert] == nil {
-				covered[c.alert] = map[bool]bool{}
-			}
-			covered[c.alert][c.fires] = true
+			covered[fmt.Sprint(c.alert, "/", c.fires)] = true
 			expr, series := alerts[i].Expr.String(), rename.Replace("\n"+strings.TrimSpace(c.series))
 			q, err := engine.NewInstantQuery(context.Background(), promqltest.LoadedStorage(t, "load 1m"+series), nil, expr,
 				time.Unix(0, 0).Add(c.at))
@@ -280,7 +276,7 @@ func checkAlertsFire(t *testing.T, in *install, alerts []alertRule) {
 		})
 	}
 	for _, a := range alerts {
-		if !covered[a.Alert][true] || !covered[a.Alert][false] {
+		if !covered[a.Alert+"/true"] || !covered[a.Alert+"/false"] {
 			t.Errorf("alert %s needs a case where it fires and one where it does not", a.Alert)
 		}
 	}

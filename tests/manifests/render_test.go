@@ -45,8 +45,7 @@ const (
 	chartDir         = "deploy/helm/dittofs-webhook"
 )
 
-// scheme holds the API types the manifests decode into (the CRDs' schemas:
-// tests/e2e TestInstallManifests).
+// scheme holds the API types the manifests decode into (CRDs: tests/e2e).
 var scheme = func() *runtime.Scheme {
 	s := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, appsv1.AddToScheme, policyv1.AddToScheme,
@@ -56,8 +55,7 @@ var scheme = func() *runtime.Scheme {
 	return s
 }()
 
-// allowedKinds are the kinds a rendering may hold. No RBAC kind: the server
-// talks to no Kubernetes API.
+// allowedKinds: no RBAC kind, as the server talks to no Kubernetes API.
 var allowedKinds = map[string]bool{
 	"Namespace": true, "ServiceAccount": true, "Service": true, "Deployment": true, "StatefulSet": true,
 	"PodDisruptionBudget": true, "NetworkPolicy": true, "ConfigMap": true, "MutatingWebhookConfiguration": true,
@@ -66,9 +64,7 @@ var allowedKinds = map[string]bool{
 	"ValidatingAdmissionPolicy": true, "ValidatingAdmissionPolicyBinding": true,
 }
 
-var clusterScoped = map[string]bool{
-	"Namespace": true, "MutatingWebhookConfiguration": true, "ValidatingWebhookConfiguration": true,
-}
+var clusterScoped = map[string]bool{"Namespace": true, "MutatingWebhookConfiguration": true, "ValidatingWebhookConfiguration": true}
 
 type object struct {
 	Kind, Namespace, Name string

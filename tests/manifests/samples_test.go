@@ -53,8 +53,7 @@ func checkSample(t *testing.T, r *rendering, sts *appsv1.StatefulSet, nsLabels m
 	}
 }
 
-// TestSamples: the minimal sample has the emptyDir cache the webhook replaces
-// (what the webhooks make of it: tests/e2e TestShippedSample).
+// TestSamples: the minimal sample has the emptyDir cache the webhook replaces.
 func TestSamples(t *testing.T) {
 	r := render(t, "deploy/samples")
 	sts := one[appsv1.StatefulSet](t, r)
@@ -67,8 +66,7 @@ func TestSamples(t *testing.T) {
 	}
 }
 
-// checkInstalledSample: the sample, scaled to 0, alone in its own namespace
-// (its spec: TestInstalledSampleIsTheWebhookOutput).
+// checkInstalledSample: the sample, scaled to 0, alone in its own namespace.
 func checkInstalledSample(t *testing.T, in *install) {
 	sts := one[appsv1.StatefulSet](t, in.all)
 	ns := named[corev1.Namespace](in.sample, "", sampleNamespace)
