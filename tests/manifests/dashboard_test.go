@@ -26,12 +26,10 @@ import (
 	"k8s.io/utils/ptr"
 )
 
-// dashboardFile has a copy in the chart (Helm reads nothing outside it), kept
-// equal, as the alerts', by TestHelmRendersTheKustomizeInstall.
+// dashboardFile's copy in the chart: kept equal by TestHelmRendersTheKustomizeInstall.
 const dashboardFile = "deploy/monitoring/dashboard.json"
 
-// registerGrafanaVariants has the SDK decode these panels' options and queries
-// strictly too (an unregistered kind is kept as an untyped bag).
+// registerGrafanaVariants: else the SDK keeps panel options and queries untyped.
 var registerGrafanaVariants = sync.OnceFunc(func() {
 	rt := cog.NewRuntime()
 	rt.RegisterDataqueryVariant(prometheus.VariantConfig())
@@ -40,8 +38,7 @@ var registerGrafanaVariants = sync.OnceFunc(func() {
 	}
 })
 
-// dashboardPanel is what the checks read of a panel: the SDK (v0.0.22)
-// checks the panels strictly but keeps none of them.
+// dashboardPanel: the SDK (v0.0.22) checks the panels strictly but keeps none.
 type dashboardPanel struct {
 	ID          *uint32
 	Title, Type string
@@ -54,19 +51,17 @@ type dashboardPanel struct {
 	Panels []dashboardPanel // a row's
 }
 
-// decodeDashboard decodes a dashboard as Grafana's schema has it: an unknown,
-// mistyped or missing field is an error, in panels' options and queries too.
+// decodeDashboard: an unknown, mistyped or missing field (Grafana's schema) fails.
 func decodeDashboard(raw []byte) (*dashboard.Dashboard, []dashboardPanel, error) {
 	registerGrafanaVariants()
 	var d dashboard.Dashboard
 	// An empty cog.BuildErrors (a typed nil) is no error.
-	if err := d.UnmarshalJSONStrict(raw); err != nil {
-		if be, ok := err.(cog.BuildErrors); !ok || len(be) > 0 {
-			return nil, nil, err
-		}
+	err := d.UnmarshalJSONStrict(raw)
+	if be, ok := err.(cog.BuildErrors); err != nil && (!ok || len(be) > 0) {
+		return nil, nil, err
 	}
 	var top struct{ Panels []dashboardPanel }
-	err := json.Unmarshal(raw, &top)
+	err = json.Unmarshal(raw, &top)
 	return &d, top.Panels, err
 }
 

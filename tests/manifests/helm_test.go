@@ -86,8 +86,7 @@ var (
 	kustomizeOnlyLabels = map[string]bool{"app.kubernetes.io/managed-by": true}
 )
 
-// compareRenderings: chart has kust's objects (but its Namespace) but for
-// labels, and in selectors app.kubernetes.io/instance (two releases' pods apart).
+// compareRenderings: chart has kust's objects (but its Namespace) but for labels.
 func compareRenderings(t *testing.T, kust, chart *rendering) {
 	t.Helper()
 	want := map[string]object{}
@@ -120,8 +119,7 @@ func compareRenderings(t *testing.T, kust, chart *rendering) {
 	}
 }
 
-// withoutLabels is o's JSON, the labels drop names out of every metadata.labels
-// (returned by path), app.kubernetes.io/instance out of every other map.
+// withoutLabels drops labels from metadata.labels, and the instance selector label.
 func withoutLabels(t *testing.T, o object, drop func(path, name string) bool) (any, map[string]map[string]any) {
 	t.Helper()
 	var v any
@@ -317,8 +315,7 @@ func TestHelmSchemaRejectsTypos(t *testing.T) {
 	}
 }
 
-// TestHelmValuesDocumented: every value of values.yaml is in the values table
-// of docs/install-helm.md, and every key the schema accepts is in values.yaml.
+// TestHelmValuesDocumented: docs/install-helm.md ⊇ values.yaml ⊇ the schema's keys.
 func TestHelmValuesDocumented(t *testing.T) {
 	read := func(name string) []byte {
 		raw, err := os.ReadFile(filepath.Join(repoRoot, name))

@@ -77,14 +77,11 @@ func (in *install) pod() *corev1.PodSpec { return &in.dep.Spec.Template.Spec }
 func (in *install) flagPort(t *testing.T, name string) int32 {
 	t.Helper()
 	p, err := listenPort(in.flags[name])
-	if err != nil {
-		t.Fatalf("container args %q: --%s: %v", in.container.Args, name, err)
-	}
+	fatalIf(t, err)
 	return p
 }
 
-// webhooks returns the mutating and the validating webhook, as the mutating
-// type (whose fields are a superset), so one check reads both.
+// webhooks returns both webhooks as the mutating type (a superset of fields).
 func (in *install) webhooks(t *testing.T) []admissionregistrationv1.MutatingWebhook {
 	t.Helper()
 	if len(in.mwc.Webhooks) != 1 || len(in.vwc.Webhooks) != 1 {
@@ -241,8 +238,7 @@ func checkWebhooks(t *testing.T, in *install) {
 	}
 }
 
-// checkServingCertificate: serving ← CA Issuer ← CA Certificate ← selfSigned
-// Issuer, named by inject-ca-from, its Secret mounted (works: tests/e2e/node).
+// checkServingCertificate: serving ← CA Issuer ← CA Certificate ← selfSigned Issuer.
 func checkServingCertificate(t *testing.T, in *install) {
 	p, ns := in.namePrefix, in.namespace
 	diff(t, "--tls-cert-file, --tls-key-file, volume mounts, volumes", []any{
@@ -283,8 +279,7 @@ func checkServingCertificate(t *testing.T, in *install) {
 	diff(t, "the cert-manager Issuers' and Certificates' specs", want, got)
 }
 
-// checkAvailability: with failurePolicy Fail, one replica down must not block
-// StatefulSets; minAvailable below the replicas, or drains would hang.
+// checkAvailability: with failurePolicy Fail, a replica down must not block writes.
 func checkAvailability(t *testing.T, in *install) {
 	if replicas := ptr.Deref(in.dep.Spec.Replicas, 1); replicas < 2 {
 		t.Errorf("Deployment replicas = %d, want at least 2", replicas)

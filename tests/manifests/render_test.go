@@ -277,12 +277,6 @@ func selects(t *testing.T, sel *metav1.LabelSelector, set map[string]string) boo
 
 func listenPort(addr string) (int32, error) {
 	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return 0, err
-	}
-	n, err := strconv.ParseInt(port, 10, 32)
-	if err != nil {
-		return 0, fmt.Errorf("port of %q: %w", addr, err)
-	}
-	return int32(n), nil
+	n, err2 := strconv.ParseUint(port, 10, 16)
+	return int32(n), errors.Join(err, err2)
 }
