@@ -89,7 +89,7 @@ func TestDashboard(t *testing.T) {
 	// grafana_dashboard: the label kube-prometheus-stack's Grafana sidecar selects by.
 	if cm := one[corev1.ConfigMap](t, render(t, "deploy/monitoring")); cm.Labels["grafana_dashboard"] != "1" ||
 		cm.Data["dittofs-webhook.json"] != string(raw) {
-		t.Errorf("ConfigMap %s lacks grafana_dashboard=1 (labels %v) or data[dittofs-webhook.json] %s", cm.Name, cm.Labels, dashboardFile)
+		t.Errorf("ConfigMap %s: labels %v, want grafana_dashboard=1 and data[dittofs-webhook.json] the file", cm.Name, cm.Labels)
 	}
 
 	vars := map[string]bool{}
@@ -203,7 +203,8 @@ func TestDashboard(t *testing.T) {
 		fn           string
 		matchers     []string
 	}{
-		{"request rate by webhook and result", "dittofs_webhook_admission_requests_total", []string{"webhook", "allowed"}, "rate", nil},
+		{"request rate by webhook and result", "dittofs_webhook_admission_requests_total", []string{"webhook", "allowed"},
+			"rate", nil},
 		{"latency quantiles", "dittofs_webhook_admission_duration_seconds_bucket", []string{"le"}, "histogram_quantile", nil},
 		{"denials and warnings by rule", "dittofs_webhook_violations_total", []string{"rule", "action"}, "", nil},
 		{"mutations by kind", "dittofs_webhook_mutations_total", []string{"mutation"}, "", nil},

@@ -22,7 +22,6 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// monitoringValues turns on everything the chart has for monitoring.
 const monitoringValues = "monitoring: {serviceMonitor: {enabled: true}, prometheusRule: {enabled: true}, dashboard: {enabled: true}}"
 
 // helmInstall is an installation of the chart that must pass every installCheck.
@@ -151,6 +150,7 @@ func withoutLabels(t *testing.T, o object, drop func(path, name string) bool) (a
 type chartView struct {
 	t   *testing.T
 	r   *rendering
+	dep *appsv1.Deployment
 	pod *corev1.PodSpec
 	c   *corev1.Container
 }
@@ -168,7 +168,7 @@ var helmValueCases = []struct {
 	{"image from a private registry", `
 image: {repository: registry.example/dittofs-webhook, tag: v1.2.3, pullPolicy: IfNotPresent, pullSecrets: [{name: regcred}]}`,
 		func(v chartView) any {
-			return []any{v.c.Image, v.c.ImagePullPolicy, v.pod.ImagePullSecrets, one[appsv1.Deployment](v.t, v.r).Labels["app.kubernetes.io/version"]}
+			return []any{v.c.Image, v.c.ImagePullPolicy, v.pod.ImagePullSecrets, v.dep.Labels["app.kubernetes.io/version"]}
 		}, []any{"registry.example/dittofs-webhook:v1.2.3", corev1.PullIfNotPresent,
 			[]corev1.LocalObjectReference{{Name: "regcred"}}, "v1.2.3"}},
 	{"image by digest", `image: {tag: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}`,
@@ -236,7 +236,8 @@ monitoring:
   prometheusRule: {enabled: true, labels: {release: kube-prometheus-stack}}
   dashboard: {enabled: true, namespace: grafana, labels: {team: storage}, annotations: {grafana_folder: DittoFS}}`,
 		func(v chartView) any {
-			sm, pr, cm := one[monitoringv1.ServiceMonitor](v.t, v.r), one[monitoringv1.PrometheusRule](v.t, v.r), one[corev1.ConfigMap](v.t, v.r)
+			sm, pr := one[monitoringv1.ServiceMonitor](v.t, v.r), one[monitoringv1.PrometheusRule](v.t, v.r)
+			cm := one[corev1.ConfigMap](v.t, v.r)
 			return []any{sm.Labels["release"], sm.Spec.Endpoints[0].Interval, pr.Labels["release"],
 				cm.Namespace, cm.Labels["grafana_dashboard"], cm.Labels["team"], cm.Annotations}
 		}, []any{"kube-prometheus-stack", monitoringv1.Duration("1m"), "kube-prometheus-stack",
@@ -259,18 +260,19 @@ monitoring:
 const excludingSelector = "kubernetes.io/metadata.name notin (dittofs-webhook,flux-system,kube-system,monitoring)"
 
 func replicasAndPDBs(v chartView) any {
-	return []any{one[appsv1.Deployment](v.t, v.r).Spec.Replicas, len(all[policyv1.PodDisruptionBudget](v.r))}
+	return []any{v.dep.Spec.Replicas, len(all[policyv1.PodDisruptionBudget](v.r))}
 }
 
 func TestHelmValues(t *testing.T) {
 	for _, c := range helmValueCases {
 		t.Run(c.name, func(t *testing.T) {
 			r := renderHelm(t, defaultRelease.with(c.values))
-			pod := &one[appsv1.Deployment](t, r).Spec.Template.Spec
+			dep := one[appsv1.Deployment](t, r)
+			pod := &dep.Spec.Template.Spec
 			if _, problems := parseServeArgs(pod.Containers[0].Args); len(problems) > 0 {
 				t.Errorf("container args: %q", problems)
 			}
-			diff(t, c.name, c.want, c.got(chartView{t, r, pod, &pod.Containers[0]}))
+			diff(t, c.name, c.want, c.got(chartView{t, r, dep, pod, &pod.Containers[0]}))
 		})
 	}
 }

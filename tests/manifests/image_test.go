@@ -220,7 +220,8 @@ func TestDockerignore(t *testing.T) {
 	pm, err := patternmatcher.New(patterns)
 	fatalIf(t, err)
 	cmd := exec.Command("go", "list", "-deps", "-f",
-		`{{if and .Module .Module.Main}}{{range .GoFiles}}{{$.Dir}}/{{.}} {{end}}{{range .EmbedFiles}}{{$.Dir}}/{{.}} {{end}}{{end}}`, serverPkg)
+		`{{if and .Module .Module.Main}}{{range .GoFiles}}{{$.Dir}}/{{.}} {{end}}`+
+			`{{range .EmbedFiles}}{{$.Dir}}/{{.}} {{end}}{{end}}`, serverPkg)
 	cmd.Dir = repoRoot
 	cmd.Env = append(os.Environ(), "GOWORK=off", "CGO_ENABLED=0", "GOOS=linux")
 	out, err := cmd.Output()

@@ -116,7 +116,7 @@ var installChecks = []struct {
 		}
 	}},
 	{"no service account token", func(t *testing.T, in *install) {
-		diff(t, "automountServiceAccountToken (ServiceAccount, pod), serviceAccountName", []any{ptr.To(false), ptr.To(false), in.sa.Name},
+		diff(t, "automountServiceAccountToken (SA, pod), serviceAccountName", []any{ptr.To(false), ptr.To(false), in.sa.Name},
 			[]any{in.sa.AutomountServiceAccountToken, in.pod().AutomountServiceAccountToken, in.pod().ServiceAccountName})
 	}},
 	{"webhook configurations", checkWebhooks},
@@ -144,7 +144,7 @@ var installChecks = []struct {
 				req, hasReq := c.Resources.Requests[res]
 				lim, hasLim := c.Resources.Limits[res]
 				if !hasReq || !hasLim || req.Cmp(lim) > 0 {
-					t.Errorf("container %q: %s request %v must be set and not exceed the limit %v", c.Name, res, req.String(), lim.String())
+					t.Errorf("container %q: %s request %v unset or over the limit %v", c.Name, res, req.String(), lim.String())
 				}
 			}
 		}

@@ -131,7 +131,8 @@ func checkMonitoring(t *testing.T, in *install) {
 
 	t.Run("every alert is well formed", func(t *testing.T) {
 		for i, a := range alerts {
-			if !alertNameRE.MatchString(a.Alert) || slices.ContainsFunc(alerts[:i], func(b alertRule) bool { return b.Alert == a.Alert }) {
+			twice := slices.ContainsFunc(alerts[:i], func(b alertRule) bool { return b.Alert == a.Alert })
+			if !alertNameRE.MatchString(a.Alert) || twice {
 				t.Errorf("alert %s: name does not match %s, or is defined twice", a.Alert, alertNameRE)
 			}
 			if !slices.Contains([]string{"critical", "warning", "info"}, a.Labels["severity"]) {
@@ -219,7 +220,8 @@ up{job="dittofs-webhook", $ns, pod="b"} 0x10`, 5 * time.Minute, false},
 dittofs_webhook_tls_certificate_expiry_timestamp_seconds{$ns, pod="a"} ` + strconv.Itoa(60*day) + `x10
 dittofs_webhook_tls_certificate_expiry_timestamp_seconds{$ns, pod="b"} ` + strconv.Itoa(6*day) + `x10`, 5 * time.Minute, true},
 	{"DittoFSWebhookCertificateExpiringSoon", "8 days left",
-		`dittofs_webhook_tls_certificate_expiry_timestamp_seconds{$ns, pod="a"} ` + strconv.Itoa(8*day) + `x10`, 5 * time.Minute, false},
+		`dittofs_webhook_tls_certificate_expiry_timestamp_seconds{$ns, pod="a"} ` + strconv.Itoa(8*day) + `x10`,
+		5 * time.Minute, false},
 	{"DittoFSWebhookCertificateExpiringSoon", "6 days left on day 100 (counted from time())",
 		`dittofs_webhook_tls_certificate_expiry_timestamp_seconds{$ns, pod="a"} _x143990 ` + strconv.Itoa(106*day) + `x10`,
 		100 * 24 * time.Hour, true},
@@ -234,7 +236,6 @@ dittofs_webhook_tls_certificate_reloads_total{$ns, pod="a", result="success"} 0 
 dittofs_webhook_tls_certificate_reloads_total{$ns, pod="a", result="failure"} 0x10`, 6 * time.Minute, false},
 }
 
-// requests is the validating webhook's denied and allowed UPDATE requests.
 func requests(denied, allowed string) string {
 	const s = "\ndittofs_webhook_admission_requests_total{$ns, pod=\"a\", webhook=\"validate\", operation=\"UPDATE\", allowed=%q} %s"
 	return fmt.Sprintf(s+s, "false", denied, "true", allowed)
@@ -244,12 +245,12 @@ func requests(denied, allowed string) string {
 func latency(fast, slow int) string {
 	var b strings.Builder
 	for le, n := range map[string]int{"0.001": fast, "1": fast, "2.5": fast + slow, "+Inf": fast + slow} {
-		fmt.Fprintf(&b, "\ndittofs_webhook_admission_duration_seconds_bucket{$ns, pod=\"a\", webhook=\"mutate\", le=%q} 0+%dx20", le, n)
+		fmt.Fprintf(&b, "\ndittofs_webhook_admission_duration_seconds_bucket{$ns, pod=\"a\", webhook=\"mutate\", le=%q} 0+%dx20",
+			le, n)
 	}
 	return b.String()
 }
 
-// checkAlertsFire runs alertCases, their series named as in's.
 func checkAlertsFire(t *testing.T, in *install, alerts []alertRule) {
 	rename := strings.NewReplacer("$ns", `namespace="`+in.dep.Namespace+`"`, "\n", "\n  ",
 		`deployment="dittofs-webhook"`, `deployment="`+in.dep.Name+`"`, `job="dittofs-webhook"`, `job="`+in.svc.Name+`"`)

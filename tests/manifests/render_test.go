@@ -84,7 +84,6 @@ type rendering struct {
 	objs []object
 }
 
-// renderings holds each rendering, made once per test binary.
 var renderings sync.Map
 
 func cached(t *testing.T, key string, nodes func() ([]*kyaml.RNode, error)) *rendering {
