@@ -2,10 +2,10 @@ package manifests
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
 
@@ -22,16 +22,9 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// monitoringValues turns on everything the chart has for monitoring.
-const monitoringValues = `
-monitoring:
-  serviceMonitor: {enabled: true}
-  prometheusRule: {enabled: true}
-  dashboard: {enabled: true}
-`
+const monitoringValues = "monitoring: {serviceMonitor: {enabled: true}, prometheusRule: {enabled: true}, dashboard: {enabled: true}}"
 
-// helmInstall is an installation of the chart that must pass every
-// installCheck, as the kustomize overlays do.
+// helmInstall is an installation of the chart that must pass every installCheck.
 type helmInstall struct {
 	name       string
 	release    helmRelease
@@ -43,21 +36,15 @@ func (h helmInstall) load(t *testing.T) *install {
 	return loadInstallAs(t, renderHelm(t, h.release), h.release.namespace, h.namePrefix, false)
 }
 
-// helmMonitoringInstall has everything on, under another release name and
-// namespace than deploy/monitoring, whose alerts name its own.
+// helmMonitoringInstall: another release name and namespace than the alerts'.
 var helmMonitoringInstall = helmInstall{"monitoring, another release name and namespace",
 	helmRelease{name: "dfs", namespace: "dittofs-system", values: monitoringValues}, "dfs-dittofs-webhook"}
 
-// helmInstalls are the chart's installs TestInstall checks. (With the
-// defaults, the chart renders deploy/default's objects:
-// TestHelmRendersTheKustomizeInstall; monitoring off included.)
 var helmInstalls = []helmInstall{
 	helmMonitoringInstall,
-	{"warn mode, 3 replicas, other server flags", defaultRelease.with(`
-replicas: 3
+	{"warn mode, 3 replicas, other server flags", defaultRelease.with(`replicas: 3
 server: {validationAction: warn, defaultCacheSize: 20Gi, cacheMountPath: /var/cache/dittofs, logFormat: text, logLevel: debug}
-webhooks: {excludedNamespaces: [flux-system]}
-`), "dittofs-webhook"},
+webhooks: {excludedNamespaces: [flux-system]}`), "dittofs-webhook"},
 }
 
 func TestHelmLint(t *testing.T) {
@@ -76,13 +63,8 @@ func TestHelmLint(t *testing.T) {
 	}
 }
 
-// TestHelmRendersTheKustomizeInstall checks that the chart, with default
-// values, installs the objects deploy/default installs, and with the values
-// that match, those of deploy/monitoring and deploy/rollout-warn: the same
-// objects, field for field, minus the sample and the Namespace (which
-// kustomize renders and Helm cannot), Helm's labels added. So the chart
-// inherits every property the kustomize tree is checked for, and drifts from
-// it in no field (a fix made in deploy/base must be made in the chart too).
+// TestHelmRendersTheKustomizeInstall: the chart installs the overlays' objects
+// field for field, so it has every property they are checked for.
 func TestHelmRendersTheKustomizeInstall(t *testing.T) {
 	for overlay, values := range map[string]string{
 		"deploy/default": "", "deploy/monitoring": monitoringValues, "deploy/rollout-warn": "server: {validationAction: warn}",
@@ -94,8 +76,7 @@ func TestHelmRendersTheKustomizeInstall(t *testing.T) {
 	}
 }
 
-// chartOnlyLabels are the labels the chart sets that the kustomize tree does
-// not (Helm's conventions), and kustomizeOnlyLabels the reverse.
+// chartOnlyLabels may be added by the chart (Helm's), kustomizeOnlyLabels the reverse.
 var (
 	chartOnlyLabels = map[string]bool{
 		"helm.sh/chart": true, "app.kubernetes.io/instance": true, "app.kubernetes.io/version": true,
@@ -104,12 +85,7 @@ var (
 	kustomizeOnlyLabels = map[string]bool{"app.kubernetes.io/managed-by": true}
 )
 
-// compareRenderings checks that chart has the objects of kust, minus its
-// Namespace, and that they are the same but for labels: every label of kust
-// but kustomizeOnlyLabels is on the chart's object with the same value, and
-// the chart adds only chartOnlyLabels. In selectors (matchLabels, a
-// Service's selector) the chart may add app.kubernetes.io/instance, which
-// keeps two releases' pods apart.
+// compareRenderings: chart has kust's objects (but its Namespace) but for labels.
 func compareRenderings(t *testing.T, kust, chart *rendering) {
 	t.Helper()
 	want := map[string]object{}
@@ -125,27 +101,16 @@ func compareRenderings(t *testing.T, kust, chart *rendering) {
 			continue
 		}
 		delete(want, o.String())
-		kv, klabels := splitLabels(t, k)
-		cv, clabels := splitLabels(t, o)
+		kv, kl := withoutLabels(t, k, func(_, name string) bool { return kustomizeOnlyLabels[name] })
+		cv, _ := withoutLabels(t, o, func(path, name string) bool {
+			_, inKust := kl[path][name]
+			return chartOnlyLabels[name] && !inKust
+		})
 		if d := cmp.Diff(kv, cv); d != "" {
 			t.Errorf("%s differs between %s and the chart (-kustomize +chart):\n%s", o, kust.dir, d)
 		}
-		for path, kl := range klabels {
-			for name, v := range kl {
-				if !kustomizeOnlyLabels[name] && clabels[path][name] != v {
-					t.Errorf("%s: %s[%q] = %v in the chart, %v in %s", o, path, name, clabels[path][name], v, kust.dir)
-				}
-			}
-		}
-		for path, cl := range clabels {
-			for name, v := range cl {
-				if _, inKust := klabels[path][name]; !inKust && !chartOnlyLabels[name] {
-					t.Errorf("%s: the chart adds label %s[%q] = %v, which %s does not have", o, path, name, v, kust.dir)
-				}
-			}
-		}
-		if cl := clabels["metadata.labels"]; cl["app.kubernetes.io/managed-by"] != "Helm" {
-			t.Errorf("%s: the chart's object is not labelled app.kubernetes.io/managed-by: Helm (labels %v)", o, cl)
+		if l := o.obj.(metav1.Object).GetLabels(); l["app.kubernetes.io/managed-by"] != "Helm" {
+			t.Errorf("%s: the chart's object is not labelled app.kubernetes.io/managed-by: Helm (labels %v)", o, l)
 		}
 	}
 	for name := range want {
@@ -153,24 +118,20 @@ func compareRenderings(t *testing.T, kust, chart *rendering) {
 	}
 }
 
-// splitLabels decodes o and takes out every metadata.labels (the object's,
-// its pod template's), returned by path; from every other map it drops
-// app.kubernetes.io/instance, a selector label only the chart has.
-func splitLabels(t *testing.T, o object) (any, map[string]map[string]any) {
+// withoutLabels drops labels from metadata.labels, and the instance selector label.
+func withoutLabels(t *testing.T, o object, drop func(path, name string) bool) (any, map[string]map[string]any) {
 	t.Helper()
 	var v any
-	if err := decodeStrict(o.raw, &v); err != nil {
-		t.Fatalf("%s: %v", o, err)
-	}
+	fatalIf(t, decodeStrict(o.raw, &v))
 	labels := map[string]map[string]any{}
 	var walk func(path string, v any)
 	walk = func(path string, v any) {
 		switch x := v.(type) {
 		case map[string]any:
-			if l, ok := x["labels"].(map[string]any); ok && strings.HasSuffix(path, "metadata") {
-				labels[strings.TrimPrefix(path+".labels", ".")] = l
-				delete(x, "labels")
-			} else if !strings.HasSuffix(path, "metadata") {
+			if strings.HasSuffix(path, ".metadata.labels") {
+				maps.DeleteFunc(x, func(name string, _ any) bool { return drop(path, name) })
+				labels[path] = x
+			} else {
 				delete(x, "app.kubernetes.io/instance")
 			}
 			for k, c := range x {
@@ -186,32 +147,40 @@ func splitLabels(t *testing.T, o object) (any, map[string]map[string]any) {
 	return v, labels
 }
 
-// helmValueCases are non-default values, each with what it must render:
-// got picks the fields from the rendering, want is what they must be.
+type chartView struct {
+	t   *testing.T
+	r   *rendering
+	dep *appsv1.Deployment
+	pod *corev1.PodSpec
+	c   *corev1.Container
+}
+
+func (v chartView) mwc() *admissionregistrationv1.MutatingWebhookConfiguration {
+	return one[admissionregistrationv1.MutatingWebhookConfiguration](v.t, v.r)
+}
+
+// helmValueCases: got picks fields from the rendering, want is what they must be.
 var helmValueCases = []struct {
 	name, values string // YAML
-	got          func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any
+	got          func(v chartView) any
 	want         any
 }{
 	{"image from a private registry", `
 image: {repository: registry.example/dittofs-webhook, tag: v1.2.3, pullPolicy: IfNotPresent, pullSecrets: [{name: regcred}]}`,
-		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
-			return []any{c.Image, c.ImagePullPolicy, pod.ImagePullSecrets, one[appsv1.Deployment](t, r).Labels["app.kubernetes.io/version"]}
+		func(v chartView) any {
+			return []any{v.c.Image, v.c.ImagePullPolicy, v.pod.ImagePullSecrets, v.dep.Labels["app.kubernetes.io/version"]}
 		}, []any{"registry.example/dittofs-webhook:v1.2.3", corev1.PullIfNotPresent,
 			[]corev1.LocalObjectReference{{Name: "regcred"}}, "v1.2.3"}},
-	{"image by digest", `
-image: {tag: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}`,
-		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
-			return []any{c.Image, c.ImagePullPolicy}
-		}, []any{"ghcr.io/dittofs/dittofs-webhook@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+	{"image by digest", `image: {tag: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}`,
+		func(v chartView) any { return []any{v.c.Image, v.c.ImagePullPolicy} },
+		[]any{"ghcr.io/dittofs/dittofs-webhook@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
 			corev1.PullPolicy("")}},
 	{"3 replicas", `replicas: 3`, replicasAndPDBs, []any{ptr.To[int32](3), 1}},
 	{"1 replica: no PodDisruptionBudget, which would block every drain", `replicas: 1`, replicasAndPDBs,
 		[]any{ptr.To[int32](1), 0}},
-	{"resources", `
-resources: {requests: {cpu: 100m, memory: 128Mi}, limits: {cpu: "2", memory: 512Mi}}`,
-		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
-			res := c.Resources
+	{"resources", `resources: {requests: {cpu: 100m, memory: 128Mi}, limits: {cpu: "2", memory: 512Mi}}`,
+		func(v chartView) any {
+			res := v.c.Resources
 			return []string{res.Requests.Cpu().String(), res.Requests.Memory().String(), res.Limits.Cpu().String(),
 				res.Limits.Memory().String()}
 		}, []string{"100m", "128Mi", "2", "512Mi"}},
@@ -220,8 +189,8 @@ nodeSelector: {node-role.kubernetes.io/control-plane: ""}
 tolerations: [{key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}]
 affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: kubernetes.io/arch, operator: In, values: [arm64]}]}]}}}
 topologySpreadConstraints: [{maxSkew: 2, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule}]`,
-		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
-			return []any{pod.NodeSelector, pod.Tolerations, pod.Affinity, pod.TopologySpreadConstraints}
+		func(v chartView) any {
+			return []any{v.pod.NodeSelector, v.pod.Tolerations, v.pod.Affinity, v.pod.TopologySpreadConstraints}
 		}, []any{
 			map[string]string{"node-role.kubernetes.io/control-plane": ""},
 			[]corev1.Toleration{{Key: "node-role.kubernetes.io/control-plane", Operator: corev1.TolerationOpExists,
@@ -234,85 +203,81 @@ topologySpreadConstraints: [{maxSkew: 2, topologyKey: topology.kubernetes.io/zon
 		}},
 	{"webhooks: failurePolicy, timeout, excluded namespaces", `
 webhooks: {failurePolicy: Ignore, timeoutSeconds: 10, excludedNamespaces: [flux-system, monitoring, kube-system]}`,
-		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
-			m := one[admissionregistrationv1.MutatingWebhookConfiguration](t, r).Webhooks[0]
-			v := one[admissionregistrationv1.ValidatingWebhookConfiguration](t, r).Webhooks[0]
-			return []any{m.FailurePolicy, v.FailurePolicy, m.TimeoutSeconds, v.TimeoutSeconds,
-				metav1.FormatLabelSelector(m.NamespaceSelector), metav1.FormatLabelSelector(v.NamespaceSelector)}
+		func(v chartView) any {
+			m, w := v.mwc().Webhooks[0], one[admissionregistrationv1.ValidatingWebhookConfiguration](v.t, v.r).Webhooks[0]
+			return []any{m.FailurePolicy, w.FailurePolicy, m.TimeoutSeconds, w.TimeoutSeconds,
+				metav1.FormatLabelSelector(m.NamespaceSelector), metav1.FormatLabelSelector(w.NamespaceSelector)}
 		}, []any{ptr.To(admissionregistrationv1.Ignore), ptr.To(admissionregistrationv1.Ignore), ptr.To[int32](10),
 			ptr.To[int32](10), excludingSelector, excludingSelector}},
 	{"server flags", `
 server: {defaultCacheSize: 20Gi, cacheMountPath: /var/cache/dittofs, logFormat: text, logLevel: debug, validationAction: warn}`,
-		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
-			flags, _ := parseServeArgs(c.Args)
+		func(v chartView) any {
+			flags, _ := parseServeArgs(v.c.Args)
 			return []string{flags["default-cache-size"], flags["cache-mount-path"], flags["log-format"], flags["log-level"],
 				flags["validation-action"]}
 		}, []string{"20Gi", "/var/cache/dittofs", "text", "debug", "warn"}},
-	{"an existing ClusterIssuer instead of the chart's CA", `
-certManager: {issuer: {name: corp-ca, kind: ClusterIssuer}}`,
-		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
-			cert := one[cmapi.Certificate](t, r)
-			return []any{len(all[cmapi.Issuer](r)), cert.Spec.IssuerRef, cert.Namespace + "/" + cert.Name,
-				one[admissionregistrationv1.MutatingWebhookConfiguration](t, r).Annotations[injectCAFrom],
-				cert.Spec.SecretName, pod.Volumes[0].Secret.SecretName}
+	{"an existing ClusterIssuer instead of the chart's CA", `certManager: {issuer: {name: corp-ca, kind: ClusterIssuer}}`,
+		func(v chartView) any {
+			cert := one[cmapi.Certificate](v.t, v.r)
+			return []any{len(all[cmapi.Issuer](v.r)), cert.Spec.IssuerRef, cert.Namespace + "/" + cert.Name,
+				v.mwc().Annotations[injectCAFrom], cert.Spec.SecretName, v.pod.Volumes[0].Secret.SecretName}
 		}, []any{0, cmmeta.IssuerReference{Name: "corp-ca", Kind: "ClusterIssuer", Group: "cert-manager.io"},
 			// The serving Certificate: the one inject-ca-from names, its Secret the one mounted.
 			installNamespace + "/dittofs-webhook-serving-cert", installNamespace + "/dittofs-webhook-serving-cert",
 			"dittofs-webhook-tls", "dittofs-webhook-tls"}},
-	{"an existing Issuer of another group", `
-certManager: {issuer: {name: vault, kind: Issuer, group: cert-manager.example}}`,
-		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
-			return []any{len(all[cmapi.Issuer](r)), one[cmapi.Certificate](t, r).Spec.IssuerRef}
-		}, []any{0, cmmeta.IssuerReference{Name: "vault", Kind: "Issuer", Group: "cert-manager.example"}}},
+	{"an existing Issuer of another group", `certManager: {issuer: {name: vault, kind: Issuer, group: cert-manager.example}}`,
+		func(v chartView) any {
+			return []any{len(all[cmapi.Issuer](v.r)), one[cmapi.Certificate](v.t, v.r).Spec.IssuerRef}
+		},
+		[]any{0, cmmeta.IssuerReference{Name: "vault", Kind: "Issuer", Group: "cert-manager.example"}}},
 	{"monitoring with the labels a Prometheus and a Grafana select by", `
 monitoring:
   serviceMonitor: {enabled: true, interval: 1m, labels: {release: kube-prometheus-stack}}
   prometheusRule: {enabled: true, labels: {release: kube-prometheus-stack}}
   dashboard: {enabled: true, namespace: grafana, labels: {team: storage}, annotations: {grafana_folder: DittoFS}}`,
-		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
-			sm, pr, cm := one[monitoringv1.ServiceMonitor](t, r), one[monitoringv1.PrometheusRule](t, r), one[corev1.ConfigMap](t, r)
+		func(v chartView) any {
+			sm, pr := one[monitoringv1.ServiceMonitor](v.t, v.r), one[monitoringv1.PrometheusRule](v.t, v.r)
+			cm := one[corev1.ConfigMap](v.t, v.r)
 			return []any{sm.Labels["release"], sm.Spec.Endpoints[0].Interval, pr.Labels["release"],
 				cm.Namespace, cm.Labels["grafana_dashboard"], cm.Labels["team"], cm.Annotations}
 		}, []any{"kube-prometheus-stack", monitoringv1.Duration("1m"), "kube-prometheus-stack",
 			"grafana", "1", "storage", map[string]string{"grafana_folder": "DittoFS"}}},
 	{"fullnameOverride names every object", `fullnameOverride: dfs-admission`,
-		func(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
+		func(v chartView) any {
 			var names []string
-			for _, o := range r.objs {
+			for _, o := range v.r.objs {
 				if !strings.HasPrefix(o.Name, "dfs-admission") {
 					names = append(names, o.String())
 				}
 			}
-			return []any{names, one[admissionregistrationv1.MutatingWebhookConfiguration](t, r).Webhooks[0].ClientConfig.Service.Name,
-				named[cmapi.Certificate](r, installNamespace, "dfs-admission-serving-cert").Spec.DNSNames}
+			return []any{names, v.mwc().Webhooks[0].ClientConfig.Service.Name,
+				named[cmapi.Certificate](v.r, installNamespace, "dfs-admission-serving-cert").Spec.DNSNames}
 		}, []any{[]string(nil), "dfs-admission",
 			[]string{"dfs-admission." + installNamespace + ".svc", "dfs-admission." + installNamespace + ".svc.cluster.local"}}},
 }
 
-// excludingSelector is the webhooks' namespaceSelector with flux-system and
-// monitoring excluded: kube-system once, whoever names it.
+// excludingSelector has kube-system once, whoever names it.
 const excludingSelector = "kubernetes.io/metadata.name notin (dittofs-webhook,flux-system,kube-system,monitoring)"
 
-func replicasAndPDBs(t *testing.T, r *rendering, pod *corev1.PodSpec, c *corev1.Container) any {
-	return []any{one[appsv1.Deployment](t, r).Spec.Replicas, len(all[policyv1.PodDisruptionBudget](r))}
+func replicasAndPDBs(v chartView) any {
+	return []any{v.dep.Spec.Replicas, len(all[policyv1.PodDisruptionBudget](v.r))}
 }
 
 func TestHelmValues(t *testing.T) {
 	for _, c := range helmValueCases {
 		t.Run(c.name, func(t *testing.T) {
 			r := renderHelm(t, defaultRelease.with(c.values))
-			pod := &one[appsv1.Deployment](t, r).Spec.Template.Spec
+			dep := one[appsv1.Deployment](t, r)
+			pod := &dep.Spec.Template.Spec
 			if _, problems := parseServeArgs(pod.Containers[0].Args); len(problems) > 0 {
 				t.Errorf("container args: %q", problems)
 			}
-			diff(t, c.name, c.want, c.got(t, r, pod, &pod.Containers[0]))
+			diff(t, c.name, c.want, c.got(chartView{t, r, dep, pod, &pod.Containers[0]}))
 		})
 	}
 }
 
-// TestHelmSchemaRejectsTypos: values.schema.json fails `helm template` (and
-// so `helm install`) on a misspelled key or a bad value, and names where
-// (the JSON pointer).
+// TestHelmSchemaRejectsTypos: a misspelled key or bad value fails, at its pointer.
 func TestHelmSchemaRejectsTypos(t *testing.T) {
 	for values, at := range map[string]string{
 		`replica: 2`:                                   "",
@@ -352,28 +317,18 @@ func TestHelmSchemaRejectsTypos(t *testing.T) {
 	}
 }
 
-// TestHelmValuesDocumented: every value of values.yaml is in the values
-// table of docs/install-helm.md (and in the schema: the defaults validate,
-// TestHelmLint), and every key the schema accepts is in values.yaml, which
-// so shows every setting.
+// TestHelmValuesDocumented: docs/install-helm.md ⊇ values.yaml ⊇ the schema's keys.
 func TestHelmValuesDocumented(t *testing.T) {
-	read := func(name string, v any) string {
+	read := func(name string) []byte {
 		raw, err := os.ReadFile(filepath.Join(repoRoot, name))
-		if err == nil && v != nil {
-			if raw, err = yaml.YAMLToJSON(raw); err == nil {
-				err = decodeStrict(raw, v)
-			}
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		return string(raw)
+		fatalIf(t, err)
+		return raw
 	}
 	var values map[string]any
 	var schema jsonSchema
-	read(chartDir+"/values.yaml", &values)
-	read(chartDir+"/values.schema.json", &schema)
-	doc := read("docs/install-helm.md", nil)
+	fatalIf(t, yaml.Unmarshal(read(chartDir+"/values.yaml"), &values))
+	fatalIf(t, decodeStrict(read(chartDir+"/values.schema.json"), &schema))
+	doc := string(read("docs/install-helm.md"))
 	valuePaths := leafPaths("", values)
 	for _, p := range valuePaths {
 		if !strings.Contains(doc, "`"+p+"`") {
@@ -388,8 +343,7 @@ func TestHelmValuesDocumented(t *testing.T) {
 	}
 }
 
-// leafPaths returns the dotted paths of the values that are not maps with
-// keys; resources is one value (its requests and limits are Kubernetes').
+// leafPaths are the dotted paths of the values but maps (resources is one value).
 func leafPaths(prefix string, v any) []string {
 	m, ok := v.(map[string]any)
 	if !ok || len(m) == 0 || prefix == "resources" {
@@ -399,12 +353,10 @@ func leafPaths(prefix string, v any) []string {
 	for k, c := range m {
 		out = append(out, leafPaths(strings.TrimPrefix(prefix+"."+k, "."), c)...)
 	}
-	sort.Strings(out)
 	return out
 }
 
-// jsonSchema is the JSON schema vocabulary values.schema.json may use: it
-// decodes strictly, so a misspelled keyword (which a validator ignores) fails.
+// jsonSchema decodes strictly: a misspelled keyword (which validators ignore) fails.
 type jsonSchema struct {
 	Schema               string                 `json:"$schema"`
 	Ref                  string                 `json:"$ref"`
@@ -419,7 +371,6 @@ type jsonSchema struct {
 	Const                any                    `json:"const"`
 	AnyOf                []*jsonSchema          `json:"anyOf"`
 	Pattern              string                 `json:"pattern"`
-	PropertyNames        *jsonSchema            `json:"propertyNames"`
 	PatternProperties    map[string]*jsonSchema `json:"patternProperties"`
 	MinLength            *int                   `json:"minLength"`
 	MaxLength            *int                   `json:"maxLength"`
@@ -429,7 +380,6 @@ type jsonSchema struct {
 	Definitions          map[string]*jsonSchema `json:"definitions"`
 }
 
-// paths returns the dotted paths of the properties s declares, nested.
 func (s *jsonSchema) paths(prefix string) []string {
 	var out []string
 	for k, p := range s.Properties {

@@ -2,6 +2,7 @@ package manifests
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -24,13 +26,10 @@ import (
 	dittofswebhook "github.com/dittofs/dittofs-webhook/webhook"
 )
 
-// install is a rendering of the webhook's install (a kustomize overlay or
-// the chart), its objects decoded.
+// install is a rendering of the webhook's install, its objects decoded.
 type install struct {
 	namespace, namePrefix string
-	// kustomize: the rendering has the Namespace object (Helm's cannot, as
-	// Helm stores the release in its namespace before it creates anything)
-	// and the sample StatefulSet in sampleNamespace.
+	// kustomize renders the Namespace (Helm, which stores the release in it, cannot) and the sample.
 	kustomize bool
 	all       *rendering // everything rendered
 	r         *rendering // the webhook's objects: all but the sample's namespace
@@ -47,14 +46,11 @@ type install struct {
 	argErrs   []string          // problems with its args
 }
 
-// loadInstall loads the rendering of a kustomize overlay.
 func loadInstall(t *testing.T, r *rendering) *install {
 	t.Helper()
 	return loadInstallAs(t, r, installNamespace, namePrefix, true)
 }
 
-// loadInstallAs loads a rendering of the install in namespace, its objects
-// named namePrefix...
 func loadInstallAs(t *testing.T, rendered *rendering, namespace, namePrefix string, kustomize bool) *install {
 	t.Helper()
 	sample, r := rendered.split(sampleNamespace)
@@ -64,38 +60,29 @@ func loadInstallAs(t *testing.T, rendered *rendering, namespace, namePrefix stri
 		mwc: one[admissionregistrationv1.MutatingWebhookConfiguration](t, r),
 		vwc: one[admissionregistrationv1.ValidatingWebhookConfiguration](t, r),
 	}
-	var wantNS []string // kustomize creates the install's namespace; Helm cannot
-	if kustomize {
-		wantNS = []string{namespace}
-	}
 	var gotNS []string
 	for _, ns := range all[corev1.Namespace](r) {
 		gotNS = append(gotNS, ns.Name)
 	}
-	diff(t, r.dir+" Namespaces", wantNS, gotNS)
-	if n := len(in.dep.Spec.Template.Spec.Containers); n != 1 {
+	diff(t, r.dir+" Namespaces", map[bool][]string{true: {namespace}}[kustomize], gotNS)
+	if n := len(in.pod().Containers); n != 1 {
 		t.Fatalf("%s: the Deployment's pod has %d containers, want the webhook server's alone", r.dir, n)
 	}
-	in.container = &in.dep.Spec.Template.Spec.Containers[0]
+	in.container = &in.pod().Containers[0]
 	in.flags, in.argErrs = parseServeArgs(in.container.Args)
 	return in
 }
 
 func (in *install) pod() *corev1.PodSpec { return &in.dep.Spec.Template.Spec }
 
-// flagPort returns the port of the listen-address flag name.
 func (in *install) flagPort(t *testing.T, name string) int32 {
 	t.Helper()
 	p, err := listenPort(in.flags[name])
-	if err != nil {
-		t.Fatalf("container args %q: --%s: %v", in.container.Args, name, err)
-	}
+	fatalIf(t, err)
 	return p
 }
 
-// webhooks returns the mutating then the validating webhook, the latter
-// converted to the mutating type (whose fields are a superset), so one check
-// reads both; it fails the test unless each configuration has one webhook.
+// webhooks returns both webhooks as the mutating type (a superset of fields).
 func (in *install) webhooks(t *testing.T) []admissionregistrationv1.MutatingWebhook {
 	t.Helper()
 	if len(in.mwc.Webhooks) != 1 || len(in.vwc.Webhooks) != 1 {
@@ -103,16 +90,10 @@ func (in *install) webhooks(t *testing.T) []admissionregistrationv1.MutatingWebh
 	}
 	var v admissionregistrationv1.MutatingWebhook
 	raw, err := json.Marshal(in.vwc.Webhooks[0])
-	if err == nil {
-		err = decodeStrict(raw, &v)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	fatalIf(t, errors.Join(err, decodeStrict(raw, &v)))
 	return []admissionregistrationv1.MutatingWebhook{in.mwc.Webhooks[0], v}
 }
 
-// diff reports a difference between want and got, naming what was compared.
 func diff(t *testing.T, what string, want, got any, opts ...cmp.Option) {
 	t.Helper()
 	if d := cmp.Diff(want, got, opts...); d != "" {
@@ -120,8 +101,7 @@ func diff(t *testing.T, what string, want, got any, opts ...cmp.Option) {
 	}
 }
 
-// installChecks are what every install must satisfy: each kustomize overlay
-// (installOverlays) and the chart's installations (helmInstalls).
+// installChecks are what every install (installOverlays, helmInstalls) must satisfy.
 var installChecks = []struct {
 	name  string
 	check func(t *testing.T, in *install)
@@ -137,8 +117,7 @@ var installChecks = []struct {
 		}
 	}},
 	{"no service account token", func(t *testing.T, in *install) {
-		diff(t, "automountServiceAccountToken (ServiceAccount, pod) and serviceAccountName",
-			[]any{ptr.To(false), ptr.To(false), in.sa.Name},
+		diff(t, "automountServiceAccountToken (SA, pod), serviceAccountName", []any{ptr.To(false), ptr.To(false), in.sa.Name},
 			[]any{in.sa.AutomountServiceAccountToken, in.pod().AutomountServiceAccountToken, in.pod().ServiceAccountName})
 	}},
 	{"webhook configurations", checkWebhooks},
@@ -166,8 +145,7 @@ var installChecks = []struct {
 				req, hasReq := c.Resources.Requests[res]
 				lim, hasLim := c.Resources.Limits[res]
 				if !hasReq || !hasLim || req.Cmp(lim) > 0 {
-					t.Errorf("container %q: %s request %v (set %v) must be set and not exceed the limit %v (set %v)",
-						c.Name, res, req.String(), hasReq, lim.String(), hasLim)
+					t.Errorf("container %q: %s request %v unset or over the limit %v", c.Name, res, req.String(), lim.String())
 				}
 			}
 		}
@@ -181,9 +159,8 @@ var installChecks = []struct {
 				t.Errorf("container %q args lack --%s: spell out every serve flag", in.container.Name, name)
 			}
 		}
-		if len(in.container.Command) > 0 || in.container.Image == "" {
-			t.Errorf("container %q: command %q (the image's entrypoint must run), image %q",
-				in.container.Name, in.container.Command, in.container.Image)
+		if len(in.container.Command) > 0 || in.container.Image == "" { // the image's entrypoint must run
+			t.Errorf("container %q: command %q, image %q", in.container.Name, in.container.Command, in.container.Image)
 		}
 	}},
 	{"ports, probes, Service and NetworkPolicy", checkPorts},
@@ -197,7 +174,6 @@ var installChecks = []struct {
 	}},
 }
 
-// installOverlays install the webhook; each must satisfy every installCheck.
 var installOverlays = []string{"deploy/default", "deploy/monitoring", "deploy/rollout-warn"}
 
 func TestInstall(t *testing.T) {
@@ -215,7 +191,6 @@ func TestInstall(t *testing.T) {
 }
 
 func checkWebhooks(t *testing.T, in *install) {
-	// The CA the kube-apiserver trusts: checkServingCertificate.
 	ws := in.webhooks(t)
 	diff(t, "validating namespaceSelector (the mutating one's)", ws[0].NamespaceSelector, ws[1].NamespaceSelector)
 	for i, w := range ws {
@@ -226,7 +201,6 @@ func checkWebhooks(t *testing.T, in *install) {
 		}
 		want := admissionregistrationv1.MutatingWebhook{
 			Name: name + ".statefulsets.dittofs.com",
-			// Through the Service, with the CA cert-manager's cainjector injects.
 			ClientConfig: admissionregistrationv1.WebhookClientConfig{Service: &admissionregistrationv1.ServiceReference{
 				Namespace: in.svc.Namespace, Name: in.svc.Name, Path: &path, Port: ptr.To[int32](443)}},
 			Rules: []admissionregistrationv1.RuleWithOperations{{
@@ -243,22 +217,16 @@ func checkWebhooks(t *testing.T, in *install) {
 			MatchPolicy:             ptr.To(admissionregistrationv1.Equivalent),
 			ReinvocationPolicy:      reinvocation,
 		}
-		got := *w.DeepCopy()
-		got.NamespaceSelector = nil // below
-		for i := range got.Rules {
-			slices.Sort(got.Rules[i].Operations) // in any order
-		}
-		diff(t, name+" webhook", want, got)
-		// The admission-duration histogram reaches timeoutSeconds: a request
-		// slower than the last finite bucket is only in +Inf, so the latency
-		// panel and the alerts could not tell 3 s from a timeout.
+		diff(t, name+" webhook", want, w, cmpopts.IgnoreFields(w, "NamespaceSelector"), // below
+			cmpopts.SortSlices(func(a, b admissionregistrationv1.OperationType) bool { return a < b }))
+		// A request slower than the duration histogram's last finite bucket is
+		// only in +Inf: the dashboard could not tell 3 s from a timeout.
 		if last := dittofswebhook.DurationBuckets[len(dittofswebhook.DurationBuckets)-1]; float64(ptr.Deref(w.TimeoutSeconds, 10)) > last {
 			t.Errorf("%s: timeoutSeconds %d, but the duration histogram's last finite bucket is %gs (webhook.DurationBuckets)",
 				name, ptr.Deref(w.TimeoutSeconds, 10), last)
 		}
-		// The namespaceSelector must leave out kube-system and the webhook's
-		// own namespace (no admission deadlock) and nothing else a user may
-		// run DittoFS in.
+		// Leave out kube-system and the webhook's own namespace (no admission
+		// deadlock), and nothing else a user may run DittoFS in.
 		for _, n := range []string{"kube-system", in.namespace, "default", "dittofs", "storage"} {
 			if selected := selects(t, w.NamespaceSelector, nsLabels(n)); selected != (n != "kube-system" && n != in.namespace) {
 				t.Errorf("%s namespaceSelector selects namespace %s: %v", name, n, selected)
@@ -267,11 +235,7 @@ func checkWebhooks(t *testing.T, in *install) {
 	}
 }
 
-// checkServingCertificate: serving ← CA Issuer ← CA Certificate ← selfSigned
-// Issuer, the serving Certificate named by both webhook configurations'
-// inject-ca-from, its Secret the one the server mounts and reads. (That
-// cert-manager issues and injects them, and the kube-apiserver accepts the
-// served certificate, is tests/e2e/node TestCertManagerInstall's.)
+// checkServingCertificate: serving ← CA Issuer ← CA Certificate ← selfSigned Issuer.
 func checkServingCertificate(t *testing.T, in *install) {
 	p, ns := in.namePrefix, in.namespace
 	diff(t, "--tls-cert-file, --tls-key-file, volume mounts, volumes", []any{
@@ -312,10 +276,7 @@ func checkServingCertificate(t *testing.T, in *install) {
 	diff(t, "the cert-manager Issuers' and Certificates' specs", want, got)
 }
 
-// checkAvailability: failurePolicy Fail, so one replica down must not block
-// DittoFS StatefulSets (at least 2, a rollout never lowers the ready ones,
-// spread over nodes), and a minAvailable below the replicas, or node drains
-// would hang.
+// checkAvailability: with failurePolicy Fail, a replica down must not block writes.
 func checkAvailability(t *testing.T, in *install) {
 	if replicas := ptr.Deref(in.dep.Spec.Replicas, 1); replicas < 2 {
 		t.Errorf("Deployment replicas = %d, want at least 2", replicas)
@@ -336,9 +297,7 @@ func checkAvailability(t *testing.T, in *install) {
 	}, []any{in.dep.Spec.Strategy.RollingUpdate, in.pdb.Spec, in.pod().TopologySpreadConstraints, in.pod().Affinity})
 }
 
-// checkPorts: the ports are wired (the --listen and --metrics-listen ports
-// declared, the Service's and the probes' by name, the NetworkPolicy letting
-// in those two alone) and the webhook's is the 9443 SPEC §6 names.
+// checkPorts: the flags' ports declared, used by name, and let in alone.
 func checkPorts(t *testing.T, in *install) {
 	listen, metrics := in.flagPort(t, "listen"), in.flagPort(t, "metrics-listen")
 	diff(t, "--listen port", int32(9443), listen)
@@ -370,21 +329,17 @@ func checkShutdown(t *testing.T, in *install) {
 		t.Fatalf("container %q: want a lifecycle.preStop.sleep (the image has no shell for an exec sleep)", in.container.Name)
 	}
 	sleep := time.Duration(lc.PreStop.Sleep.Seconds) * time.Second
-	drain, err1 := time.ParseDuration(in.flags["shutdown-drain-period"])
-	shutdown, err2 := time.ParseDuration(in.flags["shutdown-timeout"])
-	if err1 != nil || err2 != nil {
-		t.Fatalf("--shutdown-drain-period, --shutdown-timeout: %v, %v", err1, err2)
-	}
+	drain, _ := time.ParseDuration(in.flags["shutdown-drain-period"]) // a missing or bad one: "serve args"
+	shutdown, _ := time.ParseDuration(in.flags["shutdown-timeout"])
 	grace := time.Duration(ptr.Deref(in.pod().TerminationGracePeriodSeconds, 30)) * time.Second // 30: the API default
-	// The grace period counts from the start of preStop; SIGTERM comes after
-	// the sleep, then the drain, then Shutdown waits for in-flight requests.
+	// From preStop: the sleep, SIGTERM, the drain, Shutdown waiting for requests.
 	if grace <= sleep+drain+shutdown {
 		t.Errorf("terminationGracePeriodSeconds %v does not exceed preStop sleep %v + --shutdown-drain-period %v + --shutdown-timeout %v: SIGKILL would cut the drain or in-flight requests",
 			grace, sleep, drain, shutdown)
 	}
 }
 
-// nsLabels are the labels the kube-apiserver gives every namespace.
+// nsLabels are the labels the kube-apiserver gives a namespace.
 func nsLabels(name string) map[string]string {
 	return map[string]string{"kubernetes.io/metadata.name": name}
 }

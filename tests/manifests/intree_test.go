@@ -9,12 +9,9 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 )
 
-// mapAPI is what .Capabilities.APIVersions must hold for the chart's inTree
-// mode: admissionregistration.k8s.io/v1 MutatingAdmissionPolicy (1.36+).
+// mapAPI must be in .Capabilities.APIVersions for the chart's inTree mode.
 const mapAPI = "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy"
 
-// inTreePolicies is the in-tree install decoded: what deploy/in-tree and the
-// chart's inTree mode must render, and nothing else (SPEC §7).
 type inTreePolicies struct {
 	mutating    *admissionregistrationv1.MutatingAdmissionPolicy
 	mutatingB   *admissionregistrationv1.MutatingAdmissionPolicyBinding
@@ -27,78 +24,55 @@ func decodeInTree(t *testing.T, r *rendering) inTreePolicies {
 	if len(r.objs) != 4 {
 		t.Fatalf("%s renders %v; the in-tree install is exactly the two policies and their bindings (no server, no certificates)", r.dir, r.objs)
 	}
-	p := inTreePolicies{
-		mutating:    one[admissionregistrationv1.MutatingAdmissionPolicy](t, r),
-		mutatingB:   one[admissionregistrationv1.MutatingAdmissionPolicyBinding](t, r),
-		validating:  one[admissionregistrationv1.ValidatingAdmissionPolicy](t, r),
-		validatingB: one[admissionregistrationv1.ValidatingAdmissionPolicyBinding](t, r),
-	}
+	p := inTreePolicies{one[admissionregistrationv1.MutatingAdmissionPolicy](t, r),
+		one[admissionregistrationv1.MutatingAdmissionPolicyBinding](t, r),
+		one[admissionregistrationv1.ValidatingAdmissionPolicy](t, r),
+		one[admissionregistrationv1.ValidatingAdmissionPolicyBinding](t, r)}
 	if p.mutatingB.Spec.PolicyName != p.mutating.Name || p.validatingB.Spec.PolicyName != p.validating.Name {
 		t.Errorf("%s: a binding names another policy", r.dir)
 	}
 	return p
 }
 
-// inTreeSettings are what an in-tree install sets: the server's two policy
-// flags (the MutatingAdmissionPolicy's first two variables, which
-// docs/in-tree.md patches by index), the excluded namespaces and the
-// validation actions.
+// inTreeSettings: the two policy flags (the first two variables, which
+// docs/in-tree.md patches by index), excluded namespaces, validation actions.
 type inTreeSettings struct {
 	Size, Mount string
 	Excluded    []string
 	Actions     []admissionregistrationv1.ValidationAction
 }
 
-func (p inTreePolicies) settings(t *testing.T) inTreeSettings {
-	t.Helper()
-	vars := p.mutating.Spec.Variables
-	if len(vars) < 2 || vars[0].Name != "defaultCacheSize" || vars[1].Name != "cacheMountPath" {
-		t.Fatalf("the MutatingAdmissionPolicy's first two variables must be defaultCacheSize and cacheMountPath (docs/in-tree.md patches them by index)")
-	}
-	diff(t, "the two policies' matchConstraints (mutating, validating)", p.mutating.Spec.MatchConstraints,
-		p.validating.Spec.MatchConstraints)
-	mc := p.mutating.Spec.MatchConstraints
-	if mc == nil || mc.NamespaceSelector == nil || len(mc.NamespaceSelector.MatchExpressions) != 1 {
-		t.Fatalf("the MutatingAdmissionPolicy has no namespaceSelector")
-	}
-	return inTreeSettings{strings.Trim(vars[0].Expression, "'"), strings.Trim(vars[1].Expression, "'"),
-		mc.NamespaceSelector.MatchExpressions[0].Values, p.validatingB.Spec.ValidationActions}
-}
-
-// TestInTree: deploy/in-tree, deploy/in-tree-warn and the chart's inTree mode
-// render the two policies with their settings put in, selecting what the
-// webhooks select (SPEC §7): the same label, the same namespace exclusions,
-// the same rules and operations. With the default values, in the default
-// namespace, the chart renders what deploy/in-tree does: the policies are one
-// pair of files, in the chart, which deploy/in-tree takes as a kustomize
-// directory. The chart refuses a cluster that does not serve
-// MutatingAdmissionPolicy, and its default mode renders no policy.
+// TestInTree: the in-tree installs render the two policies with their settings,
+// selecting what the webhooks select (SPEC §7); the chart's defaults render
+// deploy/in-tree, and it refuses a cluster without MutatingAdmissionPolicy.
 func TestInTree(t *testing.T) {
 	wh := one[admissionregistrationv1.MutatingWebhookConfiguration](t, render(t, "deploy/default")).Webhooks[0]
 	deny := []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny}
 	warn := []admissionregistrationv1.ValidationAction{admissionregistrationv1.Warn, admissionregistrationv1.Audit}
-	defaults := inTreeSettings{"5Gi", "/data/cache", []string{"kube-system", installNamespace}, deny}
+	excluded := []string{"kube-system", installNamespace}
 	inTree := helmRelease{name: "dittofs-webhook", namespace: installNamespace, values: "mode: inTree\n", apiVersions: []string{mapAPI}}
 	for _, c := range []struct {
-		name   string
-		render func(t *testing.T) *rendering
-		want   inTreeSettings
+		r    *rendering
+		want inTreeSettings
 	}{
-		{"deploy/in-tree", func(t *testing.T) *rendering { return render(t, "deploy/in-tree") }, defaults},
-		{"deploy/in-tree-warn", func(t *testing.T) *rendering { return render(t, "deploy/in-tree-warn") },
-			inTreeSettings{"5Gi", "/data/cache", defaults.Excluded, warn}},
-		{"helm mode inTree with values", func(t *testing.T) *rendering {
-			return renderHelm(t, inTree.with(`
-mode: inTree
+		{render(t, "deploy/in-tree"), inTreeSettings{"5Gi", "/data/cache", excluded, deny}},
+		{render(t, "deploy/in-tree-warn"), inTreeSettings{"5Gi", "/data/cache", excluded, warn}},
+		{renderHelm(t, inTree.with(`mode: inTree
 server: {defaultCacheSize: 20Gi, cacheMountPath: /var/lib/dittofs/cache, validationAction: warn}
-webhooks: {excludedNamespaces: [legacy]}
-`))
-		}, inTreeSettings{"20Gi", "/var/lib/dittofs/cache", []string{"kube-system", installNamespace, "legacy"}, warn}},
+webhooks: {excludedNamespaces: [legacy]}`)), inTreeSettings{"20Gi", "/var/lib/dittofs/cache", append(excluded, "legacy"), warn}},
 	} {
-		t.Run(c.name, func(t *testing.T) {
-			p := decodeInTree(t, c.render(t))
-			diff(t, "settings", c.want, p.settings(t))
-			mc := p.mutating.Spec.MatchConstraints
+		t.Run(c.r.dir, func(t *testing.T) {
+			p := decodeInTree(t, c.r)
+			vars, mc := p.mutating.Spec.Variables, p.mutating.Spec.MatchConstraints
+			if len(vars) < 2 || vars[0].Name != "defaultCacheSize" || vars[1].Name != "cacheMountPath" {
+				t.Fatalf("the MutatingAdmissionPolicy's first two variables must be defaultCacheSize and cacheMountPath")
+			}
+			if mc == nil || mc.NamespaceSelector == nil || len(mc.NamespaceSelector.MatchExpressions) != 1 {
+				t.Fatalf("the MutatingAdmissionPolicy has no namespaceSelector")
+			}
+			diff(t, "settings", c.want, inTreeSettings{strings.Trim(vars[0].Expression, "'"), strings.Trim(vars[1].Expression, "'"),
+				mc.NamespaceSelector.MatchExpressions[0].Values, p.validatingB.Spec.ValidationActions})
+			diff(t, "the two policies' matchConstraints (mutating, validating)", mc, p.validating.Spec.MatchConstraints)
 			nsSel := wh.NamespaceSelector.DeepCopy()
 			nsSel.MatchExpressions[0].Values = c.want.Excluded
 			diff(t, "objectSelector, namespaceSelector (the webhooks', with the excluded namespaces)",
@@ -112,7 +86,6 @@ webhooks: {excludedNamespaces: [legacy]}
 			}
 		})
 	}
-	// So the chart's inTree mode with its defaults passes deploy/in-tree's row.
 	diff(t, "the chart's inTree mode and deploy/in-tree (kustomize: want)", decodeInTree(t, render(t, "deploy/in-tree")),
 		decodeInTree(t, renderHelm(t, inTree)), cmp.AllowUnexported(inTreePolicies{}))
 

@@ -1,11 +1,8 @@
 package manifests
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -27,15 +24,13 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
-	"sigs.k8s.io/yaml"
+	"sigs.k8s.io/kustomize/kyaml/kio"
+	kyaml "sigs.k8s.io/kustomize/kyaml/yaml"
 )
 
-// repoRoot is the repository root, relative to this package's directory
-// (where `go test` runs the tests).
 const repoRoot = "../.."
 
 // The contract (SPEC §1, §2, §3, §5, §6) the manifests must honour.
@@ -47,14 +42,10 @@ const (
 	tlsMountPath     = "/etc/dittofs-webhook/tls"
 	injectCAFrom     = "cert-manager.io/inject-ca-from"
 	nonRootID        = int64(65532)
-	chartDir         = "deploy/helm/dittofs-webhook" // the Helm chart (SPEC §6)
+	chartDir         = "deploy/helm/dittofs-webhook"
 )
 
-// scheme holds the projects' own API types (k8s.io/api, cert-manager's, the
-// Prometheus Operator's) the manifests decode into; a kind or apiVersion it
-// does not know fails the rendering. (That the CRDs' schemas, enums
-// included, accept the objects is the e2e's server-side dry run, tests/e2e
-// TestInstallManifests.)
+// scheme holds the API types the manifests decode into (CRDs: tests/e2e).
 var scheme = func() *runtime.Scheme {
 	s := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, appsv1.AddToScheme, policyv1.AddToScheme,
@@ -64,8 +55,7 @@ var scheme = func() *runtime.Scheme {
 	return s
 }()
 
-// allowedKinds are the kinds a rendering may hold: the install's, and the
-// in-tree policies'. No RBAC kind: the server talks to no Kubernetes API.
+// allowedKinds: no RBAC kind, as the server talks to no Kubernetes API.
 var allowedKinds = map[string]bool{
 	"Namespace": true, "ServiceAccount": true, "Service": true, "Deployment": true, "StatefulSet": true,
 	"PodDisruptionBudget": true, "NetworkPolicy": true, "ConfigMap": true, "MutatingWebhookConfiguration": true,
@@ -74,13 +64,8 @@ var allowedKinds = map[string]bool{
 	"ValidatingAdmissionPolicy": true, "ValidatingAdmissionPolicyBinding": true,
 }
 
-// clusterScoped kinds have no namespace.
-var clusterScoped = map[string]bool{
-	"Namespace": true, "MutatingWebhookConfiguration": true, "ValidatingWebhookConfiguration": true,
-}
+var clusterScoped = map[string]bool{"Namespace": true, "MutatingWebhookConfiguration": true, "ValidatingWebhookConfiguration": true}
 
-// object is one rendered manifest: its JSON, and its typed object, decoded
-// once, strictly.
 type object struct {
 	Kind, Namespace, Name string
 	obj                   runtime.Object
@@ -94,26 +79,21 @@ func (o object) String() string {
 	return o.Kind + " " + o.Namespace + "/" + o.Name
 }
 
-// rendering is the output of one kustomization, as `kubectl kustomize DIR`,
-// or of one `helm template` of the chart.
 type rendering struct {
 	dir  string // what was rendered, for messages
 	objs []object
 }
 
-// renderings holds each rendering, made once per test binary: a
-// sync.OnceValues per key, so every test reads the same decoded objects.
 var renderings sync.Map
 
-// cached returns the rendering named key, made by raws the first time.
-func cached(t *testing.T, key string, raws func() ([][]byte, error)) *rendering {
+func cached(t *testing.T, key string, nodes func() ([]*kyaml.RNode, error)) *rendering {
 	t.Helper()
 	v, _ := renderings.LoadOrStore(key, sync.OnceValues(func() (*rendering, error) {
-		rs, err := raws()
+		ns, err := nodes()
 		if err != nil {
 			return nil, err
 		}
-		return newRendering(key, rs)
+		return newRendering(key, ns)
 	}))
 	r, err := v.(func() (*rendering, error))()
 	if err != nil {
@@ -122,44 +102,30 @@ func cached(t *testing.T, key string, raws func() ([][]byte, error)) *rendering 
 	return r
 }
 
-// render builds the kustomization in dir (relative to the repository root)
-// in memory with kustomize's krusty, the engine inside `kubectl apply -k`.
+// render builds dir with krusty, the engine inside `kubectl apply -k`.
 func render(t *testing.T, dir string) *rendering {
 	t.Helper()
-	return cached(t, dir, func() ([][]byte, error) {
+	return cached(t, dir, func() ([]*kyaml.RNode, error) {
 		m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), filepath.Join(repoRoot, dir))
 		if err != nil {
 			return nil, fmt.Errorf("kustomize build: %w", err)
 		}
-		var raws [][]byte
-		for _, res := range m.Resources() {
-			raw, err := res.MarshalJSON()
-			if err != nil {
-				return nil, fmt.Errorf("marshal %s/%s: %w", res.GetKind(), res.GetName(), err)
-			}
-			raws = append(raws, raw)
-		}
-		return raws, nil
+		return m.ToRNodeSlice(), nil
 	})
 }
 
-// newRendering decodes every object of raws into its type, rejecting unknown
-// fields: a misspelled or misplaced field in a manifest is an error here, as
-// with `kubectl apply --validate=strict`.
-func newRendering(dir string, raws [][]byte) (*rendering, error) {
+// newRendering decodes every object strictly (`kubectl apply --validate=strict`).
+func newRendering(dir string, nodes []*kyaml.RNode) (*rendering, error) {
 	r := &rendering{dir: dir}
-	for _, raw := range raws {
-		var head struct {
-			metav1.TypeMeta `json:",inline"`
-			Metadata        struct{ Name, Namespace string } `json:"metadata"`
+	for _, n := range nodes {
+		raw, err := n.MarshalJSON()
+		if err != nil {
+			return nil, err
 		}
-		if err := yaml.Unmarshal(raw, &head); err != nil {
-			return nil, fmt.Errorf("an object does not decode: %w\n%s", err, raw)
-		}
-		o := object{Kind: head.Kind, Namespace: head.Metadata.Namespace, Name: head.Metadata.Name, raw: raw}
-		obj, err := scheme.New(schema.FromAPIVersionAndKind(head.APIVersion, head.Kind))
-		if err != nil || !allowedKinds[head.Kind] {
-			return nil, fmt.Errorf("unexpected kind %s (apiVersion %s)", o, head.APIVersion)
+		o := object{Kind: n.GetKind(), Namespace: n.GetNamespace(), Name: n.GetName(), raw: raw}
+		obj, err := scheme.New(schema.FromAPIVersionAndKind(n.GetApiVersion(), o.Kind))
+		if err != nil || !allowedKinds[o.Kind] {
+			return nil, fmt.Errorf("unexpected kind %s (apiVersion %s)", o, n.GetApiVersion())
 		}
 		if err := decodeStrict(raw, obj); err != nil {
 			return nil, fmt.Errorf("%s has a field its schema does not know: %w", o, err)
@@ -173,8 +139,7 @@ func newRendering(dir string, raws [][]byte) (*rendering, error) {
 	return r, nil
 }
 
-// decodeStrict uses the kube-apiserver's own JSON decoder, which (unlike
-// encoding/json) matches field names case-sensitively.
+// decodeStrict is the kube-apiserver's decoder (case-sensitive, unlike encoding/json).
 func decodeStrict(raw []byte, v any) error {
 	strictErrs, err := kjson.UnmarshalStrict(raw, v)
 	if err != nil {
@@ -183,7 +148,13 @@ func decodeStrict(raw []byte, v any) error {
 	return errors.Join(strictErrs...)
 }
 
-// all returns the objects of r of type T.
+func fatalIf(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 func all[T any](r *rendering) []*T {
 	var out []*T
 	for _, o := range r.objs {
@@ -194,8 +165,6 @@ func all[T any](r *rendering) []*T {
 	return out
 }
 
-// one returns the single object of type T, failing the test if there is not
-// exactly one.
 func one[T any](t *testing.T, r *rendering) *T {
 	t.Helper()
 	objs := all[T](r)
@@ -205,7 +174,6 @@ func one[T any](t *testing.T, r *rendering) *T {
 	return objs[0]
 }
 
-// named returns the object of type T in namespace with name, or nil.
 func named[T any](r *rendering, namespace, name string) *T {
 	for _, v := range all[T](r) {
 		if m := any(v).(metav1.Object); m.GetNamespace() == namespace && m.GetName() == name {
@@ -215,8 +183,7 @@ func named[T any](r *rendering, namespace, name string) *T {
 	return nil
 }
 
-// split parts r into the objects of namespace ns (the Namespace itself and
-// everything in it) and the rest.
+// split parts r into the objects of namespace ns (and the Namespace) and the rest.
 func (r *rendering) split(ns string) (of, rest *rendering) {
 	of = &rendering{dir: r.dir + " (namespace " + ns + ")"}
 	rest = &rendering{dir: r.dir + " (without namespace " + ns + ")"}
@@ -230,45 +197,31 @@ func (r *rendering) split(ns string) (of, rest *rendering) {
 	return of, rest
 }
 
-// helmRelease is one `helm template` of the chart.
 type helmRelease struct {
 	name, namespace string
-	values          string // YAML given with -f; empty for the chart's defaults
-	// apiVersions are the APIs the cluster serves beyond Helm's defaults
-	// (--api-versions), as .Capabilities.APIVersions sees them.
-	apiVersions []string
+	values          string   // YAML given with -f; empty for the chart's defaults
+	apiVersions     []string // --api-versions: what the cluster serves beyond Helm's defaults
 }
 
-// with returns h with values (YAML) instead of its own.
 func (h helmRelease) with(values string) helmRelease {
 	h.values = values
 	return h
 }
 
-// defaultRelease is the install docs/install-helm.md shows: release and
-// namespace dittofs-webhook, which gives every object the name it has in
-// deploy/default.
+// defaultRelease (docs/install-helm.md's) names every object as deploy/default does.
 var defaultRelease = helmRelease{name: "dittofs-webhook", namespace: installNamespace}
 
-// helmPath is the helm CLI, built once per test binary by
-// tests/tools/build-helm.sh (which does nothing when the binary of the pinned
-// version exists).
+// helmPath is the helm CLI, built once by tests/tools/build-helm.sh.
 var helmPath = sync.OnceValues(func() (string, error) {
-	var stderr bytes.Buffer
-	cmd := exec.Command(filepath.Join(repoRoot, "tests", "tools", "build-helm.sh"))
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	out, err := exec.Command(filepath.Join(repoRoot, "tests", "tools", "build-helm.sh")).Output()
 	if err != nil {
-		return "", fmt.Errorf("tests/tools/build-helm.sh: %v\n%s", err, stderr.String())
+		return "", fmt.Errorf("tests/tools/build-helm.sh: %v\n%s", err, stderrOf(err))
 	}
 	return strings.TrimSpace(string(out)), nil
 })
 
-// helm runs `helm CMD... CHART` for h, with its state in a temporary
-// directory, its values (if any) on stdin (-f takes a comma-separated list,
-// so no file name is safe that a test name made), and a proxy that refuses
-// every connection: nothing here may reach the network (a schema $ref to a
-// URL, a chart dependency), and if anything tried, the test would fail.
+// helm runs `helm CMD... CHART` for h: its state in a temporary directory, the
+// values on stdin (-f splits at commas), and a proxy refusing every connection.
 func helm(h helmRelease, cmd ...string) (stdout, stderr string, err error) {
 	bin, err := helmPath()
 	if err != nil {
@@ -293,42 +246,22 @@ func helm(h helmRelease, cmd ...string) (stdout, stderr string, err error) {
 		"KUBECONFIG="+filepath.Join(home, "kubeconfig"),
 		"HTTP_PROXY=http://127.0.0.1:9", "HTTPS_PROXY=http://127.0.0.1:9", "NO_PROXY=",
 		"http_proxy=http://127.0.0.1:9", "https_proxy=http://127.0.0.1:9", "no_proxy=")
-	var out, errOut bytes.Buffer
-	c.Stdout, c.Stderr = &out, &errOut
-	err = c.Run()
-	return out.String(), errOut.String(), err
+	out, err := c.Output()
+	return string(out), string(stderrOf(err)), err
 }
 
-// renderHelm renders the chart as `helm install` would install it.
 func renderHelm(t *testing.T, h helmRelease) *rendering {
 	t.Helper()
 	key := fmt.Sprintf("helm template %s %s -n %s --api-versions %q -f %q", h.name, chartDir, h.namespace, h.apiVersions, h.values)
-	return cached(t, key, func() ([][]byte, error) {
+	return cached(t, key, func() ([]*kyaml.RNode, error) {
 		out, stderr, err := helm(h, "template", h.name)
 		if err != nil {
 			return nil, fmt.Errorf("%w\n%s", err, stderr)
 		}
-		var raws [][]byte
-		docs := utilyaml.NewYAMLReader(bufio.NewReader(strings.NewReader(out)))
-		for {
-			doc, err := docs.Read()
-			if errors.Is(err, io.EOF) {
-				return raws, nil
-			} else if err != nil {
-				return nil, fmt.Errorf("reading its output: %w", err)
-			}
-			raw, err := yaml.YAMLToJSON(doc)
-			if err != nil {
-				return nil, fmt.Errorf("a document is not YAML: %w\n%s", err, doc)
-			}
-			if s := string(bytes.TrimSpace(raw)); s != "null" && s != "" { // not a template that rendered nothing
-				raws = append(raws, raw)
-			}
-		}
+		return kio.FromBytes([]byte(out)) // empty documents skipped
 	})
 }
 
-// selects reports whether sel selects an object with labels set.
 func selects(t *testing.T, sel *metav1.LabelSelector, set map[string]string) bool {
 	t.Helper()
 	if sel == nil {
@@ -341,15 +274,8 @@ func selects(t *testing.T, sel *metav1.LabelSelector, set map[string]string) boo
 	return s.Matches(labels.Set(set))
 }
 
-// listenPort returns the port of a Go listen address such as ":9443".
 func listenPort(addr string) (int32, error) {
 	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return 0, err
-	}
-	n, err := strconv.ParseInt(port, 10, 32)
-	if err != nil {
-		return 0, fmt.Errorf("port of %q: %w", addr, err)
-	}
-	return int32(n), nil
+	n, err2 := strconv.ParseUint(port, 10, 16)
+	return int32(n), errors.Join(err, err2)
 }

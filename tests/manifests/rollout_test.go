@@ -1,6 +1,7 @@
 package manifests
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -8,20 +9,27 @@ import (
 	"testing"
 )
 
-// TestRolloutWarn: deploy/rollout-warn (deploy/default with the
-// components/validation-warn patch) is deploy/default with the one flag
-// --validation-action=warn instead of deny, and nothing else changed. That
-// it passes every installCheck is TestInstall's (installOverlays).
+// TestRolloutWarn: the validation-warn component (on deploy/monitoring as
+// docs/install-helm.md shows) changes only --validation-action.
 func TestRolloutWarn(t *testing.T) {
-	def, warn := render(t, "deploy/default"), render(t, "deploy/rollout-warn")
-	diff(t, "--validation-action of deploy/default, deploy/rollout-warn", []string{"deny", "warn"},
-		[]string{loadInstall(t, def).flags["validation-action"], loadInstall(t, warn).flags["validation-action"]})
-
-	diff(t, "deploy/default and deploy/rollout-warn, --validation-action aside", asDeny(def), asDeny(warn))
+	root, _ := filepath.Abs(repoRoot)
+	dir := t.TempDir()
+	// Kustomize takes no absolute paths.
+	monitoring, err1 := filepath.Rel(dir, filepath.Join(root, "deploy", "monitoring"))
+	component, err2 := filepath.Rel(dir, filepath.Join(root, "deploy", "components", "validation-warn"))
+	onMonitoring, err3 := filepath.Rel(root, dir)
+	fatalIf(t, errors.Join(err1, err2, err3))
+	k := fmt.Sprintf("resources: [%s]\ncomponents: [%s]\n", monitoring, component)
+	fatalIf(t, os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o600))
+	for base, warn := range map[string]string{"deploy/default": "deploy/rollout-warn", "deploy/monitoring": onMonitoring} {
+		b, w := render(t, base), render(t, warn)
+		diff(t, "--validation-action of "+base+", "+warn, []string{"deny", "warn"},
+			[]string{loadInstall(t, b).flags["validation-action"], loadInstall(t, w).flags["validation-action"]})
+		diff(t, base+" and "+warn+", --validation-action aside", asDeny(b), asDeny(w))
+	}
 }
 
-// asDeny returns each object of r with its JSON, the Deployment's with
-// --validation-action=warn set back to deny.
+// asDeny is each object's JSON, the Deployment's with the flag back to deny.
 func asDeny(r *rendering) (out []string) {
 	for _, o := range r.objs {
 		raw := string(o.raw)
@@ -31,32 +39,4 @@ func asDeny(r *rendering) (out []string) {
 		out = append(out, o.String()+" "+raw)
 	}
 	return out
-}
-
-// TestWarnComponentOnMonitoring builds the overlay docs/install-helm.md shows
-// for warn mode with monitoring: deploy/monitoring plus the component, which
-// changes the one flag.
-func TestWarnComponentOnMonitoring(t *testing.T) {
-	root, err := filepath.Abs(repoRoot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	// Kustomize takes no absolute paths.
-	monitoring, err1 := filepath.Rel(dir, filepath.Join(root, "deploy", "monitoring"))
-	warn, err2 := filepath.Rel(dir, filepath.Join(root, "deploy", "components", "validation-warn"))
-	if err1 != nil || err2 != nil {
-		t.Fatal(err1, err2)
-	}
-	k := fmt.Sprintf("resources: [%s]\ncomponents: [%s]\n", monitoring, warn)
-	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	rel, err := filepath.Rel(root, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	in := loadInstall(t, render(t, rel))
-	diff(t, "--validation-action", "warn", in.flags["validation-action"])
-	diff(t, "deploy/monitoring and it, --validation-action aside", asDeny(render(t, "deploy/monitoring")), asDeny(in.all))
 }

@@ -11,15 +11,14 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 )
 
-// serveFlags are the flags of `dittofs-webhook serve` (SPEC §5), each with a
-// check of a value the Deployment may pass.
+// serveFlags are the flags of `dittofs-webhook serve` (SPEC §5), with a check.
 var serveFlags = map[string]func(string) error{
-	"listen":             func(v string) error { _, err := listenPort(v); return err },
+	"listen":             listenAddr,
 	"tls-cert-file":      absPath,
 	"tls-key-file":       absPath,
 	"tls-min-version":    oneOf("1.2", "1.3"),
-	"metrics-listen":     func(v string) error { _, err := listenPort(v); return err },
-	"default-cache-size": func(v string) error { q, err := resource.ParseQuantity(v); return positive(q.Sign(), err) },
+	"metrics-listen":     listenAddr,
+	"default-cache-size": positiveQuantity,
 	"cache-mount-path":   absPath,
 	"shutdown-timeout":   positiveDuration,
 	"log-format":         oneOf("json", "text"),
@@ -30,14 +29,11 @@ var serveFlags = map[string]func(string) error{
 	"shutdown-drain-period": positiveDuration,
 }
 
-// optionalServeFlags may be left out of the Deployment's args: every other
-// flag is spelled out so the manifest shows what runs.
+// optionalServeFlags may be left out; the others are spelled out.
 var optionalServeFlags = map[string]bool{"enable-http2": true}
 
-// parseServeArgs parses a container's args as `serve --flag=value ...` and
-// returns the flags, and every problem found: a first argument other than
-// serve, an unknown or repeated flag, a flag not in --name=value form, an
-// invalid value.
+// parseServeArgs parses args as `serve --flag=value ...` and returns every
+// problem: an unknown or repeated flag, one not --name=value, a bad value.
 func parseServeArgs(args []string) (map[string]string, []string) {
 	flags := map[string]string{}
 	if len(args) == 0 || args[0] != "serve" {
@@ -55,8 +51,6 @@ func parseServeArgs(args []string) (map[string]string, []string) {
 		case !strings.HasPrefix(a, "--"):
 			problems = append(problems, fmt.Sprintf("argument %q is not a --flag", a))
 		case !hasValue:
-			// --flag value pairs would make the next assertions guess which
-			// argument belongs to which flag.
 			problems = append(problems, fmt.Sprintf("flag %q must be written --%s=VALUE", a, name))
 		case !known:
 			problems = append(problems, fmt.Sprintf("--%s is not a flag of `dittofs-webhook serve` (SPEC §5)", name))
@@ -73,6 +67,11 @@ func parseServeArgs(args []string) (map[string]string, []string) {
 	return flags, problems
 }
 
+func listenAddr(v string) error {
+	_, err := listenPort(v)
+	return err
+}
+
 func absPath(v string) error {
 	if !path.IsAbs(v) || path.Clean(v) != v {
 		return errors.New("want a clean absolute path")
@@ -80,12 +79,16 @@ func absPath(v string) error {
 	return nil
 }
 
+func positiveQuantity(v string) error {
+	q, err := resource.ParseQuantity(v)
+	return positive(q.Sign(), err)
+}
+
 func positiveDuration(v string) error {
 	d, err := time.ParseDuration(v)
 	return positive(int(d), err)
 }
 
-// positive is err, or an error if sign is not positive.
 func positive(sign int, err error) error {
 	if err == nil && sign <= 0 {
 		err = errors.New("want a positive value")
