@@ -190,6 +190,9 @@ func TestDockerfile(t *testing.T) {
 				}
 			}
 		case "from":
+			if !strings.HasPrefix(n.Next.Value, "$") { // SPEC §6: the base images are build args
+				t.Errorf("Dockerfile line %d: FROM %s is not a build arg", n.StartLine, n.Next.Value)
+			}
 			froms = append(froms, expand(n.Next.Value))
 		case "run":
 			if regexp.MustCompile(`\bgo\s+build\b`).MatchString(n.Original) {
