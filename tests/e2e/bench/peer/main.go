@@ -1,5 +1,5 @@
-// Command peer is the comparison webhook of the benchmarks: the DittoFS
-// StatefulSet policy (SPEC §2–§3) written the way a kubebuilder project
+// Command peer is the comparison webhook of the benchmarks: the CREATE side of
+// the DittoFS StatefulSet policy (SPEC §2–§3; what the benchmarks send) written the way a kubebuilder project
 // usually writes a webhook for a built-in type, served by controller-runtime's
 // webhook.Server: an admission.Handler per webhook, the object decoded into a
 // typed appsv1.StatefulSet by admission.Decoder, the mutation applied to a
@@ -61,13 +61,9 @@ func main() {
 		os.Exit(2)
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zap.Options{Development: false, Level: lvl})))
-	server := webhook.NewServer(webhook.Options{
-		Host:    host,
-		Port:    port,
-		CertDir: *certDir,
-		// As kubebuilder's scaffold does by default: no HTTP/2 (the rapid-reset CVEs).
-		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }},
-	})
+	// As kubebuilder's scaffold does by default: no HTTP/2 (the rapid-reset CVEs).
+	server := webhook.NewServer(webhook.Options{Host: host, Port: port, CertDir: *certDir,
+		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }}})
 	defaulter, validator := handlers()
 	server.Register("/mutate-apps-v1-statefulset", &webhook.Admission{Handler: defaulter})
 	server.Register("/validate-apps-v1-statefulset", &webhook.Admission{Handler: validator})
@@ -89,8 +85,9 @@ func handlers() (defaulter, validator admission.Handler) {
 }
 
 var (
-	statefulSetLog = logf.Log.WithName("statefulset-resource")
-	retain         = appsv1.RetainPersistentVolumeClaimRetentionPolicyType
+	statefulSetLog  = logf.Log.WithName("statefulset-resource")
+	retain          = appsv1.RetainPersistentVolumeClaimRetentionPolicyType
+	retentionFields = []string{"whenDeleted", "whenScaled"}
 )
 
 // StatefulSetDefaulter is the mutating webhook.
@@ -105,36 +102,26 @@ type StatefulSetValidator struct {
 	Decoder admission.Decoder
 }
 
-func isManaged(sts *appsv1.StatefulSet) bool {
-	_, ok := sts.Labels[policies.LabelServer]
-	return ok
-}
-
-// decode returns the new and old objects of a CREATE or UPDATE of a labelled
-// StatefulSet, or the response to send when the request is not one to look at.
-func decode(d admission.Decoder, req admission.Request) (sts, old *appsv1.StatefulSet, resp *admission.Response) {
+// decode returns the object of a CREATE of a labelled StatefulSet, or the
+// response to send when the request is not one to look at.
+func decode(d admission.Decoder, req admission.Request) (*appsv1.StatefulSet, *admission.Response) {
 	r := admission.Allowed("")
-	if (req.Operation != admissionv1.Create && req.Operation != admissionv1.Update) || req.SubResource != "" {
-		return nil, nil, &r
+	if req.Operation != admissionv1.Create || req.SubResource != "" {
+		return nil, &r
 	}
 	if req.Kind.Group != "apps" || req.Kind.Version != "v1" || req.Kind.Kind != "StatefulSet" {
 		r = admission.Errored(http.StatusBadRequest, fmt.Errorf("this webhook handles apps/v1 StatefulSet, got %s", req.Kind))
-		return nil, nil, &r
+		return nil, &r
 	}
-	sts = &appsv1.StatefulSet{}
-	err := d.Decode(req, sts)
-	if err == nil && req.Operation == admissionv1.Update {
-		old = &appsv1.StatefulSet{}
-		err = d.DecodeRaw(req.OldObject, old)
-	}
-	if err != nil {
+	sts := &appsv1.StatefulSet{}
+	if err := d.Decode(req, sts); err != nil {
 		r = admission.Errored(http.StatusBadRequest, err)
-		return nil, nil, &r
+		return nil, &r
 	}
-	if !isManaged(sts) {
-		return nil, nil, &r
+	if _, ok := sts.Labels[policies.LabelServer]; !ok {
+		return nil, &r
 	}
-	return sts, old, nil
+	return sts, nil
 }
 
 func invalid(name string, errs field.ErrorList, warnings []string) admission.Response {
@@ -144,13 +131,13 @@ func invalid(name string, errs field.ErrorList, warnings []string) admission.Res
 
 // Handle implements admission.Handler.
 func (d *StatefulSetDefaulter) Handle(_ context.Context, req admission.Request) admission.Response {
-	sts, old, resp := decode(d.Decoder, req)
+	sts, resp := decode(d.Decoder, req)
 	if resp != nil {
 		return *resp
 	}
 	statefulSetLog.Info("defaulting", "name", sts.Name, "namespace", sts.Namespace, "operation", req.Operation, "uid", req.UID)
 	mutated := sts.DeepCopy()
-	warnings, errs := d.mutate(mutated, old)
+	warnings, errs := d.mutate(mutated)
 	if len(errs) > 0 {
 		return invalid(sts.Name, errs, warnings)
 	}
@@ -168,13 +155,10 @@ func claimIndex(sts *appsv1.StatefulSet, name string) int {
 	return slices.IndexFunc(sts.Spec.VolumeClaimTemplates, func(c corev1.PersistentVolumeClaim) bool { return c.Name == name })
 }
 
-// mutate applies M1–M4 (CREATE) or U1–U3 (UPDATE) to sts in place.
-func (d *StatefulSetDefaulter) mutate(sts, old *appsv1.StatefulSet) (warnings []string, errs field.ErrorList) {
+// mutate applies M1–M4 to sts in place.
+func (d *StatefulSetDefaulter) mutate(sts *appsv1.StatefulSet) (warnings []string, errs field.ErrorList) {
 	spec := field.NewPath("spec")
-	hasCache := claimIndex(sts, policies.CacheVolume) >= 0
-	switch {
-	case hasCache:
-	case old == nil: // M1
+	if claimIndex(sts, policies.CacheVolume) < 0 { // M1
 		size := d.DefaultCacheSize
 		if v, ok := sts.Annotations[policies.AnnotationCacheSize]; ok {
 			q, err := resource.ParseQuantity(v)
@@ -199,16 +183,6 @@ func (d *StatefulSetDefaulter) mutate(sts, old *appsv1.StatefulSet) (warnings []
 				StorageClassName: class,
 			},
 		})
-		hasCache = true
-	case claimIndex(old, policies.CacheVolume) >= 0: // U1: carried over from the stored object, at its index
-		oi := claimIndex(old, policies.CacheVolume)
-		vcts := sts.Spec.VolumeClaimTemplates
-		sts.Spec.VolumeClaimTemplates = slices.Insert(vcts, min(oi, len(vcts)), *old.Spec.VolumeClaimTemplates[oi].DeepCopy())
-		hasCache = true
-	default: // U3
-		warnings = append(warnings, fmt.Sprintf("%s: no %q volumeClaimTemplate and Kubernetes cannot add one to an existing "+
-			"StatefulSet: recreate it (kubectl delete statefulset %s --cascade=orphan, then apply it again)",
-			spec.Child("volumeClaimTemplates"), policies.CacheVolume, sts.Name))
 	}
 
 	// M2
@@ -217,27 +191,17 @@ func (d *StatefulSetDefaulter) mutate(sts, old *appsv1.StatefulSet) (warnings []
 		rp = &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{}
 		sts.Spec.PersistentVolumeClaimRetentionPolicy = rp
 	}
-	rpPath := spec.Child("persistentVolumeClaimRetentionPolicy")
-	for _, f := range []struct {
-		name  string
-		value *appsv1.PersistentVolumeClaimRetentionPolicyType
-	}{{"whenDeleted", &rp.WhenDeleted}, {"whenScaled", &rp.WhenScaled}} {
-		if *f.value != "" && *f.value != retain {
+	for i, v := range []*appsv1.PersistentVolumeClaimRetentionPolicyType{&rp.WhenDeleted, &rp.WhenScaled} {
+		if *v != "" && *v != retain {
 			warnings = append(warnings, fmt.Sprintf("%s: %q replaced by %q: DittoFS volumes hold the file system's data",
-				rpPath.Child(f.name), *f.value, retain))
+				spec.Child("persistentVolumeClaimRetentionPolicy", retentionFields[i]), *v, retain))
 		}
-		*f.value = retain
-	}
-	if !hasCache {
-		return warnings, nil
+		*v = retain
 	}
 
 	// M3
 	podSpec, podPath := &sts.Spec.Template.Spec, spec.Child("template", "spec")
-	oldHadEmptyDir := old != nil && slices.ContainsFunc(old.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool {
-		return v.Name == policies.CacheVolume && v.EmptyDir != nil
-	})
-	kept := podSpec.Volumes[:0:0]
+	var kept []corev1.Volume
 	for i, v := range podSpec.Volumes {
 		switch {
 		case v.Name != policies.CacheVolume:
@@ -246,7 +210,7 @@ func (d *StatefulSetDefaulter) mutate(sts, old *appsv1.StatefulSet) (warnings []
 			errs = append(errs, field.Invalid(podPath.Child("volumes").Index(i).Child("name"), policies.CacheVolume,
 				"the volume name \"cache\" is reserved for the persistent DittoFS cache volumeClaimTemplate: rename this volume"))
 			kept = append(kept, v)
-		case old == nil || oldHadEmptyDir:
+		default:
 			warnings = append(warnings, fmt.Sprintf("%s: emptyDir volume %q removed: the persistent volumeClaimTemplate replaces it",
 				podPath.Child("volumes").Index(i), policies.CacheVolume))
 		}
@@ -254,11 +218,8 @@ func (d *StatefulSetDefaulter) mutate(sts, old *appsv1.StatefulSet) (warnings []
 	if len(errs) > 0 {
 		return warnings, errs
 	}
-	if len(kept) == 0 {
-		kept = nil
-	}
 	if len(kept) != len(podSpec.Volumes) {
-		podSpec.Volumes = kept
+		podSpec.Volumes = kept // nil when none is left
 	}
 
 	// M4
@@ -296,7 +257,7 @@ func (d *StatefulSetDefaulter) mutate(sts, old *appsv1.StatefulSet) (warnings []
 
 // Handle implements admission.Handler.
 func (v *StatefulSetValidator) Handle(_ context.Context, req admission.Request) admission.Response {
-	sts, old, resp := decode(v.Decoder, req)
+	sts, resp := decode(v.Decoder, req)
 	if resp != nil {
 		return *resp
 	}
@@ -308,27 +269,13 @@ func (v *StatefulSetValidator) Handle(_ context.Context, req admission.Request) 
 				"volumeClaimTemplate of that name", i, vol.Name))
 		}
 	}
-	errs := validateStatefulSet(sts, old != nil)
-	if old != nil && isManaged(old) {
-		// On UPDATE only a violation the stored object did not have denies.
-		had := map[string]bool{}
-		for _, e := range validateStatefulSet(old, true) {
-			had[e.Field+"\x00"+e.Detail] = true
-		}
-		errs = slices.DeleteFunc(errs, func(e *field.Error) bool {
-			if had[e.Field+"\x00"+e.Detail] {
-				warnings = append(warnings, "existing violation allowed on update: "+e.Error())
-			}
-			return had[e.Field+"\x00"+e.Detail]
-		})
-	}
-	if len(errs) > 0 {
+	if errs := validateStatefulSet(sts); len(errs) > 0 {
 		return invalid(sts.Name, errs, warnings)
 	}
 	return admission.Allowed("").WithWarnings(warnings...)
 }
 
-func validateStatefulSet(sts *appsv1.StatefulSet, update bool) field.ErrorList {
+func validateStatefulSet(sts *appsv1.StatefulSet) field.ErrorList {
 	var errs field.ErrorList
 	vctPath := field.NewPath("spec", "volumeClaimTemplates")
 	for _, st := range []struct{ name, rule string }{
@@ -338,10 +285,7 @@ func validateStatefulSet(sts *appsv1.StatefulSet, update bool) field.ErrorList {
 		i := claimIndex(sts, st.name)
 		if i < 0 {
 			msg := fmt.Sprintf("%s: add a volumeClaimTemplate named %q", st.rule, st.name)
-			if st.name == policies.CacheVolume && update {
-				msg += fmt.Sprintf(": Kubernetes cannot add one to an existing StatefulSet; recreate it: kubectl delete "+
-					"statefulset %s --cascade=orphan, then apply it again", sts.Name)
-			} else if st.name == policies.CacheVolume {
+			if st.name == policies.CacheVolume {
 				msg += ": the mutating webhook, which adds it, did not run"
 			}
 			errs = append(errs, field.Required(vctPath, msg))
@@ -360,15 +304,12 @@ func validateStatefulSet(sts *appsv1.StatefulSet, update bool) field.ErrorList {
 	if rp == nil {
 		rp = &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{}
 	}
-	for _, f := range []struct {
-		name  string
-		value appsv1.PersistentVolumeClaimRetentionPolicyType
-	}{{"whenDeleted", rp.WhenDeleted}, {"whenScaled", rp.WhenScaled}} {
+	for i, v := range []appsv1.PersistentVolumeClaimRetentionPolicyType{rp.WhenDeleted, rp.WhenScaled} {
 		const msg = policies.RuleRetentionPolicy + ": must be Retain: DittoFS volumes hold the file system's data"
-		if fp := field.NewPath("spec", "persistentVolumeClaimRetentionPolicy", f.name); f.value == "" {
+		if fp := field.NewPath("spec", "persistentVolumeClaimRetentionPolicy", retentionFields[i]); v == "" {
 			errs = append(errs, field.Required(fp, msg))
-		} else if f.value != retain {
-			errs = append(errs, field.Invalid(fp, string(f.value), msg))
+		} else if v != retain {
+			errs = append(errs, field.Invalid(fp, string(v), msg))
 		}
 	}
 	return errs
