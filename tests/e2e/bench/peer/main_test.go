@@ -9,7 +9,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"gomodules.xyz/jsonpatch/v2"
-	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/dittofs/dittofs-webhook/policies"
 	"github.com/dittofs/dittofs-webhook/tests/e2e/bench/internal/benchkit"
@@ -17,9 +16,8 @@ import (
 	dadmission "github.com/dittofs/dittofs-webhook/webhook/admission"
 )
 
-// The peer must be a fair comparison: on every benchmark body, and on the
-// SPEC cases below, it must reach the same verdict as dittofs-webhook and,
-// when it allows, produce the same object.
+// The peer must be a fair comparison: on every benchmark body, and on the SPEC cases below, it must reach the same
+// verdict as dittofs-webhook and, when it allows, produce the same object.
 func TestPeerAgrees(t *testing.T) {
 	b, err := benchkit.LoadBodies(filepath.Join("..", "..", "..", ".."))
 	if err != nil {
@@ -28,10 +26,10 @@ func TestPeerAgrees(t *testing.T) {
 	ours := httptest.NewServer(dwebhook.NewRouter(&dadmission.Admitter{Policy: policies.DefaultOptions()},
 		dwebhook.NewMetrics(prometheus.NewRegistry()), slog.New(slog.DiscardHandler)))
 	defer ours.Close()
-	defaulter, validator := handlers()
+	mw, vw := webhooks()
 	mux := http.NewServeMux()
-	mux.Handle(dwebhook.MutatePath, &webhook.Admission{Handler: defaulter})
-	mux.Handle(dwebhook.ValidatePath, &webhook.Admission{Handler: validator})
+	mux.Handle(dwebhook.MutatePath, mw)
+	mux.Handle(dwebhook.ValidatePath, vw)
 	peer := httptest.NewServer(mux)
 	defer peer.Close()
 

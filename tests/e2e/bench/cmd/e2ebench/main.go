@@ -47,13 +47,11 @@ import (
 const namespace = "dittofs-bench"
 
 func main() {
-	var f benchkit.Flags
-	f.Register(3)
 	creates := flag.Int("creates", 300, "labelled creates per configuration (as many unlabelled), split over the rounds")
 	warmup := flag.Int("warmup", 20, "untimed creates after each configuration change")
 	flag.Parse()
-	benchkit.Main("e2ebench", &f, "", 20*time.Minute, func(ctx context.Context, s *benchkit.Setup) (string, error) {
-		return run(ctx, &f, s, max(1, *creates/f.Rounds), *warmup)
+	benchkit.Main("e2ebench", "", 20*time.Minute, func(ctx context.Context, s *benchkit.Setup) (string, error) {
+		return run(ctx, s, *benchkit.Rounds, max(1, *creates / *benchkit.Rounds), *warmup)
 	})
 }
 
@@ -77,7 +75,7 @@ type bench struct {
 	installed []client.Object
 }
 
-func run(ctx context.Context, f *benchkit.Flags, s *benchkit.Setup, per, warmup int) (_ string, err error) {
+func run(ctx context.Context, s *benchkit.Setup, rounds, per, warmup int) (_ string, err error) {
 	started := time.Now()
 	bin, err := framework.BuildTool(s.Repo, "build.sh")
 	if err != nil {
@@ -103,9 +101,9 @@ func run(ctx context.Context, f *benchkit.Flags, s *benchkit.Setup, per, warmup 
 		return "", err
 	}
 	var servers []*benchkit.Server
-	defer func() { err = errors.Join(err, benchkit.StopAll(servers)) }()
+	defer func() { err = errors.Join(err, benchkit.StopAll(servers...)) }()
 	for _, kind := range []benchkit.Kind{benchkit.Ditto, benchkit.Peer, benchkit.Floor} {
-		srv, err := s.Start(kind, f.LogLevel, "")
+		srv, err := s.Start(kind, "")
 		if err != nil {
 			return "", err
 		}
@@ -120,7 +118,7 @@ func run(ctx context.Context, f *benchkit.Flags, s *benchkit.Setup, per, warmup 
 		{name: "dittofs-webhook + in-tree policies", server: servers[0], policies: true, mutates: true},
 	}
 	p50 := func(d []time.Duration) time.Duration { return benchkit.Quantile(d, 0.5) }
-	for round := 1; round <= f.Rounds; round++ {
+	for round := 1; round <= rounds; round++ {
 		for _, c := range configs {
 			if err := b.measure(ctx, c, per, warmup); err != nil {
 				return "", fmt.Errorf("%s: %w", c.name, err)
@@ -138,12 +136,11 @@ func run(ctx context.Context, f *benchkit.Flags, s *benchkit.Setup, per, warmup 
 	version, _ := b.cs.Discovery().ServerVersion()
 	p("\n## End to end: latency added to a StatefulSet create through kube-apiserver %s\n\n- %s\n", version, s.Describe())
 	p("- etcd and kube-apiserver from tests/tools/build.sh, started by envtest; the three servers unpinned, logging "+
-		"at %s; everything at nice %d when run as root; run took %s\n", f.LogLevel, benchkit.Nice,
-		time.Since(started).Round(time.Second))
+		"at info; everything at nice %d when run as root; run took %s\n", benchkit.Nice, time.Since(started).Round(time.Second))
 	p("- %d rounds; per round and configuration %d untimed warm-up creates, then %d labelled and %d unlabelled "+
 		"creates, alternating, sequential, each deleted at once (untimed), then 20 unlabelled creates whose webhook "+
 		"calls the apiserver counts (apiserver_admission_webhook_admission_duration_seconds_count)\n",
-		f.Rounds, warmup, per, per)
+		rounds, warmup, per, per)
 	// The stored objects must agree: the peer's and the policies' with dittofs-webhook's.
 	for _, c := range configs[2:] {
 		if diff := cmp.Diff(configs[1].created.Spec, c.created.Spec); c.mutates && diff == "" {

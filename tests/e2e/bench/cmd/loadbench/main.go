@@ -35,7 +35,6 @@ const serverCPU, genCPU = 1, 0
 var phases = []string{"closed", "open"}
 
 type options struct {
-	benchkit.Flags
 	closed, open, warmup time.Duration
 	workers              int
 
@@ -56,20 +55,19 @@ type body struct {
 
 func main() {
 	o := options{rates: map[string]int{}, samples: map[key][]loop{}}
-	o.Register(3)
 	flag.DurationVar(&o.closed, "closed", 5*time.Second, "closed-loop duration per server, body and round")
 	flag.DurationVar(&o.open, "open", 5*time.Second, "open-loop (fixed rate) duration per server, body and round")
 	flag.DurationVar(&o.warmup, "warmup", time.Second, "closed-loop warm-up on fresh connections before each run (not counted)")
 	flag.IntVar(&o.workers, "workers", 8, "closed-loop concurrency: vegeta workers, each with its own keep-alive connection")
 	flag.Parse()
-	benchkit.Main("loadbench", &o.Flags, strconv.Itoa(genCPU), 15*time.Minute, o.run)
+	benchkit.Main("loadbench", strconv.Itoa(genCPU), 15*time.Minute, o.run)
 }
 
 func (o *options) run(ctx context.Context, s *benchkit.Setup) (string, error) {
 	started := time.Now()
 	bodies := []body{{"mutate-6K", webhook.MutatePath, s.Bodies.Create},
 		{"validate-6K", webhook.ValidatePath, s.Bodies.Validate}, {"mutate-100K", webhook.MutatePath, s.Bodies.Large}}
-	for round := 1; round <= o.Rounds; round++ {
+	for round := 1; round <= *benchkit.Rounds; round++ {
 		for _, b := range bodies {
 			if err := o.measure(ctx, s, round, b); err != nil {
 				return "", err
@@ -89,11 +87,11 @@ func (o *options) measure(ctx context.Context, s *benchkit.Setup, round int, b b
 		for _, c := range clients {
 			c.CloseIdleConnections()
 		}
-		err = errors.Join(err, benchkit.StopAll(servers))
+		err = errors.Join(err, benchkit.StopAll(servers...))
 	}()
 	var answers []*admissionv1.AdmissionResponse
 	for _, kind := range []benchkit.Kind{benchkit.Ditto, benchkit.Peer, benchkit.Floor} {
-		srv, err := s.Start(kind, o.LogLevel, strconv.Itoa(serverCPU))
+		srv, err := s.Start(kind, strconv.Itoa(serverCPU))
 		if err != nil {
 			return err
 		}
@@ -283,11 +281,11 @@ func (o *options) report(s *benchkit.Setup, bodies []body, took time.Duration) s
 	load, _ := os.ReadFile("/proc/loadavg")
 	p("\n## Load benchmark: dittofs-webhook vs controller-runtime vs floor\n\n- %s\n", s.Describe())
 	p("- each server pinned to CPU %d with GOMAXPROCS=1, the load generator (vegeta v12.13.0 lib) to CPU %d; "+
-		"HTTPS, HTTP/1.1 keep-alive, loopback; dittofs-webhook and the peer logging at %s\n", serverCPU, genCPU, o.LogLevel)
+		"HTTPS, HTTP/1.1 keep-alive, loopback; the servers logging at their default level (info)\n", serverCPU, genCPU)
 	p("- closed loop: %d connections, %s per run; open loop: fixed rate for %s, latency from the intended send "+
 		"time; each run after a %s closed-loop warm-up\n", o.workers, o.closed, o.open, o.warmup)
 	p("- %d rounds, servers interleaved, medians shown; bodies: mutate-6K %d B, validate-6K %d B, mutate-100K %d B\n",
-		o.Rounds, len(s.Bodies.Create), len(s.Bodies.Validate), len(s.Bodies.Large))
+		*benchkit.Rounds, len(s.Bodies.Create), len(s.Bodies.Validate), len(s.Bodies.Large))
 	p("- run took %s; load average at the end: %s\n", took.Round(time.Second), strings.TrimSpace(string(load)))
 	p("\nEquivalence check (dittofs-webhook vs the peer, same bodies):\n- %s\n", strings.Join(o.equiv, "\n- "))
 	var rows [][]string

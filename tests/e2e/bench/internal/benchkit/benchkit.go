@@ -34,7 +34,6 @@ import (
 	jsonpatchv4 "gopkg.in/evanphx/json-patch.v4"
 	admissionv1 "k8s.io/api/admission/v1"
 	appsv1 "k8s.io/api/apps/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -128,12 +127,10 @@ func Agree(body []byte, ours, peer *admissionv1.AdmissionResponse) (string, erro
 	}
 	var sts [2]appsv1.StatefulSet
 	for i, patch := range [][]byte{ours.Patch, peer.Patch} {
-		doc, err := req.Request.Object.Raw, error(nil)
-		if len(patch) > 0 {
-			var p jsonpatchv4.Patch
-			if p, err = jsonpatchv4.DecodePatch(patch); err == nil {
-				doc, err = p.Apply(doc)
-			}
+		p, err := jsonpatchv4.DecodePatch([]byte(cmp.Or(string(patch), "[]")))
+		doc := req.Request.Object.Raw
+		if err == nil {
+			doc, err = p.Apply(doc)
 		}
 		if err == nil {
 			err = json.Unmarshal(doc, &sts[i])
@@ -143,8 +140,8 @@ func Agree(body []byte, ours, peer *admissionv1.AdmissionResponse) (string, erro
 		}
 		sts[i].Status = appsv1.StatefulSetStatus{}
 	}
-	if !equality.Semantic.DeepEqual(&sts[0], &sts[1]) {
-		return "", fmt.Errorf("the patched objects differ (-dittofs-webhook +peer):\n%s", gocmp.Diff(sts[0], sts[1]))
+	if diff := gocmp.Diff(sts[0], sts[1]); diff != "" {
+		return "", fmt.Errorf("the patched objects differ (-dittofs-webhook +peer):\n%s", diff)
 	}
 	return line + ", the patched objects equal", nil
 }
@@ -177,21 +174,17 @@ func (s *Server) LogTail(n int) string {
 	return b.String()
 }
 
-// Stop sends SIGTERM and waits (at most 30 s, then SIGKILL).
-func (s *Server) Stop() error { return s.Process.Stop(30 * time.Second) }
-
-// StopAll stops the servers, joining their errors.
-func StopAll(servers []*Server) error {
-	var errs []error
+// StopAll stops the servers (SIGTERM, at most 30 s each, then SIGKILL), joining their errors.
+func StopAll(servers ...*Server) (err error) {
 	for _, s := range servers {
-		errs = append(errs, s.Stop())
+		err = errors.Join(err, s.Stop(30*time.Second))
 	}
-	return errors.Join(errs...)
+	return err
 }
 
-// Start starts a server, dittofs-webhook and the peer logging at logLevel, pinned to the CPU list cpu with
-// GOMAXPROCS=1 unless cpu is empty, and waits until it answers TLS (at most 20 s). It dies with the benchmark.
-func (e *Setup) Start(kind Kind, logLevel, cpu string) (*Server, error) {
+// Start starts a server (logging at its default level, info), pinned to the CPU list cpu with GOMAXPROCS=1 unless
+// cpu is empty, and waits until it answers TLS (at most 20 s). It dies with the benchmark.
+func (e *Setup) Start(kind Kind, cpu string) (*Server, error) {
 	port, err := framework.FreePort()
 	metrics, err2 := framework.FreePort() // dittofs-webhook's default metrics port, :8080, may be taken
 	if err := errors.Join(err, err2); err != nil {
@@ -201,8 +194,8 @@ func (e *Setup) Start(kind Kind, logLevel, cpu string) (*Server, error) {
 	crt, key := filepath.Join(e.CertDir, certs.CertFile), filepath.Join(e.CertDir, certs.KeyFile)
 	args := map[Kind][]string{
 		Ditto: {"serve", "--listen", addr, "--metrics-listen", "127.0.0.1:" + strconv.Itoa(metrics),
-			"--tls-cert-file", crt, "--tls-key-file", key, "--log-level", logLevel},
-		Peer:  {"--listen", addr, "--cert-dir", e.CertDir, "--log-level", logLevel},
+			"--tls-cert-file", crt, "--tls-key-file", key},
+		Peer:  {"--port", strconv.Itoa(port), "--cert-dir", e.CertDir},
 		Floor: {"--listen", addr, "--tls-cert-file", crt, "--tls-key-file", key},
 	}[kind]
 	cmd := exec.Command(filepath.Join(e.Work, "bin", string(kind)), args...)
@@ -230,7 +223,7 @@ func (e *Setup) Start(kind Kind, logLevel, cpu string) (*Server, error) {
 		return true, ""
 	})
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("%s did not start: %w\n%s", kind, err, s.LogTail(20)), s.Stop())
+		return nil, errors.Join(fmt.Errorf("%s did not start: %w\n%s", kind, err, s.LogTail(20)), StopAll(s))
 	}
 	return s, nil
 }
@@ -250,19 +243,8 @@ func (e *Setup) NewClient(conns int) *http.Client {
 	}}
 }
 
-// Flags are the flags both benchmarks take.
-type Flags struct {
-	Rounds   int
-	LogLevel string
-	Keep     bool
-}
-
-// Register defines the flags, with the command's default number of rounds.
-func (f *Flags) Register(rounds int) {
-	flag.IntVar(&f.Rounds, "rounds", rounds, "rounds, the servers or configurations interleaved within each (the report gives medians)")
-	flag.StringVar(&f.LogLevel, "log-level", "info", "log level of dittofs-webhook and the peer (info is the default of both)")
-	flag.BoolVar(&f.Keep, "keep", false, "keep the working folder (binaries, certificates, logs)")
-}
+// Rounds is the flag both benchmarks take.
+var Rounds = flag.Int("rounds", 3, "rounds, the servers or configurations interleaved within each (the report gives medians)")
 
 // Setup is what both benchmarks start from: the repository, a working folder with the three servers built in
 // bin/, a CA and serving certificate, the bodies.
@@ -283,15 +265,15 @@ const reexecEnv = "DITTOFS_BENCH_REEXEC"
 // nice, whose priority all it starts inherits; with cpu, under `taskset -c cpu` too (Go's threads inherit the
 // affinity, and GOMAXPROCS follows it). Then it sets up and calls run until it returns, or SIGINT, SIGTERM or
 // maxDuration ends ctx, and prints the report (markdown, on stdout; the log goes to stderr). It exits 1 when
-// anything but a target fails (the report says which targets FAIL).
-func Main(name string, f *Flags, cpu string, maxDuration time.Duration, run func(context.Context, *Setup) (string, error)) {
-	if err := mainErr(f, cpu, maxDuration, run); err != nil {
+// anything but a target fails (the report says which targets FAIL), keeping the working folder (logs, binaries).
+func Main(name, cpu string, maxDuration time.Duration, run func(context.Context, *Setup) (string, error)) {
+	if err := mainErr(cpu, maxDuration, run); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		os.Exit(1)
 	}
 }
 
-func mainErr(f *Flags, cpu string, maxDuration time.Duration, run func(context.Context, *Setup) (string, error)) (err error) {
+func mainErr(cpu string, maxDuration time.Duration, run func(context.Context, *Setup) (string, error)) (err error) {
 	if os.Getenv(reexecEnv) == "" && (cpu != "" || os.Geteuid() == 0) {
 		return reexec(cpu)
 	}
@@ -309,11 +291,13 @@ func mainErr(f *Flags, cpu string, maxDuration time.Duration, run func(context.C
 	if s.Work, err = os.MkdirTemp("", "dittofs-bench-"); err != nil {
 		return err
 	}
-	if f.Keep {
-		Logf("working folder %s (kept)", s.Work)
-	} else {
-		defer func() { err = errors.Join(err, os.RemoveAll(s.Work)) }()
-	}
+	defer func() {
+		if err != nil {
+			Logf("working folder kept: %s", s.Work)
+		} else {
+			err = os.RemoveAll(s.Work)
+		}
+	}()
 	Logf("building dittofs-webhook, the peer and the floor")
 	// With the flags of `make build`: static, trimmed, stripped.
 	bench := filepath.Join(s.Repo, "tests", "e2e", "bench")
