@@ -150,9 +150,7 @@ func Agree(body []byte, ours, peer *admissionv1.AdmissionResponse) (string, erro
 type Kind string
 
 // The servers under test.
-const (
-	Ditto, Peer, Floor Kind = "dittofs-webhook", "controller-runtime", "floor"
-)
+const Ditto, Peer, Floor Kind = "dittofs-webhook", "controller-runtime", "floor"
 
 // Server is a running server process, its output in a log file in the working folder.
 type Server struct {
@@ -232,15 +230,9 @@ func (e *Setup) Start(kind Kind, cpu string) (*Server, error) {
 func (e *Setup) NewClient(conns int) *http.Client {
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
-	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		TLSClientConfig:     &tls.Config{RootCAs: e.Pool},
-		Protocols:           protocols,
-		MaxIdleConns:        conns,
-		MaxIdleConnsPerHost: conns,
-		IdleConnTimeout:     60 * time.Second,
-		DisableCompression:  true,
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-	}}
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: e.Pool},
+		Protocols: protocols, MaxIdleConns: conns, MaxIdleConnsPerHost: conns, IdleConnTimeout: 60 * time.Second,
+		DisableCompression: true, DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext}}
 }
 
 // Rounds is the flag both benchmarks take.
