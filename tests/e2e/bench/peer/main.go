@@ -191,23 +191,6 @@ func (StatefulSetValidator) ValidateCreate(ctx context.Context, sts *appsv1.Stat
 				"volumeClaimTemplate of that name", i, vol.Name))
 		}
 	}
-	if errs := validateStatefulSet(sts); len(errs) > 0 {
-		return warnings, invalid(sts.Name, errs)
-	}
-	return warnings, nil
-}
-
-// ValidateUpdate implements admission.Validator: the benchmarks send no UPDATE.
-func (StatefulSetValidator) ValidateUpdate(context.Context, *appsv1.StatefulSet, *appsv1.StatefulSet) (admission.Warnings, error) {
-	return nil, nil
-}
-
-// ValidateDelete implements admission.Validator.
-func (StatefulSetValidator) ValidateDelete(context.Context, *appsv1.StatefulSet) (admission.Warnings, error) {
-	return nil, nil
-}
-
-func validateStatefulSet(sts *appsv1.StatefulSet) field.ErrorList {
 	var errs field.ErrorList
 	vctPath := field.NewPath("spec", "volumeClaimTemplates")
 	for _, st := range []struct{ name, rule string }{
@@ -241,5 +224,18 @@ func validateStatefulSet(sts *appsv1.StatefulSet) field.ErrorList {
 			errs = append(errs, field.Invalid(fp, string(v), msg))
 		}
 	}
-	return errs
+	if len(errs) > 0 {
+		return warnings, invalid(sts.Name, errs)
+	}
+	return warnings, nil
+}
+
+// ValidateUpdate implements admission.Validator: the benchmarks send no UPDATE.
+func (StatefulSetValidator) ValidateUpdate(context.Context, *appsv1.StatefulSet, *appsv1.StatefulSet) (admission.Warnings, error) {
+	return nil, nil
+}
+
+// ValidateDelete implements admission.Validator.
+func (StatefulSetValidator) ValidateDelete(context.Context, *appsv1.StatefulSet) (admission.Warnings, error) {
+	return nil, nil
 }

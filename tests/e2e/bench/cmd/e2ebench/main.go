@@ -127,9 +127,6 @@ func run(ctx context.Context, s *benchkit.Setup, rounds, per, warmup int) (_ str
 				benchkit.Ms(p50(c.labelled)), benchkit.Ms(p50(c.unlabelled)), len(c.labelled))
 		}
 	}
-	if err := b.apply(ctx, configs[0]); err != nil {
-		return "", err
-	}
 
 	var r strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&r, format, args...) }

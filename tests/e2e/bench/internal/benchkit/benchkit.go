@@ -184,15 +184,13 @@ func StopAll(servers ...*Server) (err error) {
 // cpu is empty, and waits until it answers TLS (at most 20 s). It dies with the benchmark.
 func (e *Setup) Start(kind Kind, cpu string) (*Server, error) {
 	port, err := framework.FreePort()
-	metrics, err2 := framework.FreePort() // dittofs-webhook's default metrics port, :8080, may be taken
-	if err := errors.Join(err, err2); err != nil {
+	if err != nil {
 		return nil, err
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	crt, key := filepath.Join(e.CertDir, certs.CertFile), filepath.Join(e.CertDir, certs.KeyFile)
 	args := map[Kind][]string{
-		Ditto: {"serve", "--listen", addr, "--metrics-listen", "127.0.0.1:" + strconv.Itoa(metrics),
-			"--tls-cert-file", crt, "--tls-key-file", key},
+		Ditto: {"serve", "--listen", addr, "--metrics-listen", "127.0.0.1:0", "--tls-cert-file", crt, "--tls-key-file", key},
 		Peer:  {"--port", strconv.Itoa(port), "--cert-dir", e.CertDir},
 		Floor: {"--listen", addr, "--tls-cert-file", crt, "--tls-key-file", key},
 	}[kind]
