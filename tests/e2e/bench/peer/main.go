@@ -1,9 +1,6 @@
-// Command peer is the comparison webhook of the benchmarks: the CREATE side of the DittoFS StatefulSet policy
-// (SPEC §2–§3; the benchmarks send only CREATEs) written the way a kubebuilder project scaffolds a webhook for a
-// built-in type, served on 127.0.0.1 by controller-runtime's webhook.Server: an admission.Defaulter and an
-// admission.Validator of appsv1.StatefulSet (admission.WithDefaulter, WithValidator), which decode the object into
-// the typed struct, default a DeepCopy and turn it into a JSON patch with PatchResponseFromRaw; a denial is a
-// field.ErrorList in apierrors.NewInvalid. A defaulter cannot warn: M2–M4's warnings are not built. It talks to no
+// Command peer is the comparison webhook of the benchmarks (docs/performance.md): the CREATE side of the DittoFS
+// StatefulSet policy (SPEC §2–§3) as kubebuilder scaffolds a webhook for a built-in type, an admission.Defaulter
+// and an admission.Validator served on 127.0.0.1 by controller-runtime's webhook.Server. It talks to no
 // Kubernetes API.
 //
 //	peer --port 9443 --cert-dir DIR
@@ -66,9 +63,9 @@ func main() {
 func webhooks() (mutate, validate *admission.Webhook) {
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	return admission.WithDefaulter(scheme, &StatefulSetDefaulter{DefaultCacheSize: resource.MustParse("5Gi"),
+	return admission.WithDefaulter(scheme, &statefulSetDefaulter{DefaultCacheSize: resource.MustParse("5Gi"),
 			CacheMountPath: "/data/cache"}, admission.DefaulterRemoveUnknownOrOmitableFields),
-		admission.WithValidator(scheme, StatefulSetValidator{})
+		admission.WithValidator(scheme, statefulSetValidator{})
 }
 
 var (
@@ -76,14 +73,12 @@ var (
 	retain         = appsv1.RetainPersistentVolumeClaimRetentionPolicyType
 )
 
-// StatefulSetDefaulter is the mutating webhook.
-type StatefulSetDefaulter struct {
+type statefulSetDefaulter struct {
 	DefaultCacheSize resource.Quantity
 	CacheMountPath   string
 }
 
-// StatefulSetValidator is the validating webhook.
-type StatefulSetValidator struct{}
+type statefulSetValidator struct{}
 
 // managed tells whether the webhooks look at sts: on CREATE, when it has the label.
 func managed(ctx context.Context, sts *appsv1.StatefulSet) bool {
@@ -101,7 +96,7 @@ func claimIndex(sts *appsv1.StatefulSet, name string) int {
 }
 
 // Default implements admission.Defaulter: M1–M4.
-func (d *StatefulSetDefaulter) Default(ctx context.Context, sts *appsv1.StatefulSet) error {
+func (d *statefulSetDefaulter) Default(ctx context.Context, sts *appsv1.StatefulSet) error {
 	if !managed(ctx, sts) {
 		return nil
 	}
@@ -123,13 +118,9 @@ func (d *StatefulSetDefaulter) Default(ctx context.Context, sts *appsv1.Stateful
 			class = ptr.To(*sts.Spec.VolumeClaimTemplates[i].Spec.StorageClassName)
 		}
 		sts.Spec.VolumeClaimTemplates = append(sts.Spec.VolumeClaimTemplates, corev1.PersistentVolumeClaim{
-			ObjectMeta: metav1.ObjectMeta{Name: policies.CacheVolume},
-			Spec: corev1.PersistentVolumeClaimSpec{
-				AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
-				Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: size}},
-				StorageClassName: class,
-			},
-		})
+			ObjectMeta: metav1.ObjectMeta{Name: policies.CacheVolume}, Spec: corev1.PersistentVolumeClaimSpec{
+				AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, StorageClassName: class,
+				Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: size}}}})
 	}
 	sts.Spec.PersistentVolumeClaimRetentionPolicy = &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{ // M2
 		WhenDeleted: retain, WhenScaled: retain}
@@ -179,7 +170,7 @@ func (d *StatefulSetDefaulter) Default(ctx context.Context, sts *appsv1.Stateful
 }
 
 // ValidateCreate implements admission.Validator: SPEC §3.
-func (StatefulSetValidator) ValidateCreate(ctx context.Context, sts *appsv1.StatefulSet) (admission.Warnings, error) {
+func (statefulSetValidator) ValidateCreate(ctx context.Context, sts *appsv1.StatefulSet) (admission.Warnings, error) {
 	if !managed(ctx, sts) {
 		return nil, nil
 	}
@@ -230,12 +221,11 @@ func (StatefulSetValidator) ValidateCreate(ctx context.Context, sts *appsv1.Stat
 	return warnings, nil
 }
 
-// ValidateUpdate implements admission.Validator: the benchmarks send no UPDATE.
-func (StatefulSetValidator) ValidateUpdate(context.Context, *appsv1.StatefulSet, *appsv1.StatefulSet) (admission.Warnings, error) {
+// ValidateUpdate implements admission.Validator: the benchmarks send no UPDATE (nor DELETE).
+func (statefulSetValidator) ValidateUpdate(context.Context, *appsv1.StatefulSet, *appsv1.StatefulSet) (admission.Warnings, error) {
 	return nil, nil
 }
 
-// ValidateDelete implements admission.Validator.
-func (StatefulSetValidator) ValidateDelete(context.Context, *appsv1.StatefulSet) (admission.Warnings, error) {
+func (statefulSetValidator) ValidateDelete(context.Context, *appsv1.StatefulSet) (admission.Warnings, error) {
 	return nil, nil
 }

@@ -44,7 +44,6 @@ func TestPeerAgrees(t *testing.T) {
 	}{
 		{"bench create", mutate, b.Create, nil, true},
 		{"bench validate", validate, b.Validate, nil, true},
-		{"bench large", mutate, b.Large, nil, true},
 		{"no annotations: default size, metadata's class", mutate, b.Create,
 			ops{op("remove", obj+"/metadata/annotations", nil)}, true},
 		{"bad cache-size annotation", mutate, b.Create,

@@ -1,9 +1,7 @@
-// Command e2ebench measures the latency the admission webhooks add to creating a labelled StatefulSet through a
-// real kube-apiserver (started by framework.StartControlPlane, as the e2e starts it): sequential creates through
-// client-go, each deleted at once (untimed), under each configuration in turn: none; deploy/base's webhook
-// configurations pointed at dittofs-webhook, at the controller-runtime peer and at the floor; deploy/in-tree's
-// admission policies; and dittofs-webhook with the policies. Unlabelled creates, which the objectSelector keeps
-// from the webhooks, alternate with the labelled ones.
+// Command e2ebench measures the latency the admission webhooks add to creating a StatefulSet through a real
+// kube-apiserver (started as the e2e starts it), under each configuration in turn (docs/performance.md): none;
+// deploy/base's webhook configurations pointed at dittofs-webhook, at the controller-runtime peer and at the
+// floor; deploy/in-tree's policies; and dittofs-webhook with the policies.
 //
 // Run it from tests/e2e: go run ./bench/cmd/e2ebench (or make bench-e2e).
 package main
@@ -11,6 +9,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -23,7 +22,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/google/go-cmp/cmp"
+	gocmp "github.com/google/go-cmp/cmp"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -57,11 +56,10 @@ func main() {
 
 // config is one admission set-up under test, and what it measured.
 type config struct {
-	name     string
-	server   *benchkit.Server // the webhook configurations point at it; nil: none
-	policies bool             // deploy/in-tree's policies are installed
-	mutates  bool             // a labelled create comes back with a cache volumeClaimTemplate
-
+	name                 string
+	server               *benchkit.Server // the webhook configurations point at it; nil: none
+	policies             bool             // deploy/in-tree's policies are installed
+	mutates              bool             // a labelled create comes back with a cache volumeClaimTemplate
 	labelled, unlabelled []time.Duration
 	unlabelledCalls      float64             // webhook calls during 20 more unlabelled creates per round
 	created              *appsv1.StatefulSet // the first labelled create's result
@@ -140,7 +138,7 @@ func run(ctx context.Context, s *benchkit.Setup, rounds, per, warmup int) (_ str
 		rounds, warmup, per, per)
 	// The stored objects must agree: the peer's and the policies' with dittofs-webhook's.
 	for _, c := range configs[2:] {
-		if diff := cmp.Diff(configs[1].created.Spec, c.created.Spec); c.mutates && diff == "" {
+		if diff := gocmp.Diff(configs[1].created.Spec, c.created.Spec); c.mutates && diff == "" {
 			p("- %s: the stored StatefulSet spec equals dittofs-webhook's\n", c.name)
 		} else if c.mutates {
 			p("- %s: the stored StatefulSet spec DIFFERS from dittofs-webhook's (-dittofs-webhook +%[1]s):\n%s\n", c.name, diff)
@@ -149,10 +147,7 @@ func run(ctx context.Context, s *benchkit.Setup, rounds, per, warmup int) (_ str
 	added := func(d, none []time.Duration) string { return signed(p50(d) - p50(none)) }
 	var rows [][]string
 	for _, c := range configs {
-		calls := ""
-		if c.server != nil {
-			calls = fmt.Sprint(c.unlabelledCalls)
-		}
+		calls := map[bool]string{true: fmt.Sprint(c.unlabelledCalls)}[c.server != nil] // none counted without a server
 		rows = append(rows, []string{c.name, benchkit.Ms(p50(c.labelled)), benchkit.Ms(benchkit.Quantile(c.labelled, 0.9)),
 			benchkit.Ms(benchkit.Quantile(c.labelled, 0.99)), added(c.labelled, configs[0].labelled),
 			benchkit.Ms(p50(c.unlabelled)), added(c.unlabelled, configs[0].unlabelled), calls})
@@ -194,12 +189,9 @@ func (b *bench) measure(ctx context.Context, c *config, per, warmup int) error {
 	for i := 0; i < 20 && err == nil; i++ {
 		_, err = b.create(ctx, c, false)
 	}
-	if err != nil {
-		return err
-	}
-	after, err := b.calls(ctx)
+	after, err2 := b.calls(ctx)
 	c.unlabelledCalls += after - before
-	return err
+	return cmp.Or(err, err2)
 }
 
 // create creates and deletes one StatefulSet, returning how long the create took, and checks that c mutated

@@ -1,6 +1,5 @@
-// Package benchkit holds what the load and end-to-end benchmarks share: the bodies, the check that two answers
-// agree, building and running the three servers (dittofs-webhook, the controller-runtime peer, the floor), the
-// commands' flags and set-up, /proc figures and the report's statistics and tables.
+// Package benchkit holds what the load and end-to-end benchmarks share: the bodies and the check that two answers
+// agree, the three servers (dittofs-webhook, the controller-runtime peer, the floor), set-up, figures and tables.
 package benchkit
 
 import (
@@ -30,7 +29,6 @@ import (
 
 	gocmp "github.com/google/go-cmp/cmp"
 	"github.com/prometheus/procfs"
-	"gomodules.xyz/jsonpatch/v2"
 	jsonpatchv4 "gopkg.in/evanphx/json-patch.v4"
 	admissionv1 "k8s.io/api/admission/v1"
 	appsv1 "k8s.io/api/apps/v1"
@@ -47,12 +45,10 @@ import (
 type Bodies struct {
 	Create   []byte              // the ~6 KB CREATE of webhook/testdata/bench-create.json: needs the full mutation (M1–M4)
 	Validate []byte              // what the apiserver sends the validating webhook after applying dittofs-webhook's patch
-	Large    []byte              // Create with 1,100 env vars in the DittoFS container (~100 KB)
 	Object   *appsv1.StatefulSet // Create's object
 }
 
-// LoadBodies reads webhook/testdata/bench-create.json and derives the others as JSON patches of it, so that every
-// other member of the review is kept.
+// LoadBodies reads webhook/testdata/bench-create.json and derives the others from it with JSON patches.
 func LoadBodies(repoRoot string) (*Bodies, error) {
 	create, err := os.ReadFile(filepath.Join(repoRoot, "webhook", "testdata", "bench-create.json"))
 	if err != nil {
@@ -73,16 +69,7 @@ func LoadBodies(repoRoot string) (*Bodies, error) {
 		ops[i].Path = "/request/object" + ops[i].Path
 	}
 	validate, err := admission.ApplyPatch(create, ops)
-	if err != nil {
-		return nil, err
-	}
-	var env []jsonpatch.Operation
-	for i := 0; len(rv.Request.Object.Spec.Template.Spec.Containers[0].Env)+i < 1100; i++ {
-		env = append(env, jsonpatch.NewOperation("add", "/request/object/spec/template/spec/containers/0/env/-",
-			map[string]string{"name": "DITTOFS_EXTRA_SETTING_XXXXXXXX" + string(rune('A'+i%26)), "value": strings.Repeat("v", 40)}))
-	}
-	large, err := admission.ApplyPatch(create, env)
-	return &Bodies{Create: create, Validate: validate, Large: large, Object: rv.Request.Object}, err
+	return &Bodies{Create: create, Validate: validate, Object: rv.Request.Object}, err
 }
 
 // Post sends the review body to url and decodes the v1 AdmissionReview answer.
@@ -162,9 +149,6 @@ type Server struct {
 // URL returns the https URL of path on the server.
 func (s *Server) URL(path string) string { return "https://" + s.Addr + path }
 
-// Pid is the server's process id (taskset execs the server in place).
-func (s *Server) Pid() int { return s.Cmd.Process.Pid }
-
 // LogTail returns the last n lines of the server's output.
 func (s *Server) LogTail(n int) string {
 	var b strings.Builder
@@ -181,7 +165,8 @@ func StopAll(servers ...*Server) (err error) {
 }
 
 // Start starts a server (logging at its default level, info), pinned to the CPU list cpu with GOMAXPROCS=1 unless
-// cpu is empty, and waits until it answers TLS (at most 20 s). It dies with the benchmark.
+// cpu is empty (taskset execs it in place: the pid is the server's), and waits until it answers TLS (at most 20 s).
+// It dies with the benchmark.
 func (e *Setup) Start(kind Kind, cpu string) (*Server, error) {
 	port, err := framework.FreePort()
 	if err != nil {
@@ -199,8 +184,7 @@ func (e *Setup) Start(kind Kind, cpu string) (*Server, error) {
 		cmd = exec.Command("taskset", append([]string{"-c", cpu}, cmd.Args...)...)
 		cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
 	}
-	e.started++
-	p, err := framework.StartProcess(filepath.Join(e.Work, fmt.Sprintf("%s-%d.log", kind, e.started)), cmd)
+	p, err := framework.StartProcess(filepath.Join(e.Work, fmt.Sprintf("%s-%d.log", kind, port)), cmd)
 	if err != nil {
 		return nil, err
 	}
@@ -226,9 +210,10 @@ func (e *Setup) Start(kind Kind, cpu string) (*Server, error) {
 
 // NewClient returns an HTTP/1.1 keep-alive client trusting the benchmark's CA, keeping up to conns idle.
 func (e *Setup) NewClient(conns int) *http.Client {
-	protocols := new(http.Protocols)
+	protocols, pool := new(http.Protocols), x509.NewCertPool()
 	protocols.SetHTTP1(true)
-	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: e.Pool},
+	pool.AppendCertsFromPEM(e.CAPEM) // certs.Write wrote it
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool},
 		Protocols: protocols, MaxIdleConns: conns, MaxIdleConnsPerHost: conns, IdleConnTimeout: 60 * time.Second,
 		DisableCompression: true, DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext}}
 }
@@ -236,14 +221,11 @@ func (e *Setup) NewClient(conns int) *http.Client {
 // Rounds is the flag both benchmarks take.
 var Rounds = flag.Int("rounds", 3, "rounds, the servers or configurations interleaved within each (the report gives medians)")
 
-// Setup is what both benchmarks start from: the repository, a working folder with the three servers built in
-// bin/, a CA and serving certificate, the bodies.
+// Setup is what both benchmarks start from: the repository, a working folder (bin/: the servers), a CA, the bodies.
 type Setup struct {
 	Repo, Work, CertDir string
 	CAPEM               []byte
-	Pool                *x509.CertPool
 	Bodies              *Bodies
-	started             int // servers started: numbers their log files
 }
 
 // Nice is the priority the benchmarks run at as root, so that other work on a shared machine disturbs them less.
@@ -307,9 +289,6 @@ func mainErr(cpu string, maxDuration time.Duration, run func(context.Context, *S
 	if s.CAPEM, err = os.ReadFile(filepath.Join(s.CertDir, certs.CACertFile)); err != nil {
 		return err
 	}
-	if s.Pool = x509.NewCertPool(); !s.Pool.AppendCertsFromPEM(s.CAPEM) {
-		return errors.New("bad " + certs.CACertFile)
-	}
 	if s.Bodies, err = LoadBodies(s.Repo); err != nil {
 		return err
 	}
@@ -364,8 +343,7 @@ func ProcStats(pid int) (time.Duration, int64, error) {
 	return time.Duration(st.CPUTime() * float64(time.Second)), int64(status.VmHWM / 1024), errors.Join(err, err2)
 }
 
-// Quantile returns the q-quantile of v by nearest rank (q = 0.5: the median, the lower one of an even count;
-// q = 1: the maximum).
+// Quantile returns the q-quantile of v by nearest rank (0.5: the median, the lower of an even count; 1: the maximum).
 func Quantile[T cmp.Ordered](v []T, q float64) T {
 	if len(v) == 0 {
 		var zero T
