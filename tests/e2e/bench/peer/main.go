@@ -1,36 +1,25 @@
-// Command peer is the comparison webhook of the benchmarks: the DittoFS
-// StatefulSet policy (SPEC §2–§3) written the way a kubebuilder project
-// usually writes a webhook for a built-in type, served by controller-runtime's
-// webhook.Server: an admission.Handler per webhook, the object decoded into a
-// typed appsv1.StatefulSet by admission.Decoder, the mutation applied to a
-// DeepCopy and turned into a JSON patch by admission.PatchResponseFromRaw, a
-// denial built from a field.ErrorList with apierrors.NewInvalid. It talks to
-// no Kubernetes API.
+// Command peer is the comparison webhook of the benchmarks (docs/performance.md): the CREATE side of the DittoFS
+// StatefulSet policy (SPEC §2–§3) as kubebuilder scaffolds a webhook for a built-in type, an admission.Defaulter
+// and an admission.Validator served on 127.0.0.1 by controller-runtime's webhook.Server. It talks to no
+// Kubernetes API.
 //
-//	peer --listen 127.0.0.1:9443 --cert-dir DIR [--log-level info|warn]
+//	peer --port 9443 --cert-dir DIR
 package main
 
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path"
 	"slices"
-	"strconv"
 	"syscall"
 
-	"go.uber.org/zap/zapcore"
 	admissionv1 "k8s.io/api/admission/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -39,6 +28,7 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -49,28 +39,16 @@ import (
 )
 
 func main() {
-	listen := flag.String("listen", ":9443", "HTTPS address of the webhooks")
+	port := flag.Int("port", 9443, "HTTPS port of the webhooks, on 127.0.0.1")
 	certDir := flag.String("cert-dir", "", "directory holding tls.crt and tls.key")
-	logLevel := flag.String("log-level", "info", "info or warn")
 	flag.Parse()
-	host, portStr, err := net.SplitHostPort(*listen)
-	port, err2 := strconv.Atoi(portStr)
-	var lvl zapcore.Level
-	if err := errors.Join(err, err2, lvl.UnmarshalText([]byte(*logLevel))); err != nil {
-		fmt.Fprintln(os.Stderr, "peer:", err)
-		os.Exit(2)
-	}
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zap.Options{Development: false, Level: lvl})))
-	server := webhook.NewServer(webhook.Options{
-		Host:    host,
-		Port:    port,
-		CertDir: *certDir,
-		// As kubebuilder's scaffold does by default: no HTTP/2 (the rapid-reset CVEs).
-		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }},
-	})
-	defaulter, validator := handlers()
-	server.Register("/mutate-apps-v1-statefulset", &webhook.Admission{Handler: defaulter})
-	server.Register("/validate-apps-v1-statefulset", &webhook.Admission{Handler: validator})
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zap.Options{Development: false}))) // info
+	// As kubebuilder's scaffold does by default: no HTTP/2 (the rapid-reset CVEs).
+	server := webhook.NewServer(webhook.Options{Host: "127.0.0.1", Port: *port, CertDir: *certDir,
+		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }}})
+	mutate, validate := webhooks()
+	server.Register("/mutate-apps-v1-statefulset", mutate)
+	server.Register("/validate-apps-v1-statefulset", validate)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := server.Start(ctx); err != nil {
@@ -79,13 +57,15 @@ func main() {
 	}
 }
 
-// handlers are the two webhooks, as main serves them and the test calls them.
-func handlers() (defaulter, validator admission.Handler) {
+// webhooks are the two webhooks, as main serves them and the test calls them. DefaulterRemoveUnknownOrOmitableFields
+// makes the patch turn the request's object into the typed one, as a handwritten handler's does, rather than diff
+// the object twice to keep what the typed round trip drops.
+func webhooks() (mutate, validate *admission.Webhook) {
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	dec := admission.NewDecoder(scheme)
-	return &StatefulSetDefaulter{Decoder: dec, DefaultCacheSize: resource.MustParse("5Gi"), CacheMountPath: "/data/cache"},
-		&StatefulSetValidator{Decoder: dec}
+	return admission.WithDefaulter(scheme, &statefulSetDefaulter{DefaultCacheSize: resource.MustParse("5Gi"),
+			CacheMountPath: "/data/cache"}, admission.DefaulterRemoveUnknownOrOmitableFields),
+		admission.WithValidator(scheme, statefulSetValidator{})
 }
 
 var (
@@ -93,94 +73,41 @@ var (
 	retain         = appsv1.RetainPersistentVolumeClaimRetentionPolicyType
 )
 
-// StatefulSetDefaulter is the mutating webhook.
-type StatefulSetDefaulter struct {
-	Decoder          admission.Decoder
+type statefulSetDefaulter struct {
 	DefaultCacheSize resource.Quantity
 	CacheMountPath   string
 }
 
-// StatefulSetValidator is the validating webhook.
-type StatefulSetValidator struct {
-	Decoder admission.Decoder
-}
+type statefulSetValidator struct{}
 
-func isManaged(sts *appsv1.StatefulSet) bool {
+// managed tells whether the webhooks look at sts: on CREATE, when it has the label.
+func managed(ctx context.Context, sts *appsv1.StatefulSet) bool {
+	req, err := admission.RequestFromContext(ctx)
 	_, ok := sts.Labels[policies.LabelServer]
-	return ok
+	return err == nil && req.Operation == admissionv1.Create && ok
 }
 
-// decode returns the new and old objects of a CREATE or UPDATE of a labelled
-// StatefulSet, or the response to send when the request is not one to look at.
-func decode(d admission.Decoder, req admission.Request) (sts, old *appsv1.StatefulSet, resp *admission.Response) {
-	r := admission.Allowed("")
-	if (req.Operation != admissionv1.Create && req.Operation != admissionv1.Update) || req.SubResource != "" {
-		return nil, nil, &r
-	}
-	if req.Kind.Group != "apps" || req.Kind.Version != "v1" || req.Kind.Kind != "StatefulSet" {
-		r = admission.Errored(http.StatusBadRequest, fmt.Errorf("this webhook handles apps/v1 StatefulSet, got %s", req.Kind))
-		return nil, nil, &r
-	}
-	sts = &appsv1.StatefulSet{}
-	err := d.Decode(req, sts)
-	if err == nil && req.Operation == admissionv1.Update {
-		old = &appsv1.StatefulSet{}
-		err = d.DecodeRaw(req.OldObject, old)
-	}
-	if err != nil {
-		r = admission.Errored(http.StatusBadRequest, err)
-		return nil, nil, &r
-	}
-	if !isManaged(sts) {
-		return nil, nil, &r
-	}
-	return sts, old, nil
-}
-
-func invalid(name string, errs field.ErrorList, warnings []string) admission.Response {
-	status := apierrors.NewInvalid(schema.GroupKind{Group: "apps", Kind: "StatefulSet"}, name, errs).Status()
-	return admission.Response{AdmissionResponse: admissionv1.AdmissionResponse{Result: &status, Warnings: warnings}}
-}
-
-// Handle implements admission.Handler.
-func (d *StatefulSetDefaulter) Handle(_ context.Context, req admission.Request) admission.Response {
-	sts, old, resp := decode(d.Decoder, req)
-	if resp != nil {
-		return *resp
-	}
-	statefulSetLog.Info("defaulting", "name", sts.Name, "namespace", sts.Namespace, "operation", req.Operation, "uid", req.UID)
-	mutated := sts.DeepCopy()
-	warnings, errs := d.mutate(mutated, old)
-	if len(errs) > 0 {
-		return invalid(sts.Name, errs, warnings)
-	}
-	if equality.Semantic.DeepEqual(sts, mutated) {
-		return admission.Allowed("").WithWarnings(warnings...)
-	}
-	marshalled, err := json.Marshal(mutated)
-	if err != nil {
-		return admission.Errored(http.StatusInternalServerError, err)
-	}
-	return admission.PatchResponseFromRaw(req.Object.Raw, marshalled).WithWarnings(warnings...)
+func invalid(name string, errs field.ErrorList) error {
+	return apierrors.NewInvalid(schema.GroupKind{Group: "apps", Kind: "StatefulSet"}, name, errs)
 }
 
 func claimIndex(sts *appsv1.StatefulSet, name string) int {
 	return slices.IndexFunc(sts.Spec.VolumeClaimTemplates, func(c corev1.PersistentVolumeClaim) bool { return c.Name == name })
 }
 
-// mutate applies M1–M4 (CREATE) or U1–U3 (UPDATE) to sts in place.
-func (d *StatefulSetDefaulter) mutate(sts, old *appsv1.StatefulSet) (warnings []string, errs field.ErrorList) {
-	spec := field.NewPath("spec")
-	hasCache := claimIndex(sts, policies.CacheVolume) >= 0
-	switch {
-	case hasCache:
-	case old == nil: // M1
+// Default implements admission.Defaulter: M1–M4.
+func (d *statefulSetDefaulter) Default(ctx context.Context, sts *appsv1.StatefulSet) error {
+	if !managed(ctx, sts) {
+		return nil
+	}
+	statefulSetLog.Info("defaulting", "name", sts.Name, "namespace", sts.Namespace)
+	if claimIndex(sts, policies.CacheVolume) < 0 { // M1
 		size := d.DefaultCacheSize
 		if v, ok := sts.Annotations[policies.AnnotationCacheSize]; ok {
 			q, err := resource.ParseQuantity(v)
 			if err != nil || q.Sign() <= 0 {
-				return nil, field.ErrorList{field.Invalid(field.NewPath("metadata", "annotations").Key(policies.AnnotationCacheSize), v,
-					"must be a positive quantity such as 5Gi")}
+				return invalid(sts.Name, field.ErrorList{field.Invalid(field.NewPath("metadata", "annotations").
+					Key(policies.AnnotationCacheSize), v, "must be a positive quantity such as 5Gi")})
 			}
 			size = q
 		}
@@ -188,147 +115,73 @@ func (d *StatefulSetDefaulter) mutate(sts, old *appsv1.StatefulSet) (warnings []
 		if v, ok := sts.Annotations[policies.AnnotationCacheStorageClass]; ok {
 			class = &v
 		} else if i := claimIndex(sts, policies.MetadataVolume); i >= 0 && sts.Spec.VolumeClaimTemplates[i].Spec.StorageClassName != nil {
-			c := *sts.Spec.VolumeClaimTemplates[i].Spec.StorageClassName
-			class = &c
+			class = ptr.To(*sts.Spec.VolumeClaimTemplates[i].Spec.StorageClassName)
 		}
 		sts.Spec.VolumeClaimTemplates = append(sts.Spec.VolumeClaimTemplates, corev1.PersistentVolumeClaim{
-			ObjectMeta: metav1.ObjectMeta{Name: policies.CacheVolume},
-			Spec: corev1.PersistentVolumeClaimSpec{
-				AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
-				Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: size}},
-				StorageClassName: class,
-			},
-		})
-		hasCache = true
-	case claimIndex(old, policies.CacheVolume) >= 0: // U1: carried over from the stored object, at its index
-		oi := claimIndex(old, policies.CacheVolume)
-		vcts := sts.Spec.VolumeClaimTemplates
-		sts.Spec.VolumeClaimTemplates = slices.Insert(vcts, min(oi, len(vcts)), *old.Spec.VolumeClaimTemplates[oi].DeepCopy())
-		hasCache = true
-	default: // U3
-		warnings = append(warnings, fmt.Sprintf("%s: no %q volumeClaimTemplate and Kubernetes cannot add one to an existing "+
-			"StatefulSet: recreate it (kubectl delete statefulset %s --cascade=orphan, then apply it again)",
-			spec.Child("volumeClaimTemplates"), policies.CacheVolume, sts.Name))
+			ObjectMeta: metav1.ObjectMeta{Name: policies.CacheVolume}, Spec: corev1.PersistentVolumeClaimSpec{
+				AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, StorageClassName: class,
+				Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: size}}}})
 	}
-
-	// M2
-	rp := sts.Spec.PersistentVolumeClaimRetentionPolicy
-	if rp == nil {
-		rp = &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{}
-		sts.Spec.PersistentVolumeClaimRetentionPolicy = rp
-	}
-	rpPath := spec.Child("persistentVolumeClaimRetentionPolicy")
-	for _, f := range []struct {
-		name  string
-		value *appsv1.PersistentVolumeClaimRetentionPolicyType
-	}{{"whenDeleted", &rp.WhenDeleted}, {"whenScaled", &rp.WhenScaled}} {
-		if *f.value != "" && *f.value != retain {
-			warnings = append(warnings, fmt.Sprintf("%s: %q replaced by %q: DittoFS volumes hold the file system's data",
-				rpPath.Child(f.name), *f.value, retain))
-		}
-		*f.value = retain
-	}
-	if !hasCache {
-		return warnings, nil
-	}
+	sts.Spec.PersistentVolumeClaimRetentionPolicy = &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{ // M2
+		WhenDeleted: retain, WhenScaled: retain}
 
 	// M3
-	podSpec, podPath := &sts.Spec.Template.Spec, spec.Child("template", "spec")
-	oldHadEmptyDir := old != nil && slices.ContainsFunc(old.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool {
-		return v.Name == policies.CacheVolume && v.EmptyDir != nil
-	})
-	kept := podSpec.Volumes[:0:0]
+	podSpec := &sts.Spec.Template.Spec
+	var kept []corev1.Volume
+	var errs field.ErrorList
 	for i, v := range podSpec.Volumes {
-		switch {
-		case v.Name != policies.CacheVolume:
+		if v.Name != policies.CacheVolume || v.EmptyDir == nil {
 			kept = append(kept, v)
-		case v.EmptyDir == nil:
-			errs = append(errs, field.Invalid(podPath.Child("volumes").Index(i).Child("name"), policies.CacheVolume,
-				"the volume name \"cache\" is reserved for the persistent DittoFS cache volumeClaimTemplate: rename this volume"))
-			kept = append(kept, v)
-		case old == nil || oldHadEmptyDir:
-			warnings = append(warnings, fmt.Sprintf("%s: emptyDir volume %q removed: the persistent volumeClaimTemplate replaces it",
-				podPath.Child("volumes").Index(i), policies.CacheVolume))
+		}
+		if v.Name == policies.CacheVolume && v.EmptyDir == nil {
+			errs = append(errs, field.Invalid(field.NewPath("spec", "template", "spec", "volumes").Index(i).Child("name"),
+				policies.CacheVolume, "the volume name \"cache\" is reserved for the persistent DittoFS cache "+
+					"volumeClaimTemplate: rename this volume"))
 		}
 	}
 	if len(errs) > 0 {
-		return warnings, errs
-	}
-	if len(kept) == 0 {
-		kept = nil
+		return invalid(sts.Name, errs)
 	}
 	if len(kept) != len(podSpec.Volumes) {
-		podSpec.Volumes = kept
+		podSpec.Volumes = kept // nil when none is left
 	}
 
-	// M4
+	// M4: the container named by the annotation, else "dittofs", else the only one; none is no mount.
 	find := func(name string) int {
 		return slices.IndexFunc(podSpec.Containers, func(c corev1.Container) bool { return c.Name == name })
 	}
-	ci, why := find(policies.DefaultContainer), ""
+	ci := find(policies.DefaultContainer)
 	if name, ok := sts.Annotations[policies.AnnotationContainer]; ok {
-		if ci = find(name); ci < 0 {
-			why = fmt.Sprintf("annotation %s names container %q, which the pod template does not have", policies.AnnotationContainer, name)
-		}
+		ci = find(name)
 	} else if ci < 0 && len(podSpec.Containers) == 1 {
 		ci = 0
-	} else if ci < 0 {
-		why = "cannot tell which container runs DittoFS: name it \"dittofs\" or set the annotation " + policies.AnnotationContainer
 	}
 	if ci < 0 {
-		return append(warnings, podPath.Child("containers").String()+": no cache volumeMount added: "+why), nil
+		return nil
 	}
 	c := &podSpec.Containers[ci]
-	for _, vm := range c.VolumeMounts {
-		if vm.Name == policies.CacheVolume {
-			return warnings, nil
-		}
-	}
-	for _, vm := range c.VolumeMounts {
-		if path.Clean(vm.MountPath) == path.Clean(d.CacheMountPath) {
-			return append(warnings, fmt.Sprintf("%s: no cache volumeMount added to container %q: volume %q is already mounted at %s",
-				podPath.Child("containers").Index(ci).Child("volumeMounts"), c.Name, vm.Name, vm.MountPath)), nil
-		}
+	if slices.ContainsFunc(c.VolumeMounts, func(vm corev1.VolumeMount) bool {
+		return vm.Name == policies.CacheVolume || path.Clean(vm.MountPath) == path.Clean(d.CacheMountPath)
+	}) {
+		return nil // mounted already, or its mount path taken
 	}
 	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: policies.CacheVolume, MountPath: d.CacheMountPath})
-	return warnings, nil
+	return nil
 }
 
-// Handle implements admission.Handler.
-func (v *StatefulSetValidator) Handle(_ context.Context, req admission.Request) admission.Response {
-	sts, old, resp := decode(v.Decoder, req)
-	if resp != nil {
-		return *resp
+// ValidateCreate implements admission.Validator: SPEC §3.
+func (statefulSetValidator) ValidateCreate(ctx context.Context, sts *appsv1.StatefulSet) (admission.Warnings, error) {
+	if !managed(ctx, sts) {
+		return nil, nil
 	}
-	statefulSetLog.Info("validating", "name", sts.Name, "namespace", sts.Namespace, "operation", req.Operation, "uid", req.UID)
-	var warnings []string
+	statefulSetLog.Info("validating", "name", sts.Name, "namespace", sts.Namespace)
+	var warnings admission.Warnings
 	for i, vol := range sts.Spec.Template.Spec.Volumes {
 		if vol.Name == policies.MetadataVolume || vol.Name == policies.ContentVolume {
 			warnings = append(warnings, fmt.Sprintf("spec.template.spec.volumes[%d]: volume %q is shadowed by the "+
 				"volumeClaimTemplate of that name", i, vol.Name))
 		}
 	}
-	errs := validateStatefulSet(sts, old != nil)
-	if old != nil && isManaged(old) {
-		// On UPDATE only a violation the stored object did not have denies.
-		had := map[string]bool{}
-		for _, e := range validateStatefulSet(old, true) {
-			had[e.Field+"\x00"+e.Detail] = true
-		}
-		errs = slices.DeleteFunc(errs, func(e *field.Error) bool {
-			if had[e.Field+"\x00"+e.Detail] {
-				warnings = append(warnings, "existing violation allowed on update: "+e.Error())
-			}
-			return had[e.Field+"\x00"+e.Detail]
-		})
-	}
-	if len(errs) > 0 {
-		return invalid(sts.Name, errs, warnings)
-	}
-	return admission.Allowed("").WithWarnings(warnings...)
-}
-
-func validateStatefulSet(sts *appsv1.StatefulSet, update bool) field.ErrorList {
 	var errs field.ErrorList
 	vctPath := field.NewPath("spec", "volumeClaimTemplates")
 	for _, st := range []struct{ name, rule string }{
@@ -338,10 +191,7 @@ func validateStatefulSet(sts *appsv1.StatefulSet, update bool) field.ErrorList {
 		i := claimIndex(sts, st.name)
 		if i < 0 {
 			msg := fmt.Sprintf("%s: add a volumeClaimTemplate named %q", st.rule, st.name)
-			if st.name == policies.CacheVolume && update {
-				msg += fmt.Sprintf(": Kubernetes cannot add one to an existing StatefulSet; recreate it: kubectl delete "+
-					"statefulset %s --cascade=orphan, then apply it again", sts.Name)
-			} else if st.name == policies.CacheVolume {
+			if st.name == policies.CacheVolume {
 				msg += ": the mutating webhook, which adds it, did not run"
 			}
 			errs = append(errs, field.Required(vctPath, msg))
@@ -356,20 +206,26 @@ func validateStatefulSet(sts *appsv1.StatefulSet, update bool) field.ErrorList {
 				"positive storage size", policies.RuleStorageSize, st.name)))
 		}
 	}
-	rp := sts.Spec.PersistentVolumeClaimRetentionPolicy
-	if rp == nil {
-		rp = &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{}
-	}
-	for _, f := range []struct {
-		name  string
-		value appsv1.PersistentVolumeClaimRetentionPolicyType
-	}{{"whenDeleted", rp.WhenDeleted}, {"whenScaled", rp.WhenScaled}} {
+	rp := ptr.Deref(sts.Spec.PersistentVolumeClaimRetentionPolicy, appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{})
+	for i, v := range []appsv1.PersistentVolumeClaimRetentionPolicyType{rp.WhenDeleted, rp.WhenScaled} {
 		const msg = policies.RuleRetentionPolicy + ": must be Retain: DittoFS volumes hold the file system's data"
-		if fp := field.NewPath("spec", "persistentVolumeClaimRetentionPolicy", f.name); f.value == "" {
+		if fp := field.NewPath("spec", "persistentVolumeClaimRetentionPolicy", []string{"whenDeleted", "whenScaled"}[i]); v == "" {
 			errs = append(errs, field.Required(fp, msg))
-		} else if f.value != retain {
-			errs = append(errs, field.Invalid(fp, string(f.value), msg))
+		} else if v != retain {
+			errs = append(errs, field.Invalid(fp, string(v), msg))
 		}
 	}
-	return errs
+	if len(errs) > 0 {
+		return warnings, invalid(sts.Name, errs)
+	}
+	return warnings, nil
+}
+
+// ValidateUpdate implements admission.Validator: the benchmarks send no UPDATE (nor DELETE).
+func (statefulSetValidator) ValidateUpdate(context.Context, *appsv1.StatefulSet, *appsv1.StatefulSet) (admission.Warnings, error) {
+	return nil, nil
+}
+
+func (statefulSetValidator) ValidateDelete(context.Context, *appsv1.StatefulSet) (admission.Warnings, error) {
+	return nil, nil
 }

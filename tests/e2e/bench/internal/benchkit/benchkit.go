@@ -1,8 +1,5 @@
-// Package benchkit holds what the load and end-to-end benchmarks share: the
-// request bodies and the check that two answers agree, building and running
-// the three servers (dittofs-webhook, the controller-runtime peer and the
-// floor), the flags and set-up of both commands, /proc figures and the report's
-// statistics and tables.
+// Package benchkit holds what the load and end-to-end benchmarks share: the bodies and the check that two answers
+// agree, the three servers (dittofs-webhook, the controller-runtime peer, the floor), set-up, figures and tables.
 package benchkit
 
 import (
@@ -35,7 +32,8 @@ import (
 	jsonpatchv4 "gopkg.in/evanphx/json-patch.v4"
 	admissionv1 "k8s.io/api/admission/v1"
 	appsv1 "k8s.io/api/apps/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/dittofs/dittofs-webhook/certs"
 	"github.com/dittofs/dittofs-webhook/policies"
@@ -43,92 +41,60 @@ import (
 	"github.com/dittofs/dittofs-webhook/webhook/admission"
 )
 
-// Bodies are the benchmark request bodies, derived as benchReviews in
-// webhook/bench_test.go derives them.
+// Bodies are the benchmark request bodies, derived as benchReviews in webhook/bench_test.go derives them.
 type Bodies struct {
-	Create   []byte // the ~6 KB CREATE of webhook/testdata/bench-create.json: needs the full mutation (M1–M4)
-	Validate []byte // what the apiserver sends the validating webhook after applying dittofs-webhook's patch
-	Large    []byte // Create with ~1,100 env vars in the DittoFS container (~100 KB)
-	Object   []byte // Create's request.object
+	Create   []byte              // the ~6 KB CREATE of webhook/testdata/bench-create.json: needs the full mutation (M1–M4)
+	Validate []byte              // what the apiserver sends the validating webhook after applying dittofs-webhook's patch
+	Object   *appsv1.StatefulSet // Create's object
 }
 
-// LoadBodies reads webhook/testdata/bench-create.json and derives the others.
+// LoadBodies reads webhook/testdata/bench-create.json and derives the others from it with JSON patches.
 func LoadBodies(repoRoot string) (*Bodies, error) {
 	create, err := os.ReadFile(filepath.Join(repoRoot, "webhook", "testdata", "bench-create.json"))
 	if err != nil {
 		return nil, err
 	}
+	var rv struct {
+		Request struct{ Object *appsv1.StatefulSet }
+	}
 	req, err := admission.DecodeReview(create)
+	if err == nil {
+		err = json.Unmarshal(create, &rv)
+	}
 	if err != nil {
 		return nil, err
 	}
-	// The other bodies are edits of the review as a map, so that every
-	// member of it is kept as it is.
-	var rv map[string]any
-	if err := json.Unmarshal(create, &rv); err != nil {
-		return nil, err
+	ops := (&admission.Admitter{Policy: policies.DefaultOptions()}).Mutate(req).Patch
+	for i := range ops {
+		ops[i].Path = "/request/object" + ops[i].Path
 	}
-	r := rv["request"].(map[string]any)
-	obj, err := json.Marshal(r["object"])
-	if err != nil {
-		return nil, err
-	}
-	mutated, err := admission.ApplyPatch(obj, (&admission.Admitter{Policy: policies.DefaultOptions()}).Mutate(req).Patch)
-	if err != nil {
-		return nil, err
-	}
-	var m any
-	if err := json.Unmarshal(mutated, &m); err != nil {
-		return nil, err
-	}
-	r["object"] = m
-	validate, err := json.Marshal(rv)
-	if err != nil {
-		return nil, err
-	}
-
-	if err := json.Unmarshal(obj, &m); err != nil {
-		return nil, err
-	}
-	spec := m.(map[string]any)["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
-	c := spec["containers"].([]any)[0].(map[string]any)
-	env := c["env"].([]any)
-	for i := 0; len(env) < 1100; i++ {
-		env = append(env, map[string]any{"name": "DITTOFS_EXTRA_SETTING_XXXXXXXX" + string(rune('A'+i%26)),
-			"value": strings.Repeat("v", 40)})
-	}
-	c["env"] = env
-	r["object"] = m
-	large, err := json.Marshal(rv)
-	return &Bodies{Create: create, Validate: validate, Large: large, Object: obj}, err
+	validate, err := admission.ApplyPatch(create, ops)
+	return &Bodies{Create: create, Validate: validate, Object: rv.Request.Object}, err
 }
 
-// Post sends the review body to url and decodes the v1 AdmissionReview
-// answer; it returns the raw answer too.
-func Post(c *http.Client, url string, body []byte) (*admissionv1.AdmissionReview, []byte, error) {
+// Post sends the review body to url and decodes the v1 AdmissionReview answer.
+func Post(c *http.Client, url string, body []byte) (*admissionv1.AdmissionResponse, error) {
 	resp, err := c.Post(url, "application/json", bytes.NewReader(body))
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	out, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-	if err != nil {
-		return nil, nil, err
-	}
 	var rv admissionv1.AdmissionReview
-	if err := json.Unmarshal(out, &rv); err != nil || resp.StatusCode != http.StatusOK ||
-		rv.APIVersion != "admission.k8s.io/v1" || rv.Kind != "AdmissionReview" || rv.Response == nil {
-		return nil, out, fmt.Errorf("%s: status %d, not a v1 AdmissionReview answer (%v): %.300s", url, resp.StatusCode, err, out)
+	if err == nil {
+		err = json.Unmarshal(out, &rv)
 	}
-	return &rv, out, nil
+	if err != nil || resp.StatusCode != http.StatusOK || rv.APIVersion != "admission.k8s.io/v1" ||
+		rv.Kind != "AdmissionReview" || rv.Response == nil {
+		return nil, fmt.Errorf("%s: status %d, not a v1 AdmissionReview answer (%v): %.300s", url, resp.StatusCode, err, out)
+	}
+	return rv.Response, nil
 }
 
-// Agree checks that dittofs-webhook's and the peer's answers to the review
-// body are the same as far as the apiserver is concerned: both for the
-// request's uid, the same verdict (and code), and, when allowed, the same
-// StatefulSet once each patch is applied, compared as typed apps/v1 objects
-// without status, which the apiserver resets on CREATE (the peer's typed round
-// trip writes an empty one). It describes the answers in a line.
+// Agree checks that dittofs-webhook's and the peer's answers to the review body are the same as far as the
+// apiserver is concerned: for the request's uid, the same verdict (and code), and, when allowed, the same
+// StatefulSet once each patch is applied, compared as typed objects without status, which the apiserver resets
+// on CREATE (the peer's typed round trip writes an empty one). It describes the answers in a line.
 func Agree(body []byte, ours, peer *admissionv1.AdmissionResponse) (string, error) {
 	var req admissionv1.AdmissionReview
 	if err := json.Unmarshal(body, &req); err != nil {
@@ -137,6 +103,7 @@ func Agree(body []byte, ours, peer *admissionv1.AdmissionResponse) (string, erro
 	if ours.UID != req.Request.UID || peer.UID != req.Request.UID {
 		return "", fmt.Errorf("uids %q and %q, want %q", ours.UID, peer.UID, req.Request.UID)
 	}
+	code := func(r *admissionv1.AdmissionResponse) int32 { return ptr.Deref(r.Result, metav1.Status{}).Code }
 	if ours.Allowed != peer.Allowed || !ours.Allowed && code(ours) != code(peer) {
 		return "", fmt.Errorf("dittofs-webhook allowed=%v (%v), the peer allowed=%v (%v)", ours.Allowed, ours.Result,
 			peer.Allowed, peer.Result)
@@ -147,12 +114,10 @@ func Agree(body []byte, ours, peer *admissionv1.AdmissionResponse) (string, erro
 	}
 	var sts [2]appsv1.StatefulSet
 	for i, patch := range [][]byte{ours.Patch, peer.Patch} {
-		doc, err := req.Request.Object.Raw, error(nil)
-		if len(patch) > 0 {
-			var p jsonpatchv4.Patch
-			if p, err = jsonpatchv4.DecodePatch(patch); err == nil {
-				doc, err = p.Apply(doc)
-			}
+		p, err := jsonpatchv4.DecodePatch([]byte(cmp.Or(string(patch), "[]")))
+		doc := req.Request.Object.Raw
+		if err == nil {
+			doc, err = p.Apply(doc)
 		}
 		if err == nil {
 			err = json.Unmarshal(doc, &sts[i])
@@ -162,51 +127,27 @@ func Agree(body []byte, ours, peer *admissionv1.AdmissionResponse) (string, erro
 		}
 		sts[i].Status = appsv1.StatefulSetStatus{}
 	}
-	if !equality.Semantic.DeepEqual(&sts[0], &sts[1]) {
-		return "", fmt.Errorf("the patched objects differ (-dittofs-webhook +peer):\n%s", gocmp.Diff(sts[0], sts[1]))
+	if diff := gocmp.Diff(sts[0], sts[1]); diff != "" {
+		return "", fmt.Errorf("the patched objects differ (-dittofs-webhook +peer):\n%s", diff)
 	}
 	return line + ", the patched objects equal", nil
 }
 
-func code(r *admissionv1.AdmissionResponse) int32 {
-	if r.Result == nil {
-		return 0
-	}
-	return r.Result.Code
-}
-
-// Kind names one of the servers under test.
+// Kind names one of the servers under test; its binary is bin/KIND.
 type Kind string
 
 // The servers under test.
-const (
-	Ditto Kind = "dittofs-webhook"
-	Peer  Kind = "controller-runtime"
-	Floor Kind = "floor"
-)
+const Ditto, Peer, Floor Kind = "dittofs-webhook", "controller-runtime", "floor"
 
-// ServerSpec says how to start one server.
-type ServerSpec struct {
-	Kind     Kind
-	Label    string // name in reports; Kind when empty
-	LogLevel string // dittofs-webhook and the peer: info or warn
-	CPU      string // taskset CPU list ("1"), run with GOMAXPROCS=1; empty: not pinned
-	Args     []string
-}
-
-// Server is a running server process, its output in a log file in the
-// working folder.
+// Server is a running server process, its output in a log file in the working folder.
 type Server struct {
 	*framework.Process
-	Label string
-	Addr  string // host:port of the admission listener
+	Kind Kind
+	Addr string // host:port of the admission listener
 }
 
 // URL returns the https URL of path on the server.
 func (s *Server) URL(path string) string { return "https://" + s.Addr + path }
-
-// Pid is the server's process id (taskset execs the server in place).
-func (s *Server) Pid() int { return s.Cmd.Process.Pid }
 
 // LogTail returns the last n lines of the server's output.
 func (s *Server) LogTail(n int) string {
@@ -215,49 +156,42 @@ func (s *Server) LogTail(n int) string {
 	return b.String()
 }
 
-// Stop sends SIGTERM and waits (at most 30 s, then SIGKILL).
-func (s *Server) Stop() error { return s.Process.Stop(30 * time.Second) }
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+// StopAll stops the servers (SIGTERM, at most 30 s each, then SIGKILL), joining their errors.
+func StopAll(servers ...*Server) (err error) {
+	for _, s := range servers {
+		err = errors.Join(err, s.Stop(30*time.Second))
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return err
 }
 
-// Start starts a server and waits until it answers TLS on its port (at most
-// 20 s). It dies with the benchmark (Pdeathsig).
-func (e *Setup) Start(spec ServerSpec) (*Server, error) {
-	label := cmp.Or(spec.Label, string(spec.Kind))
-	addr, err := freeAddr()
-	metrics, err2 := freeAddr() // dittofs-webhook's default metrics port, :8080, may be taken
-	if err := errors.Join(err, err2); err != nil {
-		return nil, err
-	}
-	crt, key := filepath.Join(e.CertDir, certs.CertFile), filepath.Join(e.CertDir, certs.KeyFile)
-	args := map[Kind][]string{
-		Ditto: {"serve", "--listen", addr, "--metrics-listen", metrics, "--tls-cert-file", crt, "--tls-key-file", key,
-			"--log-level", spec.LogLevel},
-		Peer:  {"--listen", addr, "--cert-dir", e.CertDir, "--log-level", spec.LogLevel},
-		Floor: {"--listen", addr, "--tls-cert-file", crt, "--tls-key-file", key},
-	}[spec.Kind]
-	cmd := exec.Command(filepath.Join(e.Work, "bin", string(spec.Kind)), append(args, spec.Args...)...)
-	if spec.CPU != "" {
-		cmd = exec.Command("taskset", append([]string{"-c", spec.CPU}, cmd.Args...)...)
-		cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
-	}
-	e.started++
-	p, err := framework.StartProcess(filepath.Join(e.Work, fmt.Sprintf("%s-%d.log", strings.ReplaceAll(label, " ", "_"),
-		e.started)), cmd)
+// Start starts a server (logging at its default level, info), pinned to the CPU list cpu with GOMAXPROCS=1 unless
+// cpu is empty (taskset execs it in place: the pid is the server's), and waits until it answers TLS (at most 20 s).
+// It dies with the benchmark.
+func (e *Setup) Start(kind Kind, cpu string) (*Server, error) {
+	port, err := framework.FreePort()
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Process: p, Label: label, Addr: addr}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	crt, key := filepath.Join(e.CertDir, certs.CertFile), filepath.Join(e.CertDir, certs.KeyFile)
+	args := map[Kind][]string{
+		Ditto: {"serve", "--listen", addr, "--metrics-listen", "127.0.0.1:0", "--tls-cert-file", crt, "--tls-key-file", key},
+		Peer:  {"--port", strconv.Itoa(port), "--cert-dir", e.CertDir},
+		Floor: {"--listen", addr, "--tls-cert-file", crt, "--tls-key-file", key},
+	}[kind]
+	cmd := exec.Command(filepath.Join(e.Work, "bin", string(kind)), args...)
+	if cpu != "" {
+		cmd = exec.Command("taskset", append([]string{"-c", cpu}, cmd.Args...)...)
+		cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
+	}
+	p, err := framework.StartProcess(filepath.Join(e.Work, fmt.Sprintf("%s-%d.log", kind, port)), cmd)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{Process: p, Kind: kind, Addr: addr}
 	err = framework.Poll(20*time.Second, func() error {
 		if s.Exited() {
-			return fmt.Errorf("%s exited: %v", label, s.Err)
+			return fmt.Errorf("%s exited: %v", kind, s.Err)
 		}
 		return nil
 	}, func() (bool, string) {
@@ -269,75 +203,49 @@ func (e *Setup) Start(spec ServerSpec) (*Server, error) {
 		return true, ""
 	})
 	if err != nil {
-		err = fmt.Errorf("%s did not start: %w\n%s", label, err, s.LogTail(20))
-		_ = s.Stop()
-		return nil, err
+		return nil, errors.Join(fmt.Errorf("%s did not start: %w\n%s", kind, err, s.LogTail(20)), StopAll(s))
 	}
 	return s, nil
 }
 
-// NewClient returns an HTTP/1.1 keep-alive client trusting the benchmark's
-// CA, keeping up to conns idle connections.
+// NewClient returns an HTTP/1.1 keep-alive client trusting the benchmark's CA, keeping up to conns idle.
 func (e *Setup) NewClient(conns int) *http.Client {
-	protocols := new(http.Protocols)
+	protocols, pool := new(http.Protocols), x509.NewCertPool()
 	protocols.SetHTTP1(true)
-	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		TLSClientConfig:     &tls.Config{RootCAs: e.Pool},
-		Protocols:           protocols,
-		MaxIdleConns:        conns,
-		MaxIdleConnsPerHost: conns,
-		IdleConnTimeout:     60 * time.Second,
-		DisableCompression:  true,
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-	}}
+	pool.AppendCertsFromPEM(e.CAPEM) // certs.Write wrote it
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool},
+		Protocols: protocols, MaxIdleConns: conns, MaxIdleConnsPerHost: conns, IdleConnTimeout: 60 * time.Second,
+		DisableCompression: true, DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext}}
 }
 
-// Flags are the flags both benchmarks take.
-type Flags struct {
-	Rounds             int
-	LogLevel, Markdown string
-	Keep               bool
-}
+// Rounds is the flag both benchmarks take.
+var Rounds = flag.Int("rounds", 3, "rounds, the servers or configurations interleaved within each (the report gives medians)")
 
-// Register defines the flags, with the command's default number of rounds.
-func (f *Flags) Register(rounds int) {
-	flag.IntVar(&f.Rounds, "rounds", rounds, "rounds, the servers or configurations interleaved within each (the report gives medians)")
-	flag.StringVar(&f.LogLevel, "log-level", "info", "log level of dittofs-webhook and the peer (info is the default of both)")
-	flag.StringVar(&f.Markdown, "markdown", "", "also write the report to this file")
-	flag.BoolVar(&f.Keep, "keep", false, "keep the working folder (binaries, certificates, logs)")
-}
-
-// Setup is what both benchmarks start from: the repository, a working
-// folder with the three servers built in bin/, a CA and serving certificate,
-// the bodies.
+// Setup is what both benchmarks start from: the repository, a working folder (bin/: the servers), a CA, the bodies.
 type Setup struct {
 	Repo, Work, CertDir string
 	CAPEM               []byte
-	Pool                *x509.CertPool
 	Bodies              *Bodies
-	started             int // servers started: numbers their log files
 }
 
-// Nice is the priority the benchmarks run at as root, so that other work on a
-// shared machine disturbs them less.
+// Nice is the priority the benchmarks run at as root, so that other work on a shared machine disturbs them less.
 const Nice = -19
 
 const reexecEnv = "DITTOFS_BENCH_REEXEC"
 
-// Main runs a benchmark command once its flags are parsed. As root it first
-// re-executes it under nice, whose priority all it starts inherits; with cpu,
-// under `taskset -c cpu` too (Go's threads inherit the affinity, and
-// GOMAXPROCS follows it). Then it sets up and calls run until it returns, or
-// SIGINT, SIGTERM or maxDuration ends ctx, and prints the report (and writes
-// -markdown).
-func Main(name string, f *Flags, cpu string, maxDuration time.Duration, run func(context.Context, *Setup) (string, error)) {
-	if err := mainErr(f, cpu, maxDuration, run); err != nil {
+// Main runs a benchmark command once its flags are parsed, from tests/e2e. As root it first re-executes it under
+// nice, whose priority all it starts inherits; with cpu, under `taskset -c cpu` too (Go's threads inherit the
+// affinity, and GOMAXPROCS follows it). Then it sets up and calls run until it returns, or SIGINT, SIGTERM or
+// maxDuration ends ctx, and prints the report (markdown, on stdout; the log goes to stderr). It exits 1 when
+// anything but a target fails (the report says which targets FAIL), keeping the working folder (logs, binaries).
+func Main(name, cpu string, maxDuration time.Duration, run func(context.Context, *Setup) (string, error)) {
+	if err := mainErr(cpu, maxDuration, run); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		os.Exit(1)
 	}
 }
 
-func mainErr(f *Flags, cpu string, maxDuration time.Duration, run func(context.Context, *Setup) (string, error)) (err error) {
+func mainErr(cpu string, maxDuration time.Duration, run func(context.Context, *Setup) (string, error)) (err error) {
 	if os.Getenv(reexecEnv) == "" && (cpu != "" || os.Geteuid() == 0) {
 		return reexec(cpu)
 	}
@@ -346,17 +254,22 @@ func mainErr(f *Flags, cpu string, maxDuration time.Duration, run func(context.C
 	ctx, cancel := context.WithTimeout(ctx, maxDuration)
 	defer cancel()
 	s := &Setup{}
-	if s.Repo, err = FindRepo(); err != nil {
-		return err
+	if s.Repo, err = filepath.Abs(filepath.Join("..", "..")); err == nil {
+		_, err = os.Stat(filepath.Join(s.Repo, "cmd", "dittofs-webhook"))
+	}
+	if err != nil {
+		return fmt.Errorf("not run from tests/e2e: %w", err)
 	}
 	if s.Work, err = os.MkdirTemp("", "dittofs-bench-"); err != nil {
 		return err
 	}
-	if f.Keep {
-		Logf("working folder %s (kept)", s.Work)
-	} else {
-		defer os.RemoveAll(s.Work)
-	}
+	defer func() {
+		if err != nil {
+			Logf("working folder kept: %s", s.Work)
+		} else {
+			err = os.RemoveAll(s.Work)
+		}
+	}()
 	Logf("building dittofs-webhook, the peer and the floor")
 	// With the flags of `make build`: static, trimmed, stripped.
 	bench := filepath.Join(s.Repo, "tests", "e2e", "bench")
@@ -376,21 +289,12 @@ func mainErr(f *Flags, cpu string, maxDuration time.Duration, run func(context.C
 	if s.CAPEM, err = os.ReadFile(filepath.Join(s.CertDir, certs.CACertFile)); err != nil {
 		return err
 	}
-	if s.Pool = x509.NewCertPool(); !s.Pool.AppendCertsFromPEM(s.CAPEM) {
-		return errors.New("bad " + certs.CACertFile)
-	}
 	if s.Bodies, err = LoadBodies(s.Repo); err != nil {
 		return err
 	}
 	report, err := run(ctx, s)
-	if err != nil {
-		return err
-	}
 	fmt.Print(report)
-	if f.Markdown != "" {
-		return os.WriteFile(f.Markdown, []byte(report), 0o644)
-	}
-	return nil
+	return err
 }
 
 // reexec replaces the process with itself under nice and taskset.
@@ -410,32 +314,17 @@ func reexec(cpu string) error {
 	return syscall.Exec(path, args, append(os.Environ(), reexecEnv+"=1"))
 }
 
-// FindRepo returns the dittofs-webhook repository root: the first folder at or
-// above the working directory that holds cmd/dittofs-webhook.
-func FindRepo() (string, error) {
-	dir, err := os.Getwd()
-	for ; err == nil; dir = filepath.Dir(dir) {
-		if st, err := os.Stat(filepath.Join(dir, "cmd", "dittofs-webhook")); err == nil && st.IsDir() {
-			return dir, nil
-		}
-		if dir == filepath.Dir(dir) {
-			return "", errors.New("no cmd/dittofs-webhook at or above the working directory: run from the repository")
-		}
-	}
-	return "", err
-}
-
 // Logf logs a timestamped line to stderr.
 func Logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 }
 
-// Describe is the report's line on the date, the machine (CPUs, model, Go)
-// and the revision (git describe, -dirty with changes).
+var proc, _ = procfs.NewDefaultFS()
+
+// Describe is the report's line on the date, the machine and the revision (git describe, -dirty with changes).
 func (e *Setup) Describe() string {
-	model := "unknown CPU"
-	info, _ := proc.CPUInfo()
-	if len(info) > 0 {
+	model, info := "unknown CPU", []procfs.CPUInfo(nil)
+	if info, _ = proc.CPUInfo(); len(info) > 0 {
 		model = info[0].ModelName
 	}
 	rev, _ := exec.Command("git", "-C", e.Repo, "describe", "--always", "--dirty").Output()
@@ -443,91 +332,28 @@ func (e *Setup) Describe() string {
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), len(info), model, runtime.Version(), strings.TrimSpace(string(rev)))
 }
 
-var proc, _ = procfs.NewDefaultFS()
-
-// ProcCPU returns the user+system CPU time a process has used.
-func ProcCPU(pid int) (time.Duration, error) {
+// ProcStats returns the user+system CPU time a process has used and its peak resident set size (VmHWM) in KiB.
+func ProcStats(pid int) (time.Duration, int64, error) {
 	p, err := proc.Proc(pid)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	st, err := p.Stat()
-	return time.Duration(st.CPUTime() * float64(time.Second)), err
+	status, err2 := p.NewStatus()
+	return time.Duration(st.CPUTime() * float64(time.Second)), int64(status.VmHWM / 1024), errors.Join(err, err2)
 }
 
-// PeakRSSKB returns a process's peak resident set size (VmHWM) in KiB.
-func PeakRSSKB(pid int) (int64, error) {
-	p, err := proc.Proc(pid)
-	if err != nil {
-		return 0, err
+// Quantile returns the q-quantile of v by nearest rank (0.5: the median, the lower of an even count; 1: the maximum).
+func Quantile[T cmp.Ordered](v []T, q float64) T {
+	if len(v) == 0 {
+		var zero T
+		return zero
 	}
-	st, err := p.NewStatus()
-	return int64(st.VmHWM / 1024), err
-}
-
-// CPUBusy returns each CPU's busy time from /proc/stat: all but idle and
-// iowait (guest time is already in user).
-func CPUBusy() map[int64]time.Duration {
-	st, _ := proc.Stat()
-	busy := map[int64]time.Duration{}
-	for n, c := range st.CPU {
-		busy[n] = time.Duration((c.User + c.Nice + c.System + c.IRQ + c.SoftIRQ + c.Steal) * float64(time.Second))
-	}
-	return busy
-}
-
-// QuietBudget bounds the time all waits for quiet may take in one run.
-var QuietBudget = 2 * time.Minute
-
-// WaitQuiet waits (at most max, and at most QuietBudget over a run) for half a
-// second in which CPUs 0 and 1 together are busy less than 15% of one CPU:
-// other work on a shared machine disturbs the measurements.
-func WaitQuiet(ctx context.Context, max time.Duration) {
-	start := time.Now()
-	defer func() { QuietBudget -= time.Since(start) }()
-	for deadline := start.Add(min(max, QuietBudget)); ctx.Err() == nil && max > 0 && QuietBudget > 0; {
-		b0 := CPUBusy()
-		WaitCtx(ctx, 500*time.Millisecond)
-		if b1 := CPUBusy(); b1[0]-b0[0]+b1[1]-b0[1] < 75*time.Millisecond {
-			return
-		}
-		if time.Now().After(deadline) {
-			Logf("the machine is busy with other work: measuring anyway (see the 'other work' figures)")
-			return
-		}
-	}
-}
-
-// WaitCtx sleeps d or until ctx ends.
-func WaitCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
-}
-
-// Quantile returns the q-quantile of d by nearest rank (q = 1: the maximum).
-func Quantile(d []time.Duration, q float64) time.Duration {
-	if len(d) == 0 {
-		return 0
-	}
-	s := slices.Sorted(slices.Values(d))
+	s := slices.Sorted(slices.Values(v))
 	return s[min(max(int(math.Ceil(q*float64(len(s))))-1, 0), len(s)-1)]
 }
 
-// Median returns the median of v (the mean of the middle two for an even count).
-func Median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Sorted(slices.Values(v))
-	return (s[(len(s)-1)/2] + s[len(s)/2]) / 2
-}
-
-// Table writes a markdown table, its first left columns left-aligned and the
-// others right-aligned.
+// Table writes a markdown table, its first left columns left-aligned and the others right-aligned.
 func Table(w io.Writer, left int, header []string, rows [][]string) {
 	fmt.Fprintf(w, "\n| %s |\n|", strings.Join(header, " | "))
 	for i := range header {
@@ -539,8 +365,18 @@ func Table(w io.Writer, left int, header []string, rows [][]string) {
 	}
 }
 
+// Targets are the rows of the report's table of targets.
+type Targets [][]string
+
+// Add records a target: what it asks, what was measured, PASS or FAIL, a detail.
+func (t *Targets) Add(name, measured string, pass bool, detail string) {
+	*t = append(*t, []string{name, measured, map[bool]string{true: "PASS", false: "FAIL"}[pass], detail})
+}
+
+// Write writes the table of targets.
+func (t Targets) Write(w io.Writer) {
+	Table(w, 4, []string{"target", "measured", "result", "detail"}, t)
+}
+
 // Ms formats d in milliseconds.
 func Ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6) }
-
-// PassFail is a target's result.
-func PassFail(ok bool) string { return map[bool]string{true: "PASS", false: "FAIL"}[ok] }
