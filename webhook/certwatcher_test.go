@@ -99,6 +99,12 @@ func (w *watcher) serial() string {
 	return ""
 }
 
+// serves reports whether w serves pair's certificate.
+func (w *watcher) serves(pair [2][]byte) bool {
+	block, _ := pem.Decode(pair[0])
+	return block != nil && w.Leaf() != nil && bytes.Equal(w.Leaf().Raw, block.Bytes)
+}
+
 // TestReloadDuringRotationNeverFails: reloads racing with Secret-volume
 // rotations never read the old certificate with the new key, so a good
 // rotation is never counted or logged as a failure.
@@ -132,7 +138,7 @@ func TestReloadDuringRotationNeverFails(t *testing.T) {
 	if f := w.reloads("failure"); f != 0 || w.logs.errors() != 0 {
 		t.Errorf("%v failures counted, %d logged during %d good rotations", f, w.logs.errors(), rotations)
 	}
-	if block, _ := pem.Decode(last[0]); block == nil || !bytes.Equal(w.Leaf().Raw, block.Bytes) {
+	if !w.serves(last) {
 		t.Errorf("serving %s, not the last pair", w.serial())
 	}
 }
@@ -155,11 +161,7 @@ func TestCertWatcherWaitsForAPair(t *testing.T) {
 	garbage := func(v *tests.SecretVolume) { v.Write(t, tests.GarbagePair) }
 	// A certificate with another certificate's key.
 	mismatched := func(v *tests.SecretVolume) { v.Write(t, [2][]byte{v.Issue(t)[0], v.Issue(t)[1]}) }
-	emptyDir := func(v *tests.SecretVolume) {
-		if err := os.Mkdir(v.Dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	emptyDir := func(v *tests.SecretVolume) { must(0, os.Mkdir(v.Dir, 0o755))(t) }
 	removed := func(v *tests.SecretVolume) { v.Remove(t) }
 	waitGood := []step{
 		{name: "at start", failures: 1, errorLogs: 1},
@@ -196,11 +198,9 @@ func TestCertWatcherWaitsForAPair(t *testing.T) {
 					st.do(w.vol)
 				}
 				state := func() (string, bool) {
-					got := fmt.Sprintf("%s: healthy=%v failures=%v successes=%v errorLogs=%d", st.name,
-						w.Healthy(), w.reloads("failure"), w.reloads("success"), w.logs.errors())
-					want := fmt.Sprintf("%s: healthy=%v failures=%v successes=%v errorLogs=%d", st.name,
-						st.healthy, st.failures, st.successes, st.errorLogs)
-					return got, got == want
+					const f = "healthy=%v failures=%v successes=%v errorLogs=%d"
+					got := fmt.Sprintf(f, w.Healthy(), w.reloads("failure"), w.reloads("success"), w.logs.errors())
+					return got, got == fmt.Sprintf(f, st.healthy, st.failures, st.successes, st.errorLogs)
 				}
 				tests.Eventually(t, 10*time.Second, state)
 				time.Sleep(10 * poll) // many polls: nothing more is counted or logged
@@ -235,72 +235,55 @@ func TestCertWatcherWaitsForAPair(t *testing.T) {
 	}
 }
 
-// TestCertWatcherRemovalDuringRead: a Secret volume removed while a reload
+// TestCertWatcherChangesDuringRead: a Secret volume removed while a reload
 // reads it (after the certificate, before or after the key) is one failure,
-// logged and counted once, however the later reloads see it: the read racing
-// with the removal reports what they report, not that the key went missing.
-func TestCertWatcherRemovalDuringRead(t *testing.T) {
+// logged and counted once however the later reloads see it, the old pair kept
+// and the error the later reads give reported (not that the key went missing).
+// The kubelet removes the old ..<timestamp> directory right after the ..data
+// swap, so a read that resolved the certificate's path through the old ..data
+// finds it gone: a rotation in progress, not a failure; the new pair is served.
+func TestCertWatcherChangesDuringRead(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
-		file     string // remove ..data just before this read
-		nthRead  int    // of the file
-		wantsErr string
+		file     string // act just before this read of the file
+		nthRead  int
+		rotate   bool   // swap in a new pair and fail the read; else remove ..data
+		wantsErr string // the error reported, "" for none
 	}{
-		{"before the key is read", "tls.key", 1, "reading certificate"},
-		{"before the certificate is read again", "tls.crt", 2, "reading certificate"},
+		{"removed before the key is read", "tls.key", 1, false, "reading certificate"},
+		{"removed before the certificate is read again", "tls.crt", 2, false, "reading certificate"},
+		{"old directory removed after the certificate's path was resolved", "tls.crt", 1, true, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			w := newWatcher(t, DefaultCertPollInterval, func(v *tests.SecretVolume) { v.Write(t, v.Issue(t)) })
-			if !w.Healthy() {
-				t.Fatal("the pair was not loaded at start")
-			}
-			reads := 0
+			var want [2][]byte
+			w := newWatcher(t, DefaultCertPollInterval, func(v *tests.SecretVolume) { want = v.Issue(t); v.Write(t, want) })
+			next, reads := w.vol.Issue(t), 0
 			w.readFile = func(name string) ([]byte, error) {
-				if filepath.Base(name) == tc.file {
-					if reads++; reads == tc.nthRead {
-						w.vol.Remove(t)
-					}
+				if filepath.Base(name) != tc.file {
+					return os.ReadFile(name)
+				}
+				switch reads++; {
+				case reads == tc.nthRead && tc.rotate:
+					w.vol.Write(t, next)
+					want = next
+					return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+				case reads == tc.nthRead:
+					w.vol.Remove(t)
 				}
 				return os.ReadFile(name)
 			}
 			for range 3 {
 				w.Reload()
 			}
-			if f := w.reloads("failure"); f != 1 || w.logs.errors() != 1 || !w.Healthy() {
-				t.Errorf("failures=%v errorLogs=%d healthy=%v, want one failure logged once and the old pair kept",
-					f, w.logs.errors(), w.Healthy())
+			failures := min(len(tc.wantsErr), 1)
+			if f := w.reloads("failure"); f != float64(failures) || w.logs.errors() != failures || !w.serves(want) {
+				t.Errorf("failures=%v errorLogs=%d serving %s; want %d failures logged once, serving the pair wanted",
+					f, w.logs.errors(), w.serial(), failures)
 			}
 			if !strings.HasPrefix(w.readErr, tc.wantsErr) {
-				t.Errorf("reported %q, want the error every later read gives (%s)", w.readErr, tc.wantsErr)
+				t.Errorf("reported %q, want the error every later read gives (%q)", w.readErr, tc.wantsErr)
 			}
 		})
-	}
-}
-
-// TestCertWatcherOldDirectoryRemovedDuringRead: the kubelet removes the
-// previous ..<timestamp> directory right after the ..data swap, so a read
-// that resolved the certificate's path through the old ..data finds it gone.
-// That is a rotation in progress, not a failure: the new pair is served and
-// nothing is counted or logged.
-func TestCertWatcherOldDirectoryRemovedDuringRead(t *testing.T) {
-	w := newWatcher(t, DefaultCertPollInterval, func(v *tests.SecretVolume) { v.Write(t, v.Issue(t)) })
-	next := w.vol.Issue(t)
-	reads := 0
-	w.readFile = func(name string) ([]byte, error) {
-		if filepath.Base(name) == "tls.crt" {
-			if reads++; reads == 1 {
-				w.vol.Write(t, next) // the swap and the removal, between resolving the path and opening it
-				return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
-			}
-		}
-		return os.ReadFile(name)
-	}
-	w.Reload()
-	if f := w.reloads("failure"); f != 0 || w.logs.errors() != 0 {
-		t.Errorf("failures=%v errorLogs=%d, want none: the rotation was good", f, w.logs.errors())
-	}
-	if block, _ := pem.Decode(next[0]); block == nil || !bytes.Equal(w.Leaf().Raw, block.Bytes) {
-		t.Errorf("serving %s, not the new pair", w.serial())
 	}
 }
 
