@@ -25,13 +25,9 @@ import (
 type Answer struct {
 	HTTPStatus int
 	Body       []byte
-	// Review is the AdmissionReview of a 200 answer.
-	Review *admissionv1.AdmissionReview
-	// Patch is response.patch decoded.
-	Patch []jsonpatch.Operation
-	// Object is request.object with the patch applied (unchanged without
-	// a patch; nil when the request has no object).
-	Object []byte
+	Review     *admissionv1.AdmissionReview // of a 200 answer
+	Patch      []jsonpatch.Operation        // response.patch decoded
+	Object     []byte                       // request.object patched; nil without an object
 }
 
 // Response is the admission response of the answer, or nil.
@@ -87,9 +83,8 @@ func (e *Expect) Check(webhookName string, req *ReviewRequest, a *Answer) []stri
 		p.add("HTTP status %d, want %d (body %q)", a.HTTPStatus, e.Status(), clip(a.Body))
 		return p
 	}
-	if e.Status() != 200 {
-		body := string(a.Body)
-		if strings.Count(strings.TrimRight(body, "\n"), "\n") > 0 {
+	if body := string(a.Body); e.Status() != 200 {
+		if strings.Contains(strings.TrimRight(body, "\n"), "\n") {
 			p.add("the reason is not one line: %q", body)
 		}
 		for _, s := range e.Body {
@@ -136,12 +131,8 @@ func (e *Expect) Check(webhookName string, req *ReviewRequest, a *Answer) []stri
 	if hasPatch && req != nil {
 		p = append(p, CheckPatchScope(req.Object, a.Object, a.Patch)...)
 	}
-	if e.Object != nil {
-		var old []byte
-		if req != nil {
-			old = req.OldObject
-		}
-		p = append(p, CheckObject(e.Object, a.Object, old)...)
+	if e.Object != nil && req != nil {
+		p = append(p, CheckObject(e.Object, a.Object, req.OldObject)...)
 	}
 	for k, v := range e.Audit {
 		if got, ok := r.AuditAnnotations[k]; !ok || got != v {
@@ -153,10 +144,10 @@ func (e *Expect) Check(webhookName string, req *ReviewRequest, a *Answer) []stri
 
 func checkStatus(e *Expect, st *metav1.Status) []string {
 	var p problems
-	if e.Code == 0 && e.Reason == "" && len(e.Message) == 0 && e.Causes == nil {
+	switch {
+	case e.Code == 0 && e.Reason == "" && len(e.Message) == 0 && e.Causes == nil:
 		return nil
-	}
-	if st == nil {
+	case st == nil:
 		p.add("no response.status, want code %d %s", e.Code, e.Reason)
 		return p
 	}
@@ -221,8 +212,7 @@ func CauseRule(c metav1.StatusCause) string {
 	return ""
 }
 
-// CheckWarnings checks the warnings against e's warnings, noWarnings and
-// warningCount.
+// CheckWarnings checks the warnings against e's warnings, noWarnings and warningCount.
 func CheckWarnings(e *Expect, warnings []string) []string {
 	var p problems
 	if e.NoWarnings && len(warnings) > 0 {
@@ -253,9 +243,8 @@ func CheckObject(oe *ObjectExpect, obj, old []byte) []string {
 		if err != nil {
 			p.add("equalsOldObject: the request's oldObject: %v", err)
 		} else if d := cmp.Diff(w, doc, ignorePointers("/metadata/managedFields")); d != "" {
-			// managedFields aside: the apiserver writes them, and a re-apply's
-			// Apply entry comes with a new time, which the apiserver drops
-			// when nothing else changed.
+			// A re-apply's managedFields entry has a new time, which the
+			// apiserver drops when nothing else changed.
 			p.add("object differs from the oldObject (-old +got):\n%s", d)
 		}
 	}
@@ -290,8 +279,7 @@ func CheckObject(oe *ObjectExpect, obj, old []byte) []string {
 
 // mutationPaths are the JSON pointers (as regular expressions) each mutation
 // of SPEC §2 patches, by mutation ID: the only paths the mutating webhook may
-// touch. A mutation added to policies.Mutations fails TestMutationPaths until
-// its paths are written here.
+// touch (TestMutationPaths requires one for every mutation).
 var mutationPaths = map[string]string{
 	policies.MutationCacheTemplate:    `/spec/volumeClaimTemplates(/-)?`,
 	policies.MutationCacheCarryOver:   `/spec/volumeClaimTemplates(/(\d+|-))?`,
@@ -448,12 +436,7 @@ func statusString(st *metav1.Status) string {
 	return fmt.Sprintf("%d %s: %s", st.Code, st.Reason, st.Message)
 }
 
-func clip(b []byte) string {
-	if len(b) > 300 {
-		return string(b[:300]) + "..."
-	}
-	return string(b)
-}
+func clip(b []byte) string { return string(b[:min(len(b), 300)]) }
 
 type problems []string
 
