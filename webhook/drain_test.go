@@ -11,10 +11,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"reflect"
 	"testing"
 	"time"
 
+	gocmp "github.com/google/go-cmp/cmp"
 	admissionv1 "k8s.io/api/admission/v1"
 
 	"github.com/dittofs/dittofs-webhook/tests"
@@ -32,10 +32,7 @@ func (ts *testServer) dialKeptAlive(t *testing.T) *keptAlive {
 	t.Helper()
 	pool := x509.NewCertPool()
 	pool.AddCert(ts.CA.Cert)
-	conn, err := tls.Dial("tcp", ts.admission, &tls.Config{RootCAs: pool, NextProtos: []string{"http/1.1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := must(tls.Dial("tcp", ts.admission, &tls.Config{RootCAs: pool, NextProtos: []string{"http/1.1"}}))(t)
 	t.Cleanup(func() { conn.Close() })
 	return &keptAlive{addr: ts.admission, conn: conn, br: bufio.NewReader(conn)}
 }
@@ -74,55 +71,28 @@ func (k *keptAlive) closedByServer() error {
 	return nil
 }
 
-// drained returns the attributes of the "drained" lines.
-func (l *logRecorder) drained() []map[string]string {
+// checkDrained compares the "drained" lines logged, their period aside, with
+// the counts wanted: {responses with Connection: close, open connections}.
+func checkDrained(t *testing.T, l *logRecorder, want ...[2]int) {
+	t.Helper()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var lines []map[string]string
+	var got, w []map[string]string
 	for _, r := range l.records {
-		if r.Message != "drained" {
-			continue
+		if r.Message == "drained" {
+			attrs := map[string]string{}
+			r.Attrs(func(a slog.Attr) bool { attrs[a.Key] = a.Value.String(); return true })
+			delete(attrs, "period")
+			got = append(got, attrs)
 		}
-		attrs := map[string]string{}
-		r.Attrs(func(a slog.Attr) bool { attrs[a.Key] = a.Value.String(); return true })
-		lines = append(lines, attrs)
 	}
-	return lines
-}
-
-// checkDrained compares the counts logged at the end of the drain.
-func checkDrained(t *testing.T, l *logRecorder, closes, open int) {
-	t.Helper()
-	want := []map[string]string{
-		{"responses_with_connection_close": fmt.Sprint(closes), "open_connections": fmt.Sprint(open)},
+	for _, c := range want {
+		w = append(w, map[string]string{"responses_with_connection_close": fmt.Sprint(c[0]),
+			"open_connections": fmt.Sprint(c[1])})
 	}
-	got := l.drained()
-	for _, line := range got {
-		delete(line, "period")
+	if d := gocmp.Diff(w, got); d != "" {
+		t.Errorf("drained lines logged (-want +got):\n%s", d)
 	}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("drain end logged %v, want %v", got, want)
-	}
-}
-
-// stillRunning fails t if Run has returned.
-func (ts *testServer) stillRunning(t *testing.T, why string) {
-	t.Helper()
-	select {
-	case err := <-ts.done:
-		t.Fatalf("Run returned (%v) %s", err, why)
-	default:
-	}
-}
-
-// beginShutdown cancels Run and waits until /readyz fails (shutdown has begun),
-// then a little longer: with no drain, Shutdown has closed the idle
-// connections by then.
-func (ts *testServer) beginShutdown(t *testing.T) {
-	t.Helper()
-	ts.cancel()
-	tests.Eventually(t, 5*time.Second, func() (int, bool) { s := ts.ready(); return s, s != 200 })
-	time.Sleep(100 * time.Millisecond)
 }
 
 // inFlight sends a review whose body is still arriving when it returns (the
@@ -159,17 +129,15 @@ func (ts *testServer) inFlight(t *testing.T) (finish func() (*http.Response, err
 	}
 }
 
-// TestDrainAnswersKeptAliveConnection is the rollout race of issue 22, made
-// deterministic: a client holds a kept-alive connection, idle, when the server
-// begins its shutdown, then sends a request on it, as kube-apiserver up to 1.36
-// does on its pooled connections to a pod that has left the endpoints. With
-// the drain the request gets a complete answer with Connection: close and the
-// server then closes the connection; without it (--shutdown-drain-period=0,
-// the behaviour before), the connection was closed under the client and the
-// request gets no answer. The drain lasts its whole period, connection or not,
-// and while it lasts the server is not ready but answers new connections.
-// Either way a request in flight when the shutdown begins is answered (with
-// Connection: close under a drain) and Run returns nil, no goroutine left.
+// TestDrainAnswersKeptAliveConnection is the rollout race of issue 22: a
+// kept-alive connection, idle when the shutdown begins, then used, as
+// kube-apiserver up to 1.36 uses its pooled connections to a pod that has left
+// the endpoints. With the drain the request is answered with Connection: close
+// and the server closes the connection; without it (--shutdown-drain-period=0)
+// the request gets no answer. The drain lasts its whole period; meanwhile the
+// server is not ready but answers new connections. Either way a request in
+// flight is answered (with Connection: close under a drain) and Run returns
+// nil, no goroutine left.
 func TestDrainAnswersKeptAliveConnection(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -183,17 +151,14 @@ func TestDrainAnswersKeptAliveConnection(t *testing.T) {
 			logs := &logRecorder{}
 			ts := startServer(t, func(o *Options) { o.DrainPeriod = tc.period; o.Log = slog.New(logs) })
 			k := ts.dialKeptAlive(t)
-			resp, err := k.roundTrip("before")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if resp.Close {
+			if resp := must(k.roundTrip("before"))(t); resp.Close {
 				t.Fatal("answered with Connection: close before the shutdown")
 			}
-
 			finish := ts.inFlight(t)
-			ts.beginShutdown(t)
-			resp, err = k.roundTrip("during")
+			ts.cancel()
+			tests.Eventually(t, 5*time.Second, func() (int, bool) { s := ts.ready(); return s, s != 200 })
+			time.Sleep(100 * time.Millisecond) // without a drain, Shutdown has closed idle connections by then
+			resp, err := k.roundTrip("during")
 			switch {
 			case !tc.answered && err == nil:
 				t.Fatal("answered without a drain: the test no longer shows the race it guards against")
@@ -208,15 +173,18 @@ func TestDrainAnswersKeptAliveConnection(t *testing.T) {
 				if err := k.closedByServer(); err != nil {
 					t.Error(err)
 				}
-				// Not ready, but a new connection (a client whose view of the
-				// endpoints is late) is still accepted and answered.
+				// A client whose view of the endpoints is late still gets an answer.
 				c := ts.Client()
 				defer c.CloseIdleConnections()
 				if resp := ts.post(t, c); resp.StatusCode != 200 || !resp.Close || ts.ready() != 503 {
 					t.Errorf("new connection during the drain: HTTP %d, Connection: close %t, /readyz %d; want 200, true, 503",
 						resp.StatusCode, resp.Close, ts.ready())
 				}
-				ts.stillRunning(t, "before the end of the drain period, though no connection was open")
+				select {
+				case err := <-ts.done:
+					t.Fatalf("Run returned (%v) before the end of the drain period", err)
+				default:
+				}
 			}
 			switch resp, err := finish(); {
 			case err != nil:
@@ -227,9 +195,9 @@ func TestDrainAnswersKeptAliveConnection(t *testing.T) {
 			}
 			ts.waitRun(t, 10*time.Second)
 			if tc.period > 0 {
-				checkDrained(t, logs, 3, 0) // the kept-alive, the new connection's and the in-flight answers
-			} else if got := logs.drained(); len(got) != 0 {
-				t.Errorf("drain logged with --shutdown-drain-period=0: %v", got)
+				checkDrained(t, logs, [2]int{3, 0}) // the kept-alive, the new connection's and the in-flight answers
+			} else {
+				checkDrained(t, logs)
 			}
 		})
 	}
@@ -242,13 +210,11 @@ func TestDrainPeriodBounds(t *testing.T) {
 	logs := &logRecorder{}
 	ts := startServer(t, func(o *Options) { o.DrainPeriod = 300 * time.Millisecond; o.Log = slog.New(logs) })
 	k := ts.dialKeptAlive(t)
-	if _, err := k.roundTrip("before"); err != nil {
-		t.Fatal(err)
-	}
+	must(k.roundTrip("before"))(t)
 	ts.cancel()
 	ts.waitRun(t, 10*time.Second)
 	if err := k.closedByServer(); err != nil {
 		t.Error(err)
 	}
-	checkDrained(t, logs, 0, 1) // the idle connection, left for Shutdown
+	checkDrained(t, logs, [2]int{0, 1}) // the idle connection, left for Shutdown
 }
