@@ -32,19 +32,9 @@ const fixtureDir = "fixtures"
 // returns a patch is then sent again with the patched object, which must come
 // back without a patch (idempotence, reinvocationPolicy: IfNeeded).
 func TestFixtures(t *testing.T) {
-	fixtures, err := LoadFixtures(fixtureDir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	servers := newServerPool(t)
-	for _, f := range fixtures {
-		t.Run(f.Name, func(t *testing.T) {
-			opts, err := f.PolicyOptions()
-			if err != nil {
-				t.Fatal(err)
-			}
-			runFixture(t, servers.get(t, opts), f)
-		})
+	for _, f := range mustLoad(t) {
+		t.Run(f.Name, func(t *testing.T) { runFixture(t, servers.get(must1(f.PolicyOptions())(t)), f) })
 	}
 	t.Run("coverage", func(t *testing.T) { servers.checkCoverage(t) })
 }
@@ -62,9 +52,7 @@ func runFixture(t *testing.T, s *testServer, f Fixture) {
 	}
 	after := s.scrape(t)
 	for sel, want := range f.Expect.Metrics {
-		b, _ := SumMetric(before, sel)
-		n, _ := SumMetric(after, sel)
-		if n-b != want {
+		if b, n := must1(SumMetric(before, sel))(t), must1(SumMetric(after, sel))(t); n-b != want {
 			t.Errorf("%s: metric %s increased by %v, want %v", f.Path, sel, n-b, want)
 		}
 	}
@@ -86,11 +74,7 @@ func runFixture(t *testing.T, s *testServer, f Fixture) {
 	resend := func(wh, uidSuffix string) (*ReviewRequest, *Answer) {
 		next := *req
 		next.UID, next.Object = req.UID+uidSuffix, a.Object
-		b, err := f.WithObject(a.Object, next.UID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		status, body := s.send(t, wh, b, nil)
+		status, body := s.send(t, wh, must1(f.WithObject(a.Object, next.UID))(t), nil)
 		an, err := ParseAnswer(&next, status, body)
 		if err != nil {
 			t.Fatalf("%s: %v", uidSuffix, err)
@@ -136,7 +120,7 @@ func newServerPool(t *testing.T) *serverPool {
 	return &serverPool{t: t, vol: vol, servers: map[string]*testServer{}}
 }
 
-func (p *serverPool) get(t *testing.T, opts policies.Options) *testServer {
+func (p *serverPool) get(opts policies.Options) *testServer {
 	key := opts.DefaultCacheSize.String() + " " + opts.CacheMountPath + " " + string(opts.Action)
 	if s, ok := p.servers[key]; ok {
 		return s
@@ -153,7 +137,7 @@ func (p *serverPool) checkCoverage(t *testing.T) {
 	for _, s := range p.servers {
 		all = append(all, s.scrape(t)...)
 	}
-	var want []string
+	var want []string // the fixtures' every verdict, mutation, refusal and operation
 	for _, r := range policies.Rules {
 		for _, a := range []policies.Action{policies.Deny, policies.Warn} {
 			want = append(want, fmt.Sprintf("dittofs_webhook_violations_total{rule=%q,action=%q}", r, a))
@@ -168,8 +152,7 @@ func (p *serverPool) checkCoverage(t *testing.T) {
 	}
 	for _, op := range []string{"CREATE", "UPDATE", "DELETE"} {
 		for _, wh := range []string{WebhookMutate, WebhookValidate} {
-			const requests = "dittofs_webhook_admission_requests_total{webhook=%q,operation=%q}"
-			want = append(want, fmt.Sprintf(requests, wh, op))
+			want = append(want, fmt.Sprintf("dittofs_webhook_admission_requests_total{webhook=%q,operation=%q}", wh, op))
 		}
 	}
 	for _, sel := range want {
@@ -233,25 +216,14 @@ func (s *testServer) send(t *testing.T, wh string, body []byte, raw *Raw) (int, 
 	if raw == nil {
 		raw = &Raw{}
 	}
-	method, contentType := cmp.Or(raw.Method, "POST"), cmp.Or(raw.ContentType, "application/json")
-	req, err := http.NewRequest(method, s.base+path, bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
+	req := must1(http.NewRequest(cmp.Or(raw.Method, "POST"), s.base+path, bytes.NewReader(body)))(t)
 	if raw.Chunked {
 		req.ContentLength = -1 // sent chunked
 	}
-	req.Header.Set("Content-Type", contentType)
-	resp, err := s.client.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
+	req.Header.Set("Content-Type", cmp.Or(raw.ContentType, "application/json"))
+	resp := must1(s.client.Do(req))(t)
 	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("reading the answer: %v", err)
-	}
-	return resp.StatusCode, out
+	return resp.StatusCode, must1(io.ReadAll(resp.Body))(t)
 }
 
 func (s *testServer) scrape(t *testing.T) []Sample { return Scrape(t, s.metrics+"/metrics") }
@@ -260,10 +232,7 @@ func (s *testServer) scrape(t *testing.T) []Sample { return Scrape(t, s.metrics+
 // loader's strict decoding and checks are what keep a fixture's typo from
 // silently checking nothing), and no two share a request uid.
 func TestLoadFixtures(t *testing.T) {
-	fixtures, err := LoadFixtures(fixtureDir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fixtures := mustLoad(t)
 	if entries, err := os.ReadDir(fixtureDir); err != nil || len(entries) != len(fixtures) {
 		t.Errorf("%d files in %s (%v) but %d fixtures: every file must be a *.yaml fixture",
 			len(entries), fixtureDir, err, len(fixtures))
@@ -299,11 +268,11 @@ func TestEnvelopeOptions(t *testing.T) {
 		"CONNECT": ``,
 	} {
 		var rv admissionv1.AdmissionReview
-		if err := json.Unmarshal(NewReview("u", op, nil, nil), &rv); err != nil {
-			t.Fatal(err)
-		}
+		must(t, json.Unmarshal(NewReview("u", op, nil, nil), &rv))
 		if got := string(rv.Request.Options.Raw); got != want {
 			t.Errorf("%s: options %s, want %s", op, got, want)
 		}
 	}
 }
+
+func mustLoad(t *testing.T) []Fixture { return must1(LoadFixtures(fixtureDir))(t) }

@@ -30,11 +30,7 @@ type SecretVolume struct {
 // NewSecretVolume returns a volume at dir (not created yet) with a new CA.
 func NewSecretVolume(t testing.TB, dir string) *SecretVolume {
 	t.Helper()
-	ca, err := certs.NewCA(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &SecretVolume{Dir: dir, CA: ca}
+	return &SecretVolume{Dir: dir, CA: must1(certs.NewCA(0))(t)}
 }
 
 // CertFile and KeyFile are the paths the server is given.
@@ -48,9 +44,7 @@ var GarbagePair = [2][]byte{[]byte("not a certificate"), []byte("not a key")}
 func (v *SecretVolume) Issue(t testing.TB) [2][]byte {
 	t.Helper()
 	crt, key, err := v.CA.Issue([]string{"127.0.0.1", "localhost"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(t, err)
 	return [2][]byte{crt, key}
 }
 
@@ -136,10 +130,7 @@ func (v *SecretVolume) Client(protos ...string) *http.Client {
 func ServedSerial(t testing.TB, addr string) string {
 	t.Helper()
 	anyCert := &tls.Config{InsecureSkipVerify: true} //nolint:gosec // only reading the certificate
-	conn, err := tls.Dial("tcp", addr, anyCert)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := must1(tls.Dial("tcp", addr, anyCert))(t)
 	defer conn.Close()
 	return conn.ConnectionState().PeerCertificates[0].SerialNumber.String()
 }
@@ -147,28 +138,16 @@ func ServedSerial(t testing.TB, addr string) string {
 // Scrape reads the samples a /metrics URL serves.
 func Scrape(t testing.TB, url string) []Sample {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatalf("scraping metrics: %v", err)
-	}
+	resp := must1(http.Get(url))(t)
 	defer resp.Body.Close()
-	// The server's exposition is a few KiB; a bound keeps a broken one from
-	// eating the test's memory.
-	samples, err := ReadMetrics(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return samples
+	// The exposition is a few KiB; the bound keeps a broken one from eating memory.
+	return must1(ReadMetrics(io.LimitReader(resp.Body, 1<<20)))(t)
 }
 
 // Metric is SumMetric of selector over what url serves.
 func Metric(t testing.TB, url, selector string) float64 {
 	t.Helper()
-	v, err := SumMetric(Scrape(t, url), selector)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
+	return must1(SumMetric(Scrape(t, url), selector))(t)
 }
 
 // HTTPStatus is the status of a GET of url, 0 when it cannot be had.
@@ -202,5 +181,14 @@ func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// must1(f())(t) is f's value; an error of f fails t.
+func must1[T any](v T, err error) func(testing.TB) T {
+	return func(t testing.TB) T {
+		t.Helper()
+		must(t, err)
+		return v
 	}
 }
