@@ -100,13 +100,31 @@ func (ts *testServer) post(t *testing.T, c *http.Client) *http.Response {
 
 func emptyReview(uid string) []byte { return tests.NewReview(uid, "CREATE", []byte(`{}`), nil) }
 
-// TestServer: TLS on the admission port (HTTP/1.1 unless --enable-http2, the
-// --tls-min-version honoured, plain HTTP refused), probes and every metric
-// family on the metrics port.
+// TestServer: started without a certificate directory the server waits for
+// one, not ready (/readyz 503 with a one-line reason); once a good pair
+// appears, /readyz and /healthz 200 and TLS on the admission port (HTTP/1.1
+// unless --enable-http2, the --tls-min-version honoured, plain HTTP refused),
+// every metric family on the metrics port, and Run stops cleanly with no
+// watcher left running. The failing handshakes while waiting are the binary's
+// TestServeWaitsForCertificate's; the other states a volume can start in,
+// TestCertWatcherWaitsForAPair's.
 func TestServer(t *testing.T) {
-	ts := startServer(t, func(o *Options) { o.TLSMinVersion = tls.VersionTLS13 })
-	if ts.ready() != 200 || tests.HTTPStatus(ts.metrics+"/healthz") != 200 {
-		t.Fatalf("/readyz %d, /healthz %d", ts.ready(), tests.HTTPStatus(ts.metrics+"/healthz"))
+	const poll = 50 * time.Millisecond
+	ts := &testServer{SecretVolume: tests.NewSecretVolume(t, filepath.Join(t.TempDir(), "tls"))}
+	ts.run(t, func(o *Options) { o.CertPollInterval, o.TLSMinVersion = poll, tls.VersionTLS13 })
+	time.Sleep(10 * poll) // several polls see the same failure
+	resp := must(http.Get(ts.metrics + "/readyz"))(t)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if reason := strings.TrimSuffix(string(body), "\n"); resp.StatusCode != 503 || reason == "" ||
+		strings.Contains(reason, "\n") {
+		t.Errorf("/readyz = %d %q while waiting for a certificate, want 503 with a one-line reason",
+			resp.StatusCode, body)
+	}
+	ts.Write(t, ts.Issue(t))
+	tests.Eventually(t, 10*time.Second, func() (int, bool) { s := ts.ready(); return s, s == 200 })
+	if h := tests.HTTPStatus(ts.metrics + "/healthz"); h != 200 {
+		t.Errorf("/healthz %d", h)
 	}
 	if resp := ts.post(t, ts.Client("h2", "http/1.1")); resp.StatusCode != 200 || resp.ProtoMajor != 1 {
 		t.Fatalf("status %d over %s, want 200 over HTTP/1.1", resp.StatusCode, resp.Proto)
@@ -138,39 +156,13 @@ func TestServer(t *testing.T) {
 			t.Errorf("/metrics lacks %s", name)
 		}
 	}
+	ts.cancel()
+	ts.waitRun(t, 15*time.Second)
 
 	h2 := startServer(t, func(o *Options) { o.EnableHTTP2 = true })
 	if resp := h2.post(t, h2.Client("h2", "http/1.1")); resp.ProtoMajor != 2 {
 		t.Fatalf("served over %s with --enable-http2", resp.Proto)
 	}
-}
-
-// TestServerWaitsForCertificate: without a certificate directory at start the
-// server starts anyway, not ready (/readyz 503 with a one-line reason); when a
-// good pair appears /readyz turns 200 and admission works; Run stops cleanly
-// with no watcher left running. /healthz, the failing handshakes and the
-// metrics are the binary's TestServeWaitsForCertificate's; the other states a
-// volume can start in, TestCertWatcherWaitsForAPair's.
-func TestServerWaitsForCertificate(t *testing.T) {
-	const poll = 50 * time.Millisecond
-	ts := &testServer{SecretVolume: tests.NewSecretVolume(t, filepath.Join(t.TempDir(), "tls"))}
-	ts.run(t, func(o *Options) { o.CertPollInterval = poll })
-	time.Sleep(10 * poll) // several polls see the same failure
-	resp := must(http.Get(ts.metrics + "/readyz"))(t)
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if reason := strings.TrimSuffix(string(body), "\n"); resp.StatusCode != 503 || reason == "" ||
-		strings.Contains(reason, "\n") {
-		t.Errorf("/readyz = %d %q while waiting for a certificate, want 503 with a one-line reason",
-			resp.StatusCode, body)
-	}
-	ts.Write(t, ts.Issue(t))
-	tests.Eventually(t, 10*time.Second, func() (int, bool) { s := ts.ready(); return s, s == 200 })
-	if resp := ts.post(t, ts.Client()); resp.StatusCode != 200 {
-		t.Errorf("admission status %d once the certificate is loaded", resp.StatusCode)
-	}
-	ts.cancel()
-	ts.waitRun(t, 15*time.Second)
 }
 
 // TestServerFailsFastOnBadOptions: an invalid option is still an error at
