@@ -4,17 +4,15 @@ import (
 	"encoding/json"
 	"testing"
 
-	admissionv1 "k8s.io/api/admission/v1"
-
 	"github.com/dittofs/dittofs-webhook/policies"
 	"github.com/dittofs/dittofs-webhook/tests"
 
 	"github.com/dittofs/dittofs-webhook/webhook/admission"
 )
 
-// genStatefulSet builds a StatefulSet from fuzz bytes: each byte picks one
-// feature (labels, annotations, templates, volumes, containers, mounts,
-// retention) from small sets that hit every branch of the policies.
+// gen builds a StatefulSet from fuzz bytes: each byte picks one feature
+// (labels, annotations, templates, volumes, containers, mounts, retention)
+// from small sets that hit every branch of the policies.
 type gen struct {
 	b []byte
 	i int
@@ -140,7 +138,7 @@ func FuzzPolicies(f *testing.F) {
 				t.Fatalf("generated object does not decode: %v\n%s", err, objJSON)
 			}
 			resp := a.Mutate(req)
-			checkReview(t, &resp)
+			checkReview(t, tests.WebhookMutate, &resp)
 			if !resp.Allowed {
 				if resp.Result == nil || resp.Result.Code != 422 || a == warn {
 					t.Fatalf("%s denied without a 422: %+v", op, resp.Result)
@@ -174,7 +172,7 @@ func FuzzPolicies(f *testing.F) {
 			if op == "CREATE" && policies.IsManaged(req.Object) &&
 				hasSizedStorage(req.Object.Spec.VolumeClaimTemplates) {
 				v := a.Validate(again)
-				checkReview(t, &v)
+				checkReview(t, tests.WebhookValidate, &v)
 				if !v.Allowed {
 					t.Fatalf("validator denies the mutator's output: %s\nobject %s", v.Result.Message, patched)
 				}
@@ -199,20 +197,18 @@ func hasSizedStorage(vcts []policies.ClaimTemplate) bool {
 	return count["metadata"] >= 1 && count["content"] >= 1
 }
 
-// checkReview encodes r as the server does and decodes it as the apiserver
-// does: a v1 AdmissionReview with the uid and a consistent answer.
-func checkReview(t *testing.T, r *admission.Response) {
+// checkReview encodes r as the server does and checks it as every fixture's
+// answer is checked (tests.Expect.Check): the uid, the allowed verdict, patch
+// and patchType together, no patch on a denial or from the validating webhook.
+func checkReview(t *testing.T, webhook string, r *admission.Response) {
 	t.Helper()
 	b, err := r.Review("uid")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rv admissionv1.AdmissionReview
-	if err := json.Unmarshal(b, &rv); err != nil || rv.Response == nil || rv.Response.UID != "uid" ||
-		rv.Response.Allowed != r.Allowed {
-		t.Fatalf("review %s does not decode as the answer (%v)", b, err)
-	}
-	if (len(rv.Response.Patch) > 0) != (len(r.Patch) > 0) || (rv.Response.PatchType != nil) != (len(r.Patch) > 0) {
-		t.Fatalf("patch and patchType disagree: %s", b)
+	a, err := tests.ParseAnswer(nil, 200, b)
+	problems := (&tests.Expect{Allowed: &r.Allowed}).Check(webhook, nil, a)
+	if err != nil || a.Response().UID != "uid" || (len(a.Patch) > 0) != (len(r.Patch) > 0) || len(problems) > 0 {
+		t.Fatalf("review %s is not the answer (%v): %q", b, err, problems)
 	}
 }
