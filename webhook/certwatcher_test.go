@@ -42,13 +42,7 @@ func (l *logRecorder) WithGroup(string) slog.Handler      { return l }
 func (l *logRecorder) errors() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	n := 0
-	for _, r := range l.records {
-		if r.Level >= slog.LevelError {
-			n++
-		}
-	}
-	return n
+	return len(slices.DeleteFunc(slices.Clone(l.records), func(r slog.Record) bool { return r.Level < slog.LevelError }))
 }
 
 // watcher is a certificate watcher on a Secret volume, with its metrics and
@@ -116,23 +110,18 @@ func TestReloadDuringRotationNeverFails(t *testing.T) {
 	for i := range pairs {
 		pairs[i] = w.vol.Issue(t)
 	}
+	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	done := make(chan struct{})
 	wg.Go(func() {
-		for {
-			select {
-			case <-done:
-				return
-			default:
-				w.Reload()
-			}
+		for ctx.Err() == nil {
+			w.Reload()
 		}
 	})
 	for _, last = range pairs {
 		w.vol.Write(t, last)
 		time.Sleep(time.Millisecond)
 	}
-	close(done)
+	stop()
 	wg.Wait()
 	w.Reload()
 	if f := w.reloads("failure"); f != 0 || w.logs.errors() != 0 {
@@ -208,24 +197,18 @@ func TestCertWatcherWaitsForAPair(t *testing.T) {
 					t.Fatalf("%s: %s after more polls", st.name, got)
 				}
 				_, certErr := w.GetCertificate(nil)
-				ready := w.NotReady()
-				if (certErr == nil) != st.healthy || (ready == nil) != st.healthy {
-					t.Errorf("%s: GetCertificate error %v, NotReady %v, want them nil only when healthy (%v)",
-						st.name, certErr, ready, st.healthy)
+				ready, expiry, wantExpiry := w.NotReady(), testutil.ToFloat64(w.m.certExpiry), 0.0
+				if st.healthy {
+					wantExpiry = float64(w.Leaf().NotAfter.Unix())
 				}
-				expiry := testutil.ToFloat64(w.m.certExpiry)
-				if !st.healthy {
-					if ready == nil || ready.Error() == "" || strings.Contains(ready.Error(), "\n") || expiry != 0 {
-						t.Errorf("%s: NotReady = %q, expiry gauge %v; want a one-line reason and 0",
-							st.name, ready, expiry)
-					}
-					continue
+				oneLine := ready != nil && ready.Error() != "" && !strings.Contains(ready.Error(), "\n")
+				if (certErr == nil) != st.healthy || (ready == nil) != st.healthy || oneLine == st.healthy ||
+					expiry != wantExpiry {
+					t.Errorf("%s: GetCertificate error %v, NotReady %q, expiry gauge %v; want nil, nil and the "+
+						"served NotAfter when healthy (%v), else a one-line reason and 0", st.name, certErr, ready, expiry,
+						st.healthy)
 				}
-				if expiry != float64(w.Leaf().NotAfter.Unix()) {
-					t.Errorf("%s: expiry gauge %v, want the served NotAfter %v",
-						st.name, expiry, w.Leaf().NotAfter.Unix())
-				}
-				if now := w.serial(); (now == serial) != st.sameCertificateAsBefore {
+				if now := w.serial(); st.healthy && (now == serial) != st.sameCertificateAsBefore {
 					t.Errorf("%s: serving %s, before %s; want the same: %v",
 						st.name, now, serial, st.sameCertificateAsBefore)
 				}
