@@ -21,10 +21,8 @@ type Sample struct {
 	Value  float64
 }
 
-// ReadMetrics reads the samples of a Prometheus text exposition (the format
-// /metrics serves, e.g. a response body) with the Prometheus text parser
-// (expfmt), histograms and summaries flattened into their series as
-// Prometheus ingests them.
+// ReadMetrics reads the samples of a Prometheus text exposition (what /metrics
+// serves) with expfmt, histograms and summaries flattened as Prometheus does.
 func ReadMetrics(r io.Reader) ([]Sample, error) {
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(r)
@@ -58,15 +56,9 @@ func SumMetric(samples []Sample, selector string) (float64, error) {
 	}
 	var sum float64
 	for _, s := range samples {
-		if s.Name != name {
-			continue
-		}
-		match := true
+		match := s.Name == name
 		for k, v := range want {
-			if s.Labels[k] != v {
-				match = false
-				break
-			}
+			match = match && s.Labels[k] == v
 		}
 		if match {
 			sum += s.Value
