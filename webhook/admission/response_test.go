@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/dittofs/dittofs-webhook/policies"
+	"github.com/dittofs/dittofs-webhook/tests"
 	"github.com/dittofs/dittofs-webhook/webhook/admission"
 )
 
@@ -22,11 +23,15 @@ import (
 // admission.k8s.io/v1 types — the same members, omitted the same way — only
 // without encoding/json's HTML escaping.
 func TestReviewIsWhatEncodingJSONWrites(t *testing.T) {
-	errs := field.ErrorList{field.Required(field.NewPath("spec", "volumeClaimTemplates"), "metadata-storage: add it <now> & \u2028")}
+	errs := field.ErrorList{field.Required(field.NewPath("spec", "volumeClaimTemplates"),
+		"metadata-storage: add it <now> & \u2028")}
+	add := jsonpatch.NewOperation("add", "/spec/a~1b", map[string]any{"x": 1})
 	for name, r := range map[string]admission.Response{
-		"allowed":  admission.Allowed(),
-		"patched":  admission.Patched([]jsonpatch.Operation{jsonpatch.NewOperation("add", "/spec/a~1b", map[string]any{"x": 1})}).WithWarnings("w1", "w2").WithAudit(map[string]string{"b": "2", "a": "1"}),
-		"invalid":  admission.Invalid(schema.GroupKind{Group: "apps", Kind: "StatefulSet"}, "fs", errs).WithAudit(map[string]string{"violations": "metadata-storage"}),
+		"allowed": admission.Allowed(),
+		"patched": admission.Patched([]jsonpatch.Operation{add}).WithWarnings("w1", "w2").
+			WithAudit(map[string]string{"b": "2", "a": "1"}),
+		"invalid": admission.Invalid(schema.GroupKind{Group: "apps", Kind: "StatefulSet"}, "fs", errs).
+			WithAudit(map[string]string{"violations": "metadata-storage"}),
 		"errored":  admission.Errored(400, "the object is v1 Pod, not an apps/v1 StatefulSet"),
 		"no patch": admission.Patched(nil),
 	} {
@@ -34,24 +39,22 @@ func TestReviewIsWhatEncodingJSONWrites(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp := &admissionv1.AdmissionResponse{UID: "uid-1", Allowed: r.Allowed, Result: r.Result, Warnings: r.Warnings, AuditAnnotations: r.AuditAnnotations}
+		resp := &admissionv1.AdmissionResponse{UID: "uid-1", Allowed: r.Allowed, Result: r.Result,
+			Warnings: r.Warnings, AuditAnnotations: r.AuditAnnotations}
 		if len(r.Patch) > 0 {
 			resp.Patch, _ = json.Marshal(r.Patch)
 			pt := admissionv1.PatchTypeJSONPatch
 			resp.PatchType = &pt
 		}
-		var want bytes.Buffer
-		enc := json.NewEncoder(&want)
-		if err := enc.Encode(&admissionv1.AdmissionReview{TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"}, Response: resp}); err != nil {
-			t.Fatal(err)
-		}
+		want, _ := json.Marshal(&admissionv1.AdmissionReview{Response: resp,
+			TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"}})
 		var g, w any
 		if err := json.Unmarshal(got, &g); err != nil {
 			t.Fatal(err)
 		}
-		_ = json.Unmarshal(want.Bytes(), &w)
+		_ = json.Unmarshal(want, &w)
 		if !reflect.DeepEqual(g, w) || bytes.Contains(got, []byte(`\u003c`)) {
-			t.Errorf("%s:\n got %s\nwant %s", name, got, want.Bytes())
+			t.Errorf("%s:\n got %s\nwant %s", name, got, want)
 		}
 	}
 }
@@ -65,8 +68,7 @@ func TestPatchAppliesWithoutSpec(t *testing.T) {
 		`{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"a","labels":{"dittofs.com/server":""}}}`,
 		`{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"a","labels":{"dittofs.com/server":""}},"spec":null}`,
 	} {
-		body := `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"apps","version":"v1","kind":"StatefulSet"},"operation":"CREATE","object":` + obj + `}}`
-		fromReview, err := admission.DecodeReview([]byte(body))
+		fromReview, err := admission.DecodeReview(tests.NewReview("u", "CREATE", []byte(obj), nil))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -93,7 +95,8 @@ func TestEvaluateErrors(t *testing.T) {
 		{"object does not decode", "CREATE", `{"metadata":{"labels":[]}}`, "", "does not decode"},
 		{"old object does not decode", "UPDATE", sts, `{"spec":{"volumeClaimTemplates":{}}}`, "does not decode"},
 		{"update without old object", "UPDATE", sts, "", "needs the old object"},
-		{"not a StatefulSet", "CREATE", `{"apiVersion":"v1","kind":"Service","metadata":{"labels":{"dittofs.com/server":""}}}`, "", "not an apps/v1 StatefulSet"},
+		{"not a StatefulSet", "CREATE", `{"apiVersion":"v1","kind":"Service","metadata":{"labels":{"dittofs.com/server":""}}}`,
+			"", "not an apps/v1 StatefulSet"},
 	} {
 		var old []byte
 		if tc.old != "" {
