@@ -200,14 +200,8 @@ func (f *Fixture) check() error {
 	if len(f.Review) == 0 && (f.Raw == nil || f.Raw.Body == nil) {
 		return errors.New("neither operation, review nor raw.body")
 	}
-	if f.Expect.Status() == 200 {
-		req, err := f.Request()
-		switch {
-		case err != nil:
-			return fmt.Errorf("review: %w", err)
-		case req == nil:
-			return errors.New("an HTTP 200 answer needs a review with a request")
-		}
+	if req, err := f.Request(); f.Expect.Status() == 200 && (err != nil || req == nil) {
+		return fmt.Errorf("an HTTP 200 answer needs a review with a request (%v)", err)
 	}
 	if _, err := f.PolicyOptions(); err != nil {
 		return err
@@ -216,34 +210,30 @@ func (f *Fixture) check() error {
 }
 
 func (e *Expect) check(webhook string, nested bool) error {
-	switch e.Patch {
-	case "", "none", "some":
-	default:
-		return fmt.Errorf("expect.patch must be none or some, got %q", e.Patch)
-	}
-	if e.Status() == 200 && e.Allowed == nil {
-		return errors.New("expect.allowed is required for an HTTP 200 answer")
-	}
-	if e.Status() != 200 &&
-		(e.Allowed != nil || e.Patch != "" || e.Object != nil || len(e.Causes) > 0 || len(e.Warnings) > 0) {
-		return errors.New("a non-200 answer has no AdmissionReview: expect only httpStatus, body and metrics")
+	tv, review := e.ThenValidate, e.Allowed != nil || e.Patch != "" || e.Object != nil || len(e.Causes) > 0 ||
+		len(e.Warnings) > 0
+	for _, c := range []struct {
+		bad bool
+		err string
+	}{
+		{!slices.Contains([]string{"", "none", "some"}, e.Patch), "expect.patch must be none or some"},
+		{e.Status() == 200 && e.Allowed == nil, "expect.allowed is required for an HTTP 200 answer"},
+		{e.Status() != 200 && review, "a non-200 answer has no AdmissionReview: expect only httpStatus, body, metrics"},
+		{tv != nil && (webhook != WebhookMutate || nested), "expect.thenValidate is only for mutate fixtures"},
+		{tv != nil && (e.Allowed == nil || !*e.Allowed), "expect.thenValidate needs an allowed mutation"},
+		{tv != nil && (len(tv.Metrics) > 0 || tv.HTTPStatus != 0), "expect.thenValidate checks the answer only"},
+	} {
+		if c.bad {
+			return errors.New(c.err)
+		}
 	}
 	for sel := range e.Metrics {
 		if _, _, err := parseSelector(sel); err != nil {
 			return fmt.Errorf("expect.metrics: %w", err)
 		}
 	}
-	if e.ThenValidate != nil {
-		if webhook != WebhookMutate || nested {
-			return errors.New("expect.thenValidate is only for mutate fixtures")
-		}
-		if e.Allowed == nil || !*e.Allowed {
-			return errors.New("expect.thenValidate needs an allowed mutation")
-		}
-		if len(e.ThenValidate.Metrics) > 0 || e.ThenValidate.HTTPStatus != 0 {
-			return errors.New("expect.thenValidate checks the answer only")
-		}
-		return e.ThenValidate.check(WebhookValidate, true)
+	if tv != nil {
+		return tv.check(WebhookValidate, true)
 	}
 	return nil
 }
