@@ -1,7 +1,6 @@
 package offline
 
 import (
-	"errors"
 	"strings"
 	"testing"
 
@@ -71,26 +70,23 @@ func replace(old, new string) func(string) string {
 	return func(s string) string { return strings.Replace(s, old, new, 1) }
 }
 
-// audit reads the documents as one input and audits them.
-func audit(t *testing.T, manage bool, docs ...string) (*AuditResult, error) {
+// audit reads doc and audits it.
+func audit(t *testing.T, doc string) *AuditResult {
 	t.Helper()
-	in, err := Read(ReadOptions{Stdin: strings.NewReader(strings.Join(docs, "---\n")), Manage: manage})
+	in, err := Read(ReadOptions{Stdin: strings.NewReader(doc)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Audit(in, &admission.Admitter{Policy: policies.DefaultOptions()})
-}
-
-// auditOK is audit, failing t on an error.
-func auditOK(t *testing.T, manage bool, docs ...string) *AuditResult {
-	t.Helper()
-	r, err := audit(t, manage, docs...)
+	r, err := Audit(in, &admission.Admitter{Policy: policies.DefaultOptions()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return r
 }
 
+// TestAuditJudgesStoredStatefulSets: every rule's verdict and fields on
+// tweaks of a stored StatefulSet. Skipping the unlabelled, --manage's note and
+// an undecodable StatefulSet are the audit-*.txtar scripts' (TestScripts).
 func TestAuditJudgesStoredStatefulSets(t *testing.T) {
 	type edits = []func(string) string
 	type fieldsOf = map[string][]string
@@ -136,7 +132,7 @@ func TestAuditJudgesStoredStatefulSets(t *testing.T) {
 			for _, tw := range tc.tweaks {
 				doc = tw(doc)
 			}
-			r := auditOK(t, false, doc)
+			r := audit(t, doc)
 			if len(r.Audited) != 1 {
 				t.Fatalf("%d audited, want 1", len(r.Audited))
 			}
@@ -173,27 +169,6 @@ func TestAuditJudgesStoredStatefulSets(t *testing.T) {
 
 // cmpEmpty makes nil and empty maps equal.
 var cmpEmpty = cmp.FilterValues(func(a, b map[string][]string) bool { return len(a) == 0 && len(b) == 0 }, cmp.Ignore())
-
-func TestAuditSkipsUnlabelled(t *testing.T) {
-	unlabelled := replace("  labels:\n    dittofs.com/server: fs\n", "")(storedSTS)
-	r := auditOK(t, false, storedSTS, unlabelled, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: other\n")
-	if len(r.Audited) != 1 || len(r.Skipped) != 1 {
-		t.Fatalf("%d audited, %d skipped; want 1 and 1 (the ConfigMap is neither)", len(r.Audited), len(r.Skipped))
-	}
-	managed := auditOK(t, true, unlabelled)
-	if len(managed.Audited) != 1 || len(managed.Skipped) != 0 || managed.Audited[0].Note == "" {
-		t.Fatalf("--manage: %d audited, %d skipped, note %q; want 1, 0 and a note",
-			len(managed.Audited), len(managed.Skipped), managed.Audited[0].Note)
-	}
-}
-
-func TestAuditUndecodable(t *testing.T) {
-	bad := replace("  volumeClaimTemplates:\n", "  volumeClaimTemplates: {}\n  x:\n")(storedSTS)
-	var ie *InputError
-	if _, err := audit(t, false, bad); !errors.As(err, &ie) || len(ie.Messages) != 1 {
-		t.Fatalf("error %v, want an *InputError with one message", err)
-	}
-}
 
 // TestReadBounded: an input of exactly the limit is read whole; one byte more
 // is refused instead of read on (stdin or a file must not exhaust memory).
