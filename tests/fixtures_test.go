@@ -31,9 +31,23 @@ const fixtureDir = "fixtures"
 // with a development CA) and checks every expectation. A mutate fixture that
 // returns a patch is then sent again with the patched object, which must come
 // back without a patch (idempotence, reinvocationPolicy: IfNeeded).
+//
+// Every file of the suite must be a fixture that loads (strict decoding and
+// the loader's checks keep a typo from silently checking nothing), and no two
+// share a request uid.
 func TestFixtures(t *testing.T) {
-	servers := newServerPool(t)
-	for _, f := range mustLoad(t) {
+	fixtures, servers, uids := must1(LoadFixtures(fixtureDir))(t), newServerPool(t), map[string]string{}
+	if entries, err := os.ReadDir(fixtureDir); err != nil || len(entries) != len(fixtures) {
+		t.Errorf("%d files in %s (%v) but %d fixtures: every file must be a *.yaml fixture",
+			len(entries), fixtureDir, err, len(fixtures))
+	}
+	for _, f := range fixtures {
+		if req, err := f.Request(); err == nil && req != nil && req.UID != "" {
+			if prev, ok := uids[req.UID]; ok {
+				t.Errorf("%s and %s share the request uid %s", prev, f.Name, req.UID)
+			}
+			uids[req.UID] = f.Name
+		}
 		t.Run(f.Name, func(t *testing.T) { runFixture(t, servers.get(must1(f.PolicyOptions())(t)), f) })
 	}
 	t.Run("coverage", func(t *testing.T) { servers.checkCoverage(t) })
@@ -81,8 +95,7 @@ func runFixture(t *testing.T, s *testServer, f Fixture) {
 		}
 		return &next, an
 	}
-	if f.Webhook == WebhookMutate && len(a.Patch) > 0 {
-		// Idempotence: the mutator run on its own output returns no patch.
+	if f.Webhook == WebhookMutate && len(a.Patch) > 0 { // the mutator's output gets no patch
 		_, a2 := resend(WebhookMutate, "-again")
 		if r := a2.Response(); a2.HTTPStatus != 200 || r == nil || !r.Allowed || len(r.Patch) > 0 {
 			t.Errorf("%s: idempotence: the mutated object, sent again, must be allowed without a patch; got HTTP %d %s",
@@ -122,12 +135,10 @@ func newServerPool(t *testing.T) *serverPool {
 
 func (p *serverPool) get(opts policies.Options) *testServer {
 	key := opts.DefaultCacheSize.String() + " " + opts.CacheMountPath + " " + string(opts.Action)
-	if s, ok := p.servers[key]; ok {
-		return s
+	if p.servers[key] == nil {
+		p.servers[key] = startServer(p.t, p.vol, opts)
 	}
-	s := startServer(p.t, p.vol, opts)
-	p.servers[key] = s
-	return s
+	return p.servers[key]
 }
 
 // checkCoverage requires that the suite made every rule, mutation and
@@ -168,16 +179,9 @@ func startServer(t *testing.T, vol *SecretVolume, opts policies.Options) *testSe
 	ready := make(chan addrs, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- webhook.Run(ctx, webhook.Options{
-			Listen:          "127.0.0.1:0",
-			MetricsListen:   "127.0.0.1:0",
-			CertFile:        vol.CertFile(),
-			KeyFile:         vol.KeyFile(),
-			TLSMinVersion:   tls.VersionTLS12,
-			Policy:          opts,
-			ShutdownTimeout: 5 * time.Second,
-			Ready:           func(a, m net.Addr) { ready <- addrs{a, m} },
-		})
+		done <- webhook.Run(ctx, webhook.Options{Listen: "127.0.0.1:0", MetricsListen: "127.0.0.1:0",
+			CertFile: vol.CertFile(), KeyFile: vol.KeyFile(), TLSMinVersion: tls.VersionTLS12, Policy: opts,
+			ShutdownTimeout: 5 * time.Second, Ready: func(a, m net.Addr) { ready <- addrs{a, m} }})
 	}()
 	var a addrs
 	select {
@@ -228,26 +232,6 @@ func (s *testServer) send(t *testing.T, wh string, body []byte, raw *Raw) (int, 
 
 func (s *testServer) scrape(t *testing.T) []Sample { return Scrape(t, s.metrics+"/metrics") }
 
-// TestLoadFixtures: every file of the suite is a fixture that loads (the
-// loader's strict decoding and checks are what keep a fixture's typo from
-// silently checking nothing), and no two share a request uid.
-func TestLoadFixtures(t *testing.T) {
-	fixtures := mustLoad(t)
-	if entries, err := os.ReadDir(fixtureDir); err != nil || len(entries) != len(fixtures) {
-		t.Errorf("%d files in %s (%v) but %d fixtures: every file must be a *.yaml fixture",
-			len(entries), fixtureDir, err, len(fixtures))
-	}
-	seen := map[string]string{}
-	for _, f := range fixtures {
-		if req, err := f.Request(); err == nil && req != nil && req.UID != "" {
-			if prev, ok := seen[req.UID]; ok {
-				t.Errorf("%s and %s share the request uid %s", prev, f.Name, req.UID)
-			}
-			seen[req.UID] = f.Name
-		}
-	}
-}
-
 // TestMutationPaths: every mutation ID of policies has the paths it may
 // patch in mutationPaths, so that a new mutation cannot go unchecked.
 func TestMutationPaths(t *testing.T) {
@@ -274,5 +258,3 @@ func TestEnvelopeOptions(t *testing.T) {
 		}
 	}
 }
-
-func mustLoad(t *testing.T) []Fixture { return must1(LoadFixtures(fixtureDir))(t) }
