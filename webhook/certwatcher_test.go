@@ -299,23 +299,11 @@ func TestCertWatcherSeesRotation(t *testing.T) {
 // frames are still running (tests in this package do not run in parallel).
 func noGoroutines(t *testing.T, what string, frames ...string) {
 	t.Helper()
-	var left []string
-	deadline := time.Now().Add(2 * time.Second)
-	for {
+	tests.Eventually(t, 2*time.Second, func() (string, bool) {
 		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		left = left[:0]
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if slices.ContainsFunc(frames, func(f string) bool { return strings.Contains(g, f) }) {
-				left = append(left, g)
-			}
-		}
-		if len(left) == 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if len(left) > 0 {
-		t.Errorf("%d %s goroutines left running:\n%s", len(left), what, strings.Join(left, "\n\n"))
-	}
+		left := slices.DeleteFunc(strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n"), func(g string) bool {
+			return !slices.ContainsFunc(frames, func(f string) bool { return strings.Contains(g, f) })
+		})
+		return fmt.Sprintf("%d %s goroutines left running:\n%s", len(left), what, strings.Join(left, "\n\n")), len(left) == 0
+	})
 }
