@@ -174,39 +174,17 @@ func (p *serverPool) checkCoverage(t *testing.T) {
 }
 
 func startServer(t *testing.T, vol *SecretVolume, opts policies.Options) *testServer {
-	ctx, cancel := context.WithCancel(context.Background())
-	type addrs struct{ admission, metrics net.Addr }
-	ready := make(chan addrs, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- webhook.Run(ctx, webhook.Options{Listen: "127.0.0.1:0", MetricsListen: "127.0.0.1:0",
+	s := &testServer{client: vol.Client()}
+	t.Cleanup(s.client.CloseIdleConnections)
+	StartRun(t, func(ctx context.Context, ready func()) error {
+		return webhook.Run(ctx, webhook.Options{Listen: "127.0.0.1:0", MetricsListen: "127.0.0.1:0",
 			CertFile: vol.CertFile(), KeyFile: vol.KeyFile(), TLSMinVersion: tls.VersionTLS12, Policy: opts,
-			ShutdownTimeout: 5 * time.Second, Ready: func(a, m net.Addr) { ready <- addrs{a, m} }})
-	}()
-	var a addrs
-	select {
-	case a = <-ready:
-	case err := <-done:
-		cancel()
-		t.Fatalf("webhook.Run: %v", err)
-	case <-time.After(30 * time.Second):
-		cancel()
-		t.Fatal("the server did not start")
-	}
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("webhook.Run returned %v after shutdown", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("the server did not shut down")
-		}
+			ShutdownTimeout: 5 * time.Second, Ready: func(a, m net.Addr) {
+				s.base, s.metrics = "https://"+a.String(), "http://"+m.String()
+				ready()
+			}})
 	})
-	c := vol.Client()
-	t.Cleanup(c.CloseIdleConnections)
-	return &testServer{base: "https://" + a.admission.String(), metrics: "http://" + a.metrics.String(), client: c}
+	return s
 }
 
 // send posts body to a webhook, or sends it as raw says, and returns the HTTP

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -148,6 +149,43 @@ func Scrape(t testing.TB, url string) []Sample {
 func Metric(t testing.TB, url, selector string) float64 {
 	t.Helper()
 	return must1(SumMetric(Scrape(t, url), selector))(t)
+}
+
+// Running is a server started by StartRun.
+type Running struct {
+	Cancel context.CancelFunc // stops it
+	Done   chan error         // its result; a test that reads it puts back nil for the cleanup
+}
+
+// StartRun runs run (a server such as webhook.Run) in a goroutine and returns
+// once it has called ready; the test fails if run returns first or does not
+// start within 30 s. When the test ends run is cancelled and must return nil.
+func StartRun(t testing.TB, run func(ctx context.Context, ready func()) error) *Running {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r, ready := &Running{Cancel: cancel, Done: make(chan error, 1)}, make(chan struct{})
+	go func() { r.Done <- run(ctx, sync.OnceFunc(func() { close(ready) })) }()
+	select {
+	case <-ready:
+	case err := <-r.Done:
+		cancel()
+		t.Fatalf("the server exited: %v", err)
+	case <-time.After(30 * time.Second):
+		cancel()
+		t.Fatal("the server did not start")
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-r.Done:
+			if err != nil {
+				t.Errorf("the server returned %v after shutdown", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("the server did not shut down")
+		}
+	})
+	return r
 }
 
 // HTTPStatus is the status of a GET of url, 0 when it cannot be had.

@@ -155,7 +155,7 @@ func TestDrainAnswersKeptAliveConnection(t *testing.T) {
 				t.Fatal("answered with Connection: close before the shutdown")
 			}
 			finish := ts.inFlight(t)
-			ts.cancel()
+			ts.Cancel()
 			tests.Eventually(t, 5*time.Second, func() (int, bool) { s := ts.ready(); return s, s != 200 })
 			time.Sleep(100 * time.Millisecond) // without a drain, Shutdown has closed idle connections by then
 			resp, err := k.roundTrip("during")
@@ -181,7 +181,7 @@ func TestDrainAnswersKeptAliveConnection(t *testing.T) {
 						resp.StatusCode, resp.Close, ts.ready())
 				}
 				select {
-				case err := <-ts.done:
+				case err := <-ts.Done:
 					t.Fatalf("Run returned (%v) before the end of the drain period", err)
 				default:
 				}
@@ -211,7 +211,7 @@ func TestDrainPeriodBounds(t *testing.T) {
 	ts := startServer(t, func(o *Options) { o.DrainPeriod = 300 * time.Millisecond; o.Log = slog.New(logs) })
 	k := ts.dialKeptAlive(t)
 	must(k.roundTrip("before"))(t)
-	ts.cancel()
+	ts.Cancel()
 	ts.waitRun(t, 10*time.Second)
 	if err := k.closedByServer(); err != nil {
 		t.Error(err)

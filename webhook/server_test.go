@@ -22,9 +22,8 @@ var discardLog = slog.New(slog.DiscardHandler)
 // testServer is a running Run on a Secret-volume certificate directory.
 type testServer struct {
 	*tests.SecretVolume
+	*tests.Running
 	admission, metrics string
-	cancel             context.CancelFunc
-	done               chan error
 }
 
 // startServer runs the real server on kernel-chosen ports with a first pair.
@@ -39,33 +38,15 @@ func startServer(t *testing.T, mutate func(*Options)) *testServer {
 // run starts Run on the certificate files in ts.Dir, whatever their state.
 func (ts *testServer) run(t *testing.T, mutate func(*Options)) {
 	t.Helper()
-	ready := make(chan struct{})
-	o := Options{
-		Listen: "127.0.0.1:0", MetricsListen: "127.0.0.1:0", CertFile: ts.CertFile(), KeyFile: ts.KeyFile(),
-		TLSMinVersion: tls.VersionTLS12, Policy: policies.DefaultOptions(), ShutdownTimeout: 10 * time.Second, Log: discardLog,
-		Ready: func(a, m net.Addr) { ts.admission, ts.metrics = a.String(), "http://"+m.String(); close(ready) },
-	}
+	o := Options{Listen: "127.0.0.1:0", MetricsListen: "127.0.0.1:0", CertFile: ts.CertFile(), KeyFile: ts.KeyFile(),
+		TLSMinVersion: tls.VersionTLS12, Policy: policies.DefaultOptions(), ShutdownTimeout: 10 * time.Second,
+		Log: discardLog}
 	if mutate != nil {
 		mutate(&o)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ts.cancel, ts.done = cancel, make(chan error, 1)
-	go func() { ts.done <- Run(ctx, o) }()
-	select {
-	case <-ready:
-	case err := <-ts.done:
-		t.Fatalf("server exited: %v", err)
-	}
-	t.Cleanup(func() {
-		ts.cancel()
-		select {
-		case err, ok := <-ts.done:
-			if ok && err != nil {
-				t.Errorf("Run returned %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Error("server did not stop")
-		}
+	ts.Running = tests.StartRun(t, func(ctx context.Context, ready func()) error {
+		o.Ready = func(a, m net.Addr) { ts.admission, ts.metrics = a.String(), "http://"+m.String(); ready() }
+		return Run(ctx, o)
 	})
 }
 
@@ -74,8 +55,8 @@ func (ts *testServer) run(t *testing.T, mutate func(*Options)) {
 func (ts *testServer) waitRun(t *testing.T, d time.Duration) {
 	t.Helper()
 	select {
-	case err := <-ts.done:
-		ts.done <- nil // for the cleanup
+	case err := <-ts.Done:
+		ts.Done <- nil // for the cleanup
 		if err != nil {
 			t.Fatalf("Run = %v", err)
 		}
@@ -156,7 +137,7 @@ func TestServer(t *testing.T) {
 			t.Errorf("/metrics lacks %s", name)
 		}
 	}
-	ts.cancel()
+	ts.Cancel()
 	ts.waitRun(t, 15*time.Second)
 
 	h2 := startServer(t, func(o *Options) { o.EnableHTTP2 = true })
