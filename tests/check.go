@@ -84,13 +84,9 @@ func (e *Expect) Check(webhookName string, req *ReviewRequest, a *Answer) []stri
 		return p
 	}
 	if body := string(a.Body); e.Status() != 200 {
-		if strings.Contains(strings.TrimRight(body, "\n"), "\n") {
-			p.add("the reason is not one line: %q", body)
-		}
+		p.addIf(strings.Contains(strings.TrimRight(body, "\n"), "\n"), "the reason is not one line: %q", body)
 		for _, s := range e.Body {
-			if !strings.Contains(body, s) {
-				p.add("body %q does not contain %q", body, s)
-			}
+			p.addIf(!strings.Contains(body, s), "body %q does not contain %q", body, s)
 		}
 		return p
 	}
@@ -119,15 +115,9 @@ func (e *Expect) Check(webhookName string, req *ReviewRequest, a *Answer) []stri
 	if r.PatchType != nil && *r.PatchType != admissionv1.PatchTypeJSONPatch {
 		p.add("patchType %q, want JSONPatch", *r.PatchType)
 	}
-	if hasPatch && !r.Allowed {
-		p.add("a denial carries a patch")
-	}
-	if hasPatch && webhookName == WebhookValidate {
-		p.add("the validating webhook patched: %s", r.Patch)
-	}
-	if e.Patch != "" && hasPatch != (e.Patch == "some") {
-		p.add("want patch: %s, got %q", e.Patch, r.Patch)
-	}
+	p.addIf(hasPatch && !r.Allowed, "a denial carries a patch")
+	p.addIf(hasPatch && webhookName == WebhookValidate, "the validating webhook patched: %s", r.Patch)
+	p.addIf(e.Patch != "" && hasPatch != (e.Patch == "some"), "want patch: %s, got %q", e.Patch, r.Patch)
 	if hasPatch && req != nil && len(req.Object) > 0 { // a fuzzed request may have none
 		p = append(p, CheckPatchScope(req.Object, a.Object, a.Patch)...)
 	}
@@ -151,16 +141,10 @@ func checkStatus(e *Expect, st *metav1.Status) []string {
 		p.add("no response.status, want code %d %s", e.Code, e.Reason)
 		return p
 	}
-	if e.Code != 0 && st.Code != e.Code {
-		p.add("status.code %d, want %d (%s)", st.Code, e.Code, st.Message)
-	}
-	if e.Reason != "" && string(st.Reason) != e.Reason {
-		p.add("status.reason %q, want %q", st.Reason, e.Reason)
-	}
+	p.addIf(e.Code != 0 && st.Code != e.Code, "status.code %d, want %d (%s)", st.Code, e.Code, st.Message)
+	p.addIf(e.Reason != "" && string(st.Reason) != e.Reason, "status.reason %q, want %q", st.Reason, e.Reason)
 	for _, s := range e.Message {
-		if !strings.Contains(st.Message, s) {
-			p.add("status.message %q does not contain %q", st.Message, s)
-		}
+		p.addIf(!strings.Contains(st.Message, s), "status.message %q does not contain %q", st.Message, s)
 	}
 	if e.Causes != nil {
 		var causes []metav1.StatusCause
@@ -215,9 +199,7 @@ func CauseRule(c metav1.StatusCause) string {
 // CheckWarnings checks the warnings against e's warnings, noWarnings and warningCount.
 func CheckWarnings(e *Expect, warnings []string) []string {
 	var p problems
-	if e.NoWarnings && len(warnings) > 0 {
-		p.add("want no warning, got %q", warnings)
-	}
+	p.addIf(e.NoWarnings && len(warnings) > 0, "want no warning, got %q", warnings)
 	if e.WarningCount != nil && len(warnings) != *e.WarningCount {
 		p.add("%d warnings, want %d: %q", len(warnings), *e.WarningCount, warnings)
 	}
@@ -264,9 +246,7 @@ func CheckObject(oe *ObjectExpect, obj, old []byte) []string {
 			if rv := reflect.ValueOf(v); rv.Kind() == reflect.Slice || rv.Kind() == reflect.Map {
 				n = rv.Len()
 			}
-			if n != *h.Length {
-				p.add("%s has length %d, want %d: %s", h.Path, n, *h.Length, mustJSON(v))
-			}
+			p.addIf(n != *h.Length, "%s has length %d, want %d: %s", h.Path, n, *h.Length, mustJSON(v))
 		}
 	}
 	for _, a := range oe.Absent {
@@ -308,9 +288,7 @@ func CheckPatchScope(before, after []byte, ops []jsonpatch.Operation) []string {
 		if op.Operation != "add" && op.Operation != "remove" && op.Operation != "replace" {
 			p.add("patch operation %q at %s", op.Operation, op.Path)
 		}
-		if !allowedPatchPaths.MatchString(op.Path) {
-			p.add("patch touches %s, which SPEC §2 does not name", op.Path)
-		}
+		p.addIf(!allowedPatchPaths.MatchString(op.Path), "patch touches %s, which SPEC §2 does not name", op.Path)
 	}
 	b, err1 := decodeJSON(before)
 	a, err2 := decodeJSON(after)
@@ -336,9 +314,7 @@ func CheckPatchScope(before, after []byte, ops []jsonpatch.Operation) []string {
 	}
 	d := cmp.Diff(slices.DeleteFunc(slices.Clone(bvol), isCache), slices.DeleteFunc(slices.Clone(avol), isCache),
 		cmpopts.EquateEmpty())
-	if d != "" || !isSubsequence(avol, bvol) {
-		p.add("volumes other than cache were changed (-before +after):\n%s", d)
-	}
+	p.addIf(d != "" || !isSubsequence(avol, bvol), "volumes other than cache were changed (-before +after):\n%s", d)
 	// volumeMounts: appended to only.
 	bcs, acs := list(b, "/spec/template/spec/containers"), list(a, "/spec/template/spec/containers")
 	if len(bcs) != len(acs) {
@@ -441,3 +417,10 @@ func clip(b []byte) string { return string(b[:min(len(b), 300)]) }
 type problems []string
 
 func (p *problems) add(format string, args ...any) { *p = append(*p, fmt.Sprintf(format, args...)) }
+
+// addIf adds the problem when bad.
+func (p *problems) addIf(bad bool, format string, args ...any) {
+	if bad {
+		p.add(format, args...)
+	}
+}
