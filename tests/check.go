@@ -95,9 +95,8 @@ func (e *Expect) Check(webhookName string, req *ReviewRequest, a *Answer) []stri
 		p.add("no AdmissionReview response in %q", clip(a.Body))
 		return p
 	}
-	if rv.APIVersion != "admission.k8s.io/v1" || rv.Kind != "AdmissionReview" {
-		p.add("answer is %s %s, want admission.k8s.io/v1 AdmissionReview", rv.APIVersion, rv.Kind)
-	}
+	p.addIf(rv.APIVersion != "admission.k8s.io/v1" || rv.Kind != "AdmissionReview",
+		"answer is %s %s, want admission.k8s.io/v1 AdmissionReview", rv.APIVersion, rv.Kind)
 	r := rv.Response
 	if req != nil && string(r.UID) != req.UID {
 		p.add("response.uid %q, want the request's %q", r.UID, req.UID)
@@ -107,14 +106,11 @@ func (e *Expect) Check(webhookName string, req *ReviewRequest, a *Answer) []stri
 	}
 	p = append(p, checkStatus(e, r.Result)...)
 	p = append(p, CheckWarnings(e, r.Warnings)...)
-
 	hasPatch := len(r.Patch) > 0
-	if hasPatch != (r.PatchType != nil) {
-		p.add("patch and patchType must come together: patch %q, patchType %v", r.Patch, r.PatchType)
-	}
-	if r.PatchType != nil && *r.PatchType != admissionv1.PatchTypeJSONPatch {
-		p.add("patchType %q, want JSONPatch", *r.PatchType)
-	}
+	p.addIf(hasPatch != (r.PatchType != nil), "patch and patchType must come together: patch %q, patchType %v",
+		r.Patch, r.PatchType)
+	p.addIf(r.PatchType != nil && *r.PatchType != admissionv1.PatchTypeJSONPatch, "patchType %v, want JSONPatch",
+		r.PatchType)
 	p.addIf(hasPatch && !r.Allowed, "a denial carries a patch")
 	p.addIf(hasPatch && webhookName == WebhookValidate, "the validating webhook patched: %s", r.Patch)
 	p.addIf(e.Patch != "" && hasPatch != (e.Patch == "some"), "want patch: %s, got %q", e.Patch, r.Patch)
@@ -125,9 +121,8 @@ func (e *Expect) Check(webhookName string, req *ReviewRequest, a *Answer) []stri
 		p = append(p, CheckObject(e.Object, a.Object, req.OldObject)...)
 	}
 	for k, v := range e.Audit {
-		if got, ok := r.AuditAnnotations[k]; !ok || got != v {
-			p.add("audit annotation %q = %q, want %q (annotations %v)", k, got, v, r.AuditAnnotations)
-		}
+		got, ok := r.AuditAnnotations[k]
+		p.addIf(!ok || got != v, "audit annotation %q = %q, want %q (annotations %v)", k, got, v, r.AuditAnnotations)
 	}
 	return p
 }
@@ -204,9 +199,8 @@ func CheckWarnings(e *Expect, warnings []string) []string {
 		p.add("%d warnings, want %d: %q", len(warnings), *e.WarningCount, warnings)
 	}
 	for _, s := range e.Warnings {
-		if !slices.ContainsFunc(warnings, func(w string) bool { return strings.Contains(w, s) }) {
-			p.add("no warning contains %q (warnings %q)", s, warnings)
-		}
+		p.addIf(!slices.ContainsFunc(warnings, func(w string) bool { return strings.Contains(w, s) }),
+			"no warning contains %q (warnings %q)", s, warnings)
 	}
 	return p
 }
