@@ -109,8 +109,9 @@ func (e *Expect) Check(webhookName string, req *ReviewRequest, a *Answer) []stri
 	hasPatch := len(r.Patch) > 0
 	p.addIf(hasPatch != (r.PatchType != nil), "patch and patchType must come together: patch %q, patchType %v",
 		r.Patch, r.PatchType)
-	p.addIf(r.PatchType != nil && *r.PatchType != admissionv1.PatchTypeJSONPatch, "patchType %v, want JSONPatch",
-		r.PatchType)
+	if r.PatchType != nil && *r.PatchType != admissionv1.PatchTypeJSONPatch {
+		p.add("patchType %q, want JSONPatch", *r.PatchType)
+	}
 	p.addIf(hasPatch && !r.Allowed, "a denial carries a patch")
 	p.addIf(hasPatch && webhookName == WebhookValidate, "the validating webhook patched: %s", r.Patch)
 	p.addIf(e.Patch != "" && hasPatch != (e.Patch == "some"), "want patch: %s, got %q", e.Patch, r.Patch)
