@@ -123,19 +123,15 @@ type PathValue struct {
 // ReviewRequest is the part of a fixture's AdmissionReview request other tests
 // need; the objects stay raw JSON, unknown fields included.
 type ReviewRequest struct {
-	UID  string `json:"uid"`
-	Kind struct {
-		Group   string `json:"group"`
-		Version string `json:"version"`
-		Kind    string `json:"kind"`
-	} `json:"kind"`
-	SubResource string          `json:"subResource"`
-	Name        string          `json:"name"`
-	Namespace   string          `json:"namespace"`
-	Operation   string          `json:"operation"`
-	DryRun      *bool           `json:"dryRun"`
-	Object      json.RawMessage `json:"object"`
-	OldObject   json.RawMessage `json:"oldObject"`
+	UID         string                  `json:"uid"`
+	Kind        metav1.GroupVersionKind `json:"kind"`
+	SubResource string                  `json:"subResource"`
+	Name        string                  `json:"name"`
+	Namespace   string                  `json:"namespace"`
+	Operation   string                  `json:"operation"`
+	DryRun      *bool                   `json:"dryRun"`
+	Object      json.RawMessage         `json:"object"`
+	OldObject   json.RawMessage         `json:"oldObject"`
 }
 
 // LoadFixtures reads every *.yaml fixture of dir, sorted by name. A file that
