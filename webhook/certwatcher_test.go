@@ -45,8 +45,7 @@ func (l *logRecorder) errors() int {
 	return len(slices.DeleteFunc(slices.Clone(l.records), func(r slog.Record) bool { return r.Level < slog.LevelError }))
 }
 
-// watcher is a certificate watcher on a Secret volume, with its metrics and
-// logs, started by start.
+// watcher is a certificate watcher on a Secret volume, with its metrics and logs.
 type watcher struct {
 	*CertWatcher
 	vol  *tests.SecretVolume
@@ -69,8 +68,7 @@ func newWatcher(t *testing.T, poll time.Duration, prepare func(*tests.SecretVolu
 	return w
 }
 
-// start runs the watcher until the test ends, then checks that no watcher or
-// fsnotify goroutine is left.
+// start runs the watcher until the test ends, then checks no goroutine is left.
 func (w *watcher) start(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	stopped := make(chan struct{})
@@ -218,13 +216,11 @@ func TestCertWatcherWaitsForAPair(t *testing.T) {
 	}
 }
 
-// TestCertWatcherChangesDuringRead: a Secret volume removed while a reload
-// reads it (after the certificate, before or after the key) is one failure,
-// logged and counted once however the later reloads see it, the old pair kept
-// and the error the later reads give reported (not that the key went missing).
-// The kubelet removes the old ..<timestamp> directory right after the ..data
-// swap, so a read that resolved the certificate's path through the old ..data
-// finds it gone: a rotation in progress, not a failure; the new pair is served.
+// TestCertWatcherChangesDuringRead: a volume removed while a reload reads it is
+// one failure, logged and counted once, the old pair kept, reported as the later
+// reads see it. The kubelet removes the old ..<timestamp> directory right after
+// the ..data swap: a read through the old ..data that finds it gone is a
+// rotation, not a failure, and the new pair is served.
 func TestCertWatcherChangesDuringRead(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -270,10 +266,9 @@ func TestCertWatcherChangesDuringRead(t *testing.T) {
 	}
 }
 
-// TestCertWatcherSeesRotation: with fsnotify a rotation is seen long before
-// the next poll, also in a directory that did not exist at start (watched
-// once it appears); without an event (files rewritten before the watch
-// began) the poll still picks the new pair up.
+// TestCertWatcherSeesRotation: fsnotify sees a rotation long before the next
+// poll, also in a directory created after the start; without an event (files
+// rewritten before the watch began) the poll picks the new pair up.
 func TestCertWatcherSeesRotation(t *testing.T) {
 	t.Run("fsnotify", func(t *testing.T) {
 		const poll = 2 * time.Second

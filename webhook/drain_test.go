@@ -95,9 +95,8 @@ func checkDrained(t *testing.T, l *logRecorder, want ...[2]int) {
 	}
 }
 
-// inFlight sends a review whose body is still arriving when it returns (the
-// server holds the connection: Shutdown must wait for it); finish sends the
-// rest and returns the answer.
+// inFlight sends a review whose body is still arriving when it returns (Shutdown
+// must wait for it); finish sends the rest and returns the answer.
 func (ts *testServer) inFlight(t *testing.T) (finish func() (*http.Response, error)) {
 	t.Helper()
 	body := emptyReview("in-flight")
@@ -129,15 +128,12 @@ func (ts *testServer) inFlight(t *testing.T) (finish func() (*http.Response, err
 	}
 }
 
-// TestDrainAnswersKeptAliveConnection is the rollout race of issue 22: a
-// kept-alive connection, idle when the shutdown begins, then used, as
-// kube-apiserver up to 1.36 uses its pooled connections to a pod that has left
-// the endpoints. With the drain the request is answered with Connection: close
-// and the server closes the connection; without it (--shutdown-drain-period=0)
-// the request gets no answer. The drain lasts its whole period; meanwhile the
-// server is not ready but answers new connections. Either way a request in
-// flight is answered (with Connection: close under a drain) and Run returns
-// nil, no goroutine left.
+// TestDrainAnswersKeptAliveConnection is issue 22's rollout race: a kept-alive
+// connection idle when the shutdown begins, then used (kube-apiserver ≤ 1.36's
+// pooled connections). With the drain the request gets Connection: close and the
+// connection is closed, the drain lasts its period, not ready but answering new
+// connections; without it the request gets no answer. Either way a request in
+// flight is answered and Run returns nil, no goroutine left.
 func TestDrainAnswersKeptAliveConnection(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -203,9 +199,8 @@ func TestDrainAnswersKeptAliveConnection(t *testing.T) {
 	}
 }
 
-// TestDrainPeriodBounds: a connection the client keeps idle through the whole
-// drain does not hold the server: when the period is over, Shutdown closes
-// it (the race that remains, docs/reliability.md) and Run returns.
+// TestDrainPeriodBounds: a connection kept idle through the whole drain does not
+// hold the server: Shutdown closes it (docs/reliability.md) and Run returns.
 func TestDrainPeriodBounds(t *testing.T) {
 	logs := &logRecorder{}
 	ts := startServer(t, func(o *Options) { o.DrainPeriod = 300 * time.Millisecond; o.Log = slog.New(logs) })

@@ -61,10 +61,8 @@ func reviewOf(obj any) []byte {
 }
 
 // TestHostileInput sends malformed or misdirected requests beyond the
-// protocol-* and always-* fixtures (which send GET, text/plain, 7 MiB and
-// one byte more, not JSON, v1beta1, no request, the wrong kind, a DELETE, a
-// subresource, unknown fields), and checks the status, the metric, and that
-// the same handler then still answers a good request.
+// protocol-* and always-* fixtures' and checks the status, the metric, and
+// that the same handler then still answers a good request.
 func TestHostileInput(t *testing.T) {
 	good := reviewOf(map[string]any{"metadata": map[string]any{"name": "fs"}})
 	deep := strings.Repeat("[", 100000) + strings.Repeat("]", 100000)
@@ -156,10 +154,9 @@ func TestPanicIsRecovered(t *testing.T) {
 	}
 }
 
-// TestPooledBodiesStayApart: request bodies are read into pooled buffers, so
-// concurrent requests of different sizes must each get the answer to their
-// own body — their uid, and the cache size their annotation asks for — never
-// one made from a buffer another request still uses (run under -race too).
+// TestPooledBodiesStayApart: bodies are read into pooled buffers, so concurrent
+// requests of different sizes must each get the answer to their own body (uid,
+// cache size), never one from a buffer another request still uses.
 func TestPooledBodiesStayApart(t *testing.T) {
 	h, _ := newTestHandler("mutate", nil)
 	var wg sync.WaitGroup
@@ -192,8 +189,7 @@ func fuzzSeeds(f *testing.F) {
 		f.Fatal(err)
 	}
 	for _, fx := range fixtures {
-		// The review as the loader wraps it, without a protocol case's
-		// padding or replacement body.
+		// The review as wrapped, without a protocol case's padding or body.
 		if len(fx.Review) > 0 {
 			f.Add([]byte(fx.Review))
 		}
@@ -203,13 +199,10 @@ func fuzzSeeds(f *testing.F) {
 		[]byte(`{"metadata":{"labels":{"dittofs.com/server":""}},"spec":{"volumeClaimTemplates":[{"metadata":{"name":"cache"}}]}}`)))
 }
 
-// FuzzHandler sends arbitrary bodies to both webhooks. Whatever the body: no
-// panic reaches the recovery (a panic is a bug even if recovered), every
-// answer is a one-line 400 or a 200 AdmissionReview that passes the checks
-// every fixture's answer passes (tests.Expect.Check: the uid echoed, patch
-// and patchType together, no patch on a denial or from the validating
-// webhook, a patch that applies and touches only SPEC §2's paths), and a
-// status exactly when denied. (Idempotence is FuzzPolicies' and TestFixtures'.)
+// FuzzHandler sends arbitrary bodies to both webhooks: no panic reaches the
+// recovery (still a bug), and every answer is a 400 or a 200 AdmissionReview
+// that passes tests.Expect.Check, as every fixture's answer, with a status
+// exactly when denied. (Idempotence is FuzzPolicies' and TestFixtures'.)
 func FuzzHandler(f *testing.F) {
 	fuzzSeeds(f)
 	a := &admission.Admitter{Policy: policies.DefaultOptions()}

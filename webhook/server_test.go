@@ -50,8 +50,7 @@ func (ts *testServer) run(t *testing.T, mutate func(*Options)) {
 	})
 }
 
-// waitRun waits for Run to return nil within d, and checks that no server,
-// drain or watcher goroutine is left.
+// waitRun waits for Run to return nil within d, no goroutine of it left.
 func (ts *testServer) waitRun(t *testing.T, d time.Duration) {
 	t.Helper()
 	select {
@@ -81,14 +80,11 @@ func (ts *testServer) post(t *testing.T, c *http.Client) *http.Response {
 
 func emptyReview(uid string) []byte { return tests.NewReview(uid, "CREATE", []byte(`{}`), nil) }
 
-// TestServer: started without a certificate directory the server waits for
-// one, not ready (/readyz 503 with a one-line reason); once a good pair
-// appears, /readyz and /healthz 200 and TLS on the admission port (HTTP/1.1
-// unless --enable-http2, the --tls-min-version honoured, plain HTTP refused),
-// every metric family on the metrics port, and Run stops cleanly with no
-// watcher left running. The failing handshakes while waiting are the binary's
-// TestServeWaitsForCertificate's; the other states a volume can start in,
-// TestCertWatcherWaitsForAPair's.
+// TestServer: without a certificate directory the server waits, /readyz 503
+// with a one-line reason (the failing handshakes are TestServeWaitsForCertificate's);
+// with a pair, the probes, TLS on the admission port (HTTP/1.1 unless
+// --enable-http2, --tls-min-version, no plain HTTP), every metric family, and
+// a clean stop with no goroutine left.
 func TestServer(t *testing.T) {
 	const poll = 50 * time.Millisecond
 	ts := &testServer{SecretVolume: tests.NewSecretVolume(t, filepath.Join(t.TempDir(), "tls"))}
@@ -146,8 +142,7 @@ func TestServer(t *testing.T) {
 	}
 }
 
-// TestServerFailsFastOnBadOptions: an invalid option is still an error at
-// start, certificate or not.
+// TestServerFailsFastOnBadOptions: an invalid option is an error at start, certificate or not.
 func TestServerFailsFastOnBadOptions(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second) // were it to start
 	defer cancel()

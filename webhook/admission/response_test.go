@@ -18,10 +18,8 @@ import (
 	"github.com/dittofs/dittofs-webhook/webhook/admission"
 )
 
-// TestReviewIsWhatEncodingJSONWrites: the response, marshalled with the JSON
-// v2 library, holds exactly what encoding/json writes for the same
-// admission.k8s.io/v1 types — the same members, omitted the same way — only
-// without encoding/json's HTML escaping.
+// TestReviewIsWhatEncodingJSONWrites: the response marshalled with JSON v2 holds
+// what encoding/json writes for the admission.k8s.io/v1 types, without HTML escaping.
 func TestReviewIsWhatEncodingJSONWrites(t *testing.T) {
 	errs := field.ErrorList{field.Required(field.NewPath("spec", "volumeClaimTemplates"),
 		"metadata-storage: add it <now> & \u2028")}
