@@ -72,11 +72,10 @@ func ParseAnswer(req *ReviewRequest, status int, body []byte) (*Answer, error) {
 
 func isNull(b json.RawMessage) bool { return string(bytes.TrimSpace(b)) == "null" }
 
-// Check returns every way the answer a to req falls short of e (metrics
-// aside: they need the server's registry). It also checks what holds for
-// every answer: the AdmissionReview's apiVersion, kind and uid; no patch on
-// a denial or from the validating webhook; a patch only of the paths SPEC §2
-// names that keeps every other field.
+// Check returns every way the answer a to req falls short of e (metrics aside),
+// and of what holds for every answer: the AdmissionReview's apiVersion, kind
+// and uid; no patch on a denial or from the validating webhook; a patch only
+// of the paths SPEC §2 names that keeps every other field.
 func (e *Expect) Check(webhookName string, req *ReviewRequest, a *Answer) []string {
 	var p problems
 	if a.HTTPStatus != e.Status() {
@@ -206,8 +205,7 @@ func CheckWarnings(e *Expect, warnings []string) []string {
 	return p
 }
 
-// CheckObject checks the object after the patch against oe; old is the
-// request's oldObject (for equalsOldObject).
+// CheckObject checks the patched object against oe; old is the request's oldObject.
 func CheckObject(oe *ObjectExpect, obj, old []byte) []string {
 	var p problems
 	doc, err := decodeJSON(obj)
@@ -273,10 +271,9 @@ var allowedPatchPaths = func() *regexp.Regexp {
 }()
 
 // CheckPatchScope checks that a patch uses add, remove and replace only, on
-// the paths SPEC §2 names, and that everything else of the object — fields
-// this build does not know included — comes through unchanged: the rest of
-// the object is equal, every volumeClaimTemplate is kept in order, only
-// volumes named cache are removed, and volumeMounts are only appended to.
+// the paths SPEC §2 names, and keeps everything else, unknown fields included:
+// every volumeClaimTemplate in order, volumes but those named cache, the
+// volumeMounts (only appended to), the rest equal.
 func CheckPatchScope(before, after []byte, ops []jsonpatch.Operation) []string {
 	var p problems
 	for _, op := range ops {
@@ -330,8 +327,7 @@ func CheckPatchScope(before, after []byte, ops []jsonpatch.Operation) []string {
 	return p
 }
 
-// ignorePointers is a cmp option that ignores, in decoded JSON, the values at
-// the JSON pointers re matches.
+// ignorePointers ignores, in decoded JSON, the values at the JSON pointers re matches.
 func ignorePointers(re string) cmp.Option {
 	r := regexp.MustCompile(`^(?:` + re + `)$`)
 	return cmp.FilterPath(func(path cmp.Path) bool {

@@ -134,8 +134,8 @@ type ReviewRequest struct {
 	OldObject   json.RawMessage         `json:"oldObject"`
 }
 
-// LoadFixtures reads every *.yaml fixture of dir, sorted by name. A file that
-// does not parse, has an unknown key or an impossible expectation is an error.
+// LoadFixtures reads every *.yaml fixture of dir, sorted by name; a file that does
+// not parse, has an unknown key or an impossible expectation is an error.
 func LoadFixtures(dir string) ([]Fixture, error) {
 	paths, err := filepath.Glob(filepath.Join(dir, "*.yaml")) // sorted
 	if err != nil {
@@ -242,9 +242,8 @@ func (e *Expect) Status() int {
 	return e.HTTPStatus
 }
 
-// Request decodes the fixture's review request: nil without a review or
-// without a request. A protocol fixture's review may be deliberately wrong,
-// and then not decode.
+// Request decodes the fixture's review request, nil without one; a protocol
+// fixture's review may be deliberately wrong, and then not decode.
 func (f *Fixture) Request() (*ReviewRequest, error) {
 	if len(f.Review) == 0 {
 		return nil, nil
@@ -292,9 +291,8 @@ func (f *Fixture) PolicyOptions() (policies.Options, error) {
 	return o, o.Validate()
 }
 
-// WithObject returns the fixture's review with request.object replaced by obj
-// (and request.uid by uid when not empty): what the apiserver sends when it
-// reinvokes the webhook on the patched object.
+// WithObject returns the fixture's review with request.object obj (and uid,
+// when not empty): what the apiserver sends reinvoking the webhook on it.
 func (f *Fixture) WithObject(obj []byte, uid string) ([]byte, error) {
 	var rv admissionv1.AdmissionReview
 	if err := json.Unmarshal(f.Review, &rv); err != nil {

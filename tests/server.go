@@ -25,9 +25,7 @@ import (
 )
 
 // SecretVolume is a certificate directory laid out as the kubelet lays out a
-// Secret volume: tls.crt -> ..data/tls.crt, ..data -> ..<stamp>, the ..data
-// link swapped atomically on every update. The server tests, the watcher's
-// and the binary's share it.
+// Secret volume (tls.crt -> ..data/tls.crt, ..data -> ..<stamp> swapped atomically).
 type SecretVolume struct {
 	Dir string
 	CA  *certs.CA
@@ -60,14 +58,12 @@ func (v *SecretVolume) Write(t testing.TB, pair [2][]byte) {
 	must(t, WriteSecretVolume(v.Dir, map[string][]byte{"tls.crt": pair[0], "tls.key": pair[1]}))
 }
 
-// WriteSecretVolume writes data into dir the way the kubelet's AtomicWriter
-// updates a Secret volume: the files go into a new directory "..<timestamp>",
-// a "..data_tmp" symlink to it is renamed over "..data" (one atomic step), the
-// previous directory is removed, and each key is a symlink "KEY -> ..data/KEY",
-// made before the swap (dangling until "..data" exists) so that every file
-// changes at once. A missing dir is built beside it and renamed into place, so
-// it too appears with all its files at once. The server's tests and the e2e's
-// host-run server read their certificate from such a directory.
+// WriteSecretVolume writes data into dir as the kubelet's AtomicWriter updates a
+// Secret volume: the files go into a new "..<timestamp>" directory, a
+// "..data_tmp" symlink to it is renamed over "..data" (one atomic step), the
+// previous directory is removed; each key is a symlink "KEY -> ..data/KEY"
+// made before the swap, so every file changes at once. A missing dir is built
+// beside it and renamed into place, so it too appears with all its files.
 func WriteSecretVolume(dir string, data map[string][]byte) (err error) {
 	root := dir
 	if _, statErr := os.Stat(dir); os.IsNotExist(statErr) {
@@ -131,8 +127,7 @@ func (v *SecretVolume) Client(protos ...string) *http.Client {
 	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
 }
 
-// ServedSerial dials addr and returns the serial of the certificate it
-// presents.
+// ServedSerial dials addr and returns the serial of the certificate it presents.
 func ServedSerial(t testing.TB, addr string) string {
 	t.Helper()
 	anyCert := &tls.Config{InsecureSkipVerify: true} //nolint:gosec // only reading the certificate
@@ -236,9 +231,8 @@ func must1[T any](v T, err error) func(testing.TB) T {
 	}
 }
 
-// Sample is one series of a Prometheus text exposition: a counter's, gauge's
-// or untyped value, a histogram's _bucket, _sum or _count, a summary's
-// quantile, _sum or _count.
+// Sample is one series of a Prometheus text exposition (a histogram's
+// _bucket, _sum and _count are three).
 type Sample struct {
 	Name   string
 	Labels map[string]string
@@ -291,8 +285,7 @@ func SumMetric(samples []Sample, selector string) (float64, error) {
 	return sum, nil
 }
 
-// parseSelector parses `name` or `name{a="b",c="d"}`: a series as the text
-// exposition writes it, which is how the Prometheus text parser reads it.
+// parseSelector parses `name` or `name{a="b",c="d"}` with the text parser.
 func parseSelector(s string) (string, map[string]string, error) {
 	if strings.ContainsAny(s, "\n#") || strings.TrimSpace(s) == "" {
 		return "", nil, fmt.Errorf("bad metric selector %q", s)
