@@ -1,9 +1,14 @@
 package webhook
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -12,6 +17,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	gocmp "github.com/google/go-cmp/cmp"
+	admissionv1 "k8s.io/api/admission/v1"
 
 	"github.com/dittofs/dittofs-webhook/policies"
 	"github.com/dittofs/dittofs-webhook/tests"
@@ -150,4 +158,198 @@ func TestServerFailsFastOnBadOptions(t *testing.T) {
 		KeyFile: "/nonexistent/tls.key", Policy: policies.Options{}, Log: discardLog}) == nil {
 		t.Fatal("Run started with invalid policy options")
 	}
+}
+
+// keptAlive is one client connection to the admission port, used for request
+// after request as kube-apiserver's pooled transport uses it.
+type keptAlive struct {
+	addr string
+	conn *tls.Conn
+	br   *bufio.Reader
+}
+
+func (ts *testServer) dialKeptAlive(t *testing.T) *keptAlive {
+	t.Helper()
+	pool := x509.NewCertPool()
+	pool.AddCert(ts.CA.Cert)
+	conn := must(tls.Dial("tcp", ts.admission, &tls.Config{RootCAs: pool, NextProtos: []string{"http/1.1"}}))(t)
+	t.Cleanup(func() { conn.Close() })
+	return &keptAlive{addr: ts.admission, conn: conn, br: bufio.NewReader(conn)}
+}
+
+// roundTrip sends one AdmissionReview with the given uid and reads the whole
+// answer. An error is what the apiserver would get: no complete answer.
+func (k *keptAlive) roundTrip(uid string) (*http.Response, error) {
+	r, _ := http.NewRequest(http.MethodPost, "https://"+k.addr+MutatePath, bytes.NewReader(emptyReview(uid)))
+	r.Header.Set("Content-Type", "application/json")
+	_ = k.conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := r.Write(k.conn); err != nil {
+		return nil, fmt.Errorf("write: %w", err)
+	}
+	resp, err := http.ReadResponse(k.br, r)
+	if err != nil {
+		return nil, fmt.Errorf("read: %w", err)
+	}
+	defer resp.Body.Close()
+	var rr admissionv1.AdmissionReview
+	if err := json.NewDecoder(resp.Body).Decode(&rr); err != nil || rr.Response == nil {
+		return nil, fmt.Errorf("body: %v", err)
+	}
+	if resp.StatusCode != http.StatusOK || string(rr.Response.UID) != uid {
+		return nil, fmt.Errorf("HTTP %d for uid %q, want 200 for %q", resp.StatusCode, rr.Response.UID, uid)
+	}
+	return resp, nil
+}
+
+// closedByServer reports whether the server has closed the connection (a
+// clean TLS close, then EOF) rather than keeping it for another request.
+func (k *keptAlive) closedByServer() error {
+	_ = k.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := k.br.ReadByte(); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("read after the answer: %v, want EOF", err)
+	}
+	return nil
+}
+
+// checkDrained compares the "drained" lines logged, their period aside, with
+// the counts wanted: {responses with Connection: close, open connections}.
+func checkDrained(t *testing.T, l *logRecorder, want ...[2]int) {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var got, w []map[string]string
+	for _, r := range l.records {
+		if r.Message == "drained" {
+			attrs := map[string]string{}
+			r.Attrs(func(a slog.Attr) bool { attrs[a.Key] = a.Value.String(); return true })
+			delete(attrs, "period")
+			got = append(got, attrs)
+		}
+	}
+	for _, c := range want {
+		w = append(w, map[string]string{"responses_with_connection_close": fmt.Sprint(c[0]),
+			"open_connections": fmt.Sprint(c[1])})
+	}
+	if d := gocmp.Diff(w, got); d != "" {
+		t.Errorf("drained lines logged (-want +got):\n%s", d)
+	}
+}
+
+// inFlight sends a review whose body is still arriving when it returns (Shutdown
+// must wait for it); finish sends the rest and returns the answer.
+func (ts *testServer) inFlight(t *testing.T) (finish func() (*http.Response, error)) {
+	t.Helper()
+	body := emptyReview("in-flight")
+	pr, pw := io.Pipe()
+	c := ts.Client()
+	t.Cleanup(c.CloseIdleConnections)
+	type result struct {
+		resp *http.Response
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodPost, "https://"+ts.admission+MutatePath, pr)
+		req.Header.Set("Content-Type", "application/json")
+		req.ContentLength = int64(len(body))
+		resp, err := c.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- result{resp, err}
+	}()
+	_, _ = pw.Write(body[:10])
+	time.Sleep(300 * time.Millisecond) // the TLS handshake done and the headers read
+	return func() (*http.Response, error) {
+		_, _ = pw.Write(body[10:])
+		_ = pw.Close()
+		r := <-done
+		return r.resp, r.err
+	}
+}
+
+// TestDrainAnswersKeptAliveConnection is issue 22's rollout race: a kept-alive
+// connection idle when the shutdown begins, then used (kube-apiserver ≤ 1.36's
+// pooled connections). With the drain the request gets Connection: close and the
+// connection is closed, the drain lasts its period, not ready but answering new
+// connections; without it the request gets no answer. Either way a request in
+// flight is answered and Run returns nil, no goroutine left.
+func TestDrainAnswersKeptAliveConnection(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		period   time.Duration
+		answered bool
+	}{
+		{"drain", 2 * time.Second, true},
+		{"no drain", 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs := &logRecorder{}
+			ts := startServer(t, func(o *Options) { o.DrainPeriod = tc.period; o.Log = slog.New(logs) })
+			k := ts.dialKeptAlive(t)
+			if resp := must(k.roundTrip("before"))(t); resp.Close {
+				t.Fatal("answered with Connection: close before the shutdown")
+			}
+			finish := ts.inFlight(t)
+			ts.Cancel()
+			tests.Eventually(t, 5*time.Second, func() (int, bool) { s := ts.ready(); return s, s != 200 })
+			time.Sleep(100 * time.Millisecond) // without a drain, Shutdown has closed idle connections by then
+			resp, err := k.roundTrip("during")
+			switch {
+			case !tc.answered && err == nil:
+				t.Fatal("answered without a drain: the test no longer shows the race it guards against")
+			case !tc.answered:
+				t.Logf("without a drain, as expected: %v", err)
+			case err != nil:
+				t.Fatalf("request on the kept-alive connection during the drain: %v", err)
+			default:
+				if !resp.Close {
+					t.Error("answered during the drain without Connection: close")
+				}
+				if err := k.closedByServer(); err != nil {
+					t.Error(err)
+				}
+				// A client whose view of the endpoints is late still gets an answer.
+				c := ts.Client()
+				defer c.CloseIdleConnections()
+				if resp := ts.post(t, c); resp.StatusCode != 200 || !resp.Close || ts.ready() != 503 {
+					t.Errorf("new connection during the drain: HTTP %d, Connection: close %t, /readyz %d; want 200, true, 503",
+						resp.StatusCode, resp.Close, ts.ready())
+				}
+				select {
+				case err := <-ts.Done:
+					t.Fatalf("Run returned (%v) before the end of the drain period", err)
+				default:
+				}
+			}
+			switch resp, err := finish(); {
+			case err != nil:
+				t.Fatalf("in-flight request: %v", err)
+			case resp.StatusCode != 200 || (tc.period > 0 && !resp.Close):
+				t.Errorf("in-flight request: HTTP %d, Connection: close %t; want 200 (and close under a drain)",
+					resp.StatusCode, resp.Close)
+			}
+			ts.waitRun(t, 10*time.Second)
+			if tc.period > 0 {
+				checkDrained(t, logs, [2]int{3, 0}) // the kept-alive, the new connection's and the in-flight answers
+			} else {
+				checkDrained(t, logs)
+			}
+		})
+	}
+}
+
+// TestDrainPeriodBounds: a connection kept idle through the whole drain does not
+// hold the server: Shutdown closes it (docs/reliability.md) and Run returns.
+func TestDrainPeriodBounds(t *testing.T) {
+	logs := &logRecorder{}
+	ts := startServer(t, func(o *Options) { o.DrainPeriod = 300 * time.Millisecond; o.Log = slog.New(logs) })
+	k := ts.dialKeptAlive(t)
+	must(k.roundTrip("before"))(t)
+	ts.Cancel()
+	ts.waitRun(t, 10*time.Second)
+	if err := k.closedByServer(); err != nil {
+		t.Error(err)
+	}
+	checkDrained(t, logs, [2]int{0, 1}) // the idle connection, left for Shutdown
 }
