@@ -1,6 +1,7 @@
 package offline
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 
@@ -19,13 +20,10 @@ metadata:
   namespace: prod
   uid: 0b7e54b2-7a3c-4f6e-8d51-2a9c1d9e0f01
   resourceVersion: "7"
-  labels:
-    dittofs.com/server: fs
+  labels: {dittofs.com/server: fs}
 spec:
   replicas: 2
-  persistentVolumeClaimRetentionPolicy:
-    whenDeleted: Retain
-    whenScaled: Retain
+  persistentVolumeClaimRetentionPolicy: {whenDeleted: Retain, whenScaled: Retain}
   template:
     spec:
       containers:
@@ -34,36 +32,15 @@ spec:
         - name: cache
           mountPath: /data/cache
   volumeClaimTemplates:
-  - metadata:
-      name: metadata
-    spec:
-      resources:
-        requests:
-          storage: 1Gi
-  - metadata:
-      name: content
-    spec:
-      resources:
-        requests:
-          storage: 1Gi
-  - metadata:
-      name: cache
-    spec:
-      resources:
-        requests:
-          storage: 5Gi
+  - {metadata: {name: metadata}, spec: {resources: {requests: {storage: 1Gi}}}}
+  - {metadata: {name: content}, spec: {resources: {requests: {storage: 1Gi}}}}
+  - {metadata: {name: cache}, spec: {resources: {requests: {storage: 5Gi}}}}
 `
 
 // withoutTemplate removes the volumeClaimTemplate named name.
 func withoutTemplate(name string) func(string) string {
-	return func(s string) string {
-		i := strings.Index(s, "  - metadata:\n      name: "+name+"\n")
-		j := strings.Index(s[i+1:], "  - metadata:")
-		if j < 0 {
-			return s[:i]
-		}
-		return s[:i] + s[i+1+j:]
-	}
+	re := regexp.MustCompile(`(?m)^  - \{metadata: \{name: ` + name + `\}.*\n`)
+	return func(s string) string { return re.ReplaceAllString(s, "") }
 }
 
 func replace(old, new string) func(string) string {
@@ -106,8 +83,8 @@ func TestAuditJudgesStoredStatefulSets(t *testing.T) {
 			edits{withoutTemplate("cache"), replace("whenDeleted: Retain", "whenDeleted: Delete")}, fieldsOf{
 				policies.RuleCacheStorage:    {"spec.volumeClaimTemplates"},
 				policies.RuleRetentionPolicy: {"spec.persistentVolumeClaimRetentionPolicy.whenDeleted"}}},
-		{"no retention policy: the API's default, Retain", edits{replace("  persistentVolumeClaimRetentionPolicy:\n"+
-			"    whenDeleted: Retain\n    whenScaled: Retain\n", "")}, nil},
+		{"no retention policy: the API's default, Retain",
+			edits{replace("  persistentVolumeClaimRetentionPolicy: {whenDeleted: Retain, whenScaled: Retain}\n", "")}, nil},
 		{"whenScaled Delete", edits{replace("whenScaled: Retain", "whenScaled: Delete")},
 			fieldsOf{policies.RuleRetentionPolicy: {"spec.persistentVolumeClaimRetentionPolicy.whenScaled"}}},
 		{"no content storage (stored in warn mode)", edits{withoutTemplate("content")},
@@ -130,6 +107,9 @@ func TestAuditJudgesStoredStatefulSets(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			doc := storedSTS
 			for _, tw := range tc.tweaks {
+				if before := doc; tw(doc) == before {
+					t.Fatal("a tweak changed nothing")
+				}
 				doc = tw(doc)
 			}
 			r := audit(t, doc)
