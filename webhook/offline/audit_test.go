@@ -107,7 +107,7 @@ func TestAuditJudgesStoredStatefulSets(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			doc := storedSTS
 			for _, tw := range tc.tweaks {
-				if before := doc; tw(doc) == before {
+				if tw(doc) == doc {
 					t.Fatal("a tweak changed nothing")
 				}
 				doc = tw(doc)
