@@ -7,6 +7,7 @@ package tests
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha1"
 	"encoding/json"
 	"errors"
@@ -271,23 +272,16 @@ func (f *Fixture) Body() []byte {
 
 // PolicyOptions are the policy options the fixture runs with.
 func (f *Fixture) PolicyOptions() (policies.Options, error) {
-	o := policies.DefaultOptions()
-	if f.Options == nil {
-		return o, nil
-	}
-	if s := f.Options.DefaultCacheSize; s != "" {
+	o, so := policies.DefaultOptions(), cmp.Or(f.Options, &ServerOptions{})
+	if s := so.DefaultCacheSize; s != "" {
 		q, err := resource.ParseQuantity(s)
 		if err != nil {
 			return o, fmt.Errorf("options.defaultCacheSize: %w", err)
 		}
 		o.DefaultCacheSize = q
 	}
-	if p := f.Options.CacheMountPath; p != "" {
-		o.CacheMountPath = p
-	}
-	if a := f.Options.ValidationAction; a != "" {
-		o.Action = policies.Action(a)
-	}
+	o.CacheMountPath = cmp.Or(so.CacheMountPath, o.CacheMountPath)
+	o.Action = cmp.Or(policies.Action(so.ValidationAction), o.Action)
 	return o, o.Validate()
 }
 
@@ -341,13 +335,7 @@ const ManagedStatefulSet = `{"apiVersion":"apps/v1","kind":"StatefulSet",` +
 // sends for it: the name and namespace of the object (of the old object on
 // DELETE), and the options the apiserver fills in for kubectl's request.
 func (f *Fixture) envelope(uid string) ([]byte, error) {
-	kind, res := statefulSetKind, statefulSetResource
-	if f.Kind != nil {
-		kind = *f.Kind
-	}
-	if f.Resource != nil {
-		res = *f.Resource
-	}
+	kind, res := *cmp.Or(f.Kind, &statefulSetKind), *cmp.Or(f.Resource, &statefulSetResource)
 	var opts runtime.Object // CONNECT has none: null
 	tm := func(kind string) metav1.TypeMeta { return metav1.TypeMeta{Kind: kind, APIVersion: "meta.k8s.io/v1"} }
 	switch f.Operation {
@@ -372,10 +360,7 @@ func (f *Fixture) envelope(uid string) ([]byte, error) {
 	if len(named) == 0 || isNull(named) {
 		named = f.OldObject
 	}
-	if len(named) > 0 {
-		// An object that does not decode is itself a case (always-undecodable-*).
-		_ = json.Unmarshal(named, &meta)
-	}
+	_ = json.Unmarshal(named, &meta) // an object that does not decode is itself a case (always-undecodable-*)
 	dryRun := f.DryRun
 	return json.Marshal(admissionv1.AdmissionReview{
 		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
