@@ -229,10 +229,8 @@ func CheckObject(oe *ObjectExpect, obj, old []byte) []string {
 			p.add("object has no %s", h.Path)
 			continue
 		}
-		if len(h.Value) > 0 {
-			if w, err := decodeJSON(h.Value); err != nil || !reflect.DeepEqual(w, v) {
-				p.add("%s = %s, want %s (%v)", h.Path, mustJSON(v), h.Value, err)
-			}
+		if w, err := decodeJSON(h.Value); len(h.Value) > 0 && (err != nil || !reflect.DeepEqual(w, v)) {
+			p.add("%s = %s, want %s (%v)", h.Path, mustJSON(v), h.Value, err)
 		}
 		if h.Length != nil {
 			n := -1

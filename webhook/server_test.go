@@ -114,12 +114,11 @@ func TestServer(t *testing.T) {
 	if resp := ts.post(t, ts.Client("h2", "http/1.1")); resp.StatusCode != 200 || resp.ProtoMajor != 1 {
 		t.Fatalf("status %d over %s, want 200 over HTTP/1.1", resp.StatusCode, resp.Proto)
 	}
-	plain := "http://" + ts.admission + MutatePath
-	if resp, err := http.Post(plain, "application/json", strings.NewReader("{}")); err == nil {
+	if resp, err := http.Post("http://"+ts.admission+MutatePath, "application/json", strings.NewReader("{}")); err == nil {
+		resp.Body.Close()
 		if resp.StatusCode == 200 {
 			t.Error("plain HTTP accepted on the admission port")
 		}
-		resp.Body.Close()
 	}
 	tls12 := &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12} //nolint:gosec
 	if c, err := tls.Dial("tcp", ts.admission, tls12); err == nil {
@@ -243,28 +242,25 @@ func (ts *testServer) inFlight(t *testing.T) (finish func() (*http.Response, err
 	pr, pw := io.Pipe()
 	c := ts.Client()
 	t.Cleanup(c.CloseIdleConnections)
-	type result struct {
-		resp *http.Response
-		err  error
-	}
-	done := make(chan result, 1)
+	var resp *http.Response
+	var err error
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		req, _ := http.NewRequest(http.MethodPost, "https://"+ts.admission+MutatePath, pr)
 		req.Header.Set("Content-Type", "application/json")
 		req.ContentLength = int64(len(body))
-		resp, err := c.Do(req)
-		if err == nil {
+		if resp, err = c.Do(req); err == nil {
 			resp.Body.Close()
 		}
-		done <- result{resp, err}
 	}()
 	_, _ = pw.Write(body[:10])
 	time.Sleep(300 * time.Millisecond) // the TLS handshake done and the headers read
 	return func() (*http.Response, error) {
 		_, _ = pw.Write(body[10:])
 		_ = pw.Close()
-		r := <-done
-		return r.resp, r.err
+		<-done
+		return resp, err
 	}
 }
 
