@@ -203,8 +203,8 @@ func TestCertWatcherWaitsForAPair(t *testing.T) {
 				if (certErr == nil) != st.healthy || (ready == nil) != st.healthy || oneLine == st.healthy ||
 					expiry != wantExpiry {
 					t.Errorf("%s: GetCertificate error %v, NotReady %q, expiry gauge %v; want nil, nil and the "+
-						"served NotAfter when healthy (%v), else a one-line reason and 0", st.name, certErr, ready, expiry,
-						st.healthy)
+						"served NotAfter when healthy (%v), else a one-line reason and 0", st.name, certErr, ready,
+						expiry, st.healthy)
 				}
 				if now := w.serial(); st.healthy && (now == serial) != st.sameCertificateAsBefore {
 					t.Errorf("%s: serving %s, before %s; want the same: %v",
@@ -235,7 +235,10 @@ func TestCertWatcherChangesDuringRead(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var want [2][]byte
-			w := newWatcher(t, DefaultCertPollInterval, func(v *tests.SecretVolume) { want = v.Issue(t); v.Write(t, want) })
+			w := newWatcher(t, DefaultCertPollInterval, func(v *tests.SecretVolume) {
+				want = v.Issue(t)
+				v.Write(t, want)
+			})
 			next, reads := w.vol.Issue(t), 0
 			w.readFile = func(name string) ([]byte, error) {
 				if filepath.Base(name) != tc.file {
@@ -299,6 +302,6 @@ func noGoroutines(t *testing.T, what string, frames ...string) {
 		left := slices.DeleteFunc(strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n"), func(g string) bool {
 			return !slices.ContainsFunc(frames, func(f string) bool { return strings.Contains(g, f) })
 		})
-		return fmt.Sprintf("%d %s goroutines left running:\n%s", len(left), what, strings.Join(left, "\n\n")), len(left) == 0
+		return fmt.Sprintf("%d %s goroutines left:\n%s", len(left), what, strings.Join(left, "\n\n")), len(left) == 0
 	})
 }

@@ -114,7 +114,8 @@ func TestServer(t *testing.T) {
 	if resp := ts.post(t, ts.Client("h2", "http/1.1")); resp.StatusCode != 200 || resp.ProtoMajor != 1 {
 		t.Fatalf("status %d over %s, want 200 over HTTP/1.1", resp.StatusCode, resp.Proto)
 	}
-	if resp, err := http.Post("http://"+ts.admission+MutatePath, "application/json", strings.NewReader("{}")); err == nil {
+	plain := "http://" + ts.admission + MutatePath
+	if resp, err := http.Post(plain, "application/json", bytes.NewReader(emptyReview("plain"))); err == nil {
 		resp.Body.Close()
 		if resp.StatusCode == 200 {
 			t.Error("plain HTTP accepted on the admission port")

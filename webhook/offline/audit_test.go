@@ -83,8 +83,8 @@ func TestAuditJudgesStoredStatefulSets(t *testing.T) {
 			edits{withoutTemplate("cache"), replace("whenDeleted: Retain", "whenDeleted: Delete")}, fieldsOf{
 				policies.RuleCacheStorage:    {"spec.volumeClaimTemplates"},
 				policies.RuleRetentionPolicy: {"spec.persistentVolumeClaimRetentionPolicy.whenDeleted"}}},
-		{"no retention policy: the API's default, Retain",
-			edits{replace("  persistentVolumeClaimRetentionPolicy: {whenDeleted: Retain, whenScaled: Retain}\n", "")}, nil},
+		{"no retention policy: the API's default, Retain", edits{replace(
+			"  persistentVolumeClaimRetentionPolicy: {whenDeleted: Retain, whenScaled: Retain}\n", "")}, nil},
 		{"whenScaled Delete", edits{replace("whenScaled: Retain", "whenScaled: Delete")},
 			fieldsOf{policies.RuleRetentionPolicy: {"spec.persistentVolumeClaimRetentionPolicy.whenScaled"}}},
 		{"no content storage (stored in warn mode)", edits{withoutTemplate("content")},
