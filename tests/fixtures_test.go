@@ -36,7 +36,7 @@ const fixtureDir = "fixtures"
 // the loader's checks keep a typo from silently checking nothing), and no two
 // share a request uid.
 func TestFixtures(t *testing.T) {
-	fixtures, servers, uids := must1(LoadFixtures(fixtureDir))(t), newServerPool(t), map[string]string{}
+	fixtures, servers, uids := Must(LoadFixtures(fixtureDir))(t), newServerPool(t), map[string]string{}
 	if entries, err := os.ReadDir(fixtureDir); err != nil || len(entries) != len(fixtures) {
 		t.Errorf("%d files in %s (%v) but %d fixtures: every file must be a *.yaml fixture",
 			len(entries), fixtureDir, err, len(fixtures))
@@ -48,7 +48,7 @@ func TestFixtures(t *testing.T) {
 			}
 			uids[req.UID] = f.Name
 		}
-		t.Run(f.Name, func(t *testing.T) { runFixture(t, servers.get(must1(f.PolicyOptions())(t)), f) })
+		t.Run(f.Name, func(t *testing.T) { runFixture(t, servers.get(Must(f.PolicyOptions())(t)), f) })
 	}
 	t.Run("coverage", func(t *testing.T) { servers.checkCoverage(t) })
 }
@@ -66,7 +66,7 @@ func runFixture(t *testing.T, s *testServer, f Fixture) {
 	}
 	after := s.scrape(t)
 	for sel, want := range f.Expect.Metrics {
-		if b, n := must1(SumMetric(before, sel))(t), must1(SumMetric(after, sel))(t); n-b != want {
+		if b, n := Must(SumMetric(before, sel))(t), Must(SumMetric(after, sel))(t); n-b != want {
 			t.Errorf("%s: metric %s increased by %v, want %v", f.Path, sel, n-b, want)
 		}
 	}
@@ -88,7 +88,7 @@ func runFixture(t *testing.T, s *testServer, f Fixture) {
 	resend := func(wh, uidSuffix string) (*ReviewRequest, *Answer) {
 		next := *req
 		next.UID, next.Object = req.UID+uidSuffix, a.Object
-		status, body := s.send(t, wh, must1(f.WithObject(a.Object, next.UID))(t), nil)
+		status, body := s.send(t, wh, Must(f.WithObject(a.Object, next.UID))(t), nil)
 		an, err := ParseAnswer(&next, status, body)
 		if err != nil {
 			t.Fatalf("%s: %v", uidSuffix, err)
@@ -198,14 +198,14 @@ func (s *testServer) send(t *testing.T, wh string, body []byte, raw *Raw) (int, 
 	if raw == nil {
 		raw = &Raw{}
 	}
-	req := must1(http.NewRequest(cmp.Or(raw.Method, "POST"), s.base+path, bytes.NewReader(body)))(t)
+	req := Must(http.NewRequest(cmp.Or(raw.Method, "POST"), s.base+path, bytes.NewReader(body)))(t)
 	if raw.Chunked {
 		req.ContentLength = -1 // sent chunked
 	}
 	req.Header.Set("Content-Type", cmp.Or(raw.ContentType, "application/json"))
-	resp := must1(s.client.Do(req))(t)
+	resp := Must(s.client.Do(req))(t)
 	defer resp.Body.Close()
-	return resp.StatusCode, must1(io.ReadAll(resp.Body))(t)
+	return resp.StatusCode, Must(io.ReadAll(resp.Body))(t)
 }
 
 func (s *testServer) scrape(t *testing.T) []Sample { return Scrape(t, s.metrics+"/metrics") }

@@ -34,7 +34,7 @@ type SecretVolume struct {
 // NewSecretVolume returns a volume at dir (not created yet) with a new CA.
 func NewSecretVolume(t testing.TB, dir string) *SecretVolume {
 	t.Helper()
-	return &SecretVolume{Dir: dir, CA: must1(certs.NewCA(0))(t)}
+	return &SecretVolume{Dir: dir, CA: Must(certs.NewCA(0))(t)}
 }
 
 // CertFile and KeyFile are the paths the server is given.
@@ -131,7 +131,7 @@ func (v *SecretVolume) Client(protos ...string) *http.Client {
 func ServedSerial(t testing.TB, addr string) string {
 	t.Helper()
 	anyCert := &tls.Config{InsecureSkipVerify: true} //nolint:gosec // only reading the certificate
-	conn := must1(tls.Dial("tcp", addr, anyCert))(t)
+	conn := Must(tls.Dial("tcp", addr, anyCert))(t)
 	defer conn.Close()
 	return conn.ConnectionState().PeerCertificates[0].SerialNumber.String()
 }
@@ -139,16 +139,16 @@ func ServedSerial(t testing.TB, addr string) string {
 // Scrape reads the samples a /metrics URL serves.
 func Scrape(t testing.TB, url string) []Sample {
 	t.Helper()
-	resp := must1(http.Get(url))(t)
+	resp := Must(http.Get(url))(t)
 	defer resp.Body.Close()
 	// The exposition is a few KiB; the bound keeps a broken one from eating memory.
-	return must1(ReadMetrics(io.LimitReader(resp.Body, 1<<20)))(t)
+	return Must(ReadMetrics(io.LimitReader(resp.Body, 1<<20)))(t)
 }
 
 // Metric is SumMetric of selector over what url serves.
 func Metric(t testing.TB, url, selector string) float64 {
 	t.Helper()
-	return must1(SumMetric(Scrape(t, url), selector))(t)
+	return Must(SumMetric(Scrape(t, url), selector))(t)
 }
 
 // Running is a server started by StartRun.
@@ -222,8 +222,8 @@ func must(t testing.TB, err error) {
 	}
 }
 
-// must1(f())(t) is f's value; an error of f fails t.
-func must1[T any](v T, err error) func(testing.TB) T {
+// Must(f())(t) is f's value; an error of f fails t: for the setup calls of tests.
+func Must[T any](v T, err error) func(testing.TB) T {
 	return func(t testing.TB) T {
 		t.Helper()
 		must(t, err)

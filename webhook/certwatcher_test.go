@@ -148,7 +148,7 @@ func TestCertWatcherWaitsForAPair(t *testing.T) {
 	garbage := func(v *tests.SecretVolume) { v.Write(t, tests.GarbagePair) }
 	// A certificate with another certificate's key.
 	mismatched := func(v *tests.SecretVolume) { v.Write(t, [2][]byte{v.Issue(t)[0], v.Issue(t)[1]}) }
-	emptyDir := func(v *tests.SecretVolume) { must(0, os.Mkdir(v.Dir, 0o755))(t) }
+	emptyDir := func(v *tests.SecretVolume) { tests.Must(0, os.Mkdir(v.Dir, 0o755))(t) }
 	removed := func(v *tests.SecretVolume) { v.Remove(t) }
 	waitGood := []step{
 		{name: "at start", failures: 1, errorLogs: 1},

@@ -130,7 +130,7 @@ func TestHostileInput(t *testing.T) {
 				if body := w.Body.String(); strings.Count(strings.TrimSpace(body), "\n") != 0 || len(body) > 1024 {
 					t.Errorf("reason is not one short line: %q", body)
 				}
-			} else if r := must(decodeResponse(w))(t); r.Result.Code != tc.wantCode || r.Allowed != (tc.wantCode == 0) {
+			} else if r := tests.Must(decodeResponse(w))(t); r.Result.Code != tc.wantCode || r.Allowed != (tc.wantCode == 0) {
 				t.Errorf("allowed %v, status %+v; want code %d", r.Allowed, r.Result, tc.wantCode)
 			}
 			if w := serve(h, good); w.Code != 200 {
@@ -254,17 +254,17 @@ var benchAdmitter = &admission.Admitter{Policy: policies.DefaultOptions()}
 // after applying the patch, and a ~100 KB one (1,100 env vars).
 func benchReviews(tb testing.TB) (create, validate, large []byte) {
 	tb.Helper()
-	create = must(os.ReadFile("testdata/bench-create.json"))(tb)
+	create = tests.Must(os.ReadFile("testdata/bench-create.json"))(tb)
 	fx := tests.Fixture{Review: create}
-	req := must(fx.Request())(tb)
-	patch := benchAdmitter.Mutate(must(admission.DecodeReview(create))(tb)).Patch
-	validate = sortedKeys(must(fx.WithObject(must(admission.ApplyPatch(req.Object, patch))(tb), ""))(tb))
+	req := tests.Must(fx.Request())(tb)
+	patch := benchAdmitter.Mutate(tests.Must(admission.DecodeReview(create))(tb)).Patch
+	validate = sortedKeys(tests.Must(fx.WithObject(tests.Must(admission.ApplyPatch(req.Object, patch))(tb), ""))(tb))
 	var env []jsonpatch.Operation
 	for i := range 1095 { // the DittoFS container has 5
 		v := map[string]string{"name": fmt.Sprintf("DITTOFS_EXTRA_SETTING_%09d", i), "value": strings.Repeat("v", 40)}
 		env = append(env, jsonpatch.NewOperation("add", "/spec/template/spec/containers/0/env/-", v))
 	}
-	large = sortedKeys(must(fx.WithObject(must(admission.ApplyPatch(req.Object, env))(tb), ""))(tb))
+	large = sortedKeys(tests.Must(fx.WithObject(tests.Must(admission.ApplyPatch(req.Object, env))(tb), ""))(tb))
 	return create, validate, large
 }
 
@@ -275,17 +275,6 @@ func sortedKeys(b []byte) []byte {
 	_ = json.Unmarshal(b, &v)
 	b, _ = json.Marshal(v)
 	return b
-}
-
-// must(f())(tb) is f's value; an error of f fails tb.
-func must[T any](v T, err error) func(testing.TB) T {
-	return func(tb testing.TB) T {
-		tb.Helper()
-		if err != nil {
-			tb.Fatal(err)
-		}
-		return v
-	}
 }
 
 // benchHandler measures the handler of webhook, admitting with admit, on body.
@@ -327,6 +316,6 @@ func BenchmarkDecodeReview(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(create)))
 	for b.Loop() {
-		must(admission.DecodeReview(create))(b)
+		tests.Must(admission.DecodeReview(create))(b)
 	}
 }

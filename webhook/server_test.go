@@ -80,7 +80,7 @@ func (ts *testServer) ready() int { return tests.HTTPStatus(ts.metrics + "/ready
 // post sends an AdmissionReview of an unmanaged StatefulSet.
 func (ts *testServer) post(t *testing.T, c *http.Client) *http.Response {
 	t.Helper()
-	resp := must(c.Post("https://"+ts.admission+MutatePath, "application/json", bytes.NewReader(emptyReview("uid-1"))))(t)
+	resp := tests.Must(c.Post("https://"+ts.admission+MutatePath, "application/json", bytes.NewReader(emptyReview("uid-1"))))(t)
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp
@@ -98,7 +98,7 @@ func TestServer(t *testing.T) {
 	ts := &testServer{SecretVolume: tests.NewSecretVolume(t, filepath.Join(t.TempDir(), "tls"))}
 	ts.run(t, func(o *Options) { o.CertPollInterval, o.TLSMinVersion = poll, tls.VersionTLS13 })
 	time.Sleep(10 * poll) // several polls see the same failure
-	resp := must(http.Get(ts.metrics + "/readyz"))(t)
+	resp := tests.Must(http.Get(ts.metrics + "/readyz"))(t)
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if reason := strings.TrimSuffix(string(body), "\n"); resp.StatusCode != 503 || reason == "" ||
@@ -172,7 +172,7 @@ func (ts *testServer) dialKeptAlive(t *testing.T) *keptAlive {
 	t.Helper()
 	pool := x509.NewCertPool()
 	pool.AddCert(ts.CA.Cert)
-	conn := must(tls.Dial("tcp", ts.admission, &tls.Config{RootCAs: pool, NextProtos: []string{"http/1.1"}}))(t)
+	conn := tests.Must(tls.Dial("tcp", ts.admission, &tls.Config{RootCAs: pool, NextProtos: []string{"http/1.1"}}))(t)
 	t.Cleanup(func() { conn.Close() })
 	return &keptAlive{addr: ts.admission, conn: conn, br: bufio.NewReader(conn)}
 }
@@ -284,7 +284,7 @@ func TestDrainAnswersKeptAliveConnection(t *testing.T) {
 			logs := &logRecorder{}
 			ts := startServer(t, func(o *Options) { o.DrainPeriod = tc.period; o.Log = slog.New(logs) })
 			k := ts.dialKeptAlive(t)
-			if resp := must(k.roundTrip("before"))(t); resp.Close {
+			if resp := tests.Must(k.roundTrip("before"))(t); resp.Close {
 				t.Fatal("answered with Connection: close before the shutdown")
 			}
 			finish := ts.inFlight(t)
@@ -342,7 +342,7 @@ func TestDrainPeriodBounds(t *testing.T) {
 	logs := &logRecorder{}
 	ts := startServer(t, func(o *Options) { o.DrainPeriod = 300 * time.Millisecond; o.Log = slog.New(logs) })
 	k := ts.dialKeptAlive(t)
-	must(k.roundTrip("before"))(t)
+	tests.Must(k.roundTrip("before"))(t)
 	ts.Cancel()
 	ts.waitRun(t, 10*time.Second)
 	if err := k.closedByServer(); err != nil {

@@ -33,7 +33,7 @@ func TestReviewIsWhatEncodingJSONWrites(t *testing.T) {
 		"errored":  admission.Errored(400, "the object is v1 Pod, not an apps/v1 StatefulSet"),
 		"no patch": admission.Patched(nil),
 	} {
-		got := must(r.Review("uid-1"))(t)
+		got := tests.Must(r.Review("uid-1"))(t)
 		resp := &admissionv1.AdmissionResponse{UID: "uid-1", Allowed: r.Allowed, Result: r.Result,
 			Warnings: r.Warnings, AuditAnnotations: r.AuditAnnotations}
 		if len(r.Patch) > 0 {
@@ -63,8 +63,8 @@ func TestPatchAppliesWithoutSpec(t *testing.T) {
 		`{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"a","labels":{"dittofs.com/server":""}}}`,
 		`{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"a","labels":{"dittofs.com/server":""}},"spec":null}`,
 	} {
-		for _, req := range []*admission.Request{must(admission.DecodeReview(tests.NewReview("u", "CREATE",
-			[]byte(obj), nil)))(t), must(admission.NewRequest("CREATE", []byte(obj), nil))(t)} {
+		for _, req := range []*admission.Request{tests.Must(admission.DecodeReview(tests.NewReview("u", "CREATE",
+			[]byte(obj), nil)))(t), tests.Must(admission.NewRequest("CREATE", []byte(obj), nil))(t)} {
 			resp := a.Mutate(req)
 			out, err := admission.ApplyPatch([]byte(obj), resp.Patch)
 			if err != nil || !bytes.Contains(out, []byte(`"name":"cache"`)) {
@@ -283,21 +283,10 @@ func hasSizedStorage(vcts []policies.ClaimTemplate) bool {
 // and patchType together, no patch on a denial or from the validating webhook.
 func checkReview(t *testing.T, webhook string, r *admission.Response) {
 	t.Helper()
-	b := must(r.Review("uid"))(t)
+	b := tests.Must(r.Review("uid"))(t)
 	a, err := tests.ParseAnswer(nil, 200, b)
 	problems := (&tests.Expect{Allowed: &r.Allowed}).Check(webhook, nil, a)
 	if err != nil || a.Response().UID != "uid" || (len(a.Patch) > 0) != (len(r.Patch) > 0) || len(problems) > 0 {
 		t.Fatalf("review %s is not the answer (%v): %q", b, err, problems)
-	}
-}
-
-// must(f())(t) is f's value; an error of f fails t.
-func must[T any](v T, err error) func(*testing.T) T {
-	return func(t *testing.T) T {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return v
 	}
 }

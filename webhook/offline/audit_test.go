@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/dittofs/dittofs-webhook/policies"
+	"github.com/dittofs/dittofs-webhook/tests"
 	"github.com/dittofs/dittofs-webhook/webhook/admission"
 )
 
@@ -50,15 +51,8 @@ func replace(old, new string) func(string) string {
 // audit reads doc and audits it.
 func audit(t *testing.T, doc string) *AuditResult {
 	t.Helper()
-	in, err := Read(ReadOptions{Stdin: strings.NewReader(doc)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := Audit(in, &admission.Admitter{Policy: policies.DefaultOptions()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
+	in := tests.Must(Read(ReadOptions{Stdin: strings.NewReader(doc)}))(t)
+	return tests.Must(Audit(in, &admission.Admitter{Policy: policies.DefaultOptions()}))(t)
 }
 
 // TestAuditJudgesStoredStatefulSets: every rule's verdict and fields on
