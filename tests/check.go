@@ -362,11 +362,10 @@ func Lookup(doc any, ptr string) (any, bool) {
 	for seg := range p.Tokens() { // unescaped
 		switch c := cur.(type) {
 		case map[string]any:
-			v, ok := c[seg]
-			if !ok {
+			var ok bool
+			if cur, ok = c[seg]; !ok {
 				return nil, false
 			}
-			cur = v
 		case []any:
 			i, err := strconv.Atoi(seg)
 			if err != nil || i < 0 || i >= len(c) {

@@ -183,11 +183,7 @@ func fuzzSeeds(f *testing.F) {
 	if b, err := os.ReadFile("testdata/bench-create.json"); err == nil {
 		f.Add(b)
 	}
-	fixtures, err := tests.LoadFixtures("../tests/fixtures")
-	if err != nil {
-		f.Fatal(err)
-	}
-	for _, fx := range fixtures {
+	for _, fx := range tests.Must(tests.LoadFixtures("../tests/fixtures"))(f) {
 		// The review as wrapped, without a protocol case's padding or body.
 		if len(fx.Review) > 0 {
 			f.Add([]byte(fx.Review))

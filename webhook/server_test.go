@@ -163,7 +163,6 @@ func TestServerFailsFastOnBadOptions(t *testing.T) {
 // keptAlive is one client connection to the admission port, used for request
 // after request as kube-apiserver's pooled transport uses it.
 type keptAlive struct {
-	addr string
 	conn *tls.Conn
 	br   *bufio.Reader
 }
@@ -174,13 +173,13 @@ func (ts *testServer) dialKeptAlive(t *testing.T) *keptAlive {
 	pool.AddCert(ts.CA.Cert)
 	conn := tests.Must(tls.Dial("tcp", ts.admission, &tls.Config{RootCAs: pool, NextProtos: []string{"http/1.1"}}))(t)
 	t.Cleanup(func() { conn.Close() })
-	return &keptAlive{addr: ts.admission, conn: conn, br: bufio.NewReader(conn)}
+	return &keptAlive{conn: conn, br: bufio.NewReader(conn)}
 }
 
 // roundTrip sends one AdmissionReview with the given uid and reads the whole
 // answer. An error is what the apiserver would get: no complete answer.
 func (k *keptAlive) roundTrip(uid string) (*http.Response, error) {
-	r, _ := http.NewRequest(http.MethodPost, "https://"+k.addr+MutatePath, bytes.NewReader(emptyReview(uid)))
+	r, _ := http.NewRequest(http.MethodPost, "https://"+k.conn.RemoteAddr().String()+MutatePath, bytes.NewReader(emptyReview(uid)))
 	r.Header.Set("Content-Type", "application/json")
 	_ = k.conn.SetDeadline(time.Now().Add(5 * time.Second))
 	if err := r.Write(k.conn); err != nil {
