@@ -89,11 +89,7 @@ func runFixture(t *testing.T, s *testServer, f Fixture) {
 		next := *req
 		next.UID, next.Object = req.UID+uidSuffix, a.Object
 		status, body := s.send(t, wh, Must(f.WithObject(a.Object, next.UID))(t), nil)
-		an, err := ParseAnswer(&next, status, body)
-		if err != nil {
-			t.Fatalf("%s: %v", uidSuffix, err)
-		}
-		return &next, an
+		return &next, Must(ParseAnswer(&next, status, body))(t)
 	}
 	if f.Webhook == WebhookMutate && len(a.Patch) > 0 { // the mutator's output gets no patch
 		_, a2 := resend(WebhookMutate, "-again")

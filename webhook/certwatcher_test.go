@@ -53,8 +53,7 @@ type watcher struct {
 	logs *logRecorder
 }
 
-// newWatcher returns a watcher of a volume at a directory that does not
-// exist yet; prepare lays it out before the load at start.
+// newWatcher watches a volume not made yet; prepare lays it out before the first load.
 func newWatcher(t *testing.T, poll time.Duration, prepare func(*tests.SecretVolume)) *watcher {
 	t.Helper()
 	vol := tests.NewSecretVolume(t, filepath.Join(t.TempDir(), "tls"))
@@ -97,9 +96,8 @@ func (w *watcher) serves(pair [2][]byte) bool {
 	return block != nil && w.Leaf() != nil && bytes.Equal(w.Leaf().Raw, block.Bytes)
 }
 
-// TestReloadDuringRotationNeverFails: reloads racing with Secret-volume
-// rotations never read the old certificate with the new key, so a good
-// rotation is never counted or logged as a failure.
+// TestReloadDuringRotationNeverFails: reloads racing with rotations never read
+// the old certificate with the new key, so no good rotation counts as a failure.
 func TestReloadDuringRotationNeverFails(t *testing.T) {
 	const rotations = 150
 	var last [2][]byte

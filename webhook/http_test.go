@@ -264,8 +264,7 @@ func benchReviews(tb testing.TB) (create, validate, large []byte) {
 	return create, validate, large
 }
 
-// sortedKeys re-encodes a review with its keys sorted, as the bodies of
-// docs/performance.md's figures were written.
+// sortedKeys re-encodes b with sorted keys, as docs/performance.md measured it.
 func sortedKeys(b []byte) []byte {
 	var v any
 	_ = json.Unmarshal(b, &v)

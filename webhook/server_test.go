@@ -160,8 +160,7 @@ func TestServerFailsFastOnBadOptions(t *testing.T) {
 	}
 }
 
-// keptAlive is one client connection to the admission port, used for request
-// after request as kube-apiserver's pooled transport uses it.
+// keptAlive is a connection used for request after request, as kube-apiserver's pool does.
 type keptAlive struct {
 	conn *tls.Conn
 	br   *bufio.Reader
@@ -176,8 +175,7 @@ func (ts *testServer) dialKeptAlive(t *testing.T) *keptAlive {
 	return &keptAlive{conn: conn, br: bufio.NewReader(conn)}
 }
 
-// roundTrip sends one AdmissionReview with the given uid and reads the whole
-// answer. An error is what the apiserver would get: no complete answer.
+// roundTrip sends a review with uid and reads the whole answer; an error: none came.
 func (k *keptAlive) roundTrip(uid string) (*http.Response, error) {
 	r, _ := http.NewRequest(http.MethodPost, "https://"+k.conn.RemoteAddr().String()+MutatePath, bytes.NewReader(emptyReview(uid)))
 	r.Header.Set("Content-Type", "application/json")
@@ -200,8 +198,7 @@ func (k *keptAlive) roundTrip(uid string) (*http.Response, error) {
 	return resp, nil
 }
 
-// closedByServer reports whether the server has closed the connection (a
-// clean TLS close, then EOF) rather than keeping it for another request.
+// closedByServer reports whether the server has closed the connection (EOF).
 func (k *keptAlive) closedByServer() error {
 	_ = k.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := k.br.ReadByte(); !errors.Is(err, io.EOF) {

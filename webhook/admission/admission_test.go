@@ -54,9 +54,8 @@ func TestReviewIsWhatEncodingJSONWrites(t *testing.T) {
 	}
 }
 
-// TestPatchAppliesWithoutSpec: an object sent without a spec, or with a null
-// one (never by the apiserver, which defaults it), still gets a patch that
-// applies, through the review and through eval's path.
+// TestPatchAppliesWithoutSpec: an object without a spec, or a null one (never
+// from the apiserver), gets a patch that applies, through the review and eval.
 func TestPatchAppliesWithoutSpec(t *testing.T) {
 	a := &admission.Admitter{Policy: policies.DefaultOptions()}
 	for _, obj := range []string{
@@ -96,9 +95,8 @@ func TestEvaluateErrors(t *testing.T) {
 	}
 }
 
-// gen builds a StatefulSet from fuzz bytes: each byte picks one feature
-// (labels, annotations, templates, volumes, containers, mounts, retention)
-// from small sets that hit every branch of the policies.
+// gen builds a StatefulSet from fuzz bytes, each picking one feature from small
+// sets that hit every branch of the policies.
 type gen struct {
 	b []byte
 	i int
@@ -113,25 +111,24 @@ func (g *gen) pick(n int) int {
 	return v
 }
 
+// of returns one of vs, picked by the next byte.
+func of[T any](g *gen, vs ...T) T { return vs[g.pick(len(vs))] }
+
 func (g *gen) statefulSet() map[string]any {
 	names := []string{"metadata", "content", "cache", "data", "cache"}
 	sizes := []any{"1Gi", "0", "-1Gi", "5G", nil}
 	classes := []any{"fast", "", nil}
 	meta := map[string]any{"name": "fs", "namespace": "ns"}
 	if g.pick(4) != 0 {
-		meta["labels"] = map[string]any{"dittofs.com/server": []string{"", "fs"}[g.pick(2)]}
+		meta["labels"] = map[string]any{"dittofs.com/server": of(g, "", "fs")}
 	}
-	ann := map[string]any{}
 	switch g.pick(6) {
 	case 1:
-		ann["dittofs.com/cache-size"] = []string{"20Gi", "0", "lots", "", "1.5Ti"}[g.pick(5)]
+		meta["annotations"] = map[string]any{"dittofs.com/cache-size": of(g, "20Gi", "0", "lots", "", "1.5Ti")}
 	case 2:
-		ann["dittofs.com/cache-storage-class"] = []string{"slow", ""}[g.pick(2)]
+		meta["annotations"] = map[string]any{"dittofs.com/cache-storage-class": of(g, "slow", "")}
 	case 3:
-		ann["dittofs.com/container"] = []string{"dittofs", "sidecar", "missing"}[g.pick(3)]
-	}
-	if len(ann) > 0 {
-		meta["annotations"] = ann
+		meta["annotations"] = map[string]any{"dittofs.com/container": of(g, "dittofs", "sidecar", "missing")}
 	}
 	spec := map[string]any{"serviceName": "fs", "x-unknown-spec-field": map[string]any{"kept": true}}
 	if n := g.pick(5); n > 0 || g.pick(2) == 0 {
@@ -156,7 +153,7 @@ func (g *gen) statefulSet() map[string]any {
 	pod := map[string]any{"x-unknown-pod-field": "kept"}
 	var vols []any
 	for j := g.pick(4); j > 0; j-- {
-		v := map[string]any{"name": []string{"cache", "config", "metadata"}[g.pick(3)]}
+		v := map[string]any{"name": of(g, "cache", "config", "metadata")}
 		if g.pick(3) == 0 {
 			v["configMap"] = map[string]any{"name": "cm"}
 		} else {
@@ -169,11 +166,12 @@ func (g *gen) statefulSet() map[string]any {
 	}
 	var cs []any
 	for j := g.pick(4); j > 0; j-- {
-		c := map[string]any{"name": []string{"dittofs", "sidecar", "other"}[g.pick(3)], "image": "img"}
+		c := map[string]any{"name": of(g, "dittofs", "sidecar", "other"), "image": "img"}
 		if m := g.pick(4); m > 0 {
 			var mounts []any
 			for ; m > 0; m-- {
-				mounts = append(mounts, map[string]any{"name": []string{"cache", "metadata", "other"}[g.pick(3)], "mountPath": []string{"/data/cache", "/data/cache/", "/x"}[g.pick(3)]})
+				mounts = append(mounts, map[string]any{"name": of(g, "cache", "metadata", "other"),
+					"mountPath": of(g, "/data/cache", "/data/cache/", "/x")})
 			}
 			c["volumeMounts"] = mounts
 		}
@@ -262,8 +260,7 @@ func FuzzPolicies(f *testing.F) {
 	})
 }
 
-// hasSizedStorage: metadata and content templates, and any cache template
-// the user wrote, all with a positive size.
+// hasSizedStorage: metadata, content and any cache template, all sized.
 func hasSizedStorage(vcts []policies.ClaimTemplate) bool {
 	count := map[string]int{}
 	for _, v := range vcts {

@@ -144,8 +144,7 @@ func TestAuditJudgesStoredStatefulSets(t *testing.T) {
 // cmpEmpty makes nil and empty maps equal.
 var cmpEmpty = cmp.FilterValues(func(a, b map[string][]string) bool { return len(a) == 0 && len(b) == 0 }, cmp.Ignore())
 
-// TestReadBounded: an input of exactly the limit is read whole; one byte more
-// is refused instead of read on (stdin or a file must not exhaust memory).
+// TestReadBounded: an input at the limit is read whole, one byte more refused.
 func TestReadBounded(t *testing.T) {
 	if got, err := readBounded(strings.NewReader("abcd"), 4); err != nil || string(got) != "abcd" {
 		t.Fatalf("at the limit: %q, %v", got, err)
