@@ -27,14 +27,10 @@ import (
 // fixtureDir holds the suite; see README.md.
 const fixtureDir = "fixtures"
 
-// TestFixtures sends every fixture to the real server (webhook.Run over TLS
-// with a development CA) and checks every expectation. A mutate fixture that
-// returns a patch is then sent again with the patched object, which must come
-// back without a patch (idempotence, reinvocationPolicy: IfNeeded).
-//
-// Every file of the suite must be a fixture that loads (strict decoding and
-// the loader's checks keep a typo from silently checking nothing), and no two
-// share a request uid.
+// TestFixtures sends every fixture to the real server (webhook.Run over TLS)
+// and checks every expectation; a mutated object sent again must get no patch
+// (idempotence, reinvocationPolicy: IfNeeded). Every file must load (strict
+// decoding keeps a typo from checking nothing), no two with the same uid.
 func TestFixtures(t *testing.T) {
 	fixtures, servers, uids := Must(LoadFixtures(fixtureDir))(t), newServerPool(t), map[string]string{}
 	if entries, err := os.ReadDir(fixtureDir); err != nil || len(entries) != len(fixtures) {

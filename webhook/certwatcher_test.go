@@ -128,10 +128,9 @@ func TestReloadDuringRotationNeverFails(t *testing.T) {
 	}
 }
 
-// TestCertWatcherWaitsForAPair: a watcher started without a loadable pair
-// serves none (handshakes fail, not healthy, a reason given) until a good pair
-// appears, and then serves it. Each distinct failure is logged and counted
-// once however many polls see it; a failure once a pair is served keeps it.
+// TestCertWatcherWaitsForAPair: a watcher without a loadable pair serves none
+// (not healthy, a reason given) until a good pair appears. Each distinct failure
+// is logged and counted once however many polls see it; a served pair is kept.
 func TestCertWatcherWaitsForAPair(t *testing.T) {
 	type step struct {
 		name string

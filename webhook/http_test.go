@@ -245,9 +245,8 @@ func FuzzHandler(f *testing.F) {
 
 var benchAdmitter = &admission.Admitter{Policy: policies.DefaultOptions()}
 
-// benchReviews returns the benchmark bodies: a ~6 KB labelled StatefulSet that
-// needs the full mutation (CREATE), the validate request the apiserver sends
-// after applying the patch, and a ~100 KB one (1,100 env vars).
+// benchReviews returns the benchmark bodies: a ~6 KB CREATE that needs every
+// mutation, the validate request of its patched object, and a ~100 KB CREATE.
 func benchReviews(tb testing.TB) (create, validate, large []byte) {
 	tb.Helper()
 	create = tests.Must(os.ReadFile("testdata/bench-create.json"))(tb)

@@ -276,8 +276,7 @@ func hasSizedStorage(vcts []policies.ClaimTemplate) bool {
 }
 
 // checkReview encodes r as the server does and checks it as every fixture's
-// answer is checked (tests.Expect.Check): the uid, the allowed verdict, patch
-// and patchType together, no patch on a denial or from the validating webhook.
+// answer is checked (tests.Expect.Check), the uid and allowed verdict too.
 func checkReview(t *testing.T, webhook string, r *admission.Response) {
 	t.Helper()
 	b := tests.Must(r.Review("uid"))(t)
