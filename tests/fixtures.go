@@ -113,16 +113,14 @@ type ObjectExpect struct {
 	Absent          []string    `json:"absent,omitempty"` // JSON pointers
 }
 
-// PathValue is a JSON pointer (RFC 6901) into the object and what it must
-// hold: a value (JSON equality), an array's length, or with neither, anything.
+// PathValue is a JSON pointer into the object and its value, length or, with neither, anything.
 type PathValue struct {
 	Path   string          `json:"path"`
 	Value  json.RawMessage `json:"value,omitempty"`
 	Length *int            `json:"length,omitempty"`
 }
 
-// ReviewRequest is the part of a fixture's AdmissionReview request other tests
-// need; the objects stay raw JSON, unknown fields included.
+// ReviewRequest is what tests read of a fixture's request, the objects raw JSON.
 type ReviewRequest struct {
 	UID         string                  `json:"uid"`
 	Kind        metav1.GroupVersionKind `json:"kind"`

@@ -12,8 +12,7 @@ import (
 	"github.com/dittofs/dittofs-webhook/webhook/admission"
 )
 
-// storedSTS is a StatefulSet as kubectl get -o yaml prints one the webhooks
-// created: every rule passes. The cases tweak it.
+// storedSTS is a StatefulSet the webhooks created, as stored: every rule passes.
 const storedSTS = `apiVersion: apps/v1
 kind: StatefulSet
 metadata:
@@ -55,9 +54,8 @@ func audit(t *testing.T, doc string) *AuditResult {
 	return tests.Must(Audit(in, &admission.Admitter{Policy: policies.DefaultOptions()}))(t)
 }
 
-// TestAuditJudgesStoredStatefulSets: every rule's verdict and fields on
-// tweaks of a stored StatefulSet. Skipping the unlabelled, --manage's note and
-// an undecodable StatefulSet are the audit-*.txtar scripts' (TestScripts).
+// TestAuditJudgesStoredStatefulSets: every rule's verdict and fields on tweaks of storedSTS
+// (skipping, --manage's note and undecodable input are the audit-*.txtar scripts').
 func TestAuditJudgesStoredStatefulSets(t *testing.T) {
 	type edits = []func(string) string
 	type fieldsOf = map[string][]string
