@@ -25,13 +25,9 @@ import (
 type Answer struct {
 	HTTPStatus int
 	Body       []byte
-	// Review is the AdmissionReview of a 200 answer.
-	Review *admissionv1.AdmissionReview
-	// Patch is response.patch decoded.
-	Patch []jsonpatch.Operation
-	// Object is request.object with the patch applied (unchanged without
-	// a patch; nil when the request has no object).
-	Object []byte
+	Review     *admissionv1.AdmissionReview // of a 200 answer
+	Patch      []jsonpatch.Operation        // response.patch decoded
+	Object     []byte                       // request.object patched; nil without an object
 }
 
 // Response is the admission response of the answer, or nil.
@@ -76,26 +72,20 @@ func ParseAnswer(req *ReviewRequest, status int, body []byte) (*Answer, error) {
 
 func isNull(b json.RawMessage) bool { return string(bytes.TrimSpace(b)) == "null" }
 
-// Check returns every way the answer a to req falls short of e (metrics
-// aside: they need the server's registry). It also checks what holds for
-// every answer: the AdmissionReview's apiVersion, kind and uid; no patch on
-// a denial or from the validating webhook; a patch only of the paths SPEC §2
-// names that keeps every other field.
+// Check returns every way the answer a to req falls short of e (metrics aside),
+// and of what holds for every answer: the AdmissionReview's apiVersion, kind
+// and uid; no patch on a denial or from the validating webhook; a patch only
+// of the paths SPEC §2 names that keeps every other field.
 func (e *Expect) Check(webhookName string, req *ReviewRequest, a *Answer) []string {
 	var p problems
 	if a.HTTPStatus != e.Status() {
 		p.add("HTTP status %d, want %d (body %q)", a.HTTPStatus, e.Status(), clip(a.Body))
 		return p
 	}
-	if e.Status() != 200 {
-		body := string(a.Body)
-		if strings.Count(strings.TrimRight(body, "\n"), "\n") > 0 {
-			p.add("the reason is not one line: %q", body)
-		}
+	if body := string(a.Body); e.Status() != 200 {
+		p.addIf(strings.Contains(strings.TrimRight(body, "\n"), "\n"), "the reason is not one line: %q", body)
 		for _, s := range e.Body {
-			if !strings.Contains(body, s) {
-				p.add("body %q does not contain %q", body, s)
-			}
+			p.addIf(!strings.Contains(body, s), "body %q does not contain %q", body, s)
 		}
 		return p
 	}
@@ -104,9 +94,8 @@ func (e *Expect) Check(webhookName string, req *ReviewRequest, a *Answer) []stri
 		p.add("no AdmissionReview response in %q", clip(a.Body))
 		return p
 	}
-	if rv.APIVersion != "admission.k8s.io/v1" || rv.Kind != "AdmissionReview" {
-		p.add("answer is %s %s, want admission.k8s.io/v1 AdmissionReview", rv.APIVersion, rv.Kind)
-	}
+	p.addIf(rv.APIVersion != "admission.k8s.io/v1" || rv.Kind != "AdmissionReview",
+		"answer is %s %s, want admission.k8s.io/v1 AdmissionReview", rv.APIVersion, rv.Kind)
 	r := rv.Response
 	if req != nil && string(r.UID) != req.UID {
 		p.add("response.uid %q, want the request's %q", r.UID, req.UID)
@@ -116,60 +105,41 @@ func (e *Expect) Check(webhookName string, req *ReviewRequest, a *Answer) []stri
 	}
 	p = append(p, checkStatus(e, r.Result)...)
 	p = append(p, CheckWarnings(e, r.Warnings)...)
-
 	hasPatch := len(r.Patch) > 0
-	if hasPatch != (r.PatchType != nil) {
-		p.add("patch and patchType must come together: patch %q, patchType %v", r.Patch, r.PatchType)
-	}
+	p.addIf(hasPatch != (r.PatchType != nil), "patch and patchType must come together: patch %q, patchType %v",
+		r.Patch, r.PatchType)
 	if r.PatchType != nil && *r.PatchType != admissionv1.PatchTypeJSONPatch {
 		p.add("patchType %q, want JSONPatch", *r.PatchType)
 	}
-	if hasPatch && !r.Allowed {
-		p.add("a denial carries a patch")
-	}
-	if hasPatch && webhookName == WebhookValidate {
-		p.add("the validating webhook patched: %s", r.Patch)
-	}
-	if e.Patch != "" && hasPatch != (e.Patch == "some") {
-		p.add("want patch: %s, got %q", e.Patch, r.Patch)
-	}
-	if hasPatch && req != nil {
+	p.addIf(hasPatch && !r.Allowed, "a denial carries a patch")
+	p.addIf(hasPatch && webhookName == WebhookValidate, "the validating webhook patched: %s", r.Patch)
+	p.addIf(e.Patch != "" && hasPatch != (e.Patch == "some"), "want patch: %s, got %q", e.Patch, r.Patch)
+	if hasPatch && req != nil && len(req.Object) > 0 { // a fuzzed request may have none
 		p = append(p, CheckPatchScope(req.Object, a.Object, a.Patch)...)
 	}
-	if e.Object != nil {
-		var old []byte
-		if req != nil {
-			old = req.OldObject
-		}
-		p = append(p, CheckObject(e.Object, a.Object, old)...)
+	if e.Object != nil && req != nil {
+		p = append(p, CheckObject(e.Object, a.Object, req.OldObject)...)
 	}
 	for k, v := range e.Audit {
-		if got, ok := r.AuditAnnotations[k]; !ok || got != v {
-			p.add("audit annotation %q = %q, want %q (annotations %v)", k, got, v, r.AuditAnnotations)
-		}
+		got, ok := r.AuditAnnotations[k]
+		p.addIf(!ok || got != v, "audit annotation %q = %q, want %q (annotations %v)", k, got, v, r.AuditAnnotations)
 	}
 	return p
 }
 
 func checkStatus(e *Expect, st *metav1.Status) []string {
 	var p problems
-	if e.Code == 0 && e.Reason == "" && len(e.Message) == 0 && e.Causes == nil {
+	switch {
+	case e.Code == 0 && e.Reason == "" && len(e.Message) == 0 && e.Causes == nil:
 		return nil
-	}
-	if st == nil {
+	case st == nil:
 		p.add("no response.status, want code %d %s", e.Code, e.Reason)
 		return p
 	}
-	if e.Code != 0 && st.Code != e.Code {
-		p.add("status.code %d, want %d (%s)", st.Code, e.Code, st.Message)
-	}
-	if e.Reason != "" && string(st.Reason) != e.Reason {
-		p.add("status.reason %q, want %q", st.Reason, e.Reason)
-	}
+	p.addIf(e.Code != 0 && st.Code != e.Code, "status.code %d, want %d (%s)", st.Code, e.Code, st.Message)
+	p.addIf(e.Reason != "" && string(st.Reason) != e.Reason, "status.reason %q, want %q", st.Reason, e.Reason)
 	for _, s := range e.Message {
-		if !strings.Contains(st.Message, s) {
-			p.add("status.message %q does not contain %q", st.Message, s)
-		}
+		p.addIf(!strings.Contains(st.Message, s), "status.message %q does not contain %q", st.Message, s)
 	}
 	if e.Causes != nil {
 		var causes []metav1.StatusCause
@@ -221,26 +191,21 @@ func CauseRule(c metav1.StatusCause) string {
 	return ""
 }
 
-// CheckWarnings checks the warnings against e's warnings, noWarnings and
-// warningCount.
+// CheckWarnings checks the warnings against e's warnings, noWarnings and warningCount.
 func CheckWarnings(e *Expect, warnings []string) []string {
 	var p problems
-	if e.NoWarnings && len(warnings) > 0 {
-		p.add("want no warning, got %q", warnings)
-	}
+	p.addIf(e.NoWarnings && len(warnings) > 0, "want no warning, got %q", warnings)
 	if e.WarningCount != nil && len(warnings) != *e.WarningCount {
 		p.add("%d warnings, want %d: %q", len(warnings), *e.WarningCount, warnings)
 	}
 	for _, s := range e.Warnings {
-		if !slices.ContainsFunc(warnings, func(w string) bool { return strings.Contains(w, s) }) {
-			p.add("no warning contains %q (warnings %q)", s, warnings)
-		}
+		p.addIf(!slices.ContainsFunc(warnings, func(w string) bool { return strings.Contains(w, s) }),
+			"no warning contains %q (warnings %q)", s, warnings)
 	}
 	return p
 }
 
-// CheckObject checks the object after the patch against oe; old is the
-// request's oldObject (for equalsOldObject).
+// CheckObject checks the patched object against oe; old is the request's oldObject.
 func CheckObject(oe *ObjectExpect, obj, old []byte) []string {
 	var p problems
 	doc, err := decodeJSON(obj)
@@ -253,9 +218,8 @@ func CheckObject(oe *ObjectExpect, obj, old []byte) []string {
 		if err != nil {
 			p.add("equalsOldObject: the request's oldObject: %v", err)
 		} else if d := cmp.Diff(w, doc, ignorePointers("/metadata/managedFields")); d != "" {
-			// managedFields aside: the apiserver writes them, and a re-apply's
-			// Apply entry comes with a new time, which the apiserver drops
-			// when nothing else changed.
+			// A re-apply's managedFields entry has a new time, which the
+			// apiserver drops when nothing else changed.
 			p.add("object differs from the oldObject (-old +got):\n%s", d)
 		}
 	}
@@ -265,19 +229,15 @@ func CheckObject(oe *ObjectExpect, obj, old []byte) []string {
 			p.add("object has no %s", h.Path)
 			continue
 		}
-		if len(h.Value) > 0 {
-			if w, err := decodeJSON(h.Value); err != nil || !reflect.DeepEqual(w, v) {
-				p.add("%s = %s, want %s (%v)", h.Path, mustJSON(v), h.Value, err)
-			}
+		if w, err := decodeJSON(h.Value); len(h.Value) > 0 && (err != nil || !reflect.DeepEqual(w, v)) {
+			p.add("%s = %s, want %s (%v)", h.Path, mustJSON(v), h.Value, err)
 		}
 		if h.Length != nil {
 			n := -1
 			if rv := reflect.ValueOf(v); rv.Kind() == reflect.Slice || rv.Kind() == reflect.Map {
 				n = rv.Len()
 			}
-			if n != *h.Length {
-				p.add("%s has length %d, want %d: %s", h.Path, n, *h.Length, mustJSON(v))
-			}
+			p.addIf(n != *h.Length, "%s has length %d, want %d: %s", h.Path, n, *h.Length, mustJSON(v))
 		}
 	}
 	for _, a := range oe.Absent {
@@ -290,8 +250,7 @@ func CheckObject(oe *ObjectExpect, obj, old []byte) []string {
 
 // mutationPaths are the JSON pointers (as regular expressions) each mutation
 // of SPEC §2 patches, by mutation ID: the only paths the mutating webhook may
-// touch. A mutation added to policies.Mutations fails TestMutationPaths until
-// its paths are written here.
+// touch (TestMutationPaths requires one for every mutation).
 var mutationPaths = map[string]string{
 	policies.MutationCacheTemplate:    `/spec/volumeClaimTemplates(/-)?`,
 	policies.MutationCacheCarryOver:   `/spec/volumeClaimTemplates(/(\d+|-))?`,
@@ -310,19 +269,16 @@ var allowedPatchPaths = func() *regexp.Regexp {
 }()
 
 // CheckPatchScope checks that a patch uses add, remove and replace only, on
-// the paths SPEC §2 names, and that everything else of the object — fields
-// this build does not know included — comes through unchanged: the rest of
-// the object is equal, every volumeClaimTemplate is kept in order, only
-// volumes named cache are removed, and volumeMounts are only appended to.
+// the paths SPEC §2 names, and keeps everything else, unknown fields included:
+// every volumeClaimTemplate in order, volumes but those named cache, the
+// volumeMounts (only appended to), the rest equal.
 func CheckPatchScope(before, after []byte, ops []jsonpatch.Operation) []string {
 	var p problems
 	for _, op := range ops {
 		if op.Operation != "add" && op.Operation != "remove" && op.Operation != "replace" {
 			p.add("patch operation %q at %s", op.Operation, op.Path)
 		}
-		if !allowedPatchPaths.MatchString(op.Path) {
-			p.add("patch touches %s, which SPEC §2 does not name", op.Path)
-		}
+		p.addIf(!allowedPatchPaths.MatchString(op.Path), "patch touches %s, which SPEC §2 does not name", op.Path)
 	}
 	b, err1 := decodeJSON(before)
 	a, err2 := decodeJSON(after)
@@ -348,9 +304,7 @@ func CheckPatchScope(before, after []byte, ops []jsonpatch.Operation) []string {
 	}
 	d := cmp.Diff(slices.DeleteFunc(slices.Clone(bvol), isCache), slices.DeleteFunc(slices.Clone(avol), isCache),
 		cmpopts.EquateEmpty())
-	if d != "" || !isSubsequence(avol, bvol) {
-		p.add("volumes other than cache were changed (-before +after):\n%s", d)
-	}
+	p.addIf(d != "" || !isSubsequence(avol, bvol), "volumes other than cache were changed (-before +after):\n%s", d)
 	// volumeMounts: appended to only.
 	bcs, acs := list(b, "/spec/template/spec/containers"), list(a, "/spec/template/spec/containers")
 	if len(bcs) != len(acs) {
@@ -371,8 +325,7 @@ func CheckPatchScope(before, after []byte, ops []jsonpatch.Operation) []string {
 	return p
 }
 
-// ignorePointers is a cmp option that ignores, in decoded JSON, the values at
-// the JSON pointers re matches.
+// ignorePointers ignores, in decoded JSON, the values at the JSON pointers re matches.
 func ignorePointers(re string) cmp.Option {
 	r := regexp.MustCompile(`^(?:` + re + `)$`)
 	return cmp.FilterPath(func(path cmp.Path) bool {
@@ -409,11 +362,10 @@ func Lookup(doc any, ptr string) (any, bool) {
 	for seg := range p.Tokens() { // unescaped
 		switch c := cur.(type) {
 		case map[string]any:
-			v, ok := c[seg]
-			if !ok {
+			var ok bool
+			if cur, ok = c[seg]; !ok {
 				return nil, false
 			}
-			cur = v
 		case []any:
 			i, err := strconv.Atoi(seg)
 			if err != nil || i < 0 || i >= len(c) {
@@ -448,13 +400,15 @@ func statusString(st *metav1.Status) string {
 	return fmt.Sprintf("%d %s: %s", st.Code, st.Reason, st.Message)
 }
 
-func clip(b []byte) string {
-	if len(b) > 300 {
-		return string(b[:300]) + "..."
-	}
-	return string(b)
-}
+func clip(b []byte) string { return string(b[:min(len(b), 300)]) }
 
 type problems []string
 
 func (p *problems) add(format string, args ...any) { *p = append(*p, fmt.Sprintf(format, args...)) }
+
+// addIf adds the problem when bad.
+func (p *problems) addIf(bad bool, format string, args ...any) {
+	if bad {
+		p.add(format, args...)
+	}
+}

@@ -1,22 +1,20 @@
-// Package tests holds the admission-review fixture suite: one YAML file per
-// case in tests/fixtures, each a request the kube-apiserver could send (or a
-// malformed one it never would) with what the server must answer. README.md
-// beside this file documents the format.
-//
-// fixtures_test.go runs every fixture against the real server over TLS. The
-// loader and the checks are exported so that other tests reuse the same
-// cases: the eval command's tests, and fuzz targets that take the fixtures'
-// objects as seeds.
+// Package tests holds the admission-review fixture suite (tests/fixtures, one
+// YAML case per file; README.md documents the format), run against the real
+// server over TLS by fixtures_test.go. The loader and the checks are exported
+// for the eval command's tests and the fuzz targets that take the fixtures as
+// seeds.
 package tests
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha1"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	admissionv1 "k8s.io/api/admission/v1"
@@ -39,31 +37,25 @@ const (
 // Fixture is one case of the suite, as read from its YAML file; README.md
 // documents the keys.
 type Fixture struct {
-	// Name is the file name without its extension; Path the file itself.
-	Name string `json:"-"`
+	Name string `json:"-"` // the file name without its extension
 	Path string `json:"-"`
 
-	Description string `json:"description"` // what the case proves, naming the SPEC rule
-	Webhook     string `json:"webhook"`     // "mutate" or "validate"
-	// Options are the server's policy settings; nil: the documented defaults.
-	Options *ServerOptions `json:"options,omitempty"`
+	Description string         `json:"description"`
+	Webhook     string         `json:"webhook"`           // WebhookMutate or WebhookValidate
+	Options     *ServerOptions `json:"options,omitempty"` // nil: the documented defaults
 
-	// Operation, Object and OldObject are the case: the loader wraps them
-	// in the AdmissionReview the kube-apiserver sends (see envelope), which
-	// becomes Review. Object and OldObject are raw JSON, sent as written.
-	Operation string          `json:"operation,omitempty"`
-	Object    json.RawMessage `json:"object,omitempty"`
-	OldObject json.RawMessage `json:"oldObject,omitempty"`
-	// DryRun, SubResource, Kind and Resource override the envelope's
-	// defaults (false, none, apps/v1 StatefulSet, statefulsets).
+	// The case, which the loader wraps in the AdmissionReview the
+	// kube-apiserver sends (see envelope); the objects are sent as written.
+	Operation   string                       `json:"operation,omitempty"`
+	Object      json.RawMessage              `json:"object,omitempty"`
+	OldObject   json.RawMessage              `json:"oldObject,omitempty"`
 	DryRun      bool                         `json:"dryRun,omitempty"`
 	SubResource string                       `json:"subResource,omitempty"`
-	Kind        *metav1.GroupVersionKind     `json:"kind,omitempty"`
-	Resource    *metav1.GroupVersionResource `json:"resource,omitempty"`
+	Kind        *metav1.GroupVersionKind     `json:"kind,omitempty"`     // apps/v1 StatefulSet when unset
+	Resource    *metav1.GroupVersionResource `json:"resource,omitempty"` // statefulsets when unset
 
-	// Review is the AdmissionReview sent, as JSON: written out in the file
-	// for the cases recorded verbatim and the protocol cases that send a
-	// wrong one, else built by the loader.
+	// Review is the AdmissionReview sent: the loader's, or the file's for the
+	// cases recorded verbatim and the protocol cases that send a wrong one.
 	Review json.RawMessage `json:"review,omitempty"`
 	Raw    *Raw            `json:"raw,omitempty"` // the HTTP request of protocol cases
 	Expect Expect          `json:"expect"`
@@ -81,35 +73,27 @@ type Raw struct {
 	Method      string  `json:"method,omitempty"`      // POST when unset
 	ContentType string  `json:"contentType,omitempty"` // application/json when unset
 	Body        *string `json:"body,omitempty"`        // replaces the review
-	// BodySize pads the body with spaces to this many bytes, so a fixture
-	// can send an oversized request without holding it.
-	BodySize int  `json:"bodySize,omitempty"`
-	Chunked  bool `json:"chunked,omitempty"` // no Content-Length
+	BodySize    int     `json:"bodySize,omitempty"`    // padded with spaces to this size
+	Chunked     bool    `json:"chunked,omitempty"`     // no Content-Length
 }
 
 // Expect is what the server must answer; unset fields are not checked.
 // README.md's "expect" table says what each key checks.
 type Expect struct {
-	HTTPStatus int      `json:"httpStatus,omitempty"` // 200 when unset
-	Body       []string `json:"body,omitempty"`
-
-	Allowed *bool    `json:"allowed,omitempty"` // required for an HTTP 200 answer
-	Code    int32    `json:"code,omitempty"`
-	Reason  string   `json:"reason,omitempty"`
-	Message []string `json:"message,omitempty"`
-	Causes  []Cause  `json:"causes,omitempty"` // exactly these, in any order; empty: none
-
-	Warnings     []string `json:"warnings,omitempty"`
-	NoWarnings   bool     `json:"noWarnings,omitempty"`
-	WarningCount *int     `json:"warningCount,omitempty"`
-
-	Patch  string        `json:"patch,omitempty"` // "none" or "some"
-	Object *ObjectExpect `json:"object,omitempty"`
-
-	Audit map[string]string `json:"audit,omitempty"`
-	// Metrics maps a series selector to how much it must increase.
-	Metrics map[string]float64 `json:"metrics,omitempty"`
-
+	HTTPStatus   int                `json:"httpStatus,omitempty"` // 200 when unset
+	Body         []string           `json:"body,omitempty"`
+	Allowed      *bool              `json:"allowed,omitempty"` // required for an HTTP 200 answer
+	Code         int32              `json:"code,omitempty"`
+	Reason       string             `json:"reason,omitempty"`
+	Message      []string           `json:"message,omitempty"`
+	Causes       []Cause            `json:"causes,omitempty"` // exactly these, in any order; empty: none
+	Warnings     []string           `json:"warnings,omitempty"`
+	NoWarnings   bool               `json:"noWarnings,omitempty"`
+	WarningCount *int               `json:"warningCount,omitempty"`
+	Patch        string             `json:"patch,omitempty"` // "none" or "some"
+	Object       *ObjectExpect      `json:"object,omitempty"`
+	Audit        map[string]string  `json:"audit,omitempty"`
+	Metrics      map[string]float64 `json:"metrics,omitempty"` // a series selector: its increase
 	// ThenValidate checks the validating webhook's answer to the mutated
 	// object, as the apiserver sends it next. Only for mutate fixtures.
 	ThenValidate *Expect `json:"thenValidate,omitempty"`
@@ -124,40 +108,33 @@ type Cause struct {
 
 // ObjectExpect are facts about the object after the patch.
 type ObjectExpect struct {
-	// EqualsOldObject: a re-applied manifest changes nothing.
-	EqualsOldObject bool        `json:"equalsOldObject,omitempty"`
+	EqualsOldObject bool        `json:"equalsOldObject,omitempty"` // a re-applied manifest changes nothing
 	Has             []PathValue `json:"has,omitempty"`
 	Absent          []string    `json:"absent,omitempty"` // JSON pointers
 }
 
-// PathValue is a JSON pointer (RFC 6901) into the object and what it must
-// hold: a value (JSON equality), an array's length, or with neither, anything.
+// PathValue is a JSON pointer into the object and its value, length or, with neither, anything.
 type PathValue struct {
 	Path   string          `json:"path"`
 	Value  json.RawMessage `json:"value,omitempty"`
 	Length *int            `json:"length,omitempty"`
 }
 
-// ReviewRequest is the part of a fixture's AdmissionReview request other tests
-// need; the objects stay raw JSON, unknown fields included.
+// ReviewRequest is what tests read of a fixture's request, the objects raw JSON.
 type ReviewRequest struct {
-	UID  string `json:"uid"`
-	Kind struct {
-		Group   string `json:"group"`
-		Version string `json:"version"`
-		Kind    string `json:"kind"`
-	} `json:"kind"`
-	SubResource string          `json:"subResource"`
-	Name        string          `json:"name"`
-	Namespace   string          `json:"namespace"`
-	Operation   string          `json:"operation"`
-	DryRun      *bool           `json:"dryRun"`
-	Object      json.RawMessage `json:"object"`
-	OldObject   json.RawMessage `json:"oldObject"`
+	UID         string                  `json:"uid"`
+	Kind        metav1.GroupVersionKind `json:"kind"`
+	SubResource string                  `json:"subResource"`
+	Name        string                  `json:"name"`
+	Namespace   string                  `json:"namespace"`
+	Operation   string                  `json:"operation"`
+	DryRun      *bool                   `json:"dryRun"`
+	Object      json.RawMessage         `json:"object"`
+	OldObject   json.RawMessage         `json:"oldObject"`
 }
 
-// LoadFixtures reads every *.yaml fixture of dir, sorted by name. A file that
-// does not parse, has an unknown key or an impossible expectation is an error.
+// LoadFixtures reads every *.yaml fixture of dir, sorted by name; a file that does
+// not parse, has an unknown key or an impossible expectation is an error.
 func LoadFixtures(dir string) ([]Fixture, error) {
 	paths, err := filepath.Glob(filepath.Join(dir, "*.yaml")) // sorted
 	if err != nil {
@@ -169,12 +146,11 @@ func LoadFixtures(dir string) ([]Fixture, error) {
 	out := make([]Fixture, 0, len(paths))
 	var errs []error
 	for _, p := range paths {
-		f, err := LoadFixture(p)
-		if err != nil {
+		if f, err := LoadFixture(p); err != nil {
 			errs = append(errs, err)
-			continue
+		} else {
+			out = append(out, f)
 		}
-		out = append(out, f)
 	}
 	return out, errors.Join(errs...)
 }
@@ -219,14 +195,8 @@ func (f *Fixture) check() error {
 	if len(f.Review) == 0 && (f.Raw == nil || f.Raw.Body == nil) {
 		return errors.New("neither operation, review nor raw.body")
 	}
-	if f.Expect.Status() == 200 {
-		req, err := f.Request()
-		switch {
-		case err != nil:
-			return fmt.Errorf("review: %w", err)
-		case req == nil:
-			return errors.New("an HTTP 200 answer needs a review with a request")
-		}
+	if req, err := f.Request(); f.Expect.Status() == 200 && (err != nil || req == nil) {
+		return fmt.Errorf("an HTTP 200 answer needs a review with a request (%v)", err)
 	}
 	if _, err := f.PolicyOptions(); err != nil {
 		return err
@@ -235,34 +205,30 @@ func (f *Fixture) check() error {
 }
 
 func (e *Expect) check(webhook string, nested bool) error {
-	switch e.Patch {
-	case "", "none", "some":
-	default:
-		return fmt.Errorf("expect.patch must be none or some, got %q", e.Patch)
-	}
-	if e.Status() == 200 && e.Allowed == nil {
-		return errors.New("expect.allowed is required for an HTTP 200 answer")
-	}
-	if e.Status() != 200 &&
-		(e.Allowed != nil || e.Patch != "" || e.Object != nil || len(e.Causes) > 0 || len(e.Warnings) > 0) {
-		return errors.New("a non-200 answer has no AdmissionReview: expect only httpStatus, body and metrics")
+	tv, review := e.ThenValidate, e.Allowed != nil || e.Patch != "" || e.Object != nil || len(e.Causes) > 0 ||
+		len(e.Warnings) > 0
+	for _, c := range []struct {
+		bad bool
+		err string
+	}{
+		{!slices.Contains([]string{"", "none", "some"}, e.Patch), "expect.patch must be none or some"},
+		{e.Status() == 200 && e.Allowed == nil, "expect.allowed is required for an HTTP 200 answer"},
+		{e.Status() != 200 && review, "a non-200 answer has no AdmissionReview: expect only httpStatus, body, metrics"},
+		{tv != nil && (webhook != WebhookMutate || nested), "expect.thenValidate is only for mutate fixtures"},
+		{tv != nil && (e.Allowed == nil || !*e.Allowed), "expect.thenValidate needs an allowed mutation"},
+		{tv != nil && (len(tv.Metrics) > 0 || tv.HTTPStatus != 0), "expect.thenValidate checks the answer only"},
+	} {
+		if c.bad {
+			return errors.New(c.err)
+		}
 	}
 	for sel := range e.Metrics {
 		if _, _, err := parseSelector(sel); err != nil {
 			return fmt.Errorf("expect.metrics: %w", err)
 		}
 	}
-	if e.ThenValidate != nil {
-		if webhook != WebhookMutate || nested {
-			return errors.New("expect.thenValidate is only for mutate fixtures")
-		}
-		if e.Allowed == nil || !*e.Allowed {
-			return errors.New("expect.thenValidate needs an allowed mutation")
-		}
-		if len(e.ThenValidate.Metrics) > 0 || e.ThenValidate.HTTPStatus != 0 {
-			return errors.New("expect.thenValidate checks the answer only")
-		}
-		return e.ThenValidate.check(WebhookValidate, true)
+	if tv != nil {
+		return tv.check(WebhookValidate, true)
 	}
 	return nil
 }
@@ -275,9 +241,8 @@ func (e *Expect) Status() int {
 	return e.HTTPStatus
 }
 
-// Request decodes the fixture's review request: nil without a review or
-// without a request. A protocol fixture's review may be deliberately wrong,
-// and then not decode.
+// Request decodes the fixture's review request, nil without one; a protocol
+// fixture's review may be deliberately wrong, and then not decode.
 func (f *Fixture) Request() (*ReviewRequest, error) {
 	if len(f.Review) == 0 {
 		return nil, nil
@@ -293,12 +258,9 @@ func (f *Fixture) Request() (*ReviewRequest, error) {
 
 // Body is the HTTP body the fixture sends.
 func (f *Fixture) Body() []byte {
-	var b []byte
-	switch {
-	case f.Raw != nil && f.Raw.Body != nil:
+	b := slices.Clone([]byte(f.Review))
+	if f.Raw != nil && f.Raw.Body != nil {
 		b = []byte(*f.Raw.Body)
-	default:
-		b = append([]byte(nil), f.Review...)
 	}
 	if f.Raw != nil && f.Raw.BodySize > len(b) {
 		b = append(b, bytes.Repeat([]byte{' '}, f.Raw.BodySize-len(b))...)
@@ -308,29 +270,21 @@ func (f *Fixture) Body() []byte {
 
 // PolicyOptions are the policy options the fixture runs with.
 func (f *Fixture) PolicyOptions() (policies.Options, error) {
-	o := policies.DefaultOptions()
-	if f.Options == nil {
-		return o, nil
-	}
-	if s := f.Options.DefaultCacheSize; s != "" {
+	o, so := policies.DefaultOptions(), cmp.Or(f.Options, &ServerOptions{})
+	if s := so.DefaultCacheSize; s != "" {
 		q, err := resource.ParseQuantity(s)
 		if err != nil {
 			return o, fmt.Errorf("options.defaultCacheSize: %w", err)
 		}
 		o.DefaultCacheSize = q
 	}
-	if p := f.Options.CacheMountPath; p != "" {
-		o.CacheMountPath = p
-	}
-	if a := f.Options.ValidationAction; a != "" {
-		o.Action = policies.Action(a)
-	}
+	o.CacheMountPath = cmp.Or(so.CacheMountPath, o.CacheMountPath)
+	o.Action = cmp.Or(policies.Action(so.ValidationAction), o.Action)
 	return o, o.Validate()
 }
 
-// WithObject returns the fixture's review with request.object replaced by obj
-// (and request.uid by uid when not empty): what the apiserver sends when it
-// reinvokes the webhook on the patched object.
+// WithObject returns the fixture's review with request.object obj (and uid,
+// when not empty): what the apiserver sends reinvoking the webhook on it.
 func (f *Fixture) WithObject(obj []byte, uid string) ([]byte, error) {
 	var rv admissionv1.AdmissionReview
 	if err := json.Unmarshal(f.Review, &rv); err != nil {
@@ -346,20 +300,18 @@ func (f *Fixture) WithObject(obj []byte, uid string) ([]byte, error) {
 	return json.Marshal(rv)
 }
 
-// Defaults of the envelope the loader wraps a fixture's case in.
+// Defaults of the envelope the loader wraps a fixture's case in; the user is
+// kubeadm's admin, as kubectl run with admin.conf authenticates.
 var (
 	statefulSetKind     = metav1.GroupVersionKind{Group: "apps", Version: "v1", Kind: "StatefulSet"}
 	statefulSetResource = metav1.GroupVersionResource{Group: "apps", Version: "v1", Resource: "statefulsets"}
-	// fixtureUser is who sends every request: kubeadm's admin, as kubectl
-	// run with admin.conf authenticates.
-	fixtureUser = authenticationv1.UserInfo{
+	fixtureUser         = authenticationv1.UserInfo{
 		Username: "kubernetes-admin", Groups: []string{"kubeadm:cluster-admins", "system:authenticated"},
 	}
 )
 
-// NewReview is the AdmissionReview a kube-apiserver sends for op (CREATE,
-// UPDATE, DELETE or CONNECT) of an apps/v1 StatefulSet, as a fixture's loader
-// wraps it: for the tests that build their requests in Go.
+// NewReview is the AdmissionReview a kube-apiserver sends for op of an apps/v1
+// StatefulSet, as the loader wraps a fixture, for tests that build requests in Go.
 func NewReview(uid, op string, object, oldObject json.RawMessage) []byte {
 	b, err := (&Fixture{Operation: op, Object: object, OldObject: oldObject}).envelope(uid)
 	if err != nil {
@@ -378,18 +330,10 @@ const ManagedStatefulSet = `{"apiVersion":"apps/v1","kind":"StatefulSet",` +
 	`{"metadata":{"name":"content"},"spec":{"resources":{"requests":{"storage":"1Gi"}}}}]}}`
 
 // envelope wraps the fixture's case in the AdmissionReview a kube-apiserver
-// sends for it: uid (unique to the file), the kinds and resources (apps/v1
-// statefulsets unless overridden), the name and namespace of the object (of
-// the old object on DELETE), kubeadm's admin as the user, and the options
-// the apiserver fills in for the operation (what kubectl sends).
+// sends for it: the name and namespace of the object (of the old object on
+// DELETE), and the options the apiserver fills in for kubectl's request.
 func (f *Fixture) envelope(uid string) ([]byte, error) {
-	kind, res := statefulSetKind, statefulSetResource
-	if f.Kind != nil {
-		kind = *f.Kind
-	}
-	if f.Resource != nil {
-		res = *f.Resource
-	}
+	kind, res := *cmp.Or(f.Kind, &statefulSetKind), *cmp.Or(f.Resource, &statefulSetResource)
 	var opts runtime.Object // CONNECT has none: null
 	tm := func(kind string) metav1.TypeMeta { return metav1.TypeMeta{Kind: kind, APIVersion: "meta.k8s.io/v1"} }
 	switch f.Operation {
@@ -414,10 +358,7 @@ func (f *Fixture) envelope(uid string) ([]byte, error) {
 	if len(named) == 0 || isNull(named) {
 		named = f.OldObject
 	}
-	if len(named) > 0 {
-		// An object that does not decode is itself a case (always-undecodable-*).
-		_ = json.Unmarshal(named, &meta)
-	}
+	_ = json.Unmarshal(named, &meta) // an object that does not decode is itself a case (always-undecodable-*)
 	dryRun := f.DryRun
 	return json.Marshal(admissionv1.AdmissionReview{
 		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
@@ -441,10 +382,9 @@ func (f *Fixture) envelope(uid string) ([]byte, error) {
 	})
 }
 
-// fixtureUID is a name-based (version 5, RFC 9562) UUID of the fixture's
-// name: stable, and unique across the suite because file names are.
+// fixtureUID is a name-based (version 5, RFC 9562, in the URL namespace of
+// its Appendix A) UUID of the fixture's name: stable, and unique in the suite.
 func fixtureUID(name string) string {
-	// The URL namespace of RFC 9562, Appendix A.
 	ns := [16]byte{0x6b, 0xa7, 0xb8, 0x11, 0x9d, 0xad, 0x11, 0xd1, 0x80, 0xb4, 0x00, 0xc0, 0x4f, 0xd4, 0x30, 0xc8}
 	h := sha1.Sum(append(ns[:], "github.com/dittofs/dittofs-webhook/tests/fixtures/"+name...))
 	h[6] = h[6]&0x0f | 0x50

@@ -27,24 +27,24 @@ import (
 // fixtureDir holds the suite; see README.md.
 const fixtureDir = "fixtures"
 
-// TestFixtures sends every fixture to the real server (webhook.Run over TLS
-// with a development CA) and checks every expectation. A mutate fixture that
-// returns a patch is then sent again with the patched object, which must come
-// back without a patch (idempotence, reinvocationPolicy: IfNeeded).
+// TestFixtures sends every fixture to the real server (webhook.Run over TLS)
+// and checks every expectation; a mutated object sent again must get no patch
+// (idempotence, reinvocationPolicy: IfNeeded). Every file must load (strict
+// decoding keeps a typo from checking nothing), no two with the same uid.
 func TestFixtures(t *testing.T) {
-	fixtures, err := LoadFixtures(fixtureDir)
-	if err != nil {
-		t.Fatal(err)
+	fixtures, servers, uids := Must(LoadFixtures(fixtureDir))(t), newServerPool(t), map[string]string{}
+	if entries, err := os.ReadDir(fixtureDir); err != nil || len(entries) != len(fixtures) {
+		t.Errorf("%d files in %s (%v) but %d fixtures: every file must be a *.yaml fixture",
+			len(entries), fixtureDir, err, len(fixtures))
 	}
-	servers := newServerPool(t)
 	for _, f := range fixtures {
-		t.Run(f.Name, func(t *testing.T) {
-			opts, err := f.PolicyOptions()
-			if err != nil {
-				t.Fatal(err)
+		if req, err := f.Request(); err == nil && req != nil && req.UID != "" {
+			if prev, ok := uids[req.UID]; ok {
+				t.Errorf("%s and %s share the request uid %s", prev, f.Name, req.UID)
 			}
-			runFixture(t, servers.get(t, opts), f)
-		})
+			uids[req.UID] = f.Name
+		}
+		t.Run(f.Name, func(t *testing.T) { runFixture(t, servers.get(Must(f.PolicyOptions())(t)), f) })
 	}
 	t.Run("coverage", func(t *testing.T) { servers.checkCoverage(t) })
 }
@@ -62,9 +62,7 @@ func runFixture(t *testing.T, s *testServer, f Fixture) {
 	}
 	after := s.scrape(t)
 	for sel, want := range f.Expect.Metrics {
-		b, _ := SumMetric(before, sel)
-		n, _ := SumMetric(after, sel)
-		if n-b != want {
+		if b, n := Must(SumMetric(before, sel))(t), Must(SumMetric(after, sel))(t); n-b != want {
 			t.Errorf("%s: metric %s increased by %v, want %v", f.Path, sel, n-b, want)
 		}
 	}
@@ -86,19 +84,10 @@ func runFixture(t *testing.T, s *testServer, f Fixture) {
 	resend := func(wh, uidSuffix string) (*ReviewRequest, *Answer) {
 		next := *req
 		next.UID, next.Object = req.UID+uidSuffix, a.Object
-		b, err := f.WithObject(a.Object, next.UID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		status, body := s.send(t, wh, b, nil)
-		an, err := ParseAnswer(&next, status, body)
-		if err != nil {
-			t.Fatalf("%s: %v", uidSuffix, err)
-		}
-		return &next, an
+		status, body := s.send(t, wh, Must(f.WithObject(a.Object, next.UID))(t), nil)
+		return &next, Must(ParseAnswer(&next, status, body))(t)
 	}
-	if f.Webhook == WebhookMutate && len(a.Patch) > 0 {
-		// Idempotence: the mutator run on its own output returns no patch.
+	if f.Webhook == WebhookMutate && len(a.Patch) > 0 { // the mutator's output gets no patch
 		_, a2 := resend(WebhookMutate, "-again")
 		if r := a2.Response(); a2.HTTPStatus != 200 || r == nil || !r.Allowed || len(r.Patch) > 0 {
 			t.Errorf("%s: idempotence: the mutated object, sent again, must be allowed without a patch; got HTTP %d %s",
@@ -136,14 +125,12 @@ func newServerPool(t *testing.T) *serverPool {
 	return &serverPool{t: t, vol: vol, servers: map[string]*testServer{}}
 }
 
-func (p *serverPool) get(t *testing.T, opts policies.Options) *testServer {
+func (p *serverPool) get(opts policies.Options) *testServer {
 	key := opts.DefaultCacheSize.String() + " " + opts.CacheMountPath + " " + string(opts.Action)
-	if s, ok := p.servers[key]; ok {
-		return s
+	if p.servers[key] == nil {
+		p.servers[key] = startServer(p.t, p.vol, opts)
 	}
-	s := startServer(p.t, p.vol, opts)
-	p.servers[key] = s
-	return s
+	return p.servers[key]
 }
 
 // checkCoverage requires that the suite made every rule, mutation and
@@ -153,7 +140,7 @@ func (p *serverPool) checkCoverage(t *testing.T) {
 	for _, s := range p.servers {
 		all = append(all, s.scrape(t)...)
 	}
-	var want []string
+	var want []string // the fixtures' every verdict, mutation, refusal and operation
 	for _, r := range policies.Rules {
 		for _, a := range []policies.Action{policies.Deny, policies.Warn} {
 			want = append(want, fmt.Sprintf("dittofs_webhook_violations_total{rule=%q,action=%q}", r, a))
@@ -168,8 +155,7 @@ func (p *serverPool) checkCoverage(t *testing.T) {
 	}
 	for _, op := range []string{"CREATE", "UPDATE", "DELETE"} {
 		for _, wh := range []string{WebhookMutate, WebhookValidate} {
-			const requests = "dittofs_webhook_admission_requests_total{webhook=%q,operation=%q}"
-			want = append(want, fmt.Sprintf(requests, wh, op))
+			want = append(want, fmt.Sprintf("dittofs_webhook_admission_requests_total{webhook=%q,operation=%q}", wh, op))
 		}
 	}
 	for _, sel := range want {
@@ -180,46 +166,17 @@ func (p *serverPool) checkCoverage(t *testing.T) {
 }
 
 func startServer(t *testing.T, vol *SecretVolume, opts policies.Options) *testServer {
-	ctx, cancel := context.WithCancel(context.Background())
-	type addrs struct{ admission, metrics net.Addr }
-	ready := make(chan addrs, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- webhook.Run(ctx, webhook.Options{
-			Listen:          "127.0.0.1:0",
-			MetricsListen:   "127.0.0.1:0",
-			CertFile:        vol.CertFile(),
-			KeyFile:         vol.KeyFile(),
-			TLSMinVersion:   tls.VersionTLS12,
-			Policy:          opts,
-			ShutdownTimeout: 5 * time.Second,
-			Ready:           func(a, m net.Addr) { ready <- addrs{a, m} },
-		})
-	}()
-	var a addrs
-	select {
-	case a = <-ready:
-	case err := <-done:
-		cancel()
-		t.Fatalf("webhook.Run: %v", err)
-	case <-time.After(30 * time.Second):
-		cancel()
-		t.Fatal("the server did not start")
-	}
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("webhook.Run returned %v after shutdown", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("the server did not shut down")
-		}
+	s := &testServer{client: vol.Client()}
+	t.Cleanup(s.client.CloseIdleConnections)
+	StartRun(t, func(ctx context.Context, ready func()) error {
+		return webhook.Run(ctx, webhook.Options{Listen: "127.0.0.1:0", MetricsListen: "127.0.0.1:0",
+			CertFile: vol.CertFile(), KeyFile: vol.KeyFile(), TLSMinVersion: tls.VersionTLS12, Policy: opts,
+			ShutdownTimeout: 5 * time.Second, Ready: func(a, m net.Addr) {
+				s.base, s.metrics = "https://"+a.String(), "http://"+m.String()
+				ready()
+			}})
 	})
-	c := vol.Client()
-	t.Cleanup(c.CloseIdleConnections)
-	return &testServer{base: "https://" + a.admission.String(), metrics: "http://" + a.metrics.String(), client: c}
+	return s
 }
 
 // send posts body to a webhook, or sends it as raw says, and returns the HTTP
@@ -233,51 +190,17 @@ func (s *testServer) send(t *testing.T, wh string, body []byte, raw *Raw) (int, 
 	if raw == nil {
 		raw = &Raw{}
 	}
-	method, contentType := cmp.Or(raw.Method, "POST"), cmp.Or(raw.ContentType, "application/json")
-	req, err := http.NewRequest(method, s.base+path, bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
+	req := Must(http.NewRequest(cmp.Or(raw.Method, "POST"), s.base+path, bytes.NewReader(body)))(t)
 	if raw.Chunked {
 		req.ContentLength = -1 // sent chunked
 	}
-	req.Header.Set("Content-Type", contentType)
-	resp, err := s.client.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
+	req.Header.Set("Content-Type", cmp.Or(raw.ContentType, "application/json"))
+	resp := Must(s.client.Do(req))(t)
 	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("reading the answer: %v", err)
-	}
-	return resp.StatusCode, out
+	return resp.StatusCode, Must(io.ReadAll(resp.Body))(t)
 }
 
 func (s *testServer) scrape(t *testing.T) []Sample { return Scrape(t, s.metrics+"/metrics") }
-
-// TestLoadFixtures: every file of the suite is a fixture that loads (the
-// loader's strict decoding and checks are what keep a fixture's typo from
-// silently checking nothing), and no two share a request uid.
-func TestLoadFixtures(t *testing.T) {
-	fixtures, err := LoadFixtures(fixtureDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if entries, err := os.ReadDir(fixtureDir); err != nil || len(entries) != len(fixtures) {
-		t.Errorf("%d files in %s (%v) but %d fixtures: every file must be a *.yaml fixture",
-			len(entries), fixtureDir, err, len(fixtures))
-	}
-	seen := map[string]string{}
-	for _, f := range fixtures {
-		if req, err := f.Request(); err == nil && req != nil && req.UID != "" {
-			if prev, ok := seen[req.UID]; ok {
-				t.Errorf("%s and %s share the request uid %s", prev, f.Name, req.UID)
-			}
-			seen[req.UID] = f.Name
-		}
-	}
-}
 
 // TestMutationPaths: every mutation ID of policies has the paths it may
 // patch in mutationPaths, so that a new mutation cannot go unchecked.
@@ -299,9 +222,7 @@ func TestEnvelopeOptions(t *testing.T) {
 		"CONNECT": ``,
 	} {
 		var rv admissionv1.AdmissionReview
-		if err := json.Unmarshal(NewReview("u", op, nil, nil), &rv); err != nil {
-			t.Fatal(err)
-		}
+		must(t, json.Unmarshal(NewReview("u", op, nil, nil), &rv))
 		if got := string(rv.Request.Options.Raw); got != want {
 			t.Errorf("%s: options %s, want %s", op, got, want)
 		}

@@ -42,17 +42,10 @@ func (l *logRecorder) WithGroup(string) slog.Handler      { return l }
 func (l *logRecorder) errors() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	n := 0
-	for _, r := range l.records {
-		if r.Level >= slog.LevelError {
-			n++
-		}
-	}
-	return n
+	return len(slices.DeleteFunc(slices.Clone(l.records), func(r slog.Record) bool { return r.Level < slog.LevelError }))
 }
 
-// watcher is a certificate watcher on a Secret volume, with its metrics and
-// logs, started by start.
+// watcher is a certificate watcher on a Secret volume, with its metrics and logs.
 type watcher struct {
 	*CertWatcher
 	vol  *tests.SecretVolume
@@ -60,8 +53,7 @@ type watcher struct {
 	logs *logRecorder
 }
 
-// newWatcher returns a watcher of a volume at a directory that does not
-// exist yet; prepare lays it out before the load at start.
+// newWatcher watches a volume not made yet; prepare lays it out before the first load.
 func newWatcher(t *testing.T, poll time.Duration, prepare func(*tests.SecretVolume)) *watcher {
 	t.Helper()
 	vol := tests.NewSecretVolume(t, filepath.Join(t.TempDir(), "tls"))
@@ -75,8 +67,7 @@ func newWatcher(t *testing.T, poll time.Duration, prepare func(*tests.SecretVolu
 	return w
 }
 
-// start runs the watcher until the test ends, then checks that no watcher or
-// fsnotify goroutine is left.
+// start runs the watcher until the test ends, then checks no goroutine is left.
 func (w *watcher) start(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	stopped := make(chan struct{})
@@ -99,9 +90,14 @@ func (w *watcher) serial() string {
 	return ""
 }
 
-// TestReloadDuringRotationNeverFails: reloads racing with Secret-volume
-// rotations never read the old certificate with the new key, so a good
-// rotation is never counted or logged as a failure.
+// serves reports whether w serves pair's certificate.
+func (w *watcher) serves(pair [2][]byte) bool {
+	block, _ := pem.Decode(pair[0])
+	return block != nil && w.Leaf() != nil && bytes.Equal(w.Leaf().Raw, block.Bytes)
+}
+
+// TestReloadDuringRotationNeverFails: reloads racing with rotations never read
+// the old certificate with the new key, so no good rotation counts as a failure.
 func TestReloadDuringRotationNeverFails(t *testing.T) {
 	const rotations = 150
 	var last [2][]byte
@@ -110,37 +106,31 @@ func TestReloadDuringRotationNeverFails(t *testing.T) {
 	for i := range pairs {
 		pairs[i] = w.vol.Issue(t)
 	}
+	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	done := make(chan struct{})
 	wg.Go(func() {
-		for {
-			select {
-			case <-done:
-				return
-			default:
-				w.Reload()
-			}
+		for ctx.Err() == nil {
+			w.Reload()
 		}
 	})
 	for _, last = range pairs {
 		w.vol.Write(t, last)
 		time.Sleep(time.Millisecond)
 	}
-	close(done)
+	stop()
 	wg.Wait()
 	w.Reload()
 	if f := w.reloads("failure"); f != 0 || w.logs.errors() != 0 {
 		t.Errorf("%v failures counted, %d logged during %d good rotations", f, w.logs.errors(), rotations)
 	}
-	if block, _ := pem.Decode(last[0]); block == nil || !bytes.Equal(w.Leaf().Raw, block.Bytes) {
+	if !w.serves(last) {
 		t.Errorf("serving %s, not the last pair", w.serial())
 	}
 }
 
-// TestCertWatcherWaitsForAPair: a watcher started without a loadable pair
-// serves none (handshakes fail, not healthy, a reason given) until a good pair
-// appears, and then serves it. Each distinct failure is logged and counted
-// once however many polls see it; a failure once a pair is served keeps it.
+// TestCertWatcherWaitsForAPair: a watcher without a loadable pair serves none
+// (not healthy, a reason given) until a good pair appears. Each distinct failure
+// is logged and counted once however many polls see it; a served pair is kept.
 func TestCertWatcherWaitsForAPair(t *testing.T) {
 	type step struct {
 		name string
@@ -155,11 +145,7 @@ func TestCertWatcherWaitsForAPair(t *testing.T) {
 	garbage := func(v *tests.SecretVolume) { v.Write(t, tests.GarbagePair) }
 	// A certificate with another certificate's key.
 	mismatched := func(v *tests.SecretVolume) { v.Write(t, [2][]byte{v.Issue(t)[0], v.Issue(t)[1]}) }
-	emptyDir := func(v *tests.SecretVolume) {
-		if err := os.Mkdir(v.Dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	emptyDir := func(v *tests.SecretVolume) { tests.Must(0, os.Mkdir(v.Dir, 0o755))(t) }
 	removed := func(v *tests.SecretVolume) { v.Remove(t) }
 	waitGood := []step{
 		{name: "at start", failures: 1, errorLogs: 1},
@@ -196,11 +182,9 @@ func TestCertWatcherWaitsForAPair(t *testing.T) {
 					st.do(w.vol)
 				}
 				state := func() (string, bool) {
-					got := fmt.Sprintf("%s: healthy=%v failures=%v successes=%v errorLogs=%d", st.name,
-						w.Healthy(), w.reloads("failure"), w.reloads("success"), w.logs.errors())
-					want := fmt.Sprintf("%s: healthy=%v failures=%v successes=%v errorLogs=%d", st.name,
-						st.healthy, st.failures, st.successes, st.errorLogs)
-					return got, got == want
+					const f = "healthy=%v failures=%v successes=%v errorLogs=%d"
+					got := fmt.Sprintf(f, w.Healthy(), w.reloads("failure"), w.reloads("success"), w.logs.errors())
+					return got, got == fmt.Sprintf(f, st.healthy, st.failures, st.successes, st.errorLogs)
 				}
 				tests.Eventually(t, 10*time.Second, state)
 				time.Sleep(10 * poll) // many polls: nothing more is counted or logged
@@ -208,24 +192,18 @@ func TestCertWatcherWaitsForAPair(t *testing.T) {
 					t.Fatalf("%s: %s after more polls", st.name, got)
 				}
 				_, certErr := w.GetCertificate(nil)
-				ready := w.NotReady()
-				if (certErr == nil) != st.healthy || (ready == nil) != st.healthy {
-					t.Errorf("%s: GetCertificate error %v, NotReady %v, want them nil only when healthy (%v)",
-						st.name, certErr, ready, st.healthy)
+				ready, expiry, wantExpiry := w.NotReady(), testutil.ToFloat64(w.m.certExpiry), 0.0
+				if st.healthy {
+					wantExpiry = float64(w.Leaf().NotAfter.Unix())
 				}
-				expiry := testutil.ToFloat64(w.m.certExpiry)
-				if !st.healthy {
-					if ready == nil || ready.Error() == "" || strings.Contains(ready.Error(), "\n") || expiry != 0 {
-						t.Errorf("%s: NotReady = %q, expiry gauge %v; want a one-line reason and 0",
-							st.name, ready, expiry)
-					}
-					continue
+				oneLine := ready != nil && ready.Error() != "" && !strings.Contains(ready.Error(), "\n")
+				if (certErr == nil) != st.healthy || (ready == nil) != st.healthy || oneLine == st.healthy ||
+					expiry != wantExpiry {
+					t.Errorf("%s: GetCertificate error %v, NotReady %q, expiry gauge %v; want nil, nil and the "+
+						"served NotAfter when healthy (%v), else a one-line reason and 0", st.name, certErr, ready,
+						expiry, st.healthy)
 				}
-				if expiry != float64(w.Leaf().NotAfter.Unix()) {
-					t.Errorf("%s: expiry gauge %v, want the served NotAfter %v",
-						st.name, expiry, w.Leaf().NotAfter.Unix())
-				}
-				if now := w.serial(); (now == serial) != st.sameCertificateAsBefore {
+				if now := w.serial(); st.healthy && (now == serial) != st.sameCertificateAsBefore {
 					t.Errorf("%s: serving %s, before %s; want the same: %v",
 						st.name, now, serial, st.sameCertificateAsBefore)
 				}
@@ -235,79 +213,62 @@ func TestCertWatcherWaitsForAPair(t *testing.T) {
 	}
 }
 
-// TestCertWatcherRemovalDuringRead: a Secret volume removed while a reload
-// reads it (after the certificate, before or after the key) is one failure,
-// logged and counted once, however the later reloads see it: the read racing
-// with the removal reports what they report, not that the key went missing.
-func TestCertWatcherRemovalDuringRead(t *testing.T) {
+// TestCertWatcherChangesDuringRead: a volume removed while a reload reads it is
+// one failure, logged and counted once, the old pair kept, reported as the later
+// reads see it. The kubelet removes the old ..<timestamp> directory right after
+// the ..data swap: a read through the old ..data that finds it gone is a
+// rotation, not a failure, and the new pair is served.
+func TestCertWatcherChangesDuringRead(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
-		file     string // remove ..data just before this read
-		nthRead  int    // of the file
-		wantsErr string
+		file     string // act just before this read of the file
+		nthRead  int
+		rotate   bool   // swap in a new pair and fail the read; else remove ..data
+		wantsErr string // the error reported, "" for none
 	}{
-		{"before the key is read", "tls.key", 1, "reading certificate"},
-		{"before the certificate is read again", "tls.crt", 2, "reading certificate"},
+		{"removed before the key is read", "tls.key", 1, false, "reading certificate"},
+		{"removed before the certificate is read again", "tls.crt", 2, false, "reading certificate"},
+		{"old directory removed after the certificate's path was resolved", "tls.crt", 1, true, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			w := newWatcher(t, DefaultCertPollInterval, func(v *tests.SecretVolume) { v.Write(t, v.Issue(t)) })
-			if !w.Healthy() {
-				t.Fatal("the pair was not loaded at start")
-			}
-			reads := 0
+			var want [2][]byte
+			w := newWatcher(t, DefaultCertPollInterval, func(v *tests.SecretVolume) {
+				want = v.Issue(t)
+				v.Write(t, want)
+			})
+			next, reads := w.vol.Issue(t), 0
 			w.readFile = func(name string) ([]byte, error) {
-				if filepath.Base(name) == tc.file {
-					if reads++; reads == tc.nthRead {
-						w.vol.Remove(t)
-					}
+				if filepath.Base(name) != tc.file {
+					return os.ReadFile(name)
+				}
+				switch reads++; {
+				case reads == tc.nthRead && tc.rotate:
+					w.vol.Write(t, next)
+					want = next
+					return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+				case reads == tc.nthRead:
+					w.vol.Remove(t)
 				}
 				return os.ReadFile(name)
 			}
 			for range 3 {
 				w.Reload()
 			}
-			if f := w.reloads("failure"); f != 1 || w.logs.errors() != 1 || !w.Healthy() {
-				t.Errorf("failures=%v errorLogs=%d healthy=%v, want one failure logged once and the old pair kept",
-					f, w.logs.errors(), w.Healthy())
+			failures := min(len(tc.wantsErr), 1)
+			if f := w.reloads("failure"); f != float64(failures) || w.logs.errors() != failures || !w.serves(want) {
+				t.Errorf("failures=%v errorLogs=%d serving %s; want %d failures logged once, serving the pair wanted",
+					f, w.logs.errors(), w.serial(), failures)
 			}
 			if !strings.HasPrefix(w.readErr, tc.wantsErr) {
-				t.Errorf("reported %q, want the error every later read gives (%s)", w.readErr, tc.wantsErr)
+				t.Errorf("reported %q, want the error every later read gives (%q)", w.readErr, tc.wantsErr)
 			}
 		})
 	}
 }
 
-// TestCertWatcherOldDirectoryRemovedDuringRead: the kubelet removes the
-// previous ..<timestamp> directory right after the ..data swap, so a read
-// that resolved the certificate's path through the old ..data finds it gone.
-// That is a rotation in progress, not a failure: the new pair is served and
-// nothing is counted or logged.
-func TestCertWatcherOldDirectoryRemovedDuringRead(t *testing.T) {
-	w := newWatcher(t, DefaultCertPollInterval, func(v *tests.SecretVolume) { v.Write(t, v.Issue(t)) })
-	next := w.vol.Issue(t)
-	reads := 0
-	w.readFile = func(name string) ([]byte, error) {
-		if filepath.Base(name) == "tls.crt" {
-			if reads++; reads == 1 {
-				w.vol.Write(t, next) // the swap and the removal, between resolving the path and opening it
-				return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
-			}
-		}
-		return os.ReadFile(name)
-	}
-	w.Reload()
-	if f := w.reloads("failure"); f != 0 || w.logs.errors() != 0 {
-		t.Errorf("failures=%v errorLogs=%d, want none: the rotation was good", f, w.logs.errors())
-	}
-	if block, _ := pem.Decode(next[0]); block == nil || !bytes.Equal(w.Leaf().Raw, block.Bytes) {
-		t.Errorf("serving %s, not the new pair", w.serial())
-	}
-}
-
-// TestCertWatcherSeesRotation: with fsnotify a rotation is seen long before
-// the next poll, also in a directory that did not exist at start (watched
-// once it appears); without an event (files rewritten before the watch
-// began) the poll still picks the new pair up.
+// TestCertWatcherSeesRotation: fsnotify sees a rotation long before the next
+// poll, also in a directory created after the start; without an event (files
+// rewritten before the watch began) the poll picks the new pair up.
 func TestCertWatcherSeesRotation(t *testing.T) {
 	t.Run("fsnotify", func(t *testing.T) {
 		const poll = 2 * time.Second
@@ -333,23 +294,11 @@ func TestCertWatcherSeesRotation(t *testing.T) {
 // frames are still running (tests in this package do not run in parallel).
 func noGoroutines(t *testing.T, what string, frames ...string) {
 	t.Helper()
-	var left []string
-	deadline := time.Now().Add(2 * time.Second)
-	for {
+	tests.Eventually(t, 2*time.Second, func() (string, bool) {
 		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		left = left[:0]
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if slices.ContainsFunc(frames, func(f string) bool { return strings.Contains(g, f) }) {
-				left = append(left, g)
-			}
-		}
-		if len(left) == 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if len(left) > 0 {
-		t.Errorf("%d %s goroutines left running:\n%s", len(left), what, strings.Join(left, "\n\n"))
-	}
+		left := slices.DeleteFunc(strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n"), func(g string) bool {
+			return !slices.ContainsFunc(frames, func(f string) bool { return strings.Contains(g, f) })
+		})
+		return fmt.Sprintf("%d %s goroutines left:\n%s", len(left), what, strings.Join(left, "\n\n")), len(left) == 0
+	})
 }

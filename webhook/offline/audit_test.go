@@ -1,17 +1,18 @@
 package offline
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/dittofs/dittofs-webhook/policies"
+	"github.com/dittofs/dittofs-webhook/tests"
 	"github.com/dittofs/dittofs-webhook/webhook/admission"
 )
 
-// storedSTS is a StatefulSet as kubectl get -o yaml prints one the webhooks
-// created: every rule passes. The cases tweak it.
+// storedSTS is a StatefulSet the webhooks created, as stored: every rule passes.
 const storedSTS = `apiVersion: apps/v1
 kind: StatefulSet
 metadata:
@@ -19,13 +20,10 @@ metadata:
   namespace: prod
   uid: 0b7e54b2-7a3c-4f6e-8d51-2a9c1d9e0f01
   resourceVersion: "7"
-  labels:
-    dittofs.com/server: fs
+  labels: {dittofs.com/server: fs}
 spec:
   replicas: 2
-  persistentVolumeClaimRetentionPolicy:
-    whenDeleted: Retain
-    whenScaled: Retain
+  persistentVolumeClaimRetentionPolicy: {whenDeleted: Retain, whenScaled: Retain}
   template:
     spec:
       containers:
@@ -34,60 +32,30 @@ spec:
         - name: cache
           mountPath: /data/cache
   volumeClaimTemplates:
-  - metadata:
-      name: metadata
-    spec:
-      resources:
-        requests:
-          storage: 1Gi
-  - metadata:
-      name: content
-    spec:
-      resources:
-        requests:
-          storage: 1Gi
-  - metadata:
-      name: cache
-    spec:
-      resources:
-        requests:
-          storage: 5Gi
+  - {metadata: {name: metadata}, spec: {resources: {requests: {storage: 1Gi}}}}
+  - {metadata: {name: content}, spec: {resources: {requests: {storage: 1Gi}}}}
+  - {metadata: {name: cache}, spec: {resources: {requests: {storage: 5Gi}}}}
 `
 
 // withoutTemplate removes the volumeClaimTemplate named name.
 func withoutTemplate(name string) func(string) string {
-	return func(s string) string {
-		i := strings.Index(s, "  - metadata:\n      name: "+name+"\n")
-		j := strings.Index(s[i+1:], "  - metadata:")
-		if j < 0 {
-			return s[:i]
-		}
-		return s[:i] + s[i+1+j:]
-	}
+	re := regexp.MustCompile(`(?m)^  - \{metadata: \{name: ` + name + `\}.*\n`)
+	return func(s string) string { return re.ReplaceAllString(s, "") }
 }
 
 func replace(old, new string) func(string) string {
 	return func(s string) string { return strings.Replace(s, old, new, 1) }
 }
 
-func readString(t *testing.T, manage bool, docs ...string) *Input {
+// audit reads doc and audits it.
+func audit(t *testing.T, doc string) *AuditResult {
 	t.Helper()
-	in, err := Read(ReadOptions{Stdin: strings.NewReader(strings.Join(docs, "---\n")), Manage: manage})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return in
+	in := tests.Must(Read(ReadOptions{Stdin: strings.NewReader(doc)}))(t)
+	return tests.Must(Audit(in, &admission.Admitter{Policy: policies.DefaultOptions()}))(t)
 }
 
-func auditString(t *testing.T, manage bool, docs ...string) *AuditResult {
-	t.Helper()
-	r, err := Audit(readString(t, manage, docs...), &admission.Admitter{Policy: policies.DefaultOptions()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
+// TestAuditJudgesStoredStatefulSets: every rule's verdict and fields on tweaks of storedSTS
+// (skipping, --manage's note and undecodable input are the audit-*.txtar scripts').
 func TestAuditJudgesStoredStatefulSets(t *testing.T) {
 	type edits = []func(string) string
 	type fieldsOf = map[string][]string
@@ -103,70 +71,40 @@ func TestAuditJudgesStoredStatefulSets(t *testing.T) {
 		fields fieldsOf // of the failing rules; every other rule passes
 	}{
 		{name: "created through the webhooks"},
-		{
-			name:   "created before them: no cache, Delete retention",
-			tweaks: edits{withoutTemplate("cache"), replace("whenDeleted: Retain", "whenDeleted: Delete")},
-			// cache-mount passes: without a cache template the next update
-			// adds no mount (U3), and SPEC §5's results are pass or fail.
-			fields: fieldsOf{
+		{"created before them: no cache, Delete retention", // cache-mount passes: the next update adds no mount (U3)
+			edits{withoutTemplate("cache"), replace("whenDeleted: Retain", "whenDeleted: Delete")}, fieldsOf{
 				policies.RuleCacheStorage:    {"spec.volumeClaimTemplates"},
-				policies.RuleRetentionPolicy: {"spec.persistentVolumeClaimRetentionPolicy.whenDeleted"},
-			},
-		},
-		{
-			name: "no retention policy: the API's default, Retain",
-			tweaks: edits{replace("  persistentVolumeClaimRetentionPolicy:\n    whenDeleted: Retain\n"+
-				"    whenScaled: Retain\n", "")},
-		},
-		{
-			name:   "whenScaled Delete",
-			tweaks: edits{replace("whenScaled: Retain", "whenScaled: Delete")},
-			fields: fieldsOf{policies.RuleRetentionPolicy: {"spec.persistentVolumeClaimRetentionPolicy.whenScaled"}},
-		},
-		{
-			name:   "no content storage (stored in warn mode)",
-			tweaks: edits{withoutTemplate("content")},
-			fields: fieldsOf{policies.RuleContentStorage: {"spec.volumeClaimTemplates"}},
-		},
-		{
-			name:   "no metadata storage",
-			tweaks: edits{withoutTemplate("metadata")},
-			fields: fieldsOf{policies.RuleMetadataStorage: {"spec.volumeClaimTemplates"}},
-		},
-		{
-			name:   "a zero size",
-			tweaks: edits{replace("storage: 1Gi", "storage: \"0\"")},
-			fields: fieldsOf{
-				policies.RuleStorageSize: {"spec.volumeClaimTemplates[0].spec.resources.requests[storage]"},
-			},
-		},
-		{
-			name:   "the cache not mounted: the next update adds the mount",
-			tweaks: edits{replace(cacheMount, "")},
-			fields: fieldsOf{policies.MutationCacheVolumeMount: {"spec.template.spec.containers"}},
-		},
-		{
-			name:   "the cache cannot be mounted: the mount path is taken",
-			tweaks: edits{replace(cacheMount, strings.Replace(cacheMount, "name: cache", "name: scratch", 1))},
-			fields: fieldsOf{policies.MutationCacheVolumeMount: {"spec.template.spec.containers"}},
-		},
-		{
-			name:   "a pod volume named cache that is not an emptyDir: the next update is denied",
-			tweaks: edits{cacheVolume("        hostPath:\n          path: /var/cache\n")},
-			fields: fieldsOf{policies.RuleReservedCacheVolume: {"spec.template.spec.volumes[0].name"}},
-		},
-		{
-			name:   "an emptyDir named cache: the next update removes it",
-			tweaks: edits{cacheVolume("        emptyDir: {}\n")},
-			fields: fieldsOf{policies.MutationEmptyDirRemoved: {"spec.template.spec.volumes[0]"}},
-		},
+				policies.RuleRetentionPolicy: {"spec.persistentVolumeClaimRetentionPolicy.whenDeleted"}}},
+		{"no retention policy: the API's default, Retain", edits{replace(
+			"  persistentVolumeClaimRetentionPolicy: {whenDeleted: Retain, whenScaled: Retain}\n", "")}, nil},
+		{"whenScaled Delete", edits{replace("whenScaled: Retain", "whenScaled: Delete")},
+			fieldsOf{policies.RuleRetentionPolicy: {"spec.persistentVolumeClaimRetentionPolicy.whenScaled"}}},
+		{"no content storage (stored in warn mode)", edits{withoutTemplate("content")},
+			fieldsOf{policies.RuleContentStorage: {"spec.volumeClaimTemplates"}}},
+		{"no metadata storage", edits{withoutTemplate("metadata")},
+			fieldsOf{policies.RuleMetadataStorage: {"spec.volumeClaimTemplates"}}},
+		{"a zero size", edits{replace("storage: 1Gi", "storage: \"0\"")},
+			fieldsOf{policies.RuleStorageSize: {"spec.volumeClaimTemplates[0].spec.resources.requests[storage]"}}},
+		{"the cache not mounted: the next update adds the mount", edits{replace(cacheMount, "")},
+			fieldsOf{policies.MutationCacheVolumeMount: {"spec.template.spec.containers"}}},
+		{"the cache cannot be mounted: the mount path is taken",
+			edits{replace(cacheMount, strings.Replace(cacheMount, "name: cache", "name: scratch", 1))},
+			fieldsOf{policies.MutationCacheVolumeMount: {"spec.template.spec.containers"}}},
+		{"a pod volume named cache that is not an emptyDir: the next update is denied",
+			edits{cacheVolume("        hostPath:\n          path: /var/cache\n")},
+			fieldsOf{policies.RuleReservedCacheVolume: {"spec.template.spec.volumes[0].name"}}},
+		{"an emptyDir named cache: the next update removes it", edits{cacheVolume("        emptyDir: {}\n")},
+			fieldsOf{policies.MutationEmptyDirRemoved: {"spec.template.spec.volumes[0]"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			doc := storedSTS
 			for _, tw := range tc.tweaks {
+				if tw(doc) == doc {
+					t.Fatal("a tweak changed nothing")
+				}
 				doc = tw(doc)
 			}
-			r := auditString(t, false, doc)
+			r := audit(t, doc)
 			if len(r.Audited) != 1 {
 				t.Fatalf("%d audited, want 1", len(r.Audited))
 			}
@@ -204,23 +142,12 @@ func TestAuditJudgesStoredStatefulSets(t *testing.T) {
 // cmpEmpty makes nil and empty maps equal.
 var cmpEmpty = cmp.FilterValues(func(a, b map[string][]string) bool { return len(a) == 0 && len(b) == 0 }, cmp.Ignore())
 
-func TestAuditSkipsUnlabelled(t *testing.T) {
-	unlabelled := replace("  labels:\n    dittofs.com/server: fs\n", "")(storedSTS)
-	r := auditString(t, false, storedSTS, unlabelled, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: other\n")
-	if len(r.Audited) != 1 || len(r.Skipped) != 1 {
-		t.Fatalf("%d audited, %d skipped; want 1 and 1 (the ConfigMap is neither)", len(r.Audited), len(r.Skipped))
+// TestReadBounded: an input at the limit is read whole, one byte more refused.
+func TestReadBounded(t *testing.T) {
+	if got, err := readBounded(strings.NewReader("abcd"), 4); err != nil || string(got) != "abcd" {
+		t.Fatalf("at the limit: %q, %v", got, err)
 	}
-	managed := auditString(t, true, unlabelled)
-	if len(managed.Audited) != 1 || len(managed.Skipped) != 0 || managed.Audited[0].Note == "" {
-		t.Fatalf("--manage: %d audited, %d skipped, note %q; want 1, 0 and a note",
-			len(managed.Audited), len(managed.Skipped), managed.Audited[0].Note)
-	}
-}
-
-func TestAuditUndecodable(t *testing.T) {
-	bad := replace("  volumeClaimTemplates:\n", "  volumeClaimTemplates: {}\n  x:\n")(storedSTS)
-	_, err := Audit(readString(t, false, bad), &admission.Admitter{Policy: policies.DefaultOptions()})
-	if ie, ok := err.(*InputError); !ok || len(ie.Messages) != 1 {
-		t.Fatalf("error %v, want an *InputError with one message", err)
+	if _, err := readBounded(strings.NewReader("abcde"), 4); err == nil {
+		t.Fatal("over the limit: no error")
 	}
 }
