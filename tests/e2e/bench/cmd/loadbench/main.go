@@ -119,13 +119,23 @@ func (o *options) measure(ctx context.Context, s *benchkit.Setup, round int, b b
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			clients[i].CloseIdleConnections() // fresh ones, which an unmeasured closed loop opens
-			got, err := o.attack(srv, clients[i], b, 0, o.warmup)
-			if err == nil {
-				got, err = o.attack(srv, clients[i], b, rate, dur)
+			measure := func() (loop, error) {
+				clients[i].CloseIdleConnections() // fresh ones, which an unmeasured closed loop opens
+				got, err := o.attack(srv, clients[i], b, 0, o.warmup)
+				if err == nil {
+					got, err = o.attack(srv, clients[i], b, rate, dur)
+				}
+				if err == nil {
+					_, got.PeakRSSKB, err = benchkit.ProcStats(srv.Cmd.Process.Pid)
+				}
+				return got, err
 			}
-			if err == nil {
-				_, got.PeakRSSKB, err = benchkit.ProcStats(srv.Cmd.Process.Pid)
+			got, err := measure()
+			// A stall of the shared machine makes the open loop open connections faster than a one-core server
+			// completes their handshakes, and some fail: such a run is done once more, and still counted if it fails.
+			if err == nil && got.Failed > 0 {
+				benchkit.Logf("round %d %s %s %s: %d failed (%s); once more", round, b.name, srv.Kind, phase, got.Failed, got.firstErr)
+				got, err = measure()
 			}
 			if err != nil {
 				return fmt.Errorf("%s %s %s: %w; server log tail:\n%s", b.name, srv.Kind, phase, err, srv.LogTail(20))
@@ -144,10 +154,12 @@ type loop struct {
 	RPS                      float64
 	CPUPerReq, P50, P99, Max time.Duration
 	PeakRSSKB                int64 // VmHWM after the run
+	Failed                   int   // requests that got no 200
+	firstErr                 string
 }
 
 // attack runs vegeta against srv: a closed loop when rate is 0 (workers each waiting for its answer before
-// sending again), else an open loop at rate requests per second. A failed request is an error.
+// sending again), else an open loop at rate requests per second. Failed requests are counted.
 func (o *options) attack(srv *benchkit.Server, c *http.Client, b body, rate int, dur time.Duration) (loop, error) {
 	res := loop{Rate: rate}
 	tr := vegeta.NewStaticTargeter(vegeta.Target{Method: http.MethodPost, URL: srv.URL(b.path), Body: b.data,
@@ -165,7 +177,8 @@ func (o *options) attack(srv *benchkit.Server, c *http.Client, b body, rate int,
 	t0 := time.Now()
 	for r := range vegeta.NewAttacker(opts...).Attack(tr, vegeta.ConstantPacer{Freq: rate, Per: time.Second}, dur, b.name) {
 		if r.Error != "" || r.Code != http.StatusOK {
-			err = cmp.Or(err, fmt.Errorf("a failed request: %d %s %.200s", r.Code, r.Error, r.Body))
+			res.Failed++
+			res.firstErr = cmp.Or(res.firstErr, fmt.Sprintf("%d %s %.200s", r.Code, r.Error, r.Body))
 			continue
 		}
 		res.Requests++
@@ -261,6 +274,13 @@ func (o *options) report(s *benchkit.Setup, bodies []body, took time.Duration) s
 			a.P99 <= pr.P50, "the floor's own p99: "+ms(m(floor, bd.name, "open").P99))
 		t.Add(bd.name+": peak RSS ≤ the peer's", fmt.Sprintf("%.1f vs %.1f MiB", mib(a), mib(pr)), a.PeakRSSKB <= pr.PeakRSSKB, "")
 	}
+	failed := 0
+	for _, loops := range o.samples {
+		for _, l := range loops {
+			failed += l.Failed
+		}
+	}
+	t.Add("no failed requests", strconv.Itoa(failed), failed == 0, "over every measured run (a failed run is done once more)")
 	t.Write(&b)
 	return b.String()
 }
