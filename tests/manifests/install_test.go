@@ -183,7 +183,14 @@ func TestInstall(t *testing.T) {
 		}
 	}
 	for _, dir := range installOverlays {
-		t.Run(dir, func(t *testing.T) { run(t, loadInstall(t, render(t, dir))) })
+		t.Run(dir, func(t *testing.T) {
+			in := loadInstall(t, render(t, dir))
+			// SPEC §6: 2 replicas (checkAvailability holds for any count the chart's value may set).
+			if replicas := ptr.Deref(in.dep.Spec.Replicas, 1); replicas != 2 {
+				t.Errorf("Deployment replicas = %d, want 2", replicas)
+			}
+			run(t, in)
+		})
 	}
 	for _, h := range helmInstalls {
 		t.Run("helm "+h.name, func(t *testing.T) { run(t, h.load(t)) })
