@@ -89,7 +89,7 @@ func (ts *testServer) post(t *testing.T, c *http.Client) *http.Response {
 func emptyReview(uid string) []byte { return tests.NewReview(uid, "CREATE", []byte(`{}`), nil) }
 
 // TestServer: without a certificate directory the server waits, /readyz 503
-// with a one-line reason (the failing handshakes are TestServeWaitsForCertificate's);
+// with a one-line reason, TLS handshakes fail;
 // with a pair, the probes, TLS on the admission port (HTTP/1.1 unless
 // --enable-http2, --tls-min-version, no plain HTTP), every metric family, and
 // a clean stop with no goroutine left.
@@ -105,6 +105,10 @@ func TestServer(t *testing.T) {
 		strings.Contains(reason, "\n") {
 		t.Errorf("/readyz = %d %q while waiting for a certificate, want 503 with a one-line reason",
 			resp.StatusCode, body)
+	}
+	if c, err := tls.Dial("tcp", ts.admission, &tls.Config{InsecureSkipVerify: true}); err == nil {
+		c.Close()
+		t.Error("TLS handshake succeeded without a certificate")
 	}
 	ts.Write(t, ts.Issue(t))
 	tests.Eventually(t, 10*time.Second, func() (int, bool) { s := ts.ready(); return s, s == 200 })

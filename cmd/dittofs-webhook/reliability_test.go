@@ -152,8 +152,8 @@ func post(c *http.Client, addr, uid string, body io.Reader) error {
 // alive, and logs why it is not ready; when the kubelet-style ..data swap
 // brings the pair it is served within 10 s (default poll), /readyz turns 200
 // and admission works. What the server does while it waits (/readyz 503, TLS
-// handshakes failing) and on later rotations is webhook's
-// TestServerWaitsForCertificate and TestCertWatcher*. Fatal flag values:
+// handshakes failing) and on later rotations is webhook's TestServer and
+// TestCertWatcher*. Fatal flag values:
 // tests/eval/serve-bad-flags.txtar.
 func TestServeWaitsForCertificate(t *testing.T) {
 	s := launch(t, false)

@@ -41,7 +41,7 @@ import (
 	"github.com/dittofs/dittofs-webhook/webhook/admission"
 )
 
-// Bodies are the benchmark request bodies, derived as benchReviews in webhook/bench_test.go derives them.
+// Bodies are the benchmark request bodies, derived as benchReviews in webhook/http_test.go derives them.
 type Bodies struct {
 	Create   []byte              // the ~6 KB CREATE of webhook/testdata/bench-create.json: needs the full mutation (M1–M4)
 	Validate []byte              // what the apiserver sends the validating webhook after applying dittofs-webhook's patch
