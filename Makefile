@@ -117,7 +117,7 @@ soak: ## a SOAK-long run at a fixed rate: 0 errors, RSS and goroutines flat (fig
 
 ##@ Benchmark
 
-bench: ## Go micro-benchmarks, then dittofs-webhook vs controller-runtime vs a floor under load (~9 min; docs/performance.md)
+bench: ## Go micro-benchmarks, then dittofs-webhook vs controller-runtime vs a floor under load (~5 min; docs/performance.md)
 	go test -run '^$$' -bench . -benchmem ./...
 	cd tests/e2e && go test -count=1 ./bench/... && go run ./bench/cmd/loadbench
 
