@@ -19,11 +19,11 @@ import (
 	"time"
 )
 
-// Watchdog calls stop and exits 1 on SIGINT, SIGTERM or SIGHUP, or shortly
+// watchdog calls stop and exits 1 on SIGINT, SIGTERM or SIGHUP, or shortly
 // before the test binary's -timeout (started at start) would panic, skipping
 // TestMain's cleanup; then it dumps the goroutines first, so a hang is still
 // diagnosable. It returns when ctx is done.
-func Watchdog(ctx context.Context, start time.Time, stop func()) {
+func watchdog(ctx context.Context, start time.Time, stop func()) {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
@@ -121,14 +121,14 @@ type Failure struct {
 // Failures are the failed attempts so far, each with its time.
 func (l *Load) Failures() []string {
 	var out []string
-	for _, f := range l.FailedAttempts() {
+	for _, f := range l.failedAttempts() {
 		out = append(out, f.At.Format("15:04:05.000 ")+f.Err.Error())
 	}
 	return out
 }
 
-// FailedAttempts are the failed attempts so far.
-func (l *Load) FailedAttempts() []Failure {
+// failedAttempts are the failed attempts so far.
+func (l *Load) failedAttempts() []Failure {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return slices.Clone(l.failures)
@@ -137,7 +137,7 @@ func (l *Load) FailedAttempts() []Failure {
 // FailedBetween counts the attempts that failed (ended) in [from, to).
 func (l *Load) FailedBetween(from, to time.Time) int {
 	n := 0
-	for _, f := range l.FailedAttempts() {
+	for _, f := range l.failedAttempts() {
 		if !f.At.Before(from) && f.At.Before(to) {
 			n++
 		}
@@ -210,7 +210,7 @@ func Main(m *testing.M, s Suite) int {
 	})
 	ctx, stopWatching := context.WithCancel(context.Background())
 	defer stopWatching()
-	go Watchdog(ctx, start, func() { Stopping.Store(true); failed.Store(true); teardown() })
+	go watchdog(ctx, start, func() { Stopping.Store(true); failed.Store(true); teardown() })
 
 	if err := s.SetUp(); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: setting up: %v\n", err)

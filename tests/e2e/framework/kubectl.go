@@ -120,7 +120,7 @@ func (k Kubectl) Shell(t testing.TB, dir, line string, path ...string) string {
 	t0 := time.Now()
 	out, err := cmd.CombinedOutput()
 	HaltIfStopping()
-	t.Logf("$ %s  → %v (%s)\n%s", line, err, time.Since(t0).Round(time.Millisecond), Indent(string(out)))
+	t.Logf("$ %s  → %v (%s)\n%s", line, err, time.Since(t0).Round(time.Millisecond), indent(string(out)))
 	if err != nil {
 		t.Fatalf("step failed: %s: %v\n%s", line, err, out)
 	}
@@ -152,9 +152,9 @@ func (r Result) command() string {
 func (r Result) String() string {
 	stdin := ""
 	if r.Stdin != "" {
-		stdin = fmt.Sprintf("stdin:\n%s", Indent(r.Stdin))
+		stdin = fmt.Sprintf("stdin:\n%s", indent(r.Stdin))
 	}
-	return fmt.Sprintf("$ %s\n%sstdout:\n%sstderr:\n%s", r.command(), stdin, Indent(r.Stdout), Indent(r.Stderr))
+	return fmt.Sprintf("$ %s\n%sstdout:\n%sstderr:\n%s", r.command(), stdin, indent(r.Stdout), indent(r.Stderr))
 }
 
 // Brief is the log line of a command: what was run, how it ended, its stderr
@@ -165,10 +165,10 @@ func (r Result) Brief() string {
 	if s := strings.TrimSpace(r.Stdout); len(s) > 400 {
 		fmt.Fprintf(&b, "  | (%d bytes on stdout)\n", len(r.Stdout))
 	} else if s != "" {
-		b.WriteString(Indent(r.Stdout))
+		b.WriteString(indent(r.Stdout))
 	}
 	if strings.TrimSpace(r.Stderr) != "" {
-		b.WriteString(Indent(r.Stderr))
+		b.WriteString(indent(r.Stderr))
 	}
 	return strings.TrimRight(b.String(), "\n")
 }
@@ -185,7 +185,7 @@ func (r Result) Warnings() []string {
 }
 
 // Indent prefixes each line of s with "  | " for a log; "(nothing)" when empty.
-func Indent(s string) string {
+func indent(s string) string {
 	if strings.TrimSpace(s) == "" {
 		return "  | (nothing)\n"
 	}

@@ -25,7 +25,7 @@ import (
 // the node address is one end of a veth pair, 198.19.N.1. containerd, the kubelet and CNI keep their state under
 // Dir where they allow it; what they write elsewhere (sysctls, a few fixed paths) is recorded at start and put
 // back by Stop. N and every name derive from the test process's pid, so runs side by side do not collide, and
-// CleanStaleNodes can undo a run that was killed before its Stop.
+// cleanStaleNodes can undo a run that was killed before its Stop.
 type Node struct {
 	NodeConfig
 	Name    string
@@ -52,7 +52,7 @@ type NodeConfig struct {
 	Logs          string // the folder for the daemons' logs
 }
 
-// nodeState is what Stop (or a later run's CleanStaleNodes) needs to undo the run: written to Dir before anything
+// nodeState is what Stop (or a later run's cleanStaleNodes) needs to undo the run: written to Dir before anything
 // is changed.
 type nodeState struct {
 	PID     int
@@ -106,7 +106,7 @@ func (n *Node) path(p ...string) string {
 // StartNode cleans what killed runs left, then starts containerd (with the images imported), the kubelet and
 // kube-scheduler, and returns once the node is Ready. On error everything it made is undone.
 func StartNode(cfg NodeConfig, k Kubectl) (_ *Node, err error) {
-	CleanStaleNodes()
+	cleanStaleNodes()
 	n := nodeFor(os.Getpid())
 	n.NodeConfig = cfg
 	defer func() {
@@ -591,9 +591,9 @@ func (n *Node) removeOutside() {
 	}
 }
 
-// CleanStaleNodes undoes the nodes of earlier runs whose test process no longer exists (killed before its Stop):
+// cleanStaleNodes undoes the nodes of earlier runs whose test process no longer exists (killed before its Stop):
 // their pods, shims, mounts, network, cgroups, sysctls and folders.
-func CleanStaleNodes() {
+func cleanStaleNodes() {
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), nodeDirPrefix+"*"))
 	for _, d := range dirs {
 		pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(d), nodeDirPrefix))
