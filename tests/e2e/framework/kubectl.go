@@ -184,7 +184,7 @@ func (r Result) Warnings() []string {
 	return w
 }
 
-// Indent prefixes each line of s with "  | " for a log; "(nothing)" when empty.
+// indent prefixes each line of s with "  | " for a log; "(nothing)" when empty.
 func indent(s string) string {
 	if strings.TrimSpace(s) == "" {
 		return "  | (nothing)\n"
