@@ -63,8 +63,9 @@ func main() {
 func webhooks() (mutate, validate *admission.Webhook) {
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	return admission.WithDefaulter(scheme, &statefulSetDefaulter{DefaultCacheSize: resource.MustParse("5Gi"),
-			CacheMountPath: "/data/cache"}, admission.DefaulterRemoveUnknownOrOmitableFields),
+	o := policies.DefaultOptions() // the server's defaults, which TestPeerAgrees compares with
+	return admission.WithDefaulter(scheme, &statefulSetDefaulter{DefaultCacheSize: o.DefaultCacheSize,
+			CacheMountPath: o.CacheMountPath}, admission.DefaulterRemoveUnknownOrOmitableFields),
 		admission.WithValidator(scheme, statefulSetValidator{})
 }
 

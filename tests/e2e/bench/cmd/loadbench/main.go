@@ -125,9 +125,6 @@ func (o *options) measure(ctx context.Context, s *benchkit.Setup, round int, b b
 				if err == nil {
 					got, err = o.attack(srv, clients[i], b, rate, dur)
 				}
-				if err == nil {
-					_, got.PeakRSSKB, err = benchkit.ProcStats(srv.Cmd.Process.Pid)
-				}
 				return got, err
 			}
 			got, err := measure()
@@ -185,7 +182,8 @@ func (o *options) attack(srv *benchkit.Server, c *http.Client, b body, rate int,
 		lats = append(lats, r.Latency) // from the send, as vegeta measures it
 	}
 	elapsed := time.Since(t0)
-	cpu1, _, err2 := benchkit.ProcStats(srv.Cmd.Process.Pid)
+	cpu1, rss, err2 := benchkit.ProcStats(srv.Cmd.Process.Pid)
+	res.PeakRSSKB = rss
 	res.RPS = float64(res.Requests) / elapsed.Seconds()
 	res.CPUPerReq = (cpu1 - cpu0) / time.Duration(max(res.Requests, 1))
 	res.P50, res.P99, res.Max = benchkit.Quantile(lats, 0.5), benchkit.Quantile(lats, 0.99), benchkit.Quantile(lats, 1)
