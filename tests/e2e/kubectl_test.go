@@ -190,13 +190,18 @@ func withoutWebhooks(t *testing.T) (restore func()) {
 // webhooksBack returns a function that puts the harness's webhook
 // configurations back (`kubectl verb`) and waits until they act; it runs at
 // the test's end if not before, so a failure leaves them for the next test.
+// A sync.Once, not sync.OnceFunc: OnceFunc turns the t.Fatal inside into a
+// panic that would end the test binary before its teardown.
 func webhooksBack(t *testing.T, verb string) func() {
-	back := sync.OnceFunc(func() {
-		mustKubectl(t, string(env.webhooks), verb, "-f", "-")
-		if err := env.waitWebhooks(true, time.Minute); err != nil {
-			t.Fatalf("restoring the webhooks: %v", err)
-		}
-	})
+	var once sync.Once
+	back := func() {
+		once.Do(func() {
+			mustKubectl(t, string(env.webhooks), verb, "-f", "-")
+			if err := env.waitWebhooks(true, time.Minute); err != nil {
+				t.Fatalf("restoring the webhooks: %v", err)
+			}
+		})
+	}
 	t.Cleanup(back)
 	return back
 }

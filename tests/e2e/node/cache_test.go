@@ -12,6 +12,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/dittofs/dittofs-webhook/tests"
 )
 
 // dittofsStandIn is the DittoFS container of the scenarios: a static busybox that, at every start, prints what it
@@ -190,7 +192,7 @@ type claim struct {
 // claims are the PVCs of ns by name.
 func claims(t *testing.T, ns string) map[string]claim {
 	t.Helper()
-	list := must(env.Client.CoreV1().PersistentVolumeClaims(ns).List(context.Background(), metav1.ListOptions{}))(t)
+	list := tests.Must(env.Client.CoreV1().PersistentVolumeClaims(ns).List(context.Background(), metav1.ListOptions{}))(t)
 	out := map[string]claim{}
 	for _, c := range list.Items {
 		out[c.Name] = claim{UID: string(c.UID), Volume: c.Spec.VolumeName, Class: *c.Spec.StorageClassName,
@@ -223,7 +225,7 @@ func requireClaims(t *testing.T, have map[string]claim) {
 // cache at /data/cache.
 func requirePodClaims(t *testing.T, ns string, i int) *corev1.Pod {
 	t.Helper()
-	p := must(env.Client.CoreV1().Pods(ns).Get(context.Background(), fmt.Sprintf("fs-%d", i), metav1.GetOptions{}))(t)
+	p := tests.Must(env.Client.CoreV1().Pods(ns).Get(context.Background(), fmt.Sprintf("fs-%d", i), metav1.GetOptions{}))(t)
 	got := map[string]string{}
 	want := map[string]string{"cache": fmt.Sprint("cache-fs-", i), "content": fmt.Sprint("content-fs-", i),
 		"metadata": fmt.Sprint("metadata-fs-", i)}

@@ -16,6 +16,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/dittofs/dittofs-webhook/tests"
 	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 )
 
@@ -284,7 +285,7 @@ func waitInjected(t *testing.T, want []byte) []byte {
 func secretData(t *testing.T, name string) map[string][]byte {
 	t.Helper()
 	s := env.Client.CoreV1().Secrets(installNamespace)
-	return must(s.Get(context.Background(), name, metav1.GetOptions{}))(t).Data
+	return tests.Must(s.Get(context.Background(), name, metav1.GetOptions{}))(t).Data
 }
 
 func leafOf(t *testing.T, certPEM []byte) *x509.Certificate {

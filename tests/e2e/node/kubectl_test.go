@@ -22,17 +22,6 @@ func mustKubectl(t testing.TB, stdin string, args ...string) result {
 	return env.Kubectl.Must(t, stdin, args...)
 }
 
-// must is v for a test that fails if err is not nil: must(call())(t).
-func must[T any](v T, err error) func(testing.TB) T {
-	return func(t testing.TB) T {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return v
-	}
-}
-
 // ensureNamespace creates the namespace ns unless it exists.
 func ensureNamespace(t testing.TB, ns string) {
 	t.Helper()

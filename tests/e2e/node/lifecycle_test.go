@@ -27,7 +27,7 @@ const disruptionAdmissions = 300
 // does not retry a failed webhook call, so only the server's drain on SIGTERM keeps pooled connections safe.
 func TestWebhookLifecycle(t *testing.T) {
 	ensureNamespace(t, loadNamespace)
-	pooled := must(env.StartAPIServer("kube-apiserver-no-round-trip-lb",
+	pooled := tests.Must(env.StartAPIServer("kube-apiserver-no-round-trip-lb",
 		map[string]string{"feature-gates": "WebhookRoundTripLoadBalancing=false"}))(t)
 	restart := []string{"rollout", "restart", "deployment/" + deploymentName}
 	framework.Steps{
@@ -94,7 +94,7 @@ func testReplicaKilled(t *testing.T) {
 	l := startRunningLoad(t, env.Kubeconfig)
 	defer l.Stop()
 	victim := webhookPods(t)[0]
-	pid := must(env.node.ContainerPID(victim.Status.ContainerStatuses[0].ContainerID))(t)
+	pid := tests.Must(env.node.ContainerPID(victim.Status.ContainerStatuses[0].ContainerID))(t)
 	killed := time.Now()
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -123,7 +123,7 @@ func testReplicaKilled(t *testing.T) {
 // endpointReady reports whether ip is a ready endpoint in the Service's EndpointSlices.
 func endpointReady(t *testing.T, ip string) bool {
 	t.Helper()
-	list := must(env.Client.DiscoveryV1().EndpointSlices(installNamespace).List(context.Background(),
+	list := tests.Must(env.Client.DiscoveryV1().EndpointSlices(installNamespace).List(context.Background(),
 		metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + serviceName}))(t)
 	for _, s := range list.Items {
 		for _, e := range s.Endpoints {
@@ -138,7 +138,7 @@ func endpointReady(t *testing.T, ip string) bool {
 // webhookPods are the Deployment's pods, in name order.
 func webhookPods(t *testing.T) []corev1.Pod {
 	t.Helper()
-	pods := must(env.Client.CoreV1().Pods(installNamespace).List(context.Background(),
+	pods := tests.Must(env.Client.CoreV1().Pods(installNamespace).List(context.Background(),
 		metav1.ListOptions{LabelSelector: webhookSelector}))(t)
 	slices.SortFunc(pods.Items, func(a, b corev1.Pod) int { return strings.Compare(a.Name, b.Name) })
 	return pods.Items

@@ -6,12 +6,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/dittofs/dittofs-webhook/tests"
 	"github.com/dittofs/dittofs-webhook/tests/e2e/framework"
 )
 
@@ -41,10 +43,13 @@ func testMigrate(t *testing.T, labelled bool) {
 
 	// The old way (an emptyDir cache), Delete retention: before the install, or without the label. restore is the
 	// install again, as an operator installs the webhooks; also when the test fails, for the tests after it.
+	var once sync.Once // not sync.OnceFunc, which turns a t.Fatal inside into a panic
 	restore := func() {
-		mustKubectl(t, "", "apply", "-k", filepath.Join(env.artifacts, "install"))
-		waitInjected(t, secretData(t, servingSecret)["ca.crt"])
-		waitWebhooks(t, ns, true)
+		once.Do(func() {
+			mustKubectl(t, "", "apply", "-k", filepath.Join(env.artifacts, "install"))
+			waitInjected(t, secretData(t, servingSecret)["ca.crt"])
+			waitWebhooks(t, ns, true)
+		})
 	}
 	if labelled {
 		t.Cleanup(restore)
@@ -60,7 +65,7 @@ func testMigrate(t *testing.T, labelled bool) {
 		uid := mustKubectl(t, "", "-n", ns, "get", "pod", fmt.Sprint("fs-", i), "-o", "jsonpath={.metadata.uid}").Stdout
 		oldPods = append(oldPods, uid)
 	}
-	old := must(sts.Get(context.Background(), "fs", metav1.GetOptions{}))(t)
+	old := tests.Must(sts.Get(context.Background(), "fs", metav1.GetOptions{}))(t)
 	// The danger is real: under whenDeleted: Delete the StatefulSet controller makes the set the owner of its
 	// PVCs, so the garbage collector would delete them with it.
 	framework.Eventually(t, time.Minute, "the old StatefulSet owns its PVCs", nil, func() (bool, string) {
@@ -128,7 +133,7 @@ func testMigrate(t *testing.T, labelled bool) {
 		}
 	}
 
-	recreated := must(sts.Get(context.Background(), "fs", metav1.GetOptions{}))(t)
+	recreated := tests.Must(sts.Get(context.Background(), "fs", metav1.GetOptions{}))(t)
 	if recreated.UID == old.UID {
 		t.Fatalf("the StatefulSet was not recreated (same uid %s)", old.UID)
 	}
