@@ -127,15 +127,6 @@ func (v *SecretVolume) Client(protos ...string) *http.Client {
 	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
 }
 
-// ServedSerial dials addr and returns the serial of the certificate it presents.
-func ServedSerial(t testing.TB, addr string) string {
-	t.Helper()
-	anyCert := &tls.Config{InsecureSkipVerify: true} //nolint:gosec // only reading the certificate
-	conn := Must(tls.Dial("tcp", addr, anyCert))(t)
-	defer conn.Close()
-	return conn.ConnectionState().PeerCertificates[0].SerialNumber.String()
-}
-
 // Scrape reads the samples a /metrics URL serves.
 func Scrape(t testing.TB, url string) []Sample {
 	t.Helper()

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -172,9 +171,7 @@ type keptAlive struct {
 
 func (ts *testServer) dialKeptAlive(t *testing.T) *keptAlive {
 	t.Helper()
-	pool := x509.NewCertPool()
-	pool.AddCert(ts.CA.Cert)
-	conn := tests.Must(tls.Dial("tcp", ts.admission, &tls.Config{RootCAs: pool, NextProtos: []string{"http/1.1"}}))(t)
+	conn := tests.Must(tls.Dial("tcp", ts.admission, &tls.Config{RootCAs: ts.CA.Pool(), NextProtos: []string{"http/1.1"}}))(t)
 	t.Cleanup(func() { conn.Close() })
 	return &keptAlive{conn: conn, br: bufio.NewReader(conn)}
 }

@@ -135,14 +135,14 @@ func (g *gen) statefulSet() map[string]any {
 		var vcts []any
 		for j := 0; j < n; j++ {
 			req := map[string]any{}
-			if s := sizes[g.pick(len(sizes))]; s != nil {
+			if s := of(g, sizes...); s != nil {
 				req["storage"] = s
 			}
 			vs := map[string]any{"accessModes": []any{"ReadWriteOnce"}, "resources": map[string]any{"requests": req}, "x-unknown-vct-field": 1}
-			if c := classes[g.pick(len(classes))]; c != nil {
+			if c := of(g, classes...); c != nil {
 				vs["storageClassName"] = c
 			}
-			vcts = append(vcts, map[string]any{"metadata": map[string]any{"name": names[g.pick(len(names))]}, "spec": vs})
+			vcts = append(vcts, map[string]any{"metadata": map[string]any{"name": of(g, names...)}, "spec": vs})
 		}
 		spec["volumeClaimTemplates"] = vcts
 	}
@@ -280,9 +280,10 @@ func hasSizedStorage(vcts []policies.ClaimTemplate) bool {
 func checkReview(t *testing.T, webhook string, r *admission.Response) {
 	t.Helper()
 	b := tests.Must(r.Review("uid"))(t)
-	a, err := tests.ParseAnswer(nil, 200, b)
-	problems := (&tests.Expect{Allowed: &r.Allowed}).Check(webhook, nil, a)
-	if err != nil || a.Response().UID != "uid" || (len(a.Patch) > 0) != (len(r.Patch) > 0) || len(problems) > 0 {
+	req := &tests.ReviewRequest{UID: "uid"}
+	a, err := tests.ParseAnswer(req, 200, b)
+	problems := (&tests.Expect{Allowed: &r.Allowed}).Check(webhook, req, a)
+	if err != nil || (len(a.Patch) > 0) != (len(r.Patch) > 0) || len(problems) > 0 {
 		t.Fatalf("review %s is not the answer (%v): %q", b, err, problems)
 	}
 }
