@@ -141,7 +141,7 @@ func (c *ControlPlane) ControllersAlive() error {
 	if c.ControllerManager == nil {
 		return nil
 	}
-	return c.ControllerManager.alive()
+	return c.ControllerManager.Alive()
 }
 
 // StartAPIServer starts one more kube-apiserver on the test's etcd, with the

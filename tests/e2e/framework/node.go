@@ -123,7 +123,7 @@ func StartNode(cfg NodeConfig, k Kubectl) (_ *Node, err error) {
 			return nil, err
 		}
 	}
-	if err := Poll(2*time.Minute, exited(n.kubelet), func() (bool, string) {
+	if err := Poll(2*time.Minute, n.kubelet.Alive, func() (bool, string) {
 		r := k.Run("", "wait", "--for=condition=Ready", "--timeout=10s", "node/"+n.Name)
 		return r.OK(), r.String()
 	}); err != nil {
@@ -142,16 +142,6 @@ func (n *Node) startScheduler() error {
 		n.scheduler, err = StartProcess(filepath.Join(n.Logs, "kube-scheduler.log"), cmd)
 	}
 	return err
-}
-
-// exited is an error once p has exited, for Poll.
-func exited(p *Process) func() error {
-	return func() error {
-		if p.Exited() {
-			return fmt.Errorf("%s exited: %v (log %s)", filepath.Base(p.Cmd.Path), p.Err, p.LogPath)
-		}
-		return nil
-	}
 }
 
 // checkMachine checks what the node needs of this machine, and that its addresses are free.
@@ -312,7 +302,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
 	if n.containerd, err = StartProcess(filepath.Join(n.Logs, "containerd.log"), cmd); err != nil {
 		return err
 	}
-	return Poll(time.Minute, exited(n.containerd), func() (bool, string) {
+	return Poll(time.Minute, n.containerd.Alive, func() (bool, string) {
 		_, err := n.Ctr("version")
 		return err == nil, fmt.Sprintf("containerd (log %s): %v", n.containerd.LogPath, err)
 	})

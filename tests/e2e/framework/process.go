@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -46,7 +47,7 @@ func StartProcess(logPath string, cmd *exec.Cmd) (*Process, error) {
 // WaitHTTP polls url with client until it answers 200, failing when the
 // process exits first or timeout passes.
 func (p *Process) WaitHTTP(client *http.Client, url string, timeout time.Duration) error {
-	return Poll(timeout, p.alive, func() (bool, string) {
+	return Poll(timeout, p.Alive, func() (bool, string) {
 		resp, err := client.Get(url)
 		if err != nil {
 			return false, err.Error()
@@ -57,10 +58,10 @@ func (p *Process) WaitHTTP(client *http.Client, url string, timeout time.Duratio
 	})
 }
 
-// alive is nil while the process runs.
-func (p *Process) alive() error {
+// Alive is nil while the process runs: a Poll's or an Eventually's alive, so that a wait fails at once.
+func (p *Process) Alive() error {
 	if p.Exited() {
-		return fmt.Errorf("%s exited: %v (log %s)", p.Cmd.Path, p.Err, p.LogPath)
+		return fmt.Errorf("%s exited: %v (log %s)", filepath.Base(p.Cmd.Path), p.Err, p.LogPath)
 	}
 	return nil
 }
@@ -82,7 +83,7 @@ func (p *Process) Stop(timeout time.Duration) error {
 		return err
 	}
 	if _, ok := errors.AsType[*exec.ExitError](p.Err); ok {
-		return p.alive()
+		return p.Alive()
 	}
 	return nil
 }

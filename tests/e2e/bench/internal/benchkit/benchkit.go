@@ -189,12 +189,7 @@ func (e *Setup) Start(kind Kind, cpu string) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{Process: p, Kind: kind, Addr: addr}
-	err = framework.Poll(20*time.Second, func() error {
-		if s.Exited() {
-			return fmt.Errorf("%s exited: %v", kind, s.Err)
-		}
-		return nil
-	}, func() (bool, string) {
+	err = framework.Poll(20*time.Second, s.Alive, func() (bool, string) {
 		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", addr, &tls.Config{InsecureSkipVerify: true})
 		if err != nil {
 			return false, err.Error()
